@@ -1,0 +1,53 @@
+# semcodec — every target sets itself up: system packages (apt-get, when root), .venv, pinned deps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.semcodec-installed
+EXAMPLE := examples/bach_chorale.flac
+OUT := out
+
+.PHONY: help setup sysdeps demo test bench train fuzz clean
+
+help:
+	@echo "make demo   encode + decode the bundled example"
+	@echo "make test   run the test suite"
+	@echo "make bench  run the benchmark (writes docs/BENCHMARKS.md)"
+	@echo "make train  retrain the neural synthesizer weights"
+	@echo "make fuzz   fuzz the container parser (FUZZ_SECONDS=60)"
+
+sysdeps:
+	@scripts/install-sysdeps.sh
+
+# requirements.lock pins the whole dependency tree; it is installed with --no-deps so that
+# basic-pitch does not drag TensorFlow in (semcodec runs its ONNX model on onnxruntime).
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned Python dependencies into $(VENV) ..." >&2
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: sysdeps $(STAMP)
+
+demo: setup
+	@mkdir -p $(OUT)
+	@$(BIN)/semcodec encode -f $(EXAMPLE) $(OUT)/demo.smc
+	@$(BIN)/semcodec decode -f $(OUT)/demo.smc $(OUT)/demo.wav
+	@$(BIN)/python scripts/demo_report.py $(EXAMPLE) $(OUT)/demo.smc $(OUT)/demo.wav
+
+test: setup
+	@$(BIN)/python -m pytest -q tests
+
+fuzz: setup
+	@$(BIN)/python tests/fuzz_container.py --seconds $${FUZZ_SECONDS:-60}
+
+bench: setup
+	@scripts/install-sysdeps.sh --bench
+	@$(BIN)/python -m bench.run
+
+train: setup
+	@$(BIN)/python -m semcodec.synth.train
+
+clean:
+	rm -rf $(VENV) $(OUT) .bench-cache .pytest_cache

@@ -1,0 +1,102 @@
+"""Small frozen dataclasses for what a score is made of.
+
+Times are seconds from the start of the clip, pitches are MIDI note numbers, velocities are
+MIDI velocities 1..127 and pitch bends are in semitones.  This module imports only the
+standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class BendPoint:
+    """A pitch-bend breakpoint: ``time`` (s, relative to the note onset), ``semitones``."""
+
+    time: float
+    semitones: float
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note: ``onset``/``offset`` in seconds, MIDI ``pitch``, MIDI ``velocity`` (1..127).
+
+    ``bends`` is a piecewise-constant pitch-bend contour: each point holds from its time until
+    the next point (or the note's end).  An empty tuple means no bend.
+    """
+
+    onset: float
+    offset: float
+    pitch: int
+    velocity: int
+    bends: tuple[BendPoint, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Length of the note in seconds."""
+        return self.offset - self.onset
+
+
+@dataclass(frozen=True)
+class Track:
+    """One instrument: its notes (sorted by onset), General MIDI program and drum flag."""
+
+    name: str
+    program: int = 0
+    is_drum: bool = False
+    notes: tuple[Note, ...] = ()
+
+    def with_notes(self, notes: tuple[Note, ...] | list[Note]) -> "Track":
+        """A copy with other notes, sorted by (onset, pitch)."""
+        return replace(self, notes=tuple(sorted(notes, key=lambda n: (n.onset, n.pitch))))
+
+
+@dataclass(frozen=True)
+class Timbre:
+    """Fitted timbre of one track for the neural engine.
+
+    ``embedding`` is a vector of a few dozen floats; ``gain_db`` the output gain (dB);
+    ``room`` the reverb parameters (engine-specific, floats).
+    """
+
+    track: int
+    embedding: tuple[float, ...]
+    gain_db: float = 0.0
+    room: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A short coded audio excerpt of one track.
+
+    ``start`` is its position in the original clip (s), ``duration`` its length (s),
+    ``codec`` the name of the audio coding of ``data`` (e.g. ``"opus"``), ``sample_rate`` Hz.
+    """
+
+    track: int
+    start: float
+    duration: float
+    sample_rate: int
+    codec: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Score:
+    """What is played: tracks plus tempo (BPM), meter and key estimates."""
+
+    tracks: tuple[Track, ...] = ()
+    tempo_bpm: float = 120.0
+    time_signature: tuple[int, int] = (4, 4)
+    key: str = "C major"
+
+    @property
+    def n_notes(self) -> int:
+        """Total number of notes over all tracks."""
+        return sum(len(t.notes) for t in self.tracks)
+
+    @property
+    def end_time(self) -> float:
+        """Offset of the last note (s), 0 if there are none."""
+        return max((n.offset for t in self.tracks for n in t.notes), default=0.0)
