@@ -1,0 +1,457 @@
+"""The ``semcodec`` command line; the only module that knows click.
+
+Exit status: 0 success, 1 usage error, 2 processing error (bad input, corrupt file, ...).
+Errors are one line on stderr; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from semcodec import __version__
+from semcodec.errors import OutputError, SemcodecError, UsageError
+
+log = logging.getLogger("semcodec")
+
+EXIT_OK, EXIT_USAGE, EXIT_ERROR = 0, 1, 2
+
+
+# --- plumbing ----------------------------------------------------------------------------
+
+class _State:
+    verbose = 0
+    quiet = False
+
+
+STATE = _State()
+
+
+def _setup_logging() -> None:
+    level = logging.WARNING
+    if STATE.quiet:
+        level = logging.ERROR
+    elif STATE.verbose >= 2:
+        level = logging.DEBUG
+    elif STATE.verbose == 1:
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("semcodec: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # third-party chatter (basic-pitch warns about TensorFlow it does not need)
+    for noisy in ("root", "numba", "matplotlib", "music21"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+
+
+def _verbosity(f):
+    """-v/-q on the group and on every command, so both positions work."""
+
+    def set_verbose(ctx, param, value):
+        if value:
+            STATE.verbose = max(STATE.verbose, value)
+            _setup_logging()
+        return value
+
+    def set_quiet(ctx, param, value):
+        if value:
+            STATE.quiet = True
+            _setup_logging()
+        return value
+
+    f = click.option("-v", "--verbose", count=True, expose_value=False, callback=set_verbose,
+                     is_eager=True, help="More messages (-vv: debug); tracebacks on errors.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=set_quiet,
+                     is_eager=True, help="Only errors on stderr, no progress bars.")(f)
+    return f
+
+
+class _Progress:
+    """tqdm bars on stderr for the stages of a job; silent when stderr is not a terminal."""
+
+    def __init__(self, desc: str) -> None:
+        self.enabled = not STATE.quiet and sys.stderr.isatty()
+        self.desc = desc
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, stage: str, frac: float) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=100, desc=f"{self.desc}: {stage}", file=sys.stderr, leave=False,
+                            bar_format="{desc} {bar} {percentage:3.0f}% {elapsed}")
+        pct = int(round(min(max(frac, 0.0), 1.0) * 100))
+        self.bar.update(pct - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse to overwrite an existing file without --force, or to overwrite an input."""
+    if path == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write binary data to a terminal (redirect stdout)")
+        return
+    p = Path(path)
+    for src in inputs:
+        if src != "-" and Path(src).exists() and p.exists() and p.resolve() == Path(src).resolve():
+            raise OutputError(f"{path}: output would overwrite the input")
+    if p.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if p.exists() and not force:
+        raise OutputError(f"{path}: already exists (use -f to overwrite)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: directory {parent} does not exist")
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    if path == "-":
+        out = click.get_binary_stream("stdout")
+        out.write(data)
+        out.flush()
+        return
+    from semcodec.container import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _read_smc(path: str):
+    from semcodec import api
+    from semcodec.errors import InputError
+
+    if path == "-":
+        data = click.get_binary_stream("stdin").read()
+        if not data:
+            raise InputError("<stdin>: empty input")
+        return api.Container.from_bytes(data), data
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory")
+    data = p.read_bytes()
+    try:
+        return api.Container.from_bytes(data), data
+    except SemcodecError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _say(msg: str) -> None:
+    if not STATE.quiet:
+        click.echo(msg, err=True)
+
+
+# --- commands ----------------------------------------------------------------------------
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="semcodec",
+                      message="%(prog)s %(version)s (.smc format 1.0)")
+@_verbosity
+def cli() -> None:
+    """semcodec — a semantic music codec.
+
+    \b
+      semcodec encode song.wav song.smc   transcribe + measure timbre + pack (~1 kbps)
+      semcodec decode song.smc out.wav    synthesize the music back
+    """
+
+
+@cli.command()
+@click.argument("input", type=str)
+@click.argument("output", type=str, required=False)
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--onset-threshold", type=click.FloatRange(0.01, 0.99), default=None,
+              help="Note onset threshold of the transcriber (0..1; lower finds more notes).")
+@click.option("--frame-threshold", type=click.FloatRange(0.01, 0.99), default=None,
+              help="Note continuation threshold of the transcriber (0..1).")
+@click.option("--min-note-ms", type=click.FloatRange(1, 2000), default=None,
+              help="Shortest note kept (milliseconds).")
+@click.option("--no-bends", is_flag=True, help="Do not store pitch bends.")
+@click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only).")
+@click.option("--no-samples", is_flag=True, help="Do not store short audio samples.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Store a tag (repeatable).")
+@_verbosity
+def encode(input: str, output: str | None, force: bool, onset_threshold, frame_threshold,
+           min_note_ms, no_bends: bool, no_timbre: bool, no_samples: bool, tags) -> None:
+    """Encode an audio file (or - for stdin) into a .smc container.
+
+    OUTPUT defaults to INPUT with the extension .smc; - writes to stdout.
+    """
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.audio import read_audio
+
+    if output is None:
+        if input == "-":
+            raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
+        output = str(Path(input).with_suffix(".smc"))
+    tag_map = {}
+    for item in tags:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
+        tag_map[key] = value
+    _check_output(output, force, (input,))
+    t0 = time.perf_counter()
+    inp = read_audio(input)
+    topts = api.TranscribeOptions()
+    changes = {}
+    if onset_threshold is not None:
+        changes["onset_threshold"] = onset_threshold
+    if frame_threshold is not None:
+        changes["frame_threshold"] = frame_threshold
+    if min_note_ms is not None:
+        changes["min_note_s"] = min_note_ms / 1000.0
+    if no_bends:
+        changes["keep_bends"] = False
+    topts = replace(topts, **changes)
+    opts = api.EncodeOptions(transcribe=topts, fit_timbre=not no_timbre, samples=not no_samples,
+                             tags=tag_map)
+    progress = _Progress("encode")
+    try:
+        c = api.encode(inp, options=opts, progress=progress)
+    finally:
+        progress.close()
+    data = c.to_bytes()
+    _write_bytes(output, data)
+    elapsed = time.perf_counter() - t0
+    kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
+    _say(f"{input} -> {output}: {c.score.n_notes} notes, {len(c.score.tracks)} track(s), "
+         f"{len(data)} bytes, {kbps:.3f} kbps ({c.duration / elapsed:.1f}x real time)")
+
+
+@cli.command()
+@click.argument("input", type=str)
+@click.argument("output", type=str, required=False)
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--engine", type=click.Choice(["auto", "neural", "fluidsynth"]), default="auto",
+              show_default=True, help="Synthesizer: neural (when weights and torch are there) "
+              "or fluidsynth (General MIDI soundfont).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where the neural engine runs.")
+@click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
+              help="Soundfont for the fluidsynth engine (default: FluidR3_GM).")
+@click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
+              help="Output sample rate in Hz (default: the original's).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default=None,
+              help="Output format (default: from OUTPUT's extension; wav for stdout).")
+@click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
+              help="Play track TRACK (number from 1, or name) with another GM program.")
+@click.option("--transpose", type=click.IntRange(-48, 48), default=0,
+              help="Transpose pitched tracks by SEMITONES.")
+@click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
+              help="Tempo factor (2 = twice as fast).")
+@_verbosity
+def decode(input: str, output: str | None, force: bool, engine: str, device: str,
+           soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
+           transpose: int, tempo: float) -> None:
+    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
+
+    OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
+    """
+    from semcodec import api
+    from semcodec.audio import encode_audio, output_format
+
+    if output is None:
+        if input == "-":
+            raise UsageError("decode from stdin needs an OUTPUT (use - for stdout)")
+        output = str(Path(input).with_suffix(".wav"))
+    audio_fmt = output_format(output, fmt or ("wav" if output == "-" else None))
+    _check_output(output, force, (input,))
+    t0 = time.perf_counter()
+    c, _ = _read_smc(input)
+    prog_map = api.parse_program_map(programs, len(c.score.tracks),
+                                     [t.name for t in c.score.tracks])
+    audio, sr = api.decode(c, engine=engine, sample_rate=sample_rate, device=device,
+                           soundfont=soundfont, programs=prog_map, transpose=transpose,
+                           tempo=tempo)
+    _write_bytes(output, encode_audio(audio, sr, audio_fmt))
+    elapsed = time.perf_counter() - t0
+    dur = audio.shape[0] / sr
+    _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+
+
+@cli.command()
+@click.argument("input", type=str)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_verbosity
+def info(input: str, as_json: bool) -> None:
+    """Show a .smc file's header, tracks, samples, chunk sizes and bitrate."""
+    from semcodec.container import chunk_table
+
+    c, data = _read_smc(input)
+    chunks = [{"type": ch.type, "offset": ch.offset, "bytes": ch.length} for ch in chunk_table(data)]
+    kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
+    timbre_tracks = {t.track for t in c.timbres}
+    tracks = []
+    for i, t in enumerate(c.score.tracks):
+        smp = [s for s in c.samples if s.track == i]
+        tracks.append({
+            "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
+            "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
+            "timbre": i in timbre_tracks, "samples": len(smp),
+            "sample_seconds": round(sum(s.duration for s in smp), 3),
+        })
+    summary = {
+        "file": input, "bytes": len(data), "bitrate_kbps": round(kbps, 4),
+        "duration": c.duration, "sample_rate": c.sample_rate, "channels": c.channels,
+        "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
+        "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
+        "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
+        "tracks": tracks,
+        "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
+                     "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data)}
+                    for s in c.samples],
+        "chunks": chunks,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    gm = _gm_names()
+    lines = [
+        f"file       {input}: {len(data)} bytes, {kbps:.3f} kbps",
+        f"encoder    {c.encoder or '?'}",
+        f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
+        f"{c.channels} channel(s){' downmixed to mono' if c.channels > 1 else ''}, "
+        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
+        f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
+        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
+    ]
+    for k, v in c.tags.items():
+        lines.append(f"tag        {k}={v}")
+    lines.append("tracks")
+    for t in tracks:
+        kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
+        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes"
+                     f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
+                     f" ({t['sample_seconds']:.2f} s)")
+    if c.samples:
+        lines.append("samples")
+        for s in summary["samples"]:
+            lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
+                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes")
+    lines.append("chunks")
+    for ch in chunks:
+        share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
+        lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
+    click.echo("\n".join(lines))
+
+
+def _gm_names():
+    try:
+        import pretty_midi
+
+        return pretty_midi.program_to_instrument_name
+    except ImportError:  # pragma: no cover - pretty_midi is a dependency
+        return lambda p: ""
+
+
+@cli.command()
+@click.argument("input", type=str)
+@click.option("--midi", "midi_out", type=str, default=None, help="Write a Standard MIDI File.")
+@click.option("--musicxml", "xml_out", type=str, default=None,
+              help="Write quantized MusicXML (sheet music).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@_verbosity
+def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -> None:
+    """Export the score of a .smc file as MIDI and/or MusicXML."""
+    from semcodec.score import write_midi, write_musicxml
+
+    if not midi_out and not xml_out:
+        raise UsageError("nothing to export: give --midi PATH and/or --musicxml PATH")
+    for out in (midi_out, xml_out):
+        if out:
+            if out == "-":
+                raise UsageError("export writes files, not stdout")
+            _check_output(out, force, (input,))
+    c, _ = _read_smc(input)
+    if midi_out:
+        write_midi(c.score, midi_out)
+        _say(f"{input} -> {midi_out}")
+    if xml_out:
+        write_musicxml(c.score, xml_out)
+        _say(f"{input} -> {xml_out}")
+
+
+@cli.command("test")
+@click.argument("inputs", nargs=-1, required=True, type=str)
+@_verbosity
+def test_cmd(inputs: tuple[str, ...]) -> None:
+    """Check the integrity of .smc files (structure, lengths, CRCs), like flac -t."""
+    failed = 0
+    for path in inputs:
+        try:
+            _read_smc(path)
+        except SemcodecError as exc:
+            failed += 1
+            click.echo(f"{exc}", err=True)
+            continue
+        if not STATE.quiet:
+            click.echo(f"{path}: ok")
+    if failed:
+        raise SystemExit(EXIT_ERROR)
+
+
+# --- entry point -------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with 0 (ok), 1 (usage error) or 2 (processing error)."""
+    _setup_logging()
+    try:
+        cli.main(args=argv, prog_name="semcodec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "semcodec"
+        click.echo(f"semcodec: usage error: {exc.format_message()} (see '{cmd} --help')", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.Abort:
+        click.echo("semcodec: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("semcodec: interrupted", err=True)
+        sys.exit(130)
+    except UsageError as exc:
+        _fail(exc, EXIT_USAGE)
+    except SemcodecError as exc:
+        _fail(exc, EXIT_ERROR)
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    except OSError as exc:
+        _fail(exc, EXIT_ERROR, prefix=f"{exc.filename}: " if exc.filename else "")
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, traceback with -v
+        _fail(exc, EXIT_ERROR, prefix="internal error: ", hint=True)
+    sys.exit(EXIT_OK)
+
+
+def _fail(exc: BaseException, code: int, prefix: str = "", hint: bool = False) -> None:
+    if STATE.verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    extra = " (run with -v for details)" if hint and not STATE.verbose else ""
+    click.echo(f"semcodec: error: {prefix}{text}{extra}", err=True)
+    sys.exit(code)

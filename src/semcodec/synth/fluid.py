@@ -1,0 +1,203 @@
+"""The fluidsynth engine: plays a score through a General MIDI soundfont (pyfluidsynth).
+
+A thin class over :func:`render_notes`; each track plays its General MIDI program (the one the
+encoder fitted), drums play the GM kit (bank 128).  Each note gets a channel of its own from
+its track's pool so per-note pitch bends do not leak into other notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from semcodec.constants import (
+    SOUNDFONT_CANDIDATES,
+    SYNTH_BEND_RANGE_SEMITONES,
+    env_soundfont,
+)
+from semcodec.errors import SynthError
+from semcodec.events import Note, Score, Track
+from semcodec.synth import dsp
+
+log = logging.getLogger(__name__)
+
+#: MIDI channels fluidsynth is started with; every channel ≡ 9 (mod 16) is left to drums.
+N_CHANNELS = 256
+CHANNELS_PER_TRACK_MAX = 16
+#: fluidsynth renders at most at this rate (Hz); higher output rates are resampled.
+FLUID_MAX_SR = 96000
+
+
+def find_soundfont(path: str | os.PathLike | None = None) -> str:
+    """The soundfont to use: ``path``, else $SEMCODEC_SOUNDFONT, else the first installed GM one."""
+    if path is not None:
+        p = os.fspath(path)
+        if not os.path.isfile(p):
+            raise SynthError(f"{p}: soundfont not found")
+        return p
+    env = env_soundfont()
+    if env:
+        if not os.path.isfile(env):
+            raise SynthError(f"{env}: soundfont named by $SEMCODEC_SOUNDFONT not found")
+        return env
+    for cand in SOUNDFONT_CANDIDATES:
+        if os.path.isfile(cand):
+            return cand
+    raise SynthError(
+        "no General MIDI soundfont found (install one: apt-get install fluid-soundfont-gm, "
+        "or pass --soundfont PATH)"
+    )
+
+
+def _import_fluidsynth():
+    try:
+        import fluidsynth  # noqa: PLC0415 - optional native dependency, imported when used
+    except (ImportError, OSError) as exc:  # OSError: libfluidsynth missing
+        raise SynthError(
+            f"fluidsynth is unavailable ({exc}); install it: apt-get install libfluidsynth3"
+        ) from exc
+    return fluidsynth
+
+
+@dataclass(frozen=True)
+class _Event:
+    sample: int
+    order: int  # noteoffs before bends before noteons at the same sample
+    kind: str
+    chan: int
+    a: int = 0
+    b: int = 0
+
+
+def _bend_value(semitones: float) -> int:
+    value = int(round(semitones / SYNTH_BEND_RANGE_SEMITONES * 8192))
+    return max(-8192, min(8191, value))
+
+
+def _track_events(notes: tuple[Note, ...], chans: list[int], sr: int, tempo: float,
+                  transpose: int, is_drum: bool) -> list[_Event]:
+    """Schedule one track's notes on its channel pool (least recently released channel first)."""
+    events: list[_Event] = []
+    free_at = {c: -1 for c in chans}
+    for note in notes:
+        on = int(round(note.onset / tempo * sr))
+        off = max(on + 1, int(round(note.offset / tempo * sr)))
+        pitch = note.pitch if is_drum else note.pitch + transpose
+        if not 0 <= pitch <= 127:
+            continue
+        free = [c for c in chans if free_at[c] <= on]
+        chan = min(free, key=lambda c: free_at[c]) if free else min(chans, key=lambda c: free_at[c])
+        free_at[chan] = off
+        if not is_drum:
+            first = note.bends[0].semitones if note.bends and note.bends[0].time <= 0 else 0.0
+            events.append(_Event(on, 1, "bend", chan, _bend_value(first)))
+            for bp in note.bends:
+                t = on + int(round(bp.time / tempo * sr))
+                if on < t < off:
+                    events.append(_Event(t, 1, "bend", chan, _bend_value(bp.semitones)))
+        events.append(_Event(on, 2, "on", chan, pitch, max(1, min(127, note.velocity))))
+        events.append(_Event(off, 0, "off", chan, pitch))
+    return events
+
+
+def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
+                 programs: dict[int, int] | None = None, transpose: int = 0,
+                 tempo: float = 1.0, gain: float = 0.5) -> np.ndarray:
+    """Render ``score`` with fluidsynth; returns mono float32 audio of shape ``(n_samples,)``.
+
+    ``programs`` overrides the GM program per track index; ``transpose`` shifts pitched tracks by
+    semitones; ``tempo`` > 1 plays faster (note times are divided by it).
+    """
+    fluidsynth = _import_fluidsynth()
+    sf_path = find_soundfont(soundfont)
+    render_sr = min(sr, FLUID_MAX_SR)
+    synth = fluidsynth.Synth(gain=gain, samplerate=float(render_sr), channels=N_CHANNELS)
+    try:
+        sfid = synth.sfload(sf_path)
+        if sfid < 0:
+            raise SynthError(f"{sf_path}: fluidsynth cannot load this soundfont")
+        melodic = [c for c in range(N_CHANNELS) if c % 16 != 9]
+        drums = [c for c in range(N_CHANNELS) if c % 16 == 9]
+        per_track = max(1, min(CHANNELS_PER_TRACK_MAX, len(melodic) // max(1, len(score.tracks))))
+        events: list[_Event] = []
+        for i, track in enumerate(score.tracks):
+            if track.is_drum:
+                chans, drums = drums[:1], drums[1:] or drums
+                program = (programs or {}).get(i, 0)
+                for c in chans:
+                    synth.program_select(c, sfid, 128, program)
+            else:
+                chans, melodic = melodic[:per_track], melodic[per_track:]
+                program = (programs or {}).get(i, track.program)
+                for c in chans:
+                    synth.program_select(c, sfid, 0, program)
+                    # RPN 0 (pitch-bend sensitivity) = SYNTH_BEND_RANGE_SEMITONES
+                    synth.cc(c, 101, 0)
+                    synth.cc(c, 100, 0)
+                    synth.cc(c, 6, SYNTH_BEND_RANGE_SEMITONES)
+                    synth.cc(c, 38, 0)
+            if not chans:
+                log.warning("track %d (%s): no MIDI channel left, not played", i, track.name)
+                continue
+            events.extend(_track_events(track.notes, chans, render_sr, tempo, transpose,
+                                        track.is_drum))
+        events.sort(key=lambda e: (e.sample, e.order))
+        out_len = int(round(n_samples * render_sr / sr))
+        blocks: list[np.ndarray] = []
+        pos = 0
+        for ev in events:
+            if ev.sample >= out_len:
+                break
+            if ev.sample > pos:
+                blocks.append(_pull(synth, ev.sample - pos))
+                pos = ev.sample
+            if ev.kind == "on":
+                synth.noteon(ev.chan, ev.a, ev.b)
+            elif ev.kind == "off":
+                synth.noteoff(ev.chan, ev.a)
+            else:
+                synth.pitch_bend(ev.chan, ev.a)
+        if out_len > pos:
+            blocks.append(_pull(synth, out_len - pos))
+        audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    finally:
+        synth.delete()
+    audio = dsp.resample(audio, render_sr, sr)
+    return dsp.fit_length(audio, n_samples)
+
+
+def _pull(synth, n: int) -> np.ndarray:
+    """Pull ``n`` frames from the synth as mono float32 (fluidsynth gives interleaved int16)."""
+    out = []
+    while n > 0:
+        k = min(n, 1 << 16)
+        st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
+        out.append(st.mean(axis=1) / 32768.0)
+        n -= k
+    return np.concatenate(out)
+
+
+class FluidsynthEngine:
+    """Decoding engine over :func:`render_score` with one soundfont."""
+
+    name = "fluidsynth"
+
+    def __init__(self, soundfont: str | os.PathLike | None = None) -> None:
+        self.soundfont = find_soundfont(soundfont)
+
+    def render(self, score: Score, sr: int, n_samples: int, *, programs: dict[int, int] | None = None,
+               transpose: int = 0, tempo: float = 1.0, **_: object) -> np.ndarray:
+        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
+        return render_score(score, sr, n_samples, soundfont=self.soundfont, programs=programs,
+                            transpose=transpose, tempo=tempo)
+
+
+def render_notes(notes: list[Note] | tuple[Note, ...], program: int, sr: int, n_samples: int, *,
+                 is_drum: bool = False, soundfont: str | None = None) -> np.ndarray:
+    """Render one instrument's ``notes`` with GM ``program``: mono float32 ``(n_samples,)``."""
+    track = Track(name="t", program=program, is_drum=is_drum).with_notes(list(notes))
+    return render_score(Score(tracks=(track,)), sr, n_samples, soundfont=soundfont,
+                        programs={0: program})
