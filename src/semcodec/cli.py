@@ -122,7 +122,7 @@ def _check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
 
 def _write_bytes(path: str, data: bytes) -> None:
     if path == "-":
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
         out.write(data)
         out.flush()
         return
@@ -139,7 +139,7 @@ def _read_smc(path: str):
     from semcodec.errors import InputError
 
     if path == "-":
-        data = click.get_binary_stream("stdin").read()
+        data = sys.stdin.buffer.read()
         if not data:
             raise InputError("<stdin>: empty input")
         return api.Container.from_bytes(data), data
@@ -162,7 +162,40 @@ def _say(msg: str) -> None:
 
 # --- commands ----------------------------------------------------------------------------
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The semcodec group: its ``main`` maps errors to one line and exit status 0/1/2/130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _setup_logging()
+        try:
+            super().main(args=args, prog_name=prog_name or "semcodec", complete_var=complete_var,
+                         standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx is not None else "semcodec"
+            click.echo(f"semcodec: usage error: {exc.format_message()} (see '{cmd} --help')",
+                       err=True)
+            sys.exit(EXIT_USAGE)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("semcodec: interrupted", err=True)
+            sys.exit(130)
+        except UsageError as exc:
+            _fail(exc, EXIT_USAGE)
+        except SemcodecError as exc:
+            _fail(exc, EXIT_ERROR)
+        except BrokenPipeError:
+            sys.exit(EXIT_ERROR)
+        except OSError as exc:
+            _fail(exc, EXIT_ERROR, prefix=f"{exc.filename}: " if exc.filename else "")
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, traceback with -v
+            _fail(exc, EXIT_ERROR, prefix="internal error: ", hint=True)
+        finally:
+            STATE.verbose, STATE.quiet = 0, False
+        sys.exit(EXIT_OK)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="semcodec",
                       message="%(prog)s %(version)s (.smc format 1.0)")
 @_verbosity
@@ -415,33 +448,8 @@ def test_cmd(inputs: tuple[str, ...]) -> None:
 # --- entry point -------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and exit with 0 (ok), 1 (usage error) or 2 (processing error)."""
-    _setup_logging()
-    try:
-        cli.main(args=argv, prog_name="semcodec", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        cmd = exc.ctx.command_path if exc.ctx is not None else "semcodec"
-        click.echo(f"semcodec: usage error: {exc.format_message()} (see '{cmd} --help')", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.Abort:
-        click.echo("semcodec: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("semcodec: interrupted", err=True)
-        sys.exit(130)
-    except UsageError as exc:
-        _fail(exc, EXIT_USAGE)
-    except SemcodecError as exc:
-        _fail(exc, EXIT_ERROR)
-    except BrokenPipeError:
-        sys.exit(EXIT_ERROR)
-    except OSError as exc:
-        _fail(exc, EXIT_ERROR, prefix=f"{exc.filename}: " if exc.filename else "")
-    except Exception as exc:  # noqa: BLE001 - a bug: one line, traceback with -v
-        _fail(exc, EXIT_ERROR, prefix="internal error: ", hint=True)
-    sys.exit(EXIT_OK)
+    """Run the CLI and exit with 0 (ok), 1 (usage error), 2 (processing error), 130 (Ctrl-C)."""
+    cli.main(args=argv, prog_name="semcodec")
 
 
 def _fail(exc: BaseException, code: int, prefix: str = "", hint: bool = False) -> None:

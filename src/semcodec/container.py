@@ -216,7 +216,21 @@ class _Reader:
         return _unzigzag(self.uvarint())
 
     def uvarints(self, n: int) -> list[int]:
-        return [self.uvarint() for _ in range(n)]
+        """``n`` uvarints; single-byte values (the common case) take a fast path."""
+        buf, end = self.buf, self.end
+        out = []
+        append = out.append
+        for _ in range(n):
+            pos = self.pos
+            if pos < end and buf[pos] < 0x80:
+                append(buf[pos])
+                self.pos = pos + 1
+            else:
+                append(self.uvarint())
+        return out
+
+    def zvarints(self, n: int) -> list[int]:
+        return [(u >> 1) ^ -(u & 1) for u in self.uvarints(n)]
 
     def u8(self) -> int:
         self.need(1)
@@ -668,15 +682,15 @@ def _decode_score(payload: bytes, duration: float) -> list[tuple[Note, ...]]:
                 raise _fail(f"SCOR chunk: track {ti} has a note of invalid length")
         pitches = []
         acc = 60
-        for _ in range(n):
-            acc += r.zvarint()
+        for delta in r.zvarints(n):
+            acc += delta
             if not MIDI_MIN <= acc <= MIDI_MAX:
                 raise _fail(f"SCOR chunk: track {ti} has pitch {acc} outside {MIDI_MIN}..{MIDI_MAX}")
             pitches.append(acc)
         vels = []
         acc = 64
-        for _ in range(n):
-            acc += r.zvarint()
+        for delta in r.zvarints(n):
+            acc += delta
             if not VELOCITY_MIN <= acc <= VELOCITY_MAX:
                 raise _fail(f"SCOR chunk: track {ti} has velocity {acc} outside "
                             f"{VELOCITY_MIN}..{VELOCITY_MAX}")

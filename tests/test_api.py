@@ -1,0 +1,90 @@
+"""End to end through the Python API: render a known score, encode, check, decode."""
+
+from __future__ import annotations
+
+import mir_eval
+import numpy as np
+import pytest
+import soundfile as sf
+
+import semcodec
+from semcodec.errors import InputError, UsageError
+from semcodec.synth import dsp
+
+
+def _note_f1(ref_notes, est_notes) -> float:
+    ref_i = np.array([[n.onset, n.offset] for n in ref_notes])
+    ref_p = mir_eval.util.midi_to_hz(np.array([n.pitch for n in ref_notes], dtype=float))
+    if not est_notes:
+        return 0.0
+    est_i = np.array([[n.onset, max(n.offset, n.onset + 0.01)] for n in est_notes])
+    est_p = mir_eval.util.midi_to_hz(np.array([n.pitch for n in est_notes], dtype=float))
+    _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ref_i, ref_p, est_i, est_p, onset_tolerance=0.05, offset_ratio=None)
+    return f1
+
+
+def test_end_to_end_chorale(encoded_chorale):
+    wav, smc, truth = encoded_chorale
+    c = semcodec.load(smc)
+    truth_notes = [n for t in truth.tracks for n in t.notes]
+    est = [n for t in c.score.tracks for n in t.notes]
+    assert _note_f1(truth_notes, est) >= 0.8
+    assert c.bitrate_kbps < 1.0
+    audio, sr = semcodec.decode(c, engine="fluidsynth")
+    info = sf.info(wav)
+    assert sr == info.samplerate
+    assert audio.shape == (info.frames,)
+    original, _ = sf.read(wav, dtype="float32")
+    lufs_in = dsp.integrated_loudness(original, sr)
+    lufs_out = dsp.integrated_loudness(audio, sr)
+    assert abs(lufs_in - lufs_out) < 0.5
+    assert np.abs(audio).max() <= 1.0
+
+
+def test_encode_array_needs_rate():
+    with pytest.raises(UsageError):
+        semcodec.encode(np.zeros(1000, np.float32))
+
+
+def test_silence_encodes_to_empty_score_and_decodes_to_silence():
+    sr = 22050
+    c = semcodec.encode(np.zeros(sr * 2 + 17, np.float32), sr=sr)
+    assert c.score.n_notes == 0 and c.loudness_lufs is None
+    c2 = semcodec.Container.from_bytes(c.to_bytes())
+    audio, out_sr = semcodec.decode(c2)
+    assert out_sr == sr and audio.shape == (sr * 2 + 17,) and not audio.any()
+
+
+def test_stereo_input_is_downmixed(short_wav):
+    mono, sr = sf.read(short_wav, dtype="float32")
+    stereo = np.stack([mono, mono], axis=1)
+    c = semcodec.encode(stereo, sr=sr, options=semcodec.EncodeOptions(fit_timbre=False, samples=False))
+    assert c.channels == 2 and c.n_samples == mono.shape[0]
+    assert c.score.n_notes >= 3
+
+
+def test_decode_sample_rate_and_tempo(encoded_chorale):
+    _, smc, _ = encoded_chorale
+    c = semcodec.load(smc)
+    audio, sr = semcodec.decode(c, engine="fluidsynth", sample_rate=22050)
+    assert sr == 22050 and audio.shape[0] == round(c.n_samples * 22050 / c.sample_rate)
+    fast, _ = semcodec.decode(c, engine="fluidsynth", tempo=2.0)
+    assert fast.shape[0] == round(c.n_samples / 2)
+
+
+def test_to_midi_roundtrips_notes(encoded_chorale, tmp_path):
+    import pretty_midi
+
+    _, smc, _ = encoded_chorale
+    c = semcodec.load(smc)
+    c.to_midi(tmp_path / "x.mid")
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "x.mid"))
+    assert sum(len(i.notes) for i in pm.instruments) == c.score.n_notes
+
+
+def test_nan_input_rejected():
+    bad = np.zeros(44100, np.float32)
+    bad[100] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        semcodec.encode(bad, sr=44100)

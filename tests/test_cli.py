@@ -1,0 +1,164 @@
+"""The command line through click's CliRunner, in tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import music21
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from semcodec import __version__
+from semcodec.cli import cli
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+def run(runner, *args, input=None):
+    return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def test_version(runner):
+    r = run(runner, "--version")
+    assert r.exit_code == 0 and __version__ in r.output
+
+
+def test_usage_error_exits_1(runner):
+    r = run(runner, "encode", "--no-such-option", "x.wav")
+    assert r.exit_code == 1 and "usage error" in r.output
+
+
+def test_encode_info_test_decode_export(runner, encoded_chorale, tmp_path):
+    wav, _, _ = encoded_chorale
+    smc = tmp_path / "c.smc"
+    r = run(runner, "encode", "--no-timbre", wav, smc)
+    assert r.exit_code == 0, r.output
+    assert smc.exists()
+
+    r = run(runner, "info", smc)
+    assert r.exit_code == 0 and "kbps" in r.output and "SCOR" in r.output and "track1" in r.output
+    r = run(runner, "info", "--json", smc)
+    info = json.loads(r.stdout)
+    assert info["bitrate_kbps"] < 1.0 and info["tracks"][0]["notes"] > 10
+    assert info["sample_rate"] == 44100
+
+    r = run(runner, "test", smc)
+    assert r.exit_code == 0 and "ok" in r.output
+
+    out = tmp_path / "c.flac"
+    r = run(runner, "decode", "--engine", "fluidsynth", smc, out)
+    assert r.exit_code == 0, r.output
+    assert sf.info(out).frames == sf.info(wav).frames
+
+    r = run(runner, "export", smc, "--midi", tmp_path / "c.mid", "--musicxml", tmp_path / "c.musicxml")
+    assert r.exit_code == 0, r.output
+    parsed = music21.converter.parse(str(tmp_path / "c.musicxml"))
+    assert len(parsed.flatten().notes) > 10
+
+
+def test_refuses_to_overwrite_without_force(runner, short_wav, tmp_path):
+    out = tmp_path / "o.smc"
+    out.write_bytes(b"keep me")
+    r = run(runner, "encode", "--no-timbre", short_wav, out)
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert out.read_bytes() == b"keep me"
+    r = run(runner, "encode", "--no-timbre", "-f", short_wav, out)
+    assert r.exit_code == 0 and out.read_bytes()[:4] != b"keep"
+
+
+def test_default_output_name(runner, short_wav):
+    r = run(runner, "encode", "--no-timbre", short_wav)
+    assert r.exit_code == 0
+    assert short_wav.with_suffix(".smc").exists()
+
+
+def test_stdin_to_stdout(runner, short_wav, tmp_path):
+    r = runner.invoke(cli, ["encode", "--no-timbre", "-q", "-", "-"], input=short_wav.read_bytes())
+    assert r.exit_code == 0
+    smc = r.stdout_bytes
+    assert smc[:4] == b"\x89SMC"
+    r = runner.invoke(cli, ["decode", "--engine", "fluidsynth", "-q", "-", "-"], input=smc)
+    assert r.exit_code == 0
+    (tmp_path / "o.wav").write_bytes(r.stdout_bytes)
+    assert sf.info(tmp_path / "o.wav").frames == sf.info(short_wav).frames
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "empty"),
+    (b"this is not audio at all" * 10, "not a readable audio file"),
+])
+def test_bad_audio_inputs(runner, tmp_path, content, needle):
+    src = tmp_path / "in.wav"
+    src.write_bytes(content)
+    out = tmp_path / "out.smc"
+    r = run(runner, "encode", src, out)
+    assert r.exit_code == 2
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(src) in lines[0] and needle in lines[0]
+    assert "Traceback" not in r.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [src]
+
+
+def test_zero_samples_and_bad_rate(runner, tmp_path):
+    empty = tmp_path / "zero.wav"
+    sf.write(empty, np.zeros((0,), np.float32), 44100)
+    r = run(runner, "encode", empty, tmp_path / "a.smc")
+    assert r.exit_code == 2 and "no audio samples" in r.output
+    low = tmp_path / "low.wav"
+    sf.write(low, np.zeros(100, np.float32), 1000)
+    r = run(runner, "encode", low, tmp_path / "b.smc")
+    assert r.exit_code == 2 and "sample rate" in r.output
+    assert not (tmp_path / "a.smc").exists() and not (tmp_path / "b.smc").exists()
+
+
+def test_corrupt_and_future_smc(runner, short_wav, tmp_path):
+    smc = tmp_path / "s.smc"
+    assert run(runner, "encode", "--no-timbre", short_wav, smc).exit_code == 0
+    data = smc.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    bad = tmp_path / "flipped.smc"
+    bad.write_bytes(bytes(flipped))
+    r = run(runner, "decode", bad, tmp_path / "x.wav")
+    assert r.exit_code == 2 and str(bad) in r.output and not (tmp_path / "x.wav").exists()
+    r = run(runner, "test", bad)
+    assert r.exit_code == 2
+    trunc = tmp_path / "trunc.smc"
+    trunc.write_bytes(data[:-5])
+    assert run(runner, "test", trunc).exit_code == 2
+    future = bytearray(data)
+    future[4] = 2
+    fut = tmp_path / "future.smc"
+    fut.write_bytes(bytes(future))
+    r = run(runner, "info", fut)
+    assert r.exit_code == 2 and "version" in r.output
+
+
+def test_unsupported_output_extension(runner, encoded_chorale, tmp_path):
+    _, smc, _ = encoded_chorale
+    r = run(runner, "decode", smc, tmp_path / "x.mp3")
+    assert r.exit_code == 1 and ".mp3" in r.output
+
+
+def test_decode_edits(runner, encoded_chorale, tmp_path):
+    _, smc, _ = encoded_chorale
+    base = tmp_path / "base.wav"
+    assert run(runner, "decode", "--engine", "fluidsynth", smc, base).exit_code == 0
+    up = tmp_path / "up.wav"
+    r = run(runner, "decode", "--engine", "fluidsynth", "--transpose", "12", "--program", "1=73",
+            "--tempo", "1.5", smc, up)
+    assert r.exit_code == 0, r.output
+    assert abs(sf.info(up).frames - sf.info(base).frames / 1.5) <= 1
+    r = run(runner, "decode", "--program", "9=1", smc, tmp_path / "z.wav")
+    assert r.exit_code == 1 and "no track 9" in r.output
+
+
+def test_export_needs_a_target(runner, encoded_chorale):
+    _, smc, _ = encoded_chorale
+    r = run(runner, "export", smc)
+    assert r.exit_code == 1
