@@ -1,0 +1,331 @@
+"""The benchmark's evaluation set, cached under ``.bench-cache/dataset``.
+
+Two sources:
+
+* the development clips in ``$SEMCODEC_EVAL_DIR`` (default ``../shared/eval`` relative to the
+  repository root): Slakh stems ("solo"), Slakh mixes ("ensemble") and a real trumpet
+  ("real", no ground truth);
+* excerpts of scores from music21's bundled corpus, rendered deterministically to mono
+  44.1 kHz through pyfluidsynth with MuseScore General (the *benchmark* soundfont, never the
+  decoder's default), with ground-truth notes taken from the score at the rendered tempo.
+
+A clip is a plain dict: ``name, group, source, audio (path), notes (path or None),
+duration_s, description``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".bench-cache"
+DATASET_DIR = CACHE / "dataset"
+#: Bump to invalidate every cached rendered clip.
+DATASET_VERSION = 1
+#: Length of a rendered excerpt (s), before trimming to the end of the music.
+EXCERPT_S = 25.0
+#: Silence before the first note of a rendered excerpt (s).
+LEAD_S = 0.3
+#: Release kept after the last note when the piece ends before EXCERPT_S (s).
+TAIL_S = 1.5
+#: Sounding fraction of a note's written duration (a slight detache).
+ARTICULATION = 0.92
+#: Peak level of a rendered clip (linear).
+PEAK = 0.7
+
+logger = logging.getLogger(__name__)
+
+
+def eval_dir() -> Path:
+    """The development clip folder: ``$SEMCODEC_EVAL_DIR`` or ``../shared/eval``."""
+    env = os.environ.get("SEMCODEC_EVAL_DIR")
+    return Path(env).expanduser().resolve() if env else (REPO / ".." / "shared" / "eval").resolve()
+
+
+def _eval_group(name: str) -> str:
+    if name.startswith("real_"):
+        return "real"
+    if name.endswith("_mix") or "mix" in name.split("_"):
+        return "ensemble"
+    return "solo"
+
+
+def eval_clips() -> list[dict]:
+    """The clips of the development folder (sorted by name); empty when it is missing."""
+    import soundfile as sf
+
+    d = eval_dir()
+    if not d.is_dir():
+        print(f"bench: evaluation folder {d} not found; using rendered clips only", file=sys.stderr)
+        return []
+    out = []
+    for audio in sorted(list(d.glob("*.flac")) + list(d.glob("*.wav"))):
+        name = audio.stem
+        notes = audio.with_name(name + ".notes.json")
+        out.append(dict(
+            name=name, group=_eval_group(name), source="eval", audio=str(audio),
+            notes=str(notes) if notes.exists() else None,
+            duration_s=float(sf.info(str(audio)).duration),
+            description=f"{d.name}/{audio.name}",
+        ))
+    return out
+
+
+# --- rendered music21 excerpts ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Voice:
+    """Parts of a score played by one General MIDI instrument."""
+    parts: tuple  # part indices, or ("all",)
+    program: int  # GM program, 0-based
+    transpose: int = 0  # semitones
+
+
+@dataclass(frozen=True)
+class Piece:
+    name: str
+    corpus: str  # music21 corpus path
+    bpm: float  # quarter notes per minute
+    voices: tuple
+    description: str
+    opus_index: int = 0
+    group: str = field(default="")  # derived when empty: solo for one voice, else ensemble
+
+
+GM = {0: "Acoustic Grand Piano", 6: "Harpsichord", 24: "Nylon Guitar", 32: "Acoustic Bass",
+      33: "Finger Bass", 40: "Violin", 41: "Viola", 42: "Cello", 43: "Contrabass",
+      46: "Harp", 52: "Choir Aahs", 53: "Voice Oohs", 56: "Trumpet", 57: "Trombone",
+      58: "Tuba", 60: "French Horn", 68: "Oboe", 70: "Bassoon", 71: "Clarinet", 73: "Flute"}
+
+PIECES: tuple[Piece, ...] = (
+    # solo: piano
+    Piece("m21_piano_maple_leaf_rag", "joplin/maple_leaf_rag", 100, (Voice(("all",), 0),),
+          "Joplin, Maple Leaf Rag: piano"),
+    Piece("m21_piano_polonaise", "schumann_clara/polonaise_op1n1", 120, (Voice(("all",), 0),),
+          "C. Schumann, Polonaise op. 1 no. 1: piano"),
+    # solo: melody instruments
+    Piece("m21_flute_hornpipe", "ryansMammoth/AcrobatsHornpipe", 140, (Voice((0,), 73),),
+          "Acrobat's Hornpipe (Ryan's Mammoth): flute"),
+    Piece("m21_violin_haydn", "haydn/opus74no1/movement1", 120, (Voice((0,), 40),),
+          "Haydn, op. 74 no. 1/i, violin I: violin"),
+    Piece("m21_trumpet_foster", "leadSheet/fosterBrownHair", 100, (Voice((0,), 56),),
+          "Foster, Jeanie with the Light Brown Hair (lead sheet melody): trumpet"),
+    Piece("m21_voice_lascia", "handel/rinaldo/Lascia_chio_pianga", 70, (Voice((0,), 52),),
+          "Handel, Lascia ch'io pianga, voice part: Choir Aahs"),
+    # solo: plucked
+    Piece("m21_guitar_bwv253", "bach/bwv253", 80, (Voice(("all",), 24),),
+          "Bach chorale BWV 253, all voices: nylon guitar"),
+    Piece("m21_harp_bwv846", "bach/bwv846", 66, (Voice(("all",), 46),),
+          "Bach, Prelude in C BWV 846: harp"),
+    # solo: bass lines (chorale bass voice an octave down)
+    Piece("m21_bass_finger_bwv10.7", "bach/bwv10.7", 100, (Voice((3,), 33, -12),),
+          "Bach chorale BWV 10.7, bass voice -8va: finger bass"),
+    Piece("m21_bass_acoustic_bwv101.7", "bach/bwv101.7", 90, (Voice((3,), 32, -12),),
+          "Bach chorale BWV 101.7, bass voice -8va: acoustic bass"),
+    # ensembles
+    Piece("m21_ens_winds_bwv66.6", "bach/bwv66.6", 90,
+          (Voice((0,), 73), Voice((1,), 68), Voice((2,), 71), Voice((3,), 70)),
+          "Bach chorale BWV 66.6: flute, oboe, clarinet, bassoon"),
+    Piece("m21_ens_strings_bwv84.5", "bach/bwv84.5", 90,
+          (Voice((0,), 40), Voice((1,), 41), Voice((2,), 42), Voice((3,), 43)),
+          "Bach chorale BWV 84.5: violin, viola, cello, contrabass"),
+    Piece("m21_ens_brass_bwv86.6", "bach/bwv86.6", 90,
+          (Voice((0,), 56), Voice((1,), 60), Voice((2,), 57), Voice((3,), 58, -12)),
+          "Bach chorale BWV 86.6: trumpet, horn, trombone, tuba (-8va)"),
+    Piece("m21_ens_trio_corelli", "corelli/opus3no1/1grave", 60,
+          (Voice((0,), 40), Voice((1,), 73), Voice((2,), 6)),
+          "Corelli, op. 3 no. 1, Grave: violin, flute, harpsichord"),
+    Piece("m21_ens_mixed_bwv8.6", "bach/bwv8.6", 90,
+          (Voice((0,), 53), Voice((1, 2), 0), Voice((3,), 32, -12)),
+          "Bach chorale BWV 8.6: Voice Oohs, piano (alto+tenor), acoustic bass (-8va)"),
+)
+
+
+def piece_group(p: Piece) -> str:
+    return p.group or ("solo" if len(p.voices) == 1 else "ensemble")
+
+
+def _piece_key(p: Piece) -> str:
+    from bench.render import MUSESCORE_SF
+
+    sf = MUSESCORE_SF.resolve()
+    blob = json.dumps([DATASET_VERSION, asdict(p), EXCERPT_S, LEAD_S, TAIL_S, ARTICULATION, PEAK,
+                       str(sf), sf.stat().st_size if sf.exists() else 0], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _velocity(base: float, beat_strength: float, t: float, ch: int, i: int, pitch: int) -> int:
+    """Deterministic velocity: dynamics + metric accent + phrase contour + small jitter."""
+    v = (base + 14.0 * (beat_strength - 0.5) + 10.0 * math.sin(2 * math.pi * t / 6.5 + 1.3 * ch)
+         + (((i * 37 + pitch * 11) % 9) - 4))
+    return int(min(124, max(20, round(v))))
+
+
+def score_notes(p: Piece) -> tuple[list, dict]:
+    """(render notes, channel -> program) of the excerpt of ``p`` (times in s)."""
+    from music21 import corpus, dynamics, harmony, note as m21note, chord as m21chord
+
+    from bench.render import RNote
+
+    score = corpus.parse(p.corpus)
+    if hasattr(score, "scores"):
+        score = score.scores[p.opus_index]
+    parts = list(score.parts)
+    spq = 60.0 / p.bpm  # seconds per quarter
+
+    # dynamics of the whole score (pooled over parts), as (offset_q, velocity base)
+    dyn = []
+    for part in parts:
+        for d in part.flatten().getElementsByClass(dynamics.Dynamic):
+            vs = d.volumeScalar
+            if vs is not None:
+                dyn.append((float(d.offset), 30.0 + 90.0 * float(vs)))
+    dyn.sort()
+
+    def base_at(q: float) -> float:
+        b = 80.0
+        for off, v in dyn:
+            if off <= q + 1e-6:
+                b = v
+            else:
+                break
+        return b
+
+    raw = []  # (onset_q, dur_q, pitch, channel, beat_strength, staccato)
+    programs = {}
+    for ci, voice in enumerate(p.voices):
+        ch = ci if ci < 9 else ci + 1
+        programs[ch] = voice.program
+        sel = parts if voice.parts == ("all",) else [parts[i] for i in voice.parts]
+        for part in sel:
+            flat = part.stripTies(inPlace=False).flatten()
+            for el in flat.notes:
+                if isinstance(el, harmony.ChordSymbol) or isinstance(el, harmony.NoChord):
+                    continue
+                ql = float(el.duration.quarterLength)
+                if ql <= 0:
+                    continue  # grace notes
+                stacc = any(a.name in ("staccato", "staccatissimo") for a in el.articulations)
+                try:
+                    bs = float(el.beatStrength)
+                except Exception:
+                    bs = 0.5
+                pitches = el.pitches if isinstance(el, (m21chord.Chord, m21note.Note)) else ()
+                for pt in pitches:
+                    raw.append((float(el.offset), ql, int(pt.midi) + voice.transpose, ch, bs, stacc))
+    if not raw:
+        raise RuntimeError(f"{p.corpus}: no notes")
+    q0 = min(r[0] for r in raw)
+    notes = []
+    for i, (oq, ql, pitch, ch, bs, stacc) in enumerate(sorted(raw)):
+        on = LEAD_S + (oq - q0) * spq
+        if on >= EXCERPT_S - 0.3:
+            continue
+        dur = ql * spq * (0.5 if stacc else ARTICULATION)
+        off = min(on + max(dur, 0.03), EXCERPT_S)
+        vel = _velocity(base_at(oq), bs, on, ch, i, pitch)
+        if 0 <= pitch <= 127:
+            notes.append([on, off, pitch, vel, ch])
+
+    # one sounding note per (channel, pitch): drop unisons, cut overlaps
+    notes.sort(key=lambda n: (n[4], n[2], n[0], -n[1]))
+    clean = []
+    for n in notes:
+        if clean and clean[-1][4] == n[4] and clean[-1][2] == n[2]:
+            prev = clean[-1]
+            if n[0] - prev[0] < 0.01:
+                continue  # unison doubling: keep the longer (sorted first)
+            if prev[1] > n[0] - 0.005:
+                prev[1] = max(prev[0] + 0.01, n[0] - 0.005)
+        clean.append(n)
+    clean.sort(key=lambda n: (n[0], n[2], n[4]))
+    rnotes = [RNote(round(a, 6), round(b, 6), int(c), int(d), int(e)) for a, b, c, d, e in clean]
+    return rnotes, programs
+
+
+def render_piece(p: Piece, renderer) -> dict:
+    """Render ``p`` into the cache (if not there yet) and return its clip dict."""
+    import soundfile as sf
+
+    key = _piece_key(p)
+    audio = DATASET_DIR / f"{p.name}.flac"
+    notes_path = DATASET_DIR / f"{p.name}.notes.json"
+    meta_path = DATASET_DIR / f"{p.name}.meta.json"
+    if meta_path.exists() and audio.exists() and notes_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return meta["clip"]
+    if renderer is None:
+        raise LookupError  # caller builds a renderer and retries
+    rnotes, programs = score_notes(p)
+    end = max(n.offset for n in rnotes)
+    duration = min(EXCERPT_S, end + TAIL_S)
+    y = renderer.render(rnotes, programs, duration)
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 0:
+        y = y * (PEAK / peak)
+    # 5 ms fade at the cut
+    nf = int(0.005 * renderer.sr)
+    y[-nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
+    DATASET_DIR.mkdir(parents=True, exist_ok=True)
+    sf.write(str(audio), y, renderer.sr, subtype="PCM_16")
+    notes_path.write_text(json.dumps([[n.onset, n.offset, n.pitch] for n in rnotes]))
+    clip = dict(name=p.name, group=piece_group(p), source="music21", audio=str(audio),
+                notes=str(notes_path), duration_s=len(y) / renderer.sr,
+                description=p.description + f" (music21 {p.corpus}, {p.bpm:g} bpm)")
+    meta_path.write_text(json.dumps(dict(
+        key=key, clip=clip, programs={str(k): v for k, v in programs.items()},
+        velocities=[n.velocity for n in rnotes], channels=[n.channel for n in rnotes]), indent=1))
+    return clip
+
+
+def rendered_clips(progress: bool = True) -> list[dict]:
+    """Every music21 excerpt, rendering the ones missing from the cache."""
+    from tqdm import tqdm
+
+    from bench.render import MUSESCORE_SF, Renderer
+
+    out: list[dict | None] = [None] * len(PIECES)
+    todo = []
+    for i, p in enumerate(PIECES):
+        try:
+            out[i] = render_piece(p, None)
+        except LookupError:
+            todo.append(i)
+    if todo:
+        if not MUSESCORE_SF.exists():
+            raise SystemExit(f"bench: soundfont {MUSESCORE_SF} missing (scripts/install-sysdeps.sh --bench)")
+        renderer = Renderer(MUSESCORE_SF)
+        try:
+            for i in tqdm(todo, desc="rendering music21 clips", disable=not progress, file=sys.stderr):
+                out[i] = render_piece(PIECES[i], renderer)
+        finally:
+            renderer.close()
+    return [c for c in out if c is not None]
+
+
+def build(progress: bool = True) -> list[dict]:
+    """The whole evaluation set: development clips then rendered excerpts."""
+    return eval_clips() + rendered_clips(progress)
+
+
+def load_notes(clip: dict) -> list | None:
+    """Ground-truth ``[onset_s, offset_s, midi_pitch]`` list of ``clip`` (None without one)."""
+    if not clip.get("notes"):
+        return None
+    return [(float(a), float(b), int(c)) for a, b, c in json.loads(Path(clip["notes"]).read_text())]
+
+
+if __name__ == "__main__":
+    for c in build():
+        n = load_notes(c)
+        print(f"{c['name']:32s} {c['group']:9s} {c['duration_s']:6.2f}s {len(n) if n else '-':>5} notes")

@@ -1,0 +1,107 @@
+"""The benchmark's metric functions on synthetic signals with known answers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# bench/ lives at the repository root, next to tests/
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from bench import metrics  # noqa: E402
+
+SR = metrics.SR
+
+
+def _tone(freqs, seconds=2.0, amp=0.3):
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def chord():
+    # a C major triad with harmonics up to ~8 kHz and a slow amplitude envelope
+    rng = np.random.default_rng(0)
+    x = _tone([261.63, 329.63, 392.0, 523.25, 1046.5, 2093.0, 4186.0, 7902.0])
+    env = 0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * np.arange(len(x)) / SR)
+    return (x * env + 1e-3 * rng.standard_normal(len(x))).astype(np.float32)
+
+
+def test_identical_signals(chord):
+    assert metrics.mel_distance(chord, chord) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.chroma_similarity(chord, chord) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_lowpass_is_worse_than_scaling(chord):
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(8, 1000.0, btype="low", fs=SR, output="sos")
+    lowpassed = sosfiltfilt(sos, chord).astype(np.float32)
+    scaled = (0.9 * chord).astype(np.float32)
+    d_scaled = metrics.mel_distance(chord, scaled)
+    d_low = metrics.mel_distance(chord, lowpassed)
+    assert d_scaled == pytest.approx(abs(np.log10(0.9)), rel=0.05)
+    assert d_low > 2 * d_scaled
+
+
+def test_silence_vs_tone_is_far(chord):
+    silence = np.zeros_like(chord)
+    assert metrics.mel_distance(chord, silence) > 1.5
+    # silence has no chroma: every counted frame scores 0
+    assert metrics.chroma_similarity(chord, silence) == pytest.approx(0.0, abs=1e-9)
+    # a silent reference has no frame to count
+    assert metrics.chroma_similarity(silence, chord) is None
+
+
+def test_different_chord_has_lower_chroma_similarity(chord):
+    other = _tone([277.18, 349.23, 415.30])  # C# major
+    assert metrics.chroma_similarity(chord, other) < 0.7
+
+
+def test_lengths_are_zero_padded(chord):
+    shorter = chord[: len(chord) // 2]
+    assert metrics.mel_distance(chord, shorter) > 0.5
+    assert metrics.mel_distance(chord, shorter) == pytest.approx(metrics.mel_distance(shorter, chord))
+
+
+def test_reference_cache_gives_same_answer(chord):
+    other = (0.5 * chord).astype(np.float32)
+    cache: dict = {}
+    a = metrics.mel_distance(chord, other, ref_cache=cache)
+    b = metrics.mel_distance(chord, other, ref_cache=cache)
+    assert a == b == metrics.mel_distance(chord, other)
+    assert metrics.chroma_similarity(chord, other, ref_cache=cache) == pytest.approx(
+        metrics.chroma_similarity(chord, other))
+
+
+def test_note_f1():
+    ref = [(0.0, 0.5, 60), (0.5, 1.0, 64), (1.0, 1.5, 67), (1.5, 2.0, 72)]
+    assert metrics.note_f1(ref, ref) == pytest.approx(1.0)
+    # disjoint in pitch
+    assert metrics.note_f1(ref, [(a, b, p + 5) for a, b, p in ref]) == pytest.approx(0.0)
+    # disjoint in time (onsets 0.2 s late, beyond the 50 ms tolerance)
+    assert metrics.note_f1(ref, [(a + 0.2, b + 0.2, p) for a, b, p in ref]) == pytest.approx(0.0)
+    # within tolerance, offsets ignored
+    assert metrics.note_f1(ref, [(a + 0.03, a + 0.1, p) for a, b, p in ref]) == pytest.approx(1.0)
+    # half the notes: precision 1, recall 0.5
+    p, r, f = metrics.note_prf(ref, ref[:2])
+    assert (p, r) == pytest.approx((1.0, 0.5)) and f == pytest.approx(2 / 3)
+    assert metrics.note_f1(ref, []) == 0.0
+    assert metrics.note_f1([], ref) is None
+
+
+def test_bitrate_and_speed():
+    assert metrics.bitrate_kbps(1000, 8.0) == pytest.approx(1.0)
+    assert metrics.bitrate_kbps(3750, 30.0) == pytest.approx(1.0)
+    assert metrics.bitrate_kbps(0, 1.0) == 0.0
+    with pytest.raises(ValueError):
+        metrics.bitrate_kbps(10, 0.0)
+    assert metrics.realtime_factor(30.0, 3.0) == pytest.approx(10.0)
+    assert metrics.realtime_factor(30.0, 0.0) is None
+    assert metrics.mean_or_none([1.0, None, 3.0]) == pytest.approx(2.0)
+    assert metrics.mean_or_none([None]) is None
