@@ -46,7 +46,7 @@ TAIL_S = 1.0
 ONSET_RAMP_S = 0.002
 END_FADE_S = 0.03
 #: Room impulse response length (s).
-IR_S = 1.2
+IR_S = 1.0
 NOISE_SEED = 7919
 
 
@@ -159,13 +159,14 @@ def harmonic_amps(amp: torch.Tensor, harm_logits: torch.Tensor, f0_hz: torch.Ten
     return amp[..., None] * dist
 
 
-def upsample_frames(x: torch.Tensor, n_samples: int, hop: float) -> torch.Tensor:
+def upsample_frames(x: torch.Tensor, n_samples: int, hop: int) -> torch.Tensor:
     """Linear interpolation of frame values (..., F) to samples (..., n_samples); frame j at j*hop."""
-    pos = torch.arange(n_samples, dtype=torch.float64, device=x.device) / hop
-    i0 = torch.clamp(pos.floor().long(), 0, x.shape[-1] - 1)
-    i1 = torch.clamp(i0 + 1, 0, x.shape[-1] - 1)
-    w = (pos - pos.floor()).to(x.dtype)
-    return x[..., i0] * (1 - w) + x[..., i1] * w
+    shape = x.shape
+    f = shape[-1]
+    y = torch.nn.functional.interpolate(x.reshape(1, -1, f), size=(f - 1) * hop + 1,
+                                        mode="linear", align_corners=True)
+    y = y.reshape(*shape[:-1], -1)
+    return _fit(y, n_samples)
 
 
 def synth_harmonics(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
@@ -175,18 +176,168 @@ def synth_harmonics(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
     ``amps`` (N, F, H), ``f0_hz`` (N, F); ``start_offset`` (N,) sample of the true onset within
     the note's window (onset ramp starts there); ``end_sample`` (N,) where the end fade finishes.
     """
-    f0_s = upsample_frames(f0_hz.double(), n_samples, HOP)  # (N, T)
-    phase = torch.cumsum(2.0 * math.pi * f0_s / SR_INT, dim=-1)
-    phase = torch.remainder(phase, 2.0 * math.pi)
-    n_h = amps.shape[-1]
-    # only harmonics some note can use
-    max_h = int(min(n_h, max(1, math.ceil(HARM_MAX_HZ / max(float(f0_hz.min()), 1.0)))))
-    a = amps[..., :max_h].transpose(1, 2)  # (N, H, F)
-    a_s = upsample_frames(a, n_samples, HOP)  # (N, H, T)
-    k = torch.arange(1, max_h + 1, dtype=torch.float64, device=amps.device)
-    basis = torch.sin(phase[:, None, :] * k[None, :, None]).to(amps.dtype)
-    sig = (a_s * basis).sum(dim=1)
+    n_fr = amps.shape[1]
+    T = (n_fr - 1) * HOP  # samples covered by frame intervals
+    with torch.no_grad():
+        f0_s = upsample_frames(f0_hz.double(), T, HOP)  # (N, T)
+        phase = torch.cumsum(2.0 * math.pi * f0_s / SR_INT, dim=-1)
+        phase = torch.remainder(phase, 2.0 * math.pi).float()
+        max_h = int(min(amps.shape[-1], max(1, math.ceil(HARM_MAX_HZ / max(float(f0_hz.min()), 1.0)))))
+        k = torch.arange(1, max_h + 1, dtype=torch.float32)
+        # basis (N, F-1, HOP, H) and its ramp-weighted copy: amplitudes are linear within frames
+        basis = torch.sin(phase.view(-1, n_fr - 1, HOP)[..., None] * k)
+        w = (torch.arange(HOP, dtype=torch.float32) / HOP)[None, None, :, None]
+        basis_w = basis * w
+    a = amps[..., :max_h]
+    a0, a1 = a[:, :-1], a[:, 1:]
+    # sig[n,f,j] = sum_k S[n,f,j,k] * (a0 + w_j (a1 - a0))[n,f,k]
+    sig = (torch.matmul(basis, a0[..., None]) + torch.matmul(basis_w, (a1 - a0)[..., None]))
+    sig = _fit(sig.reshape(amps.shape[0], T), n_samples)
     return sig * envelope(n_samples, start_offset, end_sample, SR_INT, amps.dtype, amps.device)
+
+
+WT_SIZE = 512
+
+
+def synth_harmonics_wt(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
+                       start_offset: torch.Tensor, end_sample: torch.Tensor) -> torch.Tensor:
+    """Wavetable version of :func:`synth_harmonics` (same signal up to table interpolation):
+    one single-period table per frame from the harmonic amplitudes (irfft), read at the phase,
+    crossfaded linearly between frames.  Cost O(T) instead of O(T * harmonics)."""
+    N, n_fr, H = amps.shape
+    T = (n_fr - 1) * HOP
+    # phase in cycles: exact (float64) at frames, quadratic within a frame (f0 linear)
+    f0d = f0_hz.double()
+    inc = (f0d[:, :-1] + f0d[:, 1:]) * (0.5 * HOP / SR_INT)
+    ph_fr = torch.remainder(torch.cumsum(torch.nn.functional.pad(inc, (1, 0))[:, :-1], dim=1), 1.0)
+    j = torch.arange(1, HOP + 1, dtype=torch.float32)
+    a = f0_hz[:, :-1, None] / SR_INT
+    b = (f0_hz[:, 1:, None] - f0_hz[:, :-1, None]) / (2 * HOP * SR_INT)
+    phase = ph_fr.float()[..., None] + a * j + b * j * j
+    phase = torch.remainder(phase.reshape(N, T), 1.0) * WT_SIZE  # table position
+    spec = torch.zeros(N, n_fr, WT_SIZE // 2 + 1, dtype=torch.complex64)
+    spec[..., 1:H + 1] = torch.complex(torch.zeros_like(amps), -amps * (WT_SIZE / 2))
+    tab = torch.fft.irfft(spec, WT_SIZE, dim=-1)  # (N, F, W)
+    tab = torch.cat([tab, tab[..., :1]], dim=-1).reshape(-1)  # wrap column
+    i0 = phase.floor().long().clamp(0, WT_SIZE - 1)
+    fr = (phase - phase.floor()).float()
+    t = torch.arange(T)
+    f = (t // HOP)[None, :]
+    w = ((t % HOP).float() / HOP)[None, :]
+    base = (torch.arange(N)[:, None] * n_fr + f) * (WT_SIZE + 1) + i0
+    nxt = base + (WT_SIZE + 1)
+    v0 = tab[base] * (1 - fr) + tab[base + 1] * fr
+    v1 = tab[nxt] * (1 - fr) + tab[nxt + 1] * fr
+    sig = _fit(v0 * (1 - w) + v1 * w, n_samples)
+    return sig * envelope(n_samples, start_offset, end_sample, SR_INT, amps.dtype, amps.device)
+
+
+def _wt_kernel():
+    """numba kernel: wavetable oscillators overlap-added into ``out`` (compiled once, cached)."""
+    global _WT_KERNEL
+    if _WT_KERNEL is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def kernel(tabs, f0, n_frames, starts, on_off, end_off, out, hop, sr, ramp_n, fade_n):
+            n_notes, _, w1 = tabs.shape
+            w = w1 - 1
+            for i in range(n_notes):
+                phase = 0.0
+                nf = n_frames[i]
+                total = (nf - 1) * hop
+                base = starts[i]
+                for t in range(total):
+                    f = t // hop
+                    x = (t - f * hop) / hop
+                    freq = f0[i, f] * (1.0 - x) + f0[i, f + 1] * x
+                    phase += freq / sr
+                    phase -= np.floor(phase)
+                    pos = phase * w
+                    k = int(pos)
+                    if k >= w:
+                        k = w - 1
+                    fr = pos - k
+                    v0 = tabs[i, f, k] * (1.0 - fr) + tabs[i, f, k + 1] * fr
+                    v1 = tabs[i, f + 1, k] * (1.0 - fr) + tabs[i, f + 1, k + 1] * fr
+                    v = v0 * (1.0 - x) + v1 * x
+                    g = (t - on_off[i]) / ramp_n
+                    if g <= 0.0:
+                        continue
+                    if g > 1.0:
+                        g = 1.0
+                    h = (end_off[i] - t) / fade_n
+                    if h <= 0.0:
+                        break
+                    if h < 1.0:
+                        g *= h
+                    j = base + t
+                    if 0 <= j < out.shape[0]:
+                        out[j] += v * g
+
+        _WT_KERNEL = kernel
+    return _WT_KERNEL
+
+
+_WT_KERNEL = None
+
+
+def warmup() -> None:
+    """Load (or compile) the numba oscillator kernel now, outside any timed section."""
+    try:
+        kern = _wt_kernel()
+    except ImportError:
+        return
+    kern(np.zeros((1, 2, WT_SIZE + 1), np.float32), np.full((1, 2), 100.0),
+                 np.array([2], np.int64), np.array([0], np.int64), np.zeros(1), np.full(1, 100.0),
+                 np.zeros(HOP, np.float32), HOP, float(SR_INT), 1.0, 1.0)
+
+
+def wavetables(amps: torch.Tensor) -> np.ndarray:
+    """Single-period tables (N, F, WT_SIZE + 1) of sum_k amps[..., k-1] sin(2 pi k x)."""
+    N, n_fr, H = amps.shape
+    spec = torch.zeros(N, n_fr, WT_SIZE // 2 + 1, dtype=torch.complex64)
+    spec[..., 1:H + 1] = torch.complex(torch.zeros_like(amps), -amps * (WT_SIZE / 2))
+    tab = torch.fft.irfft(spec, WT_SIZE, dim=-1)
+    return torch.cat([tab, tab[..., :1]], dim=-1).numpy()
+
+
+def eval_sparse(model: DDSPNet, nb: NoteBatch, emb_rows: torch.Tensor, stride: int = 4,
+                dense_s: float = 0.12):
+    """Model outputs on ``nb``'s grid, evaluated only on valid frames: every frame near onsets
+    and releases, every ``stride``-th frame elsewhere, linear interpolation between."""
+    N, F = nb.valid.shape
+    t_on = nb.t_abs - nb.onsets[:, None]
+    t_off = nb.t_abs - nb.offsets[:, None]
+    fi = np.arange(F)[None, :]
+    last = (nb.n_frames - 1)[:, None]
+    ev = ((t_on < dense_s) | (np.abs(t_off) < dense_s) | (fi % stride == 0) | (fi == last))
+    ev &= nb.valid
+    feats = torch.from_numpy(nb.features()[ev])
+    rows = torch.from_numpy(np.nonzero(ev)[0])
+    amp_e, harm_e, bands_e = model(feats, emb_rows[rows])
+    idx = np.where(ev, fi, -1)
+    prev = np.maximum.accumulate(idx, axis=1)
+    nidx = np.where(ev, fi, F + 1)
+    nxt = np.minimum.accumulate(nidx[:, ::-1], axis=1)[:, ::-1]
+    prev = np.where(prev < 0, nxt, prev)
+    nxt = np.where(nxt > F, prev, nxt)
+    prev = np.clip(prev, 0, F - 1)
+    nxt = np.clip(nxt, 0, F - 1)
+    span = np.maximum(nxt - prev, 1)
+    w = torch.from_numpy(((fi - prev) / span).clip(0, 1).astype(np.float32))
+    # position of (n, frame) in the evaluated rows
+    pos = np.full((N, F), 0, np.int64)
+    pos[ev] = np.arange(int(ev.sum()))
+    p0 = torch.from_numpy(pos[np.arange(N)[:, None], prev])
+    p1 = torch.from_numpy(pos[np.arange(N)[:, None], nxt])
+
+    def interp(x):
+        if x.dim() == 1:
+            return x[p0] * (1 - w) + x[p1] * w
+        return x[p0] * (1 - w[..., None]) + x[p1] * w[..., None]
+
+    return interp(amp_e), interp(harm_e), interp(bands_e)
 
 
 def envelope(n_samples: int, start: torch.Tensor, end: torch.Tensor, sr: float, dtype, device):
@@ -196,8 +347,30 @@ def envelope(n_samples: int, start: torch.Tensor, end: torch.Tensor, sr: float, 
     return (ramp * fade).to(dtype)
 
 
+_NOISE_CAL: dict[int, float] = {}
+
+
+def _noise_cal(sr: int) -> float:
+    """Gain making the noise PSD (per Hz, 0.5-5 kHz) at ``sr`` equal to that at SR_INT."""
+    if sr == SR_INT:
+        return 1.0
+    if sr not in _NOISE_CAL:
+        from scipy.signal import welch
+
+        b = torch.full((1, 400, N_BANDS), 0.01)
+        psd = []
+        for rate in (SR_INT, sr):
+            y = noise_from_bands(b, rate, 2 * rate, torch.Generator().manual_seed(1),
+                                 _calibrate=False)[0].numpy()
+            f, p = welch(y, rate, nperseg=2048)
+            psd.append(float(p[(f > 500) & (f < 5000)].mean()))
+        _NOISE_CAL[sr] = math.sqrt(psd[0] / max(psd[1], 1e-30))
+    return _NOISE_CAL[sr]
+
+
 def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, _calibrate: bool = True
+                     ) -> torch.Tensor:
     """Filtered noise (N, n_samples) at ``sr``: band magnitudes (N, F, B) at FRAME_RATE."""
     n_fft = 512 if sr <= 24000 else (1024 if sr <= 96000 else 2048)
     hop = n_fft // 4
@@ -227,30 +400,41 @@ def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
     win = torch.hann_window(n_fft, dtype=bands.dtype)
     out = torch.istft(spec, n_fft, hop, window=win, center=True, length=n_samples)
     # scale so that band magnitude ~ amplitude per bin independent of n_fft
-    return out * math.sqrt(n_fft / 512.0)
+    out = out * math.sqrt(n_fft / 512.0)
+    return out * _noise_cal(sr) if _calibrate else out
+
+
+_IR_NOISE: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _ir_noise(sr: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if sr not in _IR_NOISE:
+        n = int(IR_S * sr)
+        g = torch.Generator().manual_seed(NOISE_SEED)
+        white = torch.randn(n, generator=g, dtype=torch.float64)
+        a = math.exp(-2 * math.pi * 1500.0 / sr)  # fixed one-pole lowpass (~1.5 kHz)
+        lp = torch.from_numpy(_one_pole(white.numpy(), a))
+        t = torch.arange(n, dtype=torch.float64) / sr
+        onset = torch.clamp(t / 0.005, 0.0, 1.0)
+        _IR_NOISE[sr] = ((white / white.std() * onset).float(), (lp / lp.std() * onset).float())
+    return _IR_NOISE[sr]
 
 
 def room_ir(params: torch.Tensor, sr: int) -> torch.Tensor:
-    """Room impulse response (IR_S * sr,) from 3 unconstrained params (decay, wet, brightness)."""
-    n = int(IR_S * sr)
-    g = torch.Generator().manual_seed(NOISE_SEED)
-    white = torch.randn(n, generator=g, dtype=torch.float64)
-    # fixed one-pole lowpass (~1.5 kHz) of the same noise
-    a = math.exp(-2 * math.pi * 1500.0 / sr)
-    lp = torch.from_numpy(_one_pole(white.numpy(), a))
-    white = white / white.std()
-    lp = lp / lp.std()
-    t = torch.arange(n, dtype=torch.float64) / sr
-    t60 = 0.05 + 2.5 * torch.sigmoid(params[0].double())
-    wet = torch.sigmoid(params[1].double())
-    bright = torch.sigmoid(params[2].double())
-    env = torch.exp(-6.91 * t / t60) * torch.clamp(t / 0.005, 0.0, 1.0)
-    tail = env * (bright * white + (1 - bright) * lp)
-    tail = tail / torch.sqrt((tail ** 2).sum() + 1e-9)
+    """Room impulse responses (G, IR_S * sr) from (G, 3) unconstrained params (decay, wet, brightness)."""
+    white, lp = _ir_noise(sr)
+    n = white.shape[0]
+    t = torch.arange(n, dtype=torch.float32) / sr
+    t60 = 0.05 + 2.5 * torch.sigmoid(params[:, 0:1])
+    wet = torch.sigmoid(params[:, 1:2])
+    bright = torch.sigmoid(params[:, 2:3])
+    env = torch.exp(-6.91 * t[None, :] / t60)
+    tail = env * (bright * white[None, :] + (1 - bright) * lp[None, :])
+    tail = tail / torch.sqrt((tail ** 2).sum(dim=1, keepdim=True) + 1e-9)
     ir = wet * tail
-    ir = ir.clone()
-    ir[0] = ir[0] + 1.0
-    return ir.to(params.dtype)
+    delta = torch.zeros(n)
+    delta[0] = 1.0
+    return ir + delta[None, :]
 
 
 def _one_pole(x: np.ndarray, a: float) -> np.ndarray:
@@ -260,7 +444,7 @@ def _one_pole(x: np.ndarray, a: float) -> np.ndarray:
 
 
 def fft_convolve(x: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
-    """Convolve (..., T) with (L,), truncated to T."""
+    """Convolve (G, T) with (G, L) row by row, truncated to T."""
     n = x.shape[-1] + ir.shape[-1]
     nfft = 1 << (n - 1).bit_length()
     y = torch.fft.irfft(torch.fft.rfft(x, nfft) * torch.fft.rfft(ir, nfft), nfft)
@@ -286,12 +470,16 @@ def mrstft_loss(pred: torch.Tensor, target: torch.Tensor,
 def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.Tensor,
                   room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
                   seed: int = 0, generator: torch.Generator | None = None,
-                  note_chunk: int = 64, resample=None) -> torch.Tensor:
+                  note_chunk: int = 16, resample=None, fast: bool = False,
+                  outputs=None) -> torch.Tensor:
     """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
 
     ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
     harmonic part is synthesized at SR_INT; for another ``sr`` a ``resample(x, sr_in, sr_out)``
     numpy function must be given (used without gradients at decode time).
+    ``fast`` uses the wavetable oscillator (decode time, no gradients); ``outputs`` are
+    precomputed model outputs (amp, harm, bands) on ``nb``'s frame grid (e.g. from
+    :func:`eval_sparse`), possibly wider than ``nb.max_frames``.
     """
     G = emb.shape[0]
     dtype = torch.float32
@@ -299,7 +487,10 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     n_fr_total = n_int // HOP + 2
     feats = torch.from_numpy(nb.features())
     grp = torch.from_numpy(np.asarray(group, np.int64))
-    amp, harm, bands = model(feats, emb[grp][:, None, :])
+    if outputs is None:
+        amp, harm, bands = model(feats, emb[grp][:, None, :])
+    else:
+        amp, harm, bands = (o[:, :nb.max_frames] for o in outputs)
     valid = torch.from_numpy(nb.valid)
     f0 = torch.from_numpy(nb.f0_hz().astype(np.float32))
     amp = amp * valid
@@ -308,27 +499,44 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     # harmonic part, notes in chunks sorted by length
     harm_buf = torch.zeros(G * (n_int + nb.max_frames * HOP + HOP), dtype=dtype)
     stride = n_int + nb.max_frames * HOP + HOP
-    order = np.argsort(nb.n_frames, kind="stable")
+    order = np.argsort(nb.n_frames if fast else nb.pitches, kind="stable")
+    if fast:
+        note_chunk = max(note_chunk, 32)
     starts = nb.f0 * HOP
     on_off = np.round(nb.onsets * SR_INT).astype(np.int64) - starts
     end_off = np.round(nb.ends * SR_INT).astype(np.int64) - starts
-    for c in range(0, len(order), note_chunk):
+    if fast:
+        try:
+            kern = _wt_kernel()
+        except ImportError:  # no numba: the torch wavetable oscillator below
+            kern = None
+    if fast and kern is not None:
+        out = np.zeros(G * stride, np.float32)
+        f0d = nb.f0_hz()
+        for c in range(0, len(order), note_chunk):
+            idx = order[c:c + note_chunk]
+            nf = int(nb.n_frames[idx].max())
+            tabs = wavetables(amps[torch.from_numpy(idx), :nf])
+            c = np.ascontiguousarray
+            kern(c(tabs, np.float32), c(f0d[idx, :nf], np.float64), c(nb.n_frames[idx], np.int64),
+                 c(grp.numpy()[idx] * stride + starts[idx], np.int64),
+                 c(on_off[idx], np.float64), c(end_off[idx], np.float64), out, HOP,
+                 float(SR_INT), ONSET_RAMP_S * SR_INT, END_FADE_S * SR_INT)
+        harm_buf = torch.from_numpy(out)
+    for c in range(0, 0 if fast and kern is not None else len(order), note_chunk):
         idx = order[c:c + note_chunk]
         nf = int(nb.n_frames[idx].max())
         L = (nf - 1) * HOP
         it = torch.from_numpy(idx)
-        sig = synth_harmonics(amps[it, :nf], f0[it, :nf], L,
+        synth = synth_harmonics_wt if fast else synth_harmonics
+        sig = synth(amps[it, :nf], f0[it, :nf], L,
                               torch.from_numpy(on_off[idx]), torch.from_numpy(end_off[idx]))
         pos = (grp[it] * stride + torch.from_numpy(starts[idx]))[:, None] + torch.arange(L)[None, :]
         harm_buf = harm_buf.index_add(0, pos.reshape(-1), sig.reshape(-1))
     harm_sig = harm_buf.view(G, stride)[:, :n_int]
-    if sr != SR_INT:
-        if resample is None:
-            raise ValueError("resample function needed for sr != SR_INT")
-        harm_sig = torch.from_numpy(np.stack([resample(h.detach().numpy(), SR_INT, sr)
-                                              for h in harm_sig]))
-    harm_sig = _fit(harm_sig, n_samples)
-    # noise: band magnitudes summed per group frame
+    if sr != SR_INT and (not fast or resample is None):
+        raise ValueError("sr != SR_INT needs fast=True and a resample function")
+    # noise: band magnitudes summed per group frame, synthesized at SR_INT
     fidx = torch.from_numpy(nb.f0[:, None] + np.arange(nb.max_frames)[None, :])
     fidx = torch.clamp(fidx, max=n_fr_total - 1)
     flat = (grp[:, None] * n_fr_total + fidx).reshape(-1)
@@ -336,10 +544,47 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
         0, flat, bands.reshape(-1, N_BANDS)).view(G, n_fr_total, N_BANDS)
     if generator is None:
         generator = torch.Generator().manual_seed(NOISE_SEED + seed)
-    noise = noise_from_bands(gb, sr, n_samples, generator)
+    noise = noise_from_bands(gb, SR_INT, n_int, generator)
     dry = harm_sig + noise
-    outs = [fft_convolve(dry[g], room_ir(room[g], sr)) for g in range(G)]
-    return torch.stack(outs)
+    if not fast:
+        return _fit(fft_convolve(dry, room_ir(room, SR_INT)), n_samples)
+    from scipy.signal import oaconvolve
+
+    ir = room_ir(room, SR_INT).numpy()
+    wet = [oaconvolve(dry[g].numpy(), ir[g])[:n_int] for g in range(G)]
+    if sr != SR_INT:
+        rng = np.random.default_rng(NOISE_SEED + seed)
+        up = [resample(w, SR_INT, sr) for w in wet]
+        if sr > 2 * BAND_HI_HZ + 1000:
+            up = [u + hf_noise(gb[g, :, -1].numpy(), sr, u.shape[0], rng) for g, u in enumerate(up)]
+        wet = up
+    return torch.from_numpy(np.stack([_fit_np(w, n_samples) for w in wet]).astype(np.float32))
+
+
+#: Noise PSD per Hz (one-sided) at SR_INT of a band magnitude m is NOISE_PSD_PER_M2 * m**2.
+NOISE_PSD_PER_M2 = 1.75e-7
+
+
+def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise above BAND_HI_HZ (output rates > 2 * SR_INT/2): the top band's level extended with
+    a 1/f rolloff, highpassed white noise shaped by the top band's frame envelope."""
+    from scipy.signal import butter, sosfilt
+
+    t_fr = np.arange(top.shape[0]) / FRAME_RATE
+    env = np.interp(np.arange(n) / sr, t_fr, top).astype(np.float32)
+    if not np.any(env > 0):
+        return np.zeros(n, np.float32)
+    # mean of (BAND_HI/f)^2 over [BAND_HI, sr/2] times the PSD → white-noise variance
+    hi = sr / 2.0
+    mean_roll = BAND_HI_HZ * (1.0 / BAND_HI_HZ - 1.0 / hi) / (hi - BAND_HI_HZ)
+    sigma = math.sqrt(NOISE_PSD_PER_M2 * mean_roll * hi)
+    w = rng.standard_normal(n).astype(np.float32) * env * sigma
+    sos = butter(4, BAND_HI_HZ / hi, btype="highpass", output="sos")
+    return sosfilt(sos, w).astype(np.float32) * math.sqrt((hi) / max(hi - BAND_HI_HZ, 1.0))
+
+
+def _fit_np(x: np.ndarray, n: int) -> np.ndarray:
+    return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
 
 
 def _fit(x: torch.Tensor, n: int) -> torch.Tensor:

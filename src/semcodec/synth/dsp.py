@@ -1,14 +1,14 @@
 """Pure signal functions shared by the engines and the encoder.
 
 Every function takes and returns numpy arrays; audio is float32, mono, shape ``(n_samples,)``
-unless stated, sample rates are in Hz and loudness in LUFS (ITU-R BS.1770 via pyloudnorm).
+unless stated, sample rates are in Hz and loudness in LUFS (ITU-R BS.1770-4, computed block
+by block so that long inputs need no float64 copy).
 Nothing here keeps state or touches files.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
@@ -41,18 +41,104 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return resample_poly(audio, sr_out // g, sr_in // g).astype(np.float32)
 
 
-def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
-    """Integrated loudness of mono ``audio`` in LUFS, or ``None`` for silence/too-short input."""
-    import pyloudnorm
+#: Samples filtered per step by the loudness meter (float64 work arrays of ~2 MB each).
+_LOUDNESS_CHUNK = 1 << 18
+#: BS.1770 gating: 400-ms blocks with 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU.
+_GATE_BLOCK_S = 0.4
+_GATE_STEP = 0.25
+_GATE_ABSOLUTE_LUFS = -70.0
+_GATE_RELATIVE_LU = -10.0
 
-    if audio.size < int(0.4 * sr) + 1:
-        audio = np.pad(audio, (0, int(0.4 * sr) + 1 - audio.size))
-    if not np.any(audio):
+
+def _biquad(kind: str, gain_db: float, q: float, fc: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised biquad coefficients ``(b, a)`` (RBJ cookbook, as pyloudnorm's K-weighting)."""
+    big_a = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * (fc / sr)
+    alpha = np.sin(w0) / (2.0 * q)
+    cw = np.cos(w0)
+    if kind == "high_shelf":
+        sq = 2.0 * np.sqrt(big_a) * alpha
+        b = [big_a * ((big_a + 1) + (big_a - 1) * cw + sq),
+             -2 * big_a * ((big_a - 1) + (big_a + 1) * cw),
+             big_a * ((big_a + 1) + (big_a - 1) * cw - sq)]
+        a = [(big_a + 1) - (big_a - 1) * cw + sq,
+             2 * ((big_a - 1) - (big_a + 1) * cw),
+             (big_a + 1) - (big_a - 1) * cw - sq]
+    else:  # high_pass
+        b = [(1 + cw) / 2, -(1 + cw), (1 + cw) / 2]
+        a = [1 + alpha, -2 * cw, 1 - alpha]
+    return np.array(b) / a[0], np.array(a) / a[0]
+
+
+def _k_weighting(sr: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two K-weighting stages of ITU-R BS.1770-4 at ``sr`` Hz (pre-filter, RLB high-pass)."""
+    return [_biquad("high_shelf", 4.0, 1.0 / np.sqrt(2.0), 1500.0, sr),
+            _biquad("high_pass", 0.0, 0.5, 38.0, sr)]
+
+
+def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
+    """Integrated loudness of mono ``audio`` in LUFS, or ``None`` for silence/too-short input.
+
+    ITU-R BS.1770-4 (K-weighting, 400-ms blocks with 75 % overlap, absolute and relative
+    gates), computed block by block so that memory stays a few MB whatever the length (the
+    filters carry their state from block to block); it agrees with pyloudnorm's
+    ``Meter.integrated_loudness`` to rounding error.  Input shorter than 0.4 s is zero-padded.
+    """
+    from scipy.signal import lfilter
+
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"integrated_loudness expects mono audio (n,), got shape {audio.shape}")
+    n_min = int(_GATE_BLOCK_S * sr) + 1
+    if audio.size < n_min:
+        audio = np.pad(audio.astype(np.float64), (0, n_min - audio.size))
+    n = audio.shape[0]
+    # gating blocks, with the sample bounds pyloudnorm uses (same float expressions)
+    n_blocks = int(np.round((n / sr - _GATE_BLOCK_S) / (_GATE_BLOCK_S * _GATE_STEP))) + 1
+    j = np.arange(max(n_blocks, 1))
+    lo = np.minimum((_GATE_BLOCK_S * (j * _GATE_STEP) * sr).astype(np.int64), n)
+    hi = np.minimum((_GATE_BLOCK_S * (j * _GATE_STEP + 1) * sr).astype(np.int64), n)
+    # prefix sums of the squared K-weighted signal, sampled at the block bounds only
+    points = np.unique(np.concatenate([lo, hi]))
+    prefix = np.zeros(points.shape[0], dtype=np.float64)
+    stages = _k_weighting(sr)
+    states = [np.zeros(2, dtype=np.float64) for _ in stages]
+    running = 0.0
+    nonzero = False
+    k = int(np.searchsorted(points, 1))  # points equal to 0 keep prefix 0
+    for s in range(0, n, _LOUDNESS_CHUNK):
+        x = np.asarray(audio[s:s + _LOUDNESS_CHUNK], dtype=np.float64)
+        if not nonzero and np.any(x):
+            nonzero = True
+        for i, (b, a) in enumerate(stages):
+            x, states[i] = lfilter(b, a, x, zi=states[i])
+        np.square(x, out=x)
+        np.cumsum(x, out=x)
+        x += running
+        e = s + x.shape[0]
+        k1 = int(np.searchsorted(points, e, side="right"))
+        if k1 > k:
+            prefix[k:k1] = x[points[k:k1] - s - 1]
+            k = k1
+        running = float(x[-1])
+    if not nonzero:
         return None
-    meter = pyloudnorm.Meter(sr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = float(meter.integrated_loudness(audio.astype(np.float64, copy=False)))
+    idx_lo = np.searchsorted(points, lo)
+    idx_hi = np.searchsorted(points, hi)
+    z = np.maximum(prefix[idx_hi] - prefix[idx_lo], 0.0) * (1.0 / (_GATE_BLOCK_S * sr))
+    with np.errstate(divide="ignore"):
+        block_lufs = -0.691 + 10.0 * np.log10(z)
+    above_abs = block_lufs >= _GATE_ABSOLUTE_LUFS
+    if not np.any(above_abs):
+        return None
+    gamma_r = -0.691 + 10.0 * math.log10(float(np.mean(z[above_abs]))) + _GATE_RELATIVE_LU
+    gated = (block_lufs > gamma_r) & (block_lufs > _GATE_ABSOLUTE_LUFS)
+    if not np.any(gated):
+        return None
+    mean_z = float(np.mean(z[gated]))
+    if mean_z <= 0.0:
+        return None
+    value = -0.691 + 10.0 * math.log10(mean_z)
     if not math.isfinite(value) or value < SILENCE_LUFS:
         return None
     return value
@@ -70,10 +156,33 @@ def soft_clip(audio: np.ndarray, threshold: float = 0.9) -> np.ndarray:
     return out
 
 
+def release_free_memory() -> None:
+    """Hand memory that is free but still held by the C heap back to the OS (glibc only).
+
+    Many small arrays freed at once (an engine's rendering blocks, say) stay in the heap and
+    keep counting in the RSS; trimming before a large allocation keeps the peak down on long
+    inputs.  A no-op where ``malloc_trim`` does not exist.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.ndarray:
     """Scale mono ``audio`` to ``target_lufs`` (``None`` = the original was silent → silence).
 
     Peaks that the gain pushes over 0.9 are soft-clipped so the result stays within ±1.
+    Works block by block: besides the input, memory holds one float32 output array.
     """
     if target_lufs is None:
         return np.zeros_like(audio)
@@ -81,7 +190,13 @@ def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.
     if current is None:
         return audio
     gain = 10.0 ** ((target_lufs - current) / 20.0)
-    return soft_clip((audio * gain).astype(np.float32))
+    audio = np.asarray(audio)
+    release_free_memory()
+    out = np.empty(audio.shape, dtype=np.float32)
+    for s in range(0, audio.shape[0], _LOUDNESS_CHUNK):
+        block = (audio[s:s + _LOUDNESS_CHUNK] * gain).astype(np.float32)
+        out[s:s + _LOUDNESS_CHUNK] = soft_clip(block)
+    return out
 
 
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:

@@ -9,7 +9,8 @@ velocities, some with pitch bends.  Fluidsynth's reverb/chorus are part of the t
 The model (:class:`semcodec.synth.ddsp.DDSPNet`) is trained with a multi-resolution STFT loss
 (FFT 256..2048) until the wall-clock budget ``--minutes`` is spent (cosine learning-rate decay
 over that budget), then written as ``neural-<sha256[:12]>.safetensors`` + ``neural-config.json``.
-Uses CUDA for nothing (the model is small); runs on a 2-core CPU.
+Runs on the CPU (a 2-core machine is enough; CUDA is not used — the model is small and the
+signal path is memory-bound).
 """
 
 from __future__ import annotations

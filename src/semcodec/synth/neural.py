@@ -1,0 +1,256 @@
+"""The neural engine: a score-driven harmonic-plus-noise (DDSP-style) synthesizer.
+
+torch is imported lazily: importing this module costs only numpy; torch and the model
+(:mod:`semcodec.synth.ddsp`) are loaded on first use (``NeuralEngine(...)`` or
+:func:`load_model`).  The committed weights live in ``semcodec/weights/`` as
+``neural-<first 12 hex of their sha256>.safetensors``; the loader checks that hash.
+
+Rendering is done on the CPU in float32 and is deterministic (noise generators are seeded from
+the track index).  Drum tracks are not played by this engine yet (silence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from semcodec.constants import MIDI_MAX, MIDI_MIN, PACKAGE_DIR
+from semcodec.errors import SynthError
+from semcodec.events import Sample, Score, Timbre, Track
+from semcodec.synth import dsp
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+_WEIGHTS_RE = re.compile(r"^neural-([0-9a-f]{12})\.safetensors$")
+_MODEL_CACHE: dict[tuple[str, int, float], object] = {}
+
+
+#: torch intra-op threads while rendering / fitting ($SEMCODEC_TORCH_THREADS, default 1): the
+#: model's ops are small, and on a busy 2-core machine one thread is several times faster.
+THREADS_ENV = "SEMCODEC_TORCH_THREADS"
+
+
+@contextlib.contextmanager
+def torch_threads():
+    """Run the block with $SEMCODEC_TORCH_THREADS (default 1) torch threads, then restore."""
+    import torch  # noqa: PLC0415
+
+    try:
+        n = max(1, int(os.environ.get(THREADS_ENV, "1")))
+    except ValueError:
+        n = 1
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def find_weights(directory: Path | None = None) -> Path | None:
+    """The weights file named by ``neural-config.json`` (else the only ``neural-*.safetensors``)."""
+    d = Path(directory) if directory is not None else WEIGHTS_DIR
+    cfg = d / "neural-config.json"
+    if cfg.is_file():
+        try:
+            name = json.loads(cfg.read_text()).get("weights_file")
+        except (OSError, ValueError):
+            name = None
+        if name and (d / name).is_file():
+            return d / name
+    files = sorted(p for p in d.glob("neural-*.safetensors") if _WEIGHTS_RE.match(p.name))
+    return files[-1] if files else None
+
+
+def weights_available() -> bool:
+    """True when torch is importable and a weights file is present (the engine can run)."""
+    return importlib.util.find_spec("torch") is not None and find_weights() is not None
+
+
+def verify_weights(path: Path) -> None:
+    """Raise :class:`SynthError` unless the sha256 prefix in the file name matches its content."""
+    m = _WEIGHTS_RE.match(path.name)
+    if not m:
+        raise SynthError(f"{path}: weights file name must be neural-<12 hex of sha256>.safetensors")
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError as exc:
+        raise SynthError(f"{path}: cannot read neural weights ({exc})") from exc
+    if digest != m.group(1):
+        raise SynthError(f"{path}: neural weights are corrupt (sha256 {digest}..., "
+                         f"name says {m.group(1)})")
+
+
+def load_model(path: Path | str | None = None):
+    """Load (and cache) the :class:`~semcodec.synth.ddsp.DDSPNet` from verified weights."""
+    path = Path(path) if path is not None else find_weights()
+    if path is None or not path.is_file():
+        raise SynthError(f"neural weights not found in {WEIGHTS_DIR} (run: make train)")
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime)
+    if key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    verify_weights(path)
+    try:
+        import torch  # noqa: PLC0415 - lazy: torch is heavy
+        from safetensors.torch import load_file  # noqa: PLC0415
+
+        from semcodec.synth import ddsp  # noqa: PLC0415
+    except ImportError as exc:
+        raise SynthError(f"the neural engine needs torch and safetensors ({exc})") from exc
+    try:
+        state = load_file(str(path))
+        hidden, emb_dim = state["inp.weight"].shape[0], state["embedding.weight"].shape[1]
+        model = ddsp.DDSPNet(hidden=hidden, emb_dim=emb_dim)
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # noqa: BLE001 - any malformed weights file is a SynthError
+        raise SynthError(f"{path}: cannot load neural weights ({exc})") from exc
+    model.eval()
+    torch.set_grad_enabled(True)
+    _MODEL_CACHE.clear()
+    _MODEL_CACHE[key] = model
+    return model
+
+
+def _track_notes(track: Track, tempo: float, transpose: int, limit_s: float):
+    """(onsets, offsets, pitches, velocities, bends) of a pitched track, time-scaled/transposed."""
+    on, off, pit, vel, bends = [], [], [], [], []
+    for n in track.notes:
+        p = n.pitch + transpose
+        if not MIDI_MIN <= p <= MIDI_MAX:
+            continue
+        o = n.onset / tempo
+        if o >= limit_s or o < 0:
+            continue
+        on.append(o)
+        off.append(max(o + 0.005, n.offset / tempo))
+        pit.append(p)
+        vel.append(max(1, min(127, n.velocity)))
+        bends.append(tuple((bp.time / tempo, bp.semitones) for bp in n.bends))
+    return on, off, pit, vel, bends
+
+
+class NeuralEngine:
+    """Decoding engine over the DDSP model; see the module docstring."""
+
+    name = "neural"
+
+    def __init__(self, device: str = "auto", weights: Path | str | None = None) -> None:
+        try:
+            import torch  # noqa: PLC0415
+        except ImportError as exc:
+            raise SynthError(f"the neural engine needs torch ({exc})") from exc
+        if device not in ("auto", "cpu", "cuda"):
+            raise SynthError(f"unknown device {device!r} (auto, cpu or cuda)")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise SynthError("device cuda requested but CUDA is not available")
+        # The model is tiny: the signal path is memory-bound and runs on the CPU in every case,
+        # which keeps the output deterministic and bit-identical across machines.
+        self.device = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.model = load_model(weights)
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        ddsp.warmup()
+
+    # -- embeddings ---------------------------------------------------------------------
+    def program_embedding(self, program: int) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding, room params) the model learned for GM ``program``."""
+        p = max(0, min(127, int(program)))
+        m = self.model
+        return (m.embedding.weight[p].detach().numpy().copy(), m.room.weight[p].detach().numpy().copy())
+
+    def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
+               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
+               samples: tuple[Sample, ...] = ()) -> np.ndarray:
+        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
+        import torch  # noqa: PLC0415
+
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        if tempo <= 0 or not math.isfinite(tempo):
+            raise SynthError(f"tempo factor must be > 0, got {tempo}")
+        n_samples = int(n_samples)
+        out = np.zeros(n_samples, np.float32)
+        if n_samples == 0:
+            return out
+        by_track = {t.track: t for t in timbres}
+        limit_s = n_samples / sr
+        with torch.no_grad(), torch_threads():
+            for i, track in enumerate(score.tracks):
+                if track.is_drum or not track.notes:
+                    continue
+                on, off, pit, vel, bends = _track_notes(track, tempo, transpose, limit_s)
+                if not on:
+                    continue
+                emb, room, gain_db = self._track_params(i, track, by_track, programs)
+                y = self._render_track(on, off, pit, vel, bends, emb, room, sr, n_samples, seed=i)
+                out += (y * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+        return out.astype(np.float32)
+
+    def _track_params(self, i: int, track: Track, by_track: dict[int, Timbre],
+                      programs: dict[int, int] | None):
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        program = (programs or {}).get(i, track.program)
+        emb, room = self.program_embedding(program)
+        gain_db = 0.0
+        tb = by_track.get(i)
+        if tb is not None:
+            gain_db = float(tb.gain_db) if math.isfinite(tb.gain_db) else 0.0
+            if len(tb.room) == ddsp.N_ROOM and all(map(math.isfinite, tb.room)):
+                room = np.asarray(tb.room, np.float32)
+            overridden = programs is not None and i in programs
+            if (not overridden and len(tb.embedding) == emb.shape[0]
+                    and all(map(math.isfinite, tb.embedding))):
+                emb = np.asarray(tb.embedding, np.float32)
+        return emb, room, gain_db
+
+    def _render_track(self, on, off, pit, vel, bends, emb, room, sr, n_samples, seed=0):
+        import torch  # noqa: PLC0415
+
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        return render_notes_np(self.model, on, off, pit, vel, bends, emb, room, sr, n_samples,
+                               seed=seed)
+
+
+def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *, seed=0,
+                    tail_s: float | None = None) -> np.ndarray:
+    """Render one track's notes (no gradients) to float32 numpy ``(n_samples,)`` at ``sr``."""
+    import torch  # noqa: PLC0415
+
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    tail = ddsp.TAIL_S if tail_s is None else tail_s
+    total_s = n_samples / sr
+    emb_t = torch.as_tensor(np.asarray(emb, np.float32))[None, :]
+    room_t = torch.as_tensor(np.asarray(room, np.float32))[None, :]
+    with torch.no_grad():
+        nb = ddsp.NoteBatch(on, off, pit, vel, bends, total_s, tail_s=tail)
+        outputs = ddsp.eval_sparse(model, nb, emb_t.expand(len(on), -1))
+        amp, _, bands = outputs
+        # cut each release tail where the note has decayed (-60 dB re. its peak)
+        level = (amp + bands.sum(-1)).numpy() * nb.valid
+        peak = level.max(axis=1, keepdims=True) + 1e-9
+        loud = (level > peak * 1e-3) | (nb.t_abs < nb.offsets[:, None])
+        loud &= nb.valid
+        last = np.where(loud.any(axis=1), loud.shape[1] - 1 - np.argmax(loud[:, ::-1], axis=1), 1)
+        ends = np.minimum(nb.ends, (nb.f0 + last + 1) / ddsp.FRAME_RATE + ddsp.END_FADE_S)
+        ends = np.maximum(ends, nb.offsets + 0.02)
+        tails = np.maximum(ends - nb.offsets, 0.02)
+        nb2 = ddsp.NoteBatch(on, off, pit, vel, bends, total_s, tail_s=tails)
+        y = ddsp.render_groups(model, nb2, np.zeros(len(on), np.int64), emb_t, room_t, n_samples,
+                               sr=sr, seed=seed, resample=dsp.resample, fast=True,
+                               outputs=outputs)
+    return y[0].numpy().astype(np.float32)

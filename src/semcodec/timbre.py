@@ -1,0 +1,396 @@
+"""Encode-time timbre fitting for the neural engine, and short-sample extraction.
+
+:func:`fit_timbres` works by analysis by synthesis on a few short excerpts of each pitched
+track (the given samples' regions, else the cleanest stretches the score covers):
+
+1. shortlist General MIDI programs with a cheap proxy: the model's per-frame harmonic spectrum
+   (no audio synthesis) against the harmonic magnitudes measured in the original at the notes'
+   f0 — one global level offset, so the proxy compares spectral *and* temporal shape;
+2. render the excerpts with the model for the shortlisted programs and keep the best under the
+   multi-resolution STFT loss: its embedding is the starting point and it is the track's GM
+   program (the fluidsynth fallback's patch);
+3. refine embedding + gain + room with Adam on that loss within the time budget, keeping the
+   best parameters seen.
+
+torch is imported lazily (only when fitting).  Samples are Opus in OGG at 24 kHz.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+
+import numpy as np
+
+from semcodec.errors import ContainerError
+from semcodec.events import Sample, Score, Timbre
+from semcodec.synth import dsp
+
+log = logging.getLogger(__name__)
+
+#: Excerpts used for fitting: at most this many windows of this length per track (s).
+FIT_WINDOWS = 3
+FIT_WINDOW_S = 2.0
+#: Programs whose model rendering is compared in step 2.
+SHORTLIST = 3
+#: Common General MIDI programs always rendered in step 2 (piano, e-piano, organ, guitars, bass,
+#: strings, brass, reeds, flute): a prior on what real recordings mostly contain.
+COMMON_PROGRAMS = (0, 4, 16, 24, 25, 26, 29, 33, 40, 48, 56, 65, 71, 73)
+#: Default wall-clock budget of the whole fit when ``budget_s`` is None: this fraction of the
+#: audio's duration, at least DEFAULT_MIN_BUDGET_S (model loading and warm-up come on top).
+DEFAULT_BUDGET_PER_S = 0.17
+DEFAULT_MIN_BUDGET_S = 2.0
+MAX_STEPS = 40
+PROXY_STEPS = 150
+#: Proxy steps done even when the budget is spent (they are cheap).
+PROXY_MIN_STEPS = 20
+SAMPLE_RATE_OPUS = 24000
+SAMPLE_SEGMENT_S = 2.0
+
+
+# --- excerpt selection ------------------------------------------------------------------
+
+def _sounding(score: Score, n_frames: int, fps: float, skip: int) -> np.ndarray:
+    """Per frame: number of notes sounding in tracks other than ``skip`` (drums included)."""
+    cnt = np.zeros(n_frames, np.int32)
+    for i, t in enumerate(score.tracks):
+        if i == skip:
+            continue
+        for n in t.notes:
+            a, b = int(n.onset * fps), int(math.ceil(n.offset * fps))
+            cnt[max(0, a):max(0, min(n_frames, b))] += 1
+    return cnt
+
+
+def _windows(score: Score, ti: int, duration: float, samples: tuple[Sample, ...]) -> list[float]:
+    """Start times of up to FIT_WINDOWS excerpts of track ``ti``."""
+    own = [s.start for s in samples if s.track == ti][:FIT_WINDOWS]
+    notes = score.tracks[ti].notes
+    fps = 20.0
+    n_frames = int(duration * fps) + 2
+    others = _sounding(score, n_frames, fps, ti)
+    mine = np.zeros(n_frames, np.int32)
+    for n in notes:
+        mine[max(0, int(n.onset * fps)):max(0, min(n_frames, int(math.ceil(n.offset * fps))))] += 1
+    w = int(FIT_WINDOW_S * fps)
+    cands = []
+    for n in notes:
+        st = max(0.0, n.onset - 0.02)
+        a = int(st * fps)
+        if st + 0.3 > duration:
+            continue
+        seg_m, seg_o = mine[a:a + w], others[a:a + w]
+        # prefer: our notes sound, few other notes, no note of ours already sounding at start
+        held = sum(1 for m in notes if m.onset < st - 0.01 and m.offset > st)
+        score_w = float((seg_m > 0).mean()) - 0.5 * float(np.minimum(seg_o, 3).mean()) - 0.5 * held
+        cands.append((score_w, st))
+    cands.sort(key=lambda c: -c[0])
+    chosen: list[float] = list(own)
+    for _, st in cands:
+        if all(abs(st - c) >= FIT_WINDOW_S for c in chosen):
+            chosen.append(st)
+        if len(chosen) >= FIT_WINDOWS:
+            break
+    return sorted(chosen[:FIT_WINDOWS])
+
+
+def _excerpt_notes(score: Score, ti: int, starts: list[float]):
+    """Notes of track ``ti`` starting inside each window, relative to it, with group ids."""
+    on, off, pit, vel, bends, grp = [], [], [], [], [], []
+    for g, st in enumerate(starts):
+        for n in score.tracks[ti].notes:
+            if st - 1e-6 <= n.onset < st + FIT_WINDOW_S - 0.05:
+                on.append(n.onset - st)
+                off.append(max(n.offset - st, n.onset - st + 0.01))
+                pit.append(min(127, max(0, n.pitch)))
+                vel.append(max(1, min(127, n.velocity)))
+                bends.append(tuple((b.time, b.semitones) for b in n.bends))
+                grp.append(g)
+    return on, off, pit, vel, bends, np.asarray(grp, np.int64)
+
+
+# --- program shortlist (no synthesis) ---------------------------------------------------
+
+def _harmonic_obs(x: np.ndarray, nb, grp: np.ndarray, sr: int):
+    """Observed harmonic magnitudes (N, F, H) at the model's frames + mask of usable entries."""
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    n_fft = 2048
+    win = np.hanning(n_fft).astype(np.float32)
+    N, F = nb.valid.shape
+    H = ddsp.N_HARM
+    obs = np.zeros((N, F, H), np.float32)
+    f0 = nb.f0_hz()
+    k = np.arange(1, H + 1)
+    usable = nb.valid & (nb.t_abs >= nb.onsets[:, None])
+    for i in range(N):
+        xs = x[grp[i]]
+        for j in range(0, F, 2):  # every other frame: enough, halves the cost
+            if not usable[i, j]:
+                continue
+            c = int(round(nb.t_abs[i, j] * sr))
+            a, b = c - n_fft // 2, c + n_fft // 2
+            if a < 0 or b > xs.shape[0]:
+                usable[i, j] = False
+                continue
+            spec = np.abs(np.fft.rfft(xs[a:b] * win))
+            bins = k * f0[i, j] * n_fft / sr
+            ok = bins < spec.shape[0] - 2
+            bi = np.round(bins[ok]).astype(np.int64)
+            obs[i, j, :ok.sum()] = np.maximum(np.maximum(spec[bi - 1], spec[bi]), spec[bi + 1]) / (n_fft / 4)
+        usable[i, 1::2] = False
+    return obs, usable
+
+
+class _Proxy:
+    """Frame-domain loss without audio synthesis: model harmonic magnitudes vs observed ones
+    (log, one free global offset), differentiable w.r.t. the embedding."""
+
+    def __init__(self, nb, obs, usable) -> None:
+        import torch  # noqa: PLC0415
+
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        self.ok = bool(usable.any())
+        self.feats = torch.from_numpy(nb.features()[usable])
+        self.f0 = torch.from_numpy(nb.f0_hz()[usable].astype(np.float32))
+        self.o = torch.from_numpy(np.log(obs[usable] + 1e-4))
+        self.hmask = ((self.f0[:, None] * torch.arange(1, ddsp.N_HARM + 1)) < ddsp.HARM_MAX_HZ).float()
+        # weight the louder observed partials more (quiet ones are mostly leakage / noise)
+        self.wt = self.hmask * torch.clamp(self.o - self.o.max() + 6.0, 0.0, 6.0) / 6.0
+
+    def __call__(self, model, emb, max_rows: int | None = None):
+        """emb (P, E) → loss (P,); ``max_rows`` evenly subsamples the frames (cheaper)."""
+        import torch  # noqa: PLC0415
+
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        sel = slice(None)
+        if max_rows is not None and self.feats.shape[0] > max_rows:
+            sel = torch.linspace(0, self.feats.shape[0] - 1, max_rows).long()
+        feats, f0, o, wt = self.feats[sel], self.f0[sel], self.o[sel], self.wt[sel]
+        P = emb.shape[0]
+        amp, harm, _ = model(feats[None].expand(P, -1, -1), emb[:, None, :])
+        pred = torch.log(ddsp.harmonic_amps(amp, harm, f0[None].expand(P, -1)) + 1e-4)
+        d = (pred - o[None]) * wt[None]
+        norm = wt.sum().clamp(min=1e-6)
+        off = d.sum(dim=(1, 2)) / norm
+        return ((d - off[:, None, None] * wt[None]).abs()).sum(dim=(1, 2)) / norm
+
+
+def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
+    import torch  # noqa: PLC0415
+
+    if not proxy.ok:
+        return list(range(k))
+    with torch.no_grad():
+        dist = proxy(model, model.embedding.weight, max_rows=64)
+    return [int(p) for p in torch.argsort(dist)[:k]]
+
+
+# --- fitting ------------------------------------------------------------------------------
+
+def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
+                budget_s: float | None = None, device: str = "cpu"
+                ) -> tuple[tuple[Timbre, ...], dict[int, int]]:
+    """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
+    notes) and the best-matching GM program per track index.
+
+    Without neural weights/torch, returns no timbres and each track's own program.
+    """
+    from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
+
+    programs = {i: t.program for i, t in enumerate(score.tracks)}
+    pitched = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes]
+    if not pitched or not weights_available():
+        return (), programs
+    with torch_threads():
+        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs)
+
+
+def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
+    import torch  # noqa: PLC0415
+
+    from semcodec.synth import ddsp  # noqa: PLC0415
+    from semcodec.synth.neural import load_model  # noqa: PLC0415
+
+    if budget_s is None:
+        budget_s = max(DEFAULT_MIN_BUDGET_S, DEFAULT_BUDGET_PER_S * audio.shape[0] / sr)
+    total_budget = budget_s
+    model = load_model()
+    x = dsp.resample(np.asarray(audio, np.float32), sr, ddsp.SR_INT)
+    ddsp.warmup()
+    _p = torch.zeros(1, requires_grad=True)  # the first optimizer step imports a lot: do it now
+    _o = torch.optim.Adam([_p])
+    (_p * 2).sum().backward()
+    _o.step()
+    t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
+    duration = x.shape[0] / ddsp.SR_INT
+    timbres = []
+    for n_done, ti in enumerate(pitched):
+        deadline = t0 + total_budget * (n_done + 1) / len(pitched)
+        starts = _windows(score, ti, duration, samples)
+        on, off, pit, vel, bends, grp = _excerpt_notes(score, ti, starts)
+        if not on:
+            continue
+        n_win = int(FIT_WINDOW_S * ddsp.SR_INT)
+        target = np.zeros((len(starts), n_win), np.float32)
+        for g, st in enumerate(starts):
+            seg = x[int(st * ddsp.SR_INT):int(st * ddsp.SR_INT) + n_win]
+            target[g, :seg.shape[0]] = seg
+        nb = ddsp.NoteBatch(on, off, pit, vel, bends, FIT_WINDOW_S)
+        tgt = torch.from_numpy(target)
+        G = len(starts)
+
+        def render(emb, room, gain_db, fast=False):
+            y = ddsp.render_groups(model, nb, grp, emb[None].expand(G, -1),
+                                   room[None].expand(G, -1), n_win, seed=ti, fast=fast)
+            return y * (10.0 ** (gain_db / 20.0))
+
+        def level_gain(y):
+            num = float(torch.sqrt((tgt ** 2).mean()))
+            den = float(torch.sqrt((y ** 2).mean())) + 1e-9
+            return 20.0 * math.log10(max(num, 1e-9) / den)
+
+        def evaluate(emb, room, gain_db=None):
+            with torch.no_grad():
+                y = render(emb, room, 0.0, fast=True)
+                g_db = level_gain(y) if gain_db is None else gain_db
+                return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), tgt)), g_db
+
+        # 1. shortlist from harmonic spectra; 2. model renderings of the shortlist
+        t_sel = time.monotonic()
+        obs, usable = _harmonic_obs(target, nb, grp, ddsp.SR_INT)
+        proxy = _Proxy(nb, obs, usable)
+        cand = _shortlist(model, proxy, SHORTLIST)
+        for p in (score.tracks[ti].program, *COMMON_PROGRAMS):
+            if p not in cand:
+                cand.append(p)
+        best = None
+        for p in cand:
+            emb = model.embedding.weight[p].detach().clone()
+            room = model.room.weight[p].detach().clone()
+            loss, g_db = evaluate(emb, room)
+            if best is None or loss < best[0]:
+                best = (loss, p, emb, room, g_db)
+            log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
+            if time.monotonic() > deadline:
+                break
+        start_loss, program, emb0, room0, g0 = best
+        programs[ti] = program
+        log.info("track %d: program selection %.1f s", ti, time.monotonic() - t_sel)
+        best_fit = (start_loss, emb0.clone(), room0.clone(), float(g0))
+        step = 0
+        # 3a. embedding on the frame-domain proxy (cheap), checked by a rendering
+        if proxy.ok:
+            emb = emb0.clone().requires_grad_(True)
+            opt = torch.optim.Adam([emb], lr=0.05)
+            proxy_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
+            for step in range(PROXY_STEPS):
+                if step >= PROXY_MIN_STEPS and time.monotonic() > proxy_deadline:
+                    break
+                loss = proxy(model, emb[None])[0] + 0.01 * ((emb - emb0) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            cand_loss, g_db = evaluate(emb.detach(), room0)
+            if cand_loss < best_fit[0]:
+                best_fit = (cand_loss, emb.detach().clone(), room0.clone(), g_db)
+        # 3b. embedding + room + gain on the spectral loss of the renderings (time permitting)
+        emb = best_fit[1].clone().requires_grad_(True)
+        room = best_fit[2].clone().requires_grad_(True)
+        gain = torch.tensor(float(best_fit[3]), requires_grad=True)
+        opt = torch.optim.Adam([{"params": [emb], "lr": 0.03}, {"params": [room], "lr": 0.1},
+                                {"params": [gain], "lr": 0.3}])
+        step_t, n_steps = 0.0, 0
+        for n_steps in range(MAX_STEPS):
+            ts = time.monotonic()
+            if ts + step_t > deadline:
+                break
+            loss = ddsp.mrstft_loss(render(emb, room, gain), tgt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step_t = time.monotonic() - ts
+        if n_steps:
+            cand_loss, _ = evaluate(emb.detach(), room.detach(), float(gain.detach()))
+            if cand_loss < best_fit[0]:
+                best_fit = (cand_loss, emb.detach().clone(), room.detach().clone(), float(gain.detach()))
+        step = (step, n_steps)
+        log.info("track %d: program %d (candidates %s), loss %.3f -> %.3f in %s steps, %.1f s",
+                 ti, program, cand, start_loss, best_fit[0], step, time.monotonic() - t0)
+        timbres.append(Timbre(track=ti, embedding=tuple(float(v) for v in best_fit[1]),
+                              gain_db=float(best_fit[3]),
+                              room=tuple(float(v) for v in best_fit[2])))
+    return tuple(timbres), programs
+
+
+# --- samples ------------------------------------------------------------------------------
+
+def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
+                    max_total_s: float = 3.0) -> tuple[Sample, ...]:
+    """Per pitched track, one excerpt of at most ``min(max_total_s, SAMPLE_SEGMENT_S)`` seconds
+    where its notes sound most cleanly (few notes of other tracks, little self-overlap, enough
+    energy), coded as Opus (OGG, 24 kHz, lowest bitrate setting, ~8 kbps + ~0.9 kB of stream
+    headers): ``Sample(codec="opus")``.  One stream per track keeps the header overhead down."""
+    import soundfile as sf  # noqa: PLC0415
+
+    audio = np.asarray(audio, np.float32)
+    duration = audio.shape[0] / sr
+    out = []
+    fps = 100.0
+    n_frames = int(duration * fps) + 2
+    seg_s = min(max_total_s, SAMPLE_SEGMENT_S)
+    if seg_s < 0.1:
+        return ()
+    for ti, track in enumerate(score.tracks):
+        if track.is_drum or not track.notes:
+            continue
+        others = _sounding(score, n_frames, fps, ti)
+        mine = np.zeros(n_frames, np.int32)
+        for n in track.notes:
+            mine[max(0, int(n.onset * fps)):max(0, min(n_frames, int(math.ceil(n.offset * fps))))] += 1
+        best = None
+        for n in track.notes:
+            st = max(0.0, n.onset - 0.01)
+            ln = min(seg_s, duration - st)
+            if ln < 0.1:
+                continue
+            a, b = int(st * fps), int((st + ln) * fps)
+            held = any(m.onset < st - 0.01 and m.offset > st + 0.02 for m in track.notes)
+            clean = 1.0 - float(np.minimum(others[a:b], 2).mean()) / 2.0
+            poly = float(np.maximum(mine[a:b] - 1, 0).mean())
+            busy = float((mine[a:b] > 0).mean())
+            seg = audio[int(st * sr):int((st + ln) * sr)]
+            rms = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if seg.size else 0.0
+            if rms <= 1e-5:
+                continue
+            value = clean + 0.5 * busy - 0.3 * poly - 0.3 * held + 0.05 * math.log10(rms)
+            if best is None or value > best[0]:
+                best = (value, st, ln)
+        if best is None:
+            continue
+        _, st, ln = best
+        seg = audio[int(round(st * sr)):int(round((st + ln) * sr))]
+        seg = dsp.resample(seg, sr, SAMPLE_RATE_OPUS)
+        seg = dsp.fade_edges(np.clip(seg, -1.0, 1.0), SAMPLE_RATE_OPUS, 0.005)
+        buf = io.BytesIO()
+        sf.write(buf, seg, SAMPLE_RATE_OPUS, format="OGG", subtype="OPUS", compression_level=1.0)
+        out.append(Sample(track=ti, start=float(st), duration=float(seg.shape[0] / SAMPLE_RATE_OPUS),
+                          sample_rate=SAMPLE_RATE_OPUS, codec="opus", data=buf.getvalue()))
+    return tuple(out)
+
+
+def decode_sample(sample: Sample) -> tuple[np.ndarray, int]:
+    """Decode a :class:`Sample` to (mono float32 audio, sample rate)."""
+    import soundfile as sf  # noqa: PLC0415
+
+    if sample.codec != "opus":
+        raise ContainerError(f"sample codec {sample.codec!r} is not supported (opus only)")
+    try:
+        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise ContainerError(f"cannot decode opus sample of track {sample.track} ({exc})") from exc
+    return dsp.downmix(data), int(rate)
