@@ -62,7 +62,10 @@ class EncodeOptions:
     transcribe: TranscribeOptions = field(default_factory=TranscribeOptions)
     fit_timbre: bool = True  # fit neural timbre + GM program (when torch and weights exist)
     samples: bool = True  # keep short Opus samples of the cleanest notes
-    fit_budget_s: float | None = None  # wall-clock cap of the timbre fit per track (s)
+    fit_budget_s: float | None = None  # wall-clock cap of the whole timbre fit (s); None = auto
+    #: Samples are kept only while the whole container stays within this bitrate (kbps); the
+    #: score and timbres are always kept.
+    max_kbps: float = 1.0
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -105,7 +108,7 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     if tracks and (opts.fit_timbre or opts.samples):
         timbres, samples, score, extra = _fit(inp, score, opts, report)
     report("timbre", 1.0)
-    return Container(
+    c = Container(
         duration=inp.duration,
         sample_rate=inp.sample_rate,
         channels=inp.channels,
@@ -113,11 +116,28 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
         loudness_lufs=None if loudness is None else round(loudness, 2),
         score=score,
         timbres=timbres,
-        samples=samples,
         tags=dict(opts.tags),
         encoder=f"semcodec {__version__}",
         extra=extra,
     )
+    if samples:
+        c = replace(c, samples=_samples_within(c, samples, opts.max_kbps))
+    return c
+
+
+def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
+    """The samples (in order) that fit into ``max_kbps`` on top of the rest of ``c``."""
+    budget = max_kbps * 1000.0 / 8.0 * c.duration - len(c.to_bytes())
+    kept = []
+    for smp in samples:
+        cost = len(smp.data) + 24  # per-sample fields in the SAMP chunk, plus its framing
+        if cost <= budget:
+            kept.append(smp)
+            budget -= cost
+        else:
+            log.info("sample of track %d (%d bytes) dropped: over the %.2f kbps budget",
+                     smp.track + 1, len(smp.data), max_kbps)
+    return tuple(kept)
 
 
 def _fit(inp: AudioInput, score: Score, opts: EncodeOptions, report: Progress):

@@ -221,10 +221,13 @@ def cli() -> None:
 @click.option("--no-bends", is_flag=True, help="Do not store pitch bends.")
 @click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only).")
 @click.option("--no-samples", is_flag=True, help="Do not store short audio samples.")
+@click.option("--max-kbps", type=click.FloatRange(0.0, 64.0), default=1.0, show_default=True,
+              help="Keep audio samples only while the file stays within this bitrate.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Store a tag (repeatable).")
 @_verbosity
 def encode(input: str, output: str | None, force: bool, onset_threshold, frame_threshold,
-           min_note_ms, no_bends: bool, no_timbre: bool, no_samples: bool, tags) -> None:
+           min_note_ms, no_bends: bool, no_timbre: bool, no_samples: bool, max_kbps: float,
+           tags) -> None:
     """Encode an audio file (or - for stdin) into a .smc container.
 
     OUTPUT defaults to INPUT with the extension .smc; - writes to stdout.
@@ -259,7 +262,7 @@ def encode(input: str, output: str | None, force: bool, onset_threshold, frame_t
         changes["keep_bends"] = False
     topts = replace(topts, **changes)
     opts = api.EncodeOptions(transcribe=topts, fit_timbre=not no_timbre, samples=not no_samples,
-                             tags=tag_map)
+                             max_kbps=max_kbps, tags=tag_map)
     progress = _Progress("encode")
     try:
         c = api.encode(inp, options=opts, progress=progress)

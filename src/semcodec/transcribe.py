@@ -282,6 +282,8 @@ def decode_notes(
     # the last frame of such a plateau counts.
     peak = np.zeros(onset.shape, dtype=bool)
     peak[1:-1] = (onset[1:-1] >= onset[:-2]) & (onset[1:-1] > onset[2:])
+    # the input starts with silence (frame -1 = 0): a note attacking at t = 0 peaks at frame 0
+    peak[0] = onset[0] > onset[1]
     peak &= onset >= onset_threshold
     t_idx, f_idx = np.nonzero(peak)
     order = np.lexsort((f_idx, t_idx))[::-1]  # latest first
