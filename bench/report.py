@@ -107,8 +107,9 @@ COLUMNS = (  # (key, header, format)
 )
 
 
-def aggregate(per_clip: list[dict], codecs: list[str], group: str) -> list[dict]:
-    clips = [c for c in per_clip if c["group"] == group]
+def aggregate(per_clip: list[dict], codecs: list[str], group: str, source: str | None = None) -> list[dict]:
+    """Per-codec means over the clips of ``group`` (and of ``source``, e.g. "eval", if given)."""
+    clips = [c for c in per_clip if c["group"] == group and (source is None or c.get("source") == source)]
     out = []
     for codec in codecs:
         rows = [c.get("rows", {}).get(codec) for c in clips]
@@ -299,6 +300,10 @@ def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str
         if not counts[g]:
             continue
         lines += [f"## {g.capitalize()} ({counts[g]} clips)", "", group_table(aggregate(per_clip, codecs, g)), ""]
+        n_real = sum(1 for c in per_clip if c["group"] == g and c.get("source") == "eval")
+        if g == "solo" and 0 < n_real < counts[g]:
+            lines += [f"### Solo, real Slakh stems only ({n_real} clips of `../shared/eval`)", "",
+                      group_table(aggregate(per_clip, codecs, g, source="eval")), ""]
     fails = failures(per_clip, codecs)
     if fails:
         lines += ["## Failures", "", "| codec | status | clips | message |", "|---|---|---:|---|"]
