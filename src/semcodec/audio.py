@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from semcodec.constants import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from semcodec.container import atomic_write_bytes
 from semcodec.errors import InputError, OutputError, UsageError
 from semcodec.synth import dsp
 
@@ -118,6 +117,8 @@ def _read(source: object, name: str) -> AudioInput:
             pos = 0
             for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
                 mono_block = dsp.downmix(block)
+                if not np.all(np.isfinite(mono_block)):  # per block: no full-length mask
+                    raise InputError(f"{name}: contains NaN or infinite samples")
                 if pos + mono_block.shape[0] > mono.shape[0]:  # frames can be an estimate (MP3)
                     mono = np.concatenate([mono, np.zeros(mono_block.shape[0], np.float32)])
                 mono[pos:pos + mono_block.shape[0]] = mono_block
@@ -132,8 +133,6 @@ def _read(source: object, name: str) -> AudioInput:
         raise InputError(f"{name}: {msg}") from None
     if pos == 0:
         raise InputError(f"{name}: contains no audio samples")
-    if not np.all(np.isfinite(mono)):
-        raise InputError(f"{name}: contains NaN or infinite samples")
     return AudioInput(mono, int(sr), int(channels), name)
 
 
@@ -148,19 +147,165 @@ def output_format(path: str | os.PathLike, fmt: str | None = None) -> tuple[str,
     return OUTPUT_FORMATS[ext]
 
 
+#: Frames converted and written per step when writing audio (float32, ~1 MB).
+_WRITE_BLOCK = 1 << 18
+#: Above this many bytes of samples (counted at 4 bytes each, the widest subtype written)
+#: WAV output switches to RF64, the 64-bit-size WAV that libsndfile and most tools read.
+_WAV_MAX_BYTES = 0xFFFFFFFF - 1024
+#: encode_audio keeps files up to this size in memory while encoding, bigger ones spill to disk.
+_SPOOL_BYTES = 32 * 1024 * 1024
+
+
+def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> None:
+    """Write mono ``audio`` to ``target`` (path or binary file object) block by block, each
+    block clipped to ±1, so that no full-length copy of the signal is made."""
+    import soundfile as sf
+
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise OutputError(f"cannot write audio of shape {audio.shape} (expected mono (n,))")
+    if not isinstance(sr, (int, np.integer)) or not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
+        # libvorbis crashes the process on absurd rates: refuse before libsndfile sees them
+        raise OutputError(f"cannot write audio at {sr} Hz (semcodec writes {MIN_SAMPLE_RATE}"
+                          f"..{MAX_SAMPLE_RATE} Hz)")
+    fmt_name = fmt[0]
+    if fmt_name == "WAV" and audio.shape[0] * 4 >= _WAV_MAX_BYTES:
+        fmt_name = "RF64"  # a RIFF WAV cannot hold 4 GiB of data (≈ 6.7 h at 44.1 kHz, 16 bit)
+    with sf.SoundFile(target, "w", samplerate=int(sr), channels=1, format=fmt_name,
+                      subtype=fmt[1]) as f:
+        for s in range(0, audio.shape[0], _WRITE_BLOCK):
+            block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
+            f.write(block.astype(np.float32, copy=False))
+
+
+#: Ogg stream serial number written by :func:`canonical_ogg` (libsndfile picks a random one).
+OGG_SERIAL = 0x534D4331  # "SMC1"
+_BIT_REVERSE = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page CRC (polynomial 0x04C11DB7, not reflected, init 0, no final xor), computed
+    with zlib's reflected CRC-32 on bit-reversed bytes."""
+    import zlib
+
+    raw = zlib.crc32(page.translate(_BIT_REVERSE)) ^ zlib.crc32(bytes(len(page)))
+    return int(f"{raw:032b}"[::-1], 2)
+
+
+def canonical_ogg(data: bytes) -> bytes:
+    """``data`` (an Ogg file) with every stream serial number replaced by a fixed one and the
+    page CRCs recomputed, so that encoding the same audio twice gives the same bytes.
+
+    libsndfile seeds the serial number from the clock; the audio is unchanged.  Data that is
+    not a well-formed single-stream Ogg file is returned as it is.
+    """
+    import struct
+
+    out = bytearray(data)
+    pos = 0
+    serial = None
+    while pos < len(out):
+        if out[pos:pos + 4] != b"OggS" or pos + 27 > len(out):
+            return bytes(data)
+        n_seg = out[pos + 26]
+        if pos + 27 + n_seg > len(out):
+            return bytes(data)
+        size = 27 + n_seg + sum(out[pos + 27:pos + 27 + n_seg])
+        if pos + size > len(out):
+            return bytes(data)
+        page_serial = struct.unpack_from("<I", out, pos + 14)[0]
+        if serial is None:
+            serial = page_serial
+        elif page_serial != serial:
+            return bytes(data)  # several logical streams: leave alone
+        struct.pack_into("<II", out, pos + 14, OGG_SERIAL, struct.unpack_from("<I", out, pos + 18)[0])
+        struct.pack_into("<I", out, pos + 22, 0)
+        struct.pack_into("<I", out, pos + 22, _ogg_crc(bytes(out[pos:pos + size])))
+        pos += size
+    return bytes(out)
+
+
 def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
     """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``."""
     import soundfile as sf
 
-    buf = io.BytesIO()
-    try:
-        sf.write(buf, np.clip(audio, -1.0, 1.0), sr, format=fmt[0], subtype=fmt[1])
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise OutputError(f"cannot encode {fmt[0]} at {sr} Hz: {exc}") from None
-    return buf.getvalue()
+    import tempfile
+
+    # in memory up to _SPOOL_BYTES, then in a temporary file: the bytes returned are then
+    # the only full-size copy (a growing BytesIO would briefly hold two)
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as buf:
+        try:
+            _write_blocks(buf, audio, sr, fmt)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+            raise OutputError(f"cannot encode {fmt[0]} at {sr} Hz: {exc}") from None
+        except OSError as exc:
+            raise OutputError(f"cannot encode {fmt[0]} at {sr} Hz: {exc.strerror or exc}") from None
+        buf.seek(0)
+        data = buf.read()
+    if fmt[0] == "OGG":
+        return canonical_ogg(data)
+    return data
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | None = None) -> None:
-    """Write mono ``audio`` to ``path`` atomically (temporary file, then rename)."""
-    data = encode_audio(audio, sr, output_format(path, fmt))
-    atomic_write_bytes(path, data)
+    """Write mono ``audio`` to ``path`` atomically (temporary file, then rename).
+
+    The samples are encoded block by block straight into a temporary file in the output's
+    folder, which is fsynced and renamed over ``path``; memory does not grow with the length.
+    On any failure or interrupt the temporary file is removed and an existing ``path`` is
+    left untouched; problems become :class:`OutputError`.
+    """
+    import tempfile
+
+    import soundfile as sf
+
+    audio_fmt = output_format(path, fmt)
+    target = Path(os.fspath(path))
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except OSError:
+        mode = _default_mode()
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w+b") as fh:
+            _write_blocks(fh, audio, sr, audio_fmt)
+            if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
+                fh.seek(0)
+                data = canonical_ogg(fh.read())
+                fh.seek(0)
+                fh.write(data)
+                fh.truncate()
+                del data
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, target)
+        tmp_name = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise OutputError(f"cannot encode {target} ({audio_fmt[0]} at {sr} Hz): {exc}") from None
+    finally:
+        if tmp_name is not None:  # failed or interrupted (KeyboardInterrupt included)
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    try:  # make the rename durable; not possible on every platform
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)

@@ -16,7 +16,7 @@ DEFAULT_SAMPLE_RATE = 44100
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 #: Most input channels accepted before refusing the file (they are downmixed to mono).
-MAX_CHANNELS = 8
+MAX_CHANNELS = 64
 #: Target loudness when the original loudness is unknown or silent (LUFS).
 DEFAULT_LOUDNESS_LUFS = -23.0
 #: Below this integrated loudness a signal counts as silence (LUFS).

@@ -367,7 +367,9 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
             rms = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if seg.size else 0.0
             if rms <= 1e-5:
                 continue
-            value = clean + 0.5 * busy - 0.3 * poly - 0.3 * held + 0.05 * math.log10(rms)
+            # prefer full-length excerpts: a 0.2-s sample costs the same stream headers
+            value = (clean + 0.5 * busy - 0.3 * poly - 0.3 * held + 0.05 * math.log10(rms)
+                     + 0.5 * min(ln / seg_s, 1.0))
             if best is None or value > best[0]:
                 best = (value, st, ln)
         if best is None:

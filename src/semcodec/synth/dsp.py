@@ -38,7 +38,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     g = math.gcd(int(sr_in), int(sr_out))
-    return resample_poly(audio, sr_out // g, sr_in // g).astype(np.float32)
+    return resample_poly(audio, sr_out // g, sr_in // g).astype(np.float32, copy=False)
 
 
 #: Samples filtered per step by the loudness meter (float64 work arrays of ~2 MB each).

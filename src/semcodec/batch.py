@@ -1,0 +1,633 @@
+"""Batch encoding and decoding of whole folder trees, on local processes or a Dask cluster.
+
+    from semcodec import batch
+    plan = batch.plan_batch("encode", "music/", "smc/")
+    report = batch.run_batch(plan, jobs=4)                        # local process pool
+    report = batch.run_batch(plan, scheduler="tcp://host:8786")   # Dask distributed cluster
+    print(report.bitrate_kbps, [r.reason for r in report.failed])
+
+The output tree mirrors the input tree: ``encode`` turns every audio file (``.wav .flac .ogg
+.mp3 .aif .aiff``, any case) into the same relative path with ``.smc``; ``decode`` turns every
+``.smc`` into ``.wav`` (or ``.flac``/``.ogg``).  Hidden files and folders (name starting with
+a dot) are ignored, symbolic links to folders are not followed.
+
+An output that is already *complete* is skipped, so an interrupted batch resumes where it
+stopped: it exists, is newer than its input and passes a check (a ``.smc`` must parse with
+every CRC right; audio must open, have the expected sample rate and length, and its last
+samples must decode).  ``force`` redoes everything.  Every output is written atomically
+(temporary file in the same folder, fsync, rename), so a crash or an interrupt never leaves a
+partial file behind.  One bad input is reported as failed and the batch carries on.
+
+Each file is one task.  Locally the tasks run on a pool of ``jobs`` processes (spawned, one
+file at a time each); a worker process that dies (segfault, killed for memory) is replaced
+and the files it was working on are retried one at a time, then reported as failed.  With a
+``scheduler`` address the same task function runs on the workers of a Dask cluster, which
+must see SRC and DST at the same absolute paths (a shared file system) and have semcodec
+installed (``pip install 'semcodec[dask]'``).
+
+This module never prints; the CLI (``semcodec batch``) draws the progress bar and summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from semcodec.errors import InputError, OutputError, SemcodecError, UsageError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AUDIO_EXTENSIONS", "BatchPlan", "BatchReport", "DecodeSettings", "FileResult", "Job",
+    "default_jobs", "plan_batch", "run_batch",
+]
+
+#: Input extensions of ``batch encode`` (compared case-insensitively).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+#: Output formats of ``batch decode``.
+DECODE_FORMATS = ("wav", "flac", "ogg")
+MODES = ("encode", "decode")
+#: Frames read back from the end of an existing audio output to check that it is complete.
+_TAIL_FRAMES = 4096
+#: A file is retried this many times after its worker process died, then reported failed.
+_MAX_ATTEMPTS = 2
+
+Progress = Callable[["FileResult"], None]
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Options of ``batch decode``, as those of ``semcodec decode``."""
+
+    engine: str = "auto"
+    device: str = "auto"
+    soundfont: str | None = None
+    sample_rate: int | None = None
+    fmt: str = "wav"
+    transpose: int = 0
+    tempo: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.fmt not in DECODE_FORMATS:
+            raise UsageError(f"unsupported output format '{self.fmt}' "
+                             f"(use {', '.join(DECODE_FORMATS)})")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to process: absolute input and output paths, the path relative to SRC."""
+
+    src: str
+    dst: str
+    rel: str
+    size: int
+
+
+@dataclass
+class FileResult:
+    """The outcome of one file.
+
+    ``status`` is ``ok``, ``skipped`` (the output was already complete) or ``failed``
+    (``reason`` says why); ``duration_s`` is the audio duration (s), ``smc_bytes`` the size of
+    the ``.smc`` file (the output of encode, the input of decode), ``elapsed_s`` the wall time
+    spent on the file, ``notes`` the number of notes of the score.
+    """
+
+    src: str
+    dst: str
+    rel: str
+    status: str
+    reason: str = ""
+    duration_s: float = 0.0
+    smc_bytes: int = 0
+    elapsed_s: float = 0.0
+    notes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["duration_s"] = round(self.duration_s, 6)
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        return d
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch will do: ``jobs`` to run, and ``conflicts`` already known to fail."""
+
+    mode: str
+    src_dir: str
+    dst_dir: str
+    fmt: str
+    jobs: tuple[Job, ...]
+    conflicts: tuple[FileResult, ...] = ()
+
+    @property
+    def n_files(self) -> int:
+        return len(self.jobs) + len(self.conflicts)
+
+
+@dataclass
+class BatchReport:
+    """The outcome of a batch: one :class:`FileResult` per input file, sorted by path."""
+
+    mode: str
+    src_dir: str
+    dst_dir: str
+    results: list[FileResult]
+    elapsed_s: float
+    jobs: int | None = None
+    scheduler: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def _with(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def ok(self) -> list[FileResult]:
+        return self._with("ok")
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with("failed")
+
+    @property
+    def total_smc_bytes(self) -> int:
+        """Bytes of all ``.smc`` files of the batch (written now or found complete)."""
+        return sum(r.smc_bytes for r in self.results if r.status != "failed")
+
+    @property
+    def total_duration_s(self) -> float:
+        """Audio seconds those ``.smc`` files hold."""
+        return sum(r.duration_s for r in self.results if r.status != "failed")
+
+    @property
+    def bitrate_kbps(self) -> float:
+        """Total ``.smc`` bits over the total duration, in kbit/s (0 without audio)."""
+        d = self.total_duration_s
+        return self.total_smc_bytes * 8 / d / 1000.0 if d > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "src": self.src_dir,
+            "dst": self.dst_dir,
+            "jobs": self.jobs,
+            "scheduler": self.scheduler,
+            "settings": self.settings,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "files": len(self.results),
+            "ok": len(self.ok),
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "total_smc_bytes": self.total_smc_bytes,
+            "total_duration_s": round(self.total_duration_s, 6),
+            "bitrate_kbps": round(self.bitrate_kbps, 4),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        from semcodec.container import atomic_write_bytes
+
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        atomic_write_bytes(path, text.encode("utf-8"))
+
+    def summary_lines(self) -> list[str]:
+        """A human summary: counts, total bitrate, time, and every failure with its reason."""
+        n = len(self.results)
+        where = f"Dask cluster {self.scheduler}" if self.scheduler else f"{self.jobs} job(s)"
+        lines = [
+            f"batch {self.mode}: {n} file(s): {len(self.ok)} ok, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed in {self.elapsed_s:.1f} s ({where})",
+        ]
+        d = self.total_duration_s
+        if d > 0:
+            lines.append(f"total: {self.total_smc_bytes} bytes of .smc for {d:.1f} s of audio "
+                         f"= {self.bitrate_kbps:.3f} kbps")
+        for r in self.failed:
+            lines.append(f"failed: {r.rel}: {r.reason}")
+        return lines
+
+
+def default_jobs() -> int:
+    """The number of CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
+               fmt: str = "wav") -> BatchPlan:
+    """List the files of ``src_dir`` that ``mode`` (``encode``/``decode``) processes.
+
+    Raises InputError when ``src_dir`` is not a folder, OutputError when ``dst_dir`` exists and
+    is not one, UsageError for ``decode`` into a tree that overlaps ``src_dir`` (its audio
+    outputs could overwrite original recordings there).  Inputs that
+    map to the same output (``a.wav`` and ``a.flac`` → ``a.smc``) are all reported as failed.
+    """
+    if mode not in MODES:
+        raise UsageError(f"unknown batch mode '{mode}' (choose from {', '.join(MODES)})")
+    if mode == "decode" and fmt not in DECODE_FORMATS:
+        raise UsageError(f"unsupported output format '{fmt}' (use {', '.join(DECODE_FORMATS)})")
+    src = Path(os.path.abspath(os.fspath(src_dir)))
+    dst = Path(os.path.abspath(os.fspath(dst_dir)))
+    if not src.exists():
+        raise InputError(f"{os.fspath(src_dir)}: no such folder")
+    if not src.is_dir():
+        raise InputError(f"{os.fspath(src_dir)}: is not a folder")
+    if dst.exists() and not dst.is_dir():
+        raise OutputError(f"{os.fspath(dst_dir)}: exists and is not a folder")
+    if mode == "decode" and _overlaps(src.resolve(), dst.resolve()):
+        raise UsageError(f"{os.fspath(dst_dir)}: decoding into (a folder of) the source tree "
+                         "could overwrite original audio there; choose a separate DST_DIR")
+    suffix = ".smc" if mode == "encode" else f".{fmt}"
+    wanted = AUDIO_EXTENSIONS if mode == "encode" else (".smc",)
+    by_dst: dict[str, list[Job]] = {}
+
+    def on_error(exc: OSError) -> None:
+        log.warning("%s: cannot list (%s)", exc.filename, exc.strerror or exc)
+
+    for root, dirs, files in os.walk(src, onerror=on_error):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        root_p = Path(root)
+        if root_p == dst and dst != src:
+            dirs[:] = []  # never take inputs from the output tree when it lies inside SRC
+            continue
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in wanted:
+                continue
+            path = root_p / name
+            try:
+                if not path.is_file():
+                    continue
+                size = path.stat().st_size
+            except OSError:
+                continue
+            rel = path.relative_to(src)
+            out = dst / rel.with_suffix(suffix)
+            by_dst.setdefault(str(out), []).append(Job(str(path), str(out), rel.as_posix(), size))
+    jobs: list[Job] = []
+    conflicts: list[FileResult] = []
+    for out, group in by_dst.items():
+        if len(group) == 1:
+            jobs.append(group[0])
+            continue
+        names = ", ".join(j.rel for j in group)
+        for j in group:
+            conflicts.append(FileResult(j.src, j.dst, j.rel, "failed",
+                                        f"several inputs ({names}) map to the same output "
+                                        f"{Path(out).relative_to(dst).as_posix()}"))
+    jobs.sort(key=lambda j: j.rel)
+    return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts))
+
+
+# --- the task (runs in a worker process) ----------------------------------------------------------
+
+_threads_set: int | None = None
+_busy = False
+
+
+def _limit_threads(n: int | None) -> None:
+    """Use at most ``n`` threads for BLAS/OpenMP and the transcriber (onnxruntime) here."""
+    global _threads_set
+    if not n or _threads_set == n:
+        return
+    _threads_set = n
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    # onnxruntime sizes its pool from the CPU affinity; with several workers per machine that
+    # oversubscribes the cores.  (transcribe has no public knob for it yet.)
+    from semcodec import transcribe
+
+    if getattr(transcribe, "_session", None) is None and hasattr(transcribe, "_n_threads"):
+        transcribe._n_threads = lambda: n  # noqa: SLF001
+    # torch (timbre fit, neural engine) runs on $SEMCODEC_TORCH_THREADS threads (default 1)
+
+
+def _reason(exc: BaseException, src: str) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for prefix in (f"{src}: ", f"cannot write {src}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
+
+
+def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int] | None:
+    """``(duration_s, smc_bytes, notes)`` when ``job``'s output is complete, else ``None``."""
+    from semcodec.container import Container
+
+    try:
+        st_out = os.stat(job.dst)
+        st_in = os.stat(job.src)
+    except OSError:
+        return None
+    if st_out.st_mtime_ns <= st_in.st_mtime_ns or st_out.st_size == 0:
+        return None
+    try:
+        if mode == "encode":
+            c = Container.load(job.dst)
+            return c.duration, st_out.st_size, c.score.n_notes
+        c = Container.load(job.src)
+    except SemcodecError:
+        return None
+    sr = dec.sample_rate or c.sample_rate
+    expected = int(round(c.n_samples * sr / c.sample_rate / dec.tempo))
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(job.dst) as f:
+            if (f.samplerate != sr or f.channels != 1 or f.frames != expected
+                    or f.format != dec.fmt.upper()):
+                return None
+            if f.frames > 0:
+                f.seek(max(0, f.frames - _TAIL_FRAMES))
+                tail = f.read(_TAIL_FRAMES, dtype="float32")
+                if tail.shape[0] != min(_TAIL_FRAMES, f.frames):
+                    return None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError):
+        return None
+    return c.duration, st_in.st_size, c.score.n_notes
+
+
+def process_file(mode: str, job: Job, encode_options: Any = None,
+                 decode_settings: DecodeSettings | None = None, force: bool = False,
+                 threads: int | None = None) -> FileResult:
+    """Encode or decode one file (skipping a complete output unless ``force``); never raises
+    for a bad file: the failure is in the returned :class:`FileResult`."""
+    t0 = time.perf_counter()
+    dec = decode_settings or DecodeSettings()
+    result = FileResult(job.src, job.dst, job.rel, "failed")
+    try:
+        _limit_threads(threads)
+        done = None if force else _complete(mode, job, dec)
+        if done is not None:
+            result.status = "skipped"
+            result.duration_s, result.smc_bytes, result.notes = done
+            return result
+        os.makedirs(os.path.dirname(job.dst), exist_ok=True)
+        from semcodec import api
+
+        if mode == "encode":
+            c = api.encode(job.src, options=encode_options)
+            c.save(job.dst)
+            result.smc_bytes = os.stat(job.dst).st_size
+        else:
+            from semcodec.audio import write_audio
+
+            c = api.load(job.src)
+            audio, sr = api.decode(c, engine=dec.engine, sample_rate=dec.sample_rate,
+                                   device=dec.device, soundfont=dec.soundfont,
+                                   transpose=dec.transpose, tempo=dec.tempo)
+            write_audio(job.dst, audio, sr, dec.fmt)
+            del audio
+            result.smc_bytes = job.size
+        result.duration_s = float(c.duration)
+        result.notes = c.score.n_notes
+        result.status = "ok"
+    except SemcodecError as exc:
+        result.reason = _reason(exc, job.src)
+    except MemoryError:
+        result.reason = "out of memory"
+    except OSError as exc:
+        result.reason = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+    except KeyboardInterrupt:
+        result.reason = "interrupted"
+    except Exception as exc:  # noqa: BLE001 - a bug; reported, the batch carries on
+        log.debug("internal error on %s", job.src, exc_info=True)
+        result.reason = f"internal error: {type(exc).__name__}: {_reason(exc, job.src)}"
+    finally:
+        result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def _on_sigint(signum, frame) -> None:  # noqa: ARG001
+    global _busy
+    if _busy:  # once per file: a second SIGINT must not cut the clean-up of the first short
+        _busy = False
+        raise KeyboardInterrupt
+
+
+def _worker_init(log_level: int, ignore_sigint: bool = False) -> None:
+    """Pool worker start: SIGINT interrupts the file in progress only (an idle worker ignores
+    it and exits when the pool shuts down), or nothing when the parent ignores SIGINT (started
+    in the background, under nohup); log lines look like the CLI's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_sigint)
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("semcodec: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(log_level)
+    for noisy in ("root", "numba", "matplotlib", "music21"):
+        logging.getLogger(noisy).setLevel(max(log_level, logging.ERROR))
+    logging.captureWarnings(True)  # library warnings (torch, ...) obey -q like the rest
+
+
+def _pool_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,
+               force: bool, threads: int | None) -> FileResult:
+    global _busy
+    _busy = True
+    try:
+        return process_file(mode, job, encode_options, decode_settings, force, threads)
+    finally:
+        _busy = False
+
+
+def _dask_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,
+               force: bool) -> FileResult:
+    # Dask's nanny sets OMP_NUM_THREADS to the threads a task may use (1 by default)
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or None
+    except ValueError:
+        threads = None
+    return process_file(mode, job, encode_options, decode_settings, force, threads)
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+def _died(job: Job) -> FileResult:
+    return FileResult(job.src, job.dst, job.rel, "failed",
+                      "the worker process died on this file (crash, or killed for memory)")
+
+
+def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
+               emit: Callable[[FileResult], None]) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("spawn")
+    # biggest files first: the long ones do not end up alone at the end
+    normal = deque(sorted(todo, key=lambda j: (-j.size, j.rel)))
+    suspects: deque[Job] = deque()
+    threads = max(1, default_jobs() // jobs)
+    level = logging.getLogger().getEffectiveLevel()
+    ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    while normal or suspects:
+        workers = min(jobs, len(normal)) if normal else 1
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                   initializer=_worker_init, initargs=(level, ignore_sigint))
+        inflight: dict[Any, tuple[Job, bool]] = {}
+        broken = False
+        try:
+            while True:
+                if not broken:
+                    if normal:
+                        while normal and len(inflight) < workers:
+                            job = normal.popleft()
+                            inflight[pool.submit(_pool_task, plan.mode, job, *args, threads)] = (
+                                job, False)
+                    elif suspects and not inflight:  # a suspect runs alone
+                        job = suspects.popleft()
+                        inflight[pool.submit(_pool_task, plan.mode, job, *args, threads)] = (
+                            job, True)
+                if not inflight:
+                    break
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job, alone = inflight.pop(fut)
+                    exc = fut.exception()
+                    if isinstance(exc, BrokenProcessPool):
+                        broken = True
+                        if alone:
+                            emit(_died(job))
+                        else:
+                            suspects.append(job)
+                    elif exc is not None:
+                        emit(FileResult(job.src, job.dst, job.rel, "failed",
+                                        f"internal error: {type(exc).__name__}: {exc}"))
+                    else:
+                        emit(fut.result())
+                if broken and not inflight:
+                    break
+        except BaseException:
+            # interrupted: stop the files in progress (their temporary files are removed),
+            # drop the queue, wait for the workers to exit
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                try:
+                    os.kill(proc.pid, signal.SIGINT)
+                except (OSError, AttributeError):
+                    pass
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: tuple,
+              emit: Callable[[FileResult], None]) -> None:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise SemcodecError(
+            "--scheduler needs Dask distributed: pip install 'semcodec[dask]'") from None
+    try:
+        # connect timeout: dask config distributed.comm.timeouts.connect (30 s by default)
+        client = Client(scheduler, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SemcodecError(f"cannot connect to the Dask scheduler at {scheduler}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                            ) from None
+    futures: dict[Any, Job] = {}
+    try:
+        order = sorted(todo, key=lambda j: (-j.size, j.rel))
+        for i, job in enumerate(order):
+            fut = client.submit(_dask_task, plan.mode, job, *args, pure=False,
+                                priority=len(order) - i, retries=1)
+            futures[fut] = job
+        for fut in as_completed(list(futures), loop=client.loop):
+            job = futures[fut]
+            try:
+                emit(fut.result())
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost scheduler, ...
+                emit(FileResult(job.src, job.dst, job.rel, "failed",
+                                f"cluster error: {type(exc).__name__}: {exc}"))
+    except BaseException:
+        try:
+            client.cancel(list(futures))
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    finally:
+        client.close()
+
+
+def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
+              encode_options: Any = None, decode_settings: DecodeSettings | None = None,
+              scheduler: str | None = None, progress: Progress | None = None) -> BatchReport:
+    """Run ``plan`` on ``jobs`` local processes (default: the number of cores) or, with
+    ``scheduler`` (``tcp://host:8786``), on a Dask cluster; ``progress(result)`` is called as
+    each file finishes.  ``encode_options`` is an :class:`semcodec.api.EncodeOptions`."""
+    t0 = time.perf_counter()
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: must be at least 1")
+    n_jobs = jobs or default_jobs()
+    dec = decode_settings or DecodeSettings(fmt=plan.fmt)
+    if plan.mode == "decode" and dec.fmt != plan.fmt:
+        raise UsageError(f"decode settings write {dec.fmt}, the plan {plan.fmt}")
+    results: list[FileResult] = []
+
+    def emit(res: FileResult) -> None:
+        results.append(res)
+        if progress is not None:
+            progress(res)
+
+    for res in plan.conflicts:
+        emit(res)
+    todo = list(plan.jobs)
+    if not force:  # complete outputs are skipped here, without starting any worker
+        todo = []
+        for job in plan.jobs:
+            done = _complete(plan.mode, job, dec)
+            if done is None:
+                todo.append(job)
+            else:
+                duration, smc_bytes, notes = done
+                emit(FileResult(job.src, job.dst, job.rel, "skipped", duration_s=duration,
+                                smc_bytes=smc_bytes, notes=notes))
+    # the workers need not check again: they redo every file they get
+    args = (encode_options, dec, True)
+    if todo:
+        if scheduler:
+            _run_dask(plan, todo, scheduler, args, emit)
+        else:
+            _run_local(plan, todo, n_jobs, args, emit)
+    results.sort(key=lambda r: r.rel)
+    settings: dict[str, Any] = {"force": force}
+    if plan.mode == "encode" and encode_options is not None:
+        settings["encode"] = _jsonable(encode_options)
+    if plan.mode == "decode":
+        settings["decode"] = _jsonable(dec)
+    return BatchReport(plan.mode, plan.src_dir, plan.dst_dir, results,
+                       time.perf_counter() - t0, None if scheduler else n_jobs, scheduler,
+                       settings)
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        d = asdict(obj)
+    except TypeError:
+        return repr(obj)
+    return json.loads(json.dumps(d, default=repr))
