@@ -224,7 +224,7 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
                        programs=programs, transpose=transpose, tempo=tempo)
     audio = dsp.match_loudness(dsp.fit_length(np.asarray(audio, np.float32), n_out), sr,
                                c.loudness_lufs)
-    return audio.astype(np.float32), sr
+    return audio.astype(np.float32, copy=False), sr
 
 
 def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,

@@ -46,8 +46,9 @@ def _setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # library warnings become one log line, not a raw dump
     # third-party chatter (basic-pitch warns about TensorFlow it does not need)
-    for noisy in ("root", "numba", "matplotlib", "music21"):
+    for noisy in ("numba", "matplotlib", "music21"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
 
 
@@ -186,6 +187,8 @@ class _Group(click.Group):
             _fail(exc, EXIT_ERROR)
         except BrokenPipeError:
             sys.exit(EXIT_ERROR)
+        except MemoryError:
+            _fail(MemoryError("not enough memory for this job"), EXIT_ERROR)
         except OSError as exc:
             _fail(exc, EXIT_ERROR, prefix=f"{exc.filename}: " if exc.filename else "")
         except Exception as exc:  # noqa: BLE001 - a bug: one line, traceback with -v
@@ -306,7 +309,7 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
     """
     from semcodec import api
-    from semcodec.audio import encode_audio, output_format
+    from semcodec.audio import encode_audio, output_format, write_audio
 
     if output is None:
         if input == "-":
@@ -321,7 +324,10 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     audio, sr = api.decode(c, engine=engine, sample_rate=sample_rate, device=device,
                            soundfont=soundfont, programs=prog_map, transpose=transpose,
                            tempo=tempo)
-    _write_bytes(output, encode_audio(audio, sr, audio_fmt))
+    if output == "-":
+        _write_bytes(output, encode_audio(audio, sr, audio_fmt))
+    else:
+        write_audio(output, audio, sr, fmt)
     elapsed = time.perf_counter() - t0
     dur = audio.shape[0] / sr
     _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")

@@ -26,6 +26,7 @@ import numpy as np
 
 from semcodec.errors import ContainerError
 from semcodec.events import Sample, Score, Timbre
+from semcodec.audio import canonical_ogg
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,9 @@ SHORTLIST = 3
 #: Common General MIDI programs always rendered in step 2 (piano, e-piano, organ, guitars, bass,
 #: strings, brass, reeds, flute): a prior on what real recordings mostly contain.
 COMMON_PROGRAMS = (0, 4, 16, 24, 25, 26, 29, 33, 40, 48, 56, 65, 71, 73)
-#: Default wall-clock budget of the whole fit when ``budget_s`` is None: this fraction of the
-#: audio's duration, at least DEFAULT_MIN_BUDGET_S (model loading and warm-up come on top).
-DEFAULT_BUDGET_PER_S = 0.17
-DEFAULT_MIN_BUDGET_S = 2.0
+#: Steps of the deterministic fit (no budget given): proxy steps, then rendering steps.
+DET_PROXY_STEPS = 30
+DET_STEPS = 4
 MAX_STEPS = 40
 PROXY_STEPS = 150
 #: Proxy steps done even when the budget is spent (they are cheap).
@@ -198,6 +198,9 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
     notes) and the best-matching GM program per track index.
 
+    ``budget_s`` None (default): a fixed number of steps, deterministic.  A number: a wall-clock
+    cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
+
     Without neural weights/torch, returns no timbres and each track's own program.
     """
     from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
@@ -216,18 +219,21 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
     from semcodec.synth import ddsp  # noqa: PLC0415
     from semcodec.synth.neural import load_model  # noqa: PLC0415
 
-    if budget_s is None:
-        budget_s = max(DEFAULT_MIN_BUDGET_S, DEFAULT_BUDGET_PER_S * audio.shape[0] / sr)
-    total_budget = budget_s
+    # Without a wall-clock budget the fit runs a fixed number of steps, so that encoding the same
+    # input twice gives the same bytes (on any machine load); a budget trades that for a cap.
+    deterministic = budget_s is None
+    total_budget = math.inf if deterministic else budget_s
+    proxy_steps = DET_PROXY_STEPS if deterministic else PROXY_STEPS
+    max_steps = DET_STEPS if deterministic else MAX_STEPS
     model = load_model()
-    x = dsp.resample(np.asarray(audio, np.float32), sr, ddsp.SR_INT)
+    audio = np.asarray(audio, np.float32)
     ddsp.warmup()
     _p = torch.zeros(1, requires_grad=True)  # the first optimizer step imports a lot: do it now
     _o = torch.optim.Adam([_p])
     (_p * 2).sum().backward()
     _o.step()
     t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
-    duration = x.shape[0] / ddsp.SR_INT
+    duration = audio.shape[0] / sr
     timbres = []
     for n_done, ti in enumerate(pitched):
         deadline = t0 + total_budget * (n_done + 1) / len(pitched)
@@ -238,7 +244,9 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
         n_win = int(FIT_WINDOW_S * ddsp.SR_INT)
         target = np.zeros((len(starts), n_win), np.float32)
         for g, st in enumerate(starts):
-            seg = x[int(st * ddsp.SR_INT):int(st * ddsp.SR_INT) + n_win]
+            # resample only the excerpt (not the whole input: an hour would cost ~300 MB)
+            a = int(st * sr)
+            seg = dsp.resample(audio[a:a + int(FIT_WINDOW_S * sr) + 64], sr, ddsp.SR_INT)[:n_win]
             target[g, :seg.shape[0]] = seg
         nb = ddsp.NoteBatch(on, off, pit, vel, bends, FIT_WINDOW_S)
         tgt = torch.from_numpy(target)
@@ -288,7 +296,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
             emb = emb0.clone().requires_grad_(True)
             opt = torch.optim.Adam([emb], lr=0.05)
             proxy_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
-            for step in range(PROXY_STEPS):
+            for step in range(proxy_steps):
                 if step >= PROXY_MIN_STEPS and time.monotonic() > proxy_deadline:
                     break
                 loss = proxy(model, emb[None])[0] + 0.01 * ((emb - emb0) ** 2).mean()
@@ -305,7 +313,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
         opt = torch.optim.Adam([{"params": [emb], "lr": 0.03}, {"params": [room], "lr": 0.1},
                                 {"params": [gain], "lr": 0.3}])
         step_t, n_steps = 0.0, 0
-        for n_steps in range(MAX_STEPS):
+        for n_steps in range(max_steps):
             ts = time.monotonic()
             if ts + step_t > deadline:
                 break
@@ -381,7 +389,8 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
         buf = io.BytesIO()
         sf.write(buf, seg, SAMPLE_RATE_OPUS, format="OGG", subtype="OPUS", compression_level=1.0)
         out.append(Sample(track=ti, start=float(st), duration=float(seg.shape[0] / SAMPLE_RATE_OPUS),
-                          sample_rate=SAMPLE_RATE_OPUS, codec="opus", data=buf.getvalue()))
+                          sample_rate=SAMPLE_RATE_OPUS, codec="opus",
+                          data=canonical_ogg(buf.getvalue())))
     return tuple(out)
 
 

@@ -146,13 +146,13 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
                                         track.is_drum))
         events.sort(key=lambda e: (e.sample, e.order))
         out_len = int(round(n_samples * render_sr / sr))
-        blocks: list[np.ndarray] = []
+        audio = np.zeros(out_len, dtype=np.float32)  # filled in place: one copy of the output
         pos = 0
         for ev in events:
             if ev.sample >= out_len:
                 break
             if ev.sample > pos:
-                blocks.append(_pull(synth, ev.sample - pos))
+                _pull(synth, audio[pos:ev.sample])
                 pos = ev.sample
             if ev.kind == "on":
                 synth.noteon(ev.chan, ev.a, ev.b)
@@ -161,23 +161,21 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
             else:
                 synth.pitch_bend(ev.chan, ev.a)
         if out_len > pos:
-            blocks.append(_pull(synth, out_len - pos))
-        audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+            _pull(synth, audio[pos:])
     finally:
         synth.delete()
     audio = dsp.resample(audio, render_sr, sr)
     return dsp.fit_length(audio, n_samples)
 
 
-def _pull(synth, n: int) -> np.ndarray:
-    """Pull ``n`` frames from the synth as mono float32 (fluidsynth gives interleaved int16)."""
-    out = []
-    while n > 0:
-        k = min(n, 1 << 16)
+def _pull(synth, out: np.ndarray) -> None:
+    """Fill ``out`` with the synth's next frames as mono float32 (fluidsynth: interleaved int16)."""
+    pos, n = 0, out.shape[0]
+    while pos < n:
+        k = min(n - pos, 1 << 16)
         st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
-        out.append(st.mean(axis=1) / 32768.0)
-        n -= k
-    return np.concatenate(out)
+        out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
+        pos += k
 
 
 class FluidsynthEngine:
