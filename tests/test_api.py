@@ -88,3 +88,16 @@ def test_nan_input_rejected():
     bad[100] = np.nan
     with pytest.raises(InputError, match="NaN"):
         semcodec.encode(bad, sr=44100)
+
+
+def test_huge_declared_output_is_refused_cleanly():
+    from semcodec.errors import SynthError
+    from semcodec.events import Note, Score, Track
+
+    sr = 192000
+    n = 24 * 3600 * sr  # legal in the format, but ~200 GB to render
+    c = semcodec.Container(duration=n / sr, sample_rate=sr, n_samples=n, loudness_lufs=-20.0,
+                           score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
+    c = semcodec.Container.from_bytes(c.to_bytes())
+    with pytest.raises(SynthError, match="memory"):
+        semcodec.decode(c, engine="fluidsynth")

@@ -217,6 +217,7 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
         if not 0 <= prog <= 127:
             raise UsageError(f"GM program {prog} out of range (0..127)")
     n_out = int(round(c.n_samples * sr / c.sample_rate / tempo))
+    _check_memory(n_out, sr)
     if c.score.n_notes == 0 or c.loudness_lufs is None:
         return np.zeros(n_out, dtype=np.float32), sr
     eng = make_engine(engine, device=device, soundfont=soundfont)
@@ -225,6 +226,24 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
     audio = dsp.match_loudness(dsp.fit_length(np.asarray(audio, np.float32), n_out), sr,
                                c.loudness_lufs)
     return audio.astype(np.float32, copy=False), sr
+
+
+#: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).
+DECODE_BYTES_PER_SAMPLE = 12
+
+
+def _check_memory(n_out: int, sr: int) -> None:
+    """Refuse (one clean error) an output that cannot fit in this machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: do not guess
+        return
+    need = n_out * DECODE_BYTES_PER_SAMPLE
+    if need > total:
+        raise SynthError(
+            f"decoding {n_out / sr:.0f} s at {sr} Hz needs about {need / 2**30:.1f} GiB of memory, "
+            f"more than this machine has ({total / 2**30:.1f} GiB); try a lower --sample-rate"
+        )
 
 
 def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
