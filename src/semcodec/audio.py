@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from semcodec.constants import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from semcodec.container import fsync_directory
 from semcodec.errors import InputError, OutputError, UsageError
 from semcodec.synth import dsp
 
@@ -299,13 +300,4 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
                 os.unlink(tmp_name)
             except OSError:
                 pass
-    try:  # make the rename durable; not possible on every platform
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    fsync_directory(folder)

@@ -161,6 +161,53 @@ def _say(msg: str) -> None:
         click.echo(msg, err=True)
 
 
+def _encode_options(f):
+    """The encoder options shared by ``encode`` and ``batch encode``."""
+    decorators = [
+        click.option("--onset-threshold", type=click.FloatRange(0.01, 0.99), default=None,
+                     help="Note onset threshold of the transcriber (0..1; lower finds more notes)."),
+        click.option("--frame-threshold", type=click.FloatRange(0.01, 0.99), default=None,
+                     help="Note continuation threshold of the transcriber (0..1)."),
+        click.option("--min-note-ms", type=click.FloatRange(1, 2000), default=None,
+                     help="Shortest note kept (milliseconds)."),
+        click.option("--no-bends", is_flag=True, help="Do not store pitch bends."),
+        click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only)."),
+        click.option("--no-samples", is_flag=True, help="Do not store short audio samples."),
+        click.option("--max-kbps", type=click.FloatRange(0.0, 64.0), default=1.0,
+                     show_default=True,
+                     help="Keep audio samples only while the file stays within this bitrate."),
+        click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+                     help="Store a tag (repeatable)."),
+    ]
+    for deco in reversed(decorators):
+        f = deco(f)
+    return f
+
+
+def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends: bool,
+                         no_timbre: bool, no_samples: bool, max_kbps: float, tags):
+    """``api.EncodeOptions`` from the values of :func:`_encode_options`."""
+    from dataclasses import replace
+
+    from semcodec import api
+
+    tag_map = {}
+    for item in tags:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
+        tag_map[key] = value
+    changes = {k: v for k, v in (("onset_threshold", onset_threshold),
+                                 ("frame_threshold", frame_threshold),
+                                 ("min_note_s", None if min_note_ms is None else min_note_ms / 1000.0))
+               if v is not None}
+    if no_bends:
+        changes["keep_bends"] = False
+    return api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
+                             fit_timbre=not no_timbre, samples=not no_samples,
+                             max_kbps=max_kbps, tags=tag_map)
+
+
 # --- commands ----------------------------------------------------------------------------
 
 class _Group(click.Group):
@@ -215,28 +262,13 @@ def cli() -> None:
 @click.argument("input", type=str)
 @click.argument("output", type=str, required=False)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--onset-threshold", type=click.FloatRange(0.01, 0.99), default=None,
-              help="Note onset threshold of the transcriber (0..1; lower finds more notes).")
-@click.option("--frame-threshold", type=click.FloatRange(0.01, 0.99), default=None,
-              help="Note continuation threshold of the transcriber (0..1).")
-@click.option("--min-note-ms", type=click.FloatRange(1, 2000), default=None,
-              help="Shortest note kept (milliseconds).")
-@click.option("--no-bends", is_flag=True, help="Do not store pitch bends.")
-@click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only).")
-@click.option("--no-samples", is_flag=True, help="Do not store short audio samples.")
-@click.option("--max-kbps", type=click.FloatRange(0.0, 64.0), default=1.0, show_default=True,
-              help="Keep audio samples only while the file stays within this bitrate.")
-@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Store a tag (repeatable).")
+@_encode_options
 @_verbosity
-def encode(input: str, output: str | None, force: bool, onset_threshold, frame_threshold,
-           min_note_ms, no_bends: bool, no_timbre: bool, no_samples: bool, max_kbps: float,
-           tags) -> None:
+def encode(input: str, output: str | None, force: bool, **options) -> None:
     """Encode an audio file (or - for stdin) into a .smc container.
 
     OUTPUT defaults to INPUT with the extension .smc; - writes to stdout.
     """
-    from dataclasses import replace
-
     from semcodec import api
     from semcodec.audio import read_audio
 
@@ -244,28 +276,10 @@ def encode(input: str, output: str | None, force: bool, onset_threshold, frame_t
         if input == "-":
             raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
         output = str(Path(input).with_suffix(".smc"))
-    tag_map = {}
-    for item in tags:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
-        tag_map[key] = value
+    opts = _encode_options_from(**options)
     _check_output(output, force, (input,))
     t0 = time.perf_counter()
     inp = read_audio(input)
-    topts = api.TranscribeOptions()
-    changes = {}
-    if onset_threshold is not None:
-        changes["onset_threshold"] = onset_threshold
-    if frame_threshold is not None:
-        changes["frame_threshold"] = frame_threshold
-    if min_note_ms is not None:
-        changes["min_note_s"] = min_note_ms / 1000.0
-    if no_bends:
-        changes["keep_bends"] = False
-    topts = replace(topts, **changes)
-    opts = api.EncodeOptions(transcribe=topts, fit_timbre=not no_timbre, samples=not no_samples,
-                             max_kbps=max_kbps, tags=tag_map)
     progress = _Progress("encode")
     try:
         c = api.encode(inp, options=opts, progress=progress)
@@ -529,39 +543,12 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
 @click.argument("src_dir", type=str)
 @click.argument("dst_dir", type=str)
 @_batch_common
-@click.option("--onset-threshold", type=click.FloatRange(0.01, 0.99), default=None,
-              help="Note onset threshold of the transcriber (0..1; lower finds more notes).")
-@click.option("--frame-threshold", type=click.FloatRange(0.01, 0.99), default=None,
-              help="Note continuation threshold of the transcriber (0..1).")
-@click.option("--min-note-ms", type=click.FloatRange(1, 2000), default=None,
-              help="Shortest note kept (milliseconds).")
-@click.option("--no-bends", is_flag=True, help="Do not store pitch bends.")
-@click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only).")
-@click.option("--no-samples", is_flag=True, help="Do not store short audio samples.")
-@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Store a tag (repeatable).")
+@_encode_options
 @_verbosity
 def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
-                 onset_threshold, frame_threshold, min_note_ms, no_bends: bool, no_timbre: bool,
-                 no_samples: bool, tags) -> None:
+                 **options) -> None:
     """Encode every audio file under SRC_DIR (.wav .flac .ogg .mp3 .aif .aiff) to DST_DIR/**.smc."""
-    from dataclasses import replace
-
-    from semcodec import api
-
-    tag_map = {}
-    for item in tags:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
-        tag_map[key] = value
-    changes = {k: v for k, v in (("onset_threshold", onset_threshold),
-                                 ("frame_threshold", frame_threshold),
-                                 ("min_note_s", None if min_note_ms is None else min_note_ms / 1000.0))
-               if v is not None}
-    if no_bends:
-        changes["keep_bends"] = False
-    opts = api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
-                             fit_timbre=not no_timbre, samples=not no_samples, tags=tag_map)
+    opts = _encode_options_from(**options)
     _run_batch("encode", src_dir, dst_dir, "wav", jobs, force, report_path, scheduler,
                encode_options=opts)
 

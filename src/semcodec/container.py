@@ -1175,6 +1175,20 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+def fsync_directory(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (fsync the directory); a no-op where unsupported."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder is written,
     fsynced and renamed over ``path``.  On any failure the temporary file is removed and an
@@ -1195,16 +1209,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
         tmp_name = None
-        try:  # make the rename durable; not possible on every platform
-            dir_fd = os.open(folder, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+        fsync_directory(folder)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
