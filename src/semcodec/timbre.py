@@ -38,6 +38,8 @@ FIT_WINDOW_S = 2.0
 SHORTLIST = 3
 #: Common General MIDI programs always rendered in step 2 (piano, e-piano, organ, guitars, bass,
 #: strings, brass, reeds, flute): a prior on what real recordings mostly contain.
+#: Programs from here on (percussive, sound effects) are never chosen for a pitched track.
+PITCHED_PROGRAMS_END = 112
 COMMON_PROGRAMS = (0, 4, 16, 24, 25, 26, 29, 33, 40, 48, 56, 65, 71, 73)
 #: Steps of the deterministic fit (no budget given): proxy steps, then rendering steps.
 DET_PROXY_STEPS = 30
@@ -187,7 +189,9 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
         return list(range(k))
     with torch.no_grad():
         dist = proxy(model, model.embedding.weight, max_rows=64)
-    return [int(p) for p in torch.argsort(dist)[:k]]
+    # percussive and sound-effect programs (112..127) are not candidates for a pitched track:
+    # a near-miss there (a taiko for a guitar) makes a poor fluidsynth fallback
+    return [int(p) for p in torch.argsort(dist) if int(p) < PITCHED_PROGRAMS_END][:k]
 
 
 # --- fitting ------------------------------------------------------------------------------
