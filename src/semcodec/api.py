@@ -94,6 +94,8 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda stage, frac: None)
+    if opts.fit_timbre:
+        _prefetch("torch", "numba")  # ~3 s of imports overlap the loudness and transcription
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
     notes: tuple = ()
     if loudness is not None:
@@ -138,6 +140,22 @@ def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
             log.info("sample of track %d (%d bytes) dropped: over the %.2f kbps budget",
                      smp.track + 1, len(smp.data), max_kbps)
     return tuple(kept)
+
+
+def _prefetch(*modules: str) -> None:
+    """Import ``modules`` in a background thread (a pure speed-up: errors are ignored here and
+    surface, if at all, where the modules are really used)."""
+    import importlib
+    import threading
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - optional; the real import reports problems
+                return
+
+    threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
 
 
 def _fit(inp: AudioInput, score: Score, opts: EncodeOptions, report: Progress):
