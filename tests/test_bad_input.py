@@ -11,7 +11,6 @@ import hashlib
 import json
 import random
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,9 @@ import pytest
 import soundfile as sf
 
 from semcodec import cli
-from semcodec.container import CHUNK_END, MAGIC, Container, chunk_table
+from semcodec.container import Container
 from semcodec.events import Note, Score, Track
+from smc_bytes import build, split
 
 SR = 44100
 
@@ -83,24 +83,14 @@ def _small_smc() -> bytes:
 
 def _rebuild(header: dict | bytes, chunks: list[tuple[bytes, bytes]], *, major: int = 1,
              minor: int = 0) -> bytes:
-    """A file with correct CRCs around any header and chunk payloads."""
+    """A file with correct CRCs around any header (dict or raw bytes) and chunk payloads."""
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
-    pre = MAGIC + bytes([major, minor]) + struct.pack("<I", len(raw)) + raw
-    out = pre + struct.pack("<I", zlib.crc32(pre))
-    for ctype, payload in chunks + [(CHUNK_END, b"")]:
-        rec = ctype + struct.pack("<I", len(payload)) + payload
-        out += rec + struct.pack("<I", zlib.crc32(rec))
-    return out
+    return build(raw, chunks, major=major, minor=minor)
 
 
 def _parts(data: bytes) -> tuple[dict, list[tuple[bytes, bytes]]]:
-    hlen = struct.unpack_from("<I", data, 6)[0]
-    chunks = []
-    for info in chunk_table(data)[1:]:
-        ctype = data[info.offset:info.offset + 4]
-        if ctype != CHUNK_END:
-            chunks.append((ctype, data[info.offset + 8:info.offset + info.length - 4]))
-    return json.loads(data[10:10 + hlen]), chunks
+    header, chunks = split(data)
+    return json.loads(header), chunks
 
 
 @pytest.fixture()
