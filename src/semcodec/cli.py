@@ -184,6 +184,29 @@ def _encode_options(f):
     return f
 
 
+def _synth_options(f):
+    """The synthesis options shared by ``decode`` and ``batch decode``."""
+    decorators = [
+        click.option("--engine", type=click.Choice(["auto", "neural", "fluidsynth"]),
+                     default="auto", show_default=True,
+                     help="Synthesizer: neural (when weights and torch are there) "
+                     "or fluidsynth (General MIDI soundfont)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True, help="Where the neural engine runs."),
+        click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
+                     help="Soundfont for the fluidsynth engine (default: FluidR3_GM)."),
+        click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
+                     help="Output sample rate in Hz (default: the original's)."),
+        click.option("--transpose", type=click.IntRange(-48, 48), default=0,
+                     help="Transpose pitched tracks by SEMITONES."),
+        click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
+                     help="Tempo factor (2 = twice as fast)."),
+    ]
+    for deco in reversed(decorators):
+        f = deco(f)
+    return f
+
+
 def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends: bool,
                          no_timbre: bool, no_samples: bool, max_kbps: float, tags):
     """``api.EncodeOptions`` from the values of :func:`_encode_options`."""
@@ -297,23 +320,11 @@ def encode(input: str, output: str | None, force: bool, **options) -> None:
 @click.argument("input", type=str)
 @click.argument("output", type=str, required=False)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--engine", type=click.Choice(["auto", "neural", "fluidsynth"]), default="auto",
-              show_default=True, help="Synthesizer: neural (when weights and torch are there) "
-              "or fluidsynth (General MIDI soundfont).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where the neural engine runs.")
-@click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
-              help="Soundfont for the fluidsynth engine (default: FluidR3_GM).")
-@click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
-              help="Output sample rate in Hz (default: the original's).")
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default=None,
               help="Output format (default: from OUTPUT's extension; wav for stdout).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
               help="Play track TRACK (number from 1, or name) with another GM program.")
-@click.option("--transpose", type=click.IntRange(-48, 48), default=0,
-              help="Transpose pitched tracks by SEMITONES.")
-@click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
-              help="Tempo factor (2 = twice as fast).")
+@_synth_options
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
@@ -559,18 +570,7 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
 @_batch_common
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default="wav",
               show_default=True, help="Output format.")
-@click.option("--engine", type=click.Choice(["auto", "neural", "fluidsynth"]), default="auto",
-              show_default=True, help="Synthesizer (see semcodec decode --help).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where the neural engine runs.")
-@click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
-              help="Soundfont for the fluidsynth engine (default: FluidR3_GM).")
-@click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
-              help="Output sample rate in Hz (default: each original's).")
-@click.option("--transpose", type=click.IntRange(-48, 48), default=0,
-              help="Transpose pitched tracks by SEMITONES.")
-@click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
-              help="Tempo factor (2 = twice as fast).")
+@_synth_options
 @_verbosity
 def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
                  engine: str, device: str, soundfont, sample_rate, transpose: int,
