@@ -258,7 +258,8 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
 
         def render(emb, room, gain_db, fast=False):
             y = ddsp.render_groups(model, nb, grp, emb[None].expand(G, -1),
-                                   room[None].expand(G, -1), n_win, seed=ti, fast=fast)
+                                   room[None].expand(G, -1), n_win, seed=ti, fast=fast,
+                                   oscillator="numba")
             return y * (10.0 ** (gain_db / 20.0))
 
         def level_gain(y):

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from semcodec.synth import dsp
+
 #: Internal rate of the harmonic synthesizer and of training (Hz).
 SR_INT = 22050
 #: Control hop at SR_INT (samples) and control frame rate (Hz).
@@ -281,6 +283,11 @@ def _wt_kernel():
 
 _WT_KERNEL = None
 
+#: Total note time (s) from which ``render_groups(oscillator="auto")`` uses the numba kernel:
+#: loading it costs ~1.5 s per process, the torch oscillator 2-3 ms more per second of notes
+#: (measured on the 2-core box with 30-s Slakh stems).
+NUMBA_MIN_NOTE_S = 600.0
+
 
 def warmup() -> None:
     """Load (or compile) the numba oscillator kernel now, outside any timed section."""
@@ -355,17 +362,28 @@ def _noise_cal(sr: int) -> float:
     if sr == SR_INT:
         return 1.0
     if sr not in _NOISE_CAL:
-        from scipy.signal import welch
-
         b = torch.full((1, 400, N_BANDS), 0.01)
         psd = []
         for rate in (SR_INT, sr):
             y = noise_from_bands(b, rate, 2 * rate, torch.Generator().manual_seed(1),
                                  _calibrate=False)[0].numpy()
-            f, p = welch(y, rate, nperseg=2048)
+            f, p = _welch_psd(y, rate, 2048)
             psd.append(float(p[(f > 500) & (f < 5000)].mean()))
         _NOISE_CAL[sr] = math.sqrt(psd[0] / max(psd[1], 1e-30))
     return _NOISE_CAL[sr]
+
+
+def _welch_psd(y: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided PSD per Hz of ``y`` by Welch's method (Hann, 50 % overlap, mean of segments)."""
+    win = np.hanning(nperseg + 1)[:-1]  # periodic Hann
+    hop = nperseg // 2
+    n_seg = 1 + (y.shape[0] - nperseg) // hop
+    idx = np.arange(nperseg)[None, :] + hop * np.arange(n_seg)[:, None]
+    seg = y[idx].astype(np.float64)
+    seg -= seg.mean(axis=1, keepdims=True)
+    p = (np.abs(np.fft.rfft(seg * win, axis=1)) ** 2).mean(axis=0) / (sr * np.sum(win ** 2))
+    p[1:-1] *= 2.0
+    return np.fft.rfftfreq(nperseg, 1.0 / sr), p
 
 
 def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
@@ -438,9 +456,14 @@ def room_ir(params: torch.Tensor, sr: int) -> torch.Tensor:
 
 
 def _one_pole(x: np.ndarray, a: float) -> np.ndarray:
-    from scipy.signal import lfilter
-
-    return lfilter([1 - a], [1, -a], x)
+    """``y[n] = (1 - a) x[n] + a y[n-1]`` (a one-pole low-pass), float64."""
+    y = np.empty(x.shape[0], dtype=np.float64)
+    acc = 0.0
+    g = 1.0 - a
+    for i, v in enumerate(x.tolist()):
+        acc = g * v + a * acc
+        y[i] = acc
+    return y
 
 
 def fft_convolve(x: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
@@ -471,7 +494,7 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
                   room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
                   seed: int = 0, generator: torch.Generator | None = None,
                   note_chunk: int = 16, resample=None, fast: bool = False,
-                  outputs=None) -> torch.Tensor:
+                  outputs=None, oscillator: str = "auto") -> torch.Tensor:
     """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
 
     ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
@@ -480,6 +503,11 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     ``fast`` uses the wavetable oscillator (decode time, no gradients); ``outputs`` are
     precomputed model outputs (amp, harm, bands) on ``nb``'s frame grid (e.g. from
     :func:`eval_sparse`), possibly wider than ``nb.max_frames``.
+    ``oscillator`` (with ``fast``) picks the wavetable implementation: ``"numba"`` (compiled
+    kernel, fastest per sample but ~1.5 s to load in a fresh process), ``"torch"``
+    (vectorised), or ``"auto"``: numba only when the notes add up to at least
+    :data:`NUMBA_MIN_NOTE_S` seconds, where its loading time pays off.  The choice depends on
+    the notes only, so a given score always renders the same way.
     """
     G = emb.shape[0]
     dtype = torch.float32
@@ -505,7 +533,11 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     starts = nb.f0 * HOP
     on_off = np.round(nb.onsets * SR_INT).astype(np.int64) - starts
     end_off = np.round(nb.ends * SR_INT).astype(np.int64) - starts
-    if fast:
+    kern = None
+    if fast and oscillator == "auto":
+        note_s = float(nb.n_frames.sum()) * HOP / SR_INT
+        oscillator = "numba" if note_s >= NUMBA_MIN_NOTE_S else "torch"
+    if fast and oscillator == "numba":
         try:
             kern = _wt_kernel()
         except ImportError:  # no numba: the torch wavetable oscillator below
@@ -548,10 +580,8 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     dry = harm_sig + noise
     if not fast:
         return _fit(fft_convolve(dry, room_ir(room, SR_INT)), n_samples)
-    from scipy.signal import oaconvolve
-
     ir = room_ir(room, SR_INT).numpy()
-    wet = [oaconvolve(dry[g].numpy(), ir[g])[:n_int] for g in range(G)]
+    wet = [dsp.fft_convolve(dry[g].numpy(), ir[g], n_int) for g in range(G)]
     if sr != SR_INT:
         rng = np.random.default_rng(NOISE_SEED + seed)
         up = [resample(w, SR_INT, sr) for w in wet]
@@ -567,9 +597,12 @@ NOISE_PSD_PER_M2 = 1.75e-7
 
 def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Noise above BAND_HI_HZ (output rates > 2 * SR_INT/2): the top band's level extended with
-    a 1/f rolloff, highpassed white noise shaped by the top band's frame envelope."""
-    from scipy.signal import butter, sosfilt
+    a 1/f rolloff, high-passed white noise shaped by the top band's frame envelope.
 
+    The high-passed noise is one periodic table of :data:`HF_TABLE` samples (~6 s at 44.1 kHz,
+    made in the frequency domain, so it tiles without seams), repeated: a few ms instead of
+    filtering ``n`` samples.
+    """
     t_fr = np.arange(top.shape[0]) / FRAME_RATE
     env = np.interp(np.arange(n) / sr, t_fr, top).astype(np.float32)
     if not np.any(env > 0):
@@ -578,9 +611,26 @@ def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.n
     hi = sr / 2.0
     mean_roll = BAND_HI_HZ * (1.0 / BAND_HI_HZ - 1.0 / hi) / (hi - BAND_HI_HZ)
     sigma = math.sqrt(NOISE_PSD_PER_M2 * mean_roll * hi)
-    w = rng.standard_normal(n).astype(np.float32) * env * sigma
-    sos = butter(4, BAND_HI_HZ / hi, btype="highpass", output="sos")
-    return sosfilt(sos, w).astype(np.float32) * math.sqrt((hi) / max(hi - BAND_HI_HZ, 1.0))
+    table = _hf_table(sr, rng)
+    reps = -(-n // table.shape[0])
+    w = np.tile(table, reps)[:n] if reps > 1 else table[:n].copy()
+    w *= env
+    w *= np.float32(sigma)
+    return w
+
+
+#: Length of the periodic high-passed noise table of :func:`hf_noise` (samples).
+HF_TABLE = 1 << 18
+
+
+def _hf_table(sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance white noise with every bin below BAND_HI_HZ removed (periodic, float32)."""
+    spec = rng.standard_normal(HF_TABLE // 2 + 1) + 1j * rng.standard_normal(HF_TABLE // 2 + 1)
+    freqs = np.fft.rfftfreq(HF_TABLE, 1.0 / sr)
+    spec[freqs < BAND_HI_HZ] = 0.0
+    spec[-1] = spec[-1].real
+    t = np.fft.irfft(spec, HF_TABLE)
+    return (t / max(float(np.std(t)), 1e-12)).astype(np.float32)
 
 
 def _fit_np(x: np.ndarray, n: int) -> np.ndarray:

@@ -158,9 +158,6 @@ class NeuralEngine:
         # which keeps the output deterministic and bit-identical across machines.
         self.device = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
         self.model = load_model(weights)
-        from semcodec.synth import ddsp  # noqa: PLC0415
-
-        ddsp.warmup()
 
     # -- embeddings ---------------------------------------------------------------------
     def program_embedding(self, program: int) -> tuple[np.ndarray, np.ndarray]:
