@@ -759,3 +759,36 @@ def test_fuzz_harness_short_run(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tried = int(proc.stdout.split("fuzz_container: ")[1].split()[0])
     assert tried > 100
+
+
+def _keyed_container(keys):
+    notes = (Note(0.1, 0.2, 36, 100), Note(0.5, 0.6, 38, 90))
+    score = Score(tracks=(Track("drums", 0, True, notes),))
+    samples = tuple(Sample(0, 0.1 + 0.4 * i, 0.1, 24000, "opus", bytes([i]) * 5, key=k)
+                    for i, k in enumerate(keys))
+    return Container(duration=1.0, sample_rate=8000, n_samples=8000, score=score, samples=samples)
+
+
+def test_sample_keys_round_trip_and_minor_version():
+    data = _keyed_container([36, None]).to_bytes()
+    assert data[4:6] == b"\x01\x01"  # a 1.1 feature: minor version 1
+    back = Container.from_bytes(data)
+    assert [s.key for s in back.samples] == [36, None]
+    plain = _keyed_container([None, None]).to_bytes()
+    assert plain[4:6] == b"\x01\x00" and b"SKEY" not in plain
+    with pytest.raises(ContainerError, match="key"):
+        _keyed_container([200, None]).to_bytes()
+
+
+@pytest.mark.parametrize("payload,message", [
+    (b"\x03\x00\x24\x01\x26\x02\x26", "keys for"),   # more keys than samples
+    (b"\x02\x01\x24\x00\x26", "out of order"),       # indices must increase
+    (b"\x01\x05\x24", "beyond"),                     # index past the last sample
+    (b"\x01\x00\x90", "outside"),                    # key > 127
+    (b"\x01\x00\x24\x00", "unexpected bytes"),
+])
+def test_bad_sample_keys_are_rejected(payload, message):
+    header, chunks = split(_keyed_container([36, None]).to_bytes())
+    chunks = [(t, payload if t == b"SKEY" else p) for t, p in chunks]
+    with pytest.raises(ContainerError, match=message):
+        Container.from_bytes(build(header, chunks, minor=1))

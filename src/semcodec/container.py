@@ -20,7 +20,7 @@ import re
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,6 +66,7 @@ __all__ = [
     "CHUNK_TIMBRE",
     "CHUNK_SAMPLES",
     "CHUNK_TAGS",
+    "CHUNK_SAMPLE_KEYS",
     "CHUNK_END",
     "ChunkInfo",
     "Container",
@@ -84,8 +85,11 @@ CHUNK_SCORE = b"SCOR"
 CHUNK_TIMBRE = b"TIMB"
 CHUNK_SAMPLES = b"SAMP"
 CHUNK_TAGS = b"TAGS"
+CHUNK_SAMPLE_KEYS = b"SKEY"
 CHUNK_END = b"END\x00"
-_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS)
+_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS)
+#: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
+FORMAT_MINOR_SAMPLE_KEYS = 1
 
 #: Compression codecs of the SCOR and TAGS payloads (first payload byte).
 CODEC_NONE = 0
@@ -859,6 +863,35 @@ def _decode_samples(payload: bytes, n_tracks: int, duration: float) -> tuple[Sam
     return tuple(out)
 
 
+def _encode_sample_keys(samples: tuple[Sample, ...]) -> bytes:
+    keyed = [(i, s.key) for i, s in enumerate(samples) if s.key is not None]
+    out = bytearray(_uvarint(len(keyed)))
+    for i, key in keyed:
+        if not _is_int(key) or not MIDI_MIN <= key <= MIDI_MAX:
+            raise _fail(f"sample {i}: key {key!r} outside {MIDI_MIN}..{MIDI_MAX}")
+        out += _uvarint(i) + bytes([key])
+    return bytes(out)
+
+
+def _decode_sample_keys(payload: bytes, n_samples: int) -> dict[int, int]:
+    r = _Reader(payload, "SKEY chunk")
+    n = r.uvarint()
+    if n > n_samples:
+        raise _fail(f"SKEY chunk: {n} keys for {n_samples} samples")
+    keys: dict[int, int] = {}
+    last = -1
+    for _ in range(n):
+        i, key = r.uvarint(), r.u8()
+        if not last < i < n_samples:
+            raise _fail(f"SKEY chunk: sample index {i} out of order or beyond {n_samples - 1}")
+        if key > MIDI_MAX:
+            raise _fail(f"SKEY chunk: key {key} outside {MIDI_MIN}..{MIDI_MAX}")
+        keys[i] = key
+        last = i
+    r.finish()
+    return keys
+
+
 def _encode_texts(texts: dict[str, str]) -> bytes:
     _str_map(texts, "texts", None)
     return _compress_smallest(_dump_json(texts, "texts"))
@@ -1046,7 +1079,9 @@ class Container:
             raise _fail(f"header of {len(header_json)} bytes exceeds the cap of {MAX_HEADER_BYTES}")
         duration = _exact_duration(hdr.n_samples, hdr.sample_rate)
         n_tracks = len(self.score.tracks)
-        pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(header_json)) + header_json
+        keyed = any(s.key is not None for s in self.samples)
+        minor = FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR
+        pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
         parts = [pre, _U32.pack(zlib.crc32(pre))]
         parts.append(_chunk(CHUNK_SCORE, _encode_score(self.score, duration)))
         if self.timbres:
@@ -1055,6 +1090,8 @@ class Container:
             parts.append(
                 _chunk(CHUNK_SAMPLES, _encode_samples(tuple(self.samples), n_tracks, duration))
             )
+        if keyed:
+            parts.append(_chunk(CHUNK_SAMPLE_KEYS, _encode_sample_keys(tuple(self.samples))))
         if self.texts:
             parts.append(_chunk(CHUNK_TAGS, _encode_texts(self.texts)))
         parts.append(_chunk(CHUNK_END, b""))
@@ -1102,6 +1139,9 @@ class Container:
             if CHUNK_SAMPLES in seen
             else ()
         )
+        if CHUNK_SAMPLE_KEYS in seen:
+            keys = _decode_sample_keys(seen[CHUNK_SAMPLE_KEYS], len(samples))
+            samples = tuple(replace(s, key=keys.get(i)) for i, s in enumerate(samples))
         texts = _decode_texts(seen[CHUNK_TAGS]) if CHUNK_TAGS in seen else {}
         score = Score(
             tracks=tuple(tracks),

@@ -72,6 +72,8 @@ class Sample:
 
     ``start`` is its position in the original clip (s), ``duration`` its length (s),
     ``codec`` the name of the audio coding of ``data`` (e.g. ``"opus"``), ``sample_rate`` Hz.
+    ``key`` is the MIDI key a one-shot plays (a drum sample: the GM drum key of its hit);
+    ``None`` for an excerpt of a pitched track.
     """
 
     track: int
@@ -80,6 +82,7 @@ class Sample:
     sample_rate: int
     codec: str
     data: bytes = field(repr=False)
+    key: int | None = None
 
 
 @dataclass(frozen=True)
