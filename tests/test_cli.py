@@ -162,3 +162,79 @@ def test_export_needs_a_target(runner, encoded_chorale):
     _, smc, _ = encoded_chorale
     r = run(runner, "export", smc)
     assert r.exit_code == 1
+
+
+def _stem_files(tmp_path):
+    from conftest import tone
+
+    sr = 44100
+    low = np.zeros(sr * 6, np.float32)
+    high = np.zeros(sr * 6, np.float32)
+    for i in range(10):
+        a = int((0.1 + i * 0.55) * sr)
+        x = tone(40 + (i % 5), 0.5)
+        low[a:a + x.shape[0]] += x
+        y = tone(72 + (i % 7), 0.4, harmonics=3)
+        high[a:a + y.shape[0]] += y
+    paths = {}
+    for name, sig in (("bass", low), ("lead vocals", high)):
+        paths[name] = tmp_path / f"{name.replace(' ', '_')}.wav"
+        sf.write(paths[name], sig, sr)
+    return paths
+
+
+def test_stems_encode_to_named_tracks_and_decode_to_stem_files(runner, tmp_path):
+    paths = _stem_files(tmp_path)
+    smc = tmp_path / "band.smc"
+    lyr = tmp_path / "lyrics.txt"
+    lyr.write_text("Twin-kle twin-kle lit-tle star\nhow I won-der\n", encoding="utf-8")
+    r = run(runner, "encode", "--no-timbre", "--stem", f"bass={paths['bass']}",
+            "--stem", f"lead vocals={paths['lead vocals']}", "--lyrics", lyr, smc)
+    assert r.exit_code == 0, r.output
+    info = json.loads(run(runner, "info", "--json", smc).output)
+    assert [t["name"] for t in info["tracks"]] == ["bass", "lead vocals"]
+    assert all(t["notes"] > 0 for t in info["tracks"])
+    assert info["tracks"][1]["program"] == 52  # a voice stem starts from Choir Aahs
+    assert "lyrics" in info["texts"]
+    per_track = sum(t["bytes"]["total"] for t in info["tracks"])
+    assert 0 < per_track <= info["bytes"]
+    # decode: the mix plus one file per track, which add up to the mix
+    out, stems = tmp_path / "mix.wav", tmp_path / "stems"
+    r = run(runner, "decode", "--engine", "fluidsynth", smc, out, "--stems", stems)
+    assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in stems.iterdir())
+    assert files == ["01-bass.wav", "02-lead_vocals.wav"]
+    mix, _ = sf.read(out, dtype="float32")
+    parts = [sf.read(stems / f, dtype="float32")[0] for f in files]
+    assert all(p.shape == mix.shape and np.abs(p).max() > 0.01 for p in parts)
+    assert np.abs(parts[0] + parts[1] - mix).max() < 0.02
+    # stems are not overwritten without -f
+    r = run(runner, "decode", "--engine", "fluidsynth", smc, tmp_path / "m2.wav", "--stems", stems)
+    assert r.exit_code == 2 and "already exists" in r.output
+    # MusicXML carries the lyrics on the voice part
+    xml = tmp_path / "s.musicxml"
+    assert run(runner, "export", smc, "--musicxml", xml).exit_code == 0
+    parsed = music21.converter.parse(str(xml))
+    words = [ly.text for n in parsed.parts[1].flatten().notes for ly in n.lyrics]
+    assert words[:3] == ["Twin", "kle", "twin"]
+    assert not any(n.lyrics for n in parsed.parts[0].flatten().notes)
+
+
+def test_stem_usage_errors(runner, tmp_path):
+    paths = _stem_files(tmp_path)
+    out = tmp_path / "x.smc"
+    r = run(runner, "encode", "--stem", "bass", out)
+    assert r.exit_code == 1 and "NAME=FILE" in r.output
+    r = run(runner, "encode", "--stem", f"a={paths['bass']}", "--stem", f"a={paths['bass']}", out)
+    assert r.exit_code == 1 and "differ" in r.output
+    r = run(runner, "encode", "--stem", f"a={paths['bass']}", paths["bass"], out)
+    assert r.exit_code == 1 and "exactly one argument" in r.output
+    r = run(runner, "encode", "--stem", f"a={tmp_path / 'missing.wav'}", out)
+    assert r.exit_code == 2 and "missing.wav" in r.output
+    r = run(runner, "encode", "--tracks", "many", paths["bass"], out)
+    assert r.exit_code == 1 and "--tracks" in r.output
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00bad")
+    r = run(runner, "encode", "--lyrics", bad, paths["bass"], out)
+    assert r.exit_code == 2 and "bad.txt" in r.output and "UTF-8" in r.output
+    assert not out.exists()

@@ -23,8 +23,9 @@ import numpy as np
 from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
+from semcodec.constants import MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
 from semcodec.errors import InputError, SynthError, UsageError
-from semcodec.events import Score, Track
+from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
 from semcodec.transcribe import TranscribeOptions, transcribe
@@ -48,7 +49,7 @@ class Container(_container.Container):
 
     def to_musicxml(self, path: str | os.PathLike) -> None:
         """Write the score as quantized MusicXML (readable sheet music) to ``path``."""
-        write_musicxml(self.score, path)
+        write_musicxml(self.score, path, self.texts.get("lyrics"))
 
     def decode(self, **kwargs) -> tuple[np.ndarray, int]:
         """Shortcut for :func:`decode` on this container."""
@@ -67,6 +68,18 @@ class EncodeOptions:
     #: score and timbres are always kept.
     max_kbps: float = 1.0
     tags: dict[str, str] = field(default_factory=dict)
+    #: Instrument tracks to split a mix into: None = automatic (1 for a solo), or a number.
+    tracks: int | None = None
+    #: Drum detection: "auto" (a drum track when drums are found) or "off".
+    drums: str = "auto"
+    #: Lyrics text stored in the container (TAGS chunk, key "lyrics"); exported to MusicXML.
+    lyrics: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tracks is not None and not 1 <= self.tracks <= MAX_TRACKS:
+            raise UsageError(f"tracks must be 1..{MAX_TRACKS} or auto, got {self.tracks}")
+        if self.drums not in ("auto", "off"):
+            raise UsageError(f"drums must be 'auto' or 'off', got {self.drums!r}")
 
 
 def load(path: str | os.PathLike) -> Container:
@@ -88,8 +101,9 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
            options: EncodeOptions | None = None, progress: Progress | None = None) -> Container:
     """Encode a recording (file path, ``-`` for stdin, or array with ``sr``) into a Container.
 
-    Steps: read + downmix, measure loudness, transcribe (basic-pitch), estimate tempo/key,
-    fit timbre and GM program per track, cut short samples.
+    Steps: read + downmix, measure loudness, detect drums, transcribe (basic-pitch), split the
+    notes into instrument tracks (a mix), estimate tempo/key, fit timbre and GM program per
+    track, cut short samples (and one drum one-shot per drum class).
     """
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
@@ -97,19 +111,154 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     if opts.fit_timbre:
         _prefetch("torch", "numba")  # ~3 s of imports overlap the loudness and transcription
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
-    notes: tuple = ()
+    tracks: list[Track] = []
+    drum_samples: tuple[Sample, ...] = ()
     if loudness is not None:
         notes = transcribe(inp.audio, inp.sample_rate, opts.transcribe,
                            progress=lambda f: report("transcribe", f))
+        tracks = _split_tracks(inp, tuple(notes), opts.tracks)
+        drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+        if drum is not None:
+            tracks.append(drum)
     report("transcribe", 1.0)
-    tracks = (Track(name="track1", program=0, notes=tuple(notes)),) if notes else ()
-    score = Score(tracks=tracks, tempo_bpm=estimate_tempo(notes), key=estimate_key(notes))
-    timbres: tuple = ()
-    samples: tuple = ()
-    extra: dict = {}
-    if tracks and (opts.fit_timbre or opts.samples):
-        timbres, samples, score, extra = _fit(inp, score, opts, report)
+    return _assemble(inp, loudness, tracks, {i: inp.audio for i in range(len(tracks))},
+                     drum_samples, opts, report)
+
+
+def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
+                 options: EncodeOptions | None = None,
+                 progress: Progress | None = None) -> Container:
+    """Encode separate stems (``[(name, file or AudioInput), ...]``) as one named track each.
+
+    The stems are mixed (summed) for the container's length and loudness; a stem whose name
+    says drums (``drums``, ``percussion``, ...) becomes a drum track, one whose name says
+    voice (``vocals``, ``voice``, ...) is fitted with the voice programs as candidates.  Stems
+    may differ in length (the longest sets the duration) but must share one sample rate.
+    """
+    opts = options or EncodeOptions()
+    if not stems:
+        raise UsageError("no stems given")
+    if len(stems) > MAX_TRACKS:
+        raise UsageError(f"at most {MAX_TRACKS} stems, got {len(stems)}")
+    names = [name for name, _ in stems]
+    for name in names:
+        if not name or len(name) > 64:
+            raise UsageError(f"stem name {name!r} must be 1..64 characters")
+    if len(set(names)) != len(names):
+        raise UsageError(f"stem names must differ: {', '.join(names)}")
+    report = progress or (lambda stage, frac: None)
+    if opts.fit_timbre:
+        _prefetch("torch", "numba")
+    inputs = [_as_input(src, None) for _, src in stems]
+    rate = inputs[0].sample_rate
+    for (name, _), inp in zip(stems, inputs):
+        if inp.sample_rate != rate:
+            raise InputError(f"{inp.name}: stem '{name}' is at {inp.sample_rate} Hz, the first "
+                             f"stem at {rate} Hz (stems must share one sample rate)")
+    n = max(inp.n_samples for inp in inputs)
+    mix = np.zeros(n, np.float32)
+    for inp in inputs:
+        mix[:inp.n_samples] += inp.audio
+    mixed = replace(inputs[0], audio=mix, channels=max(i.channels for i in inputs),
+                    name="+".join(i.name for i in inputs))
+    loudness = dsp.integrated_loudness(mix, rate)
+    tracks: list[Track] = []
+    audio_of: dict[int, np.ndarray] = {}
+    drum_samples: tuple[Sample, ...] = ()
+    for k, ((name, _), inp) in enumerate(zip(stems, inputs)):
+        stem_audio = dsp.fit_length(inp.audio, n)
+        if _is_drum_name(name):
+            drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"), force=True)
+            if drum is not None:
+                drum_samples += tuple(replace(s, track=len(tracks)) for s in shots)
+                tracks.append(replace(drum, name=name))
+                audio_of[len(tracks) - 1] = stem_audio
+            continue
+        if dsp.integrated_loudness(stem_audio, rate) is None:
+            tracks.append(Track(name=name))
+            continue
+        notes = transcribe(stem_audio, rate, opts.transcribe,
+                           progress=lambda f, k=k: report("transcribe", (k + f) / len(stems)))
+        program = VOICE_PROGRAMS[0] if is_voice_name(name) else 0
+        tracks.append(Track(name=name, program=program).with_notes(tuple(notes)))
+        audio_of[len(tracks) - 1] = stem_audio
+    report("transcribe", 1.0)
+    # drum samples were numbered against the drum track's final index already
+    return _assemble(mixed, loudness, tracks, audio_of, drum_samples, opts, report,
+                     drum_indexed=True)
+
+
+def _is_drum_name(name: str) -> bool:
+    low = name.lower()
+    return any(w in low for w in ("drum", "perc", "kit", "beat"))
+
+
+def _split_tracks(inp: AudioInput, notes: tuple[Note, ...], n_tracks: int | None) -> list[Track]:
+    """The transcribed notes as one track, or split into instrument tracks (a mix)."""
+    if not notes:
+        return []
+    if n_tracks == 1:
+        return [Track(name="track1").with_notes(notes)]
+    from semcodec.separate import assign_tracks
+
+    a = assign_tracks(inp.audio, inp.sample_rate, notes, n_tracks)
+    out = []
+    for k in range(a.n_tracks):
+        mine = [notes[i] for i in np.nonzero(a.labels == k)[0]]
+        bent = sum(1 for m in mine if m.bends) / max(1, len(mine))
+        mid = float(np.median([m.pitch for m in mine])) if mine else 0.0
+        # a sung line: most notes carry pitch bends (vibrato, glides) in a singing register
+        voice = a.n_tracks > 1 and bent >= 0.5 and 50 <= mid <= 80
+        out.append(Track(name="voice" if voice else f"track{k + 1}",
+                         program=VOICE_PROGRAMS[0] if voice else 0).with_notes(mine))
+    return out
+
+
+def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions, force: bool = False):
+    """(drum Track or None, its one-shot samples numbered for track 0)."""
+    if opts.drums == "off":
+        return None, ()
+    try:
+        from semcodec import drums
+    except ImportError as exc:  # pragma: no cover - librosa is a dependency
+        log.info("drum detection unavailable (%s)", exc)
+        return None, ()
+    track, shots = drums.encode_drums(audio, sr, max_bytes=None)
+    if track is None and force:
+        return None, ()
+    return track, (shots if opts.samples else ())
+
+
+def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
+              audio_of: dict[int, np.ndarray], drum_samples: tuple[Sample, ...],
+              opts: EncodeOptions, report: Progress, drum_indexed: bool = False) -> Container:
+    """Fit every pitched track against its own audio (the mix, or its stem) and build the file."""
+    if not drum_indexed:
+        drum_at = [i for i, t in enumerate(tracks) if t.is_drum]
+        drum_samples = tuple(replace(s, track=drum_at[0]) for s in drum_samples) if drum_at else ()
+    all_notes = tuple(n for t in tracks if not t.is_drum for n in t.notes)
+    score = Score(tracks=tuple(tracks), tempo_bpm=estimate_tempo(all_notes),
+                  key=estimate_key(all_notes))
+    timbres: list = []
+    samples: list = list(drum_samples)
+    programs = {i: t.program for i, t in enumerate(tracks)}
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(tracks):
+        if not t.is_drum and t.notes:
+            groups.setdefault(id(audio_of[i]), []).append(i)
+    if groups and (opts.fit_timbre or opts.samples):
+        for members in groups.values():
+            sub = Score(tracks=tuple(tracks[i] for i in members))
+            tb, smp, progs = _fit(AudioInput(audio=audio_of[members[0]],
+                                             sample_rate=inp.sample_rate, channels=1,
+                                             name=inp.name), sub, opts)
+            timbres += [replace(t, track=members[t.track]) for t in tb]
+            samples += [replace(x, track=members[x.track]) for x in smp]
+            programs.update({members[j]: p for j, p in progs.items()})
     report("timbre", 1.0)
+    score = replace(score, tracks=tuple(replace(t, program=programs.get(i, t.program))
+                                        for i, t in enumerate(tracks)))
+    texts = {"lyrics": opts.lyrics} if opts.lyrics else {}
     c = Container(
         duration=inp.duration,
         sample_rate=inp.sample_rate,
@@ -117,13 +266,17 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
         n_samples=inp.n_samples,
         loudness_lufs=None if loudness is None else round(loudness, 2),
         score=score,
-        timbres=timbres,
+        timbres=tuple(sorted(timbres, key=lambda t: t.track)),
         tags=dict(opts.tags),
+        texts=texts,
         encoder=f"semcodec {__version__}",
-        extra=extra,
     )
     if samples:
-        c = replace(c, samples=_samples_within(c, samples, opts.max_kbps))
+        # within the budget: drum one-shots first (short, and the sampler needs them), then
+        # the excerpts of the tracks with the most notes
+        order = sorted(samples, key=lambda x: (x.key is None, -len(tracks[x.track].notes), x.track))
+        kept = set(id(x) for x in _samples_within(c, tuple(order), opts.max_kbps))
+        c = replace(c, samples=tuple(x for x in samples if id(x) in kept))
     return c
 
 
@@ -158,26 +311,26 @@ def _prefetch(*modules: str) -> None:
     threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
 
 
-def _fit(inp: AudioInput, score: Score, opts: EncodeOptions, report: Progress):
-    """Timbre, GM program and samples per track; skipped (with a log line) without torch."""
+def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
+    """(timbres, samples, {track: GM program}) of ``score``'s tracks fitted against ``inp``;
+    without torch, no timbres (a log line) and the tracks' own programs."""
+    programs = {i: t.program for i, t in enumerate(score.tracks)}
     try:
         from semcodec import timbre
     except ImportError as exc:
         log.info("timbre fitting unavailable (%s); storing the score only", exc)
-        return (), (), score, {}
+        return (), (), programs
     samples = ()
     if opts.samples:
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
     timbres: tuple = ()
-    programs: dict[int, int] = {}
     if opts.fit_timbre:
         try:
             timbres, programs = timbre.fit_timbres(inp.audio, inp.sample_rate, score,
                                                    samples=samples, budget_s=opts.fit_budget_s)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
-    tracks = tuple(replace(t, program=programs.get(i, t.program)) for i, t in enumerate(score.tracks))
-    return timbres, samples, replace(score, tracks=tracks), {}
+    return timbres, samples, programs
 
 
 def available_engines() -> list[str]:
@@ -214,8 +367,12 @@ def make_engine(name: str = "auto", *, device: str = "auto", soundfont: str | No
 def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | None = None,
            device: str = "auto", soundfont: str | None = None,
            programs: dict[int, int] | None = None, transpose: int = 0,
-           tempo: float = 1.0) -> tuple[np.ndarray, int]:
+           tempo: float = 1.0, per_track: bool = False):
     """Synthesize a container: returns mono float32 audio and its sample rate (Hz).
+
+    ``per_track=True`` returns ``(mix, sr, [(track name, audio), ...])``: each track rendered
+    alone, scaled by the mix's loudness gain, so the tracks add up to the mix (before the
+    mix's soft clipping).
 
     The output has the original's duration to the sample (divided by ``tempo`` when it is not
     1), its sample rate unless ``sample_rate`` is given, and its integrated loudness.
@@ -235,15 +392,31 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
         if not 0 <= prog <= 127:
             raise UsageError(f"GM program {prog} out of range (0..127)")
     n_out = int(round(c.n_samples * sr / c.sample_rate / tempo))
-    _check_memory(n_out, sr)
+    _check_memory(n_out * (2 if per_track else 1), sr)
+    silent = np.zeros(n_out, dtype=np.float32)
     if c.score.n_notes == 0 or c.loudness_lufs is None:
-        return np.zeros(n_out, dtype=np.float32), sr
+        return (silent, sr) if not per_track else (silent, sr, [(t.name, silent) for t in c.score.tracks])
     eng = make_engine(engine, device=device, soundfont=soundfont)
-    audio = eng.render(c.score, sr, n_out, timbres=c.timbres, samples=c.samples,
-                       programs=programs, transpose=transpose, tempo=tempo)
-    audio = dsp.match_loudness(dsp.fit_length(np.asarray(audio, np.float32), n_out), sr,
-                               c.loudness_lufs)
-    return audio.astype(np.float32, copy=False), sr
+
+    def render(score: Score) -> np.ndarray:
+        out = eng.render(score, sr, n_out, timbres=c.timbres, samples=c.samples,
+                         programs=programs, transpose=transpose, tempo=tempo)
+        return dsp.fit_length(np.asarray(out, np.float32), n_out)
+
+    if not per_track:
+        audio = dsp.match_loudness(render(c.score), sr, c.loudness_lufs)
+        return audio.astype(np.float32, copy=False), sr
+    # one rendering per track (other tracks muted, indices kept for timbres/samples); the mix
+    # is their sum, and every track gets the mix's loudness gain so that they add up to it
+    parts = []
+    for i in range(len(c.score.tracks)):
+        solo = tuple(t if j == i else replace(t, notes=()) for j, t in enumerate(c.score.tracks))
+        parts.append(render(replace(c.score, tracks=solo)) if c.score.tracks[i].notes else silent)
+    mix = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    gain = dsp.loudness_gain(mix, sr, c.loudness_lufs)
+    tracks = [(t.name, dsp.soft_clip((p * gain).astype(np.float32)))
+              for t, p in zip(c.score.tracks, parts)]
+    return dsp.soft_clip((mix * gain).astype(np.float32)), sr, tracks
 
 
 #: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).

@@ -178,6 +178,13 @@ def _encode_options(f):
                      help="Keep audio samples only while the file stays within this bitrate."),
         click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
                      help="Store a tag (repeatable)."),
+        click.option("--tracks", "n_tracks", default="auto", show_default=True,
+                     metavar="auto|N",
+                     help="Instrument tracks to split a mix into (1 = one track)."),
+        click.option("--drums", type=click.Choice(["auto", "off"]), default="auto",
+                     show_default=True, help="Detect drums and store them as a drum track."),
+        click.option("--lyrics", "lyrics_file", type=click.Path(dir_okay=False), default=None,
+                     help="Store the lyrics in this UTF-8 text file (exported to MusicXML)."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -207,8 +214,35 @@ def _synth_options(f):
     return f
 
 
+#: Largest lyrics file accepted (bytes).
+MAX_LYRICS_BYTES = 256 * 1024
+
+
+def _read_lyrics(path: str | None) -> str | None:
+    from semcodec.errors import InputError
+
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    data = p.read_bytes()
+    if len(data) > MAX_LYRICS_BYTES:
+        raise InputError(f"{path}: lyrics of {len(data)} bytes (at most {MAX_LYRICS_BYTES})")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: lyrics are not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = text.replace("\r\n", "\n").strip()
+    if not text or any(ord(ch) < 32 and ch not in "\n\t" for ch in text):
+        raise InputError(f"{path}: lyrics must be non-empty plain text")
+    return text
+
+
 def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends: bool,
-                         no_timbre: bool, no_samples: bool, max_kbps: float, tags):
+                         no_timbre: bool, no_samples: bool, max_kbps: float, tags,
+                         n_tracks: str = "auto", drums: str = "auto",
+                         lyrics_file: str | None = None):
     """``api.EncodeOptions`` from the values of :func:`_encode_options`."""
     from dataclasses import replace
 
@@ -226,9 +260,16 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
                if v is not None}
     if no_bends:
         changes["keep_bends"] = False
+    tracks = None
+    if n_tracks != "auto":
+        try:
+            tracks = int(n_tracks)
+        except ValueError:
+            raise UsageError(f"--tracks {n_tracks!r}: expected auto or a number") from None
     return api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
                              fit_timbre=not no_timbre, samples=not no_samples,
-                             max_kbps=max_kbps, tags=tag_map)
+                             max_kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
+                             lyrics=_read_lyrics(lyrics_file))
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -282,30 +323,52 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("input", type=str)
-@click.argument("output", type=str, required=False)
+@click.argument("paths", nargs=-1, type=str, metavar="INPUT [OUTPUT]")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--stem", "stems", multiple=True, metavar="NAME=FILE",
+              help="Encode this stem as its own track NAME (repeatable; then the only "
+              "argument is OUTPUT). Names with drum/perc become drum tracks, with "
+              "vocal/voice sung lines.")
 @_encode_options
 @_verbosity
-def encode(input: str, output: str | None, force: bool, **options) -> None:
+def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **options) -> None:
     """Encode an audio file (or - for stdin) into a .smc container.
 
     OUTPUT defaults to INPUT with the extension .smc; - writes to stdout.
+    With --stem NAME=FILE (repeated), the stems are encoded as named tracks into OUTPUT.
     """
     from semcodec import api
     from semcodec.audio import read_audio
 
-    if output is None:
-        if input == "-":
-            raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
-        output = str(Path(input).with_suffix(".smc"))
     opts = _encode_options_from(**options)
-    _check_output(output, force, (input,))
+    stem_list = []
+    for item in stems:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--stem {item!r}: expected NAME=FILE")
+        stem_list.append((name, path))
+    if stem_list:
+        if len(paths) != 1:
+            raise UsageError("with --stem, give exactly one argument: the OUTPUT .smc")
+        input, output = "+".join(p for _, p in stem_list), paths[0]
+        _check_output(output, force, tuple(p for _, p in stem_list))
+    else:
+        if not 1 <= len(paths) <= 2:
+            raise UsageError("expected INPUT [OUTPUT]")
+        input, output = paths[0], (paths[1] if len(paths) == 2 else None)
+        if output is None:
+            if input == "-":
+                raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
+            output = str(Path(input).with_suffix(".smc"))
+        _check_output(output, force, (input,))
     t0 = time.perf_counter()
-    inp = read_audio(input)
     progress = _Progress("encode")
     try:
-        c = api.encode(inp, options=opts, progress=progress)
+        if stem_list:
+            c = api.encode_stems([(name, read_audio(path)) for name, path in stem_list],
+                                 options=opts, progress=progress)
+        else:
+            c = api.encode(read_audio(input), options=opts, progress=progress)
     finally:
         progress.close()
     data = c.to_bytes()
@@ -324,11 +387,13 @@ def encode(input: str, output: str | None, force: bool, **options) -> None:
               help="Output format (default: from OUTPUT's extension; wav for stdout).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
               help="Play track TRACK (number from 1, or name) with another GM program.")
+@click.option("--stems", "stems_dir", type=str, default=None, metavar="DIR",
+              help="Also write one file per track into DIR (NN-NAME.EXT, same format).")
 @_synth_options
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
-           transpose: int, tempo: float) -> None:
+           transpose: int, tempo: float, stems_dir: str | None) -> None:
     """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
@@ -346,16 +411,43 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     c, _ = _read_smc(input)
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
-    audio, sr = api.decode(c, engine=engine, sample_rate=sample_rate, device=device,
-                           soundfont=soundfont, programs=prog_map, transpose=transpose,
-                           tempo=tempo)
+    stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
+    result = api.decode(c, engine=engine, sample_rate=sample_rate, device=device,
+                        soundfont=soundfont, programs=prog_map, transpose=transpose,
+                        tempo=tempo, per_track=bool(stems_dir))
+    audio, sr = result[0], result[1]
     if output == "-":
         _write_bytes(output, encode_audio(audio, sr, audio_fmt))
     else:
         write_audio(output, audio, sr, fmt)
+    for path, (_, part) in zip(stem_paths, result[2] if stems_dir else ()):
+        write_audio(path, part, sr)
     elapsed = time.perf_counter() - t0
     dur = audio.shape[0] / sr
     _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+
+
+def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
+    """One output path per track in ``stems_dir`` (created if missing), checked like OUTPUT."""
+    import re
+
+    d = Path(stems_dir)
+    if d.exists() and not d.is_dir():
+        raise OutputError(f"{stems_dir}: not a directory")
+    if not d.exists():
+        if not (d.parent if str(d.parent) else Path(".")).is_dir():
+            raise OutputError(f"{stems_dir}: parent directory does not exist")
+        d.mkdir()
+    ext = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}[audio_fmt[0]]
+    paths = []
+    for i, t in enumerate(c.score.tracks):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", t.name).strip("._") or "track"
+        p = str(d / f"{i + 1:02d}-{safe[:48]}{ext}")
+        _check_output(p, force)
+        if output != "-" and Path(output).resolve() == Path(p).resolve():
+            raise OutputError(f"{p}: a stem would overwrite OUTPUT")
+        paths.append(p)
+    return paths
 
 
 @cli.command()
@@ -364,9 +456,10 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
 @_verbosity
 def info(input: str, as_json: bool) -> None:
     """Show a .smc file's header, tracks, samples, chunk sizes and bitrate."""
-    from semcodec.container import chunk_table
+    from semcodec.container import chunk_table, track_sizes
 
     c, data = _read_smc(input)
+    sizes = track_sizes(c)
     chunks = [{"type": ch.type, "offset": ch.offset, "bytes": ch.length} for ch in chunk_table(data)]
     kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
     timbre_tracks = {t.track for t in c.timbres}
@@ -378,6 +471,8 @@ def info(input: str, as_json: bool) -> None:
             "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
             "timbre": i in timbre_tracks, "samples": len(smp),
             "sample_seconds": round(sum(s.duration for s in smp), 3),
+            "bytes": sizes[i],
+            "kbps": round(sizes[i]["total"] * 8 / c.duration / 1000, 4) if c.duration > 0 else 0.0,
         })
     summary = {
         "file": input, "bytes": len(data), "bitrate_kbps": round(kbps, 4),
@@ -387,7 +482,8 @@ def info(input: str, as_json: bool) -> None:
         "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
         "tracks": tracks,
         "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
-                     "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data)}
+                     "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data),
+                     "key": s.key}
                     for s in c.samples],
         "chunks": chunks,
     }
@@ -406,17 +502,24 @@ def info(input: str, as_json: bool) -> None:
     ]
     for k, v in c.tags.items():
         lines.append(f"tag        {k}={v}")
+    if "lyrics" in c.texts:
+        words = c.texts["lyrics"].split()
+        lines.append(f"lyrics     {len(words)} words: {' '.join(words[:8])}"
+                     f"{' ...' if len(words) > 8 else ''}")
     lines.append("tracks")
     for t in tracks:
         kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
+        b = t["bytes"]
         lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes"
                      f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
-                     f" ({t['sample_seconds']:.2f} s)")
+                     f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
+                     f" (score {b['score']}, timbre {b['timbre']}, samples {b['samples']})")
     if c.samples:
         lines.append("samples")
         for s in summary["samples"]:
+            key = f"  key {s['key']}" if s["key"] is not None else ""
             lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
-                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes")
+                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
     lines.append("chunks")
     for ch in chunks:
         share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
@@ -456,7 +559,7 @@ def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -
         write_midi(c.score, midi_out)
         _say(f"{input} -> {midi_out}")
     if xml_out:
-        write_musicxml(c.score, xml_out)
+        write_musicxml(c.score, xml_out, c.texts.get("lyrics"))
         _say(f"{input} -> {xml_out}")
 
 

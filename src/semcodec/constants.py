@@ -99,3 +99,16 @@ def env_soundfont() -> str | None:
     """The soundfont named by the SEMCODEC_SOUNDFONT environment variable, if any."""
     value = os.environ.get(SOUNDFONT_ENV, "").strip()
     return value or None
+
+
+#: General MIDI programs of a sung line: Choir Aahs, Voice Oohs, Synth Voice, Lead 6 (voice).
+#: The timbre fit of a voice track always tries these (the first is its starting program).
+VOICE_PROGRAMS = (52, 53, 54, 85)
+#: Words that mark a stem or track name as a singing voice.
+VOICE_WORDS = ("voice", "vocal", "vox", "sing", "choir", "lead_vox")
+
+
+def is_voice_name(name: str) -> bool:
+    """True when a track/stem ``name`` says it is a voice (``vocals``, ``lead voice``, ...)."""
+    low = name.lower()
+    return any(w in low for w in VOICE_WORDS)

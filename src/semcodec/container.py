@@ -991,6 +991,26 @@ def chunk_table(data: bytes) -> list[ChunkInfo]:
     return table
 
 
+def track_sizes(c: "Container") -> list[dict[str, int]]:
+    """Bytes each track costs: ``[{"score": .., "timbre": .., "samples": .., "total": ..}]``.
+
+    ``score`` is the track's notes coded (and compressed) alone, so the tracks' score bytes add
+    up to about the SCOR chunk (compression shares a little across tracks); ``timbre`` and
+    ``samples`` are the track's exact shares of the TIMB and SAMP chunks.
+    """
+    duration = _exact_duration(c.n_samples, c.sample_rate)
+    out = []
+    for i, t in enumerate(c.score.tracks):
+        score = len(_encode_score(Score(tracks=(replace(t, program=t.program),)), duration))
+        tb = [replace(x, track=0) for x in c.timbres if x.track == i]
+        timbre = len(_encode_timbres(tuple(tb), 1)) - 1 if tb else 0
+        samples = sum(len(_encode_samples((replace(s, track=0),), 1, duration)) - 1
+                      for s in c.samples if s.track == i)
+        out.append({"score": score, "timbre": timbre, "samples": samples,
+                    "total": score + timbre + samples})
+    return out
+
+
 def header_dict(data: bytes) -> dict:
     """The parsed and validated JSON header (the chunks are not read)."""
     raw, _ = _parse_preamble(_as_bytes(data))

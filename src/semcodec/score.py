@@ -137,8 +137,40 @@ def write_midi(score: Score, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def to_music21(score: Score):
-    """A ``music21.stream.Score`` quantized to the score's tempo and meter (16ths and triplets)."""
+def lyric_track(score: Score) -> int | None:
+    """Index of the track that sings the lyrics: a voice by name or program, else the
+    highest pitched (mean MIDI pitch) non-drum track with notes; ``None`` without one."""
+    from semcodec.constants import VOICE_PROGRAMS, is_voice_name
+
+    pitched = [i for i, t in enumerate(score.tracks) if t.notes and not t.is_drum]
+    if not pitched:
+        return None
+    for i in pitched:
+        if is_voice_name(score.tracks[i].name) or score.tracks[i].program in VOICE_PROGRAMS:
+            return i
+    return max(pitched, key=lambda i: float(np.mean([n.pitch for n in score.tracks[i].notes])))
+
+
+def syllables(lyrics: str) -> list[tuple[str, str]]:
+    """Lyrics text → ``[(syllable, syllabic), ...]`` with MusicXML's syllabic kinds
+    (``single``, ``begin``, ``middle``, ``end``): words split on white space, syllables of a
+    word joined by hyphens (``hel-lo`` → ``hel`` begin, ``lo`` end)."""
+    out = []
+    for word in lyrics.split():
+        parts = [p for p in word.split("-") if p]
+        if len(parts) == 1:
+            out.append((parts[0], "single"))
+        for k, part in enumerate(parts if len(parts) > 1 else ()):
+            out.append((part, "begin" if k == 0 else ("end" if k == len(parts) - 1 else "middle")))
+    return out
+
+
+def to_music21(score: Score, lyrics: str | None = None):
+    """A ``music21.stream.Score`` quantized to the score's tempo and meter (16ths and triplets).
+
+    ``lyrics`` (plain text) are set one syllable per note or chord on :func:`lyric_track`'s
+    part, in order; syllables left over when the notes run out are dropped (logged).
+    """
     import music21
 
     pm = to_pretty_midi(score, align_to_beat=True)
@@ -152,7 +184,28 @@ def to_music21(score: Score):
         for part in parsed.parts:
             first = part.getElementsByClass("Measure").first() or part
             first.insert(0, key)
+    if lyrics:
+        _attach_lyrics(score, parsed, lyrics)
     return parsed
+
+
+def _attach_lyrics(score: Score, parsed, lyrics: str) -> None:
+    target = lyric_track(score)
+    if target is None:
+        log.warning("lyrics not exported: the score has no pitched notes")
+        return
+    # to_pretty_midi writes one instrument per track, in order; music21 gives a part each
+    written = [i for i, t in enumerate(score.tracks) if t.notes]
+    parts = list(parsed.parts)
+    part = parts[written.index(target)] if len(parts) == len(written) else parts[0]
+    sylls = syllables(lyrics)
+    notes = [n for n in part.flatten().notes if not n.tie or n.tie.type == "start"]
+    for el, (text, kind) in zip(notes, sylls):
+        el.addLyric(text)
+        el.lyrics[-1].syllabic = kind
+    if len(sylls) > len(notes):
+        log.warning("lyrics: %d of %d syllables had no note to go with", len(sylls) - len(notes),
+                    len(sylls))
 
 
 def _music21_key(name: str):
@@ -165,9 +218,9 @@ def _music21_key(name: str):
         return None
 
 
-def write_musicxml(score: Score, path: str | os.PathLike) -> None:
-    """Write ``score`` as MusicXML (quantized notation, atomic)."""
-    parsed = to_music21(score)
+def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None) -> None:
+    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given."""
+    parsed = to_music21(score, lyrics)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "score.musicxml"
         try:

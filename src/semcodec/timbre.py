@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from semcodec.constants import VOICE_PROGRAMS, is_voice_name
 from semcodec.errors import ContainerError
 from semcodec.events import Sample, Score, Timbre
 from semcodec.audio import canonical_ogg
@@ -278,7 +279,9 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
         obs, usable = _harmonic_obs(target, nb, grp, ddsp.SR_INT)
         proxy = _Proxy(nb, obs, usable)
         cand = _shortlist(model, proxy, SHORTLIST)
-        for p in (score.tracks[ti].program, *COMMON_PROGRAMS):
+        track = score.tracks[ti]
+        voice = is_voice_name(track.name) or track.program in VOICE_PROGRAMS
+        for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
             if p not in cand:
                 cand.append(p)
         best = None

@@ -239,6 +239,17 @@ def release_free_memory() -> None:
 _malloc_trim = None
 
 
+def loudness_gain(audio: np.ndarray, sr: int, target_lufs: float | None) -> float:
+    """Linear gain that brings mono ``audio`` to ``target_lufs`` (0 for a silent target, 1 when
+    ``audio`` itself is silent)."""
+    if target_lufs is None:
+        return 0.0
+    current = integrated_loudness(audio, sr)
+    if current is None:
+        return 1.0
+    return float(10.0 ** ((target_lufs - current) / 20.0))
+
+
 def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.ndarray:
     """Scale mono ``audio`` to ``target_lufs`` (``None`` = the original was silent → silence).
 
@@ -247,10 +258,9 @@ def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.
     """
     if target_lufs is None:
         return np.zeros_like(audio)
-    current = integrated_loudness(audio, sr)
-    if current is None:
+    gain = loudness_gain(audio, sr, target_lufs)
+    if gain == 1.0:
         return audio
-    gain = 10.0 ** ((target_lufs - current) / 20.0)
     audio = np.asarray(audio)
     release_free_memory()
     out = np.empty(audio.shape, dtype=np.float32)
