@@ -105,7 +105,7 @@ def semcodec_engines() -> tuple[list[str], str]:
         return list(DEFAULT_ENGINES), f"default ({type(e).__name__})"
 
 
-def run_semcodec(src: Path, work: Path, engines: list[str]) -> dict:
+def run_semcodec(src: Path, work: Path, engines: list[str], extra_args: tuple[str, ...] = ()) -> dict:
     """Encode, export and decode with every engine.
 
     Returns ``{"encode": {...}, "export_midi": path|None, "export_error": str|None,
@@ -114,7 +114,8 @@ def run_semcodec(src: Path, work: Path, engines: list[str]) -> dict:
     exe = semcodec_bin()
     smc = work / "semcodec.smc"
     out: dict = {"engines": {}, "export_midi": None, "export_error": None}
-    r = measured([exe, "encode", "-q", str(src), str(smc)])
+    work.mkdir(parents=True, exist_ok=True)
+    r = measured([exe, "encode", "-q", *extra_args, str(src), str(smc)])
     if r["rc"] != 0 or not smc.exists():
         out["encode"] = _fail("encode", r) | dict(wall_s=r["wall_s"], rss_mb=r["rss_mb"])
         for e in engines:

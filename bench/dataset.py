@@ -1,16 +1,18 @@
 """The benchmark's evaluation set, cached under ``.bench-cache/dataset``.
 
-Two sources:
+Three sources:
 
 * the development clips in ``$SEMCODEC_EVAL_DIR`` (default ``../shared/eval`` relative to the
   repository root): Slakh stems ("solo"), Slakh mixes ("ensemble") and a real trumpet
   ("real", no ground truth);
 * excerpts of scores from music21's bundled corpus, rendered deterministically to mono
   44.1 kHz through pyfluidsynth with MuseScore General (the *benchmark* soundfont, never the
-  decoder's default), with ground-truth notes taken from the score at the rendered tempo.
+  decoder's default), with ground-truth notes taken from the score at the rendered tempo;
+* General MIDI drum patterns ("drums") rendered the same way on the percussion channel, with
+  ground-truth hits ``[onset, offset, gm_key]``; one of them plays over a music21 ensemble.
 
 A clip is a plain dict: ``name, group, source, audio (path), notes (path or None),
-duration_s, description``.
+duration_s, description``; drum clips add ``drums`` (path of their drum hits).
 """
 
 from __future__ import annotations
@@ -313,9 +315,205 @@ def rendered_clips(progress: bool = True) -> list[dict]:
     return [c for c in out if c is not None]
 
 
+# --- rendered General MIDI drum patterns ----------------------------------------------------
+
+#: Bump to invalidate the cached drum clips (the music21 excerpts keep DATASET_VERSION).
+DRUM_VERSION = 1
+#: MIDI channel of the GM percussion (channel 10).
+DRUM_CHANNEL = 9
+#: Velocity of each step symbol of a drum bar ("." is a rest): accent, normal, soft, ghost.
+STEP_VELOCITY = {"X": 112, "x": 88, "o": 66, "g": 42}
+#: Written length of a drum note (s); the GM kit plays its sample whatever the note-off.
+DRUM_NOTE_S = 0.1
+
+#: Bars of 16 sixteenth-note steps, one string per GM drum key.
+DRUM_BARS: dict[str, dict[int, str]] = {
+    "rock": {42: "x.x.x.x.x.x.x.x.", 38: "....X.......X...", 36: "X.......X.x....."},
+    "rock_b": {42: "x.x.x.x.x.x.x.x.", 38: "....X.......X..g", 36: "X..x....X.x..x.."},
+    "rock_crash": {49: "X...............", 42: "..x.x.x.x.x.x.x.", 38: "....X.......X...",
+                   36: "X.......X.x....."},
+    "rock_fill": {42: "x.x.x.x.........", 38: "....X...X.xoX.xX", 36: "X.......X......."},
+    "disco": {42: "x...x...x...x...", 46: "..x...x...x...x.", 38: "....X.......X...",
+              36: "X...X...X...X..."},
+    "disco_crash": {49: "X...............", 42: "....x...x...x...", 46: "..x...x...x...x.",
+                    38: "....X.......X...", 36: "X...X...X...X..."},
+    "ride": {51: "x.x.x.x.x.x.x.x.", 38: "....X.......X...", 36: "X.......X.X....."},
+    "ride_crash": {49: "X...............", 51: "..x.x.x.x.x.x.x.", 38: "....X.......X...",
+                   36: "X.......X.X....."},
+    "toms_groove": {42: "x.x.x.x.x.x.x.x.", 38: "....X.......X...", 36: "X......xX......."},
+    "toms_groove_crash": {49: "X...............", 42: "..x.x.x.x.x.x.x.", 38: "....X.......X...",
+                          36: "X......xX......."},
+    "tom_fill_down": {42: "x.x.x.x.........", 38: "....X...........", 36: "X.......X.......",
+                      50: "........XxXx....", 45: "............XxX.", 43: "...............X"},
+    "tom_fill_quarters": {38: "X...............", 50: "....X...........", 47: "........X.......",
+                          45: "............X...", 43: "..............X.", 36: "X...........X..."},
+    "tom_fill_mix": {38: "X.x.....X.......", 48: "..x.X...........", 45: ".....x....X.x...",
+                     43: "...........x..X.", 36: "X.......X.....X."},
+    "funk16": {42: "XoxoXoxoXoxoXoxo", 38: "....X..g.g..X..g", 36: "X..x..X...x..x.."},
+    "funk16_open": {42: "XoxoXoxoXoxoXo..", 46: "..............x.", 38: "....X..g.g..X...",
+                    36: "X..x..X...x..x.."},
+    "funk16_crash": {49: "X...............", 42: "..xoXoxoXoxoXoxo", 38: "....X..g.g..X..g",
+                     36: "X..x..X...x..x.."},
+}
+
+
+@dataclass(frozen=True)
+class DrumClip:
+    """A drum pattern (bar names of DRUM_BARS in order) at ``bpm``, optionally over a piece."""
+    name: str
+    bpm: float
+    bars: tuple
+    description: str
+    piece: str = ""  # name of a PIECES entry played with the drums (a "band" clip)
+    drum_gain: float = 1.0  # velocity scale of the drums
+
+
+DRUM_CLIPS: tuple[DrumClip, ...] = (
+    DrumClip("drums_rock_100", 100,
+             ("rock_crash", "rock", "rock", "rock_fill", "rock_crash", "rock_b", "rock", "rock_fill"),
+             "GM kit, rock beat: 8th closed hats, kick, snare, crash each 4 bars, snare fills"),
+    DrumClip("drums_openhat_ride_120", 120,
+             ("disco_crash", "disco", "disco", "disco", "ride_crash", "ride", "ride", "ride"),
+             "GM kit, four-on-the-floor with open hats on the off-beats, then a ride-cymbal groove; "
+             "crashes"),
+    DrumClip("drums_tom_fills_90", 90,
+             ("toms_groove_crash", "tom_fill_down", "toms_groove_crash", "tom_fill_quarters",
+              "toms_groove_crash", "tom_fill_mix"),
+             "GM kit, groove bars alternating with tom fills (high, mid, low and floor toms)"),
+    DrumClip("drums_funk16_132", 132,
+             ("funk16_crash", "funk16", "funk16", "funk16_open", "funk16_crash", "funk16", "funk16",
+              "funk16_open", "funk16", "funk16_open"),
+             "GM kit, 16th-note hi-hat funk groove with accents, syncopated kick, ghost snares, "
+             "open hats"),
+    DrumClip("band_chorale_rock_90", 90,
+             ("rock_crash", "rock", "rock", "rock_fill", "rock_crash", "rock_b", "rock", "rock_fill",
+              "rock_crash"),
+             "band: Bach chorale BWV 8.6 (Voice Oohs, piano, acoustic bass) with a rock beat",
+             piece="m21_ens_mixed_bwv8.6", drum_gain=0.85),
+)
+
+
+def _jitter(*ints: int) -> int:
+    """Deterministic pseudo-random integer in -4..4 from a few integers."""
+    h = 0
+    for v in ints:
+        h = (h * 1000003 + int(v) * 7919 + 12345) % 2147483647
+    return h % 9 - 4
+
+
+def drum_notes(d: DrumClip) -> list:
+    """The drum hits of ``d`` as RNotes on the percussion channel (times in s, from LEAD_S).
+
+    Steps are sixteenth notes; each hit gets a deterministic timing offset of at most ±4 ms
+    and a velocity jitter of at most ±4 (a slightly human performance).
+    """
+    from bench.render import RNote
+
+    step_s = 60.0 / d.bpm / 4.0
+    out = []
+    for bi, bar in enumerate(d.bars):
+        for key, steps in sorted(DRUM_BARS[bar].items()):
+            if len(steps) != 16:
+                raise ValueError(f"drum bar {bar!r}, key {key}: {len(steps)} steps (need 16)")
+            for si, ch in enumerate(steps):
+                if ch == ".":
+                    continue
+                on = LEAD_S + (bi * 16 + si) * step_s + 0.001 * _jitter(bi, si, key)
+                vel = STEP_VELOCITY[ch] * d.drum_gain + _jitter(key, si, bi)
+                out.append(RNote(round(on, 6), round(on + DRUM_NOTE_S, 6), int(key),
+                                 int(min(127, max(1, round(vel)))), DRUM_CHANNEL))
+    out.sort(key=lambda n: (n.onset, n.pitch))
+    return out
+
+
+def _drum_key(d: DrumClip) -> str:
+    from bench.render import MUSESCORE_SF
+
+    sf = MUSESCORE_SF.resolve()
+    piece = next((asdict(p) for p in PIECES if p.name == d.piece), None) if d.piece else None
+    blob = json.dumps([DRUM_VERSION, DATASET_VERSION, asdict(d), DRUM_BARS, STEP_VELOCITY,
+                       DRUM_NOTE_S, piece, EXCERPT_S, LEAD_S, TAIL_S, PEAK, str(sf),
+                       sf.stat().st_size if sf.exists() else 0], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def render_drum_clip(d: DrumClip, renderer) -> dict:
+    """Render drum clip ``d`` into the cache (if not there yet) and return its clip dict.
+
+    Writes ``<name>.drums.json`` (``[onset_s, offset_s, gm_key]`` per hit) and, for a band
+    clip, ``<name>.notes.json`` with the pitched notes (drums excluded, as in the Slakh clips).
+    """
+    import soundfile as sf
+
+    key = _drum_key(d)
+    audio = DATASET_DIR / f"{d.name}.flac"
+    drums_path = DATASET_DIR / f"{d.name}.drums.json"
+    notes_path = DATASET_DIR / f"{d.name}.notes.json"
+    meta_path = DATASET_DIR / f"{d.name}.meta.json"
+    if meta_path.exists() and audio.exists() and drums_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return meta["clip"]
+    if renderer is None:
+        raise LookupError
+    hits = drum_notes(d)
+    pitched, programs = [], {}
+    if d.piece:
+        piece = next(p for p in PIECES if p.name == d.piece)
+        pitched, programs = score_notes(piece)
+    end = max(n.offset for n in hits + pitched)
+    duration = min(EXCERPT_S, end + TAIL_S)
+    hits = [h for h in hits if h.onset < duration - 0.3]
+    pitched = [n for n in pitched if n.onset < duration - 0.3]
+    y = renderer.render(pitched + hits, programs, duration)
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 0:
+        y = y * (PEAK / peak)
+    nf = int(0.005 * renderer.sr)
+    y[-nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
+    DATASET_DIR.mkdir(parents=True, exist_ok=True)
+    sf.write(str(audio), y, renderer.sr, subtype="PCM_16")
+    drums_path.write_text(json.dumps([[n.onset, n.offset, n.pitch] for n in hits]))
+    if pitched:
+        notes_path.write_text(json.dumps([[n.onset, n.offset, n.pitch] for n in pitched]))
+    clip = dict(name=d.name, group="drums", source="drums", audio=str(audio),
+                notes=str(notes_path) if pitched else None, drums=str(drums_path),
+                duration_s=len(y) / renderer.sr,
+                description=d.description + f" ({d.bpm:g} bpm, {len(hits)} hits)")
+    meta_path.write_text(json.dumps(dict(
+        key=key, clip=clip, programs={str(k): v for k, v in programs.items()},
+        drum_velocities=[n.velocity for n in hits]), indent=1))
+    return clip
+
+
+def drum_clips(progress: bool = True) -> list[dict]:
+    """Every drum clip, rendering the ones missing from the cache (benchmark soundfont)."""
+    from tqdm import tqdm
+
+    from bench.render import MUSESCORE_SF, Renderer
+
+    out: list[dict | None] = [None] * len(DRUM_CLIPS)
+    todo = []
+    for i, d in enumerate(DRUM_CLIPS):
+        try:
+            out[i] = render_drum_clip(d, None)
+        except LookupError:
+            todo.append(i)
+    if todo:
+        if not MUSESCORE_SF.exists():
+            raise SystemExit(f"bench: soundfont {MUSESCORE_SF} missing (scripts/install-sysdeps.sh --bench)")
+        renderer = Renderer(MUSESCORE_SF)
+        try:
+            for i in tqdm(todo, desc="rendering drum clips", disable=not progress, file=sys.stderr):
+                out[i] = render_drum_clip(DRUM_CLIPS[i], renderer)
+        finally:
+            renderer.close()
+    return [c for c in out if c is not None]
+
+
 def build(progress: bool = True) -> list[dict]:
-    """The whole evaluation set: development clips then rendered excerpts."""
-    return eval_clips() + rendered_clips(progress)
+    """The whole evaluation set: development clips, rendered excerpts, then drum clips."""
+    return eval_clips() + rendered_clips(progress) + drum_clips(progress)
 
 
 def load_notes(clip: dict) -> list | None:
@@ -325,7 +523,16 @@ def load_notes(clip: dict) -> list | None:
     return [(float(a), float(b), int(c)) for a, b, c in json.loads(Path(clip["notes"]).read_text())]
 
 
+def load_drums(clip: dict) -> list | None:
+    """Ground-truth drum hits ``[onset_s, offset_s, gm_key]`` of ``clip`` (None without any)."""
+    if not clip.get("drums"):
+        return None
+    return [(float(a), float(b), int(c)) for a, b, c in json.loads(Path(clip["drums"]).read_text())]
+
+
 if __name__ == "__main__":
     for c in build():
         n = load_notes(c)
-        print(f"{c['name']:32s} {c['group']:9s} {c['duration_s']:6.2f}s {len(n) if n else '-':>5} notes")
+        d = load_drums(c)
+        print(f"{c['name']:32s} {c['group']:9s} {c['duration_s']:6.2f}s {len(n) if n else '-':>5} notes"
+              + (f" {len(d):>5} drum hits" if d else ""))

@@ -211,3 +211,68 @@ def mean_or_none(values: Iterable[float | None]) -> float | None:
     """Mean of the values that are not None (and finite); None when there are none."""
     v = [float(x) for x in values if x is not None and np.isfinite(x)]
     return float(np.mean(v)) if v else None
+
+
+# --- drums ---------------------------------------------------------------------------------
+
+#: Onset tolerance of the drum-onset F1 (s).
+DRUM_TOLERANCE_S = 0.05
+#: The classes the drum-onset F1 matches within: General MIDI drum keys of each.
+DRUM_METRIC_CLASSES = {
+    "kick": (35, 36),
+    "snare": (37, 38, 39, 40),  # side stick, snares, hand clap
+    "hihat": (42, 44, 46),  # closed, pedal, open
+    "toms": (41, 43, 45, 47, 48, 50),
+    "cymbals": (49, 51, 52, 53, 55, 57, 59),  # crash, ride, china, bell, splash
+}
+_DRUM_KEY_CLASS = {k: c for c, keys in DRUM_METRIC_CLASSES.items() for k in keys}
+
+
+def drum_class(key: int) -> str:
+    """The metric class of GM drum ``key`` (``"other:<key>"`` for a key of no class)."""
+    return _DRUM_KEY_CLASS.get(int(key), f"other:{int(key)}")
+
+
+def drum_onset_prf(ref: Iterable[Sequence[float]], est: Iterable[Sequence[float]],
+                   tol: float = DRUM_TOLERANCE_S) -> tuple[float, float, float] | None:
+    """Class-aware drum-onset precision, recall and F1 of ``est`` against ``ref``.
+
+    Both are sequences of ``(onset_s, offset_s, gm_key)`` (offsets are ignored).  Keys are
+    mapped to the classes of DRUM_METRIC_CLASSES (kick; snare; hi-hat = closed + pedal + open;
+    toms; cymbals = crash + ride + china + splash; any other key is a class of its own).
+    Within each class, hits are matched one-to-one (maximum bipartite matching,
+    ``mir_eval.util.match_events``) when their onsets differ by at most ``tol`` seconds.
+    Counts are summed over the classes: precision = matched / estimated, recall = matched /
+    reference, F1 their harmonic mean.  Returns None when the reference is empty (undefined);
+    an empty estimate against a non-empty reference scores 0.
+    """
+    import mir_eval
+
+    def by_class(hits) -> dict[str, np.ndarray]:
+        out: dict[str, list[float]] = {}
+        for h in hits:
+            out.setdefault(drum_class(int(h[2])), []).append(float(h[0]))
+        return {c: np.sort(np.asarray(v, np.float64)) for c, v in out.items()}
+
+    r, e = by_class(ref), by_class(est)
+    n_ref = sum(len(v) for v in r.values())
+    n_est = sum(len(v) for v in e.values())
+    if n_ref == 0:
+        return None
+    if n_est == 0:
+        return 0.0, 0.0, 0.0
+    matched = 0
+    for c, on_ref in r.items():
+        on_est = e.get(c)
+        if on_est is not None and len(on_est):
+            matched += len(mir_eval.util.match_events(on_ref, on_est, tol))
+    p, rec = matched / n_est, matched / n_ref
+    f = 0.0 if matched == 0 else 2 * p * rec / (p + rec)
+    return float(p), float(rec), float(f)
+
+
+def drum_onset_f1(ref: Iterable[Sequence[float]], est: Iterable[Sequence[float]],
+                  tol: float = DRUM_TOLERANCE_S) -> float | None:
+    """Class-aware drum-onset F1 (see :func:`drum_onset_prf`); None when the reference is empty."""
+    prf = drum_onset_prf(ref, est, tol)
+    return None if prf is None else prf[2]

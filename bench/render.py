@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 SR = 44100
+#: MIDI channel of General MIDI percussion (channel 10, 0-based 9): its notes play the GM kit.
+GM_DRUM_CHANNEL = 9
 MUSESCORE_SF = Path("/usr/share/sounds/sf3/MuseScore_General.sf3")
 FLUIDR3_SF = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
@@ -22,7 +24,7 @@ class RNote:
     offset: float  # s
     pitch: int  # MIDI
     velocity: int  # 1..127
-    channel: int  # 0..15 (never 9)
+    channel: int  # 0..15; 9 (GM_DRUM_CHANNEL) is the percussion channel: pitch = GM drum key
 
 
 class Renderer:
@@ -49,10 +51,18 @@ class Renderer:
         self.synth.get_samples(self.sr * 4)
 
     def render(self, notes: list[RNote], programs: dict[int, int], duration_s: float) -> np.ndarray:
-        """Render ``notes`` (channels -> GM ``programs``) to ``duration_s`` s of mono float32."""
+        """Render ``notes`` (channels -> GM ``programs``) to ``duration_s`` s of mono float32.
+
+        Notes on channel ``GM_DRUM_CHANNEL`` play the soundfont's drum kit (bank 128, kit
+        ``programs.get(9, 0)``) with their pitch as the GM drum key.
+        """
         self._flush()
         for ch, prog in programs.items():
-            self.synth.program_select(ch, self.sfid, 0, int(prog))
+            if ch != GM_DRUM_CHANNEL:
+                self.synth.program_select(ch, self.sfid, 0, int(prog))
+        if any(n.channel == GM_DRUM_CHANNEL for n in notes):  # the standard kit (bank 128)
+            self.synth.program_select(GM_DRUM_CHANNEL, self.sfid, 128,
+                                      int(programs.get(GM_DRUM_CHANNEL, 0)))
         n_total = int(round(duration_s * self.sr))
         events = []  # (sample, kind 0=off 1=on, channel, pitch, velocity)
         for n in notes:

@@ -25,6 +25,8 @@ DOCS = REPO / "docs"
 MD = DOCS / "BENCHMARKS.md"
 OUTDIR = DOCS / "bench"
 GROUPS = ("solo", "ensemble", "real")
+#: The drum clips (GM drum patterns, and one band clip) get a table of their own.
+DRUM_GROUP = "drums"
 HISTORY = "## History"
 
 
@@ -107,7 +109,16 @@ COLUMNS = (  # (key, header, format)
 )
 
 
-def aggregate(per_clip: list[dict], codecs: list[str], group: str, source: str | None = None) -> list[dict]:
+DRUM_COLUMNS = (  # the drums table
+    ("kbps", "kbit/s", "{:.3g}"),
+    ("mel", "mel dist. ↓", "{:.3f}"),
+    ("drum_f1", "drum F1 ↑", "{:.3f}"),
+    ("rt_drum_f1", "round-trip drum F1 ↑", "{:.3f}"),
+)
+
+
+def aggregate(per_clip: list[dict], codecs: list[str], group: str, source: str | None = None,
+              columns=None) -> list[dict]:
     """Per-codec means over the clips of ``group`` (and of ``source``, e.g. "eval", if given)."""
     clips = [c for c in per_clip if c["group"] == group and (source is None or c.get("source") == source)]
     out = []
@@ -116,7 +127,7 @@ def aggregate(per_clip: list[dict], codecs: list[str], group: str, source: str |
         ok = [r for r in rows if r and r.get("status") == "ok"]
         agg = dict(codec=codec, n=len(clips), n_ok=len(ok),
                    statuses=sorted({(r or {}).get("status", "missing") for r in rows} - {"ok"}))
-        for key, _, _ in COLUMNS:
+        for key, _, _ in (columns or COLUMNS):
             agg[key] = metrics.mean_or_none(r.get(key) for r in ok)
         out.append(agg)
     return out
@@ -126,12 +137,14 @@ def _fmt(v, f: str) -> str:
     return "–" if v is None else f.format(v)
 
 
-def group_table(aggs: list[dict], short: bool = False) -> str:
-    cols = COLUMNS[:5] if short else COLUMNS
+def group_table(aggs: list[dict], short: bool = False, columns=None) -> str:
+    cols = columns or (COLUMNS[:5] if short else COLUMNS)
     head = "| codec | clips ok | " + " | ".join(h for _, h, _ in cols) + " |"
     sep = "|---|---:|" + "---:|" * len(cols)
     lines = [head, sep]
     for a in aggs:
+        if a["n_ok"] == 0 and a["statuses"] == ["missing"]:
+            continue  # a codec not run on this group (e.g. the 1-track variant on solos)
         ok = f"{a['n_ok']}/{a['n']}"
         if a["n_ok"] < a["n"] and a["statuses"]:
             ok += " (" + ", ".join(a["statuses"]) + ")"
@@ -257,6 +270,11 @@ def _definitions() -> str:
         "- **enc/dec ×RT**: clip duration / wall-clock seconds of the child process (start-up included), "
         "measured while the benchmark runs clips in parallel; **RSS**: the child's peak resident set "
         "(`/usr/bin/time -f %M`). The plain pipeline's encode is measured once per clip and cached.",
+        f"- **drum F1** (drum clips): class-aware drum-onset F1 (`drum_onset_f1`): GM keys mapped to kick, "
+        f"snare, hi-hat (closed + pedal + open), toms, cymbals (crash + ride); within each class hits "
+        f"matched one-to-one within {m.DRUM_TOLERANCE_S * 1000:g} ms; of the `.smc`'s drum track for "
+        "semcodec, of the drum detector (`semcodec.drums.detect_drums`) on the original for the "
+        "original row. **round-trip drum F1**: the same for the detector run on the *decoded* audio.",
         "- The plain pipeline: basic-pitch (onnxruntime, default settings) → gzipped MIDI → fluidsynth with "
         "FluidR3_GM, program 0 (piano), peak-normalised; the loudness-matched row scales that output to "
         "the original's integrated loudness (pyloudnorm, BS.1770).",
@@ -275,7 +293,7 @@ def _wall_line(info: dict) -> str:
 
 def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str:
     codecs = info["codecs"]
-    counts = {g: sum(1 for c in per_clip if c["group"] == g) for g in GROUPS}
+    counts = {g: sum(1 for c in per_clip if c["group"] == g) for g in GROUPS + (DRUM_GROUP,)}
     ram = f"{info['ram_gib']:.1f} GiB RAM" if info.get("ram_gib") else "RAM unknown"
     v = info["versions"]
     lines = [
@@ -304,6 +322,8 @@ def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str
         if g == "solo" and 0 < n_real < counts[g]:
             lines += [f"### Solo, real Slakh stems only ({n_real} clips of `../shared/eval`)", "",
                       group_table(aggregate(per_clip, codecs, g, source="eval")), ""]
+    if counts[DRUM_GROUP]:
+        lines += drums_section(per_clip, codecs)
     fails = failures(per_clip, codecs)
     if fails:
         lines += ["## Failures", "", "| codec | status | clips | message |", "|---|---|---:|---|"]
@@ -324,6 +344,30 @@ def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str
     return "\n".join(lines)
 
 
+def drums_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
+    """Markdown lines of the drums section: the per-codec table, then drum F1 per clip."""
+    clips = [c for c in per_clip if c["group"] == DRUM_GROUP]
+    lines = [f"## Drums ({len(clips)} clips)", "",
+             "GM drum patterns rendered with the benchmark soundfont (and one band clip: an ensemble "
+             "piece with a drum pattern), ground truth `[onset, offset, gm_key]`.", "",
+             group_table(aggregate(per_clip, codecs, DRUM_GROUP, columns=DRUM_COLUMNS),
+                         columns=DRUM_COLUMNS), ""]
+    sc = [k for k in codecs if k.startswith("semcodec")]
+    heads = ["detector on the original"] + [f"{k}: score" for k in sc[:1]] + [f"{k}: round-trip" for k in sc]
+    lines += ["Drum F1 per clip (the score of every semcodec engine is the same `.smc`):", "",
+              "| clip | hits | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(heads)]
+    for c in clips:
+        rows = c.get("rows", {})
+        vals = [rows.get(codecs[0], {}).get("drum_f1")] if codecs else [None]
+        vals += [rows.get(k, {}).get("drum_f1") for k in sc[:1]]
+        vals += [rows.get(k, {}).get("rt_drum_f1") for k in sc]
+        n = c.get("n_drum_hits")
+        lines.append(f"| {c['name']} | {'–' if n is None else n} | "
+                     + " | ".join(_fmt(v, "{:.3f}") for v in vals) + " |")
+    lines.append("")
+    return lines
+
+
 def history_entry(info: dict, per_clip: list[dict]) -> str:
     codecs = info["codecs"]
     lines = [f"### {info['date']}, commit `{info['commit']}`, {len(per_clip)} clips", "",
@@ -335,6 +379,13 @@ def history_entry(info: dict, per_clip: list[dict]) -> str:
                 continue
             lines.append(f"| {g} | {a['codec']} | {a['n_ok']}/{a['n']} | "
                          + " | ".join(_fmt(a[k], f) for k, _, f in COLUMNS[:5]) + " |")
+    drum = [a for a in aggregate(per_clip, codecs, DRUM_GROUP, columns=DRUM_COLUMNS) if a["n"]]
+    if drum:
+        lines += ["", "| drums | codec | clips ok | " + " | ".join(h for _, h, _ in DRUM_COLUMNS) + " |",
+                  "|---|---|---:|" + "---:|" * len(DRUM_COLUMNS)]
+        for a in drum:
+            lines.append(f"| drums | {a['codec']} | {a['n_ok']}/{a['n']} | "
+                         + " | ".join(_fmt(a[k], f) for k, _, f in DRUM_COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -396,8 +447,9 @@ def write_all(info: dict, per_clip: list[dict], docs: Path | None = None) -> Non
             r.pop("figure_wav", None)
             r.pop("wav", None)
         c2["audio"] = os.path.relpath(c["audio"], REPO)
-        if c2.get("notes"):
-            c2["notes"] = os.path.relpath(c["notes"], REPO)
+        for key in ("notes", "drums"):
+            if c2.get(key):
+                c2[key] = os.path.relpath(c[key], REPO)
         clean.append(c2)
     (outdir / "results.json").write_text(json.dumps(dict(run=_jsonable(info), clips=clean), indent=1) + "\n")
     md = render_markdown(info, per_clip, figures)
@@ -414,8 +466,9 @@ def rewrite_from_results(docs: Path | None = None) -> None:
     info, per_clip = data["run"], data["clips"]
     for c in per_clip:
         c["audio"] = str(REPO / c["audio"])
-        if c.get("notes"):
-            c["notes"] = str(REPO / c["notes"])
+        for key in ("notes", "drums"):
+            if c.get(key):
+                c[key] = str(REPO / c[key])
     write_all(info, per_clip, docs=docs)
 
 
@@ -423,3 +476,5 @@ def print_tables(info: dict, per_clip: list[dict]) -> None:
     for g in GROUPS:
         if any(c["group"] == g for c in per_clip):
             print(f"\n{g}\n" + group_table(aggregate(per_clip, info["codecs"], g)))
+    if any(c["group"] == DRUM_GROUP for c in per_clip):
+        print("\n" + "\n".join(drums_section(per_clip, info["codecs"])))

@@ -40,6 +40,13 @@ PLAIN = "plain"
 PLAIN_LM = "plain (loudness-matched)"
 
 
+#: On mixes (ensembles, bands): the same clip encoded as one track without drums (what semcodec
+#: did before it split mixes), decoded with the neural engine, to compare with the default.
+ONE_TRACK = "semcodec neural, 1 track"
+ONE_TRACK_ARGS = ("--tracks", "1", "--drums", "off")
+ONE_TRACK_GROUPS = ("ensemble", "band")
+
+
 def semcodec_row(engine: str) -> str:
     return f"semcodec {engine}"
 
@@ -47,8 +54,9 @@ def semcodec_row(engine: str) -> str:
 def codec_order(engines: list[str]) -> list[str]:
     from bench.codecs import OPUS_KBPS
 
-    return ([ORIGINAL] + [semcodec_row(e) for e in engines] + [OPUS.format(k) for k in OPUS_KBPS]
-            + [PLAIN, PLAIN_LM])
+    one = [ONE_TRACK] if "neural" in engines else []
+    return ([ORIGINAL] + [semcodec_row(e) for e in engines] + one
+            + [OPUS.format(k) for k in OPUS_KBPS] + [PLAIN, PLAIN_LM])
 
 
 def slug(name: str) -> str:
@@ -124,6 +132,22 @@ def cached_plain_encode(clip: dict) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def detected_drums(audio, sr: int = 44100) -> list[tuple[float, float, int]]:
+    """``(onset, offset, gm_key)`` of semcodec's drum detector on mono ``audio`` at ``sr``."""
+    from semcodec import drums
+
+    return [(n.onset, n.offset, n.pitch) for n in drums.detect_drums(audio, sr)]
+
+
+def smc_drum_notes(path: str | Path) -> list[tuple[float, float, int]]:
+    """``(onset, offset, gm_key)`` of every note of the drum tracks of the ``.smc`` at ``path``
+    (empty when it has none)."""
+    import semcodec
+
+    c = semcodec.load(path)
+    return [(n.onset, n.offset, n.pitch) for t in c.score.tracks if t.is_drum for n in t.notes]
+
+
 def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
     """Every codec on one clip; returns ``{clip..., rows: {codec: row}}``."""
     import numpy as np
@@ -133,13 +157,14 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
 
     from bench import codecs, metrics
     from bench.bp import transcribe
-    from bench.dataset import load_notes
+    from bench.dataset import load_drums, load_notes
 
     t_clip = time.perf_counter()
     name = clip["name"]
     dur = float(clip["duration_s"])
     ref = load_mono(clip["audio"])
     gt = load_notes(clip)
+    drum_gt = load_drums(clip)
     rows: dict[str, dict] = {}
     ref_cache: dict = {}  # reference features, reused by every codec of this clip
     fig_dir = FIG_CACHE / name
@@ -161,6 +186,8 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
                 notes, _ = transcribe(wav)
                 prf = metrics.note_prf(gt, [(a, b, c) for a, b, c, _ in notes])
                 row["rt_p"], row["rt_r"], row["rt_f1"] = prf if prf else (None, None, None)
+            if drum_gt is not None:
+                row["rt_drum_f1"] = metrics.drum_onset_f1(drum_gt, detected_drums(est))
             if keep_figures:
                 shutil.copyfile(wav, figure_wav(name, codec))
         except Exception as e:  # noqa: BLE001
@@ -180,6 +207,9 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
         plain = cached_plain_encode(clip)
         orig = dict(status="ok", kbps=metrics.bitrate_kbps(Path(clip["audio"]).stat().st_size, dur),
                     mel=0.0, chroma=1.0)
+        if drum_gt is not None:
+            # the drum detector on the original: what the encoder's drum track can reach
+            orig["drum_f1"] = orig["rt_drum_f1"] = metrics.drum_onset_f1(drum_gt, detected_drums(ref))
         if plain.get("status") == "ok" and gt is not None:
             notes = json.loads((Path(plain["dir"]) / "notes.json").read_text())
             prf = metrics.note_prf(gt, [(a, b, c) for a, b, c, _ in notes])
@@ -200,17 +230,41 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
                 score_f1 = metrics.note_f1(gt, est)
             except Exception as e:  # noqa: BLE001
                 score_error = f"export midi unreadable: {e}"[:300]
+        drum_f1 = None
+        if drum_gt is not None and enc.get("status") == "ok":
+            try:
+                drum_f1 = metrics.drum_onset_f1(drum_gt, smc_drum_notes(enc["path"]))
+            except Exception as e:  # noqa: BLE001
+                score_error = f"drum track unreadable: {e}"[:300]
         for e in engines:
             er = sc["engines"][e]
             if enc.get("status") == "ok" and er.get("status") == "ok":
                 row = audio_row(semcodec_row(e), er["wav"], bytes=enc["bytes"],
-                                kbps=metrics.bitrate_kbps(enc["bytes"], dur), score_f1=score_f1)
+                                kbps=metrics.bitrate_kbps(enc["bytes"], dur), score_f1=score_f1,
+                                drum_f1=drum_f1)
                 if score_error:
                     row["score_error"] = score_error
                 speeds(row, enc["wall_s"], er["wall_s"], enc["rss_mb"], er["rss_mb"])
             else:
                 row = dict(status=er.get("status", "error"), error=er.get("error"), stderr=er.get("stderr"))
             rows[semcodec_row(e)] = row
+
+        # the same mix as one track, no drums
+        if clip.get("group") in ONE_TRACK_GROUPS and "neural" in engines:
+            one = codecs.run_semcodec(Path(clip["audio"]), work / "one", ["neural"], ONE_TRACK_ARGS)
+            enc1, er1 = one["encode"], one["engines"]["neural"]
+            if enc1.get("status") == "ok" and er1.get("status") == "ok":
+                f1_1 = None
+                if one.get("export_midi") and gt is not None:
+                    pm1 = pretty_midi.PrettyMIDI(one["export_midi"])
+                    f1_1 = metrics.note_f1(gt, [(n.start, n.end, n.pitch) for i in pm1.instruments
+                                                if not i.is_drum for n in i.notes])
+                row = audio_row(ONE_TRACK, er1["wav"], bytes=enc1["bytes"],
+                                kbps=metrics.bitrate_kbps(enc1["bytes"], dur), score_f1=f1_1)
+                speeds(row, enc1["wall_s"], er1["wall_s"], enc1["rss_mb"], er1["rss_mb"])
+            else:
+                row = dict(status="error", error=enc1.get("error") or er1.get("error"))
+            rows[ONE_TRACK] = row
 
         # Opus
         for k in codecs.OPUS_KBPS:
@@ -257,6 +311,7 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
 
     out = dict(clip)
     out["n_notes"] = len(gt) if gt is not None else None
+    out["n_drum_hits"] = len(drum_gt) if drum_gt is not None else None
     out["rows"] = rows
     out["eval_wall_s"] = time.perf_counter() - t_clip
     return out

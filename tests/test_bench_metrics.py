@@ -105,3 +105,28 @@ def test_bitrate_and_speed():
     assert metrics.realtime_factor(30.0, 0.0) is None
     assert metrics.mean_or_none([1.0, None, 3.0]) == pytest.approx(2.0)
     assert metrics.mean_or_none([None]) is None
+
+
+def test_drum_onset_f1():
+    ref = [(0.0, 0.1, 36), (0.0, 0.1, 42), (0.5, 0.6, 38), (0.5, 0.6, 42), (1.0, 1.1, 49)]
+    assert metrics.drum_onset_f1(ref, ref) == pytest.approx(1.0)
+    # within a class, closed/open/pedal hats are one class, crash and ride another, toms another
+    same_class = [(0.02, 0.1, 36), (0.0, 0.1, 46), (0.48, 0.6, 38), (0.5, 0.6, 44), (1.0, 1.1, 51)]
+    assert metrics.drum_onset_f1(ref, same_class) == pytest.approx(1.0)
+    assert metrics.drum_onset_f1([(0.0, 0.1, 45)], [(0.0, 0.1, 50)]) == pytest.approx(1.0)
+    # the right time but the wrong class: no match
+    assert metrics.drum_onset_f1(ref, [(a, b, 38 if k == 36 else k) for a, b, k in ref]) == \
+        pytest.approx(2 * 0.8 * 0.8 / 1.6)
+    # beyond the 50 ms tolerance
+    assert metrics.drum_onset_f1(ref, [(a + 0.06, b, k) for a, b, k in ref]) == pytest.approx(0.0)
+    # one-to-one: two estimates near one reference hit match it once
+    p, r, f = metrics.drum_onset_prf([(0.0, 0.1, 36)], [(0.0, 0.1, 36), (0.03, 0.1, 36)])
+    assert (p, r) == pytest.approx((0.5, 1.0)) and f == pytest.approx(2 / 3)
+    # the matching is maximal, not closest-first: 0.03 is closest to 0.05, but taking it there
+    # would leave 0.095 unmatched
+    p, r, f = metrics.drum_onset_prf([(0.0, 0.1, 38), (0.05, 0.1, 38)], [(0.03, 0.1, 38), (0.095, 0.1, 38)])
+    assert (p, r) == pytest.approx((1.0, 1.0))
+    assert metrics.drum_onset_f1(ref, []) == 0.0
+    assert metrics.drum_onset_f1([], ref) is None
+    assert metrics.drum_class(42) == metrics.drum_class(46) == "hihat"
+    assert metrics.drum_class(56) == "other:56"

@@ -287,3 +287,59 @@ def fade_edges(audio: np.ndarray, sr: int, seconds: float = 0.005) -> np.ndarray
     out[:n] *= ramp
     out[-n:] *= ramp[::-1]
     return out
+
+
+#: For a General MIDI drum key without a one-shot of its own: the keys whose one-shot may stand
+#: in, best first (kicks, snares/claps, hi-hats, toms by size, crashes then rides, rides then
+#: crashes).
+DRUM_FALLBACKS: dict[int, tuple[int, ...]] = {
+    35: (36,), 36: (35,),
+    37: (38, 40, 39), 38: (40, 37, 39), 39: (38, 40, 37), 40: (38, 37, 39),
+    42: (44, 46), 44: (42, 46), 46: (42, 44),
+    41: (43, 45, 47, 48, 50), 43: (41, 45, 47, 48, 50), 45: (47, 43, 48, 41, 50),
+    47: (45, 48, 43, 50, 41), 48: (47, 50, 45, 43, 41), 50: (48, 47, 45, 43, 41),
+    49: (57, 55, 52, 51, 59, 53), 57: (49, 55, 52, 51, 59, 53), 55: (49, 57, 52, 51, 59, 53),
+    52: (49, 57, 55, 51, 59, 53), 51: (59, 53, 49, 57, 55, 52), 59: (51, 53, 49, 57, 55, 52),
+    53: (51, 59, 49, 57, 55, 52),
+}
+
+
+def oneshot_for(key: int, available) -> int | None:
+    """The key whose one-shot plays drum ``key``: itself if in ``available``, else the first
+    of :data:`DRUM_FALLBACKS` that is; None when there is none."""
+    if key in available:
+        return key
+    for k in DRUM_FALLBACKS.get(key, ()):
+        if k in available:
+            return k
+    return None
+
+
+def play_oneshots(hits, shots: dict[int, np.ndarray], sr: int, n_samples: int, *,
+                  ref_velocity: dict[int, int] | None = None) -> np.ndarray:
+    """A sampler: mono float32 ``(n_samples,)`` at ``sr`` Hz with every hit's one-shot added.
+
+    ``hits`` is a sequence of ``(onset_s, key, velocity)``; ``shots`` maps a key to its one-shot
+    (mono float32 at ``sr``).  A hit plays its key's one-shot, or the one-shot of the closest
+    related key (:func:`oneshot_for`: toms share, crash <-> ride, open <-> closed hi-hat), and
+    is skipped when there is none.  The level is ``(velocity / ref) ** 2`` where ``ref`` is
+    ``ref_velocity[shot key]`` (the velocity of the hit the one-shot was cut from, so that this
+    hit is reproduced as it was), 127 when not given.  Hits outside the output are dropped;
+    one-shots running past the end are cut.
+    """
+    n_samples = int(n_samples)
+    out = np.zeros(max(n_samples, 0), np.float32)
+    refs = ref_velocity or {}
+    for onset, key, velocity in hits:
+        src = oneshot_for(int(key), shots)
+        if src is None:
+            continue
+        s = int(round(float(onset) * sr))
+        if s < 0 or s >= n_samples:
+            continue
+        shot = np.asarray(shots[src], np.float32)
+        ref = max(1, min(127, int(refs.get(src, 127))))
+        gain = (max(1, min(127, int(velocity))) / ref) ** 2
+        e = min(n_samples, s + shot.shape[0])
+        out[s:e] += gain * shot[:e - s]
+    return out

@@ -6,7 +6,9 @@ torch is imported lazily: importing this module costs only numpy; torch and the 
 ``neural-<first 12 hex of their sha256>.safetensors``; the loader checks that hash.
 
 Rendering is done on the CPU in float32 and is deterministic (noise generators are seeded from
-the track index).  Drum tracks are not played by this engine yet (silence).
+the track index).  Drum tracks are played by a sampler (:func:`semcodec.synth.dsp.play_oneshots`)
+from the container's keyed one-shot samples of that track; a drum track without any falls back to
+fluidsynth's General MIDI kit (silence, with a warning, when fluidsynth is unavailable).
 """
 
 from __future__ import annotations
@@ -184,6 +186,14 @@ class NeuralEngine:
         limit_s = n_samples / sr
         with torch.no_grad(), torch_threads():
             for i, track in enumerate(score.tracks):
+                if track.is_drum and track.notes:
+                    y = render_drum_track(track, [smp for smp in samples if smp.track == i],
+                                          sr, n_samples, tempo=tempo)
+                    tb = by_track.get(i)
+                    if tb is not None and math.isfinite(tb.gain_db):
+                        y = y * 10.0 ** (tb.gain_db / 20.0)
+                    out += y.astype(np.float32)
+                    continue
                 if track.is_drum or not track.notes:
                     continue
                 on, off, pit, vel, bends = _track_notes(track, tempo, transpose, limit_s)
@@ -251,3 +261,73 @@ def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *
                                sr=sr, seed=seed, resample=dsp.resample, fast=True,
                                outputs=outputs)
     return y[0].numpy().astype(np.float32)
+
+
+def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:
+    """A keyed Opus sample decoded to mono float32 at ``sr`` Hz (None if it cannot be read)."""
+    import io  # noqa: PLC0415
+
+    import soundfile as sf  # noqa: PLC0415
+
+    if sample.codec != "opus":
+        log.warning("drum one-shot of key %s: codec %r not supported, skipped", sample.key,
+                    sample.codec)
+        return None
+    try:
+        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        log.warning("drum one-shot of key %s cannot be decoded (%s), skipped", sample.key, exc)
+        return None
+    return dsp.resample(dsp.downmix(data), int(rate), int(sr))
+
+
+def render_drum_track(track: Track, samples, sr: int, n_samples: int, *,
+                      tempo: float = 1.0) -> np.ndarray:
+    """Mono float32 ``(n_samples,)`` at ``sr`` Hz of a drum ``track``.
+
+    ``samples`` are the container's samples of this track: those with a ``key`` are one-shots,
+    played by :func:`semcodec.synth.dsp.play_oneshots` (each one-shot's reference velocity is
+    that of the track's hit it was cut from, so that hit sounds as in the original).  Note
+    times are divided by ``tempo``; drums are never transposed.  Without any one-shot the track
+    is played by fluidsynth's GM kit, or is silent (with a warning) when fluidsynth is missing.
+    """
+    n_samples = int(n_samples)
+    shots: dict[int, np.ndarray] = {}
+    refs: dict[int, int] = {}
+    for smp in samples:
+        if smp.key is None or smp.key in shots:
+            continue
+        y = _decode_oneshot(smp, sr)
+        if y is None or y.size == 0:
+            continue
+        shots[int(smp.key)] = y
+        near = [n for n in track.notes if n.pitch == smp.key and abs(n.onset - smp.start) < 0.05]
+        refs[int(smp.key)] = min(near, key=lambda n: abs(n.onset - smp.start)).velocity if near else 100
+    sampled = [n for n in track.notes if dsp.oneshot_for(n.pitch, shots) is not None]
+    rest = [n for n in track.notes if dsp.oneshot_for(n.pitch, shots) is None]
+    out = np.zeros(n_samples, np.float32)
+    if sampled:
+        hits = [(n.onset / tempo, n.pitch, n.velocity) for n in sampled]
+        out += dsp.play_oneshots(hits, shots, sr, n_samples, ref_velocity=refs)
+    if not rest:
+        return out
+    # hits with no one-shot of their own or of a related drum (the bitrate budget kept only
+    # some): the GM kit, at the level the sampled hits would have at the same velocity
+    try:
+        from semcodec.events import Note  # noqa: PLC0415
+        from semcodec.synth.fluid import render_notes  # noqa: PLC0415
+
+        notes = [Note(n.onset / tempo, max(n.onset / tempo + 0.005, n.offset / tempo), n.pitch,
+                      n.velocity) for n in rest]
+        kit = render_notes(notes, 0, sr, n_samples, is_drum=True)
+    except SynthError as exc:
+        log.warning("drum track %r: %d hits without one-shots and no fluidsynth (%s): silent",
+                    track.name, len(rest), exc)
+        return out
+    if sampled:
+        # match the kit to the sampler by the RMS per hit of each part
+        k_rms = float(np.sqrt(np.mean(kit.astype(np.float64) ** 2))) / math.sqrt(len(rest))
+        s_rms = float(np.sqrt(np.mean(out.astype(np.float64) ** 2))) / math.sqrt(len(sampled))
+        if k_rms > 0 and s_rms > 0:
+            kit = kit * np.float32(s_rms / k_rms)
+    return out + kit
