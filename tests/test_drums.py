@@ -54,7 +54,7 @@ def drum_clip():
     notes = _pattern()
     n = int((notes[-1].onset + 1.5) * SR)
     track = Track("drums", 0, is_drum=True).with_notes(notes)
-    audio = render_score(Score(tracks=(track,)), SR, n)
+    audio = render_score(Score(tracks=(track,)), SR, n, soundfont=find_soundfont())
     return (0.7 * audio / np.abs(audio).max()).astype(np.float32), notes
 
 
