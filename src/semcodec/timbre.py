@@ -114,6 +114,64 @@ def _excerpt_notes(score: Score, ti: int, starts: list[float]):
     return on, off, pit, vel, bends, np.asarray(grp, np.int64)
 
 
+def _isolate(target: np.ndarray, starts: list[float], score: Score, ti: int,
+             others: list[int], sr: int, n_harm: int = 12) -> np.ndarray:
+    """Track ``ti``'s part of mix excerpts ``target`` (G, n) by harmonic masking.
+
+    In an STFT of each excerpt, bins near a harmonic of one of ``ti``'s sounding notes (and
+    of no other track's) are kept, bins near other tracks' harmonics only are removed, shared
+    ones are halved, and the remaining bins (noise, transients) are scaled by the track's share
+    of the frame's harmonic energy.  Fitting a track against this, instead of the whole mix,
+    keeps it from imitating the other instruments and gives it its own level.
+    """
+    n_fft, hop = 2048, 512
+    win = np.hanning(n_fft + 1)[:-1]
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    out = np.zeros_like(target)
+    for g, st in enumerate(starts):
+        x = target[g].astype(np.float64)
+        n = x.shape[0]
+        xp = np.pad(x, (n_fft // 2, n_fft // 2 + hop))
+        n_fr = 1 + (xp.shape[0] - n_fft) // hop
+        idx = np.arange(n_fr)[:, None] * hop + np.arange(n_fft)[None, :]
+        spec = np.fft.rfft(xp[idx] * win, axis=1)
+        t = st + np.arange(n_fr) * hop / sr
+        m_mine = np.zeros(spec.shape, bool)
+        m_other = np.zeros(spec.shape, bool)
+        for tj in [ti, *others]:
+            for note in score.tracks[tj].notes:
+                if note.offset < st - 0.1 or note.onset > st + FIT_WINDOW_S:
+                    continue
+                fr = (t >= note.onset - 0.02) & (t <= note.offset + 0.05)
+                if not fr.any():
+                    continue
+                f0 = 440.0 * 2.0 ** ((note.pitch - 69) / 12.0)
+                near = np.zeros(freqs.shape[0], bool)
+                for k in range(1, n_harm + 1):
+                    if k * f0 > sr / 2:
+                        break
+                    near |= np.abs(freqs - k * f0) <= max(0.03 * k * f0, 1.5 * sr / n_fft)
+                if tj == ti:
+                    m_mine[fr] |= near
+                else:
+                    m_other[fr] |= near
+        power = np.abs(spec) ** 2
+        e_mine = (power * m_mine).sum(axis=1)
+        e_all = (power * (m_mine | m_other)).sum(axis=1)
+        share = np.where(e_all > 0, e_mine / np.maximum(e_all, 1e-30),
+                         (m_mine.any(axis=1)).astype(np.float64))
+        mask = np.where(m_mine & ~m_other, 1.0, np.where(m_mine & m_other, 0.5,
+                        np.where(m_other, 0.0, share[:, None])))
+        y = np.fft.irfft(spec * mask, n_fft, axis=1) * win
+        acc = np.zeros(xp.shape[0])
+        norm = np.zeros(xp.shape[0])
+        np.add.at(acc, idx, y)
+        np.add.at(norm, idx, np.broadcast_to(win ** 2, y.shape))
+        rec = acc / np.maximum(norm, 1e-8)
+        out[g] = rec[n_fft // 2:n_fft // 2 + n].astype(target.dtype)
+    return out
+
+
 # --- program shortlist (no synthesis) ---------------------------------------------------
 
 def _harmonic_obs(x: np.ndarray, nb, grp: np.ndarray, sr: int):
@@ -253,6 +311,9 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
             a = int(st * sr)
             seg = dsp.resample(audio[a:a + int(FIT_WINDOW_S * sr) + 64], sr, ddsp.SR_INT)[:n_win]
             target[g, :seg.shape[0]] = seg
+        others = [tj for tj in pitched if tj != ti]
+        if others:  # one of several tracks of a mix: fit it against its own part of the mix
+            target = _isolate(target, starts, score, ti, others, ddsp.SR_INT)
         nb = ddsp.NoteBatch(on, off, pit, vel, bends, FIT_WINDOW_S)
         tgt = torch.from_numpy(target)
         G = len(starts)
