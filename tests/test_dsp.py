@@ -23,7 +23,8 @@ def test_fft_convolve_matches_direct_convolution(n_x, n_h):
 
 
 @pytest.mark.parametrize("sr_in,sr_out", [(22050, 44100), (44100, 22050), (48000, 22050),
-                                           (22050, 48000), (44100, 24000), (8000, 22050)])
+                                           (22050, 48000), (44100, 24000), (8000, 22050),
+                                           (16000, 48000), (48000, 32000), (32000, 44100)])
 def test_resample_equals_scipy_resample_poly(sr_in, sr_out):
     """Same filter and alignment as scipy's resample_poly, without importing scipy.signal."""
     import math

@@ -48,12 +48,17 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     h, pre_remove = _polyphase_filter(up, down)
     n_in = x.shape[0]
     n_out = -(-n_in * up // down)
-    if up <= 4:  # small up-factor (22.05 <-> 44.1 kHz...): zero-stuff and convolve by FFT
-        xu = np.zeros(n_in * up, np.float32)
-        xu[::up] = x
-        first = pre_remove * down
-        y = fft_convolve(xu, h, first + (n_out - 1) * down + 1)
-        return np.ascontiguousarray(y[first::down][:n_out], dtype=np.float32)
+    if up <= 4:  # small up-factor (22.05 <-> 44.1 kHz...): one short direct convolution per
+        # phase r, conv(x, h[r::up])[q] being the zero-stuffed signal's output q * up + r
+        y = np.zeros(n_out, np.float32)
+        step = up // math.gcd(up, down)  # outputs n, n + step, ... share one phase
+        for n0 in range(min(step, n_out)):
+            q0, ph = divmod((n0 + pre_remove) * down, up)
+            dq = step * down // up  # input samples between those outputs
+            c = np.convolve(x, h[ph::up].astype(np.float32))
+            cnt = min(len(range(n0, n_out, step)), max(0, -(-(c.shape[0] - q0) // dq)))
+            y[n0:n0 + cnt * step:step] = c[q0:q0 + cnt * dq:dq]
+        return y
     T = -(-h.shape[0] // up)
     hp = np.zeros(T * up, np.float64)
     hp[: h.shape[0]] = h
