@@ -108,8 +108,10 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda stage, frac: None)
-    if opts.fit_timbre:
-        _prefetch("torch", "numba")  # ~3 s of imports overlap the loudness and transcription
+    # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
+    # overlap the loudness and the transcription (onnxruntime runs without the GIL)
+    _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
+              *(("sklearn.mixture",) if opts.tracks != 1 else ()))
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
@@ -148,7 +150,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         raise UsageError(f"stem names must differ: {', '.join(names)}")
     report = progress or (lambda stage, frac: None)
     if opts.fit_timbre:
-        _prefetch("torch", "numba")
+        _prefetch("torch", "numba")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
     rate = inputs[0].sample_rate
     for (name, _), inp in zip(stems, inputs):
@@ -298,6 +300,8 @@ def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
 def _prefetch(*modules: str) -> None:
     """Import ``modules`` in a background thread (a pure speed-up: errors are ignored here and
     surface, if at all, where the modules are really used)."""
+    if not modules:
+        return
     import importlib
     import threading
 

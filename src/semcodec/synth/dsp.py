@@ -169,7 +169,7 @@ def _k_weighting_ir(sr: int) -> np.ndarray:
     that the IIR filters can be applied as an FIR by FFT without scipy.signal.
     """
     if sr not in _K_IR:
-        n = 1 << max(16, int(math.ceil(math.log2(sr * 4.0))))  # >= 4 s: the 38 Hz tail is gone
+        n = 1 << max(15, int(math.ceil(math.log2(sr))))  # >= 1 s: the 38 Hz tail is < 1e-9 by 0.2 s
         z = np.exp(-1j * np.pi * np.arange(n // 2 + 1) / (n // 2))
         resp = np.ones(n // 2 + 1, dtype=np.complex128)
         for b, a in _k_weighting(sr):
