@@ -290,17 +290,18 @@ def render_piece(p: Piece, renderer) -> dict:
     return clip
 
 
-def rendered_clips(progress: bool = True) -> list[dict]:
-    """Every music21 excerpt, rendering the ones missing from the cache."""
+def _cached_renders(items: list, render, what: str, progress: bool) -> list[dict]:
+    """``render(item, renderer)`` for every item: from the cache (``renderer`` None raises
+    LookupError on a miss), rendering the missing ones with the benchmark soundfont."""
     from tqdm import tqdm
 
     from bench.render import MUSESCORE_SF, Renderer
 
-    out: list[dict | None] = [None] * len(PIECES)
+    out: list[dict | None] = [None] * len(items)
     todo = []
-    for i, p in enumerate(PIECES):
+    for i, item in enumerate(items):
         try:
-            out[i] = render_piece(p, None)
+            out[i] = render(item, None)
         except LookupError:
             todo.append(i)
     if todo:
@@ -308,11 +309,16 @@ def rendered_clips(progress: bool = True) -> list[dict]:
             raise SystemExit(f"bench: soundfont {MUSESCORE_SF} missing (scripts/install-sysdeps.sh --bench)")
         renderer = Renderer(MUSESCORE_SF)
         try:
-            for i in tqdm(todo, desc="rendering music21 clips", disable=not progress, file=sys.stderr):
-                out[i] = render_piece(PIECES[i], renderer)
+            for i in tqdm(todo, desc=f"rendering {what}", disable=not progress, file=sys.stderr):
+                out[i] = render(items[i], renderer)
         finally:
             renderer.close()
     return [c for c in out if c is not None]
+
+
+def rendered_clips(progress: bool = True) -> list[dict]:
+    """Every music21 excerpt, rendering the ones missing from the cache."""
+    return _cached_renders(PIECES, render_piece, "music21 clips", progress)
 
 
 # --- rendered General MIDI drum patterns ----------------------------------------------------
@@ -488,27 +494,7 @@ def render_drum_clip(d: DrumClip, renderer) -> dict:
 
 def drum_clips(progress: bool = True) -> list[dict]:
     """Every drum clip, rendering the ones missing from the cache (benchmark soundfont)."""
-    from tqdm import tqdm
-
-    from bench.render import MUSESCORE_SF, Renderer
-
-    out: list[dict | None] = [None] * len(DRUM_CLIPS)
-    todo = []
-    for i, d in enumerate(DRUM_CLIPS):
-        try:
-            out[i] = render_drum_clip(d, None)
-        except LookupError:
-            todo.append(i)
-    if todo:
-        if not MUSESCORE_SF.exists():
-            raise SystemExit(f"bench: soundfont {MUSESCORE_SF} missing (scripts/install-sysdeps.sh --bench)")
-        renderer = Renderer(MUSESCORE_SF)
-        try:
-            for i in tqdm(todo, desc="rendering drum clips", disable=not progress, file=sys.stderr):
-                out[i] = render_drum_clip(DRUM_CLIPS[i], renderer)
-        finally:
-            renderer.close()
-    return [c for c in out if c is not None]
+    return _cached_renders(DRUM_CLIPS, render_drum_clip, "drum clips", progress)
 
 
 def build(progress: bool = True) -> list[dict]:
