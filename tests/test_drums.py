@@ -230,3 +230,26 @@ def test_neural_engine_drums_without_oneshots_use_the_gm_kit(engine):
     y = engine.render(Score(tracks=(track,)), SR, SR)
     assert np.abs(y[int(0.2 * SR):int(0.3 * SR)]).max() > 0.01
     assert np.abs(y[:int(0.19 * SR)]).max() < 1e-3
+
+
+def test_encode_finds_the_drums_of_a_recording_and_of_a_drum_stem(drum_clip, tmp_path):
+    """`encode` adds a drum track with keyed one-shots; a stem named drums becomes one too."""
+    import semcodec
+    from semcodec.audio import from_array
+
+    audio, truth = drum_clip
+    opts = semcodec.EncodeOptions(fit_timbre=False, max_kbps=8.0)
+    c = semcodec.encode(audio, sr=SR, options=opts)
+    kit = [t for t in c.score.tracks if t.is_drum]
+    assert len(kit) == 1 and _f1(truth, list(kit[0].notes)) >= 0.8
+    index = c.score.tracks.index(kit[0])
+    keyed = [s for s in c.samples if s.key is not None]
+    assert keyed and all(s.track == index for s in keyed)
+    assert {s.key for s in keyed} <= {n.pitch for n in kit[0].notes}
+    back = semcodec.Container.from_bytes(c.to_bytes())  # SKEY round trip
+    assert [s.key for s in back.samples] == [s.key for s in c.samples]
+    stems = semcodec.encode_stems([("drums", from_array(audio, SR))], options=opts)
+    assert [(t.name, t.is_drum) for t in stems.score.tracks] == [("drums", True)]
+    assert len(stems.score.tracks[0].notes) == len(kit[0].notes)
+    off = semcodec.encode(audio, sr=SR, options=semcodec.EncodeOptions(fit_timbre=False, drums="off"))
+    assert not any(t.is_drum for t in off.score.tracks)

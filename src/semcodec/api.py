@@ -170,11 +170,13 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
     for k, ((name, _), inp) in enumerate(zip(stems, inputs)):
         stem_audio = dsp.fit_length(inp.audio, n)
         if _is_drum_name(name):
-            drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"), force=True)
-            if drum is not None:
-                drum_samples += tuple(replace(s, track=len(tracks)) for s in shots)
-                tracks.append(replace(drum, name=name))
-                audio_of[len(tracks) - 1] = stem_audio
+            drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"))
+            if drum is None:
+                log.warning("stem '%s': no drum hits found; kept as an empty drum track", name)
+                tracks.append(Track(name=name, is_drum=True))
+                continue
+            drum_samples += tuple(replace(s, track=len(tracks)) for s in shots)
+            tracks.append(replace(drum, name=name))
             continue
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
@@ -216,7 +218,7 @@ def _split_tracks(inp: AudioInput, notes: tuple[Note, ...], n_tracks: int | None
     return out
 
 
-def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions, force: bool = False):
+def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions):
     """(drum Track or None, its one-shot samples numbered for track 0)."""
     if opts.drums == "off":
         return None, ()
@@ -226,9 +228,7 @@ def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions, force: bool = False)
         log.info("drum detection unavailable (%s)", exc)
         return None, ()
     track, shots = drums.encode_drums(audio, sr, max_bytes=None)
-    if track is None and force:
-        return None, ()
-    return track, (shots if opts.samples else ())
+    return track, (shots if opts.samples and track is not None else ())
 
 
 def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
@@ -244,6 +244,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     timbres: list = []
     samples: list = list(drum_samples)
     programs = {i: t.program for i, t in enumerate(tracks)}
+    # tracks that share one audio array (the tracks of a mix) are fitted together, so that each
+    # is fitted against its own part of the mix; a stem is fitted alone against its own audio
     groups: dict[int, list[int]] = {}
     for i, t in enumerate(tracks):
         if not t.is_drum and t.notes:
