@@ -311,7 +311,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="semcodec",
-                      message="%(prog)s %(version)s (.smc format 1.0)")
+                      message="%(prog)s %(version)s (.smc format 1.1)")
 @_verbosity
 def cli() -> None:
     """semcodec — a semantic music codec.
