@@ -202,7 +202,7 @@ def canonical_ogg(data: bytes) -> bytes:
     """
     import struct
 
-    out = bytearray(data)
+    out = bytearray(_minimal_opus_tags(data))
     pos = 0
     serial = None
     while pos < len(out):
@@ -224,6 +224,33 @@ def canonical_ogg(data: bytes) -> bytes:
         struct.pack_into("<I", out, pos + 22, _ogg_crc(bytes(out[pos:pos + size])))
         pos += size
     return bytes(out)
+
+
+#: An OpusTags packet with an empty vendor string and no comments (RFC 7845, section 5.2).
+MINIMAL_OPUS_TAGS = b"OpusTags" + bytes(8)
+
+
+def _minimal_opus_tags(data: bytes) -> bytes:
+    """``data`` with the Ogg/Opus comment header replaced by :data:`MINIMAL_OPUS_TAGS`.
+
+    libsndfile writes a vendor string and ~750 bytes of padding into OpusTags, more than the
+    audio of a short one-shot; the decoder ignores all of it.  Only a stream whose second page
+    holds exactly one complete OpusTags packet is changed (its CRC is recomputed by the caller).
+    """
+    if data[:4] != b"OggS" or len(data) < 28:
+        return data
+    first = 27 + data[26] + sum(data[27:27 + data[26]])
+    if len(data) < first + 27 or data[first:first + 4] != b"OggS":
+        return data
+    n_seg = data[first + 26]
+    lacing = data[first + 27:first + 27 + n_seg]
+    body = first + 27 + n_seg
+    size = sum(lacing)
+    if (not lacing or lacing[-1] == 255 or any(v != 255 for v in lacing[:-1])
+            or data[body:body + 8] != b"OpusTags" or len(data) < body + size):
+        return data
+    page = bytearray(data[first:first + 26]) + bytes([1, len(MINIMAL_OPUS_TAGS)]) + MINIMAL_OPUS_TAGS
+    return data[:first] + bytes(page) + data[body + size:]
 
 
 def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
