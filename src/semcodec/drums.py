@@ -641,12 +641,19 @@ def detect_drums(audio: np.ndarray, sr: int) -> list[Note]:
 
 # --- one-shots ------------------------------------------------------------------------------
 
+#: libsndfile's Opus compression level for one-shots (0 = best, 1 = smallest).  At 1.0 Opus
+#: codes only up to ~6 kHz, and hi-hats and cymbals lose what makes them drums (on the bench's
+#: drum clips the neural engine's mel distance went from 0.24 to 1.05-1.30 and the drum
+#: detector found nothing in its output); at 0.7 a one-shot is 1-1.8 kB but keeps its highs.
+ONESHOT_COMPRESSION = 0.7
+
+
 def _encode_opus(seg: np.ndarray) -> bytes:
     import soundfile as sf  # noqa: PLC0415
 
     buf = io.BytesIO()
     sf.write(buf, np.clip(seg, -1.0, 1.0), ONESHOT_SR, format="OGG", subtype="OPUS",
-             compression_level=1.0)
+             compression_level=ONESHOT_COMPRESSION)
     return canonical_ogg(buf.getvalue())
 
 
@@ -718,7 +725,7 @@ def drum_oneshots(audio: np.ndarray, sr: int, hits: list[Note] | tuple[Note, ...
     next hit, or at the key's length cap (0.2 s for a closed hi-hat .. 0.5 s for cymbals).
     Returns ``Sample(track=0, start, duration, 24000, "opus", data, key=GM key)`` sorted by key
     (the caller renumbers ``track``).  With ``max_bytes``, the keys with the fewest hits are
-    dropped first until the coded one-shots fit (each Ogg/Opus stream costs ~0.9 kB of headers).
+    dropped first until the coded one-shots fit.
     """
     x = _check(audio, sr)
     hits = [h for h in hits if 0 <= int(h.pitch) <= 127]

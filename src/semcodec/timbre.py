@@ -412,8 +412,8 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
                     max_total_s: float = 3.0) -> tuple[Sample, ...]:
     """Per pitched track, one excerpt of at most ``min(max_total_s, SAMPLE_SEGMENT_S)`` seconds
     where its notes sound most cleanly (few notes of other tracks, little self-overlap, enough
-    energy), coded as Opus (OGG, 24 kHz, lowest bitrate setting, ~8 kbps + ~0.9 kB of stream
-    headers): ``Sample(codec="opus")``.  One stream per track keeps the header overhead down."""
+    energy), coded as Opus (OGG, 24 kHz, lowest bitrate setting, ~8 kbps + ~0.1 kB of stream
+    headers once canonical_ogg has shrunk the comment header): ``Sample(codec="opus")``.  One stream per track keeps the header overhead down."""
     import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio, np.float32)
