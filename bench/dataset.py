@@ -254,32 +254,44 @@ def score_notes(p: Piece) -> tuple[list, dict]:
     return rnotes, programs
 
 
-def render_piece(p: Piece, renderer) -> dict:
-    """Render ``p`` into the cache (if not there yet) and return its clip dict."""
+def _cached_clip(key: str, meta_path: Path, *paths: Path) -> dict | None:
+    """The cached clip dict when ``meta_path`` and ``paths`` exist and the key matches."""
+    if meta_path.exists() and all(q.exists() for q in paths):
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key:
+            return meta["clip"]
+    return None
+
+
+def _write_rendering(y: np.ndarray, sr: int, audio: Path) -> np.ndarray:
+    """Peak-normalise ``y`` to PEAK, fade its last 5 ms (the cut) and write it as 16-bit FLAC."""
     import soundfile as sf
 
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 0:
+        y = y * (PEAK / peak)
+    nf = int(0.005 * sr)
+    y[-nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
+    DATASET_DIR.mkdir(parents=True, exist_ok=True)
+    sf.write(str(audio), y, sr, subtype="PCM_16")
+    return y
+
+
+def render_piece(p: Piece, renderer) -> dict:
+    """Render ``p`` into the cache (if not there yet) and return its clip dict."""
     key = _piece_key(p)
     audio = DATASET_DIR / f"{p.name}.flac"
     notes_path = DATASET_DIR / f"{p.name}.notes.json"
     meta_path = DATASET_DIR / f"{p.name}.meta.json"
-    if meta_path.exists() and audio.exists() and notes_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            return meta["clip"]
+    cached = _cached_clip(key, meta_path, audio, notes_path)
+    if cached is not None:
+        return cached
     if renderer is None:
         raise LookupError  # caller builds a renderer and retries
     rnotes, programs = score_notes(p)
     end = max(n.offset for n in rnotes)
     duration = min(EXCERPT_S, end + TAIL_S)
-    y = renderer.render(rnotes, programs, duration)
-    peak = float(np.max(np.abs(y))) if len(y) else 0.0
-    if peak > 0:
-        y = y * (PEAK / peak)
-    # 5 ms fade at the cut
-    nf = int(0.005 * renderer.sr)
-    y[-nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
-    DATASET_DIR.mkdir(parents=True, exist_ok=True)
-    sf.write(str(audio), y, renderer.sr, subtype="PCM_16")
+    y = _write_rendering(renderer.render(rnotes, programs, duration), renderer.sr, audio)
     notes_path.write_text(json.dumps([[n.onset, n.offset, n.pitch] for n in rnotes]))
     clip = dict(name=p.name, group=piece_group(p), source="music21", audio=str(audio),
                 notes=str(notes_path), duration_s=len(y) / renderer.sr,
@@ -449,17 +461,14 @@ def render_drum_clip(d: DrumClip, renderer) -> dict:
     Writes ``<name>.drums.json`` (``[onset_s, offset_s, gm_key]`` per hit) and, for a band
     clip, ``<name>.notes.json`` with the pitched notes (drums excluded, as in the Slakh clips).
     """
-    import soundfile as sf
-
     key = _drum_key(d)
     audio = DATASET_DIR / f"{d.name}.flac"
     drums_path = DATASET_DIR / f"{d.name}.drums.json"
     notes_path = DATASET_DIR / f"{d.name}.notes.json"
     meta_path = DATASET_DIR / f"{d.name}.meta.json"
-    if meta_path.exists() and audio.exists() and drums_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            return meta["clip"]
+    cached = _cached_clip(key, meta_path, audio, drums_path)
+    if cached is not None:
+        return cached
     if renderer is None:
         raise LookupError
     hits = drum_notes(d)
@@ -471,14 +480,7 @@ def render_drum_clip(d: DrumClip, renderer) -> dict:
     duration = min(EXCERPT_S, end + TAIL_S)
     hits = [h for h in hits if h.onset < duration - 0.3]
     pitched = [n for n in pitched if n.onset < duration - 0.3]
-    y = renderer.render(pitched + hits, programs, duration)
-    peak = float(np.max(np.abs(y))) if len(y) else 0.0
-    if peak > 0:
-        y = y * (PEAK / peak)
-    nf = int(0.005 * renderer.sr)
-    y[-nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
-    DATASET_DIR.mkdir(parents=True, exist_ok=True)
-    sf.write(str(audio), y, renderer.sr, subtype="PCM_16")
+    y = _write_rendering(renderer.render(pitched + hits, programs, duration), renderer.sr, audio)
     drums_path.write_text(json.dumps([[n.onset, n.offset, n.pitch] for n in hits]))
     if pitched:
         notes_path.write_text(json.dumps([[n.onset, n.offset, n.pitch] for n in pitched]))
