@@ -60,3 +60,20 @@ def test_tempo_factor_moves_notes():
 def test_missing_soundfont(tmp_path):
     with pytest.raises(SynthError, match="not found"):
         find_soundfont(tmp_path / "nope.sf2")
+
+
+def test_importing_pyfluidsynth_prints_nothing():
+    """pyfluidsynth prints where it found the library when $CI is set; semcodec must not."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from semcodec.synth.fluid import _import_fluidsynth, render_notes\n"
+        "from semcodec.events import Note\n"
+        "_import_fluidsynth()\n"
+        "render_notes([Note(0.0, 0.1, 60, 90)], 0, 8000, 800)\n"
+    )
+    env = dict(os.environ, CI="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout == ""

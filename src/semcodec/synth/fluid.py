@@ -7,6 +7,8 @@ its track's pool so per-note pitch bends do not leak into other notes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -53,12 +55,23 @@ def find_soundfont(path: str | os.PathLike | None = None) -> str:
 
 
 def _import_fluidsynth():
+    """Import pyfluidsynth without letting it write to stdout.
+
+    pyfluidsynth prints "'fluidsynth' was found at ..." at import time when $CI is set; the
+    library must never print (a decoded file may be going to stdout), so that line is caught
+    and logged at debug level instead.
+    """
+    captured = io.StringIO()
     try:
-        import fluidsynth  # noqa: PLC0415 - optional native dependency, imported when used
+        with contextlib.redirect_stdout(captured):
+            import fluidsynth  # noqa: PLC0415 - optional native dependency, imported when used
     except (ImportError, OSError) as exc:  # OSError: libfluidsynth missing
         raise SynthError(
             f"fluidsynth is unavailable ({exc}); install it: apt-get install libfluidsynth3"
         ) from exc
+    finally:
+        if captured.getvalue().strip():
+            log.debug("pyfluidsynth: %s", captured.getvalue().strip())
     return fluidsynth
 
 

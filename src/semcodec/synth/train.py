@@ -81,9 +81,9 @@ def _rand_clip(rng: random.Random, program: int) -> list[tuple[float, float, int
 
 def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = TRAIN_SOUNDFONT):
     """Render the training set: (audio int16 (n_clips, n), notes list, programs array)."""
-    import fluidsynth
+    from semcodec.synth.fluid import _import_fluidsynth, _pull
 
-    from semcodec.synth.fluid import _pull
+    fluidsynth = _import_fluidsynth()
 
     rng = random.Random(seed)
     n = int(CLIP_S * sr)
