@@ -242,6 +242,8 @@ def test_encode_finds_the_drums_of_a_recording_and_of_a_drum_stem(drum_clip, tmp
     c = semcodec.encode(audio, sr=SR, options=opts)
     kit = [t for t in c.score.tracks if t.is_drum]
     assert len(kit) == 1 and _f1(truth, list(kit[0].notes)) >= 0.8
+    # the pitched transcription runs on the audio with the hits suppressed: no notes from drums
+    assert sum(len(t.notes) for t in c.score.tracks if not t.is_drum) == 0
     index = c.score.tracks.index(kit[0])
     keyed = [s for s in c.samples if s.key is not None]
     assert keyed and all(s.track == index for s in keyed)
@@ -253,3 +255,25 @@ def test_encode_finds_the_drums_of_a_recording_and_of_a_drum_stem(drum_clip, tmp
     assert len(stems.score.tracks[0].notes) == len(kit[0].notes)
     off = semcodec.encode(audio, sr=SR, options=semcodec.EncodeOptions(fit_timbre=False, drums="off"))
     assert not any(t.is_drum for t in off.score.tracks)
+
+
+def test_suppress_percussion_keeps_tones_and_removes_hits(drum_clip):
+    """A sustained tone passes (nearly) unchanged; drum hits lose most of their energy."""
+    audio, _ = drum_clip
+    t = np.arange(audio.size) / SR
+    sine = (0.3 * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32)
+    y, ysr = drums.suppress_percussion(sine, SR)
+    assert ysr == drums.SUPPRESS_SR and abs(y.size - sine.size * ysr / SR) <= 1
+    ref = dsp.resample(sine, SR, ysr)[: y.size]
+    core = slice(ysr, y.size - ysr)
+    assert np.max(np.abs(y[core] - ref[core])) < 1e-3
+    hits, _ = drums.suppress_percussion(audio, SR)
+    kept = np.sum(hits.astype(np.float64) ** 2) / np.sum(dsp.resample(audio, SR, ysr).astype(np.float64) ** 2)
+    assert kept < 0.5
+    # the tone under the drums survives: its share of the output rises
+    mix, _ = drums.suppress_percussion(audio + sine, SR)
+    spec = np.abs(np.fft.rfft(mix))
+    in_spec = np.abs(np.fft.rfft(dsp.resample(audio + sine, SR, ysr)))
+    k = int(round(330.0 * mix.size / ysr))
+    assert spec[k - 2:k + 3].max() > 0.9 * in_spec[k - 2:k + 3].max()
+    assert drums.suppress_percussion(np.zeros(0, np.float32), SR)[0].size == 0

@@ -101,7 +101,8 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
            options: EncodeOptions | None = None, progress: Progress | None = None) -> Container:
     """Encode a recording (file path, ``-`` for stdin, or array with ``sr``) into a Container.
 
-    Steps: read + downmix, measure loudness, detect drums, transcribe (basic-pitch), split the
+    Steps: read + downmix, measure loudness, detect drums, transcribe (basic-pitch; from the
+    audio with its drum hits suppressed when there are drums), split the
     notes into instrument tracks (a mix), estimate tempo/key, fit timbre and GM program per
     track, cut short samples (and one drum one-shot per drum class).
     """
@@ -116,10 +117,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
     if loudness is not None:
-        notes = transcribe(inp.audio, inp.sample_rate, opts.transcribe,
+        drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+        pitched, pitched_sr = inp.audio, inp.sample_rate
+        if drum is not None:
+            # drum hits would otherwise come out as short spurious notes (and mask real ones)
+            from semcodec.drums import suppress_percussion
+
+            pitched, pitched_sr = suppress_percussion(inp.audio, inp.sample_rate)
+        notes = transcribe(pitched, pitched_sr, opts.transcribe,
                            progress=lambda f: report("transcribe", f))
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
-        drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
         if drum is not None:
             tracks.append(drum)
     report("transcribe", 1.0)

@@ -145,6 +145,67 @@ RIDE_DECAY_DB = -13.0
 #: (the sampler plays (velocity/127)**2, so 40 log10 keeps the level ratio).
 VELOCITY_TOP = 112
 
+# --- percussion suppression (for the pitched transcription) ---------------------------------
+
+#: Rate (Hz), FFT size and hop (samples) of the suppression: 46 ms windows at basic-pitch's rate.
+SUPPRESS_SR = 22050
+SUPPRESS_N_FFT = 1024
+SUPPRESS_HOP = 256
+#: Median lengths (frames across time, bins across frequency) of the suppression's HPSS.
+SUPPRESS_KERNEL = 31
+#: Only what is this much (amplitude ratio) more percussive than harmonic is taken out: a wide
+#: margin removes drum hits but leaves the attacks of pianos and guitars.  Measured with
+#: basic-pitch on the bench's band clip (chorale + rock beat): note F1 0.725 -> 0.797 (margin
+#: 1, a plain HPSS, gave 0.785 there but cost 0.08 on a drum-free Slakh mix).
+SUPPRESS_MARGIN = 2.0
+#: Frames per block: memory stays bounded on long inputs.
+SUPPRESS_BLOCK = 4096
+
+
+def suppress_percussion(audio: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """``audio`` without its strongly percussive part, for transcribing the pitched notes.
+
+    ``audio`` is mono float32 ``(n,)`` at ``sr`` Hz.  Returns ``(y, SUPPRESS_SR)``, ``y`` float32
+    of the same duration.  HPSS by median filtering; the percussive part, with a margin of
+    ``SUPPRESS_MARGIN``, is removed with a soft mask and the rest is resynthesised (weighted
+    overlap-add), so that drum hits do not turn into short spurious notes.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    x = dsp.resample(_check(audio, sr), int(sr), SUPPRESS_SR).astype(np.float32, copy=False)
+    n = x.shape[0]
+    nfft, hop = SUPPRESS_N_FFT, SUPPRESS_HOP
+    if n == 0:
+        return x, SUPPRESS_SR
+    pad = nfft // 2
+    xp = np.pad(x, (pad, pad + nfft))
+    n_frames = 1 + (n + 2 * pad - nfft) // hop + 1
+    win = np.hanning(nfft + 1)[:-1].astype(np.float32)
+    out = np.zeros(xp.shape[0], np.float32)
+    norm = np.zeros(xp.shape[0], np.float32)
+    frames_all = sliding_window_view(xp, nfft)[::hop]
+    n_frames = min(n_frames, frames_all.shape[0])
+    ctx = SUPPRESS_KERNEL // 2
+    m2 = SUPPRESS_MARGIN ** 2
+    for f0 in range(0, n_frames, SUPPRESS_BLOCK):
+        f1 = min(n_frames, f0 + SUPPRESS_BLOCK)
+        g0, g1 = max(0, f0 - ctx), min(n_frames, f1 + ctx)
+        spec = np.fft.rfft(frames_all[g0:g1] * win, axis=1).T.astype(np.complex64)
+        mag = np.abs(spec)
+        harm = _median_filter(mag, SUPPRESS_KERNEL, axis=1, mode="symmetric")
+        perc = _median_filter(mag, SUPPRESS_KERNEL, axis=0, mode="symmetric")
+        hh, pp = m2 * harm * harm, perc * perc
+        den = hh + pp
+        keep = np.where(den > 0, hh / np.where(den > 0, den, 1.0), 1.0)
+        sl = slice(f0 - g0, f1 - g0)
+        y = np.fft.irfft((spec[:, sl] * keep[:, sl]).T, n=nfft, axis=1).astype(np.float32) * win
+        for i, f in enumerate(range(f0, f1)):
+            out[f * hop:f * hop + nfft] += y[i]
+            norm[f * hop:f * hop + nfft] += win * win
+    core = slice(pad, pad + n)
+    return out[core] / np.maximum(norm[core], 1e-3), SUPPRESS_SR
+
+
 # --- one-shots ------------------------------------------------------------------------------
 ONESHOT_SR = 24000
 #: Longest one-shot of each key (s); the cut also ends where the hit has decayed by
@@ -185,13 +246,17 @@ _VH = _CENTRES >= 5000
 _PITCH = (_CENTRES >= 60) & (_CENTRES <= 700)
 
 
-def _median_filter(x: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Running median of length ``k`` (odd) along ``axis`` of 2-D ``x``, edges repeated."""
+def _median_filter(x: np.ndarray, k: int, axis: int, mode: str = "edge") -> np.ndarray:
+    """Running median of length ``k`` (odd) along ``axis`` of 2-D ``x``.
+
+    ``mode`` is numpy's padding at the ends: "edge" repeats the end values, "symmetric" mirrors
+    them (scipy.ndimage's and so librosa's "reflect").
+    """
     from numpy.lib.stride_tricks import sliding_window_view
 
     h = k // 2
     xt = x if axis == 1 else x.T
-    xp = np.pad(xt, ((0, 0), (h, h)), mode="edge")
+    xp = np.pad(xt, ((0, 0), (h, h)), mode=mode)
     out = np.empty(xt.shape, dtype=x.dtype)
     step = max(1, (1 << 21) // max(1, xt.shape[1] * k))  # rows per block: ~8 MB of windows
     for s in range(0, xt.shape[0], step):
