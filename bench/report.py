@@ -354,13 +354,17 @@ def drums_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
                          columns=DRUM_COLUMNS), ""]
     sc = [k for k in codecs if k.startswith("semcodec")]
     heads = ["detector on the original"] + [f"{k}: score" for k in sc[:1]] + [f"{k}: round-trip" for k in sc]
-    lines += ["Drum F1 per clip (the score of every semcodec engine is the same `.smc`):", "",
+    heads += ["pitched notes: basic-pitch on the original"] + [f"pitched notes: {k} score" for k in sc[:1]]
+    lines += ["Drum F1 per clip (the score of every semcodec engine is the same `.smc`), and for a "
+              "band clip the note F1 of its pitched part (drum hits excluded from the truth):", "",
               "| clip | hits | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(heads)]
     for c in clips:
         rows = c.get("rows", {})
         vals = [rows.get(codecs[0], {}).get("drum_f1")] if codecs else [None]
         vals += [rows.get(k, {}).get("drum_f1") for k in sc[:1]]
         vals += [rows.get(k, {}).get("rt_drum_f1") for k in sc]
+        vals += [rows.get(codecs[0], {}).get("rt_f1")] if codecs else [None]
+        vals += [rows.get(k, {}).get("score_f1") for k in sc[:1]]
         n = c.get("n_drum_hits")
         lines.append(f"| {c['name']} | {'–' if n is None else n} | "
                      + " | ".join(_fmt(v, "{:.3f}") for v in vals) + " |")
