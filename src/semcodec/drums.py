@@ -145,12 +145,11 @@ RIDE_DECAY_DB = -13.0
 #: (the sampler plays (velocity/127)**2, so 40 log10 keeps the level ratio).
 VELOCITY_TOP = 112
 
-# --- percussion suppression (for the pitched transcription) ---------------------------------
+# --- percussion suppression (for the pitched tracks) ----------------------------------------
 
-#: Rate (Hz), FFT size and hop (samples) of the suppression: 46 ms windows at basic-pitch's rate.
-SUPPRESS_SR = 22050
-SUPPRESS_N_FFT = 1024
-SUPPRESS_HOP = 256
+#: Window of the suppression's STFT (s; rounded to a power of two of samples, 2048 at 44.1 and
+#: 48 kHz) and its hop (a quarter window).
+SUPPRESS_WINDOW_S = 0.046
 #: Median lengths (frames across time, bins across frequency) of the suppression's HPSS.
 SUPPRESS_KERNEL = 31
 #: Only what is this much (amplitude ratio) more percussive than harmonic is taken out: a wide
@@ -162,29 +161,30 @@ SUPPRESS_MARGIN = 2.0
 SUPPRESS_BLOCK = 4096
 
 
-def suppress_percussion(audio: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
-    """``audio`` without its strongly percussive part, for transcribing the pitched notes.
+def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
+    """``audio`` without its strongly percussive part: the pitched instruments of a band.
 
-    ``audio`` is mono float32 ``(n,)`` at ``sr`` Hz.  Returns ``(y, SUPPRESS_SR)``, ``y`` float32
-    of the same duration.  HPSS by median filtering; the percussive part, with a margin of
-    ``SUPPRESS_MARGIN``, is removed with a soft mask and the rest is resynthesised (weighted
-    overlap-add), so that drum hits do not turn into short spurious notes.
+    ``audio`` is mono float32 ``(n,)`` at ``sr`` Hz; returns float32 ``(n,)`` at ``sr`` Hz.
+    HPSS by median filtering (as ``librosa.decompose.hpss`` with ``margin``); the percussive
+    part, with a margin of ``SUPPRESS_MARGIN``, is removed with a soft mask and the rest is
+    resynthesised by weighted overlap-add.  The encoder transcribes and fits the pitched tracks
+    on this, so that drum hits neither become short spurious notes nor colour the timbres.
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    x = dsp.resample(_check(audio, sr), int(sr), SUPPRESS_SR).astype(np.float32, copy=False)
+    x = _check(audio, sr)
     n = x.shape[0]
-    nfft, hop = SUPPRESS_N_FFT, SUPPRESS_HOP
     if n == 0:
-        return x, SUPPRESS_SR
+        return x.copy()
+    nfft = 1 << max(6, int(round(math.log2(SUPPRESS_WINDOW_S * sr))))
+    hop = nfft // 4
     pad = nfft // 2
     xp = np.pad(x, (pad, pad + nfft))
-    n_frames = 1 + (n + 2 * pad - nfft) // hop + 1
+    frames_all = sliding_window_view(xp, nfft)[::hop]
+    n_frames = min(frames_all.shape[0], (n + 2 * pad - nfft) // hop + 2)
     win = np.hanning(nfft + 1)[:-1].astype(np.float32)
     out = np.zeros(xp.shape[0], np.float32)
     norm = np.zeros(xp.shape[0], np.float32)
-    frames_all = sliding_window_view(xp, nfft)[::hop]
-    n_frames = min(n_frames, frames_all.shape[0])
     ctx = SUPPRESS_KERNEL // 2
     m2 = SUPPRESS_MARGIN ** 2
     for f0 in range(0, n_frames, SUPPRESS_BLOCK):
@@ -203,7 +203,7 @@ def suppress_percussion(audio: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
             out[f * hop:f * hop + nfft] += y[i]
             norm[f * hop:f * hop + nfft] += win * win
     core = slice(pad, pad + n)
-    return out[core] / np.maximum(norm[core], 1e-3), SUPPRESS_SR
+    return out[core] / np.maximum(norm[core], 1e-3)
 
 
 # --- one-shots ------------------------------------------------------------------------------
