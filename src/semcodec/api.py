@@ -132,6 +132,7 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
         if drum is not None:
             tracks.append(drum)
+        tracks = _placed(tracks, inp)
     report("transcribe", 1.0)
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
@@ -173,7 +174,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
     for inp in inputs:
         mix[:inp.n_samples] += inp.audio
     mixed = replace(inputs[0], audio=mix, channels=max(i.channels for i in inputs),
-                    name="+".join(i.name for i in inputs))
+                    name="+".join(i.name for i in inputs), side=None)
     loudness = dsp.integrated_loudness(mix, rate)
     tracks: list[Track] = []
     audio_of: dict[int, np.ndarray] = {}
@@ -187,7 +188,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
                 tracks.append(Track(name=name, is_drum=True))
                 continue
             drum_samples += tuple(replace(s, track=len(tracks)) for s in shots)
-            tracks.append(replace(drum, name=name))
+            tracks += _placed([replace(drum, name=name)], inp)
             continue
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
@@ -195,12 +196,22 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         notes = transcribe(stem_audio, rate, opts.transcribe,
                            progress=lambda f, k=k: report("transcribe", (k + f) / len(stems)))
         program = VOICE_PROGRAMS[0] if is_voice_name(name) else 0
-        tracks.append(Track(name=name, program=program).with_notes(tuple(notes)))
+        tracks += _placed([Track(name=name, program=program).with_notes(tuple(notes))], inp)
         audio_of[len(tracks) - 1] = stem_audio
     report("transcribe", 1.0)
     # drum samples were numbered against the drum track's final index already
     return _assemble(mixed, loudness, tracks, audio_of, drum_samples, opts, report,
                      drum_indexed=True)
+
+
+def _placed(tracks: list[Track], inp: AudioInput) -> list[Track]:
+    """``tracks`` with their stereo positions measured in ``inp`` (unchanged for mono input)."""
+    if inp.side is None or not tracks:
+        return list(tracks)
+    from semcodec.stereo import measure_pans
+
+    pans = measure_pans(inp.audio, inp.side, inp.sample_rate, tracks)
+    return [replace(t, pan=p) for t, p in zip(tracks, pans)]
 
 
 def _is_drum_name(name: str) -> bool:
@@ -216,7 +227,7 @@ def _split_tracks(inp: AudioInput, notes: tuple[Note, ...], n_tracks: int | None
         return [Track(name="track1").with_notes(notes)]
     from semcodec.separate import assign_tracks
 
-    a = assign_tracks(inp.audio, inp.sample_rate, notes, n_tracks)
+    a = assign_tracks(inp.audio, inp.sample_rate, notes, n_tracks, side=inp.side)
     out = []
     for k in range(a.n_tracks):
         mine = [notes[i] for i in np.nonzero(a.labels == k)[0]]
@@ -384,21 +395,30 @@ def make_engine(name: str = "auto", *, device: str = "auto", soundfont: str | No
 def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | None = None,
            device: str = "auto", soundfont: str | None = None,
            programs: dict[int, int] | None = None, transpose: int = 0,
-           tempo: float = 1.0, per_track: bool = False):
-    """Synthesize a container: returns mono float32 audio and its sample rate (Hz).
+           tempo: float = 1.0, per_track: bool = False, channels: int | None = None):
+    """Synthesize a container: returns float32 audio and its sample rate (Hz).
+
+    The audio is mono ``(n,)``, or ``(n, 2)`` for ``channels=2``; ``None`` (the default) means
+    two channels when the original had two or more, else one.  In stereo every track is placed
+    at its stored pan (:func:`semcodec.synth.dsp.pan_stereo`); the downmix ``(left + right) / 2``
+    is the mono output.
 
     ``per_track=True`` returns ``(mix, sr, [(track name, audio), ...])``: each track rendered
     alone, scaled by the mix's loudness gain, so the tracks add up to the mix (before the
     mix's soft clipping).
 
     The output has the original's duration to the sample (divided by ``tempo`` when it is not
-    1), its sample rate unless ``sample_rate`` is given, and its integrated loudness.
-    ``programs`` maps track index → GM program (re-orchestration), ``transpose`` shifts pitched
-    tracks by semitones, ``tempo`` > 1 plays faster.
+    1), its sample rate unless ``sample_rate`` is given, and its integrated loudness (of the
+    downmix).  ``programs`` maps track index → GM program (re-orchestration), ``transpose``
+    shifts pitched tracks by semitones, ``tempo`` > 1 plays faster.
     """
     from semcodec.audio import check_sample_rate
 
     sr = check_sample_rate(sample_rate or c.sample_rate, "--sample-rate")
+    if channels is None:
+        channels = 2 if c.channels >= 2 else 1
+    if channels not in (1, 2):
+        raise UsageError(f"channels must be 1 or 2, got {channels}")
     if not (0.25 <= tempo <= 4.0):
         raise UsageError(f"tempo factor {tempo} out of range (0.25..4)")
     if not -48 <= transpose <= 48:
@@ -409,10 +429,15 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
         if not 0 <= prog <= 127:
             raise UsageError(f"GM program {prog} out of range (0..127)")
     n_out = int(round(c.n_samples * sr / c.sample_rate / tempo))
-    _check_memory(n_out * (2 if per_track else 1), sr)
+    _check_memory(n_out * channels * (2 if per_track else 1), sr)
+
+    def place(x: np.ndarray, pan: float = 0.0) -> np.ndarray:
+        return x if channels == 1 else dsp.pan_stereo(x, pan)
+
     silent = np.zeros(n_out, dtype=np.float32)
     if c.score.n_notes == 0 or c.loudness_lufs is None:
-        return (silent, sr) if not per_track else (silent, sr, [(t.name, silent) for t in c.score.tracks])
+        out = place(silent)
+        return (out, sr) if not per_track else (out, sr, [(t.name, out) for t in c.score.tracks])
     eng = make_engine(engine, device=device, soundfont=soundfont)
 
     def render(score: Score) -> np.ndarray:
@@ -420,20 +445,34 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
                          programs=programs, transpose=transpose, tempo=tempo)
         return dsp.fit_length(np.asarray(out, np.float32), n_out)
 
+    def only(keep) -> Score:  # the score with the other tracks muted (indices kept)
+        return replace(c.score, tracks=tuple(t if j in keep else replace(t, notes=())
+                                             for j, t in enumerate(c.score.tracks)))
+
+    pans = [t.pan if channels == 2 else 0.0 for t in c.score.tracks]
     if not per_track:
-        audio = dsp.match_loudness(render(c.score), sr, c.loudness_lufs)
-        return audio.astype(np.float32, copy=False), sr
+        if not any(pans):
+            return place(dsp.match_loudness(render(c.score), sr, c.loudness_lufs)), sr
+        # one rendering per stereo position; the loudness gain is the downmix's
+        by_pan: dict[float, list[int]] = {}
+        for i, t in enumerate(c.score.tracks):
+            if t.notes:
+                by_pan.setdefault(pans[i], []).append(i)
+        parts = [(pan, render(only(set(idx)))) for pan, idx in by_pan.items()]
+        gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
+                                 c.loudness_lufs)
+        mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
+                     dtype=np.float32)
+        return dsp.soft_clip(mix), sr
     # one rendering per track (other tracks muted, indices kept for timbres/samples); the mix
     # is their sum, and every track gets the mix's loudness gain so that they add up to it
-    parts = []
-    for i in range(len(c.score.tracks)):
-        solo = tuple(t if j == i else replace(t, notes=()) for j, t in enumerate(c.score.tracks))
-        parts.append(render(replace(c.score, tracks=solo)) if c.score.tracks[i].notes else silent)
-    mix = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
-    gain = dsp.loudness_gain(mix, sr, c.loudness_lufs)
-    tracks = [(t.name, dsp.soft_clip((p * gain).astype(np.float32)))
-              for t, p in zip(c.score.tracks, parts)]
-    return dsp.soft_clip((mix * gain).astype(np.float32)), sr, tracks
+    parts = [render(only({i})) if t.notes else silent for i, t in enumerate(c.score.tracks)]
+    mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    gain = dsp.loudness_gain(mono, sr, c.loudness_lufs)
+    placed = [place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
+    mix = np.sum(placed, axis=0, dtype=np.float32) if placed else place(silent)
+    tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
+    return dsp.soft_clip(mix), sr, tracks
 
 
 #: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).

@@ -32,12 +32,18 @@ OUTPUT_FORMATS = {
 
 @dataclass(frozen=True)
 class AudioInput:
-    """Decoded input audio: mono float32 ``audio`` (n,), ``sample_rate`` Hz, original ``channels``."""
+    """Decoded input audio: mono float32 ``audio`` (n,), ``sample_rate`` Hz, original ``channels``.
+
+    ``side`` is ``(left - right) / 2`` (float32 (n,)) for a two-channel input, else None: with
+    ``audio`` = ``(left + right) / 2`` it gives back both channels, for the tracks' stereo
+    positions.
+    """
 
     audio: np.ndarray
     sample_rate: int
     channels: int
     name: str
+    side: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -78,7 +84,10 @@ def from_array(audio: np.ndarray, sr: int, name: str = "<array>") -> AudioInput:
     mono = dsp.downmix(arr)
     if not np.all(np.isfinite(mono)):
         raise InputError(f"{name}: contains NaN or infinite samples")
-    return AudioInput(np.ascontiguousarray(mono, dtype=np.float32), sr, channels, name)
+    side = None
+    if channels == 2:
+        side = np.ascontiguousarray((arr[:, 0] - arr[:, 1]) * 0.5, dtype=np.float32)
+    return AudioInput(np.ascontiguousarray(mono, dtype=np.float32), sr, channels, name, side)
 
 
 def read_audio(path: str | os.PathLike) -> AudioInput:
@@ -115,16 +124,22 @@ def _read(source: object, name: str) -> AudioInput:
             if frames == 0:
                 raise InputError(f"{name}: contains no audio samples")
             mono = np.zeros(max(frames, 0), dtype=np.float32)
+            side = np.zeros(max(frames, 0), dtype=np.float32) if channels == 2 else None
             pos = 0
             for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
                 mono_block = dsp.downmix(block)
                 if not np.all(np.isfinite(mono_block)):  # per block: no full-length mask
                     raise InputError(f"{name}: contains NaN or infinite samples")
                 if pos + mono_block.shape[0] > mono.shape[0]:  # frames can be an estimate (MP3)
-                    mono = np.concatenate([mono, np.zeros(mono_block.shape[0], np.float32)])
+                    grow = np.zeros(mono_block.shape[0], np.float32)
+                    mono = np.concatenate([mono, grow])
+                    side = None if side is None else np.concatenate([side, grow])
                 mono[pos:pos + mono_block.shape[0]] = mono_block
+                if side is not None:
+                    side[pos:pos + mono_block.shape[0]] = (block[:, 0] - block[:, 1]) * 0.5
                 pos += mono_block.shape[0]
             mono = mono[:pos]
+            side = None if side is None else side[:pos]
     except InputError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
@@ -134,7 +149,7 @@ def _read(source: object, name: str) -> AudioInput:
         raise InputError(f"{name}: {msg}") from None
     if pos == 0:
         raise InputError(f"{name}: contains no audio samples")
-    return AudioInput(mono, int(sr), int(channels), name)
+    return AudioInput(mono, int(sr), int(channels), name, side)
 
 
 def output_format(path: str | os.PathLike, fmt: str | None = None) -> tuple[str, str]:
@@ -158,21 +173,22 @@ _SPOOL_BYTES = 32 * 1024 * 1024
 
 
 def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> None:
-    """Write mono ``audio`` to ``target`` (path or binary file object) block by block, each
-    block clipped to ±1, so that no full-length copy of the signal is made."""
+    """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (path or binary file
+    object) block by block, each block clipped to ±1, so that no full-length copy is made."""
     import soundfile as sf
 
     audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise OutputError(f"cannot write audio of shape {audio.shape} (expected mono (n,))")
+    if audio.ndim != 1 and not (audio.ndim == 2 and audio.shape[1] == 2):
+        raise OutputError(f"cannot write audio of shape {audio.shape} (expected (n,) or (n, 2))")
+    channels = 1 if audio.ndim == 1 else 2
     if not isinstance(sr, (int, np.integer)) or not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
         # libvorbis crashes the process on absurd rates: refuse before libsndfile sees them
         raise OutputError(f"cannot write audio at {sr} Hz (semcodec writes {MIN_SAMPLE_RATE}"
                           f"..{MAX_SAMPLE_RATE} Hz)")
     fmt_name = fmt[0]
-    if fmt_name == "WAV" and audio.shape[0] * 4 >= _WAV_MAX_BYTES:
+    if fmt_name == "WAV" and audio.shape[0] * 4 * channels >= _WAV_MAX_BYTES:
         fmt_name = "RF64"  # a RIFF WAV cannot hold 4 GiB of data (≈ 6.7 h at 44.1 kHz, 16 bit)
-    with sf.SoundFile(target, "w", samplerate=int(sr), channels=1, format=fmt_name,
+    with sf.SoundFile(target, "w", samplerate=int(sr), channels=channels, format=fmt_name,
                       subtype=fmt[1]) as f:
         for s in range(0, audio.shape[0], _WRITE_BLOCK):
             block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)

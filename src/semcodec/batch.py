@@ -73,8 +73,12 @@ class DecodeSettings:
     fmt: str = "wav"
     transpose: int = 0
     tempo: float = 1.0
+    #: Output channels: None = as the original (stereo when it had two or more), 1 or 2.
+    channels: int | None = None
 
     def __post_init__(self) -> None:
+        if self.channels not in (None, 1, 2):
+            raise UsageError(f"channels must be 1 or 2, got {self.channels}")
         if self.fmt not in DECODE_FORMATS:
             raise UsageError(f"unsupported output format '{self.fmt}' "
                              f"(use {', '.join(DECODE_FORMATS)})")
@@ -354,11 +358,12 @@ def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int
         return None
     sr = dec.sample_rate or c.sample_rate
     expected = int(round(c.n_samples * sr / c.sample_rate / dec.tempo))
+    channels = dec.channels or (2 if c.channels >= 2 else 1)
     import soundfile as sf
 
     try:
         with sf.SoundFile(job.dst) as f:
-            if (f.samplerate != sr or f.channels != 1 or f.frames != expected
+            if (f.samplerate != sr or f.channels != channels or f.frames != expected
                     or f.format != dec.fmt.upper()):
                 return None
             if f.frames > 0:
@@ -399,7 +404,8 @@ def process_file(mode: str, job: Job, encode_options: Any = None,
             c = api.load(job.src)
             audio, sr = api.decode(c, engine=dec.engine, sample_rate=dec.sample_rate,
                                    device=dec.device, soundfont=dec.soundfont,
-                                   transpose=dec.transpose, tempo=dec.tempo)
+                                   transpose=dec.transpose, tempo=dec.tempo,
+                                   channels=dec.channels)
             write_audio(job.dst, audio, sr, dec.fmt)
             del audio
             result.smc_bytes = job.size

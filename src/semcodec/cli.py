@@ -208,6 +208,10 @@ def _synth_options(f):
                      help="Transpose pitched tracks by SEMITONES."),
         click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
                      help="Tempo factor (2 = twice as fast)."),
+        click.option("--channels", type=click.Choice(["auto", "1", "2"]), default="auto",
+                     show_default=True,
+                     help="Output channels: auto = stereo when the original was (each track "
+                     "at its measured position), 1 = mono, 2 = stereo."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -311,7 +315,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="semcodec",
-                      message="%(prog)s %(version)s (.smc format 1.1)")
+                      message="%(prog)s %(version)s (.smc format 1.2)")
 @_verbosity
 def cli() -> None:
     """semcodec — a semantic music codec.
@@ -393,7 +397,7 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
-           transpose: int, tempo: float, stems_dir: str | None) -> None:
+           transpose: int, tempo: float, channels: str, stems_dir: str | None) -> None:
     """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
@@ -414,7 +418,8 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
     result = api.decode(c, engine=engine, sample_rate=sample_rate, device=device,
                         soundfont=soundfont, programs=prog_map, transpose=transpose,
-                        tempo=tempo, per_track=bool(stems_dir))
+                        tempo=tempo, per_track=bool(stems_dir),
+                        channels=None if channels == "auto" else int(channels))
     audio, sr = result[0], result[1]
     if output == "-":
         _write_bytes(output, encode_audio(audio, sr, audio_fmt))
@@ -468,6 +473,7 @@ def info(input: str, as_json: bool) -> None:
         smp = [s for s in c.samples if s.track == i]
         tracks.append({
             "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
+            "pan": t.pan,
             "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
             "timbre": i in timbre_tracks, "samples": len(smp),
             "sample_seconds": round(sum(s.duration for s in smp), 3),
@@ -495,7 +501,7 @@ def info(input: str, as_json: bool) -> None:
         f"file       {input}: {len(data)} bytes, {kbps:.3f} kbps",
         f"encoder    {c.encoder or '?'}",
         f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
-        f"{c.channels} channel(s){' downmixed to mono' if c.channels > 1 else ''}, "
+        f"{c.channels} channel(s){' (tracks placed in stereo)' if c.channels > 1 else ''}, "
         + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
         f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
         f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
@@ -510,7 +516,9 @@ def info(input: str, as_json: bool) -> None:
     for t in tracks:
         kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
         b = t["bytes"]
-        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes"
+        pan = "" if c.channels < 2 else "  pan " + ("C" if t["pan"] == 0 else
+                                                  f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
+        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
                      f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
                      f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
                      f" (score {b['score']}, timbre {b['timbre']}, samples {b['samples']})")
@@ -677,7 +685,7 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
 @_verbosity
 def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
                  engine: str, device: str, soundfont, sample_rate, transpose: int,
-                 tempo: float) -> None:
+                 tempo: float, channels: str) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -685,7 +693,8 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
         soundfont = os.path.abspath(soundfont)  # workers may run elsewhere
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
-                                    tempo=tempo)
+                                    tempo=tempo,
+                                    channels=None if channels == "auto" else int(channels))
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
                decode_settings=settings)
 

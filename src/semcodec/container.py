@@ -90,6 +90,10 @@ CHUNK_END = b"END\x00"
 _KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
+#: Minor version written when a track has a stereo position ("pan" in its header object).
+FORMAT_MINOR_PAN = 2
+#: Decimals a track's pan is stored with.
+PAN_DECIMALS = 2
 
 #: Compression codecs of the SCOR and TAGS payloads (first payload byte).
 CODEC_NONE = 0
@@ -461,6 +465,18 @@ def _str_map(value: Any, what: str, max_value_chars: int | None) -> dict[str, st
     return dict(value)
 
 
+def _track_object(t: Track) -> dict[str, Any]:
+    """A track's header object; "pan" (format 1.2) only when the track is off centre."""
+    obj: dict[str, Any] = {"name": t.name, "program": t.program, "drum": t.is_drum,
+                           "notes": len(t.notes)}
+    pan = _round_float(float(t.pan), PAN_DECIMALS)
+    if pan != 0.0:
+        if not -1.0 <= pan <= 1.0:
+            raise _fail(f"track {t.name!r}: pan {t.pan!r} outside -1..1")
+        obj["pan"] = pan
+    return obj
+
+
 class _Header(NamedTuple):
     duration: float
     n_samples: int
@@ -470,7 +486,7 @@ class _Header(NamedTuple):
     tempo_bpm: float
     time_signature: tuple[int, int]
     key: str
-    tracks: tuple[tuple[str, int, bool, int], ...]  # name, program, drum, n_notes
+    tracks: tuple[tuple[str, int, bool, int, float], ...]  # name, program, drum, n_notes, pan
     encoder: str
     tags: dict[str, str]
     extra: dict[str, Any]
@@ -535,7 +551,10 @@ def _validate_header(h: Any) -> _Header:
         total_notes += n_notes
         if total_notes > MAX_NOTES:
             raise _fail(f"header: more than {MAX_NOTES} notes")
-        tracks.append((name, program, t["drum"], n_notes))
+        pan = t.get("pan", 0.0)
+        if not _is_num(pan) or not -1.0 <= pan <= 1.0:
+            raise _fail(f"header: track {i} 'pan' must be a number in -1..1, got {pan!r}")
+        tracks.append((name, program, t["drum"], n_notes, float(pan)))
     encoder = _str_field(h.get("encoder", ""), "header: 'encoder'", MAX_NAME_CHARS)
     tags = _str_map(h.get("tags", {}), "header: 'tags'", MAX_TAG_VALUE_CHARS)
     extra = {k: v for k, v in h.items() if k not in _RESERVED_KEYS}
@@ -1070,10 +1089,7 @@ class Container:
             "tempo_bpm": _round_float(self.score.tempo_bpm, 2),
             "time_signature": list(self.score.time_signature),
             "key": self.score.key,
-            "tracks": [
-                {"name": t.name, "program": t.program, "drum": t.is_drum, "notes": len(t.notes)}
-                for t in self.score.tracks
-            ],
+            "tracks": [_track_object(t) for t in self.score.tracks],
         }
         if self.encoder:
             h["encoder"] = self.encoder
@@ -1100,7 +1116,9 @@ class Container:
         duration = _exact_duration(hdr.n_samples, hdr.sample_rate)
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
-        minor = FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR
+        panned = any("pan" in t for t in h["tracks"])
+        minor = (FORMAT_MINOR_PAN if panned else FORMAT_MINOR_SAMPLE_KEYS if keyed
+                 else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
         parts = [pre, _U32.pack(zlib.crc32(pre))]
         parts.append(_chunk(CHUNK_SCORE, _encode_score(self.score, duration)))
@@ -1148,10 +1166,10 @@ class Container:
         if len(note_lists) != len(hdr.tracks):
             raise _fail(f"header lists {len(hdr.tracks)} tracks, SCOR chunk holds {len(note_lists)}")
         tracks = []
-        for i, ((name, program, drum, n_notes), notes) in enumerate(zip(hdr.tracks, note_lists)):
+        for i, ((name, program, drum, n_notes, pan), notes) in enumerate(zip(hdr.tracks, note_lists)):
             if len(notes) != n_notes:
                 raise _fail(f"track {i}: header says {n_notes} notes, SCOR chunk holds {len(notes)}")
-            tracks.append(Track(name=name, program=program, is_drum=drum, notes=notes))
+            tracks.append(Track(name=name, program=program, is_drum=drum, notes=notes, pan=pan))
         n_tracks = len(tracks)
         timbres = _decode_timbres(seen[CHUNK_TIMBRE], n_tracks) if CHUNK_TIMBRE in seen else ()
         samples = (

@@ -184,7 +184,6 @@ def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
     n_frames = min(frames_all.shape[0], (n + 2 * pad - nfft) // hop + 2)
     win = np.hanning(nfft + 1)[:-1].astype(np.float32)
     out = np.zeros(xp.shape[0], np.float32)
-    norm = np.zeros(xp.shape[0], np.float32)
     ctx = SUPPRESS_KERNEL // 2
     m2 = SUPPRESS_MARGIN ** 2
     for f0 in range(0, n_frames, SUPPRESS_BLOCK):
@@ -201,9 +200,19 @@ def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
         y = np.fft.irfft((spec[:, sl] * keep[:, sl]).T, n=nfft, axis=1).astype(np.float32) * win
         for i, f in enumerate(range(f0, f1)):
             out[f * hop:f * hop + nfft] += y[i]
-            norm[f * hop:f * hop + nfft] += win * win
-    core = slice(pad, pad + n)
-    return out[core] / np.maximum(norm[core], 1e-3)
+    # divide by the overlap-added squared window, computed per block (no full-length array):
+    # sample p lies in frames p // hop - k, k = 0..3, where those exist
+    w2 = win * win
+    step = 1 << 20
+    for s0 in range(pad, pad + n, step):
+        p = np.arange(s0, min(pad + n, s0 + step))
+        norm = np.zeros(p.shape[0], np.float32)
+        for k in range(nfft // hop):
+            f = p // hop - k
+            ok = (f >= 0) & (f < n_frames)
+            norm += np.where(ok, w2[np.clip(p - f * hop, 0, nfft - 1)], 0.0).astype(np.float32)
+        out[p[0]:p[-1] + 1] /= np.maximum(norm, 1e-3)
+    return out[pad:pad + n]
 
 
 # --- one-shots ------------------------------------------------------------------------------

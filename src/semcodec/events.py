@@ -40,12 +40,17 @@ class Note:
 
 @dataclass(frozen=True)
 class Track:
-    """One instrument: its notes (sorted by onset), General MIDI program and drum flag."""
+    """One instrument: its notes (sorted by onset), General MIDI program and drum flag.
+
+    ``pan`` is its stereo position, -1 (left) .. 0 (centre) .. 1 (right): a decoded stereo
+    output plays it with gains ``(1 - pan, 1 + pan)``, so that the mono downmix is unchanged.
+    """
 
     name: str
     program: int = 0
     is_drum: bool = False
     notes: tuple[Note, ...] = ()
+    pan: float = 0.0
 
     def with_notes(self, notes: tuple[Note, ...] | list[Note]) -> "Track":
         """A copy with other notes, sorted by (onset, pitch)."""

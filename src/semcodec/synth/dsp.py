@@ -318,6 +318,15 @@ def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.
     return out
 
 
+def pan_stereo(audio: np.ndarray, pan: float) -> np.ndarray:
+    """Mono ``audio`` (n,) placed at ``pan`` (-1 left .. 1 right): float32 ``(n, 2)``.
+
+    Linear law ``(1 - pan, 1 + pan)``: the downmix ``(left + right) / 2`` is ``audio`` itself.
+    """
+    a = np.asarray(audio, np.float32)
+    return np.stack([a * np.float32(1.0 - pan), a * np.float32(1.0 + pan)], axis=1)
+
+
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
     """Cut or zero-pad ``audio`` to exactly ``n_samples`` samples."""
     if audio.shape[0] >= n_samples:
