@@ -164,3 +164,15 @@ def test_note_pans_and_a_split_by_position():
         agree = np.mean(a.labels == truth)
         assert a.n_tracks == 2 and max(agree, 1 - agree) > 0.95
     assert assign_tracks(mid, SR, notes, None).n_tracks == 1  # the downmix alone: one instrument
+
+
+def test_note_pans_do_not_depend_on_the_blocking(monkeypatch):
+    from semcodec import separate
+
+    a, notes_a = _melody([57, 59, 60, 62, 64, 65], 0.5)
+    st = _place(a, -0.4)
+    mid, side = st.mean(axis=1), (st[:, 0] - st[:, 1]) / 2
+    whole = note_pans(mid, side, SR, notes_a)
+    monkeypatch.setattr(separate, "PAN_BLOCK_S", 0.7)
+    blocked = note_pans(mid, side, SR, notes_a)
+    assert np.allclose(whole, -0.4, atol=0.02) and np.allclose(blocked, whole, atol=0.02)

@@ -151,13 +151,20 @@ def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     return feats
 
 
+#: note_pans works on blocks of this many seconds of audio (plus each block's last notes'
+#: heads): memory stays bounded on long inputs.
+PAN_BLOCK_S = 60.0
+#: Seconds from a note's onset that its pan is measured over.
+PAN_HEAD_S = 0.5
+
+
 def note_pans(audio: np.ndarray, side: np.ndarray, sr: int,
               notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
     """Stereo position (-1 left .. 1 right) of each note, ``(len(notes),)``.
 
     ``audio`` is the downmix ``(left + right) / 2``, ``side`` = ``(left - right) / 2`` (float32
     ``(n,)`` at ``sr`` Hz).  Compares the two channels' magnitudes at the note's harmonics over
-    its first half second (see :mod:`semcodec.stereo` for the pan law).
+    its first ``PAN_HEAD_S`` (see :mod:`semcodec.stereo` for the pan law).
     """
     notes = list(notes)
     out = np.zeros(len(notes))
@@ -165,22 +172,33 @@ def note_pans(audio: np.ndarray, side: np.ndarray, sr: int,
         return out
     mid = np.asarray(audio, np.float32)
     side = np.asarray(side, np.float32)
-    spec_l = _spectrogram(mid + side, sr)
-    spec_r = _spectrogram(mid - side, sr)
-    n_frames, n_bins = spec_l.shape
     fps = SR / HOP
     bin_hz = SR / N_FFT
-    for i, n in enumerate(notes):
-        f0 = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
-        a = min(n_frames - 1, max(0, int(round((n.onset + 0.02) * fps))))
-        b = min(n_frames, max(a + 1, int(round((n.onset + min(n.offset - n.onset, 0.5)) * fps))))
-        centre = np.arange(1, N_HARMONICS + 1) * f0 / bin_hz
-        centre = centre[centre < n_bins - 1]
-        lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
-        hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
-        a_l = sum(float(spec_l[a:b, l:h].sum()) for l, h in zip(lo, hi))
-        a_r = sum(float(spec_r[a:b, l:h].sum()) for l, h in zip(lo, hi))
-        out[i] = 0.0 if a_l + a_r <= 1e-9 else (a_r - a_l) / (a_l + a_r)
+    onsets = np.array([n.onset for n in notes])
+    duration = mid.shape[0] / sr
+    for b0 in np.arange(0.0, max(duration, 1e-9), PAN_BLOCK_S):
+        idx = np.nonzero((onsets >= b0) & (onsets < b0 + PAN_BLOCK_S))[0]
+        if idx.size == 0:
+            continue
+        s0 = int(b0 * sr)
+        s1 = min(mid.shape[0], int((b0 + PAN_BLOCK_S + PAN_HEAD_S + 0.1) * sr))
+        spec_l = _spectrogram(mid[s0:s1] + side[s0:s1], sr)
+        spec_r = _spectrogram(mid[s0:s1] - side[s0:s1], sr)
+        n_frames, n_bins = spec_l.shape
+        t0 = s0 / sr
+        for i in idx:
+            n = notes[i]
+            f0 = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
+            a = min(n_frames - 1, max(0, int(round((n.onset - t0 + 0.02) * fps))))
+            head = min(n.offset - n.onset, PAN_HEAD_S)
+            b = min(n_frames, max(a + 1, int(round((n.onset - t0 + head) * fps))))
+            centre = np.arange(1, N_HARMONICS + 1) * f0 / bin_hz
+            centre = centre[centre < n_bins - 1]
+            lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
+            hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
+            a_l = sum(float(spec_l[a:b, l:h].sum()) for l, h in zip(lo, hi))
+            a_r = sum(float(spec_r[a:b, l:h].sum()) for l, h in zip(lo, hi))
+            out[i] = 0.0 if a_l + a_r <= 1e-9 else (a_r - a_l) / (a_l + a_r)
     return out
 
 
