@@ -40,7 +40,8 @@ def _mtimes(root: Path) -> dict[str, int]:
 def _make_tree(src: Path) -> None:
     (src / "sub" / "deep").mkdir(parents=True)
     sf.write(src / "a.wav", np.concatenate([tone(60, 0.5), tone(64, 0.5)]), SR)
-    sf.write(src / "sub" / "b.flac", np.concatenate([tone(67, 0.5), tone(72, 0.5)]), SR)
+    b = np.concatenate([tone(67, 0.5), tone(72, 0.5)])
+    sf.write(src / "sub" / "b.flac", np.stack([0.6 * b, 1.4 * b], axis=1), SR)  # stereo, right
     sf.write(src / "sub" / "deep" / "c.OGG", tone(55, 0.8, 22050), 22050)
     (src / "bad.wav").write_bytes(b"definitely not audio\n" * 20)
     (src / "readme.txt").write_text("not an input")
@@ -99,9 +100,12 @@ def test_batch_encode_decode_resume_force(tmp_path):
     assert "4 file(s): 3 ok, 0 skipped, 1 failed" in r.stderr
     assert "broken.smc" in r.stderr and "truncated" in r.stderr
     assert _files(wav) == ["a.flac", "sub/b.flac", "sub/deep/c.flac"]
-    for p, n, rate in (("a.flac", SR, SR), ("sub/b.flac", SR, SR), ("sub/deep/c.flac", 17640, 22050)):
+    for p, n, rate, ch in (("a.flac", SR, SR, 1), ("sub/b.flac", SR, SR, 2),
+                           ("sub/deep/c.flac", 17640, 22050, 1)):
         info = sf.info(wav / p)
-        assert (info.frames, info.samplerate, info.channels) == (n, rate, 1)
+        assert (info.frames, info.samplerate, info.channels) == (n, rate, ch)
+    assert all(t.pan == pytest.approx(0.4, abs=0.05)
+               for t in Container.load(smc / "sub" / "b.smc").score.tracks)
     (smc / "broken.smc").unlink()
     t_wav = _mtimes(wav)
     r = _run("batch", "decode", str(smc), str(wav), "--format", "flac", "--engine", "fluidsynth")
