@@ -501,7 +501,7 @@ def info(input: str, as_json: bool) -> None:
         f"file       {input}: {len(data)} bytes, {kbps:.3f} kbps",
         f"encoder    {c.encoder or '?'}",
         f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
-        f"{c.channels} channel(s){' (tracks placed in stereo)' if c.channels > 1 else ''}, "
+        f"{c.channels} channel(s){' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
         + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
         f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
         f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
