@@ -499,9 +499,66 @@ def drum_clips(progress: bool = True) -> list[dict]:
     return _cached_renders(DRUM_CLIPS, render_drum_clip, "drum clips", progress)
 
 
+# --- stereo mixes of the eval stems --------------------------------------------------------
+
+#: Group of the stereo clips: the Slakh stems of one song in the eval folder, placed at pans
+#: spread evenly over -STEREO_PAN..STEREO_PAN (in file order) with gains (1 - pan, 1 + pan),
+#: summed, peak-normalised to PEAK and written as 16-bit stereo FLAC.  The stems were cut at
+#: different points of the song, so the music is not coherent, but every note's truth is known.
+STEREO_GROUP = "stereo"
+STEREO_PAN = 0.6
+
+
+def stereo_clips() -> list[dict]:
+    """One stereo clip per Slakh song with stems in the eval folder (built once, cached)."""
+    import soundfile as sf
+
+    d = eval_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for song in sorted({p.name.rsplit("_", 1)[0] for p in d.glob("slakh_*_S*.flac")}):
+        paths = sorted(d.glob(f"{song}_S*.flac"))
+        truths = [p.with_suffix(".notes.json") for p in paths]
+        if len(paths) < 2 or not all(t.exists() for t in truths):
+            continue
+        name = f"stereo_{song}"
+        audio = DATASET_DIR / f"{name}.flac"
+        notes_path = DATASET_DIR / f"{name}.notes.json"
+        meta_path = DATASET_DIR / f"{name}.meta.json"
+        pans = [round(float(v), 3) for v in np.linspace(-STEREO_PAN, STEREO_PAN, len(paths))]
+        key = hashlib.sha1(json.dumps([[p.name, p.stat().st_size] for p in paths] + [pans, PEAK])
+                           .encode()).hexdigest()[:12]
+        cached = _cached_clip(key, meta_path, audio, notes_path)
+        if cached is not None:
+            out.append(cached)
+            continue
+        xs = [sf.read(str(p), dtype="float32", always_2d=True)[0].mean(axis=1) for p in paths]
+        sr = sf.info(str(paths[0])).samplerate
+        n = min(x.shape[0] for x in xs)
+        y = np.zeros((n, 2), np.float32)
+        for x, pan in zip(xs, pans):
+            y[:, 0] += x[:n] * (1.0 - pan)
+            y[:, 1] += x[:n] * (1.0 + pan)
+        peak = float(np.abs(y).max())
+        if peak > 0:
+            y *= PEAK / peak
+        DATASET_DIR.mkdir(parents=True, exist_ok=True)
+        sf.write(str(audio), y, sr, subtype="PCM_16")
+        notes = sorted(tuple(v) for t in truths for v in json.loads(t.read_text()) if v[0] < n / sr)
+        notes_path.write_text(json.dumps([list(v) for v in notes]))
+        clip = dict(name=name, group=STEREO_GROUP, source="stereo", audio=str(audio),
+                    notes=str(notes_path), duration_s=n / sr,
+                    description=f"{song}: its {len(paths)} eval stems "
+                                f"({', '.join(p.stem.split('_')[-1] for p in paths)}) at pans {pans}")
+        meta_path.write_text(json.dumps(dict(key=key, clip=clip), indent=1))
+        out.append(clip)
+    return out
+
+
 def build(progress: bool = True) -> list[dict]:
-    """The whole evaluation set: development clips, rendered excerpts, then drum clips."""
-    return eval_clips() + rendered_clips(progress) + drum_clips(progress)
+    """The whole evaluation set: development clips, rendered excerpts, drum clips, stereo clips."""
+    return eval_clips() + rendered_clips(progress) + drum_clips(progress) + stereo_clips()
 
 
 def load_notes(clip: dict) -> list | None:

@@ -109,6 +109,16 @@ COLUMNS = (  # (key, header, format)
 )
 
 
+STEREO_GROUP = "stereo"
+STEREO_COLUMNS = (  # the stereo table
+    ("kbps", "kbit/s", "{:.3g}"),
+    ("mel", "mel dist. (downmix) ↓", "{:.3f}"),
+    ("mel_lr", "L/R mel dist. ↓", "{:.3f}"),
+    ("mel_lr_downmix", "L/R mel dist., downmix on both ↓", "{:.3f}"),
+    ("score_f1", "score F1 ↑", "{:.3f}"),
+    ("rt_f1", "round-trip F1 ↑", "{:.3f}"),
+)
+
 DRUM_COLUMNS = (  # the drums table
     ("kbps", "kbit/s", "{:.3g}"),
     ("mel", "mel dist. ↓", "{:.3f}"),
@@ -293,7 +303,8 @@ def _wall_line(info: dict) -> str:
 
 def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str:
     codecs = info["codecs"]
-    counts = {g: sum(1 for c in per_clip if c["group"] == g) for g in GROUPS + (DRUM_GROUP,)}
+    counts = {g: sum(1 for c in per_clip if c["group"] == g)
+              for g in GROUPS + (DRUM_GROUP, STEREO_GROUP)}
     ram = f"{info['ram_gib']:.1f} GiB RAM" if info.get("ram_gib") else "RAM unknown"
     v = info["versions"]
     lines = [
@@ -324,6 +335,8 @@ def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str
                       group_table(aggregate(per_clip, codecs, g, source="eval")), ""]
     if counts[DRUM_GROUP]:
         lines += drums_section(per_clip, codecs)
+    if counts[STEREO_GROUP]:
+        lines += stereo_section(per_clip, codecs)
     fails = failures(per_clip, codecs)
     if fails:
         lines += ["## Failures", "", "| codec | status | clips | message |", "|---|---|---:|---|"]
@@ -372,6 +385,19 @@ def drums_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
     return lines
 
 
+def stereo_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
+    """Markdown lines of the stereo section."""
+    clips = [c for c in per_clip if c["group"] == STEREO_GROUP]
+    return [f"## Stereo ({len(clips)} clips)", "",
+            "The eval folder's Slakh stems of one song placed at pans spread from -0.6 to 0.6 "
+            "and summed (`bench.dataset.stereo_clips`). **L/R mel**: the mel distance of each "
+            "decoded channel against the same channel of the original, averaged; **downmix on "
+            "both**: the same for the decoded downmix played on both channels (for semcodec, "
+            "exactly what `--channels 1` decodes; Opus codes the two channels).", "",
+            group_table(aggregate(per_clip, codecs, STEREO_GROUP, columns=STEREO_COLUMNS),
+                        columns=STEREO_COLUMNS), ""]
+
+
 def history_entry(info: dict, per_clip: list[dict]) -> str:
     codecs = info["codecs"]
     lines = [f"### {info['date']}, commit `{info['commit']}`, {len(per_clip)} clips", "",
@@ -383,6 +409,14 @@ def history_entry(info: dict, per_clip: list[dict]) -> str:
                 continue
             lines.append(f"| {g} | {a['codec']} | {a['n_ok']}/{a['n']} | "
                          + " | ".join(_fmt(a[k], f) for k, _, f in COLUMNS[:5]) + " |")
+    st = [a for a in aggregate(per_clip, codecs, STEREO_GROUP, columns=STEREO_COLUMNS) if a["n"]]
+    if st:
+        lines += ["", "| stereo | codec | clips ok | "
+                  + " | ".join(h for _, h, _ in STEREO_COLUMNS[:4]) + " |",
+                  "|---|---|---:|" + "---:|" * 4]
+        for a in st:
+            lines.append(f"| stereo | {a['codec']} | {a['n_ok']}/{a['n']} | "
+                         + " | ".join(_fmt(a[k], f) for k, _, f in STEREO_COLUMNS[:4]) + " |")
     drum = [a for a in aggregate(per_clip, codecs, DRUM_GROUP, columns=DRUM_COLUMNS) if a["n"]]
     if drum:
         lines += ["", "| drums | codec | clips ok | " + " | ".join(h for _, h, _ in DRUM_COLUMNS) + " |",
@@ -482,3 +516,5 @@ def print_tables(info: dict, per_clip: list[dict]) -> None:
             print(f"\n{g}\n" + group_table(aggregate(per_clip, info["codecs"], g)))
     if any(c["group"] == DRUM_GROUP for c in per_clip):
         print("\n" + "\n".join(drums_section(per_clip, info["codecs"])))
+    if any(c["group"] == STEREO_GROUP for c in per_clip):
+        print("\n" + "\n".join(stereo_section(per_clip, info["codecs"])))

@@ -34,6 +34,9 @@ PLAIN_VERSION = 1
 FIGURE_CLIPS = (("m21_flute_hornpipe", "m21_violin_haydn"),
                 ("slakh_Track00001_mix", "m21_ens_winds_bwv66.6"))
 
+#: Group of the stereo clips (bench.dataset.stereo_clips): they also get per-channel mel.
+STEREO_GROUP = "stereo"
+
 ORIGINAL = "original (basic-pitch ceiling)"
 OPUS = "opus {} kbps"
 PLAIN = "plain"
@@ -81,6 +84,19 @@ def load_mono(path: str | Path, sr: int = 44100):
     y = y.mean(axis=1)
     if s != sr:
         y = librosa.resample(y, orig_sr=s, target_sr=sr)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def load_stereo(path: str | Path, sr: int = 44100):
+    """``(n, 2)`` float32 at ``sr`` Hz: the file's two channels (a mono file on both)."""
+    import librosa
+    import numpy as np
+    import soundfile as sf
+
+    y, s = sf.read(str(path), dtype="float32", always_2d=True)
+    y = np.repeat(y, 2, axis=1) if y.shape[1] == 1 else y[:, :2]
+    if s != sr:
+        y = librosa.resample(y.T, orig_sr=s, target_sr=sr).T
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -163,6 +179,7 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
     name = clip["name"]
     dur = float(clip["duration_s"])
     ref = load_mono(clip["audio"])
+    ref_lr = load_stereo(clip["audio"]) if clip.get("group") == STEREO_GROUP else None
     gt = load_notes(clip)
     drum_gt = load_drums(clip)
     rows: dict[str, dict] = {}
@@ -182,6 +199,14 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
             row["decoded_s"] = len(est) / metrics.SR
             row["mel"] = metrics.mel_distance(ref, est, ref_cache=ref_cache)
             row["chroma"] = metrics.chroma_similarity(ref, est, ref_cache=ref_cache)
+            if ref_lr is not None:
+                # each decoded channel against the same channel of the original; then the
+                # decoded downmix on both channels (what a mono decoding would score)
+                est_lr = load_stereo(wav)
+                row["mel_lr"] = float(np.mean([metrics.mel_distance(ref_lr[:, k], est_lr[:, k])
+                                               for k in (0, 1)]))
+                row["mel_lr_downmix"] = float(np.mean([metrics.mel_distance(ref_lr[:, k], est)
+                                                       for k in (0, 1)]))
             if gt is not None:
                 notes, _ = transcribe(wav)
                 prf = metrics.note_prf(gt, [(a, b, c) for a, b, c, _ in notes])
