@@ -58,7 +58,7 @@ def test_fit_lowers_loss_against_start():
     program = 40  # violin
     score = _score(program=0)  # the transcriber does not know the program
     audio = _fluid(score, program)
-    timbres, programs = fit_timbres(audio, SR, score, budget_s=8.0)
+    timbres, programs, _ = fit_timbres(audio, SR, score, budget_s=8.0)
     assert len(timbres) == 1 and timbres[0].track == 0
     assert 0 <= programs[0] <= 127
     tb = timbres[0]

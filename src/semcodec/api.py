@@ -266,6 +266,7 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     timbres: list = []
     samples: list = list(drum_samples)
     programs = {i: t.program for i, t in enumerate(tracks)}
+    engines: dict[int, tuple[str, float]] = {}
     # tracks that share one audio array (the tracks of a mix) are fitted together, so that each
     # is fitted against its own part of the mix; a stem is fitted alone against its own audio
     groups: dict[int, list[int]] = {}
@@ -275,15 +276,19 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     if groups and (opts.fit_timbre or opts.samples):
         for members in groups.values():
             sub = Score(tracks=tuple(tracks[i] for i in members))
-            tb, smp, progs = _fit(AudioInput(audio=audio_of[members[0]],
-                                             sample_rate=inp.sample_rate, channels=1,
-                                             name=inp.name), sub, opts)
+            tb, smp, progs, engs = _fit(AudioInput(audio=audio_of[members[0]],
+                                                   sample_rate=inp.sample_rate, channels=1,
+                                                   name=inp.name), sub, opts)
             timbres += [replace(t, track=members[t.track]) for t in tb]
             samples += [replace(x, track=members[x.track]) for x in smp]
             programs.update({members[j]: p for j, p in progs.items()})
+            engines.update({members[j]: e for j, e in engs.items()})
     report("timbre", 1.0)
-    score = replace(score, tracks=tuple(replace(t, program=programs.get(i, t.program))
-                                        for i, t in enumerate(tracks)))
+    score = replace(score, tracks=tuple(
+        replace(t, program=programs.get(i, t.program),
+                engine=engines.get(i, ("", 0.0))[0],
+                engine_gain_db=round(float(engines.get(i, ("", 0.0))[1]), 2))
+        for i, t in enumerate(tracks)))
     texts = {"lyrics": opts.lyrics} if opts.lyrics else {}
     c = Container(
         duration=inp.duration,
@@ -340,25 +345,27 @@ def _prefetch(*modules: str) -> None:
 
 
 def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
-    """(timbres, samples, {track: GM program}) of ``score``'s tracks fitted against ``inp``;
-    without torch, no timbres (a log line) and the tracks' own programs."""
+    """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
+    tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
+    programs and no engine preferences."""
     programs = {i: t.program for i, t in enumerate(score.tracks)}
+    engines: dict = {}
     try:
         from semcodec import timbre
     except ImportError as exc:
         log.info("timbre fitting unavailable (%s); storing the score only", exc)
-        return (), (), programs
+        return (), (), programs, engines
     samples = ()
     if opts.samples:
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
     timbres: tuple = ()
     if opts.fit_timbre:
         try:
-            timbres, programs = timbre.fit_timbres(inp.audio, inp.sample_rate, score,
-                                                   samples=samples, budget_s=opts.fit_budget_s)
+            timbres, programs, engines = timbre.fit_timbres(
+                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
-    return timbres, samples, programs
+    return timbres, samples, programs, engines
 
 
 def available_engines() -> list[str]:
@@ -440,14 +447,35 @@ def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | 
         return (out, sr) if not per_track else (out, sr, [(t.name, out) for t in c.score.tracks])
     eng = make_engine(engine, device=device, soundfont=soundfont)
 
-    def render(score: Score) -> np.ndarray:
-        out = eng.render(score, sr, n_out, timbres=c.timbres, samples=c.samples,
-                         programs=programs, transpose=transpose, tempo=tempo)
+    # the automatic choice honours the tracks the encoder found closer with the fallback engine
+    fallback = None
+    if engine == "auto" and eng.name == "neural" and any(
+            t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
+        fallback = make_engine("fluidsynth", soundfont=soundfont)
+
+    def with_engine(e, score: Score) -> np.ndarray:
+        out = e.render(score, sr, n_out, timbres=c.timbres, samples=c.samples,
+                       programs=programs, transpose=transpose, tempo=tempo)
         return dsp.fit_length(np.asarray(out, np.float32), n_out)
 
+    def muted(score: Score, keep) -> Score:  # ``score`` with the tracks not in keep muted
+        return replace(score, tracks=tuple(t if j in keep else replace(t, notes=())
+                                           for j, t in enumerate(score.tracks)))
+
+    def render(score: Score) -> np.ndarray:
+        pref = {i for i, t in enumerate(score.tracks)
+                if fallback is not None and t.notes and not t.is_drum and t.engine == "fluidsynth"}
+        if not pref:
+            return with_engine(eng, score)
+        rest = muted(score, set(range(len(score.tracks))) - pref)
+        out = with_engine(eng, rest) if rest.n_notes else np.zeros(n_out, np.float32)
+        for i in sorted(pref):
+            gain = np.float32(10.0 ** (score.tracks[i].engine_gain_db / 20.0))
+            out += with_engine(fallback, muted(score, {i})) * gain
+        return out
+
     def only(keep) -> Score:  # the score with the other tracks muted (indices kept)
-        return replace(c.score, tracks=tuple(t if j in keep else replace(t, notes=())
-                                             for j, t in enumerate(c.score.tracks)))
+        return muted(c.score, keep)
 
     pans = [t.pan if channels == 2 else 0.0 for t in c.score.tracks]
     if not per_track:

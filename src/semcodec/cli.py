@@ -473,7 +473,7 @@ def info(input: str, as_json: bool) -> None:
         smp = [s for s in c.samples if s.track == i]
         tracks.append({
             "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
-            "pan": t.pan,
+            "pan": t.pan, "engine": t.engine or None,
             "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
             "timbre": i in timbre_tracks, "samples": len(smp),
             "sample_seconds": round(sum(s.duration for s in smp), 3),
@@ -518,6 +518,8 @@ def info(input: str, as_json: bool) -> None:
         b = t["bytes"]
         pan = "" if c.channels < 2 else "  pan " + ("C" if t["pan"] == 0 else
                                                   f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
+        if t["engine"]:
+            pan += f"  plays with {t['engine']}"
         lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
                      f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
                      f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"

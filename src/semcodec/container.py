@@ -90,8 +90,13 @@ CHUNK_END = b"END\x00"
 _KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
-#: Minor version written when a track has a stereo position ("pan" in its header object).
+#: Minor version written when a track has a stereo position or an engine preference ("pan",
+#: "engine" in its header object).
 FORMAT_MINOR_PAN = 2
+#: Engines a track may name as preferred (others, from newer writers, are read as none).
+TRACK_ENGINES = ("fluidsynth",)
+#: Bound on a track's engine gain (dB).
+MAX_ENGINE_GAIN_DB = 100.0
 #: Decimals a track's pan is stored with.
 PAN_DECIMALS = 2
 
@@ -466,7 +471,8 @@ def _str_map(value: Any, what: str, max_value_chars: int | None) -> dict[str, st
 
 
 def _track_object(t: Track) -> dict[str, Any]:
-    """A track's header object; "pan" (format 1.2) only when the track is off centre."""
+    """A track's header object; "pan" (format 1.2) only when the track is off centre, "engine"
+    and "engine_gain_db" (1.2) only when it names one."""
     obj: dict[str, Any] = {"name": t.name, "program": t.program, "drum": t.is_drum,
                            "notes": len(t.notes)}
     pan = _round_float(float(t.pan), PAN_DECIMALS)
@@ -474,6 +480,11 @@ def _track_object(t: Track) -> dict[str, Any]:
         if not -1.0 <= pan <= 1.0:
             raise _fail(f"track {t.name!r}: pan {t.pan!r} outside -1..1")
         obj["pan"] = pan
+    if t.engine:
+        if t.engine not in TRACK_ENGINES:
+            raise _fail(f"track {t.name!r}: unknown engine {t.engine!r} (known: {TRACK_ENGINES})")
+        obj["engine"] = t.engine
+        obj["engine_gain_db"] = _round_float(float(t.engine_gain_db), 2)
     return obj
 
 
@@ -486,7 +497,8 @@ class _Header(NamedTuple):
     tempo_bpm: float
     time_signature: tuple[int, int]
     key: str
-    tracks: tuple[tuple[str, int, bool, int, float], ...]  # name, program, drum, n_notes, pan
+    # name, program, drum, n_notes, pan, engine, engine_gain_db
+    tracks: tuple[tuple[str, int, bool, int, float, str, float], ...]
     encoder: str
     tags: dict[str, str]
     extra: dict[str, Any]
@@ -554,7 +566,14 @@ def _validate_header(h: Any) -> _Header:
         pan = t.get("pan", 0.0)
         if not _is_num(pan) or not -1.0 <= pan <= 1.0:
             raise _fail(f"header: track {i} 'pan' must be a number in -1..1, got {pan!r}")
-        tracks.append((name, program, t["drum"], n_notes, float(pan)))
+        engine = _str_field(t.get("engine", ""), f"header: track {i} 'engine'", MAX_NAME_CHARS)
+        engine_gain = t.get("engine_gain_db", 0.0)
+        if not _is_num(engine_gain) or abs(engine_gain) > MAX_ENGINE_GAIN_DB:
+            raise _fail(f"header: track {i} 'engine_gain_db' must be a number in "
+                        f"-{MAX_ENGINE_GAIN_DB:g}..{MAX_ENGINE_GAIN_DB:g}, got {engine_gain!r}")
+        if engine not in TRACK_ENGINES:
+            engine, engine_gain = "", 0.0  # an engine this reader does not know: none
+        tracks.append((name, program, t["drum"], n_notes, float(pan), engine, float(engine_gain)))
     encoder = _str_field(h.get("encoder", ""), "header: 'encoder'", MAX_NAME_CHARS)
     tags = _str_map(h.get("tags", {}), "header: 'tags'", MAX_TAG_VALUE_CHARS)
     extra = {k: v for k, v in h.items() if k not in _RESERVED_KEYS}
@@ -1116,7 +1135,7 @@ class Container:
         duration = _exact_duration(hdr.n_samples, hdr.sample_rate)
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
-        panned = any("pan" in t for t in h["tracks"])
+        panned = any("pan" in t or "engine" in t for t in h["tracks"])
         minor = (FORMAT_MINOR_PAN if panned else FORMAT_MINOR_SAMPLE_KEYS if keyed
                  else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
@@ -1166,10 +1185,12 @@ class Container:
         if len(note_lists) != len(hdr.tracks):
             raise _fail(f"header lists {len(hdr.tracks)} tracks, SCOR chunk holds {len(note_lists)}")
         tracks = []
-        for i, ((name, program, drum, n_notes, pan), notes) in enumerate(zip(hdr.tracks, note_lists)):
+        for i, ((name, program, drum, n_notes, pan, engine, engine_gain), notes) in enumerate(
+                zip(hdr.tracks, note_lists)):
             if len(notes) != n_notes:
                 raise _fail(f"track {i}: header says {n_notes} notes, SCOR chunk holds {len(notes)}")
-            tracks.append(Track(name=name, program=program, is_drum=drum, notes=notes, pan=pan))
+            tracks.append(Track(name=name, program=program, is_drum=drum, notes=notes, pan=pan,
+                                engine=engine, engine_gain_db=engine_gain))
         n_tracks = len(tracks)
         timbres = _decode_timbres(seen[CHUNK_TIMBRE], n_tracks) if CHUNK_TIMBRE in seen else ()
         samples = (

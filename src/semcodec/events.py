@@ -44,6 +44,9 @@ class Track:
 
     ``pan`` is its stereo position, -1 (left) .. 0 (centre) .. 1 (right): a decoded stereo
     output plays it with gains ``(1 - pan, 1 + pan)``, so that the mono downmix is unchanged.
+    ``engine`` is the engine the encoder found closer to this track than the neural one
+    (``"fluidsynth"``: its GM program through the soundfont), ``""`` for none; the automatic
+    engine choice then plays the track with it, scaled by ``engine_gain_db`` (dB).
     """
 
     name: str
@@ -51,6 +54,8 @@ class Track:
     is_drum: bool = False
     notes: tuple[Note, ...] = ()
     pan: float = 0.0
+    engine: str = ""
+    engine_gain_db: float = 0.0
 
     def with_notes(self, notes: tuple[Note, ...] | list[Note]) -> "Track":
         """A copy with other notes, sorted by (onset, pitch)."""

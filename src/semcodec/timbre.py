@@ -257,9 +257,12 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
 
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
                 budget_s: float | None = None, device: str = "cpu"
-                ) -> tuple[tuple[Timbre, ...], dict[int, int]]:
+                ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
-    notes) and the best-matching GM program per track index.
+    notes), the best-matching GM program per track index, and ``{track: (engine, gain_dB)}``
+    for the tracks whose excerpts the fallback engine (fluidsynth, the GM program through the
+    soundfont, level-matched by gain_dB) renders closer than the fitted neural timbre, under
+    the same multi-resolution STFT loss (:func:`_engine_losses`).
 
     ``budget_s`` None (default): a fixed number of steps, deterministic.  A number: a wall-clock
     cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
@@ -271,7 +274,7 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     programs = {i: t.program for i, t in enumerate(score.tracks)}
     pitched = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes]
     if not pitched or not weights_available():
-        return (), programs
+        return (), programs, {}
     with torch_threads():
         return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs)
 
@@ -298,6 +301,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
     t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
     duration = audio.shape[0] / sr
     timbres = []
+    engines: dict[int, tuple[str, float]] = {}
     for n_done, ti in enumerate(pitched):
         deadline = t0 + total_budget * (n_done + 1) / len(pitched)
         starts = _windows(score, ti, duration, samples)
@@ -403,7 +407,70 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
         timbres.append(Timbre(track=ti, embedding=tuple(float(v) for v in best_fit[1]),
                               gain_db=float(best_fit[3]),
                               room=tuple(float(v) for v in best_fit[2])))
-    return tuple(timbres), programs
+        losses = _engine_losses(score, ti, starts, timbres[-1], program, tgt)
+        if losses is not None:
+            log.info("track %d: excerpts as decoded: neural loss %.3f, fluidsynth (program %d) "
+                     "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
+            if losses["fluidsynth"][0] < losses["neural"][0]:
+                engines[ti] = ("fluidsynth", losses["fluidsynth"][1])
+    return tuple(timbres), programs, engines
+
+
+#: Silence between the excerpts when they are rendered in one go (s).  A release tail longer
+#: than this plus ENGINE_CONTEXT_S sounds into the next excerpt, for both engines alike; short
+#: renderings keep the comparison at ~0.5 s per track.
+ENGINE_GAP_S = 1.0
+#: Seconds before each excerpt rendered too, so that the notes sounding into it are there.
+ENGINE_CONTEXT_S = 0.5
+
+
+def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, program: int,
+                   tgt) -> dict[str, tuple[float, float]] | None:
+    """``{"neural": (loss, gain dB), "fluidsynth": (loss, gain dB)}``: track ``ti``'s excerpts
+    (windows at ``starts``, with ENGINE_CONTEXT_S of lead-in) rendered as the decoder renders
+    them, by the neural engine with the fitted timbre and by fluidsynth with GM ``program``,
+    each level-matched to ``tgt`` ((G, n) at the model rate) and scored by ``ddsp.mrstft_loss``.
+    None when either engine is unavailable.  All excerpts go through one rendering per engine,
+    ENGINE_GAP_S apart."""
+    import torch  # noqa: PLC0415
+
+    from dataclasses import replace  # noqa: PLC0415
+
+    from semcodec.errors import SynthError  # noqa: PLC0415
+    from semcodec.events import Note, Track  # noqa: PLC0415
+    from semcodec.synth import ddsp  # noqa: PLC0415
+    from semcodec.synth.fluid import FluidsynthEngine  # noqa: PLC0415
+    from semcodec.synth.neural import NeuralEngine  # noqa: PLC0415
+
+    sr = ddsp.SR_INT
+    G, n_win = int(tgt.shape[0]), int(tgt.shape[1])
+    ctx, gap = int(ENGINE_CONTEXT_S * sr), int(ENGINE_GAP_S * sr)
+    hop = ctx + n_win + gap
+    notes = []
+    for g, st in enumerate(starts[:G]):
+        shift = g * hop / sr - (st - ENGINE_CONTEXT_S)
+        for n in score.tracks[ti].notes:
+            if st - ENGINE_CONTEXT_S <= n.onset < st + FIT_WINDOW_S:
+                notes.append(replace(n, onset=n.onset + shift, offset=n.offset + shift))
+    one = Score(tracks=(Track("t", program).with_notes(notes),))
+    out = {}
+    try:
+        engines = (("neural", NeuralEngine(device="cpu")), ("fluidsynth", FluidsynthEngine()))
+        for name, eng in engines:
+            y = eng.render(one, sr, hop * G, timbres=(replace(fitted, track=0),))
+            y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
+                                           for g in range(G)]).astype(np.float32))
+            num = float(torch.sqrt((tgt ** 2).mean()))
+            den = float(torch.sqrt((y ** 2).mean()))
+            if den <= 1e-9 or num <= 1e-9:
+                return None
+            gain_db = 20.0 * math.log10(num / den)
+            with torch.no_grad():
+                out[name] = (float(ddsp.mrstft_loss(y * (10.0 ** (gain_db / 20.0)), tgt)), gain_db)
+    except SynthError as exc:
+        log.info("engines not compared: %s", exc)
+        return None
+    return out
 
 
 # --- samples ------------------------------------------------------------------------------
