@@ -97,8 +97,9 @@ def semcodec_engines() -> tuple[list[str], str]:
             m = (re.search(r"--engine\s*\[([\w|\-]+)\]", text)
                  or re.search(r"--engine\s*\{([\w,\-]+)\}", text))
             if m:
-                # "auto" only picks one of the others
-                names = [x for x in re.split(r"[|,]", m.group(1)) if x and x != "auto"]
+                # "auto" (the default) is measured too: it plays each track with the engine the
+                # encoder found closer, so it is not just one of the others
+                names = [x for x in re.split(r"[|,]", m.group(1)) if x]
                 return names, "semcodec decode --help"
         return list(DEFAULT_ENGINES), "default (decode --help lists no --engine choices)"
     except Exception as e:  # noqa: BLE001
