@@ -197,7 +197,8 @@ def _synth_options(f):
         click.option("--engine", type=click.Choice(["auto", "neural", "fluidsynth"]),
                      default="auto", show_default=True,
                      help="Synthesizer: neural (when weights and torch are there) "
-                     "or fluidsynth (General MIDI soundfont)."),
+                     "or fluidsynth (General MIDI soundfont); auto = neural, except the "
+                     "tracks the encoder found closer with fluidsynth."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      show_default=True, help="Where the neural engine runs."),
         click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
