@@ -328,15 +328,10 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
                                    oscillator="numba")
             return y * (10.0 ** (gain_db / 20.0))
 
-        def level_gain(y):
-            num = float(torch.sqrt((tgt ** 2).mean()))
-            den = float(torch.sqrt((y ** 2).mean())) + 1e-9
-            return 20.0 * math.log10(max(num, 1e-9) / den)
-
         def evaluate(emb, room, gain_db=None):
             with torch.no_grad():
                 y = render(emb, room, 0.0, fast=True)
-                g_db = level_gain(y) if gain_db is None else gain_db
+                g_db = _level_gain_db(y, tgt) if gain_db is None else gain_db
                 return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), tgt)), g_db
 
         # 1. shortlist from harmonic spectra; 2. model renderings of the shortlist
@@ -416,6 +411,15 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
     return tuple(timbres), programs, engines
 
 
+def _level_gain_db(y, tgt) -> float:
+    """Gain (dB) that gives rendering ``y`` the RMS of target ``tgt`` (torch tensors)."""
+    import torch  # noqa: PLC0415
+
+    num = float(torch.sqrt((tgt ** 2).mean()))
+    den = float(torch.sqrt((y ** 2).mean())) + 1e-9
+    return 20.0 * math.log10(max(num, 1e-9) / den)
+
+
 #: Silence between the excerpts when they are rendered in one go (s).  A release tail longer
 #: than this plus ENGINE_CONTEXT_S sounds into the next excerpt, for both engines alike; short
 #: renderings keep the comparison at ~0.5 s per track.
@@ -437,7 +441,7 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
     from dataclasses import replace  # noqa: PLC0415
 
     from semcodec.errors import SynthError  # noqa: PLC0415
-    from semcodec.events import Note, Track  # noqa: PLC0415
+    from semcodec.events import Track  # noqa: PLC0415
     from semcodec.synth import ddsp  # noqa: PLC0415
     from semcodec.synth.fluid import FluidsynthEngine  # noqa: PLC0415
     from semcodec.synth.neural import NeuralEngine  # noqa: PLC0415
@@ -460,11 +464,9 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
             y = eng.render(one, sr, hop * G, timbres=(replace(fitted, track=0),))
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
-            num = float(torch.sqrt((tgt ** 2).mean()))
-            den = float(torch.sqrt((y ** 2).mean()))
-            if den <= 1e-9 or num <= 1e-9:
-                return None
-            gain_db = 20.0 * math.log10(num / den)
+            if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
+                return None  # an engine that renders nothing is not compared
+            gain_db = _level_gain_db(y, tgt)
             with torch.no_grad():
                 out[name] = (float(ddsp.mrstft_loss(y * (10.0 ** (gain_db / 20.0)), tgt)), gain_db)
     except SynthError as exc:
