@@ -398,32 +398,25 @@ def stereo_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
                         columns=STEREO_COLUMNS), ""]
 
 
+def _history_table(head: str, rows: list[tuple[str, dict]], columns) -> list[str]:
+    """History table lines: ``head`` over the first column, one line per (group, aggregate)."""
+    lines = [f"| {head} | codec | clips ok | " + " | ".join(h for _, h, _ in columns) + " |",
+             "|---|---|---:|" + "---:|" * len(columns)]
+    for group, a in rows:
+        lines.append(f"| {group} | {a['codec']} | {a['n_ok']}/{a['n']} | "
+                     + " | ".join(_fmt(a[k], f) for k, _, f in columns) + " |")
+    return lines
+
+
 def history_entry(info: dict, per_clip: list[dict]) -> str:
     codecs = info["codecs"]
-    lines = [f"### {info['date']}, commit `{info['commit']}`, {len(per_clip)} clips", "",
-             "| group | codec | clips ok | " + " | ".join(h for _, h, _ in COLUMNS[:5]) + " |",
-             "|---|---|---:|" + "---:|" * 5]
-    for g in GROUPS:
-        for a in aggregate(per_clip, codecs, g):
-            if a["n"] == 0:
-                continue
-            lines.append(f"| {g} | {a['codec']} | {a['n_ok']}/{a['n']} | "
-                         + " | ".join(_fmt(a[k], f) for k, _, f in COLUMNS[:5]) + " |")
-    st = [a for a in aggregate(per_clip, codecs, STEREO_GROUP, columns=STEREO_COLUMNS) if a["n"]]
-    if st:
-        lines += ["", "| stereo | codec | clips ok | "
-                  + " | ".join(h for _, h, _ in STEREO_COLUMNS[:4]) + " |",
-                  "|---|---|---:|" + "---:|" * 4]
-        for a in st:
-            lines.append(f"| stereo | {a['codec']} | {a['n_ok']}/{a['n']} | "
-                         + " | ".join(_fmt(a[k], f) for k, _, f in STEREO_COLUMNS[:4]) + " |")
-    drum = [a for a in aggregate(per_clip, codecs, DRUM_GROUP, columns=DRUM_COLUMNS) if a["n"]]
-    if drum:
-        lines += ["", "| drums | codec | clips ok | " + " | ".join(h for _, h, _ in DRUM_COLUMNS) + " |",
-                  "|---|---|---:|" + "---:|" * len(DRUM_COLUMNS)]
-        for a in drum:
-            lines.append(f"| drums | {a['codec']} | {a['n_ok']}/{a['n']} | "
-                         + " | ".join(_fmt(a[k], f) for k, _, f in DRUM_COLUMNS) + " |")
+    lines = [f"### {info['date']}, commit `{info['commit']}`, {len(per_clip)} clips", ""]
+    lines += _history_table("group", [(g, a) for g in GROUPS for a in aggregate(per_clip, codecs, g)
+                                      if a["n"]], COLUMNS[:5])
+    for group, columns in ((STEREO_GROUP, STEREO_COLUMNS[:4]), (DRUM_GROUP, DRUM_COLUMNS)):
+        aggs = [a for a in aggregate(per_clip, codecs, group, columns=columns) if a["n"]]
+        if aggs:
+            lines += [""] + _history_table(group, [(group, a) for a in aggs], columns)
     return "\n".join(lines) + "\n"
 
 
