@@ -1,0 +1,176 @@
+"""Encode-time choice of how each pitched track is played: analysis by synthesis.
+
+For every pitched track the encoder renders what the decoder would play and measures, on the
+track's own audio (its stem, or the mix with the other tracks' renderings in place), a log-mel
+distance for each way of playing it (:mod:`semcodec.synth.sampler`):
+
+* the engine alone;
+* the engine with a spectral correction (``eq``) fitted on the whole track — no excerpt needed;
+* the ``sampler``: the notes the excerpt covers played from it, the rest by the engine (+ eq);
+* the ``voice``: the track sung from the excerpt's spectral envelope, with a room (+ eq).
+
+The excerpt is kept only when a use that plays it measures closer than the best use without
+it by more than :data:`MIN_GAIN`; :class:`Choice` records the measured benefit, which the
+bitrate allocator (:mod:`semcodec.budget`) weighs against the excerpt's bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from semcodec.events import Sample, Score, Track, TrackRender
+from semcodec.synth import dsp, sampler, voice
+
+log = logging.getLogger(__name__)
+
+#: Sample rate of the measurements (Hz).
+MEASURE_SR = 22050
+#: A use that plays the excerpt must beat the best use without it by this much (mel distance).
+MIN_GAIN = 0.005
+#: Rooms tried for the voice: (rt60 s, wet).
+VOICE_ROOMS = ((0.0, 0.0), (0.5, 0.3), (1.0, 0.5))
+#: Strengths of the fitted eq tried (fractions of the full correction).
+EQ_SCALES = (0.5, 1.0)
+#: Quantisation of stored EQ gains (dB).
+EQ_STEP_DB = 1.0
+
+
+def mel_distance(ref: np.ndarray, est: np.ndarray, sr: int = MEASURE_SR) -> float:
+    """Mean |log10 mel| difference (64 bands; n_fft 1024 and 2048, hop n_fft/4), a cheap
+    stand-in for the benchmark's multi-resolution mel distance.  Both mono at ``sr``."""
+    import librosa  # noqa: PLC0415 - encode side only
+
+    n = max(ref.shape[0], est.shape[0])
+    a = np.pad(ref.astype(np.float32), (0, n - ref.shape[0]))
+    b = np.pad(est.astype(np.float32), (0, n - est.shape[0]))
+    out = []
+    for n_fft in (1024, 2048):
+        ma = librosa.feature.melspectrogram(y=a, sr=sr, n_fft=n_fft, hop_length=n_fft // 4,
+                                            n_mels=64, power=1.0)
+        mb = librosa.feature.melspectrogram(y=b, sr=sr, n_fft=n_fft, hop_length=n_fft // 4,
+                                            n_mels=64, power=1.0)
+        out.append(np.mean(np.abs(np.log10(np.maximum(ma, 1e-5))
+                                  - np.log10(np.maximum(mb, 1e-5)))))
+    return float(np.mean(out))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The measured choice for one track: its ``render`` (None: the engine alone), whether
+    its excerpt is played (``uses_sample``), and the mel distances of the group's decode
+    with the chosen use (``dist``) and with the best use that needs no excerpt
+    (``dist_without_sample``)."""
+
+    track: int
+    render: TrackRender | None
+    uses_sample: bool
+    dist: float
+    dist_without_sample: float
+
+    @property
+    def sample_benefit(self) -> float:
+        """How much closer (mel distance) the excerpt makes the decode; 0 when unused."""
+        return max(0.0, self.dist_without_sample - self.dist) if self.uses_sample else 0.0
+
+
+def _quant(db: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.round(np.asarray(db) / EQ_STEP_DB) * EQ_STEP_DB)
+
+
+def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
+           samples: tuple[Sample, ...], engine: Callable[[Track], np.ndarray],
+           loudness_lufs: float | None) -> list[Choice]:
+    """Choose how to play each of ``members`` (track indices of ``score`` sharing ``audio``,
+    mono float32 at ``sr`` Hz: their stem, or the mix they were transcribed from).
+
+    ``engine(track)`` renders a track alone as the decoder's engine would, mono float32 at
+    MEASURE_SR with ``audio``'s duration.  ``samples`` are the candidate excerpts (those of
+    these tracks are used).  Returns one :class:`Choice` per member that has notes.
+    """
+    target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+    n = target.shape[0]
+    solo = len(members) == 1
+
+    def fit(y: np.ndarray) -> np.ndarray:
+        return dsp.fit_length(np.asarray(y, np.float32), n)
+
+    parts = {i: fit(engine(score.tracks[i])) for i in members if score.tracks[i].notes}
+
+    def dist_with(i: int, y: np.ndarray) -> float:
+        mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
+        return mel_distance(target, dsp.match_loudness(mix, MEASURE_SR, loudness_lufs))
+
+    def level_db(y: np.ndarray, ref: np.ndarray) -> float:
+        ry = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+        rr = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+        return 20.0 * np.log10(max(rr, 1e-9) / max(ry, 1e-9)) if ry > 0 and rr > 0 else 0.0
+
+    def finish(y: np.ndarray, use: str, room=()) -> tuple[float, TrackRender, np.ndarray]:
+        """The level (a mix: that of the engine's fitted rendering) and, for a solo, the eq
+        fitted on the track's own audio at the strength (of EQ_SCALES) that measures best."""
+        g = 0.0 if solo else round(level_db(y, parts[i]), 2)
+        y = y * np.float32(10.0 ** (g / 20.0))
+        best = (dist_with(i, y), (), y)
+        if solo:
+            full = sampler.eq_correction(target, y, MEASURE_SR)
+            for scale in EQ_SCALES:
+                eq = _quant(full * scale)
+                if not any(eq):
+                    continue
+                ye = sampler.apply_eq(y, MEASURE_SR, np.asarray(eq))
+                d = dist_with(i, ye)
+                if d < best[0]:
+                    best = (d, eq, ye)
+        return best[0], TrackRender(use=use, gain_db=g, eq_db=best[1], room=tuple(room)), best[2]
+
+    out = []
+    for i in parts:
+        track = score.tracks[i]
+        base = dist_with(i, parts[i])
+        best_plain = (base, None, parts[i])
+        d_eq, spec_eq, y_eq = finish(parts[i], "")
+        if d_eq < best_plain[0]:
+            best_plain = (d_eq, spec_eq, y_eq)
+        best = best_plain
+        mine = [s for s in samples if s.track == i and s.key is None]
+        excerpts = []
+        for s in mine:
+            x = sampler.decode_excerpt(s, MEASURE_SR)
+            if x is not None and x.size:
+                excerpts.append((x, s.start))
+        tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
+        if excerpts:
+            zs = [z for x, st in excerpts
+                  for z in sampler.zones(x, MEASURE_SR, sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
+            if zs:
+                y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)
+                rest = [track.notes[k] for k in range(len(track.notes)) if k not in set(played)]
+                if rest:
+                    y = y + fit(engine(replace(track, notes=tuple(rest))))
+                d, spec, y = finish(fit(y), "sampler")
+                tried["sampler"] = round(d, 4)
+                if d < best[0]:
+                    best = (d, spec, y)
+            model = voice.analyze_excerpts(excerpts, MEASURE_SR, track)
+            if model is not None:
+                v = fit(voice.render(model, track, MEASURE_SR, n, seed=i))
+                for rt, wet in VOICE_ROOMS:
+                    y = sampler.apply_room(v, MEASURE_SR, rt, wet, seed=i)
+                    d, spec, y = finish(y, "voice", (rt, wet) if wet > 0 else ())
+                    tried[f"voice{rt:g}"] = round(d, 4)
+                    if d < best[0]:
+                        best = (d, spec, y)
+        uses = best[1] is not None and best[1].use != ""
+        if uses and best[0] > best_plain[0] - MIN_GAIN:
+            best, uses = best_plain, False
+        log.info("track %d: mel distances %s -> %s", i + 1, tried,
+                 best[1].use if best[1] is not None and best[1].use else
+                 ("eq" if best[1] is not None else "engine"))
+        out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
+                          dist_without_sample=best_plain[0]))
+        parts[i] = best[2]  # later tracks are measured against this one as chosen
+    return out
