@@ -32,30 +32,39 @@ MEASURE_SR = 22050
 #: A use that plays the excerpt must beat the best use without it by this much (mel distance).
 MIN_GAIN = 0.005
 #: Rooms tried for the voice: (rt60 s, wet).
-VOICE_ROOMS = ((0.0, 0.0), (0.5, 0.3), (1.0, 0.5))
+VOICE_ROOMS = ((0.0, 0.0), (0.5, 0.3), (1.0, 0.5), (1.5, 0.5))
 #: Strengths of the fitted eq tried (fractions of the full correction).
 EQ_SCALES = (0.5, 1.0)
 #: Quantisation of stored EQ gains (dB).
 EQ_STEP_DB = 1.0
 
 
-def mel_distance(ref: np.ndarray, est: np.ndarray, sr: int = MEASURE_SR) -> float:
-    """Mean |log10 mel| difference (64 bands; n_fft 1024 and 2048, hop n_fft/4), a cheap
-    stand-in for the benchmark's multi-resolution mel distance.  Both mono at ``sr``."""
-    import librosa  # noqa: PLC0415 - encode side only
+_FB: dict[tuple[int, int], np.ndarray] = {}
 
-    n = max(ref.shape[0], est.shape[0])
-    a = np.pad(ref.astype(np.float32), (0, n - ref.shape[0]))
-    b = np.pad(est.astype(np.float32), (0, n - est.shape[0]))
+
+def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
+    """``log10(max(mel, 1e-5))`` (64 bands, magnitude) of ``x`` at n_fft 1024 and 2048 (hop
+    n_fft / 4): the features of :func:`mel_distance`."""
     out = []
     for n_fft in (1024, 2048):
-        ma = librosa.feature.melspectrogram(y=a, sr=sr, n_fft=n_fft, hop_length=n_fft // 4,
-                                            n_mels=64, power=1.0)
-        mb = librosa.feature.melspectrogram(y=b, sr=sr, n_fft=n_fft, hop_length=n_fft // 4,
-                                            n_mels=64, power=1.0)
-        out.append(np.mean(np.abs(np.log10(np.maximum(ma, 1e-5))
-                                  - np.log10(np.maximum(mb, 1e-5)))))
-    return float(np.mean(out))
+        if (sr, n_fft) not in _FB:
+            import librosa  # noqa: PLC0415 - encode side only
+
+            _FB[(sr, n_fft)] = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
+        mag = sampler.stft_mag(x, n_fft, n_fft // 4)
+        out.append(np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5)))
+    return out
+
+
+def mel_distance(ref, est: np.ndarray, sr: int = MEASURE_SR) -> float:
+    """Mean |log10 mel| difference (64 bands; n_fft 1024 and 2048, hop n_fft/4), a cheap
+    stand-in for the benchmark's multi-resolution mel distance.  ``ref``: mono audio at
+    ``sr`` or its :func:`log_mels` (computed once per target); ``est``: mono audio of the
+    same length."""
+    la = log_mels(ref, sr) if isinstance(ref, np.ndarray) else ref
+    lb = log_mels(est, sr)
+    return float(np.mean([np.mean(np.abs(a[:b.shape[0]] - b[:a.shape[0]]))
+                          for a, b in zip(la, lb)]))
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
     n = target.shape[0]
     solo = len(members) == 1
+    target_mels = log_mels(target)
 
     def fit(y: np.ndarray) -> np.ndarray:
         return dsp.fit_length(np.asarray(y, np.float32), n)
@@ -102,7 +112,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
 
     def dist_with(i: int, y: np.ndarray) -> float:
         mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
-        return mel_distance(target, dsp.match_loudness(mix, MEASURE_SR, loudness_lufs))
+        return mel_distance(target_mels, dsp.match_loudness(mix, MEASURE_SR, loudness_lufs))
 
     def level_db(y: np.ndarray, ref: np.ndarray) -> float:
         ry = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))

@@ -236,11 +236,16 @@ class Zone:
 def zones(excerpt: np.ndarray, sr: int, notes: list[Note], start: float) -> list[Zone]:
     """Cut the excerpt (mono at ``sr``, beginning at ``start`` s of the original) into one
     zone per note it holds; a note is cut at the next note's onset (monophonic lines) or
-    its own offset, whichever comes first.  Notes shorter than 60 ms are skipped."""
+    its own offset, whichever comes first.  Notes shorter than 60 ms are skipped, and so are
+    notes of a chord (another note starting within 30 ms, or still sounding at the onset):
+    their audio is not theirs alone."""
     out = []
     ns = sorted(notes, key=lambda n: n.onset)
     for k, n in enumerate(ns):
         a = int(round((n.onset - start) * sr))
+        if any(m is not n and (abs(m.onset - n.onset) < 0.03
+                               or m.onset < n.onset < m.offset - 0.03) for m in ns):
+            continue
         end = n.offset
         later = [m.onset for m in ns[k + 1:] if m.onset > n.onset + 0.03]
         if later:
