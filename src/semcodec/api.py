@@ -426,6 +426,10 @@ class DecodeOptions:
     programs: dict[int, int] | None = None
     transpose: int = 0
     tempo: float = 1.0
+    #: Play each track as its stored ``render`` says (its excerpt as a sampler or a voice, its
+    #: spectral correction and room; format 1.3); False: the engines alone.  A track whose
+    #: program is overridden by ``programs`` is always played by the engines alone.
+    track_renders: bool = True
 
 
 def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
@@ -559,6 +563,42 @@ class _Renderer:
 
     def render(self, score: Score) -> np.ndarray:
         """``score`` rendered at the output's rate and length, mono float32."""
+        # --- track renders (format 1.3): the tracks with a stored ``render`` are played by
+        # semcodec.synth.sampler.render_track on top of (or instead of) the engines ---
+        special = {i for i, t in enumerate(score.tracks) if self._has_render(i, t)}
+        if not special:
+            return self._engines(score)
+        rest = _muted(score, set(range(len(score.tracks))) - special)
+        out = self._engines(rest) if rest.n_notes else np.zeros(self.n_out, np.float32)
+        for i in sorted(special):
+            out += self._track_render(score, i)
+        return out
+
+    def _has_render(self, i: int, t: Track) -> bool:
+        return (self.opts.track_renders and t.render is not None and bool(t.notes)
+                and not t.is_drum and i not in (self.opts.programs or {}))
+
+    def _track_render(self, score: Score, i: int) -> np.ndarray:
+        from semcodec.synth import sampler  # noqa: PLC0415
+
+        excerpts = []
+        for smp in self.c.samples:
+            if smp.track == i and smp.key is None:
+                x = sampler.decode_excerpt(smp, self.sr)
+                if x is not None and x.size:
+                    excerpts.append((x, smp.start))
+
+        def engine(track: Track) -> np.ndarray:
+            tracks = tuple(track if j == i else replace(t, notes=())
+                           for j, t in enumerate(score.tracks))
+            return self._engines(replace(score, tracks=tracks))
+
+        y = sampler.render_track(score.tracks[i], excerpts, self.sr, self.n_out, engine,
+                                 transpose=self.opts.transpose, tempo=self.opts.tempo, seed=i)
+        return dsp.fit_length(np.asarray(y, np.float32), self.n_out)
+
+    def _engines(self, score: Score) -> np.ndarray:
+        """``score`` rendered by the engines alone."""
         pref = {i for i, t in enumerate(score.tracks) if self.fallback is not None
                 and t.notes and not t.is_drum and t.engine == "fluidsynth"}
         if not pref:

@@ -39,6 +39,7 @@ from semcodec.container.spec import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
+    FORMAT_MINOR_RENDER,
     FORMAT_MINOR_SAMPLE_KEYS,
     MAGIC,
 )
@@ -137,8 +138,9 @@ class SmcFile:
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
-        minor = (FORMAT_MINOR_PAN if panned else FORMAT_MINOR_SAMPLE_KEYS if keyed
-                 else FORMAT_MINOR)
+        rendered = any("render" in t for t in h["tracks"])
+        minor = (FORMAT_MINOR_RENDER if rendered else FORMAT_MINOR_PAN if panned
+                 else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
         parts = [pre, _U32.pack(zlib.crc32(pre))]
         parts.append(_chunk(CHUNK_SCORE, _encode_score(self.score, duration)))
@@ -191,7 +193,8 @@ class SmcFile:
                 raise _fail(f"track {i}: header says {th.n_notes} notes, SCOR chunk holds "
                             f"{len(notes)}")
             tracks.append(Track(name=th.name, program=th.program, is_drum=th.drum, notes=notes,
-                                pan=th.pan, engine=th.engine, engine_gain_db=th.engine_gain_db))
+                                pan=th.pan, engine=th.engine, engine_gain_db=th.engine_gain_db,
+                                render=th.render))
         n_tracks = len(tracks)
         timbres = _decode_timbres(seen[CHUNK_TIMBRE], n_tracks) if CHUNK_TIMBRE in seen else ()
         samples = (

@@ -24,6 +24,18 @@ FORMAT_MINOR_SAMPLE_KEYS = 1
 #: Minor version written when a track has a stereo position or an engine preference ("pan",
 #: "engine" in its header object).
 FORMAT_MINOR_PAN = 2
+#: Minor version written when a track says how its excerpt is played or carries a spectral
+#: correction / room (the "render" object of its header entry).
+FORMAT_MINOR_RENDER = 3
+#: Uses of a track's excerpt a "render" object may name (others, from newer writers, are read
+#: as none: the engine, with the eq and room still applied).
+RENDER_USES = ("sampler", "voice")
+#: Bounds of a "render" object: gain and eq values (dB), eq bands, room rt60 (s) and wet gain.
+MAX_RENDER_GAIN_DB = 100.0
+MAX_EQ_DB = 60.0
+MAX_EQ_BANDS = 64
+MAX_ROOM_RT60_S = 10.0
+MAX_ROOM_WET = 4.0
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).

@@ -35,6 +35,7 @@ SAMPLE_USES = ("eq", "sampler", "voice")
 #: Correction bands of the "eq" use (log-spaced, BAND_LO_HZ .. Nyquist) and its limit (dB).
 N_BANDS = 24
 BAND_LO_HZ = 60.0
+BAND_HI_HZ = 11025.0
 EQ_MAX_DB = 30.0
 #: The sampler plays a note from an excerpt note at most this many semitones away.
 SAMPLER_MAX_SHIFT = 4
@@ -88,9 +89,12 @@ def shape_noise(gain: np.ndarray, n_fft: int, hop: int, n_samples: int,
     return out[n_fft // 2:n_fft // 2 + n_samples]
 
 
-def band_edges(sr: int, n_bands: int = N_BANDS, lo: float = BAND_LO_HZ) -> np.ndarray:
-    """``n_bands + 1`` log-spaced band edges (Hz) from ``lo`` to ``sr / 2``."""
-    return np.geomspace(lo, sr / 2.0, n_bands + 1)
+def band_edges(sr: int | None = None, n_bands: int = N_BANDS, lo: float = BAND_LO_HZ,
+               hi: float = BAND_HI_HZ) -> np.ndarray:
+    """``n_bands + 1`` log-spaced band edges (Hz) from ``lo`` to ``hi`` (at most ``sr / 2``):
+    the same bands at any sample rate, so that gains measured at one rate apply at another."""
+    top = hi if sr is None else min(hi, sr / 2.0)
+    return np.geomspace(lo, top, n_bands + 1)
 
 
 def band_powers(mag: np.ndarray, sr: int, n_fft: int, edges: np.ndarray) -> np.ndarray:
@@ -161,7 +165,7 @@ def eq_correction(target: np.ndarray, rendered: np.ndarray, sr: int,
     decoder's loudness matching sets the level); clipped to ±EQ_MAX_DB.
     """
     n = min(target.shape[0], rendered.shape[0])
-    edges = band_edges(sr, n_bands)
+    edges = band_edges(None, n_bands)
     a = band_powers(stft_mag(target[:n], 1024, 256), sr, 1024, edges)
     b = band_powers(stft_mag(rendered[:n], 1024, 256), sr, 1024, edges)
     if n == 0:
@@ -194,17 +198,22 @@ def apply_room(y: np.ndarray, sr: int, rt60: float, wet: float, seed: int = 0) -
 
 def apply_eq(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
     """Filter mono ``y`` by band gains (dB at the log-spaced band centres of
-    :func:`band_edges`, interpolated in log frequency), in one zero-phase FFT pass per
+    :func:`band_edges` at any rate, interpolated in log frequency; above the top band the
+    correction fades out over an octave), in one zero-phase FFT pass per
     block (overlap-add with a Hann window, so long inputs need bounded memory)."""
     y = np.asarray(y, np.float32)
     if y.size == 0 or not np.any(gains_db):
         return y
     n_fft, hop = 4096, 1024
-    edges = band_edges(sr, gains_db.shape[0])
+    edges = band_edges(None, gains_db.shape[0])
     centres = np.sqrt(edges[:-1] * edges[1:])
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     lf = np.log(np.maximum(freqs, 1.0))
-    g = 10.0 ** (np.interp(lf, np.log(centres), gains_db) / 20.0)
+    db = np.interp(lf, np.log(centres), gains_db)
+    # above the top band (unmeasured) the correction fades to 0 dB over an octave
+    top = edges[-1]
+    fade = np.clip(1.0 - np.log2(np.maximum(freqs, top) / top), 0.0, 1.0)
+    g = 10.0 ** (db * fade / 20.0)
     win = np.hanning(n_fft + 1)[:-1]
     xp = np.pad(y.astype(np.float64), (n_fft, n_fft + hop))
     out = np.zeros_like(xp)
