@@ -83,7 +83,7 @@ def test_a_kept_excerpt_brings_the_decode_closer():
     samples = extract_samples(original, SR, score)
     assert samples
 
-    def engine(track):  # an engine with the wrong timbre: nearly pure sines
+    def engine(i, track):  # an engine with the wrong timbre: nearly pure sines
         return _render(track.notes, harmonics=1, seconds=seconds)
 
     (choice,) = sampleuse.choose(original, SR, score, [0], samples, engine, -20.0)
@@ -92,7 +92,7 @@ def test_a_kept_excerpt_brings_the_decode_closer():
     assert choice.sample_benefit > 0
 
     # the engine already plays it as the original: the excerpt does not pay, it is not kept
-    def perfect(track):
+    def perfect(i, track):
         return _render(track.notes, harmonics=14, seconds=seconds)
 
     (same,) = sampleuse.choose(original, SR, score, [0], samples, perfect, -20.0)

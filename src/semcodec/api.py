@@ -70,9 +70,16 @@ class EncodeOptions:
     fit_timbre: bool = True  # fit neural timbre + GM program (when torch and weights exist)
     samples: bool = True  # keep short Opus samples of the cleanest notes
     fit_budget_s: float | None = None  # wall-clock cap of the whole timbre fit (s); None = auto
-    #: Samples are kept only while the whole container stays within this bitrate (kbps); the
-    #: score and timbres are always kept.
-    max_kbps: float = 1.0
+    #: The bitrate target (kbit/s): the file is filled, part by part in order of measured
+    #: benefit per byte (semcodec.budget), up to and never beyond it; the header, score and
+    #: timbres are always kept (a file that needs more than the target for them exceeds it).
+    kbps: float = 1.0
+    #: Old name of ``kbps`` (when given, it wins).
+    max_kbps: float | None = None
+    #: Measure, per pitched track, how its excerpt and a spectral correction are best played
+    #: (semcodec.sampleuse) and store the choice; False: excerpts are stored unplayed, as in
+    #: format 1.2.
+    track_renders: bool = True
     tags: dict[str, str] = field(default_factory=dict)
     #: Instrument tracks to split a mix into: None = automatic (1 for a solo), or a number.
     tracks: int | None = None
@@ -81,7 +88,14 @@ class EncodeOptions:
     #: Lyrics text stored in the container (TAGS chunk, key "lyrics"); exported to MusicXML.
     lyrics: str | None = None
 
+    @property
+    def target_kbps(self) -> float:
+        """The bitrate target in kbit/s (``max_kbps`` when given, else ``kbps``)."""
+        return float(self.kbps if self.max_kbps is None else self.max_kbps)
+
     def __post_init__(self) -> None:
+        if not 0.0 <= self.target_kbps <= 1000.0:
+            raise UsageError(f"kbps must be 0..1000, got {self.target_kbps}")
         if self.tracks is not None and not 1 <= self.tracks <= MAX_TRACKS:
             raise UsageError(f"tracks must be 1..{MAX_TRACKS} or auto, got {self.tracks}")
         if self.drums not in ("auto", "off"):
@@ -308,28 +322,119 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         texts=texts,
         encoder=f"semcodec {__version__}",
     )
-    if samples:
-        # within the budget: drum one-shots first (short, and the sampler needs them), then
-        # the excerpts of the tracks with the most notes
-        order = sorted(samples, key=lambda x: (x.key is None, -len(tracks[x.track].notes), x.track))
-        kept = set(id(x) for x in _samples_within(c, tuple(order), opts.max_kbps))
-        c = replace(c, samples=tuple(x for x in samples if id(x) in kept))
-    return c
+    return _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
+                  inp.sample_rate, tuple(samples), opts)
 
 
-def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
-    """The samples (in order) that fit into ``max_kbps`` on top of the rest of ``c``."""
-    budget = max_kbps * 1000.0 / 8.0 * c.duration - len(c.to_bytes())
-    kept = []
-    for smp in samples:
-        cost = len(smp.data) + 24  # per-sample fields in the SAMP chunk, plus its framing
-        if cost <= budget:
-            kept.append(smp)
-            budget -= cost
-        else:
-            log.info("sample of track %d (%d bytes) dropped: over the %.2f kbps budget",
-                     smp.track + 1, len(smp.data), max_kbps)
-    return tuple(kept)
+#: Bytes a sample adds to the SAMP chunk besides its data (track, times, rate, codec name).
+SAMPLE_FIELD_BYTES = 24
+
+
+def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: int,
+           samples: tuple[Sample, ...], opts: EncodeOptions) -> Container:
+    """``c`` completed within the bitrate target: each pitched track gets the render the
+    encoder measured best (semcodec.sampleuse), and the candidate ``samples`` (excerpts of
+    the tracks of ``groups``, whose audio at ``sr`` is ``audios``; drum one-shots) are kept
+    in order of measured benefit per byte while they fit (semcodec.budget).  The residual
+    layer's coder plugs in at ``_residual_coder``."""
+    from semcodec import budget
+
+    total = budget.budget_bytes(opts.target_kbps, c.duration)
+    choices = _measure_renders(c, audios, groups, sr, samples) if opts.track_renders else {}
+    # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
+    # brings its own render
+    base_score = replace(c.score, tracks=tuple(
+        replace(t, render=choices[i].plain) if i in choices else t
+        for i, t in enumerate(c.score.tracks)))
+    base = replace(c, score=base_score, samples=())
+    parts = [budget.Part("base", "score", len(base.to_bytes()), required=True)]
+    for k, smp in enumerate(samples):
+        if smp.key is not None:
+            parts.append(budget.Part(f"oneshot{k}", "oneshot", len(smp.data) + SAMPLE_FIELD_BYTES))
+    offered = {}
+    for i, ch in choices.items():
+        mine = [s for s in samples if s.track == i and s.key is None]
+        if not ch.uses_sample or not mine:
+            continue
+        with_render = replace(base, score=replace(base.score, tracks=tuple(
+            replace(t, render=ch.render) if j == i else t
+            for j, t in enumerate(base.score.tracks))))
+        header_delta = len(with_render.to_bytes()) - parts[0].nbytes
+        cost = sum(len(s.data) + SAMPLE_FIELD_BYTES for s in mine) + max(0, header_delta)
+        offered[f"sample{i}"] = i
+        parts.append(budget.Part(f"sample{i}", "sample", cost, ch.sample_benefit))
+    if not opts.track_renders:  # excerpts stored unplayed (format 1.2): by the old order
+        for k, smp in enumerate(samples):
+            if smp.key is None:
+                parts.append(budget.Part(f"excerpt{k}", "sample",
+                                         len(smp.data) + SAMPLE_FIELD_BYTES, 1e-9))
+    alloc = budget.allocate(total, parts, residual=_residual_coder(base, audios))
+
+    def build(keep: set[str]) -> Container:
+        tracks = list(base.score.tracks)
+        for name, i in offered.items():
+            if name in keep:
+                tracks[i] = replace(tracks[i], render=choices[i].render)
+        kept = [s for k, s in enumerate(samples)
+                if (s.key is not None and f"oneshot{k}" in keep)
+                or (s.key is None and offered.get(f"sample{s.track}") is not None
+                    and f"sample{s.track}" in keep)
+                or f"excerpt{k}" in keep]
+        return replace(base, score=replace(base.score, tracks=tuple(tracks)),
+                       samples=tuple(kept))
+
+    keep = {p.name for p in alloc.kept}
+    out = build(keep)
+    # the estimates above leave out a few bytes of chunk framing: drop the least useful part
+    # until the file is within the target (never beyond it)
+    optional = sorted((p for p in alloc.kept if not p.required), key=lambda p: p.density)
+    while len(out.to_bytes()) > total and optional:
+        keep.discard(optional.pop(0).name)
+        out = build(keep)
+    return out
+
+
+def _measure_renders(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: int,
+                     samples: tuple[Sample, ...]) -> dict:
+    """{track: sampleuse.Choice} for the pitched tracks of ``groups`` (empty when the
+    engines are unavailable or the file is silent)."""
+    from semcodec import sampleuse
+
+    if c.loudness_lufs is None or not groups:
+        return {}
+    m_sr = sampleuse.MEASURE_SR
+    n = int(round(c.n_samples * m_sr / c.sample_rate))
+    try:
+        shape = _DecodeShape(m_sr, n, 1)
+        renderer = _Renderer(c, DecodeOptions(sample_rate=m_sr, channels=1,
+                                              track_renders=False), shape)
+    except SynthError as exc:
+        log.info("track renders not measured: %s", exc)
+        return {}
+
+    def engine(i: int, track: Track) -> np.ndarray:
+        tracks = tuple(track if j == i else replace(t, notes=())
+                       for j, t in enumerate(c.score.tracks))
+        return renderer.render(replace(c.score, tracks=tracks))
+
+    out = {}
+    for audio, members in zip(audios, groups):
+        try:
+            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine):
+                out[ch.track] = ch
+        except SynthError as exc:
+            log.warning("track renders of tracks %s not measured: %s",
+                        ", ".join(str(i + 1) for i in members), exc)
+    return out
+
+
+def _residual_coder(base: Container, audios: list[np.ndarray]):
+    """The residual layer's coder ``code(max_bytes) -> bytes`` for the bitrate allocator, or
+    None.  The seam for issue 10 item 1 (``semcodec.residual``, a RESD chunk): when that layer
+    is in this build, this returns its coder over the original and the decode without the
+    residual, and :func:`_spend` stores the payload it returns; until then, None (the bytes
+    left stay unspent)."""
+    return None
 
 
 def _prefetch(*modules: str) -> None:
@@ -363,7 +468,8 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
         return (), (), programs, engines
     samples = ()
     if opts.samples:
-        samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
+        samples = timbre.extract_samples(inp.audio, inp.sample_rate, score,
+                                         count=_excerpts_per_track(inp, score, opts))
     timbres: tuple = ()
     if opts.fit_timbre:
         try:
@@ -372,6 +478,20 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
     return timbres, samples, programs, engines
+
+
+#: Bytes of one 2-s Opus excerpt (about), for sizing the candidates to the budget.
+EXCERPT_BYTES = 1700
+
+
+def _excerpts_per_track(inp: AudioInput, score: Score, opts: EncodeOptions) -> int:
+    """Candidate excerpts per pitched track: as many as the bitrate target could pay for
+    (a long input affords several; 1..8), each then kept only if it measures worth its bytes."""
+    from semcodec.budget import budget_bytes
+
+    pitched = sum(1 for t in score.tracks if t.notes and not t.is_drum) or 1
+    spare = budget_bytes(opts.target_kbps, inp.duration) - 300 - 8 * score.n_notes
+    return int(max(1, min(8, spare // (EXCERPT_BYTES * pitched))))
 
 
 def available_engines() -> list[str]:

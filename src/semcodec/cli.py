@@ -175,9 +175,12 @@ def _encode_options(f):
         click.option("--no-bends", is_flag=True, help="Do not store pitch bends."),
         click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only)."),
         click.option("--no-samples", is_flag=True, help="Do not store short audio samples."),
-        click.option("--max-kbps", type=click.FloatRange(0.0, 64.0), default=1.0,
-                     show_default=True,
-                     help="Keep audio samples only while the file stays within this bitrate."),
+        click.option("--kbps", "--max-kbps", "max_kbps", type=click.FloatRange(0.0, 64.0),
+                     default=1.0, show_default=True, metavar="TARGET",
+                     help="Bitrate target (kbit/s): the file is filled up to it, never beyond, "
+                          "with the parts that bring the decode closest per byte (excerpts, "
+                          "one-shots); header, score and timbres are always kept. "
+                          "--max-kbps is the old name."),
         click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
                      help="Store a tag (repeatable)."),
         click.option("--tracks", "n_tracks", default="auto", show_default=True,
@@ -275,7 +278,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
             raise UsageError(f"--tracks {n_tracks!r}: expected auto or a number") from None
     return api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
                              fit_timbre=not no_timbre, samples=not no_samples,
-                             max_kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
+                             kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
                              lyrics=_read_lyrics(lyrics_file))
 
 
@@ -481,10 +484,11 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
 @_verbosity
 def info(input: str, as_json: bool) -> None:
     """Show a .smc file's header, tracks, samples, chunk sizes and bitrate."""
-    from semcodec.container import chunk_table, track_sizes
+    from semcodec.container import chunk_table, part_sizes, track_sizes
 
     c, data = _read_smc(input)
     sizes = track_sizes(c)
+    parts = part_sizes(c, data)
     chunks = [{"type": ch.type, "offset": ch.offset, "bytes": ch.length} for ch in chunk_table(data)]
     kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
     timbre_tracks = {t.track for t in c.timbres}
@@ -494,6 +498,7 @@ def info(input: str, as_json: bool) -> None:
         tracks.append({
             "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
             "pan": t.pan, "engine": t.engine or None,
+            "render": _render_words(t.render),
             "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
             "timbre": i in timbre_tracks, "samples": len(smp),
             "sample_seconds": round(sum(s.duration for s in smp), 3),
@@ -512,6 +517,8 @@ def info(input: str, as_json: bool) -> None:
                      "key": s.key}
                     for s in c.samples],
         "chunks": chunks,
+        "parts": {k: {"bytes": v, "kbps": round(v * 8 / c.duration / 1000, 4)
+                      if c.duration > 0 else 0.0} for k, v in parts.items()},
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -540,6 +547,8 @@ def info(input: str, as_json: bool) -> None:
                                                   f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
         if t["engine"]:
             pan += f"  plays with {t['engine']}"
+        if t["render"]:
+            pan += f"  {t['render']}"
         lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
                      f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
                      f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
@@ -550,11 +559,24 @@ def info(input: str, as_json: bool) -> None:
             key = f"  key {s['key']}" if s["key"] is not None else ""
             lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
                          f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
+    lines.append("parts")
+    for k, v in summary["parts"].items():
+        lines.append(f"  {k:<9} {v['bytes']:8d} bytes  {v['kbps']:.3f} kbps")
     lines.append("chunks")
     for ch in chunks:
         share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
         lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
     click.echo("\n".join(lines))
+
+
+def _render_words(r) -> str | None:
+    """A track's stored render in words (``semcodec info``), None when it has none."""
+    if r is None:
+        return None
+    words = {"voice": "sung from its excerpt", "sampler": "excerpt as sampler"}.get(r.use, "")
+    extra = [w for w in (words, f"eq {len(r.eq_db)} bands" if r.eq_db else "",
+                         f"room {r.room[0]:g} s" if r.room else "") if w]
+    return ", ".join(extra) or None
 
 
 def _gm_names():

@@ -72,13 +72,16 @@ class Choice:
     """The measured choice for one track: its ``render`` (None: the engine alone), whether
     its excerpt is played (``uses_sample``), and the mel distances of the group's decode
     with the chosen use (``dist``) and with the best use that needs no excerpt
-    (``dist_without_sample``)."""
+    (``dist_without_sample``, with render ``plain``)."""
 
     track: int
     render: TrackRender | None
     uses_sample: bool
     dist: float
     dist_without_sample: float
+    #: The best render that needs no excerpt (None: the engine alone): the track's render
+    #: when its excerpt is not kept.
+    plain: TrackRender | None = None
 
     @property
     def sample_benefit(self) -> float:
@@ -86,21 +89,40 @@ class Choice:
         return max(0.0, self.dist_without_sample - self.dist) if self.uses_sample else 0.0
 
 
+def maybe_sung(track: Track) -> bool:
+    """True when ``track`` may be a sung line: named or programmed as a voice, or most of its
+    notes carry pitch bends (vibrato, glides) in a singing register (MIDI 40..84)."""
+    from semcodec.constants import VOICE_PROGRAMS, is_voice_name  # noqa: PLC0415
+
+    if is_voice_name(track.name) or track.program in VOICE_PROGRAMS:
+        return True
+    if not track.notes:
+        return False
+    bent = sum(1 for n in track.notes if n.bends) / len(track.notes)
+    mid = float(np.median([n.pitch for n in track.notes]))
+    return bent >= 0.5 and 40 <= mid <= 84
+
+
 def _quant(db: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in np.round(np.asarray(db) / EQ_STEP_DB) * EQ_STEP_DB)
 
 
 def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
-           samples: tuple[Sample, ...], engine: Callable[[Track], np.ndarray],
-           loudness_lufs: float | None) -> list[Choice]:
+           samples: tuple[Sample, ...], engine: Callable[[int, Track], np.ndarray],
+           loudness_lufs: float | None = None) -> list[Choice]:
     """Choose how to play each of ``members`` (track indices of ``score`` sharing ``audio``,
     mono float32 at ``sr`` Hz: their stem, or the mix they were transcribed from).
 
-    ``engine(track)`` renders a track alone as the decoder's engine would, mono float32 at
-    MEASURE_SR with ``audio``'s duration.  ``samples`` are the candidate excerpts (those of
-    these tracks are used).  Returns one :class:`Choice` per member that has notes.
+    ``engine(i, track)`` renders track ``track`` (track ``i`` or some of its notes) alone as
+    the decoder's engine would, mono float32 at MEASURE_SR with ``audio``'s duration.
+    ``samples`` are the candidate excerpts (those of these tracks are used).  The decodes are
+    matched to ``loudness_lufs`` (None: the loudness of ``audio``), as the decoder matches the
+    original's.  The voice is tried only for a track that may be sung (:func:`maybe_sung`).
+    Returns one :class:`Choice` per member that has notes.
     """
     target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+    if loudness_lufs is None:
+        loudness_lufs = dsp.integrated_loudness(target, MEASURE_SR)
     n = target.shape[0]
     solo = len(members) == 1
     target_mels = log_mels(target)
@@ -108,7 +130,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     def fit(y: np.ndarray) -> np.ndarray:
         return dsp.fit_length(np.asarray(y, np.float32), n)
 
-    parts = {i: fit(engine(score.tracks[i])) for i in members if score.tracks[i].notes}
+    parts = {i: fit(engine(i, score.tracks[i])) for i in members if score.tracks[i].notes}
 
     def dist_with(i: int, y: np.ndarray) -> float:
         mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
@@ -160,12 +182,13 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                 y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)
                 rest = [track.notes[k] for k in range(len(track.notes)) if k not in set(played)]
                 if rest:
-                    y = y + fit(engine(replace(track, notes=tuple(rest))))
+                    y = y + fit(engine(i, replace(track, notes=tuple(rest))))
                 d, spec, y = finish(fit(y), "sampler")
                 tried["sampler"] = round(d, 4)
                 if d < best[0]:
                     best = (d, spec, y)
-            model = voice.analyze_excerpts(excerpts, MEASURE_SR, track)
+            model = (voice.analyze_excerpts(excerpts, MEASURE_SR, track)
+                     if maybe_sung(track) else None)
             if model is not None:
                 v = fit(voice.render(model, track, MEASURE_SR, n, seed=i))
                 for rt, wet in VOICE_ROOMS:
@@ -181,6 +204,6 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                  best[1].use if best[1] is not None and best[1].use else
                  ("eq" if best[1] is not None else "engine"))
         out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
-                          dist_without_sample=best_plain[0]))
+                          dist_without_sample=best_plain[0], plain=best_plain[1]))
         parts[i] = best[2]  # later tracks are measured against this one as chosen
     return out

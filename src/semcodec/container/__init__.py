@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from semcodec.container.framing import ChunkInfo, chunk_table, header_dict
 from semcodec.container.header import TrackHeader
-from semcodec.container.smcfile import SmcFile, dumps, loads, track_sizes
+from semcodec.container.smcfile import PARTS, SmcFile, dumps, loads, part_sizes, track_sizes
 from semcodec.container.spec import (
     CHUNK_END,
     CHUNK_SAMPLE_KEYS,
@@ -92,4 +92,6 @@ __all__ = [
     "chunk_table",
     "header_dict",
     "track_sizes",
+    "part_sizes",
+    "PARTS",
 ]

@@ -69,6 +69,56 @@ def track_sizes(c: "SmcFile") -> list[dict[str, int]]:
     return out
 
 
+#: The parts ``part_sizes`` reports, in the order ``semcodec info`` lists them.
+PARTS = ("header", "score", "timbres", "samples", "oneshots", "residual", "texts")
+
+
+def part_sizes(c: "SmcFile", data: bytes) -> dict[str, int]:
+    """Bytes each part of the file ``data`` (the serialization of ``c``) costs, adding up to
+    ``len(data)``: ``header`` (preamble, JSON header less the tracks' "render" objects, header
+    CRC, END chunk and any unknown chunk), ``score`` (SCOR), ``timbres`` (TIMB plus the
+    "render" objects: spectral corrections, rooms), ``samples`` (the pitched excerpts' share of
+    SAMP), ``oneshots`` (the drum one-shots' share of SAMP, and SKEY), ``residual`` (RESD,
+    the residual layer) and ``texts`` (TAGS)."""
+    from semcodec.container.framing import chunk_table  # noqa: PLC0415
+
+    out = dict.fromkeys(PARTS, 0)
+    renders = 0
+    for t in c.score.tracks:
+        if t.render is not None:
+            obj = _track_object(t)
+            if "render" in obj:
+                renders += len(_dump_json({"render": obj["render"]}, "render")) - 1  # ,"render":{..}
+    duration = _exact_duration(c.n_samples, c.sample_rate)
+    per = [len(_encode_samples((replace(s, track=0),), 1, duration)) - 1 for s in c.samples]
+    pitched = sum(n for n, s in zip(per, c.samples) if s.key is None)
+    keyed = sum(n for n, s in zip(per, c.samples) if s.key is not None)
+    for ch in chunk_table(data):
+        if ch.type == "SCOR":
+            out["score"] += ch.length
+        elif ch.type == "TIMB":
+            out["timbres"] += ch.length
+        elif ch.type == "SAMP":
+            framing = ch.length - pitched - keyed  # chunk head, CRC and the sample count
+            if pitched:
+                out["samples"] += pitched + framing
+                out["oneshots"] += keyed
+            else:
+                out["oneshots"] += keyed + framing
+        elif ch.type == "SKEY":
+            out["oneshots"] += ch.length
+        elif ch.type == "RESD":
+            out["residual"] += ch.length
+        elif ch.type == "TAGS":
+            out["texts"] += ch.length
+        else:
+            out["header"] += ch.length
+    renders = min(renders, out["header"])
+    out["header"] -= renders
+    out["timbres"] += renders
+    return out
+
+
 @dataclass
 class SmcFile:
     """Everything a ``.smc`` file holds; see docs/FORMAT.md for the encoding."""
