@@ -340,29 +340,57 @@ def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: 
     from semcodec import budget
 
     total = budget.budget_bytes(opts.target_kbps, c.duration)
-    choices = _measure_renders(c, audios, groups, sr, samples) if opts.track_renders else {}
+    first: dict[int, Sample] = {}
+    for s in samples:
+        if s.key is None:
+            first.setdefault(s.track, s)
+    several = len(first) < sum(1 for s in samples if s.key is None)
+    # each track's first (best) excerpt is measured alone; a track with several is measured
+    # with all of them too, offered as an upgrade (the increment over the first)
+    one = {}
+    choices = {}
+    if opts.track_renders:
+        one = _measure_renders(c, audios, groups, sr, tuple(first.values()))
+        choices = (_measure_renders(c, audios, groups, sr, samples) if several else one)
     # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
     # brings its own render
     base_score = replace(c.score, tracks=tuple(
-        replace(t, render=choices[i].plain) if i in choices else t
+        replace(t, render=one[i].plain) if i in one else t
         for i, t in enumerate(c.score.tracks)))
     base = replace(c, score=base_score, samples=())
-    parts = [budget.Part("base", "score", len(base.to_bytes()), required=True)]
+    base_bytes = len(base.to_bytes())
+    parts = [budget.Part("base", "score", base_bytes, required=True)]
     for k, smp in enumerate(samples):
         if smp.key is not None:
             parts.append(budget.Part(f"oneshot{k}", "oneshot", len(smp.data) + SAMPLE_FIELD_BYTES))
-    offered = {}
-    for i, ch in choices.items():
-        mine = [s for s in samples if s.track == i and s.key is None]
-        if not ch.uses_sample or not mine:
+
+    def render_bytes(i: int, render) -> int:  # header bytes the track's render adds
+        tracks = tuple(replace(t, render=render) if j == i else t
+                       for j, t in enumerate(base.score.tracks))
+        return max(0, len(replace(base, score=replace(base.score, tracks=tracks)).to_bytes())
+                   - base_bytes)
+
+    variants: dict[str, tuple[int, object, tuple[Sample, ...]]] = {}
+    for i, ch in one.items():
+        if i not in first:
             continue
-        with_render = replace(base, score=replace(base.score, tracks=tuple(
-            replace(t, render=ch.render) if j == i else t
-            for j, t in enumerate(base.score.tracks))))
-        header_delta = len(with_render.to_bytes()) - parts[0].nbytes
-        cost = sum(len(s.data) + SAMPLE_FIELD_BYTES for s in mine) + max(0, header_delta)
-        offered[f"sample{i}"] = i
-        parts.append(budget.Part(f"sample{i}", "sample", cost, ch.sample_benefit))
+        base_kept = ch.uses_sample
+        if base_kept:
+            cost = len(first[i].data) + SAMPLE_FIELD_BYTES + render_bytes(i, ch.render)
+            variants[f"sample{i}"] = (i, ch.render, (first[i],))
+            parts.append(budget.Part(f"sample{i}", "sample", cost, ch.sample_benefit))
+        more = choices.get(i)
+        mine = tuple(s for s in samples if s.track == i and s.key is None)
+        if more is None or more is ch or not more.uses_sample or len(mine) < 2:
+            continue
+        variants[f"sample{i}+"] = (i, more.render, mine)
+        full = sum(len(s.data) + SAMPLE_FIELD_BYTES for s in mine) + render_bytes(i, more.render)
+        if base_kept:  # an upgrade: the increment over the first excerpt
+            parts.append(budget.Part(f"sample{i}+", "sample", max(0, full - parts[-1].nbytes),
+                                     more.sample_benefit - ch.sample_benefit,
+                                     requires=f"sample{i}"))
+        else:  # only the excerpts together pay
+            parts.append(budget.Part(f"sample{i}+", "sample", full, more.sample_benefit))
     if not opts.track_renders:  # excerpts stored unplayed (format 1.2): by the old order
         for k, smp in enumerate(samples):
             if smp.key is None:
@@ -372,22 +400,23 @@ def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: 
 
     def build(keep: set[str]) -> Container:
         tracks = list(base.score.tracks)
-        for name, i in offered.items():
-            if name in keep:
-                tracks[i] = replace(tracks[i], render=choices[i].render)
         kept = [s for k, s in enumerate(samples)
-                if (s.key is not None and f"oneshot{k}" in keep)
-                or (s.key is None and offered.get(f"sample{s.track}") is not None
-                    and f"sample{s.track}" in keep)
-                or f"excerpt{k}" in keep]
+                if f"oneshot{k}" in keep or f"excerpt{k}" in keep]
+        for name in sorted(keep & set(variants)):
+            i, render, excerpts = variants[name]
+            if name.endswith("+") or f"sample{i}+" not in keep:
+                tracks[i] = replace(tracks[i], render=render)
+                kept += list(excerpts)
+        kept.sort(key=lambda s: (s.track, s.key is not None, s.start))
         return replace(base, score=replace(base.score, tracks=tuple(tracks)),
                        samples=tuple(kept))
 
     keep = {p.name for p in alloc.kept}
     out = build(keep)
     # the estimates above leave out a few bytes of chunk framing: drop the least useful part
-    # until the file is within the target (never beyond it)
-    optional = sorted((p for p in alloc.kept if not p.required), key=lambda p: p.density)
+    # (an upgrade before its base) until the file is within the target (never beyond it)
+    optional = sorted((p for p in alloc.kept if not p.required),
+                      key=lambda p: (p.requires is None, p.density))
     while len(out.to_bytes()) > total and optional:
         keep.discard(optional.pop(0).name)
         out = build(keep)

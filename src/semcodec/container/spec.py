@@ -25,8 +25,9 @@ FORMAT_MINOR_SAMPLE_KEYS = 1
 #: "engine" in its header object).
 FORMAT_MINOR_PAN = 2
 #: Minor version written when a track says how its excerpt is played or carries a spectral
-#: correction / room (the "render" object of its header entry).
-FORMAT_MINOR_RENDER = 3
+#: correction / room (the "render" object of its header entry; 1.3 is the residual layer's
+#: RESD chunk, issue 10 item 1).
+FORMAT_MINOR_RENDER = 4
 #: Uses of a track's excerpt a "render" object may name (others, from newer writers, are read
 #: as none: the engine, with the eq and room still applied).
 RENDER_USES = ("sampler", "voice")
