@@ -191,12 +191,19 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                      if maybe_sung(track) else None)
             if model is not None:
                 v = fit(voice.render(model, track, MEASURE_SR, n, seed=i))
+                # the room first (without eq: cheaper), then the eq on the best room
+                g = 0.0 if solo else level_db(v, parts[i])
+                rooms = []
                 for rt, wet in VOICE_ROOMS:
                     y = sampler.apply_room(v, MEASURE_SR, rt, wet, seed=i)
-                    d, spec, y = finish(y, "voice", (rt, wet) if wet > 0 else ())
+                    d = dist_with(i, y * np.float32(10.0 ** (g / 20.0)))
                     tried[f"voice{rt:g}"] = round(d, 4)
-                    if d < best[0]:
-                        best = (d, spec, y)
+                    rooms.append((d, rt, wet, y))
+                _, rt, wet, y = min(rooms, key=lambda r: r[0])
+                d, spec, y = finish(y, "voice", (rt, wet) if wet > 0 else ())
+                tried["voice+eq"] = round(d, 4)
+                if d < best[0]:
+                    best = (d, spec, y)
         uses = best[1] is not None and best[1].use != ""
         if uses and best[0] > best_plain[0] - MIN_GAIN:
             best, uses = best_plain, False
