@@ -70,13 +70,18 @@ def test_residual_gets_what_is_left_and_is_checked():
     assert a.residual == b"" and a.used == 300
 
 
-def test_parts_worse_per_byte_than_the_residual_go_to_it():
-    parts = [Part("score", "score", 200, required=True), Part("smp", "sample", 1000, 0.001)]
-    # the residual gains 0.1 over its bytes: far more per byte than the sample
-    a = allocate(2000, parts, residual=lambda m: b"r" * m, residual_benefit=lambda b: 0.1)
+def test_parts_worse_than_the_residual_go_to_it():
+    parts = [Part("score", "score", 200, required=True), Part("smp", "sample", 1000, 0.01)]
+
+    def code(m):
+        return b"r" * m
+
+    # a residual whose benefit grows 1e-4 per byte: the sample's bytes would give it 0.1
+    a = allocate(2000, parts, residual=code, residual_benefit=lambda b: 1e-4 * len(b))
     assert not a.keeps("smp") and len(a.residual) == 2000 - 200 - RESIDUAL_OVERHEAD
-    a = allocate(2000, parts, residual=lambda m: b"r" * m, residual_benefit=lambda b: 1e-5)
-    assert a.keeps("smp")
+    # a residual that saturates early (nothing more to code): the sample is worth its bytes
+    a = allocate(2000, parts, residual=code, residual_benefit=lambda b: min(0.05, 1e-3 * len(b)))
+    assert a.keeps("smp") and len(a.residual) == 2000 - 200 - 1000 - RESIDUAL_OVERHEAD
 
 
 def test_required_parts_over_budget_keep_nothing_else():

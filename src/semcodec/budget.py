@@ -7,7 +7,8 @@ fills whatever is left (:mod:`semcodec.residual`, when present).  :func:`allocat
 required parts, then the others by benefit per byte while they fit, never spending more than
 the budget; a part may require another (an upgrade: the longer variant of an excerpt set is
 offered as the increment over the shorter one).  When the residual's benefit can be measured
-(``residual_benefit``), parts whose benefit per byte is below the residual's are left to it.
+(``residual_benefit``), a part is kept only if it gains more than the residual loses without
+its bytes.
 
 Standard library only; sizes in bytes, benefits in units of mel distance (larger is better).
 """
@@ -86,9 +87,10 @@ def allocate(budget: int, parts: Sequence[Part], *,
     Required parts are always kept (when they alone exceed the budget the excess is logged:
     nothing else is kept then).  Optional parts with a measured benefit ≤ 0 are never kept.
     ``residual(max_bytes)`` must return at most ``max_bytes`` bytes (checked: a longer
-    payload is dropped); it is called once with what is left.  With ``residual_benefit``,
-    the residual is first probed at the whole optional budget, and parts whose benefit per
-    byte is lower than the residual's are left to it.
+    payload is dropped); it is called with what is left at the end.  With
+    ``residual_benefit(payload)`` (the residual's measured benefit, same units as the parts'),
+    a measured part is kept only if it gains more than the residual would lose by giving up
+    its bytes (both measured: the residual coded with and without them).
     """
     names = [p.name for p in parts]
     if len(set(names)) != len(names):
@@ -100,11 +102,18 @@ def allocate(budget: int, parts: Sequence[Part], *,
                     budget - left, budget)
     optional = [p for p in parts if not p.required
                 and (p.benefit is None or p.benefit > 0) and p.nbytes >= 0]
-    floor_density = 0.0
-    if residual is not None and residual_benefit is not None and left > RESIDUAL_OVERHEAD:
-        probe = residual(left - RESIDUAL_OVERHEAD)
-        if probe and len(probe) <= left - RESIDUAL_OVERHEAD:
-            floor_density = residual_benefit(probe) / (len(probe) + RESIDUAL_OVERHEAD)
+    value_cache: dict[int, float] = {}
+
+    def residual_value(nbytes: int) -> float:
+        """The residual's measured benefit when it may use ``nbytes`` (framing included)."""
+        m = nbytes - RESIDUAL_OVERHEAD
+        if m <= 0 or residual is None or residual_benefit is None:
+            return 0.0
+        if m not in value_cache:
+            data = residual(m)
+            value_cache[m] = residual_benefit(data) if data and len(data) <= m else 0.0
+        return value_cache[m]
+
     optional.sort(key=lambda p: (-p.density, p.nbytes, p.name))
     have = {p.name for p in kept}
     changed = True
@@ -115,8 +124,9 @@ def allocate(budget: int, parts: Sequence[Part], *,
                 continue
             if p.requires is not None and p.requires not in have:
                 continue
-            if p.benefit is not None and p.density <= floor_density:
-                continue
+            if (p.benefit is not None and residual_benefit is not None
+                    and p.benefit <= residual_value(left) - residual_value(left - p.nbytes)):
+                continue  # its bytes do more as residual
             kept.append(p)
             have.add(p.name)
             left -= p.nbytes
