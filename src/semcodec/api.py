@@ -23,7 +23,16 @@ import numpy as np
 from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
-from semcodec.constants import MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
+from semcodec.constants import (
+    GM_PROGRAM_MAX,
+    GM_PROGRAM_MIN,
+    MAX_TRACKS,
+    TEMPO_FACTOR_MAX,
+    TEMPO_FACTOR_MIN,
+    TRANSPOSE_MAX_SEMITONES,
+    VOICE_PROGRAMS,
+    is_voice_name,
+)
 from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
@@ -508,15 +517,18 @@ class _DecodeShape:
             channels = 2 if c.channels >= 2 else 1
         if channels not in (1, 2):
             raise UsageError(f"channels must be 1 or 2, got {channels}")
-        if not (0.25 <= opts.tempo <= 4.0):
-            raise UsageError(f"tempo factor {opts.tempo} out of range (0.25..4)")
-        if not -48 <= opts.transpose <= 48:
-            raise UsageError(f"transpose {opts.transpose} out of range (-48..48 semitones)")
+        if not (TEMPO_FACTOR_MIN <= opts.tempo <= TEMPO_FACTOR_MAX):
+            raise UsageError(f"tempo factor {opts.tempo} out of range "
+                             f"({TEMPO_FACTOR_MIN:g}..{TEMPO_FACTOR_MAX:g})")
+        if not -TRANSPOSE_MAX_SEMITONES <= opts.transpose <= TRANSPOSE_MAX_SEMITONES:
+            raise UsageError(f"transpose {opts.transpose} out of range "
+                             f"(-{TRANSPOSE_MAX_SEMITONES}..{TRANSPOSE_MAX_SEMITONES} semitones)")
         for idx, prog in (opts.programs or {}).items():
             if not 0 <= idx < len(c.score.tracks):
                 raise UsageError(f"no track {idx + 1} (the file has {len(c.score.tracks)})")
-            if not 0 <= prog <= 127:
-                raise UsageError(f"GM program {prog} out of range (0..127)")
+            if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
+                raise UsageError(f"GM program {prog} out of range "
+                                 f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
         n_out = int(round(c.n_samples * sr / c.sample_rate / opts.tempo))
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
@@ -615,7 +627,8 @@ def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
         try:
             prog = int(value)
         except ValueError:
-            raise UsageError(f"--program {item!r}: program must be a number 0..127") from None
+            raise UsageError(f"--program {item!r}: program must be a number "
+                             f"{GM_PROGRAM_MIN}..{GM_PROGRAM_MAX}") from None
         if key.isdigit():
             idx = int(key) - 1
         elif names and key in names:
@@ -624,7 +637,7 @@ def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
             raise UsageError(f"--program {item!r}: unknown track {key!r}")
         if not 0 <= idx < n_tracks:
             raise UsageError(f"--program {item!r}: no track {key} (the file has {n_tracks})")
-        if not 0 <= prog <= 127:
-            raise UsageError(f"--program {item!r}: program must be 0..127")
+        if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
+            raise UsageError(f"--program {item!r}: program must be {GM_PROGRAM_MIN}..{GM_PROGRAM_MAX}")
         out[idx] = prog
     return out

@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from semcodec.api import DecodeOptions
+from semcodec.container import bitrate_kbps
 from semcodec.errors import InputError, OutputError, SemcodecError, UsageError
+from semcodec.runtime import configure_logging, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,7 @@ class BatchReport:
     @property
     def bitrate_kbps(self) -> float:
         """Total ``.smc`` bits over the total duration, in kbit/s (0 without audio)."""
-        d = self.total_duration_s
-        return self.total_smc_bytes * 8 / d / 1000.0 if d > 0 else 0.0
+        return bitrate_kbps(self.total_smc_bytes, self.total_duration_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,10 +221,7 @@ class BatchReport:
 
 def default_jobs() -> int:
     """The number of CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -431,16 +429,9 @@ def _worker_init(log_level: int, ignore_sigint: bool = False) -> None:
     it and exits when the pool shuts down), or nothing when the parent ignores SIGINT (started
     in the background, under nohup); log lines look like the CLI's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_sigint)
-    import sys
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("semcodec: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(log_level)
-    for noisy in ("root", "numba", "matplotlib", "music21"):
-        logging.getLogger(noisy).setLevel(max(log_level, logging.ERROR))
-    logging.captureWarnings(True)  # library warnings (torch, ...) obey -q like the rest
+    # as it always did, a worker logs errors only (its former list of noisy loggers named
+    # "root", which is the root logger)
+    configure_logging(max(log_level, logging.ERROR))
 
 
 def _pool_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,

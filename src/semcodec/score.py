@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semcodec.constants import VELOCITY_MAX
 from semcodec.errors import OutputError
 from semcodec.events import Note, Score
 from semcodec.io import atomic_write_bytes
@@ -57,7 +58,7 @@ def estimate_tempo(notes: list[Note] | tuple[Note, ...], *, default: float = 120
     end = max(n.onset for n in notes) + 2.0
     env = np.zeros(int(end * fps) + 1)
     for n in notes:
-        env[int(n.onset * fps)] += n.velocity / 127.0
+        env[int(n.onset * fps)] += n.velocity / VELOCITY_MAX
     env = np.convolve(env, np.hanning(5), mode="same")  # ~30 ms onset bumps
     env -= env.mean()
     size = 1 << int(np.ceil(np.log2(2 * env.size)))

@@ -27,14 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semcodec.constants import MAX_TRACKS
+from semcodec.constants import ANALYSIS_SAMPLE_RATE, MAX_TRACKS
 from semcodec.events import Note
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
 
 #: Analysis rate, FFT size and hop of the feature STFT.
-SR = 22050
+SR = ANALYSIS_SAMPLE_RATE
 N_FFT = 2048
 HOP = 256
 #: Harmonics measured per note (the fundamental included).

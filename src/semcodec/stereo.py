@@ -22,11 +22,12 @@ import math
 
 import numpy as np
 
+from semcodec.constants import ANALYSIS_SAMPLE_RATE
 from semcodec.events import Track
 from semcodec.synth import dsp
 
 #: Rate (Hz), FFT size and hop (samples) of the measurement: 93 ms windows, 46 ms hop.
-ANALYSIS_SR = 22050
+ANALYSIS_SR = ANALYSIS_SAMPLE_RATE
 N_FFT = 2048
 HOP = 1024
 #: Harmonics of a pitched note that are looked at, up to MAX_HZ.

@@ -251,7 +251,12 @@ class SmcFile:
         """Size of the serialized container in kbit per second of the original."""
         if not self.duration:
             return 0.0
-        return len(self.to_bytes()) * 8 / self.duration / 1000.0
+        return bitrate_kbps(len(self.to_bytes()), self.duration)
+
+
+def bitrate_kbps(n_bytes: int, duration_s: float) -> float:
+    """``n_bytes`` over ``duration_s`` seconds of audio, in kbit/s (0 without audio)."""
+    return n_bytes * 8 / duration_s / 1000.0 if duration_s > 0 else 0.0
 
 
 def dumps(c: SmcFile) -> bytes:

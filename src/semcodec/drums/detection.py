@@ -22,6 +22,7 @@ from semcodec.drums.common import (
     _check,
     _median_filter,
 )
+from semcodec.constants import VELOCITY_MAX, VELOCITY_MIN
 from semcodec.events import Note
 from semcodec.synth import dsp
 
@@ -406,7 +407,8 @@ def _metal_labels(v: np.ndarray) -> np.ndarray:
 
 
 def _velocity(level_db: float) -> int:
-    return int(np.clip(round(VELOCITY_TOP * 10.0 ** (level_db / 40.0)), 1, 127))
+    return int(np.clip(round(VELOCITY_TOP * 10.0 ** (level_db / 40.0)), VELOCITY_MIN,
+                       VELOCITY_MAX))
 
 
 def _hits(an: _Analysis, ev: _Events) -> list[tuple[int, int, int, int]]:

@@ -10,6 +10,7 @@ import logging
 import numpy as np
 
 from semcodec.audio import canonical_ogg
+from semcodec.constants import MIDI_MAX, MIDI_MIN, VELOCITY_MAX
 from semcodec.drums.common import (
     CLOSED_HAT,
     CRASH,
@@ -96,7 +97,7 @@ def _choose_shots(audio: np.ndarray, sr: int, hits: list[Note],
         around = (np.searchsorted(all_on, on + 0.02) - np.searchsorted(all_on, on - 0.02)
                   - (np.searchsorted(same, on + 0.02) - np.searchsorted(same, on - 0.02)))
         purity = 10.0 * np.log10((p_att[t] + 1e-30) / (p_att[t] + h_att[t] + 1e-30))
-        value = (10.0 * vel / 127.0 + 10.0 * np.minimum(length / max_s, 1.0) - 8.0 * around
+        value = (10.0 * vel / VELOCITY_MAX + 10.0 * np.minimum(length / max_s, 1.0) - 8.0 * around
                  + purity)
         value[length < ONESHOT_MIN_S] = -np.inf
         if not np.isfinite(value).any():
@@ -129,7 +130,7 @@ def drum_oneshots(audio: np.ndarray, sr: int, hits: list[Note] | tuple[Note, ...
     dropped first until the coded one-shots fit.
     """
     x = _check(audio, sr)
-    hits = [h for h in hits if 0 <= int(h.pitch) <= 127]
+    hits = [h for h in hits if MIDI_MIN <= int(h.pitch) <= MIDI_MAX]
     if not hits or x.shape[0] == 0:
         return []
     chosen = _choose_shots(x, int(sr), hits, _an)

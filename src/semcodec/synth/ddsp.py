@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from semcodec.constants import ANALYSIS_SAMPLE_RATE
 from semcodec.synth import dsp
 
 #: Internal rate of the harmonic synthesizer and of training (Hz).
-SR_INT = 22050
+SR_INT = ANALYSIS_SAMPLE_RATE
 #: Control hop at SR_INT (samples) and control frame rate (Hz).
 HOP = 128
 FRAME_RATE = SR_INT / HOP
