@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, cast
 
 import numpy as np
 
@@ -123,7 +123,7 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     """
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
     _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
@@ -175,7 +175,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
             raise UsageError(f"stem name {name!r} must be 1..64 characters")
     if len(set(names)) != len(names):
         raise UsageError(f"stem names must differ: {', '.join(names)}")
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     if opts.fit_timbre:
         _prefetch("torch", "numba")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
@@ -208,8 +208,10 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
             continue
-        notes = transcribe(stem_audio, rate, opts.transcribe,
-                           progress=lambda f, k=k: report("transcribe", (k + f) / len(stems)))
+        def transcribed(f: float, k: int = k) -> None:
+            report("transcribe", (k + f) / len(stems))
+
+        notes = transcribe(stem_audio, rate, opts.transcribe, progress=transcribed)
         program = VOICE_PROGRAMS[0] if is_voice_name(name) else 0
         tracks += _placed([Track(name=name, program=program).with_notes(tuple(notes))], inp)
         audio_of[len(tracks) - 1] = stem_audio
@@ -370,7 +372,7 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
     except ImportError as exc:
         log.info("timbre fitting unavailable (%s); storing the score only", exc)
         return (), (), programs, engines
-    samples = ()
+    samples: tuple[Sample, ...] = ()
     if opts.samples:
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
     timbres: tuple = ()
@@ -480,10 +482,10 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
-    mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    mono = _sum(parts) if parts else silent
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
-    mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
+    mix = _sum(placed) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
     return dsp.soft_clip(mix), out.sr, tracks
 
@@ -591,11 +593,13 @@ def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[floa
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
-    gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
-                             c.loudness_lufs)
-    mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
-                 dtype=np.float32)
-    return dsp.soft_clip(mix)
+    gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
+    return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
+
+
+def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """The float32 sum of equally shaped arrays."""
+    return cast(np.ndarray, np.sum(list(arrays), axis=0, dtype=np.float32))
 
 
 #: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).

@@ -282,7 +282,7 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
             by_dst.setdefault(str(out), []).append(Job(str(path), str(out), rel.as_posix(), size))
     jobs: list[Job] = []
     conflicts: list[FileResult] = []
-    for out, group in by_dst.items():
+    for dst_path, group in by_dst.items():
         if len(group) == 1:
             jobs.append(group[0])
             continue
@@ -290,7 +290,7 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
         for j in group:
             conflicts.append(FileResult(j.src, j.dst, j.rel, "failed",
                                         f"several inputs ({names}) map to the same output "
-                                        f"{Path(out).relative_to(dst).as_posix()}"))
+                                        f"{Path(dst_path).relative_to(dst).as_posix()}"))
     jobs.sort(key=lambda j: j.rel)
     return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts))
 
@@ -461,7 +461,11 @@ def _died(job: Job) -> FileResult:
                       "the worker process died on this file (crash, or killed for memory)")
 
 
-def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
+#: What every task gets after the mode and the job: encode options, decode settings, force.
+_TaskArgs = tuple[Any, DecodeSettings, bool]
+
+
+def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
                emit: Callable[[FileResult], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -524,7 +528,7 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
         pool.shutdown(wait=True)
 
 
-def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: tuple,
+def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: _TaskArgs,
               emit: Callable[[FileResult], None]) -> None:
     try:
         from distributed import Client, as_completed
@@ -596,7 +600,7 @@ def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
                 emit(FileResult(job.src, job.dst, job.rel, "skipped", duration_s=duration,
                                 smc_bytes=smc_bytes, notes=notes))
     # the workers need not check again: they redo every file they get
-    args = (encode_options, dec, True)
+    args: _TaskArgs = (encode_options, dec, True)
     if todo:
         if scheduler:
             _run_dask(plan, todo, scheduler, args, emit)

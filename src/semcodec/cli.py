@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
@@ -58,13 +58,13 @@ def _setup_logging() -> None:
 def _verbosity(f):
     """-v/-q on the group and on every command, so both positions work."""
 
-    def set_verbose(ctx, param, value):
+    def set_verbose(ctx, param, value):  # noqa: ARG001
         if value:
             STATE.verbose = max(STATE.verbose, value)
             _setup_logging()
         return value
 
-    def set_quiet(ctx, param, value):
+    def set_quiet(ctx, param, value):  # noqa: ARG001
         if value:
             STATE.quiet = True
             _setup_logging()
@@ -83,8 +83,8 @@ class _Progress:
     def __init__(self, desc: str) -> None:
         self.enabled = not STATE.quiet and sys.stderr.isatty()
         self.desc = desc
-        self.bar = None
-        self.stage = None
+        self.bar: Any = None
+        self.stage: str | None = None
 
     def __call__(self, stage: str, frac: float) -> None:
         if not self.enabled:
@@ -289,7 +289,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
 class _Group(click.Group):
     """The semcodec group: its ``main`` maps errors to one line and exit status 0/1/2/130."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ARG002
         _setup_logging()
         try:
             super().main(args=args, prog_name=prog_name or "semcodec", complete_var=complete_var,
@@ -359,6 +359,7 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
         if not sep or not name or not path:
             raise UsageError(f"--stem {item!r}: expected NAME=FILE")
         stem_list.append((name, path))
+    output: str | None
     if stem_list:
         if len(paths) != 1:
             raise UsageError("with --stem, give exactly one argument: the OUTPUT .smc")
@@ -547,7 +548,7 @@ def _gm_names():
 
         return pretty_midi.program_to_instrument_name
     except ImportError:  # pragma: no cover - pretty_midi is a dependency
-        return lambda p: ""
+        return lambda _program: ""
 
 
 @cli.command()

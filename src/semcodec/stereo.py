@@ -102,7 +102,7 @@ def measure_pans(mid: np.ndarray, side: np.ndarray, sr: int,
     n_frames = 1 + (left.shape[0] - N_FFT) // HOP
     n_bins = N_FFT // 2 + 1
     win = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     fl = sliding_window_view(left, N_FFT)[::HOP]
     fr = sliding_window_view(right, N_FFT)[::HOP]

@@ -151,7 +151,7 @@ def _get_session():
     with _session_lock:
         if _session is None:
             try:
-                import onnxruntime as ort
+                import onnxruntime as ort  # noqa: PLC0415
             except ImportError as exc:  # pragma: no cover - dependency missing
                 raise SemcodecError("onnxruntime is not installed") from exc
             opts = ort.SessionOptions()
@@ -213,6 +213,7 @@ def _inferred_onsets(onset: np.ndarray, frames: np.ndarray, n_diff: int = 2) -> 
         shifted[n:] = frames[:-n]
         d = frames - shifted
         diff = d if diff is None else np.minimum(diff, d)
+    assert diff is not None  # n_diff >= 1
     diff = np.maximum(diff, 0.0)
     diff[:n_diff] = 0.0
     peak = float(diff.max()) if diff.size else 0.0
@@ -383,7 +384,7 @@ def compact_bends(raw: np.ndarray) -> tuple[BendPoint, ...]:
     n = len(raw)
     if n == 0:
         return ()
-    from scipy.ndimage import median_filter, uniform_filter1d
+    from scipy.ndimage import median_filter, uniform_filter1d  # noqa: PLC0415
 
     w = min(_BEND_SMOOTH_FRAMES, n if n % 2 else n - 1) if n > 1 else 1
     s = median_filter(raw.astype(np.float64), size=w, mode="nearest")
@@ -477,11 +478,11 @@ def _resample(segment: np.ndarray, sr: int) -> np.ndarray:
     if sr == _SR:
         return np.ascontiguousarray(segment, dtype=np.float32)
     try:
-        import soxr
+        import soxr  # noqa: PLC0415
     except ImportError:  # pragma: no cover - soxr comes with librosa
-        from math import gcd
+        from math import gcd  # noqa: PLC0415
 
-        import scipy.signal
+        import scipy.signal  # noqa: PLC0415
 
         g = gcd(int(sr), _SR)
         out = scipy.signal.resample_poly(segment, _SR // g, int(sr) // g)

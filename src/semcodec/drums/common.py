@@ -3,6 +3,8 @@ check and a running median (numpy only)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 #: The drum classes the detector reports, in order, with their General MIDI drum keys.
@@ -21,13 +23,14 @@ KICK, SNARE, CLOSED_HAT, OPEN_HAT = 36, 38, 42, 46
 LOW_TOM, MID_TOM, HIGH_TOM, CRASH, RIDE = 45, 47, 50, 49, 51
 
 
-def _median_filter(x: np.ndarray, k: int, axis: int, mode: str = "edge") -> np.ndarray:
+def _median_filter(x: np.ndarray, k: int, axis: int,
+                   mode: Literal["edge", "symmetric"] = "edge") -> np.ndarray:
     """Running median of length ``k`` (odd) along ``axis`` of 2-D ``x``.
 
     ``mode`` is numpy's padding at the ends: "edge" repeats the end values, "symmetric" mirrors
     them (scipy.ndimage's and so librosa's "reflect").
     """
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     h = k // 2
     xt = x if axis == 1 else x.T

@@ -154,7 +154,7 @@ def _analyse(audio: np.ndarray, sr: int) -> _Analysis:
     so the result does not depend on the blocking and memory is a few tens of MB at any length.
     Frame ``i`` is centred at ``i * HOP / ANALYSIS_SR`` s (the signal is zero-padded at the ends).
     """
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     sr = int(sr)
     n_in = audio.shape[0]
@@ -220,7 +220,7 @@ def _flux(P: np.ndarray) -> np.ndarray:
 
 def _peaks(o: np.ndarray, delta: float) -> np.ndarray:
     """Frames that are local maxima of ``o`` and exceed its running mean by ``delta``."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     if o.shape[0] == 0:
         return np.zeros(0, np.int64)
@@ -232,7 +232,7 @@ def _peaks(o: np.ndarray, delta: float) -> np.ndarray:
     for c in cand:
         if c - last >= PEAK_WAIT:
             out.append(int(c))
-            last = c
+            last = int(c)
     return np.asarray(out, np.int64)
 
 

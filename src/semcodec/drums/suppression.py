@@ -32,7 +32,7 @@ def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
     resynthesised by weighted overlap-add.  The encoder transcribes and fits the pitched tracks
     on this, so that drum hits neither become short spurious notes nor colour the timbres.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     x = _check(audio, sr)
     n = x.shape[0]
@@ -70,9 +70,9 @@ def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
         p = np.arange(s0, min(pad + n, s0 + step))
         norm = np.zeros(p.shape[0], np.float32)
         for k in range(nfft // hop):
-            f = p // hop - k
-            ok = (f >= 0) & (f < n_frames)
-            norm += np.where(ok, w2[np.clip(p - f * hop, 0, nfft - 1)], 0.0).astype(np.float32)
+            frame = p // hop - k
+            ok = (frame >= 0) & (frame < n_frames)
+            norm += np.where(ok, w2[np.clip(p - frame * hop, 0, nfft - 1)], 0.0).astype(np.float32)
         out[p[0]:p[-1] + 1] /= np.maximum(norm, 1e-3)
     return out[pad:pad + n]
 
