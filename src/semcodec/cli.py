@@ -487,68 +487,14 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
 @_verbosity
 def info(input: str, as_json: bool) -> None:
     """Show a .smc file's header, tracks, samples, chunk sizes and bitrate."""
-    from semcodec.summary import container_summary
+    from semcodec.summary import container_summary, summary_lines
 
     c, data = _read_smc(input)
     summary = container_summary(c, data, input)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    click.echo("\n".join(_info_lines(summary, c)))
-
-
-def _info_lines(summary: dict, c) -> list[str]:
-    """``semcodec info``'s text: the summary of container ``c``, one line per item."""
-    gm = _gm_names()
-    lines = [
-        f"file       {summary['file']}: {summary['bytes']} bytes, "
-        f"{bitrate_kbps(summary['bytes'], c.duration):.3f} kbps",
-        f"encoder    {c.encoder or '?'}",
-        f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
-        f"{c.channels} channel(s)"
-        f"{' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
-        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
-        f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
-        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
-    ]
-    for k, v in c.tags.items():
-        lines.append(f"tag        {k}={v}")
-    if "lyrics" in c.texts:
-        words = c.texts["lyrics"].split()
-        lines.append(f"lyrics     {len(words)} words: {' '.join(words[:8])}"
-                     f"{' ...' if len(words) > 8 else ''}")
-    lines.append("tracks")
-    for t in summary["tracks"]:
-        kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
-        b = t["bytes"]
-        pan = "" if c.channels < 2 else "  pan " + ("C" if t["pan"] == 0 else
-                                                  f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
-        if t["engine"]:
-            pan += f"  plays with {t['engine']}"
-        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
-                     f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
-                     f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
-                     f" (score {b['score']}, timbre {b['timbre']}, samples {b['samples']})")
-    if c.samples:
-        lines.append("samples")
-        for s in summary["samples"]:
-            key = f"  key {s['key']}" if s["key"] is not None else ""
-            lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
-                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
-    lines.append("chunks")
-    for ch in summary["chunks"]:
-        share = bitrate_kbps(ch["bytes"], c.duration)
-        lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
-    return lines
-
-
-def _gm_names():
-    try:
-        import pretty_midi
-
-        return pretty_midi.program_to_instrument_name
-    except ImportError:  # pragma: no cover - pretty_midi is a dependency
-        return lambda _program: ""
+    click.echo("\n".join(summary_lines(summary, c)))
 
 
 @cli.command()
