@@ -490,6 +490,16 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     return dsp.soft_clip(mix), out.sr, tracks
 
 
+def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
+    """``(sample rate in Hz, samples, channels)`` of what decoding ``c`` with ``options`` gives
+    (the options are not checked here)."""
+    sr = int(options.sample_rate or c.sample_rate)
+    channels = options.channels
+    if channels is None:
+        channels = 2 if c.channels >= 2 else 1
+    return sr, int(round(c.n_samples * sr / c.sample_rate / options.tempo)), channels
+
+
 def _decode_options(options: DecodeOptions | None, overrides: dict[str, Any]) -> DecodeOptions:
     if "per_track" in overrides:
         raise TypeError("decode(per_track=...) is gone: decode_tracks() returns the tracks")
@@ -513,12 +523,9 @@ class _DecodeShape:
         """Check ``opts`` against ``c`` (UsageError / InputError) and the memory it needs."""
         from semcodec.audio import check_sample_rate
 
-        sr = check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
-        channels = opts.channels
-        if channels is None:
-            channels = 2 if c.channels >= 2 else 1
-        if channels not in (1, 2):
-            raise UsageError(f"channels must be 1 or 2, got {channels}")
+        check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
+        if opts.channels not in (None, 1, 2):
+            raise UsageError(f"channels must be 1 or 2, got {opts.channels}")
         if not (TEMPO_FACTOR_MIN <= opts.tempo <= TEMPO_FACTOR_MAX):
             raise UsageError(f"tempo factor {opts.tempo} out of range "
                              f"({TEMPO_FACTOR_MIN:g}..{TEMPO_FACTOR_MAX:g})")
@@ -531,7 +538,7 @@ class _DecodeShape:
             if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
                 raise UsageError(f"GM program {prog} out of range "
                                  f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
-        n_out = int(round(c.n_samples * sr / c.sample_rate / opts.tempo))
+        sr, n_out, channels = output_shape(c, opts)
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 

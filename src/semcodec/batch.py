@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from semcodec.api import DecodeOptions
+from semcodec.api import DecodeOptions, output_shape
 from semcodec.container import bitrate_kbps
 from semcodec.errors import InputError, OutputError, SemcodecError, UsageError
 from semcodec.runtime import configure_logging, usable_cpus
@@ -348,9 +348,7 @@ def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int
         c = SmcFile.load(job.src)
     except SemcodecError:
         return None
-    sr = dec.sample_rate or c.sample_rate
-    expected = int(round(c.n_samples * sr / c.sample_rate / dec.tempo))
-    channels = dec.channels or (2 if c.channels >= 2 else 1)
+    sr, expected, channels = output_shape(c, dec)
     import soundfile as sf
 
     try:
