@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from semcodec.container.framing import ChunkInfo, chunk_table, header_dict
 from semcodec.container.header import TrackHeader
-from semcodec.container.smcfile import PARTS, SmcFile, dumps, loads, part_sizes, track_sizes
+from semcodec.container.smcfile import (PARTS, SmcFile, bitrate_kbps, dumps, loads, part_sizes,
+                                        track_sizes)
 from semcodec.container.spec import (
     CHUNK_END,
     CHUNK_SAMPLE_KEYS,
@@ -86,6 +87,7 @@ __all__ = [
     "TRACK_ENGINES",
     "ChunkInfo",
     "SmcFile",
+    "bitrate_kbps",
     "TrackHeader",
     "dumps",
     "loads",
