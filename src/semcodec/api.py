@@ -34,7 +34,7 @@ from semcodec.constants import (
     is_voice_name,
 )
 from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
-from semcodec.events import Note, Sample, Score, Track
+from semcodec.events import Note, Sample, Score, Track, TrackRender
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
 from semcodec.transcribe import TranscribeOptions, transcribe
@@ -342,12 +342,20 @@ SAMPLE_FIELD_BYTES = 24
 
 
 def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: int,
-           samples: tuple[Sample, ...], opts: EncodeOptions) -> Container:
+           samples: tuple[Sample, ...], opts: EncodeOptions,
+           residual_for: Callable[[Container], Any] | None = None) -> Container:
     """``c`` completed within the bitrate target: each pitched track gets the render the
     encoder measured best (semcodec.sampleuse), and the candidate ``samples`` (excerpts of
     the tracks of ``groups``, whose audio at ``sr`` is ``audios``; drum one-shots) are kept
-    in order of measured benefit per byte while they fit (semcodec.budget).  The residual
-    layer's coder plugs in at ``_residual_coder``."""
+    in order of measured benefit per byte while they fit (semcodec.budget).
+
+    ``residual_for(base)`` is the seam of the residual layer (issue 10 item 1): given the file
+    without excerpts, it returns a :class:`semcodec.budget.ResidualCoder` (``code(max_bytes)``,
+    ``benefit(payload)``) over the original and that file's decode, or None; an excerpt is
+    then kept only if it gains more than the residual would with its bytes.  The residual
+    itself is coded afterwards against the final decode with the bytes left (not in this
+    module).  None (the default here, until the residual layer is in this build): excerpts
+    compete with each other only."""
     from semcodec import budget
 
     total = budget.budget_bytes(opts.target_kbps, c.duration)
@@ -381,7 +389,7 @@ def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: 
         return max(0, len(replace(base, score=replace(base.score, tracks=tracks)).to_bytes())
                    - base_bytes)
 
-    variants: dict[str, tuple[int, object, tuple[Sample, ...]]] = {}
+    variants: dict[str, tuple[int, TrackRender | None, tuple[Sample, ...]]] = {}
     for i, ch in one.items():
         if i not in first:
             continue
@@ -407,7 +415,10 @@ def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: 
             if smp.key is None:
                 parts.append(budget.Part(f"excerpt{k}", "sample",
                                          len(smp.data) + SAMPLE_FIELD_BYTES, 1e-9))
-    alloc = budget.allocate(total, parts, residual=_residual_coder(base, audios))
+    coder = residual_for(base) if residual_for is not None else None
+    alloc = budget.allocate(total, parts,
+                            residual=coder.code if coder is not None else None,
+                            residual_benefit=coder.benefit if coder is not None else None)
 
     def build(keep: set[str]) -> Container:
         tracks = list(base.score.tracks)
@@ -466,15 +477,6 @@ def _measure_renders(c: Container, audios: list[np.ndarray], groups: list[list[i
             log.warning("track renders of tracks %s not measured: %s",
                         ", ".join(str(i + 1) for i in members), exc)
     return out
-
-
-def _residual_coder(base: Container, audios: list[np.ndarray]):
-    """The residual layer's coder ``code(max_bytes) -> bytes`` for the bitrate allocator, or
-    None.  The seam for issue 10 item 1 (``semcodec.residual``, a RESD chunk): when that layer
-    is in this build, this returns its coder over the original and the decode without the
-    residual, and :func:`_spend` stores the payload it returns; until then, None (the bytes
-    left stay unspent)."""
-    return None
 
 
 def _prefetch(*modules: str) -> None:

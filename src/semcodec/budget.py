@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,18 @@ KINDS = ("header", "score", "timbre", "residual", "sample", "oneshot")
 DEFAULT_DENSITY = {"timbre": 1.0, "oneshot": 0.5, "sample": 0.0, "residual": 0.0}
 #: Bytes the container adds around a residual payload (chunk type, length, CRC).
 RESIDUAL_OVERHEAD = 12
+
+
+class ResidualCoder(Protocol):
+    """What the allocator needs of a residual layer (``semcodec.residual``'s coder)."""
+
+    def code(self, max_bytes: int) -> bytes:
+        """A payload of at most ``max_bytes`` bytes (b"" when nothing helps)."""
+        ...
+
+    def benefit(self, payload: bytes) -> float:
+        """How much closer (mel distance) the decode gets with ``payload``."""
+        ...
 
 
 def budget_bytes(kbps: float, duration_s: float) -> int:

@@ -146,7 +146,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         fitted on the track's own audio at the strength (of EQ_SCALES) that measures best."""
         g = 0.0 if solo else round(level_db(y, parts[i]), 2)
         y = y * np.float32(10.0 ** (g / 20.0))
-        best = (dist_with(i, y), (), y)
+        best: tuple[float, tuple[float, ...], np.ndarray] = (dist_with(i, y), (), y)
         if solo:
             full = sampler.eq_correction(target, y, MEASURE_SR)
             for scale in EQ_SCALES:
@@ -163,7 +163,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     for i in parts:
         track = score.tracks[i]
         base = dist_with(i, parts[i])
-        best_plain = (base, None, parts[i])
+        best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, parts[i])
         d_eq, spec_eq, y_eq = finish(parts[i], "")
         if d_eq < best_plain[0]:
             best_plain = (d_eq, spec_eq, y_eq)
@@ -177,7 +177,8 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
         if excerpts:
             zs = [z for x, st in excerpts
-                  for z in sampler.zones(x, MEASURE_SR, sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
+                  for z in sampler.zones(x, MEASURE_SR,
+                                         sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
             if zs:
                 y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)
                 rest = [track.notes[k] for k in range(len(track.notes)) if k not in set(played)]

@@ -182,7 +182,7 @@ def analyze_excerpts(excerpts: list[tuple[np.ndarray, float]], sr: int,
                       top_hz=max(m.top_hz for m in models))
 
 
-def _note_env(n: int, sr: int, dur: float) -> np.ndarray:
+def _note_env(n: int, sr: float, dur: float) -> np.ndarray:
     """Attack / sustain / release gain of a note of ``dur`` s rendered over ``n`` samples."""
     t = np.arange(n) / sr
     att = np.clip(t / ATTACK_S, 0.0, 1.0)
@@ -216,7 +216,7 @@ def render(model: VoiceModel, track: Track, sr: int, n_samples: int, *, transpos
         amp = (max(1, n.velocity) / 127.0) ** 2
         # control rate: pitch and harmonic amplitudes every ctrl_hop samples
         tc = np.arange(0, length + ctrl_hop, ctrl_hop) / sr
-        f0c = midi_hz(pitch_contour(n, tc * tempo, transpose))
+        f0c = np.asarray(midi_hz(pitch_contour(n, tc * tempo, transpose)), np.float64)
         t = np.arange(length) / sr
         f0 = np.interp(t, tc, f0c)
         phase = 2 * np.pi * np.cumsum(f0) / sr
