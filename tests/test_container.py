@@ -806,12 +806,14 @@ def _rendered(render, samples=()):
 def test_track_render_round_trips_with_minor_version_4():
     from semcodec.events import TrackRender
 
-    r = TrackRender(use="voice", gain_db=-2.5, eq_db=(1.0, -3.0, 12.0), room=(1.5, 0.5))
+    r = TrackRender(use="voice", gain_db=-2.5, eq_db=(1.0, -3.0, 12.0), room=(1.5, 0.5),
+                    voice=(0.0, -6.0, -20.0, -3.0))
     data = _rendered(r).to_bytes()
     assert data[4:6] == b"\x01\x04"
     assert loads(data).score.tracks[0].render == r
     assert header_dict(data)["tracks"][0]["render"] == {
-        "use": "voice", "gain_db": -2.5, "eq": [1, -3, 12], "room": [1.5, 0.5]}
+        "use": "voice", "gain_db": -2.5, "eq": [1, -3, 12], "room": [1.5, 0.5],
+        "voice": [0, -6, -20, -3]}
     # a render that says nothing is not written (and the file stays 1.0)
     plain = _rendered(TrackRender()).to_bytes()
     assert "render" not in header_dict(plain)["tracks"][0] and plain[4:6] == b"\x01\x00"
@@ -826,7 +828,8 @@ def test_track_render_rules():
                                        "render": {"use": "granular", "eq": [2]}}])
     assert loads(newer).score.tracks[0].render == TrackRender(eq_db=(2.0,))
     for bad in ({"eq": [1e3]}, {"eq": "loud"}, {"eq": [0] * 65}, {"room": [1.0]},
-                {"room": [20.0, 0.5]}, {"gain_db": 1e9}, {"use": 3}, []):
+                {"room": [20.0, 0.5]}, {"gain_db": 1e9}, {"use": 3}, [], {"voice": [0] * 3},
+                {"voice": [500, 0]}, {"voice": [0] * 258}):
         broken = with_header(data, tracks=[{"name": "vocals", "program": 53, "drum": False,
                                             "notes": 1, "render": bad}])
         with pytest.raises(ContainerError, match="render"):

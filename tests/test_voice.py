@@ -96,3 +96,49 @@ def test_breathiness_is_measured():
 def test_no_voiced_frame_gives_none():
     assert voice.analyze(np.zeros(SR, np.float32), SR, [Note(0.1, 0.9, 60, 90)], 0.0) is None
     assert voice.analyze(np.ones(SR, np.float32) * 0.1, SR, [], 0.0) is None
+
+
+def test_stored_parameters_play_the_same_voice():
+    x, notes = _excerpt(900.0)
+    model = voice.analyze(x, SR, notes, 0.0)
+    params = model.to_params()
+    assert len(params) == 2 * voice.N_STORED and all(float(v).is_integer() for v in params)
+    assert max(params[:voice.N_STORED]) == 0.0  # the envelope's peak at 0 dB
+    back = voice.VoiceModel.from_params(params)
+    line = Track("vocals", notes=(Note(0.1, 1.4, 55, 100),))
+    y = voice.render(back, line, SR, int(1.5 * SR))
+    assert abs(_peak_hz(y, SR) - 900.0) < 250.0
+    # a track render with the stored voice needs no excerpt
+    from dataclasses import replace
+
+    from semcodec.events import TrackRender
+    from semcodec.synth import sampler
+
+    sung = replace(line, render=TrackRender(use="voice", voice=params))
+    z = sampler.render_track(sung, [], SR, int(1.5 * SR), lambda t: np.zeros(int(1.5 * SR)))
+    assert np.sqrt(np.mean(z ** 2)) > 0 and abs(_peak_hz(z, SR) - 900.0) < 250.0
+
+
+def test_the_encoder_sings_a_sung_line_from_its_own_voice():
+    import pytest
+
+    pytest.importorskip("librosa")
+    from semcodec import sampleuse
+    from semcodec.events import Score
+
+    x, notes = _excerpt(900.0)  # the singer: one resonance at 900 Hz
+    score = Score(tracks=(Track("vocals").with_notes(notes),))
+
+    def engine(i, track):  # an engine whose "voice" has its resonance at 2500 Hz
+        f0 = np.ones(x.shape[0])
+        for n in track.notes:
+            f0[int(n.onset * SR):int(n.offset * SR)] = 440 * 2 ** ((n.pitch - 69) / 12)
+        y = _sing(f0, 2500.0)
+        y[f0 <= 1.0] = 0.0
+        return y
+
+    (choice,) = sampleuse.choose(x, SR, score, [0], (), engine, -20.0)
+    assert choice.render is not None and choice.render.use == "voice" and choice.render.voice
+    # chosen because it measured closer than the engine (and the eq); stored as ~50 numbers,
+    # not as an excerpt
+    assert not choice.uses_sample

@@ -47,13 +47,17 @@ class TrackRender:
     from the excerpt, the others by the engine) or ``"voice"`` (sung from the excerpt's
     spectral envelope, :mod:`semcodec.synth.voice`).  ``gain_db``: gain (dB) of that rendering.
     ``eq_db``: correction gains (dB) on log-spaced bands (empty: none).  ``room``:
-    ``(rt60_s, wet)`` of an added diffuse room (empty: none).
+    ``(rt60_s, wet)`` of an added diffuse room (empty: none).  ``voice``: the singer's
+    spectral envelope then aperiodicity (dB) on a log-frequency grid, measured by the encoder
+    on the original (:meth:`semcodec.synth.voice.VoiceModel.to_params`); with it, ``"voice"``
+    needs no excerpt.
     """
 
     use: str = ""
     gain_db: float = 0.0
     eq_db: tuple[float, ...] = ()
     room: tuple[float, ...] = ()
+    voice: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

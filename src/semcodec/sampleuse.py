@@ -7,10 +7,12 @@ distance for each way of playing it (:mod:`semcodec.synth.sampler`):
 * the engine alone;
 * the engine with a spectral correction (``eq``) fitted on the whole track — no excerpt needed;
 * the ``sampler``: the notes the excerpt covers played from it, the rest by the engine (+ eq);
-* the ``voice``: the track sung from the excerpt's spectral envelope, with a room (+ eq).
+* the ``voice`` (a track that may be sung): the track sung with the singer's spectral envelope
+  and breathiness measured on its own audio and stored in the file (~100 bytes, no excerpt),
+  with a room (+ eq).
 
-The excerpt is kept only when a use that plays it measures closer than the best use without
-it by more than :data:`MIN_GAIN`; :class:`Choice` records the measured benefit, which the
+The excerpt is kept only when the sampler, which plays it, measures closer than the best use
+without it by more than :data:`MIN_GAIN`; :class:`Choice` records the measured benefit, which the
 bitrate allocator (:mod:`semcodec.budget`) weighs against the excerpt's bytes.
 """
 
@@ -103,6 +105,46 @@ def maybe_sung(track: Track) -> bool:
     return bent >= 0.5 and 40 <= mid <= 84
 
 
+#: Audio the voice is measured on: the whole track when it is at most this long (s), else
+#: windows of VOICE_WINDOW_S around its excerpts.
+VOICE_WHOLE_S = 60.0
+VOICE_WINDOW_S = 6.0
+
+
+def _voice_candidate(i: int, track: Track, target: np.ndarray, starts: list[float], solo: bool,
+                     engine_part: np.ndarray, dist_with, finish, tried: dict):
+    """(distance, TrackRender, rendering) of track ``i`` sung with the voice measured on its
+    own audio ``target`` (at MEASURE_SR), with the best room and eq; None when no voiced
+    frame is found.  The model is measured on the whole track when it is short, else on
+    windows at the excerpts' ``starts``; it is rendered as the decoder will (from the stored
+    parameters)."""
+    n = target.shape[0]
+    if n <= VOICE_WHOLE_S * MEASURE_SR or not starts:
+        segs = [(target[:int(VOICE_WHOLE_S * MEASURE_SR)], 0.0)]
+    else:
+        segs = [(target[int(st * MEASURE_SR):int((st + VOICE_WINDOW_S) * MEASURE_SR)], st)
+                for st in starts]
+    model = voice.analyze_excerpts(segs, MEASURE_SR, track)
+    if model is None:
+        return None
+    params = model.to_params()
+    v = voice.render(voice.VoiceModel.from_params(params), track, MEASURE_SR, n, seed=i)
+    v = dsp.fit_length(v, n)
+    ry = float(np.sqrt(np.mean(v.astype(np.float64) ** 2)))
+    rr = float(np.sqrt(np.mean(engine_part.astype(np.float64) ** 2)))
+    g = 0.0 if solo or ry <= 0 or rr <= 0 else 20.0 * np.log10(rr / ry)
+    rooms = []  # the room first (without eq: cheaper), then the eq on the best room
+    for rt, wet in VOICE_ROOMS:
+        y = sampler.apply_room(v, MEASURE_SR, rt, wet, seed=i)
+        d = dist_with(i, y * np.float32(10.0 ** (g / 20.0)))
+        tried[f"voice{rt:g}"] = round(d, 4)
+        rooms.append((d, rt, wet, y))
+    _, rt, wet, y = min(rooms, key=lambda r: r[0])
+    d, spec, y = finish(y, "voice", (rt, wet) if wet > 0 else ())
+    tried["voice+eq"] = round(d, 4)
+    return d, replace(spec, voice=params), y
+
+
 def _quant(db: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in np.round(np.asarray(db) / EQ_STEP_DB) * EQ_STEP_DB)
 
@@ -167,14 +209,19 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         d_eq, spec_eq, y_eq = finish(parts[i], "")
         if d_eq < best_plain[0]:
             best_plain = (d_eq, spec_eq, y_eq)
-        best = best_plain
+        tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
         mine = [s for s in samples if s.track == i and s.key is None]
+        if maybe_sung(track):  # sung from its own voice: the singer's envelope, no excerpt
+            sung = _voice_candidate(i, track, target, [s.start for s in mine], solo, parts[i],
+                                    dist_with, finish, tried)
+            if sung is not None and sung[0] < best_plain[0]:
+                best_plain = sung
+        best = best_plain
         excerpts = []
         for s in mine:
             x = sampler.decode_excerpt(s, MEASURE_SR)
             if x is not None and x.size:
                 excerpts.append((x, s.start))
-        tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
         if excerpts:
             zs = [z for x, st in excerpts
                   for z in sampler.zones(x, MEASURE_SR,
@@ -188,24 +235,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                 tried["sampler"] = round(d, 4)
                 if d < best[0]:
                     best = (d, spec, y)
-            model = (voice.analyze_excerpts(excerpts, MEASURE_SR, track)
-                     if maybe_sung(track) else None)
-            if model is not None:
-                v = fit(voice.render(model, track, MEASURE_SR, n, seed=i))
-                # the room first (without eq: cheaper), then the eq on the best room
-                g = 0.0 if solo else level_db(v, parts[i])
-                rooms = []
-                for rt, wet in VOICE_ROOMS:
-                    y = sampler.apply_room(v, MEASURE_SR, rt, wet, seed=i)
-                    d = dist_with(i, y * np.float32(10.0 ** (g / 20.0)))
-                    tried[f"voice{rt:g}"] = round(d, 4)
-                    rooms.append((d, rt, wet, y))
-                _, rt, wet, y = min(rooms, key=lambda r: r[0])
-                d, spec, y = finish(y, "voice", (rt, wet) if wet > 0 else ())
-                tried["voice+eq"] = round(d, 4)
-                if d < best[0]:
-                    best = (d, spec, y)
-        uses = best[1] is not None and best[1].use != ""
+        uses = best is not best_plain  # the sampler won: the excerpt is played
         if uses and best[0] > best_plain[0] - MIN_GAIN:
             best, uses = best_plain, False
         log.info("track %d: mel distances %s -> %s", i + 1, tried,

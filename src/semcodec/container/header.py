@@ -30,6 +30,8 @@ from semcodec.container.spec import (
     MAX_RENDER_GAIN_DB,
     MAX_ROOM_RT60_S,
     MAX_ROOM_WET,
+    MAX_VOICE_DB,
+    MAX_VOICE_PARAMS,
     MAX_LOUDNESS_LUFS,
     MAX_TEMPO_BPM,
     MIN_LOUDNESS_LUFS,
@@ -102,6 +104,8 @@ def _render_object(r: TrackRender, name: str) -> dict[str, Any]:
         obj["eq"] = [_round_float(float(v), 1) for v in r.eq_db]
     if r.room:
         obj["room"] = [_round_float(float(v), 2) for v in r.room]
+    if r.voice:
+        obj["voice"] = [_round_float(float(v), 1) for v in r.voice]
     return obj
 
 
@@ -128,8 +132,13 @@ def _parse_render(value: Any, i: int) -> TrackRender | None:
             or (room and not (0 <= room[0] <= MAX_ROOM_RT60_S and 0 <= room[1] <= MAX_ROOM_WET))):
         raise _fail(f"{what} 'room' must be [rt60 0..{MAX_ROOM_RT60_S:g} s, "
                     f"wet 0..{MAX_ROOM_WET:g}]")
+    voice = value.get("voice", [])
+    if (not isinstance(voice, list) or len(voice) % 2 or len(voice) > MAX_VOICE_PARAMS
+            or not all(_is_num(v) and abs(v) <= MAX_VOICE_DB for v in voice)):
+        raise _fail(f"{what} 'voice' must be an even-length list of at most {MAX_VOICE_PARAMS} "
+                    f"numbers in -{MAX_VOICE_DB:g}..{MAX_VOICE_DB:g}")
     r = TrackRender(use=use, gain_db=float(gain), eq_db=tuple(float(v) for v in eq),
-                    room=tuple(float(v) for v in room))
+                    room=tuple(float(v) for v in room), voice=tuple(float(v) for v in voice))
     return r if r != TrackRender() else None
 
 

@@ -37,6 +37,9 @@ MAX_EQ_DB = 60.0
 MAX_EQ_BANDS = 64
 MAX_ROOM_RT60_S = 10.0
 MAX_ROOM_WET = 4.0
+#: Bounds of a "render" object's "voice" list: numbers (even count) and their range (dB).
+MAX_VOICE_PARAMS = 256
+MAX_VOICE_DB = 120.0
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).

@@ -12,8 +12,9 @@ the original and stores the choice in the track (``Track.sample_use``); this mod
   pitch-shifted by resampling (following the target's pitch bends), scaled by velocity
   (``(v / v_ref) ** 2``), its steady middle looped with crossfades when the target is longer,
   and a release fade; the other notes keep the engine's rendering;
-* ``"voice"`` — the track is sung by :mod:`semcodec.synth.voice` from the excerpt's spectral
-  envelope.
+* ``"voice"`` — the track is sung by :mod:`semcodec.synth.voice` with the singer's spectral
+  envelope stored in the track (measured by the encoder on the original), or else measured
+  on its excerpt.
 
 Pure numpy: the decoder imports neither torch, librosa nor scipy for this.  Audio is mono
 float32 ``(n,)``, times in seconds, pitches in MIDI numbers.
@@ -377,8 +378,9 @@ def render_track(track: Track, excerpts: list[tuple[np.ndarray, float]], sr: int
     spec = track.render
     use = spec.use if spec is not None else ""
     y = None
-    if use == "voice" and excerpts:
-        model = voice.analyze_excerpts(excerpts, sr, track)
+    if use == "voice" and spec is not None and (excerpts or spec.voice):
+        model = (voice.VoiceModel.from_params(spec.voice) if spec.voice
+                 else voice.analyze_excerpts(excerpts, sr, track))
         if model is not None:
             y = voice.render(model, track, sr, n_samples, transpose=transpose, tempo=tempo,
                              seed=seed)

@@ -30,7 +30,9 @@ from semcodec.synth.sampler import (ANALYSIS_SR, HOP, N_FFT, midi_hz, pitch_cont
 #: Envelope grid: N_GRID log-spaced frequencies from GRID_LO_HZ to GRID_HI_HZ.
 N_GRID = 48
 GRID_LO_HZ = 70.0
-GRID_HI_HZ = 11500.0
+GRID_HI_HZ = 10000.0
+#: Points of the stored model (``VoiceModel.to_params``): envelope and aperiodicity each.
+N_STORED = 24
 #: Harmonics analysed / synthesized at most.
 MAX_HARM = 80
 #: Attack and release of a sung note (s).
@@ -53,6 +55,27 @@ class VoiceModel:
         lf = np.log(np.maximum(f, 1.0))
         db = np.interp(lf, np.log(self.freqs), self.env_db)
         return np.where(f < self.top_hz, 10.0 ** (db / 20.0), 0.0)
+
+    def to_params(self, n: int = N_STORED) -> tuple[float, ...]:
+        """The model as ``2 n`` numbers for the file (a track's ``render`` "voice" key): the
+        envelope then the aperiodicity (dB, whole numbers) at ``n`` log-spaced frequencies from
+        GRID_LO_HZ to GRID_HI_HZ, the envelope's maximum at 0 dB (-120 dB above ``top_hz``)."""
+        grid = np.geomspace(GRID_LO_HZ, GRID_HI_HZ, n)
+        lg = np.log(grid)
+        env = np.interp(lg, np.log(self.freqs), self.env_db)
+        env = np.where(grid <= self.top_hz * 1.001, env - env.max(), -120.0)
+        aper = np.interp(lg, np.log(self.freqs), self.aper_db)
+        q = np.round(np.concatenate([np.clip(env, -120.0, 0.0), np.clip(aper, -60.0, 60.0)]))
+        return tuple(float(v) + 0.0 for v in q)
+
+    @classmethod
+    def from_params(cls, params: "tuple[float, ...] | list[float]",
+                    top_hz: float = GRID_HI_HZ) -> "VoiceModel":
+        """The model stored by :meth:`to_params`."""
+        p = np.asarray(params, np.float64)
+        n = p.shape[0] // 2
+        return cls(freqs=np.geomspace(GRID_LO_HZ, top_hz, n), env_db=p[:n], aper_db=p[n:2 * n],
+                   top_hz=float(top_hz))
 
     def noise(self, f: np.ndarray) -> np.ndarray:
         """Linear noise amplitude (per harmonic-spacing, see :func:`render`) at ``f`` (Hz)."""
