@@ -589,8 +589,9 @@ class DecodeOptions:
     transpose: int = 0
     tempo: float = 1.0
     #: Play each track as its stored ``render`` says (its excerpt as a sampler or a voice, its
-    #: spectral correction and room; format 1.3); False: the engines alone.  A track whose
-    #: program is overridden by ``programs`` is always played by the engines alone.
+    #: spectral correction and room; format 1.4); False: the engines alone.  Only with the
+    #: automatic engine choice (they were measured with it): an explicitly chosen engine, or a
+    #: track whose program is overridden by ``programs``, is played by the engines alone.
     track_renders: bool = True
 
 
@@ -747,8 +748,10 @@ class _Renderer:
         return out
 
     def _has_render(self, i: int, t: Track) -> bool:
-        return (self.opts.track_renders and t.render is not None and bool(t.notes)
-                and not t.is_drum and i not in (self.opts.programs or {}))
+        # the renders were measured with the automatic engine choice: an explicitly chosen
+        # engine (or program) plays the track alone, as the user asked
+        return (self.opts.track_renders and self.opts.engine == "auto" and t.render is not None
+                and bool(t.notes) and not t.is_drum and i not in (self.opts.programs or {}))
 
     def _track_render(self, score: Score, i: int) -> np.ndarray:
         from semcodec.synth import sampler  # noqa: PLC0415
