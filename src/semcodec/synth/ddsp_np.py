@@ -319,8 +319,9 @@ class TorchNormals:
         th = np.float32(2.0 * math.pi) * d[:, 8:]
         return np.concatenate([r * np.cos(th), r * np.sin(th)], axis=1).reshape(-1)
 
-    def take(self, m: int) -> np.ndarray:
-        """The next ``m`` normals (float32)."""
+    def take(self, m: int, need: np.ndarray | None = None) -> np.ndarray:
+        """The next ``m`` normals (float32).  ``need`` (m,) bool: values that will be used;
+        groups of 16 without any are left at 0 (the draws still advance the stream)."""
         end = self.pos + m
         if end > self.n:
             raise ValueError("TorchNormals: more values than the stream holds")
@@ -329,7 +330,18 @@ class TorchNormals:
         parts = [self._buf]
         if target > self._made:
             raw = self._rs.randint(0, 1 << 32, size=target - self._made, dtype=np.uint32)
-            parts.append(self._box_muller(raw))
+            if need is None:
+                parts.append(self._box_muller(raw))
+            else:
+                vm = np.ones(target - self._made, bool)
+                k = min(end, target) - self._made
+                if k > 0:
+                    vm[:k] = need[self._made - self.pos:self._made - self.pos + k]
+                groups = vm.reshape(-1, 16).any(axis=1)
+                vals = np.zeros((groups.shape[0], 16), np.float32)
+                if groups.any():
+                    vals[groups] = self._box_muller(raw.reshape(-1, 16)[groups]).reshape(-1, 16)
+                parts.append(vals.reshape(-1))
             self._made = target
         if end > tail_start and self._made < self.n:
             # the partial last group's uniforms are drawn, then the last 16 values redone
@@ -511,11 +523,12 @@ class _Accumulator:
 
 
 class StreamConvolver:
-    """Causal convolution with FIR ``h`` by overlap-add, block by block (float64 inside)."""
+    """Causal convolution with FIR ``h`` by overlap-add, block by block (float32 FFTs: the
+    error is ~1e-7 of the signal)."""
 
     def __init__(self, h: np.ndarray) -> None:
-        self.h = np.asarray(h, np.float64)
-        self.carry = np.zeros(self.h.shape[0] - 1, np.float64)
+        self.h = np.asarray(h, np.float32)
+        self.carry = np.zeros(self.h.shape[0] - 1, np.float32)
         self._hf: dict[int, np.ndarray] = {}
 
     def push(self, x: np.ndarray) -> np.ndarray:
@@ -526,7 +539,7 @@ class StreamConvolver:
         nfft = 1 << (m + L - 2).bit_length()
         if nfft not in self._hf:
             self._hf = {nfft: np.fft.rfft(self.h, nfft)}
-        y = np.fft.irfft(np.fft.rfft(np.asarray(x, np.float64), nfft) * self._hf[nfft],
+        y = np.fft.irfft(np.fft.rfft(np.asarray(x, np.float32), nfft) * self._hf[nfft],
                          nfft)[:m + L - 1]
         y[:L - 1] += self.carry
         out = y[:m]
@@ -612,6 +625,9 @@ class StreamResampler:
 # --- one track -----------------------------------------------------------------------------
 
 _SIN_BASIS: np.ndarray | None = None
+#: Oscillator intervals (frames) computed per step: keeps the tables and per-sample arrays in
+#: the CPU caches (~0.5 MB each).
+_OSC_CHUNK = 1024
 
 
 def _sin_basis() -> np.ndarray:
@@ -711,50 +727,72 @@ class TrackRenderer:
         e = np.exp(lg)
         dist = e / e.sum(axis=1, keepdims=True) * mask
         amps = (amp[:, None] * dist).astype(np.float32)
-        # noise bands per global frame
-        fidx = np.minimum(f0[row_note] + fi, self.n_fr_total - 1)
-        bands.add_at(fidx, bnd)
-        # wavetable oscillators: intervals between consecutive frames of a note
-        tabs = amps @ _sin_basis()  # (rows, W + 1)
+        # noise bands per global frame (each note's frames are consecutive)
+        fidx = f0[row_note] + fi
+        last_fr = self.n_fr_total - 1
+        for i in range(N):
+            s_, e_ = starts_row[i], starts_row[i] + nfr2[i]
+            g0_ = int(f0[i])
+            n_in = max(0, min(e_ - s_, last_fr - g0_))
+            if n_in:
+                bands.add(g0_, bnd[s_:s_ + n_in])
+            if s_ + n_in < e_:  # frames past the end fold into the last one (as torch clamps)
+                bands.add_at(np.minimum(fidx[s_ + n_in:e_], last_fr), bnd[s_ + n_in:e_])
+        # wavetable oscillators over the intervals between consecutive frames of each note
         iv = np.flatnonzero(fi < nfr2[row_note] - 1)  # interval rows (frame f -> f + 1)
         iv_note = row_note[iv]
-        f0f = f0_hz
-        f0d = f0f.astype(np.float64)
+        f0d = f0_hz.astype(np.float64)
         inc = (f0d[iv] + f0d[iv + 1]) * (0.5 * HOP / SR_INT)
         cs = np.cumsum(inc)
-        first_iv = np.cumsum(nfr2 - 1) - (nfr2 - 1)
+        n_iv = nfr2 - 1
+        first_iv = np.cumsum(n_iv) - n_iv
         base = np.concatenate([[0.0], cs])[first_iv]
         ph_fr = np.remainder(cs - inc - base[iv_note], 1.0).astype(np.float32)
-        j = np.arange(1, HOP + 1, dtype=np.float32)
-        a = (f0f[iv] / np.float32(SR_INT))[:, None]
-        b = ((f0f[iv + 1] - f0f[iv]) / np.float32(2 * HOP * SR_INT))[:, None]
-        phase = ph_fr[:, None] + a * j + b * j * j
-        phase = np.remainder(phase, np.float32(1.0)) * np.float32(WT_SIZE)
-        fl = np.floor(phase)
-        fr = phase - fl
-        i0 = np.clip(fl.astype(np.int64), 0, WT_SIZE - 1)
-        W1 = WT_SIZE + 1
-        flat = tabs.reshape(-1)
-        g0 = iv[:, None] * W1 + i0
-        v0 = flat[g0] * (1 - fr) + flat[g0 + 1] * fr
-        g1 = g0 + W1
-        v1 = flat[g1] * (1 - fr) + flat[g1 + 1] * fr
-        wj = (np.arange(HOP, dtype=np.float32) / np.float32(HOP))[None, :]
-        sig = v0 * (1 - wj) + v1 * wj
-        # onset ramp and end fade (note-relative sample times)
+        a = f0_hz[iv] / np.float32(SR_INT)
+        b = (f0_hz[iv + 1] - f0_hz[iv]) / np.float32(2 * HOP * SR_INT)
         start_smp = f0 * HOP
         on_off = (np.round(on * SR_INT).astype(np.int64) - start_smp).astype(np.float32)
         end_off = (np.round(ends2 * SR_INT).astype(np.int64) - start_smp).astype(np.float32)
-        t_rel = ((fi[iv] * HOP)[:, None] + np.arange(HOP)[None, :]).astype(np.float32)
-        ramp = np.clip((t_rel - on_off[iv_note][:, None]) / np.float32(ONSET_RAMP_S * SR_INT), 0, 1)
-        fade = np.clip((end_off[iv_note][:, None] - t_rel) / np.float32(END_FADE_S * SR_INT), 0, 1)
-        sig *= ramp * fade
-        # overlap-add: every note's intervals are consecutive in time
-        pos0 = start_smp[iv_note] + fi[iv] * HOP
-        for i in range(N):
-            a_, b_ = first_iv[i], first_iv[i] + nfr2[i] - 1
-            if b_ > a_:
-                harm.add(int(pos0[a_]), sig[a_:b_].reshape(-1))
+        t_iv = fi[iv] * HOP  # note-relative sample of each interval's start
+        # intervals touched by the onset ramp or the end fade
+        edge = ((t_iv < on_off[iv_note] + ONSET_RAMP_S * SR_INT + 1)
+                | (t_iv + HOP > end_off[iv_note] - END_FADE_S * SR_INT - 1))
+        pos0 = start_smp[iv_note] + t_iv
+        basis = _sin_basis()
+        j = np.arange(1, HOP + 1, dtype=np.float32)
+        wj = np.arange(HOP, dtype=np.float32) / np.float32(HOP)
+        W1 = WT_SIZE + 1
+        for c0 in range(0, iv.shape[0], _OSC_CHUNK):
+            c1 = min(iv.shape[0], c0 + _OSC_CHUNK)
+            r0 = int(iv[c0])
+            tabs = (amps[r0:int(iv[c1 - 1]) + 2] @ basis).reshape(-1)  # (rows * (W + 1),)
+            phase = ph_fr[c0:c1, None] + a[c0:c1, None] * j + b[c0:c1, None] * (j * j)
+            phase -= np.floor(phase)
+            phase *= np.float32(WT_SIZE)
+            i0 = np.minimum(phase.astype(np.int32), WT_SIZE - 1)
+            fr = phase
+            fr -= i0
+            g0 = ((iv[c0:c1] - r0) * W1).astype(np.int32)[:, None] + i0
+            t0 = tabs[g0]
+            v0 = t0 + fr * (tabs[g0 + 1] - t0)
+            g0 += W1
+            t1 = tabs[g0]
+            v1 = t1 + fr * (tabs[g0 + 1] - t1)
+            sig = v0 + wj * (v1 - v0)
+            e_idx = np.flatnonzero(edge[c0:c1])
+            if e_idx.size:
+                k_ = c0 + e_idx
+                t_rel = (t_iv[k_][:, None] + np.arange(HOP)[None, :]).astype(np.float32)
+                ramp = np.clip((t_rel - on_off[iv_note[k_]][:, None])
+                               / np.float32(ONSET_RAMP_S * SR_INT), 0, 1)
+                fade = np.clip((end_off[iv_note[k_]][:, None] - t_rel)
+                               / np.float32(END_FADE_S * SR_INT), 0, 1)
+                sig[e_idx] *= ramp * fade
+            # overlap-add: a note's intervals are consecutive in time
+            notes_here = iv_note[c0:c1]
+            cuts = np.flatnonzero(np.diff(notes_here)) + 1
+            for s_, e_ in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [c1 - c0]])):
+                harm.add(int(pos0[c0 + s_]), sig[s_:e_].reshape(-1))
 
     # -- the block loop ----------------------------------------------------------------------
     def blocks(self) -> Iterator[np.ndarray]:
@@ -806,13 +844,24 @@ class TrackRenderer:
                 top.add(next_frame, fb[:, -1].copy())
                 mag = (fb[:, j0] * (1 - wj) + fb[:, j1] * wj) * roll
                 mag[:, 0] = 0.0
-                m = (s_end - next_frame) * K
-                re = gen_re.take(m).reshape(-1, K) * mag
-                im = gen_im.take(m).reshape(-1, K) * mag
-                frames = np.fft.irfft(re + 1j * im, NOISE_NFFT, axis=1).astype(np.float32) * win
-                for s in range(next_frame, s_end):
-                    ola.add(s * NOISE_HOP - half, frames[s - next_frame])
-                    wsum.add(s * NOISE_HOP - half, win2)
+                S = s_end - next_frame
+                live = mag.any(axis=1)  # silent frames: no normals, no FFT
+                need = np.repeat(live, K)
+                re = gen_re.take(S * K, need).reshape(S, K)
+                im = gen_im.take(S * K, need).reshape(S, K)
+                frames = np.zeros((S + 3, NOISE_NFFT), np.float32)
+                if live.any():
+                    spec = (re[live] * mag[live]) + 1j * (im[live] * mag[live])
+                    frames[:S][live] = np.fft.irfft(spec, NOISE_NFFT, axis=1) * win
+                # overlap-add with hop NOISE_NFFT / 4: quarter c of frame s lands at hop s + c
+                q = NOISE_NFFT // 4
+                acc = np.zeros((S + 3, q), np.float32)
+                wacc = np.zeros((S + 3, q), np.float32)
+                for c_ in range(4):
+                    acc[c_:c_ + S] += frames[:S, c_ * q:(c_ + 1) * q]
+                    wacc[c_:c_ + S] += win2[c_ * q:(c_ + 1) * q]
+                ola.add(next_frame * NOISE_HOP - half, acc.reshape(-1))
+                wsum.add(next_frame * NOISE_HOP - half, wacc.reshape(-1))
                 next_frame = s_end
             noise = ola.take(b0, b1)
             env = wsum.take(b0, b1)
@@ -835,7 +884,7 @@ class TrackRenderer:
                 # frames past the last one synthesized hold its value (np.interp clamps)
                 envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
                 if np.any(envh > 0):
-                    tab = hf_table[m_idx % HF_TABLE]
+                    tab = hf_table[m_idx & (HF_TABLE - 1)]
                     y = y + tab * envh * hf_s
                 top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))
             if out_pos + y.shape[0] > self.n_samples:
