@@ -64,6 +64,26 @@ def torch_threads():
         torch.set_num_threads(old)
 
 
+#: Threads rendering tracks in parallel ($SEMCODEC_THREADS, default: the CPUs this process may
+#: use, at most 4).
+THREADS_ENV_RENDER = "SEMCODEC_THREADS"
+
+
+def render_workers(n_tracks: int) -> int:
+    """How many tracks to render at once (1 = no threads)."""
+    try:
+        n = int(os.environ.get(THREADS_ENV_RENDER, "0"))
+    except ValueError:
+        n = 0
+    if n <= 0:
+        try:
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            n = os.cpu_count() or 1
+        n = min(n, 4)
+    return max(1, min(n, n_tracks))
+
+
 def weights_available() -> bool:
     """True when a weights file is present (the numpy engine needs nothing else)."""
     return find_weights() is not None
@@ -187,9 +207,22 @@ class NeuralEngine:
         """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
         n_samples = int(n_samples)
         out = np.zeros(n_samples, np.float32)
-        for i in range(len(score.tracks)):
-            y = self.render_track(score, i, sr, n_samples, timbres=timbres, programs=programs,
-                                  transpose=transpose, tempo=tempo, samples=samples)
+
+        def one(i: int) -> np.ndarray | None:
+            return self.render_track(score, i, sr, n_samples, timbres=timbres,
+                                     programs=programs, transpose=transpose, tempo=tempo,
+                                     samples=samples)
+
+        live = [i for i, t in enumerate(score.tracks) if t.notes]
+        workers = render_workers(len(live)) if self.backend == "numpy" else 1
+        if workers > 1:  # numpy releases the GIL in its heavy loops: tracks in parallel
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="semcodec-track") as pool:
+                parts = list(pool.map(one, live))
+        else:
+            parts = [one(i) for i in live]
+        for y in parts:  # summed in track order: the result does not depend on the threads
             if y is not None:
                 out += y
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
