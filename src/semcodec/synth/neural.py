@@ -45,6 +45,8 @@ _MODEL_CACHE: dict[tuple[str, int, float], object] = {}
 #: model's ops are small, and on a busy 2-core machine one thread is several times faster.
 THREADS_ENV = "SEMCODEC_TORCH_THREADS"
 BACKENDS = ("numpy", "torch")
+#: Output samples per block of :meth:`NeuralEngine.blocks`.
+STREAM_BLOCK = 1 << 15
 
 
 @contextlib.contextmanager
@@ -226,6 +228,20 @@ class NeuralEngine:
             if y is not None:
                 out += y
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def blocks(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
+               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
+               samples: tuple[Sample, ...] = ()) -> Iterator[np.ndarray]:
+        """:meth:`render` as consecutive float32 blocks (every track block by block, mixed)."""
+        from semcodec.synth.engine import mix_blocks  # noqa: PLC0415
+
+        parts = []
+        for i in range(len(score.tracks)):
+            it = self.track_blocks(score, i, sr, n_samples, timbres=timbres, programs=programs,
+                                   transpose=transpose, tempo=tempo, samples=samples)
+            if it is not None:
+                parts.append((it, 1.0))
+        return mix_blocks(parts, int(n_samples), STREAM_BLOCK)
 
     def render_track(self, score: Score, i: int, sr: int, n_samples: int, *,
                      timbres: tuple[Timbre, ...] = (), programs: dict[int, int] | None = None,
