@@ -364,10 +364,17 @@ def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
                         dtype=bands.dtype, device=dev)
     mag = (b[..., j0] * (1 - wj) + b[..., j1] * wj) * roll  # (N, S, K)
     mag[..., 0] = 0.0
-    # drawn from the (CPU) generator, then moved: every device plays the same noise
+    # drawn from the (CPU) generator, then moved: every device plays the same noise.  A list
+    # of generators (one per row) draws each row as a batch of one would.
     g = generator
-    re = torch.randn(mag.shape, generator=g, dtype=bands.dtype).to(dev)
-    im = torch.randn(mag.shape, generator=g, dtype=bands.dtype).to(dev)
+    if isinstance(g, (list, tuple)):
+        pairs = [(torch.randn(mag.shape[1:], generator=gi, dtype=bands.dtype),
+                  torch.randn(mag.shape[1:], generator=gi, dtype=bands.dtype)) for gi in g]
+        re = torch.stack([p[0] for p in pairs]).to(dev)
+        im = torch.stack([p[1] for p in pairs]).to(dev)
+    else:
+        re = torch.randn(mag.shape, generator=g, dtype=bands.dtype).to(dev)
+        im = torch.randn(mag.shape, generator=g, dtype=bands.dtype).to(dev)
     spec = torch.complex(re * mag, im * mag).transpose(1, 2)  # (N, K, S)
     win = torch.hann_window(n_fft, dtype=bands.dtype, device=dev)
     out = torch.istft(spec, n_fft, hop, window=win, center=True, length=n_samples)
@@ -438,7 +445,7 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
                   room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
                   seed: int = 0, generator: torch.Generator | None = None,
                   note_chunk: int = 16, resample=None, fast: bool = False,
-                  outputs=None, oscillator: str = "auto") -> torch.Tensor:
+                  outputs=None, oscillator: str = "auto", seeds=None) -> torch.Tensor:
     """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
 
     ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
@@ -452,6 +459,8 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     (vectorised), or ``"auto"``: numba only when the notes add up to at least
     :data:`NUMBA_MIN_NOTE_S` seconds, where its loading time pays off.  The choice depends on
     the notes only, so a given score always renders the same way.
+    ``seeds`` (G ints, decode time): each group's noise drawn as that group rendered alone
+    with ``seed=seeds[g]`` would draw it (batches of many files' tracks).
     """
     G = emb.shape[0]
     dev = emb.device  # everything runs where the embeddings are (the model must be there too)
@@ -520,7 +529,9 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     flat = (grp[:, None] * n_fr_total + fidx).reshape(-1)
     gb = torch.zeros(G * n_fr_total, N_BANDS, dtype=dtype, device=dev).index_add(
         0, flat, bands.reshape(-1, N_BANDS)).view(G, n_fr_total, N_BANDS)
-    if generator is None:
+    if seeds is not None:
+        generator = [torch.Generator().manual_seed(NOISE_SEED + int(sd)) for sd in seeds]
+    elif generator is None:
         generator = torch.Generator().manual_seed(NOISE_SEED + seed)
     noise = noise_from_bands(gb, SR_INT, n_int, generator)
     dry = harm_sig + noise
@@ -537,7 +548,9 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
         up = [resample(w, SR_INT, sr) for w in wet]
         if sr > 2 * BAND_HI_HZ + 1000:
             top = gb[:, :, -1].cpu().numpy()
-            up = [u + hf_noise(top[g], sr, u.shape[0], rng) for g, u in enumerate(up)]
+            rngs = ([np.random.default_rng(NOISE_SEED + int(sd)) for sd in seeds]
+                    if seeds is not None else [rng] * G)
+            up = [u + hf_noise(top[g], sr, u.shape[0], rngs[g]) for g, u in enumerate(up)]
         wet = up
     return torch.from_numpy(np.stack([_fit_np(w, n_samples) for w in wet]).astype(np.float32))
 

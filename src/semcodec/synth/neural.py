@@ -331,6 +331,57 @@ def render_notes_np(model, notes: NoteArrays, emb, room, sr, n_samples, *, seed=
     return y[0].cpu().numpy().astype(np.float32)
 
 
+def render_batch(model, items, sr: int, n_samples: int, *, device: str = "cuda",
+                 seeds=None) -> np.ndarray:
+    """Render many tracks' notes together with the torch model on ``device`` (one model call,
+    one oscillator pass, one noise draw for all): float32 ``(len(items), n_samples)``.
+
+    ``items``: ``[(NoteArrays, embedding (EMB_DIM,), room params (3,)), ...]``, e.g. the
+    tracks of many files (each cut or padded to ``n_samples`` at ``sr``); ``seeds`` (one per
+    item, default 0..): the track index each would have in its file, so that every item's
+    noise is the one it gets when decoded alone.
+    """
+    import torch  # noqa: PLC0415
+
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    dev = torch.device(device)
+    model = model.to(dev)
+    total_s = n_samples / sr
+    on, off, pit, vel, bends, group = [], [], [], [], [], []
+    for g, (notes, _, _) in enumerate(items):
+        o, f, p, v, b = notes.to_lists()
+        on += o
+        off += f
+        pit += p
+        vel += v
+        bends += b
+        group += [g] * len(o)
+    grp = np.asarray(group, np.int64)
+    emb_t = torch.as_tensor(np.stack([np.asarray(e, np.float32) for _, e, _ in items]),
+                            device=dev)
+    room_t = torch.as_tensor(np.stack([np.asarray(r, np.float32) for _, _, r in items]),
+                             device=dev)
+    with torch.no_grad():
+        nb = ddsp.NoteBatch(on, off, pit, vel, bends, total_s)
+        rows = emb_t[torch.from_numpy(grp).to(dev)]
+        outputs = ddsp.eval_sparse(model, nb, rows)
+        amp, _, bands = outputs
+        level = (amp + bands.sum(-1)).cpu().numpy() * nb.valid
+        peak = level.max(axis=1, keepdims=True) + 1e-9
+        loud = ((level > peak * 1e-3) | (nb.t_abs < nb.offsets[:, None])) & nb.valid
+        last = np.where(loud.any(axis=1), loud.shape[1] - 1 - np.argmax(loud[:, ::-1], axis=1), 1)
+        ends = np.minimum(nb.ends, (nb.f0 + last + 1) / ddsp.FRAME_RATE + ddsp.END_FADE_S)
+        ends = np.maximum(ends, nb.offsets + 0.02)
+        tails = np.maximum(ends - nb.offsets, 0.02)
+        nb2 = ddsp.NoteBatch(on, off, pit, vel, bends, total_s, tail_s=tails)
+        y = ddsp.render_groups(model, nb2, grp, emb_t, room_t, n_samples, sr=sr,
+                               resample=dsp.resample, fast=True, outputs=outputs,
+                               oscillator="torch", note_chunk=256,
+                               seeds=list(seeds) if seeds is not None else list(range(len(items))))
+    return y.cpu().numpy().astype(np.float32)
+
+
 def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:
     """A keyed Opus sample decoded to mono float32 at ``sr`` Hz (None if it cannot be read)."""
     import io  # noqa: PLC0415
