@@ -216,6 +216,67 @@ def note_windows(onsets, offsets, total_s: float, tail_s) -> tuple[np.ndarray, n
 
 # --- the model -----------------------------------------------------------------------------
 
+class _BlasOneThread:
+    """numpy's OpenBLAS limited to one thread while any model evaluation runs (re-entrant
+    across threads; the previous setting comes back when the last one leaves).
+
+    The model's matrices are a few hundred rows: OpenBLAS's worker threads spin more than they
+    help, and tracks already render in threads of their own (measured on the 2-core box: a
+    5-min solo's neural rendering took 3.4-7 s of CPU with the default two threads, 1.8 s with
+    one).  Where the OpenBLAS entry points cannot be found this does nothing.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved = None
+        self.fns = None
+
+    def _find(self):
+        if self.fns is None:
+            self.fns = ()
+            try:
+                import ctypes
+
+                with open("/proc/self/maps") as fh:
+                    paths = {ln.split()[-1] for ln in fh
+                             if "openblas" in ln.lower() and ".so" in ln}
+                for path in sorted(paths):
+                    lib = ctypes.CDLL(path)
+                    for pre in ("scipy_openblas", "openblas"):
+                        for suf in ("64_", ""):
+                            get = getattr(lib, f"{pre}_get_num_threads{suf}", None)
+                            put = getattr(lib, f"{pre}_set_num_threads{suf}", None)
+                            if get is not None and put is not None:
+                                self.fns = (get, put)
+                                return self.fns
+            except (OSError, AttributeError, IndexError):
+                self.fns = ()
+        return self.fns
+
+    def __enter__(self):
+        with self.lock:
+            if self.depth == 0 and self._find():
+                get, put = self.fns
+                self.saved = int(get())
+                if self.saved != 1:
+                    put(1)
+            self.depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0 and self.fns and self.saved not in (None, 1):
+                self.fns[1](self.saved)
+                self.saved = None
+        return False
+
+
+blas_one_thread = _BlasOneThread()
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
 
@@ -264,6 +325,10 @@ class NumpyNet:
 
     def __call__(self, feats: np.ndarray, emb: np.ndarray, chunk: int = 8192):
         """feats (R, N_FEAT) float32, emb (E,) → amp (R,), harm logits (R, H), noise (R, B)."""
+        with blas_one_thread:
+            return self._forward(feats, emb, chunk)
+
+    def _forward(self, feats: np.ndarray, emb: np.ndarray, chunk: int):
         base = (np.asarray(emb, np.float32) @ self.w_e + self.b_in).astype(np.float32)
         k = np.arange(1, 9, dtype=np.float32)
         R = feats.shape[0]
@@ -765,7 +830,8 @@ class TrackRenderer:
         for c0 in range(0, iv.shape[0], _OSC_CHUNK):
             c1 = min(iv.shape[0], c0 + _OSC_CHUNK)
             r0 = int(iv[c0])
-            tabs = (amps[r0:int(iv[c1 - 1]) + 2] @ basis).reshape(-1)  # (rows * (W + 1),)
+            with blas_one_thread:
+                tabs = (amps[r0:int(iv[c1 - 1]) + 2] @ basis).reshape(-1)  # rows * (W + 1)
             phase = ph_fr[c0:c1, None] + a[c0:c1, None] * j + b[c0:c1, None] * (j * j)
             phase -= np.floor(phase)
             phase *= np.float32(WT_SIZE)
