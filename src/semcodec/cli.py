@@ -406,7 +406,7 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
     """
     from semcodec import api
-    from semcodec.audio import encode_audio, output_format, write_audio
+    from semcodec.audio import encode_audio, output_format, write_audio, write_audio_blocks
 
     if output is None:
         if input == "-":
@@ -425,17 +425,134 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     with _flag_hints():
         if stems_dir:
             audio, sr, parts = api.decode_tracks(c, opts)
+            n_frames = audio.shape[0]
+            if output == "-":
+                _write_bytes(output, encode_audio(audio, sr, audio_fmt))
+            else:
+                write_audio(output, audio, sr, fmt)
+            for path, (_, part) in zip(stem_paths, parts):
+                write_audio(path, part, sr)
+        elif output == "-" and audio_fmt[0] == "WAV":
+            # streamed: the first blocks go out while the rest renders
+            stream = api.decode_stream(c, opts)
+            sr, n_frames = stream.sr, stream.n_samples
+            try:
+                _stream_wav(sys.stdout.buffer, stream)
+            except BrokenPipeError:  # the reader went away: stop quietly, as `cat` does
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
         else:
-            (audio, sr), parts = api.decode(c, opts), []
-    if output == "-":
-        _write_bytes(output, encode_audio(audio, sr, audio_fmt))
-    else:
-        write_audio(output, audio, sr, fmt)
-    for path, (_, part) in zip(stem_paths, parts):
-        write_audio(path, part, sr)
+            # block by block, the exact loudness gain (two passes, the raw mix spooled):
+            # memory stays bounded whatever the length
+            stream = api.decode_stream(c, opts, exact=True)
+            sr, n_frames = stream.sr, stream.n_samples
+            if output == "-":
+                import numpy as np
+
+                _write_bytes(output, encode_audio(np.concatenate(list(stream.blocks)), sr,
+                                                  audio_fmt))
+            else:
+                write_audio_blocks(output, stream.blocks, sr, stream.channels, n_frames, fmt)
     elapsed = time.perf_counter() - t0
-    dur = audio.shape[0] / sr
+    dur = n_frames / sr
     _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+
+
+def _stream_wav(out, stream) -> None:
+    """Write a :class:`semcodec.api.DecodeStream` as a 16-bit WAV to the binary file ``out``,
+    block by block (the header first: the length is known)."""
+    from semcodec.audio import pcm16_bytes, wav_header
+
+    out.write(wav_header(stream.sr, stream.channels, stream.n_samples))
+    out.flush()
+    for block in stream.blocks:
+        out.write(pcm16_bytes(block))
+        out.flush()
+
+
+#: Players tried by ``semcodec play`` (each reads a WAV on stdin), in order.
+PLAYERS = (
+    ("ffplay", ["ffplay", "-nodisp", "-autoexit", "-loglevel", "error", "-i", "-"]),
+    ("pw-play", ["pw-play", "-"]),
+    ("paplay", ["paplay"]),
+    ("aplay", ["aplay", "-q", "-"]),
+)
+
+
+@cli.command()
+@click.argument("input", type=str)
+@click.option("--player", type=str, default=None, metavar="COMMAND",
+              help="Command that plays a WAV from its stdin (default: the sounddevice package "
+              "when installed, else the first of ffplay, pw-play, paplay, aplay found).")
+@click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
+              help="Play track TRACK (number from 1, or name) with another GM program.")
+@_synth_options
+@_verbosity
+def play(input: str, player: str | None, engine: str, device: str, soundfont: str | None,
+         sample_rate: int | None, programs, transpose: int, tempo: float, channels: str) -> None:
+    """Play a .smc container (or - for stdin) as it decodes.
+
+    The audio starts after the first block (files up to 40 s are rendered whole first, for
+    the exact loudness; longer ones start at once with an estimated loudness gain).
+    """
+    import shlex
+    import shutil
+    import subprocess
+
+    from semcodec import api
+
+    c, _ = _read_smc(input)
+    prog_map = api.parse_program_map(programs, len(c.score.tracks),
+                                     [t.name for t in c.score.tracks])
+    opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
+                             sample_rate=sample_rate, channels=_channels(channels),
+                             programs=prog_map, transpose=transpose, tempo=tempo)
+    cmd = shlex.split(player) if player else None
+    use_sd = False
+    if cmd is None:
+        try:
+            import sounddevice  # noqa: F401 - optional audio output
+            use_sd = True
+        except (ImportError, OSError):
+            found = [argv for name, argv in PLAYERS if shutil.which(name)]
+            if not found:
+                raise OutputError("no audio output: install the Python package sounddevice "
+                                  "or a player (ffplay, pw-play, paplay or aplay), or pass "
+                                  "--player COMMAND") from None
+            cmd = found[0]
+    with _flag_hints():
+        stream = api.decode_stream(c, opts)
+    if use_sd:
+        _play_sounddevice(stream)
+        return
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise OutputError(f"cannot start the player {cmd[0]}: {exc.strerror or exc}") from None
+    try:
+        _stream_wav(proc.stdin, stream)
+        proc.stdin.close()
+    except OSError:
+        pass
+    err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+    if proc.wait() != 0:
+        first = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
+        raise OutputError(f"the player {cmd[0]} failed: {first}")
+
+
+def _play_sounddevice(stream) -> None:
+    """Play a DecodeStream through the sounddevice package (PortAudio)."""
+    import numpy as np
+    import sounddevice as sd
+
+    try:
+        with sd.OutputStream(samplerate=stream.sr, channels=stream.channels,
+                             dtype="float32") as out:
+            for block in stream.blocks:
+                out.write(np.ascontiguousarray(block.reshape(block.shape[0], -1)))
+    except sd.PortAudioError as exc:
+        raise OutputError(f"no audio device: {exc}") from None
 
 
 def _channels(choice: str) -> int | None:
