@@ -421,9 +421,9 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
     renderer = _Renderer(c, opts, out)
     pans = out.pans(c)
     if not any(pans):
-        return out.place(dsp.match_loudness(renderer.render(c.score), out.sr,
-                                            c.loudness_lufs)), out.sr
-    return _mix_by_position(c, renderer, pans, out.sr), out.sr
+        return out.place(dsp.flush_tiny(dsp.match_loudness(renderer.render(c.score), out.sr,
+                                                           c.loudness_lufs))), out.sr
+    return dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr)), out.sr
 
 
 def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
@@ -448,8 +448,8 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
-    tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
-    return dsp.soft_clip(mix), out.sr, tracks
+    tracks = [(t.name, dsp.flush_tiny(dsp.soft_clip(p))) for t, p in zip(c.score.tracks, placed)]
+    return dsp.flush_tiny(dsp.soft_clip(mix)), out.sr, tracks
 
 
 def _decode_options(options: DecodeOptions | None, overrides: dict[str, Any]) -> DecodeOptions:
@@ -649,9 +649,9 @@ def _gained(blocks: Iterator[np.ndarray], gain: float) -> Iterator[np.ndarray]:
     g = np.float32(gain)
     for b in blocks:
         if gain == 1.0:
-            yield b  # as match_loudness: a unit gain leaves the audio as it is
+            yield dsp.flush_tiny(b)  # as match_loudness: a unit gain leaves the audio as it is
         else:
-            yield dsp.soft_clip((b * g).astype(np.float32))
+            yield dsp.flush_tiny(dsp.soft_clip((b * g).astype(np.float32)))
 
 
 def _raw_mix_blocks(c: _container.SmcFile, renderer: "_Renderer", out: "_DecodeShape",

@@ -363,6 +363,21 @@ def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.
     return out
 
 
+#: Output samples smaller than this (-120 dBFS, 1/32 of a 16-bit step) are rounding noise.
+TINY = 2.0 ** -20
+
+
+def flush_tiny(audio: np.ndarray, floor: float = TINY) -> np.ndarray:
+    """``audio`` with every sample below ``floor`` in magnitude set to exactly 0 (in place
+    when it is a float32 array).  FFT rounding leaves ~1e-9 noise in silences, and 16-bit
+    writers floor, turning every negative speck into a -1 step: silences must be zeros."""
+    a = np.asarray(audio)
+    if a.dtype != np.float32:
+        a = a.astype(np.float32)
+    a[np.abs(a) < floor] = 0.0
+    return a
+
+
 def pan_stereo(audio: np.ndarray, pan: float) -> np.ndarray:
     """Mono ``audio`` (n,) placed at ``pan`` (-1 left .. 1 right): float32 ``(n, 2)``.
 
