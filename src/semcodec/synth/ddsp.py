@@ -52,9 +52,8 @@ from semcodec.synth.ddsp_np import (  # noqa: E402,F401 - re-exported for train/
     TAIL_S,
     WT_SIZE,
     NoteBatch,
-    _fit_np,
-    _hf_table,
-    _one_pole,
+    fit_np,
+    one_pole,
     band_centers,
     hf_noise,
 )
@@ -392,7 +391,7 @@ def _ir_noise(sr: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(NOISE_SEED)
         white = torch.randn(n, generator=g, dtype=torch.float64)
         a = math.exp(-2 * math.pi * 1500.0 / sr)  # fixed one-pole lowpass (~1.5 kHz)
-        lp = torch.from_numpy(_one_pole(white.numpy(), a))
+        lp = torch.from_numpy(one_pole(white.numpy(), a))
         t = torch.arange(n, dtype=torch.float64) / sr
         onset = torch.clamp(t / 0.005, 0.0, 1.0)
         _IR_NOISE[sr] = ((white / white.std() * onset).float(), (lp / lp.std() * onset).float())
@@ -552,7 +551,7 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
                     if seeds is not None else [rng] * G)
             up = [u + hf_noise(top[g], sr, u.shape[0], rngs[g]) for g, u in enumerate(up)]
         wet = up
-    return torch.from_numpy(np.stack([_fit_np(w, n_samples) for w in wet]).astype(np.float32))
+    return torch.from_numpy(np.stack([fit_np(w, n_samples) for w in wet]).astype(np.float32))
 
 
 def _fit(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -429,7 +429,7 @@ def torch_randn(seed: int, n: int, skip: int = 0) -> np.ndarray:
 
 # --- room ----------------------------------------------------------------------------------
 
-def _one_pole(x: np.ndarray, a: float) -> np.ndarray:
+def one_pole(x: np.ndarray, a: float) -> np.ndarray:
     """``y[n] = (1 - a) x[n] + a y[n-1]`` (a one-pole low-pass), float64."""
     y = np.empty(x.shape[0], dtype=np.float64)
     acc = 0.0
@@ -471,7 +471,7 @@ def ir_noise(sr: int) -> tuple[np.ndarray, np.ndarray]:
         n = int(IR_S * sr)
         white = _torch_randn_f64(NOISE_SEED, n)
         a = math.exp(-2 * math.pi * 1500.0 / sr)  # fixed one-pole lowpass (~1.5 kHz)
-        lp = _one_pole(white, a)
+        lp = one_pole(white, a)
         t = np.arange(n, dtype=np.float64) / sr
         onset = np.clip(t / 0.005, 0.0, 1.0)
         _IR_NOISE[sr] = ((white / white.std(ddof=1) * onset).astype(np.float32),
@@ -498,7 +498,7 @@ def room_ir(params: np.ndarray, sr: int = SR_INT) -> np.ndarray:
 
 # --- high-frequency noise (output rates above 2 * BAND_HI_HZ) -------------------------------
 
-def _hf_table(sr: int, rng: np.random.Generator) -> np.ndarray:
+def hf_table(sr: int, rng: np.random.Generator) -> np.ndarray:
     """Unit-variance white noise with every bin below BAND_HI_HZ removed (periodic, float32)."""
     spec = rng.standard_normal(HF_TABLE // 2 + 1) + 1j * rng.standard_normal(HF_TABLE // 2 + 1)
     freqs = np.fft.rfftfreq(HF_TABLE, 1.0 / sr)
@@ -526,7 +526,7 @@ def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.n
     env = np.interp(np.arange(n) / sr, t_fr, top).astype(np.float32)
     if not np.any(env > 0):
         return np.zeros(n, np.float32)
-    table = _hf_table(sr, rng)
+    table = hf_table(sr, rng)
     reps = -(-n // table.shape[0])
     w = np.tile(table, reps)[:n] if reps > 1 else table[:n].copy()
     w *= env
@@ -534,7 +534,7 @@ def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.n
     return w
 
 
-def _fit_np(x: np.ndarray, n: int) -> np.ndarray:
+def fit_np(x: np.ndarray, n: int) -> np.ndarray:
     return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
 
 
@@ -620,7 +620,7 @@ class StreamResampler:
     def __init__(self, sr_in: int, sr_out: int, n_in: int) -> None:
         g = math.gcd(int(sr_in), int(sr_out))
         self.up, self.down = int(sr_out) // g, int(sr_in) // g
-        h, self.pre = dsp._polyphase_filter(self.up, self.down)
+        h, self.pre = dsp.polyphase_filter(self.up, self.down)
         T = -(-h.shape[0] // self.up)
         hp = np.zeros(T * self.up, np.float64)
         hp[:h.shape[0]] = h
@@ -868,7 +868,7 @@ class TrackRenderer:
         conv = StreamConvolver(self.ir)
         res = StreamResampler(SR_INT, sr, n_int) if sr != SR_INT else None
         hf = sr != SR_INT and sr > 2 * BAND_HI_HZ + 1000
-        hf_table = _hf_table(sr, np.random.default_rng(NOISE_SEED + self.seed)) if hf else None
+        hf_tab = hf_table(sr, np.random.default_rng(NOISE_SEED + self.seed)) if hf else None
         hf_s = np.float32(hf_sigma(sr)) if hf else None
         # noise STFT: frames s = 0 .. n_st - 1, centred at s * NOISE_HOP
         n_st = n_int // NOISE_HOP + 1
@@ -947,10 +947,10 @@ class TrackRenderer:
                 fr_hi = int(m_idx[-1] / sr * FRAME_RATE) + 2
                 tf = top.take(top.base, max(fr_hi, top.base + 1))
                 t_fr = (top.base + np.arange(tf.shape[0])) / FRAME_RATE
-                # frames past the last one synthesized hold its value (np.interp clamps)
+                # frames not synthesized yet are zeros (only past the end of the noise STFT)
                 envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
                 if np.any(envh > 0):
-                    tab = hf_table[m_idx & (HF_TABLE - 1)]
+                    tab = hf_tab[m_idx & (HF_TABLE - 1)]
                     y = y + tab * envh * hf_s
                 top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))
             if out_pos + y.shape[0] > self.n_samples:

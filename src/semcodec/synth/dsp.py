@@ -45,7 +45,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     g = math.gcd(int(sr_in), int(sr_out))
     up, down = int(sr_out) // g, int(sr_in) // g
     x = np.asarray(audio, dtype=np.float32)
-    h, pre_remove = _polyphase_filter(up, down)
+    h, pre_remove = polyphase_filter(up, down)
     n_in = x.shape[0]
     n_out = -(-n_in * up // down)
     if up <= 4:  # small up-factor (22.05 <-> 44.1 kHz...): one short direct convolution per
@@ -79,7 +79,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 _POLY: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
 
 
-def _polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
+def polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
     """(FIR taps incl. leading zero padding, outputs to drop) as resample_poly designs them."""
     if (up, down) not in _POLY:
         max_rate = max(up, down)
