@@ -767,8 +767,8 @@ def _estimated_gain(c: _container.SmcFile, opts: DecodeOptions, out: "_DecodeSha
     tempo = opts.tempo
     win = WINDOW_S if dur > GAIN_WINDOWS * WINDOW_S else dur / GAIN_WINDOWS
     starts = np.linspace(0.0, max(0.0, dur - win), GAIN_WINDOWS)
-    pieces = []
-    for u0 in starts:
+
+    def window(u0: float) -> np.ndarray:
         # from the earliest onset of the notes still sounding in the window (a held note
         # counts in full), at least WARMUP_S of lead-in for the room, at most 10 s
         w0, s1 = u0 * tempo, (u0 + win) * tempo  # score time
@@ -784,12 +784,18 @@ def _estimated_gain(c: _container.SmcFile, opts: DecodeOptions, out: "_DecodeSha
         sub = replace(c, score=replace(c.score, tracks=tracks),
                       samples=tuple(replace(x, start=x.start - s0) for x in c.samples),
                       n_samples=int(round((lead + win) * tempo * c.sample_rate)))
-        shape = _DecodeShape(sr, int(round((lead + win) * sr)), 1)
         if sub.score.n_notes == 0:
-            pieces.append(np.zeros(int(round(win * sr)), np.float32))
-            continue
+            return np.zeros(int(round(win * sr)), np.float32)
+        shape = _DecodeShape(sr, int(round((lead + win) * sr)), 1)
         y = _Renderer(sub, replace(opts, sample_rate=sr), shape).render(sub.score)
-        pieces.append(y[int(round(lead * sr)):])
+        return y[int(round(lead * sr)):]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semcodec.synth.neural import render_workers
+
+    with ThreadPoolExecutor(render_workers(GAIN_WINDOWS)) as pool:  # numpy frees the GIL
+        pieces = list(pool.map(window, [float(u) for u in starts]))
     return dsp.loudness_gain(np.concatenate(pieces), sr, c.loudness_lufs)
 
 
