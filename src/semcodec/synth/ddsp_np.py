@@ -28,11 +28,11 @@ from typing import Iterator
 
 import numpy as np
 
-from semcodec.constants import MIDI_MAX, MIDI_MIN
+from semcodec.constants import ANALYSIS_SAMPLE_RATE, MIDI_MAX, MIDI_MIN
 from semcodec.synth import dsp
 
 #: Internal rate of the harmonic synthesizer and of training (Hz).
-SR_INT = 22050
+SR_INT = ANALYSIS_SAMPLE_RATE
 #: Control hop at SR_INT (samples) and control frame rate (Hz).
 HOP = 128
 FRAME_RATE = SR_INT / HOP
