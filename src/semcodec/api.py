@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, cast
 
 import numpy as np
 
@@ -557,16 +557,18 @@ class _Renderer:
             return None
         use_fallback = (self.fallback is not None and not t.is_drum
                         and t.engine == "fluidsynth")
-        eng = self.fallback if use_fallback else self.engine
+        eng = self.fallback if use_fallback and self.fallback is not None else self.engine
         gain = 10.0 ** (t.engine_gain_db / 20.0) if use_fallback else 1.0
-        kw = dict(timbres=c.timbres, samples=c.samples, programs=o.programs,
-                  transpose=o.transpose, tempo=o.tempo)
         if hasattr(eng, "track_blocks"):
-            it = eng.track_blocks(c.score, i, self.sr, self.n_out, block=block, **kw)
+            it = eng.track_blocks(c.score, i, self.sr, self.n_out, block=block,
+                                  timbres=c.timbres, samples=c.samples, programs=o.programs,
+                                  transpose=o.transpose, tempo=o.tempo)
             if it is None:
                 return None
         else:
-            it = eng.blocks(_muted(c.score, {i}), self.sr, self.n_out, **kw)
+            it = eng.blocks(_muted(c.score, {i}), self.sr, self.n_out, timbres=c.timbres,
+                            samples=c.samples, programs=o.programs, transpose=o.transpose,
+                            tempo=o.tempo)
         return it, gain
 
     def _with(self, engine: Any, score: Score) -> np.ndarray:
@@ -705,7 +707,7 @@ def _raw_mix_blocks(c: _container.SmcFile, renderer: "_Renderer", out: "_DecodeS
             it.close()
 
 
-def _prefetched(blocks: Iterator[np.ndarray], depth: int = 4) -> Iterator[np.ndarray]:
+def _prefetched(blocks: Iterator[np.ndarray], depth: int = 4) -> Generator[np.ndarray, None, None]:
     """``blocks`` produced by a background thread up to ``depth`` ahead (numpy releases the
     GIL: the tracks of a mix render in parallel); errors are re-raised in the consumer."""
     import queue
@@ -750,7 +752,7 @@ class _Spool:
 
     def __init__(self, total_bytes: int) -> None:
         self.mem: list[np.ndarray] | None = [] if total_bytes <= SPOOL_MEMORY_BYTES else None
-        self.fh = None
+        self.fh: Any = None
         if self.mem is None:
             import tempfile
 

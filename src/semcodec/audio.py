@@ -203,7 +203,7 @@ def write_audio_blocks(path: str | os.PathLike, blocks, sr: int, channels: int, 
     atomically, as :func:`write_audio` does for one array (the same bytes for the same
     samples): memory is one block.  ``n_frames``: the total to come (picks RIFF or RF64).
     Returns the number of frames written."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 - imported when used, as elsewhere here
 
     audio_fmt = output_format(path, fmt)
     if not isinstance(sr, (int, np.integer)) or not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
@@ -251,9 +251,7 @@ def wav_header(sr: int, channels: int, n_frames: int) -> bytes:
 def pcm16_bytes(block: np.ndarray) -> bytes:
     """Float32 samples (``(m,)`` or ``(m, channels)``) as the little-endian 16-bit PCM bytes
     libsndfile writes for them (clipped to ±1)."""
-    import io
-
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415 - imported when used, as elsewhere here
 
     block = np.clip(np.asarray(block, np.float32), -1.0, 1.0)
     ch = 1 if block.ndim == 1 else block.shape[1]

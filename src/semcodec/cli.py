@@ -531,14 +531,16 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
     if use_sd:
         _play_sounddevice(stream)
         return
+    assert cmd is not None  # a player was found (else the error above)
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
     except OSError as exc:
         raise OutputError(f"cannot start the player {cmd[0]}: {exc.strerror or exc}") from None
     try:
-        _stream_wav(proc.stdin, stream)
-        proc.stdin.close()
+        if proc.stdin is not None:
+            _stream_wav(proc.stdin, stream)
+            proc.stdin.close()
     except OSError:
         pass
     err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""

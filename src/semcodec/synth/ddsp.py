@@ -339,7 +339,8 @@ def _welch_psd(y: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.nda
 
 
 def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
-                     generator: torch.Generator | None = None, _calibrate: bool = True
+                     generator: torch.Generator | list[torch.Generator] | None = None,
+                     _calibrate: bool = True
                      ) -> torch.Tensor:
     """Filtered noise (N, n_samples) at ``sr``: band magnitudes (N, F, B) at FRAME_RATE."""
     n_fft = 512 if sr <= 24000 else (1024 if sr <= 96000 else 2048)
@@ -530,11 +531,12 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     flat = (grp[:, None] * n_fr_total + fidx).reshape(-1)
     gb = torch.zeros(G * n_fr_total, N_BANDS, dtype=dtype, device=dev).index_add(
         0, flat, bands.reshape(-1, N_BANDS)).view(G, n_fr_total, N_BANDS)
+    gens: torch.Generator | list[torch.Generator]
     if seeds is not None:
-        generator = [torch.Generator().manual_seed(NOISE_SEED + int(sd)) for sd in seeds]
-    elif generator is None:
-        generator = torch.Generator().manual_seed(NOISE_SEED + seed)
-    noise = noise_from_bands(gb, SR_INT, n_int, generator)
+        gens = [torch.Generator().manual_seed(NOISE_SEED + int(sd)) for sd in seeds]
+    else:
+        gens = generator if generator is not None else torch.Generator().manual_seed(NOISE_SEED + seed)
+    noise = noise_from_bands(gb, SR_INT, n_int, gens)
     dry = harm_sig + noise
     if not fast:
         return _fit(fft_convolve(dry, room_ir(room, SR_INT)), n_samples)

@@ -22,13 +22,16 @@ the length of the file.  The block length does not change the output (beyond flo
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from semcodec.constants import ANALYSIS_SAMPLE_RATE, MIDI_MAX, MIDI_MIN
+from semcodec.errors import SynthError
 from semcodec.synth import dsp
 
 #: Internal rate of the harmonic synthesizer and of training (Hz).
@@ -227,8 +230,6 @@ class _BlasOneThread:
     """
 
     def __init__(self) -> None:
-        import threading
-
         self.lock = threading.Lock()
         self.depth = 0
         self.saved = None
@@ -238,8 +239,6 @@ class _BlasOneThread:
         if self.fns is None:
             self.fns = ()
             try:
-                import ctypes
-
                 with open("/proc/self/maps") as fh:
                     paths = {ln.split()[-1] for ln in fh
                              if "openblas" in ln.lower() and ".so" in ln}
@@ -308,12 +307,8 @@ class NumpyNet:
             self.g2, self.c2 = w["n2.weight"], w["n2.bias"]
             self.w_out, self.b_out = np.ascontiguousarray(w["out.weight"].T), w["out.bias"]
         except KeyError as exc:
-            from semcodec.errors import SynthError
-
             raise SynthError(f"neural weights lack tensor {exc}") from None
         if self.w_e.shape[0] != self.emb_dim or self.w_out.shape[1] != 1 + N_HARM + N_BANDS:
-            from semcodec.errors import SynthError
-
             raise SynthError("neural weights do not match the model's layout")
 
     @staticmethod
@@ -949,7 +944,7 @@ class TrackRenderer:
                 t_fr = (top.base + np.arange(tf.shape[0])) / FRAME_RATE
                 # frames not synthesized yet are zeros (only past the end of the noise STFT)
                 envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
-                if np.any(envh > 0):
+                if np.any(envh > 0) and hf_tab is not None:
                     tab = hf_tab[m_idx & (HF_TABLE - 1)]
                     y = y + tab * envh * hf_s
                 top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))

@@ -9,7 +9,7 @@ later steps (a residual-noise layer, a sampler) can be added per track or after 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -99,7 +99,7 @@ def reblock(blocks: Iterable[np.ndarray], n_samples: int, block: int) -> Iterato
         yield out
 
 
-def mix_blocks(parts: list[tuple[Iterable[np.ndarray], float]], n_samples: int,
+def mix_blocks(parts: Sequence[tuple[Iterable[np.ndarray], float]], n_samples: int,
                block: int) -> Iterator[np.ndarray]:
     """Sum of the block streams ``parts`` (each with a linear gain): float32 blocks of
     ``block`` samples, ``n_samples`` in all."""

@@ -23,7 +23,6 @@ from semcodec.constants import (
 )
 from semcodec.errors import SynthError
 from semcodec.events import Note, Sample, Score, Timbre, Track
-from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +254,7 @@ class FluidsynthEngine:
 
         ``timbres`` and ``samples`` (the neural engine's) are not used: the GM programs play.
         """
+        del timbres, samples
         return render_score(score, sr, n_samples, soundfont=self.soundfont, programs=programs,
                             transpose=transpose, tempo=tempo)
 
@@ -262,6 +262,7 @@ class FluidsynthEngine:
                programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
                samples: tuple[Sample, ...] = ()) -> Iterator[np.ndarray]:
         """:meth:`render` as consecutive float32 blocks (bounded memory)."""
+        del timbres, samples
         return render_score_blocks(score, sr, n_samples, soundfont=self.soundfont,
                                    programs=programs, transpose=transpose, tempo=tempo)
 

@@ -81,7 +81,7 @@ def _rand_clip(rng: random.Random, program: int) -> list[tuple[float, float, int
 
 def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = TRAIN_SOUNDFONT):
     """Render the training set: (audio int16 (n_clips, n), notes list, programs array)."""
-    from semcodec.synth.fluid import import_fluidsynth, pull, set_bend_range
+    from semcodec.synth.fluid import import_fluidsynth, pull, set_bend_range  # noqa: PLC0415
 
     fluidsynth = import_fluidsynth()
 
