@@ -13,7 +13,7 @@ from semcodec.errors import SynthError
 from semcodec.events import BendPoint, Note, Score, Track
 from semcodec.synth import ddsp_np, dsp, neural, weights
 
-pytestmark = pytest.mark.skipif(not neural.weights_available(), reason="no neural weights")
+pytestmark = pytest.mark.skipif(not neural.engine_available(), reason="no neural weights")
 
 
 def _score(notes, program=0):

@@ -45,7 +45,7 @@ def available_engines() -> list[str]:
     try:
         from semcodec.synth import neural  # noqa: PLC0415
 
-        if neural.weights_available():
+        if neural.engine_available():
             names.append("neural")
     except ImportError:
         pass

@@ -35,7 +35,7 @@ from semcodec.synth.weights import WEIGHTS_DIR, find_weights, load_arrays, verif
 
 __all__ = ["NeuralEngine", "NoteArrays", "WEIGHTS_DIR", "find_weights", "load_model",
            "render_drum_track", "render_notes_np", "torch_threads", "verify_weights",
-           "weights_available"]
+           "weights_available", "engine_available"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,13 @@ def render_workers(n_tracks: int) -> int:
 
 
 def weights_available() -> bool:
-    """True when a weights file is present (the numpy engine needs nothing else)."""
+    """True when torch is importable and a weights file is present (the torch model can run:
+    the encoder's timbre fit, ``--device cuda``)."""
+    return torch_available() and find_weights() is not None
+
+
+def engine_available() -> bool:
+    """True when the neural engine can decode here (the numpy engine needs only the weights)."""
     return find_weights() is not None
 
 
