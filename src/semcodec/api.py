@@ -492,8 +492,7 @@ class _DecodeShape:
     channels: int
 
     @classmethod
-    def of(cls, c: _container.SmcFile, opts: DecodeOptions, per_track: bool,
-           check_memory: bool = True) -> "_DecodeShape":
+    def of(cls, c: _container.SmcFile, opts: DecodeOptions, per_track: bool) -> "_DecodeShape":
         """Check ``opts`` against ``c`` (UsageError / InputError) and the memory it needs."""
         from semcodec.audio import check_sample_rate
 
@@ -513,8 +512,7 @@ class _DecodeShape:
                 raise UsageError(f"GM program {prog} out of range "
                                  f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
         sr, n_out, channels = output_shape(c, opts)
-        if check_memory:
-            _check_memory(n_out * channels * (2 if per_track else 1), sr)
+        _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 
     def silence(self) -> np.ndarray:
@@ -640,7 +638,9 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
     output, estimated beyond.
     """
     opts = _decode_options(options, overrides)
-    out = _DecodeShape.of(c, opts, per_track=False, check_memory=False)
+    # the same output-size limit as decode() (memory here stays bounded, but an output that
+    # large would not be usable either)
+    out = _DecodeShape.of(c, opts, per_track=False)
     n, ch = out.n_out, out.channels
     if _is_silent(c):
         shape = (STREAM_BLOCK,) if ch == 1 else (STREAM_BLOCK, 2)
