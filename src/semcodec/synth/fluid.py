@@ -181,13 +181,53 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
     return dsp.fit_length(audio, n_samples)
 
 
+#: fluid_synth_write_s16 scales by 32766 (pyfluidsynth's get_samples); the float output is
+#: scaled the same way so that levels do not depend on the output path.
+_S16_SCALE = np.float32(32766.0 / 32768.0)
+_write_float = None
+
+
+def _float_writer():
+    """``fluid_synth_write_float`` from the library pyfluidsynth loaded (ctypes), or None."""
+    global _write_float
+    if _write_float is None:
+        import ctypes
+
+        fluidsynth = _import_fluidsynth()
+        fn = getattr(getattr(fluidsynth, "_fl", None), "fluid_synth_write_float", None)
+        if fn is None:  # pragma: no cover - every fluidsynth 1.x/2.x has it
+            _write_float = False
+        else:
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            _write_float = fn
+    return _write_float or None
+
+
 def _pull(synth, out: np.ndarray) -> None:
-    """Fill ``out`` with the synth's next frames as mono float32 (fluidsynth: interleaved int16)."""
+    """Fill ``out`` with the synth's next frames as mono float32.
+
+    Rendered with ``fluid_synth_write_float``: the 16-bit path (pyfluidsynth's
+    ``get_samples``) adds dither from a table fluidsynth fills with libc ``rand()`` the first
+    time a synth is created in a process, so its output depended on how often anything else in
+    that process had called ``rand()`` before (a Dask worker that had run other tasks decoded
+    different bytes than a fresh process).  The float path has no dither: deterministic.
+    """
+    write = _float_writer()
     pos, n = 0, out.shape[0]
+    buf = np.empty(2 * min(n, 1 << 16), dtype=np.float32)
     while pos < n:
         k = min(n - pos, 1 << 16)
-        st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
-        out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
+        if write is not None:
+            ptr = buf.ctypes.data
+            if write(synth.synth, k, ptr, 0, 2, ptr, 1, 2) != 0:
+                raise SynthError("fluidsynth failed to render")
+            st = buf[:2 * k].reshape(-1, 2)
+            out[pos:pos + k] = st.mean(axis=1) * _S16_SCALE
+        else:  # pragma: no cover
+            st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
+            out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
         pos += k
 
 
