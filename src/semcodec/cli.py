@@ -20,6 +20,28 @@ from semcodec.errors import OutputError, SemcodecError, UsageError
 
 log = logging.getLogger("semcodec")
 
+_T_IMPORT = time.perf_counter()
+
+
+def _since_process_start() -> float:
+    """Wall-clock seconds since this process started (interpreter start-up and imports
+    included), from /proc; elsewhere since this module was imported."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime (ticks)
+        return max(0.0, uptime - started, time.perf_counter() - _T_IMPORT)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _T_IMPORT
+
+
+def _timing(duration: float) -> str:
+    """``12.3 s, 4.1x real time`` for ``duration`` seconds of audio, counted from process start."""
+    wall = _since_process_start()
+    return f"{wall:.1f} s wall clock, {duration / max(wall, 1e-9):.1f}x real time"
+
 EXIT_OK, EXIT_USAGE, EXIT_ERROR = 0, 1, 2
 
 
@@ -119,6 +141,34 @@ def _check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: directory {parent} does not exist")
+    _probe_writable(path, parent)
+
+
+def _probe_writable(path: str, parent: Path) -> None:
+    """Fail now, not after a long encode, when ``parent`` takes no new file (read-only folder
+    or file system, no permission, no space for an inode): create and remove a temporary file
+    there, named like those of the atomic writes."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write into {parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _check_smc_name(path: str) -> None:
+    """Refuse a ``.smc`` output named like an audio file (``encode x.flac o.wav``)."""
+    from semcodec.audio import AUDIO_EXTENSIONS
+
+    ext = Path(path).suffix.lower()
+    if path != "-" and ext in AUDIO_EXTENSIONS:
+        raise UsageError(f"{path}: encode writes a .smc container, not {ext} audio "
+                         f"(name the output .smc; 'semcodec decode' makes audio)")
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -140,7 +190,10 @@ def _read_smc(path: str):
     from semcodec.errors import InputError
 
     if path == "-":
-        data = sys.stdin.buffer.read()
+        from semcodec import constants
+        from semcodec.audio import read_bounded
+
+        data = read_bounded(sys.stdin.buffer, constants.MAX_STDIN_SMC_BYTES, "<stdin>", ".smc data")
         if not data:
             raise InputError("<stdin>: empty input")
         return api.Container.from_bytes(data), data
@@ -366,7 +419,7 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
                 raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
             output = str(Path(input).with_suffix(".smc"))
         _check_output(output, force, (input,))
-    t0 = time.perf_counter()
+    _check_smc_name(output)
     progress = _Progress("encode")
     try:
         if stem_list:
@@ -378,18 +431,19 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
         progress.close()
     data = c.to_bytes()
     _write_bytes(output, data)
-    elapsed = time.perf_counter() - t0
     kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
     _say(f"{input} -> {output}: {c.score.n_notes} notes, {len(c.score.tracks)} track(s), "
-         f"{len(data)} bytes, {kbps:.3f} kbps ({c.duration / elapsed:.1f}x real time)")
+         f"{len(data)} bytes, {kbps:.3f} kbps ({_timing(c.duration)})")
 
 
 @cli.command()
 @click.argument("input", type=str)
 @click.argument("output", type=str, required=False)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default=None,
-              help="Output format (default: from OUTPUT's extension; wav for stdout).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg", "opus", "mp3"]),
+              default=None,
+              help="Output format (default: from OUTPUT's extension; wav for stdout). "
+              "opus and mp3 resample to a rate they take (Opus: 48 kHz).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
               help="Play track TRACK (number from 1, or name) with another GM program.")
 @click.option("--stems", "stems_dir", type=str, default=None, metavar="DIR",
@@ -399,12 +453,12 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
            transpose: int, tempo: float, channels: str, stems_dir: str | None) -> None:
-    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
+    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg, .opus, .mp3).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
     """
     from semcodec import api
-    from semcodec.audio import encode_audio, output_format, write_audio
+    from semcodec.audio import encode_audio, output_format, write_audio, written_rate
 
     if output is None:
         if input == "-":
@@ -412,7 +466,6 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
         output = str(Path(input).with_suffix(".wav"))
     audio_fmt = output_format(output, fmt or ("wav" if output == "-" else None))
     _check_output(output, force, (input,))
-    t0 = time.perf_counter()
     c, _ = _read_smc(input)
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
@@ -428,9 +481,9 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
         write_audio(output, audio, sr, fmt)
     for path, (_, part) in zip(stem_paths, result[2] if stems_dir else ()):
         write_audio(path, part, sr)
-    elapsed = time.perf_counter() - t0
     dur = audio.shape[0] / sr
-    _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+    _say(f"{input} -> {output}: {dur:.2f} s at {written_rate(audio_fmt, sr)} Hz "
+         f"({_timing(dur)})")
 
 
 def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
@@ -444,7 +497,9 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
         if not (d.parent if str(d.parent) else Path(".")).is_dir():
             raise OutputError(f"{stems_dir}: parent directory does not exist")
         d.mkdir()
-    ext = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}[audio_fmt[0]]
+    from semcodec.audio import extension_of
+
+    ext = extension_of(audio_fmt)
     paths = []
     for i, t in enumerate(c.score.tracks):
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", t.name).strip("._") or "track"
@@ -555,11 +610,17 @@ def _gm_names():
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @_verbosity
 def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -> None:
-    """Export the score of a .smc file as MIDI and/or MusicXML."""
+    """Export the score of a .smc file as MIDI and/or MusicXML.
+
+    Without --midi and --musicxml, writes both beside INPUT (x.smc -> x.mid, x.musicxml).
+    """
     from semcodec.score import write_midi, write_musicxml
 
     if not midi_out and not xml_out:
-        raise UsageError("nothing to export: give --midi PATH and/or --musicxml PATH")
+        if input == "-":
+            raise UsageError("export from stdin needs --midi PATH and/or --musicxml PATH")
+        midi_out = str(Path(input).with_suffix(".mid"))
+        xml_out = str(Path(input).with_suffix(".musicxml"))
     for out in (midi_out, xml_out):
         if out:
             if out == "-":
