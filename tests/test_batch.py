@@ -186,3 +186,33 @@ def test_process_file_never_raises(tmp_path):
     res = batch.process_file("decode", job)
     assert res.status == "failed" and "e.smc" not in res.reason
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_links_fifos_and_loops_are_counted_as_skipped(tmp_path, capsys):
+    # issue 13 item 12: a link out of SRC is not followed silently; a loop and a FIFO are counted
+    src, outside = tmp_path / "in", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    outside.mkdir()
+    sf.write(src / "a.wav", tone(60, 0.4), SR)
+    sf.write(outside / "secret.wav", tone(64, 0.4), SR)
+    os.symlink(outside / "secret.wav", src / "out-link.wav")
+    os.symlink(src / "a.wav", src / "sub" / "in-link.wav")  # inside SRC: followed
+    os.symlink("loop.wav", src / "loop.wav")
+    os.symlink(src, src / "sub" / "up")  # a folder link (a loop if it were followed)
+    os.mkfifo(src / "pipe.wav")
+    plan = batch.plan_batch("encode", src, tmp_path / "out")
+    assert [j.rel for j in plan.jobs] == ["a.wav", "sub/in-link.wav"]
+    why = {r.rel: r.reason for r in plan.ignored}
+    assert sorted(why) == ["loop.wav", "out-link.wav", "pipe.wav", "sub/up"]
+    assert "outside the source folder" in why["out-link.wav"]
+    assert "loop" in why["loop.wav"] and "FIFO" in why["pipe.wav"] and "folder" in why["sub/up"]
+    assert plan.n_files == 6
+    followed = batch.plan_batch("encode", src, tmp_path / "out", follow_symlinks=True)
+    assert [j.rel for j in followed.jobs] == ["a.wav", "out-link.wav", "sub/in-link.wav"]
+    # the CLI counts them in the summary and lists each, exit 0 (nothing failed)
+    code, err = _main(capsys, "batch", "encode", str(src), str(tmp_path / "out"), "-j", "1",
+                      "--no-timbre", "--no-samples")
+    assert code == 0, err
+    assert "6 file(s): 2 ok, 4 skipped, 0 failed" in err[0]
+    assert any(line.startswith("skipped: out-link.wav: symbolic link to ") for line in err)
+    assert not (tmp_path / "out" / "out-link.smc").exists()

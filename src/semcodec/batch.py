@@ -9,7 +9,10 @@
 The output tree mirrors the input tree: ``encode`` turns every audio file (``.wav .flac .ogg
 .mp3 .aif .aiff``, any case) into the same relative path with ``.smc``; ``decode`` turns every
 ``.smc`` into ``.wav`` (or ``.flac``/``.ogg``).  Hidden files and folders (name starting with
-a dot) are ignored, symbolic links to folders are not followed.
+a dot) are ignored.  Symbolic links: a link to a file inside SRC is followed; a link to a file
+outside SRC is skipped unless ``follow_symlinks`` (``--follow-symlinks``); links to folders,
+broken links, link loops and inputs that are not regular files (a FIFO named ``x.wav``, a
+device) are skipped.  Every skipped input is counted and listed with its reason.
 
 An output that is already *complete* is skipped, so an interrupted batch resumes where it
 stopped: it exists, is newer than its input and passes a check (a ``.smc`` must parse with
@@ -30,6 +33,7 @@ This module never prints; the CLI (``semcodec batch``) draws the progress bar an
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -131,10 +135,13 @@ class BatchPlan:
     fmt: str
     jobs: tuple[Job, ...]
     conflicts: tuple[FileResult, ...] = ()
+    #: Inputs not processed (symbolic links not followed, FIFOs, ...): status "skipped" with
+    #: the reason.
+    ignored: tuple[FileResult, ...] = ()
 
     @property
     def n_files(self) -> int:
-        return len(self.jobs) + len(self.conflicts)
+        return len(self.jobs) + len(self.conflicts) + len(self.ignored)
 
 
 @dataclass
@@ -219,6 +226,9 @@ class BatchReport:
         if d > 0:
             lines.append(f"total: {self.total_smc_bytes} bytes of .smc for {d:.1f} s of audio "
                          f"= {self.bitrate_kbps:.3f} kbps")
+        for r in self.skipped:
+            if r.reason:  # not an output found complete: an input left alone, and why
+                lines.append(f"skipped: {r.rel}: {r.reason}")
         for r in self.failed:
             lines.append(f"failed: {r.rel}: {r.reason}")
         return lines
@@ -238,9 +248,38 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def _not_a_plain_input(path: Path, src: Path, follow_symlinks: bool) -> str | None:
+    """Why ``path`` (found under ``src``) is not processed, or None when it is."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if path.is_symlink():
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            return "broken symbolic link"
+        return f"cannot read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "symbolic link to a folder (not followed)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "named pipe (FIFO), not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (device or socket)"
+    if path.is_symlink() and not follow_symlinks:
+        target = Path(os.path.realpath(path))
+        if src.resolve() not in target.parents:
+            return (f"symbolic link to {target}, outside the source folder "
+                    "(--follow-symlinks to process it)")
+    return None
+
+
 def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
-               fmt: str = "wav") -> BatchPlan:
+               fmt: str = "wav", follow_symlinks: bool = False) -> BatchPlan:
     """List the files of ``src_dir`` that ``mode`` (``encode``/``decode``) processes.
+
+    Inputs that are not processed (see the module doc: links out of ``src_dir`` unless
+    ``follow_symlinks``, links to folders, link loops, FIFOs) are in ``ignored``, as skipped.
 
     Raises InputError when ``src_dir`` is not a folder, OutputError when ``dst_dir`` exists and
     is not one, UsageError for ``decode`` into a tree that overlaps ``src_dir`` (its audio
@@ -269,21 +308,33 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
     def on_error(exc: OSError) -> None:
         log.warning("%s: cannot list (%s)", exc.filename, exc.strerror or exc)
 
+    ignored: list[FileResult] = []
+
+    def ignore(path: Path, reason: str) -> None:
+        rel = path.relative_to(src).as_posix()
+        ignored.append(FileResult(str(path), "", rel, "skipped", reason))
+
     for root, dirs, files in os.walk(src, onerror=on_error):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         root_p = Path(root)
         if root_p == dst and dst != src:
             dirs[:] = []  # never take inputs from the output tree when it lies inside SRC
             continue
+        for d in sorted(dirs):
+            if not d.startswith(".") and (root_p / d).is_symlink():
+                ignore(root_p / d, "symbolic link to a folder (not followed)")
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or Path(name).suffix.lower() not in wanted:
                 continue
             path = root_p / name
+            why = _not_a_plain_input(path, src, follow_symlinks)
+            if why is not None:
+                ignore(path, why)
+                continue
             try:
-                if not path.is_file():
-                    continue
                 size = path.stat().st_size
-            except OSError:
+            except OSError as exc:
+                ignore(path, f"cannot read ({exc.strerror or exc})")
                 continue
             rel = path.relative_to(src)
             out = dst / rel.with_suffix(suffix)
@@ -300,7 +351,9 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
                                         f"several inputs ({names}) map to the same output "
                                         f"{Path(out).relative_to(dst).as_posix()}"))
     jobs.sort(key=lambda j: j.rel)
-    return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts))
+    ignored.sort(key=lambda r: r.rel)
+    return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts),
+                     tuple(ignored))
 
 
 # --- the task (runs in a worker process) ----------------------------------------------------------
@@ -600,7 +653,7 @@ def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
         if progress is not None:
             progress(res)
 
-    for res in plan.conflicts:
+    for res in (*plan.conflicts, *plan.ignored):
         emit(res)
     todo = list(plan.jobs)
     if not force:  # complete outputs are skipped here, without starting any worker

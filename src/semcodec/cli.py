@@ -681,13 +681,16 @@ def _batch_common(f):
                      help="Write the per-file results as JSON to this file."),
         click.option("--scheduler", default=None, metavar="tcp://HOST:8786",
                      help="Run on this Dask cluster instead (pip install 'semcodec[dask]')."),
+        click.option("--follow-symlinks", is_flag=True,
+                     help="Also process symbolic links to files outside SRC_DIR (skipped and "
+                     "listed by default)."),
     ]):
         f = opt(f)
     return f
 
 
 def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, report_path,
-               scheduler, **settings) -> None:
+               scheduler, follow_symlinks: bool = False, **settings) -> None:
     from tqdm import tqdm
 
     from semcodec import batch
@@ -696,7 +699,7 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
         rp = Path(report_path)
         if rp.is_dir() or not (rp.parent if str(rp.parent) else Path(".")).is_dir():
             raise OutputError(f"{report_path}: cannot write the report there")
-    plan = batch.plan_batch(mode, src, dst, fmt)
+    plan = batch.plan_batch(mode, src, dst, fmt, follow_symlinks=follow_symlinks)
     if plan.n_files == 0:
         _say(f"batch {mode}: no input files under {src}")
     show = not STATE.quiet and sys.stderr.isatty()
@@ -732,11 +735,11 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
 @_encode_options
 @_verbosity
 def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
-                 **options) -> None:
+                 follow_symlinks: bool, **options) -> None:
     """Encode every audio file under SRC_DIR (.wav .flac .ogg .mp3 .aif .aiff) to DST_DIR/**.smc."""
     opts = _encode_options_from(**options)
     _run_batch("encode", src_dir, dst_dir, "wav", jobs, force, report_path, scheduler,
-               encode_options=opts)
+               follow_symlinks, encode_options=opts)
 
 
 @batch_group.command("decode")
@@ -747,9 +750,9 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
               show_default=True, help="Output format.")
 @_synth_options
 @_verbosity
-def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
-                 engine: str, device: str, soundfont, sample_rate, transpose: int,
-                 tempo: float, channels: str) -> None:
+def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
+                 follow_symlinks: bool, fmt: str, engine: str, device: str, soundfont,
+                 sample_rate, transpose: int, tempo: float, channels: str) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -760,7 +763,7 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
                                     tempo=tempo,
                                     channels=None if channels == "auto" else int(channels))
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
-               decode_settings=settings)
+               follow_symlinks, decode_settings=settings)
 
 
 # --- entry point -------------------------------------------------------------------------
