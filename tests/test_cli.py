@@ -325,3 +325,32 @@ def test_decode_to_opus_by_extension(runner, encoded_chorale, tmp_path):
     r = run(runner, "decode", "--engine", "fluidsynth", smc, out)
     assert r.exit_code == 0, r.output
     assert sf.info(out).samplerate == 48000 and "at 48000 Hz" in r.output
+
+
+def test_make_install_puts_the_cli_on_a_path(tmp_path):
+    # issue 13 item 16: after make demo the user must find the command
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    venv_cli = root / ".venv" / "bin" / "semcodec"
+    if shutil.which("make") is None or not venv_cli.exists():
+        pytest.skip("needs make and the project's .venv")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert ".venv/bin/semcodec" in readme and "make install" in readme
+    bindir = tmp_path / "bin"
+    # -o: take the installed venv as up to date (no reinstall from here)
+    cmd = ["make", "-s", "-C", str(root), "-o", ".venv/.semcodec-installed",
+           f"BINDIR={bindir}"]
+    r = subprocess.run([*cmd, "install"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    link = bindir / "semcodec"
+    assert link.is_symlink() and link.resolve() == venv_cli.resolve()
+    v = subprocess.run([str(link), "--version"], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0 and "semcodec" in v.stdout
+    r = subprocess.run([*cmd, "uninstall"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not link.exists()
+    link.write_text("someone else's file")  # never overwritten
+    r = subprocess.run([*cmd, "install"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and link.read_text() == "someone else's file"
