@@ -101,3 +101,23 @@ def test_huge_declared_output_is_refused_cleanly():
     c = semcodec.Container.from_bytes(c.to_bytes())
     with pytest.raises(SynthError, match="memory"):
         semcodec.decode(c, engine="fluidsynth")
+
+
+def test_encode_progress_moves_through_every_stage(short_wav):
+    # issue 13 item 14: every stage reports, the fit per track, and the overall fraction
+    # (what the CLI's bar and ETA show) never goes back
+    from semcodec.api import ENCODE_STAGES, progress_fraction
+
+    calls: list[tuple[str, float]] = []
+    c = semcodec.encode(short_wav, progress=lambda stage, frac: calls.append((stage, frac)))
+    stages = list(dict.fromkeys(stage for stage, _ in calls))
+    assert stages == ["loudness", "drums", "transcribe", "split", "samples", "fit track 1/1"]
+    assert all(0.0 <= f <= 1.0 for _, f in calls)
+    fit = [f for stage, f in calls if stage.startswith("fit")]
+    assert len(set(fit)) >= 5 and fit[0] == 0.0 and fit[-1] == 1.0  # moves during the fit
+    overall = [progress_fraction(stage, f) for stage, f in calls]
+    assert None not in overall and overall == sorted(overall) and overall[-1] == 1.0
+    assert progress_fraction("fit track 2/4", 0.5) < progress_fraction("fit track 3/4", 0.0)
+    assert progress_fraction("nonsense", 0.5) is None
+    assert abs(sum(w for _, w in ENCODE_STAGES) - 1.0) < 1e-9
+    assert c.timbres  # the fit ran

@@ -33,7 +33,35 @@ from semcodec.transcribe import TranscribeOptions, transcribe
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "neural", "fluidsynth")
+#: ``progress(stage, fraction)``: ``stage`` is one of the names of :data:`ENCODE_STAGES` /
+#: :data:`DECODE_STAGES`, followed by `` track K/N`` for the per-track stages; ``fraction``
+#: (0..1) is the part of that stage (of that track) done.
 Progress = Callable[[str, float], None]
+#: The stages :func:`encode` reports, in order, with their typical share of its time (measured
+#: on 30-s clips; for an overall fraction and ETA, see :func:`progress_fraction`).
+ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
+                 ("samples", 0.01), ("fit", 0.59))
+
+
+def progress_fraction(stage: str, frac: float,
+                      stages: tuple[tuple[str, float], ...] = ENCODE_STAGES) -> float | None:
+    """The overall fraction (0..1) of a job at ``progress(stage, frac)``; None for a stage
+    that is not in ``stages``.  ``fit track 2/4`` at 0.5 counts as 1.5 of the 4 tracks."""
+    name, _, rest = stage.partition(" ")
+    frac = min(max(float(frac), 0.0), 1.0)
+    if rest.startswith("track "):
+        k, _, n = rest[len("track "):].partition("/")
+        try:
+            frac = min(1.0, (int(k) - 1 + frac) / max(1, int(n)))
+        except ValueError:
+            pass
+    start = 0.0
+    total = sum(w for _, w in stages)
+    for n_, w in stages:
+        if n_ == name:
+            return min(1.0, (start + w * frac) / total)
+        start += w
+    return None
 
 
 class Container(_container.Container):
@@ -113,12 +141,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
     _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
               *(("sklearn.mixture",) if opts.tracks != 1 else ()))
+    report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
+    report("loudness", 1.0)
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
     pitched = inp  # the audio of the pitched tracks
     if loudness is not None:
+        report("drums", 0.0)
         drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+        report("drums", 1.0)
         if drum is not None:
             # the pitched tracks are transcribed and fitted without the drum hits: they would
             # come out as short spurious notes, mask real ones and colour the timbres (bench
@@ -127,13 +159,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
             from semcodec.drums import suppress_percussion
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
+        report("transcribe", 0.0)
         notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
                            progress=lambda f: report("transcribe", f))
+        report("transcribe", 1.0)
+        report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
         if drum is not None:
             tracks.append(drum)
         tracks = _placed(tracks, inp)
-    report("transcribe", 1.0)
+        report("split", 1.0)
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
@@ -182,7 +217,9 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
     for k, ((name, _), inp) in enumerate(zip(stems, inputs)):
         stem_audio = dsp.fit_length(inp.audio, n)
         if _is_drum_name(name):
+            report("drums", 0.0)
             drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"))
+            report("drums", 1.0)
             if drum is None:
                 log.warning("stem '%s': no drum hits found; kept as an empty drum track", name)
                 tracks.append(Track(name=name, is_drum=True))
@@ -193,6 +230,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
             continue
+        report("transcribe", k / len(stems))
         notes = transcribe(stem_audio, rate, opts.transcribe,
                            progress=lambda f, k=k: report("transcribe", (k + f) / len(stems)))
         program = VOICE_PROGRAMS[0] if is_voice_name(name) else 0
@@ -273,17 +311,28 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     for i, t in enumerate(tracks):
         if not t.is_drum and t.notes:
             groups.setdefault(id(audio_of[i]), []).append(i)
+    n_fit = sum(len(m) for m in groups.values())
     if groups and (opts.fit_timbre or opts.samples):
+        done = 0
         for members in groups.values():
             sub = Score(tracks=tuple(tracks[i] for i in members))
+
+            def fit_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                # this group's fraction -> "fit track K/N" over all the fitted tracks
+                k = min(n - 1, int(frac * n))
+                report(f"fit track {first + k + 1}/{n_fit}", frac * n - k)
+
             tb, smp, progs, engs = _fit(AudioInput(audio=audio_of[members[0]],
                                                    sample_rate=inp.sample_rate, channels=1,
-                                                   name=inp.name), sub, opts)
+                                                   name=inp.name), sub, opts,
+                                        lambda f, d=done, n=len(members): report(
+                                            "samples", (d + f * n) / n_fit),
+                                        fit_progress)
+            done += len(members)
             timbres += [replace(t, track=members[t.track]) for t in tb]
             samples += [replace(x, track=members[x.track]) for x in smp]
             programs.update({members[j]: p for j, p in progs.items()})
             engines.update({members[j]: e for j, e in engs.items()})
-    report("timbre", 1.0)
     score = replace(score, tracks=tuple(
         replace(t, program=programs.get(i, t.program),
                 engine=engines.get(i, ("", 0.0))[0],
@@ -344,7 +393,9 @@ def _prefetch(*modules: str) -> None:
     threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
 
 
-def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
+def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
+         samples_progress: Callable[[float], None] | None = None,
+         fit_progress: Callable[[float], None] | None = None):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
     tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
     programs and no engine preferences."""
@@ -357,12 +408,19 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
         return (), (), programs, engines
     samples = ()
     if opts.samples:
+        if samples_progress is not None:
+            samples_progress(0.0)
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
+        if samples_progress is not None:
+            samples_progress(1.0)
     timbres: tuple = ()
     if opts.fit_timbre:
+        if fit_progress is not None:
+            fit_progress(0.0)  # loading the model and warming up take seconds
         try:
             timbres, programs, engines = timbre.fit_timbres(
-                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s)
+                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s,
+                progress=fit_progress)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
     return timbres, samples, programs, engines

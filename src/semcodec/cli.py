@@ -97,29 +97,61 @@ def _verbosity(f):
 
 
 class _Progress:
-    """tqdm bars on stderr for the stages of a job; silent when stderr is not a terminal."""
+    """One tqdm bar on stderr for a job of several stages; silent when stderr is not a terminal.
 
-    def __init__(self, desc: str) -> None:
+    It is called as ``progress(stage, fraction)`` (see ``semcodec.api.Progress``).  The bar
+    shows the job's overall fraction (stages weighted by their typical share of the time,
+    ``stages``: ``((name, weight), ...)``), its elapsed time and ETA, and the current stage with
+    its own percentage; a background thread redraws it twice a second, so the clock moves
+    during a long step that reports nothing.
+    """
+
+    def __init__(self, desc: str, stages: tuple[tuple[str, float], ...] = ()) -> None:
         self.enabled = not STATE.quiet and sys.stderr.isatty()
         self.desc = desc
+        self.stages = stages
         self.bar = None
-        self.stage = None
+        self._stop = None
+        self._thread = None
 
     def __call__(self, stage: str, frac: float) -> None:
         if not self.enabled:
             return
+        if self.bar is None:
+            self._start()
+        from semcodec.api import progress_fraction
+
+        frac = min(max(float(frac), 0.0), 1.0)
+        overall = progress_fraction(stage, frac, self.stages) if self.stages else frac
+        with self.bar.get_lock():
+            if overall is not None and int(overall * 1000) > self.bar.n:
+                self.bar.update(int(overall * 1000) - self.bar.n)  # feeds the rate / ETA
+            self.bar.set_description_str(f"{self.desc}: {stage} {frac * 100:3.0f}%",
+                                         refresh=False)
+            self.bar.refresh()
+
+    def _start(self) -> None:
+        import threading
+
         from tqdm import tqdm
 
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=100, desc=f"{self.desc}: {stage}", file=sys.stderr, leave=False,
-                            bar_format="{desc} {bar} {percentage:3.0f}% {elapsed}")
-        pct = int(round(min(max(frac, 0.0), 1.0) * 100))
-        self.bar.update(pct - self.bar.n)
+        self.bar = tqdm(total=1000, desc=self.desc, file=sys.stderr, leave=False,
+                        dynamic_ncols=True, smoothing=0.05,
+                        bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}")
+        self._stop = threading.Event()
+
+        def tick() -> None:
+            while not self._stop.wait(0.5):
+                with self.bar.get_lock():
+                    self.bar.refresh()
+
+        self._thread = threading.Thread(target=tick, name="semcodec-progress", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         if self.bar is not None:
+            self._stop.set()
+            self._thread.join()
             self.bar.close()
             self.bar = None
 
@@ -420,7 +452,11 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
             output = str(Path(input).with_suffix(".smc"))
         _check_output(output, force, (input,))
     _check_smc_name(output)
-    progress = _Progress("encode")
+    from semcodec.api import ENCODE_STAGES
+
+    skip = ({"fit"} if opts.fit_timbre is False else set()) | (
+        {"samples"} if opts.samples is False else set())
+    progress = _Progress("encode", tuple(st for st in ENCODE_STAGES if st[0] not in skip))
     try:
         if stem_list:
             c = api.encode_stems([(name, read_audio(path)) for name, path in stem_list],

@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -256,7 +257,8 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
 # --- fitting ------------------------------------------------------------------------------
 
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
-                budget_s: float | None = None, device: str = "cpu"
+                budget_s: float | None = None, device: str = "cpu",
+                progress: Callable[[float], None] | None = None,
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
     notes), the best-matching GM program per track index, and ``{track: (engine, gain_dB)}``
@@ -268,6 +270,7 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
 
     Without neural weights/torch, returns no timbres and each track's own program.
+    ``progress(fraction)`` (0..1 over all the pitched tracks, in order) is called as it goes.
     """
     from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
 
@@ -276,10 +279,11 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     if not pitched or not weights_available():
         return (), programs, {}
     with torch_threads():
-        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs)
+        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs,
+                            progress or (lambda frac: None))
 
 
-def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
+def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, progress):
     import torch  # noqa: PLC0415
 
     from semcodec.synth import ddsp  # noqa: PLC0415
@@ -303,6 +307,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
     for n_done, ti in enumerate(pitched):
+        progress(n_done / len(pitched))
         deadline = t0 + total_budget * (n_done + 1) / len(pitched)
         starts = _windows(score, ti, duration, samples)
         on, off, pit, vel, bends, grp = _excerpt_notes(score, ti, starts)
@@ -392,6 +397,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
             loss.backward()
             opt.step()
             step_t = time.monotonic() - ts
+            progress((n_done + 0.2 + 0.7 * (n_steps + 1) / max_steps) / len(pitched))
         if n_steps:
             cand_loss, _ = evaluate(emb.detach(), room.detach(), float(gain.detach()))
             if cand_loss < best_fit[0]:
@@ -408,6 +414,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
                      "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
             if losses["fluidsynth"][0] < losses["neural"][0]:
                 engines[ti] = ("fluidsynth", losses["fluidsynth"][1])
+    progress(1.0)
     return tuple(timbres), programs, engines
 
 
