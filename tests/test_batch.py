@@ -216,3 +216,25 @@ def test_links_fifos_and_loops_are_counted_as_skipped(tmp_path, capsys):
     assert "6 file(s): 2 ok, 4 skipped, 0 failed" in err[0]
     assert any(line.startswith("skipped: out-link.wav: symbolic link to ") for line in err)
     assert not (tmp_path / "out" / "out-link.smc").exists()
+
+
+def test_files_in_progress_report_their_stage(tmp_path):
+    # issue 13 item 14: the local pool reports each file's stage and fraction while it works
+    from semcodec.api import ENCODE_STAGES, EncodeOptions
+
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", np.concatenate([tone(60, 0.5), tone(64, 0.5)]), SR)
+    sf.write(src / "b.wav", np.concatenate([tone(67, 0.5), tone(72, 0.5)]), SR)
+    plan = batch.plan_batch("encode", src, tmp_path / "out")
+    seen: list[tuple[str, str, float]] = []
+    report = batch.run_batch(plan, jobs=1, encode_options=EncodeOptions(fit_timbre=False),
+                             file_progress=lambda rel, stage, frac: seen.append((rel, stage, frac)))
+    assert len(report.ok) == 2
+    assert seen, "no progress while the files were encoded"
+    names = [n for n, _ in ENCODE_STAGES]
+    for rel in {r for r, _, _ in seen}:
+        mine = [(stage, frac) for r, stage, frac in seen if r == rel]
+        assert rel in ("a.wav", "b.wav")
+        assert all(stage in names and 0.0 < frac <= 1.0 for stage, frac in mine)
+        assert [f for _, f in mine] == sorted(f for _, f in mine)  # never goes back

@@ -64,6 +64,11 @@ _TAIL_FRAMES = 4096
 _MAX_ATTEMPTS = 2
 
 Progress = Callable[["FileResult"], None]
+#: ``file_progress(rel, stage, fraction)``: a file in progress (local pool), its stage and the
+#: overall fraction (0..1) of that file done.
+FileProgress = Callable[[str, str, float], None]
+#: How often the parent looks at the files in progress (s).
+_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -431,9 +436,11 @@ def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int
 
 def process_file(mode: str, job: Job, encode_options: Any = None,
                  decode_settings: DecodeSettings | None = None, force: bool = False,
-                 threads: int | None = None) -> FileResult:
+                 threads: int | None = None,
+                 progress: Callable[[str, float], None] | None = None) -> FileResult:
     """Encode or decode one file (skipping a complete output unless ``force``); never raises
-    for a bad file: the failure is in the returned :class:`FileResult`."""
+    for a bad file: the failure is in the returned :class:`FileResult`.  ``progress(stage,
+    fraction)`` is passed on to :func:`semcodec.api.encode` / ``decode``."""
     t0 = time.perf_counter()
     dec = decode_settings or DecodeSettings()
     result = FileResult(job.src, job.dst, job.rel, "failed")
@@ -448,7 +455,7 @@ def process_file(mode: str, job: Job, encode_options: Any = None,
         from semcodec import api
 
         if mode == "encode":
-            c = api.encode(job.src, options=encode_options)
+            c = api.encode(job.src, options=encode_options, progress=progress)
             c.save(job.dst)
             result.smc_bytes = os.stat(job.dst).st_size
         else:
@@ -488,10 +495,42 @@ def _on_sigint(signum, frame) -> None:  # noqa: ARG001
         raise KeyboardInterrupt
 
 
-def _worker_init(log_level: int, ignore_sigint: bool = False) -> None:
+_slots = None  # per-job progress in shared memory (local pool): [fraction, stage index] * jobs
+
+
+def _stage_names(mode: str) -> tuple[str, ...]:
+    from semcodec import api
+
+    stages = api.ENCODE_STAGES if mode == "encode" else getattr(api, "DECODE_STAGES", ())
+    return tuple(name for name, _ in stages)
+
+
+def _slot_progress(mode: str, slot: int) -> Callable[[str, float], None] | None:
+    """A ``progress(stage, fraction)`` that writes the file's overall fraction and stage into
+    its slot of the shared array (no lock: a worker that dies cannot block the others)."""
+    if _slots is None or slot < 0:
+        return None
+    from semcodec import api
+
+    stages = api.ENCODE_STAGES if mode == "encode" else getattr(api, "DECODE_STAGES", ())
+    names = _stage_names(mode)
+
+    def report(stage: str, frac: float) -> None:
+        overall = api.progress_fraction(stage, frac, stages)
+        if overall is None:
+            return
+        _slots[2 * slot + 1] = float(names.index(stage.partition(" ")[0]))
+        _slots[2 * slot] = max(_slots[2 * slot], overall)
+
+    return report
+
+
+def _worker_init(log_level: int, ignore_sigint: bool = False, slots: Any = None) -> None:
     """Pool worker start: SIGINT interrupts the file in progress only (an idle worker ignores
     it and exits when the pool shuts down), or nothing when the parent ignores SIGINT (started
     in the background, under nohup); log lines look like the CLI's."""
+    global _slots
+    _slots = slots
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_sigint)
     import sys
 
@@ -506,11 +545,12 @@ def _worker_init(log_level: int, ignore_sigint: bool = False) -> None:
 
 
 def _pool_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,
-               force: bool, threads: int | None) -> FileResult:
+               force: bool, threads: int | None, slot: int = -1) -> FileResult:
     global _busy
     _busy = True
     try:
-        return process_file(mode, job, encode_options, decode_settings, force, threads)
+        return process_file(mode, job, encode_options, decode_settings, force, threads,
+                            _slot_progress(mode, slot))
     finally:
         _busy = False
 
@@ -533,7 +573,8 @@ def _died(job: Job) -> FileResult:
 
 
 def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
-               emit: Callable[[FileResult], None]) -> None:
+               emit: Callable[[FileResult], None],
+               file_progress: FileProgress | None = None) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -545,10 +586,28 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
     threads = max(1, default_jobs() // jobs)
     level = logging.getLogger().getEffectiveLevel()
     ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    slot_of = {job.rel: i for i, job in enumerate(todo)}
+    slots = ctx.RawArray("d", 2 * len(todo)) if file_progress is not None else None
+    names = _stage_names(plan.mode)
+
+    def poll(running) -> None:
+        if slots is None:
+            return
+        for job, _ in running:
+            k = slot_of[job.rel]
+            if slots[2 * k] > 0.0:
+                idx = int(slots[2 * k + 1])
+                file_progress(job.rel, names[idx] if 0 <= idx < len(names) else "",
+                              float(slots[2 * k]))
+
+    def submit(pool, job: Job):
+        return pool.submit(_pool_task, plan.mode, job, *args, threads, slot_of[job.rel])
+
     while normal or suspects:
         workers = min(jobs, len(normal)) if normal else 1
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                   initializer=_worker_init, initargs=(level, ignore_sigint))
+                                   initializer=_worker_init,
+                                   initargs=(level, ignore_sigint, slots))
         inflight: dict[Any, tuple[Job, bool]] = {}
         broken = False
         try:
@@ -557,15 +616,15 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
                     if normal:
                         while normal and len(inflight) < workers:
                             job = normal.popleft()
-                            inflight[pool.submit(_pool_task, plan.mode, job, *args, threads)] = (
-                                job, False)
+                            inflight[submit(pool, job)] = (job, False)
                     elif suspects and not inflight:  # a suspect runs alone
                         job = suspects.popleft()
-                        inflight[pool.submit(_pool_task, plan.mode, job, *args, threads)] = (
-                            job, True)
+                        inflight[submit(pool, job)] = (job, True)
                 if not inflight:
                     break
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED,
+                               timeout=_POLL_S if slots is not None else None)
+                poll(list(inflight.values()))
                 for fut in done:
                     job, alone = inflight.pop(fut)
                     exc = fut.exception()
@@ -635,10 +694,13 @@ def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: tuple,
 
 def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
               encode_options: Any = None, decode_settings: DecodeSettings | None = None,
-              scheduler: str | None = None, progress: Progress | None = None) -> BatchReport:
+              scheduler: str | None = None, progress: Progress | None = None,
+              file_progress: FileProgress | None = None) -> BatchReport:
     """Run ``plan`` on ``jobs`` local processes (default: the number of cores) or, with
     ``scheduler`` (``tcp://host:8786``), on a Dask cluster; ``progress(result)`` is called as
-    each file finishes.  ``encode_options`` is an :class:`semcodec.api.EncodeOptions`."""
+    each file finishes, ``file_progress(rel, stage, fraction)`` about twice a second for each
+    file in progress (local processes only; on a cluster files report when they finish).
+    ``encode_options`` is an :class:`semcodec.api.EncodeOptions`."""
     t0 = time.perf_counter()
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be at least 1")
@@ -672,7 +734,7 @@ def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
         if scheduler:
             _run_dask(plan, todo, scheduler, args, emit)
         else:
-            _run_local(plan, todo, n_jobs, args, emit)
+            _run_local(plan, todo, n_jobs, args, emit, file_progress)
     results.sort(key=lambda r: r.rel)
     settings: dict[str, Any] = {"force": force}
     if plan.mode == "encode" and encode_options is not None:

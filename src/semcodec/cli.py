@@ -739,18 +739,38 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
     if plan.n_files == 0:
         _say(f"batch {mode}: no input files under {src}")
     show = not STATE.quiet and sys.stderr.isatty()
-    bar = tqdm(total=plan.n_files, desc=f"batch {mode}", unit="file", file=sys.stderr,
-               disable=not show, dynamic_ncols=True)
+    # files done plus the fractions of the files in progress: the bar and its ETA move while
+    # files are being worked on; the files in progress are listed with their stage after it
+    bar = tqdm(total=plan.n_files, desc=f"batch {mode}", file=sys.stderr, disable=not show,
+               dynamic_ncols=True, smoothing=0.1,
+               bar_format="{desc} |{bar}| {n:.1f}/{total_fmt} files {elapsed}<{remaining}"
+               "{postfix}")
+    finished = [0]
+    running: dict[str, tuple[str, float]] = {}
+
+    def redraw() -> None:
+        n = finished[0] + sum(f for _, f in running.values())
+        if n > bar.n:
+            bar.update(n - bar.n)
+        bar.set_postfix_str(", ".join(f"{Path(rel).name} {stage} {frac * 100:.0f}%"
+                                      for rel, (stage, frac) in sorted(running.items())))
 
     def progress(res) -> None:
-        bar.update(1)
+        finished[0] += 1
+        running.pop(res.rel, None)
+        redraw()
         if res.status == "failed":
             msg = f"semcodec: error: {Path(src) / res.rel}: {res.reason}"
             bar.write(msg, file=sys.stderr) if show else click.echo(msg, err=True)
 
+    def file_progress(rel: str, stage: str, frac: float) -> None:
+        running[rel] = (stage, frac)
+        redraw()
+
     try:
         report = batch.run_batch(plan, jobs=jobs, force=force, scheduler=scheduler,
-                                 progress=progress, **settings)
+                                 progress=progress, file_progress=file_progress if show else None,
+                                 **settings)
     finally:
         bar.close()
     if report_path:

@@ -357,6 +357,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, progres
             if best is None or loss < best[0]:
                 best = (loss, p, emb, room, g_db)
             log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
+            progress((n_done + 0.3 * (cand.index(p) + 1) / len(cand)) / len(pitched))
             if time.monotonic() > deadline:
                 break
         start_loss, program, emb0, room0, g0 = best
@@ -378,6 +379,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, progres
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                progress((n_done + 0.3 + 0.1 * (step + 1) / proxy_steps) / len(pitched))
             cand_loss, g_db = evaluate(emb.detach(), room0)
             if cand_loss < best_fit[0]:
                 best_fit = (cand_loss, emb.detach().clone(), room0.clone(), g_db)
@@ -397,7 +399,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, progres
             loss.backward()
             opt.step()
             step_t = time.monotonic() - ts
-            progress((n_done + 0.2 + 0.7 * (n_steps + 1) / max_steps) / len(pitched))
+            progress((n_done + 0.4 + 0.55 * (n_steps + 1) / max_steps) / len(pitched))
         if n_steps:
             cand_loss, _ = evaluate(emb.detach(), room.detach(), float(gain.detach()))
             if cand_loss < best_fit[0]:

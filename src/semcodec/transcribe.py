@@ -167,11 +167,13 @@ def _get_session():
         return _session
 
 
-def model_activations(audio22: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def model_activations(audio22: np.ndarray, progress: Callable[[float], None] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run basic-pitch on mono audio at 22050 Hz.
 
     Returns ``(note, onset, contour)`` activations of shapes (n_frames, 88), (n_frames, 88) and
     (n_frames, 264), float32, on a uniform grid: frame ``f`` is centred on sample ``f * 256``.
+    ``progress(fraction)`` is called after each batch of model windows.
     """
     audio22 = np.asarray(audio22, dtype=np.float32)
     n_frames = max(1, -(-len(audio22) // _HOP))
@@ -201,6 +203,8 @@ def model_activations(audio22: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         for dst, idx in zip((note, onset, contour), order):
             out = outs[idx][:, _EDGE : _EDGE + _KEEP, :]
             dst[b0 * _KEEP : b1 * _KEEP] = out.reshape(-1, out.shape[-1])
+        if progress:
+            progress(b1 / n_windows)
     return note[:n_frames], onset[:n_frames], contour[:n_frames]
 
 
@@ -548,7 +552,8 @@ def transcribe(
             continue
         t0 = s0 / sr + _TIME_OFFSET_S
         audio22 = _resample(segment, sr)
-        note_act, onset_act, contour = model_activations(audio22)
+        note_act, onset_act, contour = model_activations(
+            audio22, progress and (lambda f, w=w: progress((w + 0.9 * f) / n_windows)))
         events = decode_notes(
             note_act, onset_act, options.onset_threshold, options.frame_threshold,
             options.min_note_frames, options.melodia_trick, options.min_pitch, options.max_pitch,
