@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -294,7 +295,8 @@ _WAV_MAX_BYTES = 0xFFFFFFFF - 1024
 _SPOOL_BYTES = 32 * 1024 * 1024
 
 
-def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> None:
+def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str],
+                  progress: Callable[[float], None] | None = None) -> None:
     """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (path or binary file
     object) block by block, each block clipped to ±1, so that no full-length copy is made."""
     import soundfile as sf
@@ -324,6 +326,8 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
         for s in range(0, audio.shape[0], _WRITE_BLOCK):
             block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
             f.write(block.astype(np.float32, copy=False))
+            if progress is not None:
+                progress(min(1.0, (s + _WRITE_BLOCK) / audio.shape[0]))
 
 
 #: Ogg stream serial number written by :func:`canonical_ogg` (libsndfile picks a random one).
@@ -400,8 +404,10 @@ def _minimal_opus_tags(data: bytes) -> bytes:
     return data[:first] + bytes(page) + data[body + size:]
 
 
-def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
-    """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``."""
+def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str],
+                 progress: Callable[[float], None] | None = None) -> bytes:
+    """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``;
+    ``progress(fraction)`` is called after each block."""
     import soundfile as sf
 
     import tempfile
@@ -410,7 +416,7 @@ def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
     # the only full-size copy (a growing BytesIO would briefly hold two)
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as buf:
         try:
-            _write_blocks(buf, audio, sr, fmt)
+            _write_blocks(buf, audio, sr, fmt, progress)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
             raise OutputError(f"cannot encode {fmt[0]} at {sr} Hz: {exc}") from None
         except OSError as exc:
@@ -428,8 +434,10 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | None = None) -> None:
-    """Write mono ``audio`` to ``path`` atomically (temporary file, then rename).
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | None = None,
+                progress: Callable[[float], None] | None = None) -> None:
+    """Write mono ``audio`` to ``path`` atomically (temporary file, then rename);
+    ``progress(fraction)`` is called after each block.
 
     The samples are encoded block by block straight into a temporary file in the output's
     folder, which is fsynced and renamed over ``path``; memory does not grow with the length.
@@ -451,7 +459,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w+b") as fh:
-            _write_blocks(fh, audio, sr, audio_fmt)
+            _write_blocks(fh, audio, sr, audio_fmt, progress)
             if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
                 fh.seek(0)
                 data = canonical_ogg(fh.read())

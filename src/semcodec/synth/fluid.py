@@ -12,6 +12,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -118,11 +119,13 @@ def _track_events(notes: tuple[Note, ...], chans: list[int], sr: int, tempo: flo
 
 def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
                  programs: dict[int, int] | None = None, transpose: int = 0,
-                 tempo: float = 1.0, gain: float = 0.5) -> np.ndarray:
+                 tempo: float = 1.0, gain: float = 0.5,
+                 progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Render ``score`` with fluidsynth; returns mono float32 audio of shape ``(n_samples,)``.
 
     ``programs`` overrides the GM program per track index; ``transpose`` shifts pitched tracks by
-    semitones; ``tempo`` > 1 plays faster (note times are divided by it).
+    semitones; ``tempo`` > 1 plays faster (note times are divided by it).  ``progress(fraction)``
+    is called as the rendering advances (fraction of the output).
     """
     fluidsynth = _import_fluidsynth()
     sf_path = find_soundfont(soundfont)
@@ -161,12 +164,16 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
         out_len = int(round(n_samples * render_sr / sr))
         audio = np.zeros(out_len, dtype=np.float32)  # filled in place: one copy of the output
         pos = 0
+        next_report = out_len // 20  # about 20 reports over the output
         for ev in events:
             if ev.sample >= out_len:
                 break
             if ev.sample > pos:
                 _pull(synth, audio[pos:ev.sample])
                 pos = ev.sample
+                if progress is not None and pos >= next_report:
+                    progress(pos / out_len)
+                    next_report = pos + out_len // 20
             if ev.kind == "on":
                 synth.noteon(ev.chan, ev.a, ev.b)
             elif ev.kind == "off":
@@ -175,6 +182,8 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
                 synth.pitch_bend(ev.chan, ev.a)
         if out_len > pos:
             _pull(synth, audio[pos:])
+        if progress is not None:
+            progress(1.0)
     finally:
         synth.delete()
     audio = dsp.resample(audio, render_sr, sr)
@@ -240,10 +249,11 @@ class FluidsynthEngine:
         self.soundfont = find_soundfont(soundfont)
 
     def render(self, score: Score, sr: int, n_samples: int, *, programs: dict[int, int] | None = None,
-               transpose: int = 0, tempo: float = 1.0, **_: object) -> np.ndarray:
+               transpose: int = 0, tempo: float = 1.0,
+               progress: Callable[[float], None] | None = None, **_: object) -> np.ndarray:
         """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
         return render_score(score, sr, n_samples, soundfont=self.soundfont, programs=programs,
-                            transpose=transpose, tempo=tempo)
+                            transpose=transpose, tempo=tempo, progress=progress)
 
 
 def render_notes(notes: list[Note] | tuple[Note, ...], program: int, sr: int, n_samples: int, *,
