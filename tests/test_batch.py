@@ -238,3 +238,54 @@ def test_files_in_progress_report_their_stage(tmp_path):
         assert rel in ("a.wav", "b.wav")
         assert all(stage in names and 0.0 < frac <= 1.0 for stage, frac in mine)
         assert [f for _, f in mine] == sorted(f for _, f in mine)  # never goes back
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_workers_exit_when_the_batch_is_killed(tmp_path):
+    # issue 13 item 11: SIGKILL of `semcodec batch` left its workers running as orphans
+    import signal
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        sf.write(src / f"f{k}.wav", np.tile(tone(60 + k, 1.0), 6), SR)
+    p = subprocess.Popen([*CLI, "batch", "encode", str(src), str(tmp_path / "out"), "-j", "2",
+                          "-q", "--no-samples"], stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(workers) < 2:  # the pool's workers are up
+        time.sleep(0.5)
+        workers = [c for c in _children(p.pid) if b"spawn_main" in
+                   Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    time.sleep(3)  # at work on their first files
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.5)
+    left = [w for w in workers if _alive(w)]
+    for w in left:  # do not leak them from the test
+        os.kill(w, signal.SIGKILL)
+    assert not left, "worker processes outlived the killed batch"
+    out = tmp_path / "out"
+    if out.exists():  # complete outputs only; an interrupted file left no temporary file
+        assert not [f for f in out.rglob("*") if f.name.endswith(".tmp")]
+        for smc in out.rglob("*.smc"):
+            Container.load(smc)

@@ -523,6 +523,7 @@ def _worker_init(log_level: int, ignore_sigint: bool = False, slots: Any = None)
     global _slots
     _slots = slots
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_sigint)
+    _watch_parent(os.getppid())
     import sys
 
     handler = logging.StreamHandler(sys.stderr)
@@ -533,6 +534,29 @@ def _worker_init(log_level: int, ignore_sigint: bool = False, slots: Any = None)
     for noisy in ("root", "numba", "matplotlib", "music21"):
         logging.getLogger(noisy).setLevel(max(log_level, logging.ERROR))
     logging.captureWarnings(True)  # library warnings (torch, ...) obey -q like the rest
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    """Exit this worker when the batch process that started it is gone (killed with SIGKILL,
+    which runs no clean-up): the file in progress is interrupted (its temporary file is
+    removed, as on Ctrl-C), an idle worker exits at once.  Without this the workers lived on
+    as orphans."""
+    import _thread
+    import threading
+
+    def watch() -> None:
+        interrupted = False
+        while True:
+            time.sleep(every_s)
+            if os.getppid() == parent:
+                continue
+            if not _busy:
+                os._exit(0)
+            if not interrupted:  # raises KeyboardInterrupt in the file's thread (via SIGINT's
+                interrupted = True  # handler); the file returns "interrupted", then we exit
+                _thread.interrupt_main()
+
+    threading.Thread(target=watch, name="semcodec-parent-watch", daemon=True).start()
 
 
 def _pool_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,
