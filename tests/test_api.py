@@ -121,3 +121,24 @@ def test_encode_progress_moves_through_every_stage(short_wav):
     assert progress_fraction("nonsense", 0.5) is None
     assert abs(sum(w for _, w in ENCODE_STAGES) - 1.0) < 1e-9
     assert c.timbres  # the fit ran
+
+
+def test_decode_progress_renders_per_track_then_loudness(tmp_path):
+    # issue 13 item 14: decode reports every sounding track's rendering, then the loudness
+    from semcodec.api import DECODE_STAGES, progress_fraction
+    from semcodec.events import Note, Score, Track
+
+    tracks = tuple(Track(name=f"t{k}", program=p).with_notes(
+        [Note(0.1 + 0.3 * j, 0.35 + 0.3 * j, 60 + k * 4 + j, 90) for j in range(3)])
+        for k, p in enumerate((0, 40, 73)))
+    c = semcodec.Container(duration=1.2, sample_rate=22050, channels=1, n_samples=26460,
+                           loudness_lufs=-20.0, score=Score(tracks=tracks))
+    for per_track in (False, True):
+        calls: list[tuple[str, float]] = []
+        fn = semcodec.api.decode_tracks if per_track else semcodec.decode
+        fn(c, engine="fluidsynth", progress=lambda s, f: calls.append((s, f)))
+        stages = list(dict.fromkeys(s for s, _ in calls))
+        assert stages == ["render track 1/3", "render track 2/3", "render track 3/3", "loudness"]
+        overall = [progress_fraction(s, f, DECODE_STAGES) for s, f in calls]
+        assert None not in overall and overall == sorted(overall)
+        assert calls[-1] == ("loudness", 1.0)

@@ -39,6 +39,9 @@ ENGINES = ("auto", "neural", "fluidsynth")
 Progress = Callable[[str, float], None]
 #: The stages :func:`encode` reports, in order, with their typical share of its time (measured
 #: on 30-s clips; for an overall fraction and ETA, see :func:`progress_fraction`).
+#: The stages :func:`decode` / :func:`decode_tracks` report (``render track K/N`` per sounding
+#: track); "write" is the caller's (the CLI reports writing the file under that name).
+DECODE_STAGES = (("render", 0.85), ("loudness", 0.05), ("write", 0.10))
 ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
                  ("samples", 0.01), ("fit", 0.59))
 
@@ -486,8 +489,8 @@ class DecodeOptions:
     tempo: float = 1.0
 
 
-def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
-           **overrides: Any) -> tuple[np.ndarray, int]:
+def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+           progress: Progress | None = None, **overrides: Any) -> tuple[np.ndarray, int]:
     """Synthesize a container: returns float32 audio and its sample rate (Hz).
 
     Settings come from ``options`` (:class:`DecodeOptions`), any field of which may also be
@@ -498,20 +501,28 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
     ``(left + right) / 2`` is the mono output.  The output has the original's duration to the
     sample (divided by ``tempo`` when it is not 1), its sample rate unless ``sample_rate`` is
     given, and its integrated loudness (of the downmix).
+
+    ``progress(stage, fraction)`` is called as it goes: ``render track K/N`` (each sounding
+    track), then ``loudness`` (:data:`DECODE_STAGES`).
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda stage, frac: None)
     out = _DecodeShape.of(c, opts, per_track=False)
     if _is_silent(c):
         return out.place(out.silence()), out.sr
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     if not any(pans):
-        return out.place(dsp.match_loudness(renderer.render(c.score), out.sr,
-                                            c.loudness_lufs)), out.sr
-    return _mix_by_position(c, renderer, pans, out.sr), out.sr
+        mono = renderer.render(c.score)
+        report("loudness", 0.0)
+        mono = dsp.match_loudness(mono, out.sr, c.loudness_lufs)
+        report("loudness", 1.0)
+        return out.place(mono), out.sr
+    return _mix_by_position(c, renderer, pans, out.sr, report), out.sr
 
 
-def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
+def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+                  progress: Progress | None = None,
                   **overrides: Any) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray]]]:
     """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
@@ -520,17 +531,20 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda stage, frac: None)
     out = _DecodeShape.of(c, opts, per_track=True)
     silent = out.silence()
     if _is_silent(c):
         placed_silence = out.place(silent)
         return placed_silence, out.sr, [(t.name, placed_silence) for t in c.score.tracks]
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
     mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
+    report("loudness", 1.0)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
@@ -601,18 +615,33 @@ class _Renderer:
     """Renders scores of one container with the chosen engine; the automatic choice renders
     the tracks the encoder found closer with fluidsynth with that engine instead."""
 
-    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape) -> None:
+    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape,
+                 report: Progress | None = None) -> None:
         self.c, self.opts, self.n_out, self.sr = c, opts, out.n_out, out.sr
+        self.report = report or (lambda stage, frac: None)
+        # progress: "render track K/N" over the sounding tracks, in the order they render
+        self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
+        self.n_rendered = 0
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
             self.fallback = make_engine("fluidsynth", soundfont=opts.soundfont)
 
+    def _tracks_done(self, x: float) -> None:
+        n = self.n_sounding
+        k = min(n - 1, int(x))
+        self.report(f"render track {k + 1}/{n}", min(1.0, x - k))
+
     def _with(self, engine: Any, score: Score) -> np.ndarray:
         o, c = self.opts, self.c
+        m, done = sum(1 for t in score.tracks if t.notes), self.n_rendered
+        self._tracks_done(done)
         out = engine.render(score, self.sr, self.n_out, timbres=c.timbres, samples=c.samples,
-                            programs=o.programs, transpose=o.transpose, tempo=o.tempo)
+                            programs=o.programs, transpose=o.transpose, tempo=o.tempo,
+                            progress=lambda f: self._tracks_done(done + f * m))
+        self.n_rendered += m
+        self._tracks_done(self.n_rendered)
         return dsp.fit_length(np.asarray(out, np.float32), self.n_out)
 
     def render(self, score: Score) -> np.ndarray:
@@ -630,15 +659,17 @@ class _Renderer:
 
 
 def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],
-                     sr: int) -> np.ndarray:
+                     sr: int, report: Progress) -> np.ndarray:
     """The stereo mix: one rendering per stereo position, with the downmix's loudness gain."""
     by_pan: dict[float, list[int]] = {}
     for i, t in enumerate(c.score.tracks):
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
                              c.loudness_lufs)
+    report("loudness", 1.0)
     mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
                  dtype=np.float32)
     return dsp.soft_clip(mix)

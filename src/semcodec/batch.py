@@ -456,8 +456,9 @@ def process_file(mode: str, job: Job, encode_options: Any = None,
             from semcodec.audio import write_audio
 
             c = api.load(job.src)
-            audio, sr = api.decode(c, dec)
-            write_audio(job.dst, audio, sr, dec.fmt)
+            audio, sr = api.decode(c, dec, progress=progress)
+            write_audio(job.dst, audio, sr, dec.fmt,
+                        progress=progress and (lambda f: progress("write", f)))
             del audio
             result.smc_bytes = job.size
         result.duration_s = float(c.duration)
@@ -492,7 +493,7 @@ _slots = None  # per-job progress in shared memory (local pool): [fraction, stag
 def _stage_names(mode: str) -> tuple[str, ...]:
     from semcodec import api
 
-    stages = api.ENCODE_STAGES if mode == "encode" else getattr(api, "DECODE_STAGES", ())
+    stages = api.ENCODE_STAGES if mode == "encode" else api.DECODE_STAGES
     return tuple(name for name, _ in stages)
 
 
@@ -503,7 +504,7 @@ def _slot_progress(mode: str, slot: int) -> Callable[[str, float], None] | None:
         return None
     from semcodec import api
 
-    stages = api.ENCODE_STAGES if mode == "encode" else getattr(api, "DECODE_STAGES", ())
+    stages = api.ENCODE_STAGES if mode == "encode" else api.DECODE_STAGES
     names = _stage_names(mode)
 
     def report(stage: str, frac: float) -> None:

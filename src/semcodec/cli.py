@@ -511,17 +511,26 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
                              programs=prog_map, transpose=transpose, tempo=tempo)
-    with _flag_hints():
-        if stems_dir:
-            audio, sr, parts = api.decode_tracks(c, opts)
+    progress = _Progress("decode", api.DECODE_STAGES)
+    try:
+        with _flag_hints():
+            if stems_dir:
+                audio, sr, parts = api.decode_tracks(c, opts, progress=progress)
+            else:
+                (audio, sr), parts = api.decode(c, opts, progress=progress), []
+        n_files = 1 + len(stem_paths)
+
+        def writing(k: int):
+            return lambda f: progress("write", (k + f) / n_files)
+
+        if output == "-":
+            _write_bytes(output, encode_audio(audio, sr, audio_fmt, progress=writing(0)))
         else:
-            (audio, sr), parts = api.decode(c, opts), []
-    if output == "-":
-        _write_bytes(output, encode_audio(audio, sr, audio_fmt))
-    else:
-        write_audio(output, audio, sr, fmt)
-    for path, (_, part) in zip(stem_paths, parts):
-        write_audio(path, part, sr)
+            write_audio(output, audio, sr, fmt, progress=writing(0))
+        for k, (path, (_, part)) in enumerate(zip(stem_paths, parts)):
+            write_audio(path, part, sr, progress=writing(k + 1))
+    finally:
+        progress.close()
     dur = audio.shape[0] / sr
     _say(f"{input} -> {output}: {dur:.2f} s at {written_rate(audio_fmt, sr)} Hz "
          f"({_timing(dur)})")
