@@ -138,7 +138,8 @@ def test_decode_progress_renders_per_track_then_loudness(tmp_path):
         fn = semcodec.api.decode_tracks if per_track else semcodec.decode
         fn(c, engine="fluidsynth", progress=lambda s, f: calls.append((s, f)))
         stages = list(dict.fromkeys(s for s, _ in calls))
-        assert stages == ["render track 1/3", "render track 2/3", "render track 3/3", "loudness"]
+        assert stages == ["engine", "render track 1/3", "render track 2/3", "render track 3/3",
+                          "loudness"]
         overall = [progress_fraction(s, f, DECODE_STAGES) for s, f in calls]
         assert None not in overall and overall == sorted(overall)
         assert calls[-1] == ("loudness", 1.0)

@@ -39,9 +39,11 @@ ENGINES = ("auto", "neural", "fluidsynth")
 Progress = Callable[[str, float], None]
 #: The stages :func:`encode` reports, in order, with their typical share of its time (measured
 #: on 30-s clips; for an overall fraction and ETA, see :func:`progress_fraction`).
-#: The stages :func:`decode` / :func:`decode_tracks` report (``render track K/N`` per sounding
-#: track); "write" is the caller's (the CLI reports writing the file under that name).
-DECODE_STAGES = (("render", 0.85), ("loudness", 0.05), ("write", 0.10))
+#: The stages :func:`decode` / :func:`decode_tracks` report: ``engine`` (loading the
+#: synthesizer: torch and the model, ~4 s), ``render track K/N`` per sounding track,
+#: ``loudness``; "write" is the caller's (the CLI reports writing the file under that name).
+#: Weights measured on a 30-s clip; rendering grows with the length, loading does not.
+DECODE_STAGES = (("engine", 0.40), ("render", 0.45), ("loudness", 0.05), ("write", 0.10))
 ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
                  ("samples", 0.01), ("fit", 0.59))
 
@@ -622,11 +624,13 @@ class _Renderer:
         # progress: "render track K/N" over the sounding tracks, in the order they render
         self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
         self.n_rendered = 0
+        self.report("engine", 0.0)
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
             self.fallback = make_engine("fluidsynth", soundfont=opts.soundfont)
+        self.report("engine", 1.0)
 
     def _tracks_done(self, x: float) -> None:
         n = self.n_sounding
