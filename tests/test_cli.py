@@ -354,3 +354,13 @@ def test_make_install_puts_the_cli_on_a_path(tmp_path):
     link.write_text("someone else's file")  # never overwritten
     r = subprocess.run([*cmd, "install"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and link.read_text() == "someone else's file"
+
+
+def test_smc_commands_refuse_a_fifo(runner, tmp_path):
+    import os
+
+    fifo = tmp_path / "x.smc"
+    os.mkfifo(fifo)
+    for cmd in (["decode", fifo, tmp_path / "o.wav"], ["info", fifo], ["test", fifo]):
+        r = run(runner, *cmd)  # must not block waiting for a writer
+        assert r.exit_code == 2 and "named pipe" in r.output, r.output

@@ -163,11 +163,13 @@ def read_bounded(stream, limit: int, name: str, what: str) -> bytes:
     return b"".join(parts)
 
 
-def _describe_special(mode: int) -> str | None:
+def describe_special(mode: int) -> str | None:
+    """Why a path of ``st_mode`` ``mode`` is not read as an input file (FIFO, device, ...),
+    or None for a regular file."""
     import stat
 
     if stat.S_ISFIFO(mode):
-        return "is a named pipe (FIFO), not a file; pipe it to stdin instead: semcodec encode - OUT.smc < FIFO"
+        return "is a named pipe (FIFO), not a file (give - and redirect the pipe to stdin)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "is a device, not an audio file"
     if stat.S_ISSOCK(mode):
@@ -193,7 +195,7 @@ def read_audio(path: str | os.PathLike) -> AudioInput:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     if p.is_dir():
         raise InputError(f"{name}: is a directory")
-    special = _describe_special(st.st_mode)
+    special = describe_special(st.st_mode)
     if special:
         raise InputError(f"{name}: {special}")
     try:

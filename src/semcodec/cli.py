@@ -236,6 +236,11 @@ def _read_smc(path: str):
         raise InputError(f"{path}: no such file")
     if p.is_dir():
         raise InputError(f"{path}: is a directory")
+    from semcodec.audio import describe_special
+
+    special = describe_special(p.stat().st_mode)
+    if special:  # a FIFO would block here, then be read without a bound
+        raise InputError(f"{path}: {special}")
     data = p.read_bytes()
     try:
         return api.Container.from_bytes(data), data
