@@ -9,12 +9,13 @@ OUT := out
 # make install links the CLI of .venv here (a folder on most users' PATH)
 BINDIR ?= $(HOME)/.local/bin
 
-.PHONY: help setup sysdeps demo install uninstall test bench train fuzz clean
+.PHONY: help setup sysdeps demo install uninstall test lint bench train fuzz clean
 
 help:
 	@echo "make demo   encode + decode the bundled example"
 	@echo "make install  put 'semcodec' on your PATH (a link in BINDIR=$(BINDIR))"
 	@echo "make test   run the test suite"
+	@echo "make lint   ruff and mypy on src/ (settings in pyproject.toml)"
 	@echo "make bench  run the benchmark (writes docs/BENCHMARKS.md)"
 	@echo "make train  retrain the neural synthesizer weights"
 	@echo "make fuzz   fuzz the container parser (FUZZ_SECONDS=60)"
@@ -60,6 +61,10 @@ uninstall:
 test: setup
 	@$(BIN)/python -m pytest -q tests
 
+lint: setup
+	@$(BIN)/ruff check src
+	@$(BIN)/mypy
+
 fuzz: setup
 	@$(BIN)/python tests/fuzz_container.py --seconds $${FUZZ_SECONDS:-60}
 
@@ -71,4 +76,4 @@ train: setup
 	@$(BIN)/python -m semcodec.synth.train
 
 clean:
-	rm -rf $(VENV) $(OUT) .bench-cache .pytest_cache
+	rm -rf $(VENV) $(OUT) .bench-cache .pytest_cache .mypy_cache .ruff_cache

@@ -16,14 +16,23 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, cast
 
 import numpy as np
 
 from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
-from semcodec.constants import MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
+from semcodec.constants import (
+    GM_PROGRAM_MAX,
+    GM_PROGRAM_MIN,
+    MAX_TRACKS,
+    TEMPO_FACTOR_MAX,
+    TEMPO_FACTOR_MIN,
+    TRANSPOSE_MAX_SEMITONES,
+    VOICE_PROGRAMS,
+    is_voice_name,
+)
 from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
@@ -147,7 +156,7 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     """
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
     _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
@@ -206,7 +215,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
             raise UsageError(f"stem name {name!r} must be 1..64 characters")
     if len(set(names)) != len(names):
         raise UsageError(f"stem names must differ: {', '.join(names)}")
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     if opts.fit_timbre:
         _prefetch("torch", "numba")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
@@ -242,8 +251,11 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
             tracks.append(Track(name=name))
             continue
         report("transcribe", k / len(stems))
-        notes = transcribe(stem_audio, rate, opts.transcribe,
-                           progress=lambda f, k=k: report("transcribe", (k + f) / len(stems)))
+
+        def transcribed(f: float, k: int = k) -> None:
+            report("transcribe", (k + f) / len(stems))
+
+        notes = transcribe(stem_audio, rate, opts.transcribe, progress=transcribed)
         program = VOICE_PROGRAMS[0] if is_voice_name(name) else 0
         tracks += _placed([Track(name=name, program=program).with_notes(tuple(notes))], inp)
         audio_of[len(tracks) - 1] = stem_audio
@@ -333,12 +345,13 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
                 k = min(n - 1, int(frac * n))
                 report(f"fit track {first + k + 1}/{n_fit}", frac * n - k)
 
+            def samples_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                report("samples", (first + frac * n) / n_fit)
+
             tb, smp, progs, engs = _fit(AudioInput(audio=audio_of[members[0]],
                                                    sample_rate=inp.sample_rate, channels=1,
                                                    name=inp.name), sub, opts,
-                                        lambda f, d=done, n=len(members): report(
-                                            "samples", (d + f * n) / n_fit),
-                                        fit_progress)
+                                        samples_progress, fit_progress)
             done += len(members)
             timbres += [replace(t, track=members[t.track]) for t in tb]
             samples += [replace(x, track=members[x.track]) for x in smp]
@@ -417,7 +430,7 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
     except ImportError as exc:
         log.info("timbre fitting unavailable (%s); storing the score only", exc)
         return (), (), programs, engines
-    samples = ()
+    samples: tuple[Sample, ...] = ()
     if opts.samples:
         if samples_progress is not None:
             samples_progress(0.0)
@@ -508,7 +521,7 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
     track), then ``loudness`` (:data:`DECODE_STAGES`).
     """
     opts = _decode_options(options, overrides)
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=False)
     if _is_silent(c):
         return out.place(out.silence()), out.sr
@@ -533,7 +546,7 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *
     shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=True)
     silent = out.silence()
     if _is_silent(c):
@@ -543,14 +556,24 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
-    mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    mono = _sum(parts) if parts else silent
     report("loudness", 0.0)
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
     report("loudness", 1.0)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
-    mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
+    mix = _sum(placed) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
     return dsp.soft_clip(mix), out.sr, tracks
+
+
+def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
+    """``(sample rate in Hz, samples, channels)`` of what decoding ``c`` with ``options`` gives
+    (the options are not checked here)."""
+    sr = int(options.sample_rate or c.sample_rate)
+    channels = options.channels
+    if channels is None:
+        channels = 2 if c.channels >= 2 else 1
+    return sr, int(round(c.n_samples * sr / c.sample_rate / options.tempo)), channels
 
 
 def _decode_options(options: DecodeOptions | None, overrides: dict[str, Any]) -> DecodeOptions:
@@ -576,22 +599,22 @@ class _DecodeShape:
         """Check ``opts`` against ``c`` (UsageError / InputError) and the memory it needs."""
         from semcodec.audio import check_sample_rate
 
-        sr = check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
-        channels = opts.channels
-        if channels is None:
-            channels = 2 if c.channels >= 2 else 1
-        if channels not in (1, 2):
-            raise UsageError(f"channels must be 1 or 2, got {channels}")
-        if not (0.25 <= opts.tempo <= 4.0):
-            raise UsageError(f"tempo factor {opts.tempo} out of range (0.25..4)")
-        if not -48 <= opts.transpose <= 48:
-            raise UsageError(f"transpose {opts.transpose} out of range (-48..48 semitones)")
+        check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
+        if opts.channels not in (None, 1, 2):
+            raise UsageError(f"channels must be 1 or 2, got {opts.channels}")
+        if not (TEMPO_FACTOR_MIN <= opts.tempo <= TEMPO_FACTOR_MAX):
+            raise UsageError(f"tempo factor {opts.tempo} out of range "
+                             f"({TEMPO_FACTOR_MIN:g}..{TEMPO_FACTOR_MAX:g})")
+        if not -TRANSPOSE_MAX_SEMITONES <= opts.transpose <= TRANSPOSE_MAX_SEMITONES:
+            raise UsageError(f"transpose {opts.transpose} out of range "
+                             f"(-{TRANSPOSE_MAX_SEMITONES}..{TRANSPOSE_MAX_SEMITONES} semitones)")
         for idx, prog in (opts.programs or {}).items():
             if not 0 <= idx < len(c.score.tracks):
                 raise UsageError(f"no track {idx + 1} (the file has {len(c.score.tracks)})")
-            if not 0 <= prog <= 127:
-                raise UsageError(f"GM program {prog} out of range (0..127)")
-        n_out = int(round(c.n_samples * sr / c.sample_rate / opts.tempo))
+            if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
+                raise UsageError(f"GM program {prog} out of range "
+                                 f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
+        sr, n_out, channels = output_shape(c, opts)
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 
@@ -620,7 +643,7 @@ class _Renderer:
     def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape,
                  report: Progress | None = None) -> None:
         self.c, self.opts, self.n_out, self.sr = c, opts, out.n_out, out.sr
-        self.report = report or (lambda stage, frac: None)
+        self.report = report or (lambda _stage, _frac: None)
         # progress: "render track K/N" over the sounding tracks, in the order they render
         self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
         self.n_rendered = 0
@@ -671,12 +694,14 @@ def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[floa
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
     report("loudness", 0.0)
-    gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
-                             c.loudness_lufs)
+    gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
     report("loudness", 1.0)
-    mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
-                 dtype=np.float32)
-    return dsp.soft_clip(mix)
+    return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
+
+
+def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """The float32 sum of equally shaped arrays."""
+    return cast(np.ndarray, np.sum(list(arrays), axis=0, dtype=np.float32))
 
 
 #: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).
@@ -708,7 +733,8 @@ def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
         try:
             prog = int(value)
         except ValueError:
-            raise UsageError(f"--program {item!r}: program must be a number 0..127") from None
+            raise UsageError(f"--program {item!r}: program must be a number "
+                             f"{GM_PROGRAM_MIN}..{GM_PROGRAM_MAX}") from None
         if key.isdigit():
             idx = int(key) - 1
         elif names and key in names:
@@ -717,7 +743,7 @@ def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
             raise UsageError(f"--program {item!r}: unknown track {key!r}")
         if not 0 <= idx < n_tracks:
             raise UsageError(f"--program {item!r}: no track {key} (the file has {n_tracks})")
-        if not 0 <= prog <= 127:
-            raise UsageError(f"--program {item!r}: program must be 0..127")
+        if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
+            raise UsageError(f"--program {item!r}: program must be {GM_PROGRAM_MIN}..{GM_PROGRAM_MAX}")
         out[idx] = prog
     return out

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +35,23 @@ OUTPUT_FORMATS = {
 }
 
 
-def _add_mp3() -> None:
-    """``.mp3`` output where the installed libsndfile writes MPEG layer III (>= 1.1.0)."""
-    try:
-        import soundfile as sf
-
-        if "MPEG_LAYER_III" in sf.available_subtypes("MP3"):
-            OUTPUT_FORMATS[".mp3"] = ("MP3", "MPEG_LAYER_III")
-    except Exception:  # noqa: BLE001 - no soundfile/libsndfile: the read path reports it
-        pass
+_MP3 = ("MP3", "MPEG_LAYER_III")
+_mp3_ok: bool | None = None
 
 
-_add_mp3()
+def output_formats() -> dict[str, tuple[str, str]]:
+    """:data:`OUTPUT_FORMATS`, plus ``.mp3`` where the installed libsndfile writes MPEG layer
+    III (libsndfile >= 1.1)."""
+    global _mp3_ok
+    if _mp3_ok is None:
+        try:
+            import soundfile as sf  # noqa: PLC0415 - 50 ms of cffi, only when writing audio
+
+            _mp3_ok = "MPEG_LAYER_III" in sf.available_subtypes("MP3")
+        except Exception:  # noqa: BLE001 - no soundfile/libsndfile: the read path reports it
+            _mp3_ok = False
+    return {**OUTPUT_FORMATS, ".mp3": _MP3} if _mp3_ok else dict(OUTPUT_FORMATS)
+
 
 #: Sample rates (Hz) a subtype can be written at; audio at another rate is resampled to the
 #: nearest higher one (else the highest) on writing.
@@ -60,7 +67,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff", "
 
 def extension_of(fmt: tuple[str, str]) -> str:
     """The file extension (``.wav``, ...) of an output format from :data:`OUTPUT_FORMATS`."""
-    for ext, f in OUTPUT_FORMATS.items():
+    for ext, f in output_formats().items():
         if f == fmt:
             return ext
     raise UsageError(f"unknown output format {fmt}")
@@ -166,8 +173,6 @@ def read_bounded(stream, limit: int, name: str, what: str) -> bytes:
 def describe_special(mode: int) -> str | None:
     """Why a path of ``st_mode`` ``mode`` is not read as an input file (FIFO, device, ...),
     or None for a regular file."""
-    import stat
-
     if stat.S_ISFIFO(mode):
         return "is a named pipe (FIFO), not a file (give - and redirect the pipe to stdin)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -220,8 +225,6 @@ def read_audio_bytes(data: bytes, name: str = "<stdin>") -> AudioInput:
 def _no_samples(name: str, head: bytes, size: int) -> InputError:
     """The error for a file libsndfile opens but reads no frame from: a header that declares
     more audio than the file holds is named as such."""
-    import struct
-
     if len(head) >= 24 and head[:4] == b".snd":  # Sun/NeXT AU: big-endian offset, data size
         offset, declared = struct.unpack(">II", head[4:12])
         if declared != 0xFFFFFFFF and offset + declared > size:
@@ -237,7 +240,7 @@ def _no_samples(name: str, head: bytes, size: int) -> InputError:
 
 
 def _read(source: object, name: str, head: bytes = b"", size: int = 0) -> AudioInput:
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     try:
         with sf.SoundFile(source) as f:
@@ -280,12 +283,13 @@ def _read(source: object, name: str, head: bytes = b"", size: int = 0) -> AudioI
 def output_format(path: str | os.PathLike, fmt: str | None = None) -> tuple[str, str]:
     """The (soundfile format, subtype) for ``path``'s extension, or for ``fmt`` ("wav", ...)."""
     ext = f".{fmt.lower().lstrip('.')}" if fmt else Path(os.fspath(path)).suffix.lower()
-    if ext not in OUTPUT_FORMATS:
+    formats = output_formats()
+    if ext not in formats:
         raise UsageError(
             f"{os.fspath(path)}: unsupported output format '{ext or '(none)'}' "
-            f"(use {', '.join(OUTPUT_FORMATS)})"
+            f"(use {', '.join(formats)})"
         )
-    return OUTPUT_FORMATS[ext]
+    return formats[ext]
 
 
 #: Frames converted and written per step when writing audio (float32, ~1 MB).
@@ -301,7 +305,7 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
                   progress: Callable[[float], None] | None = None) -> None:
     """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (path or binary file
     object) block by block, each block clipped to ±1, so that no full-length copy is made."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio)
     if audio.ndim != 1 and not (audio.ndim == 2 and audio.shape[1] == 2):
@@ -340,7 +344,7 @@ _BIT_REVERSE = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 def _ogg_crc(page: bytes) -> int:
     """Ogg's page CRC (polynomial 0x04C11DB7, not reflected, init 0, no final xor), computed
     with zlib's reflected CRC-32 on bit-reversed bytes."""
-    import zlib
+    import zlib  # noqa: PLC0415
 
     raw = zlib.crc32(page.translate(_BIT_REVERSE)) ^ zlib.crc32(bytes(len(page)))
     return int(f"{raw:032b}"[::-1], 2)
@@ -353,7 +357,7 @@ def canonical_ogg(data: bytes) -> bytes:
     libsndfile seeds the serial number from the clock; the audio is unchanged.  Data that is
     not a well-formed single-stream Ogg file is returned as it is.
     """
-    import struct
+    import struct  # noqa: PLC0415
 
     out = bytearray(_minimal_opus_tags(data))
     pos = 0
@@ -410,9 +414,9 @@ def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str],
                  progress: Callable[[float], None] | None = None) -> bytes:
     """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``;
     ``progress(fraction)`` is called after each block."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
-    import tempfile
+    import tempfile  # noqa: PLC0415
 
     # in memory up to _SPOOL_BYTES, then in a temporary file: the bytes returned are then
     # the only full-size copy (a growing BytesIO would briefly hold two)
@@ -440,7 +444,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
     On any failure or interrupt the temporary file is removed and an existing ``path`` is
     left untouched; problems become :class:`OutputError`.
     """
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     audio_fmt = output_format(path, fmt)
 

@@ -44,7 +44,7 @@ def sweep_stale_temp_files(folder: str | os.PathLike, max_age_s: float = STALE_T
     uid = os.getuid() if hasattr(os, "getuid") else None
     now = time.time() if now is None else now
     try:
-        entries = os.scandir(folder)
+        entries = os.scandir(os.fspath(folder))
     except OSError:
         return removed
     with entries:
@@ -94,7 +94,7 @@ def fsync_directory(folder: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` atomically: ``write(fh)`` fills a temporary file (opened ``w+b``, so it
     may also read back and rewrite) in the same folder, which is fsynced and renamed over
     ``path``, keeping an existing file's permission bits.  On any failure or interrupt the

@@ -200,7 +200,7 @@ def _float_writer():
     """``fluid_synth_write_float`` from the library pyfluidsynth loaded (ctypes), or None."""
     global _write_float
     if _write_float is None:
-        import ctypes
+        import ctypes  # noqa: PLC0415 - only with fluidsynth
 
         fluidsynth = _import_fluidsynth()
         fn = getattr(getattr(fluidsynth, "_fl", None), "fluid_synth_write_float", None)
