@@ -597,6 +597,8 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
     ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     slot_of = {job.rel: i for i, job in enumerate(todo)}
     slots = ctx.RawArray("d", 2 * len(todo)) if file_progress is not None else None
+    if slots is not None:
+        slots[:] = [-1.0] * len(slots)  # -1: not started; a stage at 0 % is reported
     names = _stage_names(plan.mode)
 
     def poll(running: list[tuple[Job, bool]]) -> None:
@@ -604,7 +606,7 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
             return
         for job, _ in running:
             k = slot_of[job.rel]
-            if slots[2 * k] > 0.0:
+            if slots[2 * k] >= 0.0:
                 idx = int(slots[2 * k + 1])
                 file_progress(job.rel, names[idx] if 0 <= idx < len(names) else "",
                               float(slots[2 * k]))

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -714,10 +715,11 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
 
     def redraw() -> None:
         n = finished[0] + sum(f for _, f in running.values())
-        if n > bar.n:
-            bar.update(n - bar.n)
-        bar.set_postfix_str(", ".join(f"{Path(rel).name} {stage} {frac * 100:.0f}%"
-                                      for rel, (stage, frac) in sorted(running.items())))
+        with bar.get_lock():
+            if n > bar.n:
+                bar.update(n - bar.n)
+            bar.set_postfix_str(", ".join(f"{Path(rel).name} {stage} {frac * 100:.0f}%"
+                                          for rel, (stage, frac) in sorted(running.items())))
 
     def progress(res) -> None:
         finished[0] += 1
@@ -731,11 +733,24 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
         running[rel] = (stage, frac)
         redraw()
 
+    stop = threading.Event()
+
+    def tick() -> None:  # the clock moves while workers start and load their models
+        while not stop.wait(0.5):
+            with bar.get_lock():
+                bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="semcodec-progress", daemon=True)
+    if show:
+        ticker.start()
     try:
         report = batch.run_batch(plan, jobs=jobs, force=force, scheduler=scheduler,
                                  progress=progress, file_progress=file_progress if show else None,
                                  **settings)
     finally:
+        stop.set()
+        if show:
+            ticker.join()
         bar.close()
     if report_path:
         report.write_json(report_path)
