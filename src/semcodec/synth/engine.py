@@ -9,7 +9,7 @@ later steps (a residual-noise layer, a sampler) can be added per track or after 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -27,9 +27,11 @@ class Engine(Protocol):
 
     def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
                programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
-               samples: tuple[Sample, ...] = ()) -> np.ndarray:
+               samples: tuple[Sample, ...] = (),
+               progress: Callable[[float], None] | None = None) -> np.ndarray:
         """Mono float32 ``(n_samples,)`` at ``sr`` Hz; ``programs`` maps track index → GM
-        program, ``transpose`` semitones, ``tempo`` > 1 faster; loudness left to the caller."""
+        program, ``transpose`` semitones, ``tempo`` > 1 faster; loudness left to the caller.
+        ``progress(fraction)`` is called as the rendering advances."""
         ...
 
     def blocks(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),

@@ -12,7 +12,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -127,16 +127,18 @@ def _track_events(notes: tuple[Note, ...], chans: list[int], sr: int, tempo: flo
 
 def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
                  programs: dict[int, int] | None = None, transpose: int = 0,
-                 tempo: float = 1.0, gain: float = 0.5) -> np.ndarray:
+                 tempo: float = 1.0, gain: float = 0.5,
+                 progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Render ``score`` with fluidsynth; returns mono float32 audio of shape ``(n_samples,)``.
 
     ``programs`` overrides the GM program per track index; ``transpose`` shifts pitched tracks by
-    semitones; ``tempo`` > 1 plays faster (note times are divided by it).
+    semitones; ``tempo`` > 1 plays faster (note times are divided by it).  ``progress(fraction)``
+    is called as the rendering advances (fraction of the output).
     """
     out = np.zeros(int(n_samples), np.float32)
     pos = 0
     for y in render_score_blocks(score, sr, n_samples, soundfont=soundfont, programs=programs,
-                                 transpose=transpose, tempo=tempo, gain=gain):
+                                 transpose=transpose, tempo=tempo, gain=gain, progress=progress):
         out[pos:pos + y.shape[0]] = y
         pos += y.shape[0]
     return out
@@ -148,10 +150,10 @@ FLUID_BLOCK = 1 << 17
 
 def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
                         programs: dict[int, int] | None = None, transpose: int = 0,
-                        tempo: float = 1.0, gain: float = 0.5,
-                        block: int = FLUID_BLOCK) -> Iterator[np.ndarray]:
+                        tempo: float = 1.0, gain: float = 0.5, block: int = FLUID_BLOCK,
+                        progress: Callable[[float], None] | None = None) -> Iterator[np.ndarray]:
     """:func:`render_score` as consecutive float32 blocks adding up to ``n_samples`` (one synth
-    kept running: memory is one block whatever the length)."""
+    kept running: memory is one block whatever the length); ``progress`` as there."""
     fluidsynth = import_fluidsynth()
     sf_path = find_soundfont(soundfont)
     n_samples = int(n_samples)
@@ -222,6 +224,8 @@ def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str
             if end > at:
                 pull(synth, audio[at - pos:])
             pos = end
+            if progress is not None:
+                progress(pos / out_len)
             yield from emit(audio, pos >= out_len)
     finally:
         synth.delete()
@@ -229,13 +233,53 @@ def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str
         yield np.zeros(n_samples - done, np.float32)
 
 
+#: fluid_synth_write_s16 scales by 32766 (pyfluidsynth's get_samples); the float output is
+#: scaled the same way so that levels do not depend on the output path.
+_S16_SCALE = np.float32(32766.0 / 32768.0)
+_write_float = None
+
+
+def _float_writer():
+    """``fluid_synth_write_float`` from the library pyfluidsynth loaded (ctypes), or None."""
+    global _write_float
+    if _write_float is None:
+        import ctypes  # noqa: PLC0415 - only with fluidsynth
+
+        fluidsynth = import_fluidsynth()
+        fn = getattr(getattr(fluidsynth, "_fl", None), "fluid_synth_write_float", None)
+        if fn is None:  # pragma: no cover - every fluidsynth 1.x/2.x has it
+            _write_float = False
+        else:
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            _write_float = fn
+    return _write_float or None
+
+
 def pull(synth, out: np.ndarray) -> None:
-    """Fill ``out`` with the synth's next frames as mono float32 (fluidsynth: interleaved int16)."""
+    """Fill ``out`` with the synth's next frames as mono float32.
+
+    Rendered with ``fluid_synth_write_float``: the 16-bit path (pyfluidsynth's
+    ``get_samples``) adds dither from a table fluidsynth fills with libc ``rand()`` the first
+    time a synth is created in a process, so its output depended on how often anything else in
+    that process had called ``rand()`` before (a Dask worker that had run other tasks decoded
+    different bytes than a fresh process).  The float path has no dither: deterministic.
+    """
+    write = _float_writer()
     pos, n = 0, out.shape[0]
+    buf = np.empty(2 * min(n, 1 << 16), dtype=np.float32)
     while pos < n:
         k = min(n - pos, 1 << 16)
-        st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
-        out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
+        if write is not None:
+            ptr = buf.ctypes.data
+            if write(synth.synth, k, ptr, 0, 2, ptr, 1, 2) != 0:
+                raise SynthError("fluidsynth failed to render")
+            st = buf[:2 * k].reshape(-1, 2)
+            out[pos:pos + k] = st.mean(axis=1) * _S16_SCALE
+        else:  # pragma: no cover
+            st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
+            out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
         pos += k
 
 
@@ -249,14 +293,16 @@ class FluidsynthEngine:
 
     def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
                programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
-               samples: tuple[Sample, ...] = ()) -> np.ndarray:
+               samples: tuple[Sample, ...] = (),
+               progress: Callable[[float], None] | None = None) -> np.ndarray:
         """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller.
 
         ``timbres`` and ``samples`` (the neural engine's) are not used: the GM programs play.
+        ``progress(fraction)`` is called as the rendering advances (fraction of the output).
         """
         del timbres, samples
         return render_score(score, sr, n_samples, soundfont=self.soundfont, programs=programs,
-                            transpose=transpose, tempo=tempo)
+                            transpose=transpose, tempo=tempo, progress=progress)
 
     def blocks(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
                programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -211,8 +211,10 @@ class NeuralEngine:
     # -- rendering ----------------------------------------------------------------------
     def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
                programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
-               samples: tuple[Sample, ...] = ()) -> np.ndarray:
-        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
+               samples: tuple[Sample, ...] = (),
+               progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller.
+        ``progress(fraction)`` is called as tracks finish."""
         n_samples = int(n_samples)
         out = np.zeros(n_samples, np.float32)
 
@@ -222,17 +224,28 @@ class NeuralEngine:
                                      samples=samples)
 
         live = [i for i, t in enumerate(score.tracks) if t.notes]
+        finished = [0]
+
+        def one_reported(i: int) -> np.ndarray | None:
+            y = one(i)
+            finished[0] += 1
+            if progress is not None and finished[0] < len(live):
+                progress(finished[0] / len(live))
+            return y
+
         workers = render_workers(len(live)) if self.backend == "numpy" else 1
         if workers > 1:  # numpy releases the GIL in its heavy loops: tracks in parallel
             from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
             with ThreadPoolExecutor(workers, thread_name_prefix="semcodec-track") as pool:
-                parts = list(pool.map(one, live))
+                parts = list(pool.map(one_reported, live))
         else:
-            parts = [one(i) for i in live]
+            parts = [one_reported(i) for i in live]
         for y in parts:  # summed in track order: the result does not depend on the threads
             if y is not None:
                 out += y
+        if progress is not None:
+            progress(1.0)
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
     def blocks(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
