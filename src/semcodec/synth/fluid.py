@@ -205,6 +205,7 @@ def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str
                 yield y
 
         pos, k = 0, 0
+        next_report = out_len // 20  # about 20 reports over the output
         while pos < out_len:
             end = min(out_len, pos + block)
             audio = np.zeros(end - pos, np.float32)
@@ -214,6 +215,9 @@ def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str
                 if ev.sample > at:
                     pull(synth, audio[at - pos:ev.sample - pos])
                     at = ev.sample
+                    if progress is not None and at >= next_report:
+                        progress(at / out_len)
+                        next_report = at + out_len // 20
                 if ev.kind == "on":
                     synth.noteon(ev.chan, ev.a, ev.b)
                 elif ev.kind == "off":
