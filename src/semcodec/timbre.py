@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -259,6 +260,31 @@ def _shortlist(model, proxy: _Proxy, k: int, rows: int = 64) -> list[int]:
 
 # --- fitting ------------------------------------------------------------------------------
 
+#: Most threads the fit uses (tracks of a mix, or a lone track's program candidates); more
+#: gain little: the Python between the torch operations holds the GIL.
+MAX_WORKERS = 4
+
+
+def _n_workers() -> int:
+    """Threads for the fit: the processors this process may use, at most MAX_WORKERS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, n))
+
+
+def _map(fn: Callable, items, workers: int) -> list:
+    """``[fn(x) for x in items]``, on ``workers`` threads when more than one (same order)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)),
+                            thread_name_prefix="semcodec-fit") as pool:
+        return list(pool.map(fn, items))
+
 @dataclass(frozen=True)
 class FitSettings:
     """Step counts, learning rates and factors of the fit (steps as in the module docstring)."""
@@ -360,6 +386,11 @@ def _track_excerpts(audio: np.ndarray, sr: int, score: Score, ti: int, pitched: 
 class _Renderer:
     """The model's rendering of one track's excerpts for an embedding, room and gain (dB)."""
 
+    #: wavetable oscillator of the ``fast`` renderings (see ddsp.render_groups): torch's costs
+    #: ~50 ms more per rendering of a track's excerpts than numba's kernel, which costs ~1.3 s
+    #: of CPU to import and load in every encoding process
+    oscillator = "torch"
+
     def __init__(self, model, ex: _Excerpts) -> None:
         self.model, self.ex = model, ex
         self.n_win = int(ex.target.shape[1])
@@ -371,7 +402,7 @@ class _Renderer:
         G = len(self.ex.starts)
         y = ddsp.render_groups(self.model, self.ex.nb, self.ex.grp, emb[None].expand(G, -1),
                                room[None].expand(G, -1), self.n_win, seed=self.ex.ti,
-                               fast=fast, oscillator="numba")
+                               fast=fast, oscillator=self.oscillator)
         return y * (10.0 ** (gain_db / 20.0))
 
     def evaluate(self, emb, room, gain_db: float | None = None) -> tuple[float, float]:
@@ -392,26 +423,31 @@ _Best = tuple
 
 
 def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy: _Proxy,
-                    deadline: float, settings: FitSettings) -> tuple[list[int], int, _Best]:
+                    deadline: float, settings: FitSettings, workers: int = 1
+                    ) -> tuple[list[int], int, _Best]:
     """Steps 1 and 2: (candidates, best program, its parameters and loss) among the proxy's
     shortlist, the track's own program (the voice programs for a voice) and COMMON_PROGRAMS,
-    each rendered with its stored embedding and room, level-matched."""
+    each rendered with its stored embedding and room, level-matched; ``workers`` threads
+    render them (the first in candidate order wins a tie, as one thread would choose)."""
     t_sel = time.monotonic()
     cand = _shortlist(model, proxy, SHORTLIST, settings.shortlist_rows)
     voice = is_voice_name(track.name) or track.program in VOICE_PROGRAMS
     for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
         if p not in cand:
             cand.append(p)
-    best = None
-    for p in cand:
+    def one(p: int):
+        if p != cand[0] and time.monotonic() > deadline:
+            return None
         emb = model.embedding.weight[p].detach().clone()
         room = model.room.weight[p].detach().clone()
         loss, g_db = render.evaluate(emb, room)
-        if best is None or loss < best[0]:
-            best = (loss, p, emb, room, g_db)
         log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
-        if time.monotonic() > deadline:
-            break
+        return loss, p, emb, room, g_db
+
+    best = None
+    for r in _map(one, cand, workers):
+        if r is not None and (best is None or r[0] < best[0]):
+            best = r
     loss, program, emb, room, g_db = best
     log.info("track %d: program selection %.1f s", ex.ti, time.monotonic() - t_sel)
     return cand, program, (loss, emb, room, float(g_db))
@@ -463,9 +499,11 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
 
 
 def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministic: bool,
-               settings: FitSettings) -> tuple[Timbre, int, tuple[str, float] | None]:
+               settings: FitSettings, workers: int = 1
+               ) -> tuple[Timbre, int, tuple[str, float] | None]:
     """Steps 1-3 for one track, then the engine comparison: (its Timbre, its GM program,
-    ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None)."""
+    ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None);
+    ``workers`` threads for step 2."""
     from semcodec.synth import ddsp  # noqa: PLC0415
 
     t0 = time.monotonic()
@@ -474,7 +512,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     obs, usable = _harmonic_obs(ex.target, ex.nb, ex.grp, ddsp.SR_INT)
     proxy = _Proxy(ex.nb, obs, usable)
     cand, program, best = _select_program(model, ex, render, score.tracks[ti], proxy, deadline,
-                                          settings)
+                                          settings, workers)
     start_loss, steps = best[0], 0
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
@@ -529,7 +567,6 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
 
 
 def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, settings, progress):
-    from semcodec.synth import ddsp  # noqa: PLC0415
     from semcodec.synth.neural import load_model  # noqa: PLC0415
 
     # Without a wall-clock budget the fit runs a fixed number of steps, so that encoding the same
@@ -538,8 +575,19 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
     total_budget = math.inf if deterministic else budget_s
     model = load_model()
     audio = np.asarray(audio, np.float32)
-    ddsp.warmup()
     t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
+    workers = _n_workers()
+
+    def fit(k: int):
+        ti = pitched[k]
+        ex = _track_excerpts(audio, sr, score, ti, pitched, samples)
+        if ex is None:
+            return None
+        deadline = t0 + total_budget * (k + 1) / len(pitched)
+        # the tracks share the threads; a lone track uses them for its program candidates
+        return _fit_track(model, score, ex, deadline, deterministic, settings,
+                          workers if len(pitched) == 1 else 1)
+
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
     # only the timbre parameters are optimised: no gradients for the model's own weights
@@ -547,12 +595,12 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
     grads = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:
-        for n_done, ti in enumerate(pitched):
-            ex = _track_excerpts(audio, sr, score, ti, pitched, samples)
-            if ex is not None:
-                deadline = t0 + total_budget * (n_done + 1) / len(pitched)
-                timbre, programs[ti], engine = _fit_track(model, score, ex, deadline,
-                                                          deterministic, settings)
+        # tracks are independent (each its own excerpts, parameters and noise seed): fitted on
+        # several threads (torch and numpy release the GIL), the results are the same as one
+        # after the other, in track order
+        for n_done, (ti, r) in enumerate(zip(pitched, _map(fit, range(len(pitched)), workers))):
+            if r is not None:
+                timbre, programs[ti], engine = r
                 timbres.append(timbre)
                 if engine is not None:
                     engines[ti] = engine
