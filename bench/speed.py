@@ -12,7 +12,8 @@ opus-tools is missing; the table says which).  Each command is a child process m
 ``os.wait4``: wall seconds (start-up included), CPU seconds (user + sys of the process and its
 threads) and peak RSS.  The figures are the medians over the rounds; the ratio semcodec/Opus
 is the median of the per-round ratios, so a machine that slows down for a while affects both
-sides of a round alike (``bench.metrics.run_summary``, ``bench.metrics.paired_ratio``).
+sides of a round alike (``bench.metrics.run_summary``, ``bench.metrics.paired_ratio``); the
+same for CPU seconds, which a busy machine distorts less.
 """
 
 from __future__ import annotations
