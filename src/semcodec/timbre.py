@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -263,6 +264,12 @@ def _shortlist(model, proxy: _Proxy, k: int, rows: int = 64) -> list[int]:
 #: Most threads the fit uses (tracks of a mix, or a lone track's program candidates); more
 #: gain little: the Python between the torch operations holds the GIL.
 MAX_WORKERS = 4
+
+
+#: Step 3b keeps the whole harmonic synthesis of a track's excerpts for back-propagation
+#: (~0.5 GB): the tracks fitted on parallel threads take turns for it (the results do not
+#: depend on the order).
+_RENDER_STEP_LOCK = threading.Lock()
 
 
 def _n_workers() -> int:
@@ -521,9 +528,13 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
         best, steps = _refine_on_proxy(
             model, proxy, render, best,
             settings.det_proxy_steps if deterministic else settings.proxy_steps, deadline, settings)
-    best, n_steps = _refine_on_render(
-        render, best, settings.det_steps if deterministic else settings.max_steps, deadline,
-        settings)
+    with _RENDER_STEP_LOCK:  # ~0.5 GB of autograd state for 3 excerpts: one track at a time
+        # the renderings before (on other threads too) leave freed memory in the C heap's
+        # per-thread arenas: hand it back first, so that this peak does not come on top of it
+        dsp.release_free_memory()
+        best, n_steps = _refine_on_render(
+            render, best, settings.det_steps if deterministic else settings.max_steps, deadline,
+            settings)
     log.info("track %d: program %d (candidates %s), loss %.3f -> %.3f in %s steps, %.1f s",
              ti, program, cand, start_loss, best[0], (steps, n_steps), time.monotonic() - t0)
     timbre = Timbre(track=ti, embedding=tuple(float(v) for v in best[1]), gain_db=float(best[3]),
