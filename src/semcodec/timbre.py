@@ -267,9 +267,9 @@ MAX_WORKERS = 4
 
 
 #: Step 3b keeps the whole harmonic synthesis of a track's excerpts for back-propagation
-#: (~0.5 GB): the tracks fitted on parallel threads take turns for it (the results do not
-#: depend on the order).
-_RENDER_STEP_LOCK = threading.Lock()
+#: (~0.5 GB): for an input longer than this (s), whose samples already take much memory, the
+#: tracks fitted on parallel threads take turns for it (the results do not depend on the order).
+LONG_INPUT_S = 600.0
 
 
 def _n_workers() -> int:
@@ -506,11 +506,12 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
 
 
 def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministic: bool,
-               settings: FitSettings, workers: int = 1
+               settings: FitSettings, workers: int = 1, slots: Any = None,
                ) -> tuple[Timbre, int, tuple[str, float] | None]:
     """Steps 1-3 for one track, then the engine comparison: (its Timbre, its GM program,
     ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None);
-    ``workers`` threads for step 2."""
+    ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore)."""
+    slots = slots if slots is not None else threading.Semaphore(1)
     from semcodec.synth import ddsp  # noqa: PLC0415
 
     t0 = time.monotonic()
@@ -528,7 +529,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
         best, steps = _refine_on_proxy(
             model, proxy, render, best,
             settings.det_proxy_steps if deterministic else settings.proxy_steps, deadline, settings)
-    with _RENDER_STEP_LOCK:  # ~0.5 GB of autograd state for 3 excerpts: one track at a time
+    with slots:  # step 3b's memory (LONG_INPUT_S)
         # the renderings before (on other threads too) leave freed memory in the C heap's
         # per-thread arenas: hand it back first, so that this peak does not come on top of it
         dsp.release_free_memory()
@@ -588,6 +589,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
     audio = np.asarray(audio, np.float32)
     t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
     workers = _n_workers()
+    slots = threading.Semaphore(1 if audio.shape[0] > LONG_INPUT_S * sr else workers)
 
     def fit(k: int):
         ti = pitched[k]
@@ -597,7 +599,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
         deadline = t0 + total_budget * (k + 1) / len(pitched)
         # the tracks share the threads; a lone track uses them for its program candidates
         return _fit_track(model, score, ex, deadline, deterministic, settings,
-                          workers if len(pitched) == 1 else 1)
+                          workers if len(pitched) == 1 else 1, slots)
 
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
