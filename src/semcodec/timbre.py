@@ -522,6 +522,9 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     cand, program, best = _select_program(model, ex, render, score.tracks[ti], proxy, deadline,
                                           settings, workers)
     start_loss, steps = best[0], 0
+    # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
+    fluid_losses = _in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
+                                  engines=("fluidsynth",))
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
     # no mel gain)
@@ -541,7 +544,9 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     timbre = Timbre(track=ti, embedding=tuple(float(v) for v in best[1]), gain_db=float(best[3]),
                     room=tuple(float(v) for v in best[2]))
     engine = None
-    losses = _engine_losses(score, ti, ex.starts, timbre, program, ex.tgt)
+    losses = _engine_losses(score, ti, ex.starts, timbre, program, ex.tgt, engines=("neural",))
+    fluid = fluid_losses()
+    losses = None if losses is None or fluid is None else {**losses, **fluid}
     if losses is not None:
         log.info("track %d: excerpts as decoded: neural loss %.3f, fluidsynth (program %d) "
                  "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
@@ -642,14 +647,15 @@ ENGINE_GAP_S = 1.0
 ENGINE_CONTEXT_S = 0.5
 
 
-def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, program: int,
-                   tgt) -> dict[str, tuple[float, float]] | None:
+def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | None,
+                   program: int, tgt, engines: tuple[str, ...] = ("neural", "fluidsynth"),
+                   ) -> dict[str, tuple[float, float]] | None:
     """``{"neural": (loss, gain dB), "fluidsynth": (loss, gain dB)}``: track ``ti``'s excerpts
     (windows at ``starts``, with ENGINE_CONTEXT_S of lead-in) rendered as the decoder renders
-    them, by the neural engine with the fitted timbre and by fluidsynth with GM ``program``,
-    each level-matched to ``tgt`` ((G, n) at the model rate) and scored by ``ddsp.mrstft_loss``.
-    None when either engine is unavailable.  All excerpts go through one rendering per engine,
-    ENGINE_GAP_S apart."""
+    them, by the neural engine with the ``fitted`` timbre and by fluidsynth with GM ``program``
+    (``engines``: those of the two to render), each level-matched to ``tgt`` ((G, n) at the
+    model rate) and scored by ``ddsp.mrstft_loss``.  None when an engine is unavailable or
+    renders nothing.  All excerpts go through one rendering per engine, ENGINE_GAP_S apart."""
     import torch  # noqa: PLC0415
 
     from dataclasses import replace  # noqa: PLC0415
@@ -670,11 +676,12 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
             if st - ENGINE_CONTEXT_S <= n.onset < st + FIT_WINDOW_S:
                 notes.append(replace(n, onset=n.onset + shift, offset=n.offset + shift))
     one = Score(tracks=(Track("t", program).with_notes(notes),))
+    timbres = (replace(fitted, track=0),) if fitted is not None else ()
     out = {}
     try:
-        engines = (("neural", NeuralEngine(device="cpu")), ("fluidsynth", FluidsynthEngine()))
-        for name, eng in engines:
-            y = eng.render(one, sr, hop * G, timbres=(replace(fitted, track=0),))
+        for name in engines:
+            eng = NeuralEngine(device="cpu") if name == "neural" else FluidsynthEngine()
+            y = eng.render(one, sr, hop * G, timbres=timbres)
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
             if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
@@ -686,6 +693,29 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
         log.info("engines not compared: %s", exc)
         return None
     return out
+
+
+def _in_background(fn: Callable, *args, **kwargs) -> Callable[[], Any]:
+    """Start ``fn(*args, **kwargs)`` on a thread; returns a function that waits for its result
+    (or raises its exception)."""
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="semcodec-fit-bg", daemon=True)
+    t.start()
+
+    def result():
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return result
 
 
 # --- samples ------------------------------------------------------------------------------
