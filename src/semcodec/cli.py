@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -124,8 +125,18 @@ def _check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
 def _write_bytes(path: str, data: bytes) -> None:
     if path == "-":
         out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        view = memoryview(data)
+        try:  # a full disk behind stdout gives short writes, then an error: never a truncation
+            while view:
+                n = out.write(view)
+                if not n:
+                    raise OSError(28, "short write")
+                view = view[n:]
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
         return
     from semcodec.container import atomic_write_bytes
 
@@ -154,6 +165,19 @@ def _read_smc(path: str):
         return api.Container.from_bytes(data), data
     except SemcodecError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+#: Characters never written raw to the terminal: C0/C1 controls (escape sequences, CR, BEL),
+#: DEL, line/paragraph separators and the bidirectional-text controls.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                            "\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as a Python escape (``\\x1b``,
+    ``\\r``, ``\\u202e``): what a file or a path says reaches the terminal as text, never
+    as a command to it."""
+    return _CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _say(msg: str) -> None:
@@ -494,8 +518,8 @@ def info(input: str, as_json: bool) -> None:
                     for s in c.samples],
         "chunks": chunks,
     }
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    if as_json:  # ensure_ascii: every control (and non-ASCII) character as a \\u escape
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=True))
         return
     gm = _gm_names()
     lines = [
@@ -535,7 +559,7 @@ def info(input: str, as_json: bool) -> None:
     for ch in chunks:
         share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
         lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
-    click.echo("\n".join(lines))
+    click.echo("\n".join(printable(line) for line in lines))
 
 
 def _gm_names():
@@ -585,10 +609,10 @@ def test_cmd(inputs: tuple[str, ...]) -> None:
             _read_smc(path)
         except SemcodecError as exc:
             failed += 1
-            click.echo(f"{exc}", err=True)
+            click.echo(printable(f"{exc}"), err=True)
             continue
         if not STATE.quiet:
-            click.echo(f"{path}: ok")
+            click.echo(printable(f"{path}: ok"))
     if failed:
         raise SystemExit(EXIT_ERROR)
 
@@ -718,5 +742,5 @@ def _fail(exc: BaseException, code: int, prefix: str = "", hint: bool = False) -
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     extra = " (run with -v for details)" if hint and not STATE.verbose else ""
-    click.echo(f"semcodec: error: {prefix}{text}{extra}", err=True)
+    click.echo(printable(f"semcodec: error: {prefix}{text}{extra}"), err=True)
     sys.exit(code)

@@ -27,7 +27,7 @@ import numpy as np
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
 from semcodec.errors import ContainerError
 from semcodec.events import Sample, Score, Timbre
-from semcodec.audio import canonical_ogg
+from semcodec.audio import canonical_ogg, read_sample
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
@@ -535,13 +535,7 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
 
 
 def decode_sample(sample: Sample) -> tuple[np.ndarray, int]:
-    """Decode a :class:`Sample` to (mono float32 audio, sample rate)."""
-    import soundfile as sf  # noqa: PLC0415
-
-    if sample.codec != "opus":
-        raise ContainerError(f"sample codec {sample.codec!r} is not supported (opus only)")
-    try:
-        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
-        raise ContainerError(f"cannot decode opus sample of track {sample.track} ({exc})") from exc
-    return dsp.downmix(data), int(rate)
+    """Decode a :class:`Sample` to (mono float32 audio, sample rate); checked by
+    :func:`semcodec.audio.read_sample` (ContainerError when the payload is unusable)."""
+    data, rate = read_sample(sample)
+    return dsp.downmix(data), rate

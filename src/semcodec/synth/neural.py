@@ -274,7 +274,8 @@ def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:
                     sample.codec)
         return None
     try:
-        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
+        from semcodec.audio import read_sample  # noqa: PLC0415 - the checked sample decoder
+        data, rate = read_sample(sample)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         log.warning("drum one-shot of key %s cannot be decoded (%s), skipped", sample.key, exc)
         return None
