@@ -56,9 +56,10 @@ def semcodec(tmp_path: Path, *args: str, timeout: float = 60.0, preexec=None,
     return r.returncode, r.stderr.decode("utf-8", "replace").splitlines(), wall, rss, out
 
 
-def assert_one_line_error(code: int, err: list[str], *words: str) -> None:
+def assert_one_line_error(code: int, err: list[str], *words: str, prefix: str = "semcodec: error: "
+                          ) -> None:
     assert code == 2, (code, err)
-    assert len(err) == 1 and err[0].startswith("semcodec: error: "), err
+    assert len(err) == 1 and err[0].startswith(prefix), err
     assert "internal error" not in err[0] and "Traceback" not in err[0], err
     for w in words:
         assert w in err[0], err
@@ -79,7 +80,8 @@ def test_score_bomb_is_refused_quickly_by_test_and_info(tmp_path):
     for cmd in (["test", "bomb.smc"], ["info", "--json", "bomb.smc"], ["info", "bomb.smc"],
                 ["export", "bomb.smc", "--midi", "b.mid"]):
         code, err, wall, rss, _ = semcodec(tmp_path, *cmd, timeout=60)
-        assert_one_line_error(code, err, "bomb.smc", "SCOR")
+        assert_one_line_error(code, err, "bomb.smc", "SCOR",
+                              prefix="bomb.smc: " if cmd[0] == "test" else "semcodec: error: ")
         assert wall < TIME_BUDGET_S and rss < RSS_BUDGET_MB, (cmd, wall, rss)
     assert not (tmp_path / "b.mid").exists()
 
@@ -186,7 +188,7 @@ def test_max_duration_option_lifts_and_sets_the_cap(tmp_path):
 def test_timbre_gain_out_of_range_is_refused(tmp_path):
     write(tmp_path, "g.smc", hf.timbre_gain_file(65504.0))
     code, err, _, _, _ = semcodec(tmp_path, "test", "g.smc")
-    assert_one_line_error(code, err, "g.smc", "gain")
+    assert_one_line_error(code, err, "g.smc", "gain", prefix="g.smc: ")
     write(tmp_path, "ok.smc", hf.timbre_gain_file(-12.5))
     code, err, _, _, _ = semcodec(tmp_path, "test", "ok.smc")
     assert code == 0, err
@@ -238,7 +240,7 @@ def test_info_escapes_control_characters(tmp_path):
     info = json.loads(out)
     assert info["encoder"] == "enc" + hf.NASTY  # the JSON value itself is exact
     # an error message quoting a hostile path is escaped too
-    code, err, _, _, out = semcodec(tmp_path, "test", "no\x1b]0;x\x07such.smc")
+    code, err, _, _, out = semcodec(tmp_path, "info", "no\x1b]0;x\x07such.smc")
     assert code == 2 and not any(_has_control(line) for line in err), err
 
 
