@@ -100,4 +100,9 @@ def test_huge_declared_output_is_refused_cleanly():
                            score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
     c = semcodec.Container.from_bytes(c.to_bytes())
     with pytest.raises(SynthError, match="memory"):
+        semcodec.decode(c, engine="fluidsynth", max_duration_s=None)
+    # before that, the default duration limit refuses it (a 60-min output is within it)
+    from semcodec.errors import OutputTooLongError
+
+    with pytest.raises(OutputTooLongError, match="86400 s .* limit of 14400 s"):
         semcodec.decode(c, engine="fluidsynth")

@@ -23,8 +23,8 @@ import numpy as np
 from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
-from semcodec.constants import MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
-from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
+from semcodec.constants import DEFAULT_MAX_DECODE_S, MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
+from semcodec.errors import InputError, OutputTooLargeError, OutputTooLongError, SynthError, UsageError
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
@@ -414,7 +414,9 @@ class DecodeOptions:
     ``soundfont``: the fluidsynth soundfont (None: the default one); ``sample_rate``: output
     rate in Hz (None: the original's); ``channels``: 1, 2 or None (two channels when the
     original had two or more); ``programs``: track index -> GM program (re-orchestration);
-    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster.
+    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster;
+    ``max_duration_s``: longest output rendered (s, after ``tempo``; None: no limit), longer
+    ones raise :class:`~semcodec.errors.OutputTooLongError` before any work.
     Values are checked when a container is decoded.
     """
 
@@ -426,6 +428,7 @@ class DecodeOptions:
     programs: dict[int, int] | None = None
     transpose: int = 0
     tempo: float = 1.0
+    max_duration_s: float | None = DEFAULT_MAX_DECODE_S
 
 
 def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
@@ -518,6 +521,10 @@ class _DecodeShape:
             if not 0 <= prog <= 127:
                 raise UsageError(f"GM program {prog} out of range (0..127)")
         n_out = int(round(c.n_samples * sr / c.sample_rate / opts.tempo))
+        limit = opts.max_duration_s
+        if limit is not None and n_out / sr > limit:  # a tiny file may declare a day
+            raise OutputTooLongError(f"the file declares {n_out / sr:.0f} s of audio, more than "
+                                     f"the decoding limit of {limit:g} s; raise the limit")
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 

@@ -19,7 +19,14 @@ from typing import Iterator
 import click
 
 from semcodec import __version__
-from semcodec.errors import OutputError, OutputTooLargeError, SemcodecError, UsageError
+from semcodec.constants import DEFAULT_MAX_DECODE_S
+from semcodec.errors import (
+    OutputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SemcodecError,
+    UsageError,
+)
 
 log = logging.getLogger("semcodec")
 
@@ -239,6 +246,10 @@ def _synth_options(f):
                      show_default=True,
                      help="Output channels: auto = stereo when the original was (each track "
                      "at its measured position), 1 = mono, 2 = stereo."),
+        click.option("--max-duration", type=click.FloatRange(min=0), default=DEFAULT_MAX_DECODE_S,
+                     show_default=True, metavar="SECONDS",
+                     help="Refuse to render more than SECONDS of audio (a tiny file may "
+                     "declare 24 h); 0 = no limit."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -424,7 +435,8 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
-           transpose: int, tempo: float, channels: str, stems_dir: str | None) -> None:
+           transpose: int, tempo: float, channels: str, stems_dir: str | None,
+           max_duration: float) -> None:
     """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
@@ -445,8 +457,9 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
-                             programs=prog_map, transpose=transpose, tempo=tempo)
-    with _flag_hints():
+                             programs=prog_map, transpose=transpose, tempo=tempo,
+                             max_duration_s=max_duration or None)
+    with _flag_hints(input):
         if stems_dir:
             audio, sr, parts = api.decode_tracks(c, opts)
         else:
@@ -468,12 +481,14 @@ def _channels(choice: str) -> int | None:
 
 
 @contextlib.contextmanager
-def _flag_hints() -> Iterator[None]:
-    """Name the CLI flag a library error's advice refers to."""
+def _flag_hints(name: str) -> Iterator[None]:
+    """Name the input and the CLI flag a library error's advice refers to."""
     try:
         yield
+    except OutputTooLongError as exc:
+        raise OutputTooLongError(f"{name}: {exc} with --max-duration SECONDS (0: none)") from None
     except OutputTooLargeError as exc:
-        raise OutputTooLargeError(f"{exc} (--sample-rate)") from None
+        raise OutputTooLargeError(f"{name}: {exc} (--sample-rate)") from None
 
 
 def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
@@ -731,7 +746,7 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
 @_verbosity
 def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
                  engine: str, device: str, soundfont, sample_rate, transpose: int,
-                 tempo: float, channels: str) -> None:
+                 tempo: float, channels: str, max_duration: float) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -739,7 +754,8 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
         soundfont = os.path.abspath(soundfont)  # workers may run elsewhere
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
-                                    tempo=tempo, channels=_channels(channels))
+                                    tempo=tempo, channels=_channels(channels),
+                                    max_duration_s=max_duration or None)
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
                decode_settings=settings)
 

@@ -98,6 +98,9 @@ SCORE_OBJECTS_FLOOR = 250_000
 SCORE_OBJECTS_PER_BYTE = 0.5
 #: Most bytes of the TAGS chunk's JSON text once decompressed (the CLI's lyrics cap is 256 kB).
 MAX_TEXT_BYTES = 1 << 20
+#: Longest output the decoder renders unless told otherwise (s): a 200-byte file may declare
+#: 24 h; decoding refuses such an output in one line (``--max-duration`` lifts the cap).
+DEFAULT_MAX_DECODE_S = 4 * 3600.0
 
 # --- paths -------------------------------------------------------------------------------
 PACKAGE_DIR = Path(__file__).resolve().parent
