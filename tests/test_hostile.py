@@ -108,7 +108,28 @@ def test_dense_score_within_budget_still_loads(tmp_path):
     code, err, wall, rss, out = semcodec(tmp_path, "test", "dense.smc", timeout=60)
     assert code == 0, err
     assert out.strip() == "dense.smc: ok"
-    assert wall < TIME_BUDGET_S * 2 and rss < RSS_BUDGET_MB, (wall, rss)
+    assert wall < TIME_BUDGET_S and rss < RSS_BUDGET_MB, (wall, rss)
+    code, err, wall, rss, out = semcodec(tmp_path, "info", "--json", "dense.smc", timeout=60)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["tracks"][0]["notes"] == n
+    assert abs(info["tracks"][0]["bytes"]["score"] - (len(data) - len(hdr) - 14 - 24)) < 10
+    assert wall < TIME_BUDGET_S and rss < RSS_BUDGET_MB, (wall, rss)
+
+
+def test_writer_stores_what_the_reader_budgets_accept():
+    """A stream that compresses beyond the expansion budget is stored uncompressed, so every
+    file the writer makes loads; ordinary streams keep the smallest codec."""
+    from semcodec.container.compression import _compress_smallest, _decompress, expansion_limit
+
+    flat = bytes(2 << 20)  # 2 MiB of zeros: DEFLATE/LZMA shrink it ~1000x
+    payload = _compress_smallest(flat)
+    assert payload[0] == 0 and _decompress(payload, "x") == flat
+    assert expansion_limit(len(payload) - 1) >= len(flat) or payload[0] == 0
+    text = ("la la la " * 20000).encode()
+    payload = _compress_smallest(text)
+    assert payload[0] != 0 and len(payload) < len(text) // 20  # still compressed
+    assert _decompress(payload, "x") == text
 
 
 # --- 3: a drum one-shot whose audio declares an absurd rate --------------------------------

@@ -523,8 +523,8 @@ def info(input: str, as_json: bool) -> None:
     from semcodec.container import chunk_table, track_sizes
 
     c, data = _read_smc(input)
-    sizes = track_sizes(c)
     chunks = [{"type": ch.type, "offset": ch.offset, "bytes": ch.length} for ch in chunk_table(data)]
+    sizes = track_sizes(c, sum(ch["bytes"] - 12 for ch in chunks if ch["type"] == "SCOR"))
     kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
     timbre_tracks = {t.track for t in c.timbres}
     tracks = []
