@@ -175,7 +175,7 @@ def read_sample(sample: Sample) -> tuple[np.ndarray, int]:
     most MAX_SAMPLE_AUDIO_S; the decoded samples must be finite.  Anything else raises
     :class:`ContainerError` (callers skip the sample with a warning).
     """
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     what = f"sample of track {sample.track + 1}"
     if sample.codec not in SAMPLE_CODECS:

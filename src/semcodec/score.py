@@ -218,8 +218,9 @@ def to_music21(score: Score, lyrics: str | None = None):
         parsed = music21.converter.parse(str(mid), format="midi", quantizePost=True,
                                          quarterLengthDivisors=(4, 3))
     written = [t for t in score.tracks if t.notes]  # one part each, in order
-    if len(parsed.parts) == len(written):  # the names as text (not MIDI's Latin-1 bytes)
-        for part, t in zip(parsed.parts, written):
+    parts = cast("music21.stream.Score", parsed).parts
+    if len(parts) == len(written):  # the names as text (not MIDI's Latin-1 bytes)
+        for part, t in zip(parts, written):
             part.partName = "".join(ch for ch in t.name if ch.isprintable())  # XML-safe
     key = _music21_key(score.key)
     if key is not None:

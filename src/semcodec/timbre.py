@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
-from semcodec.errors import ContainerError
 from semcodec.events import Sample, Score, Timbre
 from semcodec.audio import canonical_ogg, read_sample
 from semcodec.synth import dsp

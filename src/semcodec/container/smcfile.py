@@ -66,10 +66,9 @@ def track_sizes(c: "SmcFile", score_bytes: int | None = None) -> list[dict[str, 
     """
     duration = _exact_duration(c.n_samples, c.sample_rate)
     weights = [sum(1 + len(n.bends) for n in t.notes) for t in c.score.tracks]
-    share = score_bytes is not None and sum(weights) > EXACT_TRACK_SIZES_MAX_OBJECTS
     out = []
     for i, t in enumerate(c.score.tracks):
-        if share:
+        if score_bytes is not None and sum(weights) > EXACT_TRACK_SIZES_MAX_OBJECTS:
             score = int(round(score_bytes * weights[i] / max(1, sum(weights))))
         else:
             score = len(_encode_score(Score(tracks=(replace(t, program=t.program),)), duration))

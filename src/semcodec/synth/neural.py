@@ -260,10 +260,6 @@ def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *
 
 def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:
     """A keyed Opus sample decoded to mono float32 at ``sr`` Hz (None if it cannot be read)."""
-    import io  # noqa: PLC0415
-
-    import soundfile as sf  # noqa: PLC0415
-
     if sample.codec != "opus":
         log.warning("drum one-shot of key %s: codec %r not supported, skipped", sample.key,
                     sample.codec)
