@@ -268,7 +268,7 @@ def test_info_escapes_control_characters(tmp_path):
 # --- 9: a full disk while decoding ---------------------------------------------------------
 
 def _small_fsize():
-    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
