@@ -10,17 +10,57 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
 from semcodec import __version__
-from semcodec.errors import OutputError, OutputTooLargeError, SemcodecError, UsageError
+from semcodec.constants import (
+    DEFAULT_MAX_DECODE_S,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    TEMPO_FACTOR_MAX,
+    TEMPO_FACTOR_MIN,
+    TRANSPOSE_MAX_SEMITONES,
+)
+from semcodec.container import bitrate_kbps
+from semcodec.errors import (
+    OutputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SemcodecError,
+    UsageError,
+)
+from semcodec.runtime import configure_logging
 
 log = logging.getLogger("semcodec")
+
+_T_IMPORT = time.perf_counter()
+
+
+def _since_process_start() -> float:
+    """Wall-clock seconds since this process started (interpreter start-up and imports
+    included), from /proc; elsewhere since this module was imported."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime (ticks)
+        return max(0.0, uptime - started, time.perf_counter() - _T_IMPORT)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _T_IMPORT
+
+
+def _timing(duration: float) -> str:
+    """``12.3 s, 4.1x real time`` for ``duration`` seconds of audio, counted from process start."""
+    wall = _since_process_start()
+    return f"{wall:.1f} s wall clock, {duration / max(wall, 1e-9):.1f}x real time"
 
 EXIT_OK, EXIT_USAGE, EXIT_ERROR = 0, 1, 2
 
@@ -43,27 +83,19 @@ def _setup_logging() -> None:
         level = logging.DEBUG
     elif STATE.verbose == 1:
         level = logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("semcodec: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.captureWarnings(True)  # library warnings become one log line, not a raw dump
-    # third-party chatter (basic-pitch warns about TensorFlow it does not need)
-    for noisy in ("numba", "matplotlib", "music21"):
-        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    configure_logging(level)
 
 
 def _verbosity(f):
     """-v/-q on the group and on every command, so both positions work."""
 
-    def set_verbose(ctx, param, value):
+    def set_verbose(ctx, param, value):  # noqa: ARG001
         if value:
             STATE.verbose = max(STATE.verbose, value)
             _setup_logging()
         return value
 
-    def set_quiet(ctx, param, value):
+    def set_quiet(ctx, param, value):  # noqa: ARG001
         if value:
             STATE.quiet = True
             _setup_logging()
@@ -77,29 +109,61 @@ def _verbosity(f):
 
 
 class _Progress:
-    """tqdm bars on stderr for the stages of a job; silent when stderr is not a terminal."""
+    """One tqdm bar on stderr for a job of several stages; silent when stderr is not a terminal.
 
-    def __init__(self, desc: str) -> None:
+    It is called as ``progress(stage, fraction)`` (see ``semcodec.api.Progress``).  The bar
+    shows the job's overall fraction (stages weighted by their typical share of the time,
+    ``stages``: ``((name, weight), ...)``), its elapsed time and ETA, and the current stage with
+    its own percentage; a background thread redraws it twice a second, so the clock moves
+    during a long step that reports nothing.
+    """
+
+    def __init__(self, desc: str, stages: tuple[tuple[str, float], ...] = ()) -> None:
         self.enabled = not STATE.quiet and sys.stderr.isatty()
         self.desc = desc
-        self.bar = None
-        self.stage = None
+        self.stages = stages
+        self.bar: Any = None
+        self._stop: Any = None
+        self._thread: Any = None
 
     def __call__(self, stage: str, frac: float) -> None:
         if not self.enabled:
             return
+        if self.bar is None:
+            self._start()
+        from semcodec.api import progress_fraction
+
+        frac = min(max(float(frac), 0.0), 1.0)
+        overall = progress_fraction(stage, frac, self.stages) if self.stages else frac
+        with self.bar.get_lock():
+            if overall is not None and int(overall * 1000) > self.bar.n:
+                self.bar.update(int(overall * 1000) - self.bar.n)  # feeds the rate / ETA
+            self.bar.set_description_str(f"{self.desc}: {stage} {frac * 100:3.0f}%",
+                                         refresh=False)
+            self.bar.refresh()
+
+    def _start(self) -> None:
+        import threading
+
         from tqdm import tqdm
 
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=100, desc=f"{self.desc}: {stage}", file=sys.stderr, leave=False,
-                            bar_format="{desc} {bar} {percentage:3.0f}% {elapsed}")
-        pct = int(round(min(max(frac, 0.0), 1.0) * 100))
-        self.bar.update(pct - self.bar.n)
+        self.bar = tqdm(total=1000, desc=self.desc, file=sys.stderr, leave=False,
+                        dynamic_ncols=True, smoothing=0.05,
+                        bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}")
+        self._stop = threading.Event()
+
+        def tick() -> None:
+            while not self._stop.wait(0.5):
+                with self.bar.get_lock():
+                    self.bar.refresh()
+
+        self._thread = threading.Thread(target=tick, name="semcodec-progress", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         if self.bar is not None:
+            self._stop.set()
+            self._thread.join()
             self.bar.close()
             self.bar = None
 
@@ -121,13 +185,51 @@ def _check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: directory {parent} does not exist")
+    _probe_writable(path, parent)
+
+
+def _probe_writable(path: str, parent: Path) -> None:
+    """Fail now, not after a long encode, when ``parent`` takes no new file (read-only folder
+    or file system, no permission, no space for an inode): create and remove a temporary file
+    there, named like those of the atomic writes."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write into {parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _check_smc_name(path: str) -> None:
+    """Refuse a ``.smc`` output named like an audio file (``encode x.flac o.wav``)."""
+    from semcodec.audio import AUDIO_EXTENSIONS
+
+    ext = Path(path).suffix.lower()
+    if path != "-" and ext in AUDIO_EXTENSIONS:
+        raise UsageError(f"{path}: encode writes a .smc container, not {ext} audio "
+                         f"(name the output .smc; 'semcodec decode' makes audio)")
 
 
 def _write_bytes(path: str, data: bytes) -> None:
     if path == "-":
         out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        view = memoryview(data)
+        try:  # a full disk behind stdout gives short writes, then an error: never a truncation
+            while view:
+                n = out.write(view)
+                if not n:
+                    raise OSError(28, "short write")
+                view = view[n:]
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
         return
     from semcodec.io import atomic_write_bytes
 
@@ -142,7 +244,10 @@ def _read_smc(path: str):
     from semcodec.errors import InputError
 
     if path == "-":
-        data = sys.stdin.buffer.read()
+        from semcodec import constants
+        from semcodec.audio import read_bounded
+
+        data = read_bounded(sys.stdin.buffer, constants.MAX_STDIN_SMC_BYTES, "<stdin>", ".smc data")
         if not data:
             raise InputError("<stdin>: empty input")
         return api.Container.from_bytes(data), data
@@ -151,11 +256,29 @@ def _read_smc(path: str):
         raise InputError(f"{path}: no such file")
     if p.is_dir():
         raise InputError(f"{path}: is a directory")
+    from semcodec.audio import describe_special
+
+    special = describe_special(p.stat().st_mode)
+    if special:  # a FIFO would block here, then be read without a bound
+        raise InputError(f"{path}: {special}")
     data = p.read_bytes()
     try:
         return api.Container.from_bytes(data), data
     except SemcodecError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+#: Characters never written raw to the terminal: C0/C1 controls (escape sequences, CR, BEL),
+#: DEL, line/paragraph separators and the bidirectional-text controls.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                            "\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as a Python escape (``\\x1b``,
+    ``\\r``, ``\\u202e``): what a file or a path says reaches the terminal as text, never
+    as a command to it."""
+    return _CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _say(msg: str) -> None:
@@ -205,16 +328,24 @@ def _synth_options(f):
                      show_default=True, help="Where the neural engine runs."),
         click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
                      help="Soundfont for the fluidsynth engine (default: FluidR3_GM)."),
-        click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
+        click.option("--sample-rate", type=click.IntRange(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+                     default=None,
                      help="Output sample rate in Hz (default: the original's)."),
-        click.option("--transpose", type=click.IntRange(-48, 48), default=0,
+        click.option("--transpose",
+                     type=click.IntRange(-TRANSPOSE_MAX_SEMITONES, TRANSPOSE_MAX_SEMITONES),
+                     default=0,
                      help="Transpose pitched tracks by SEMITONES."),
-        click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
+        click.option("--tempo", type=click.FloatRange(TEMPO_FACTOR_MIN, TEMPO_FACTOR_MAX),
+                     default=1.0,
                      help="Tempo factor (2 = twice as fast)."),
         click.option("--channels", type=click.Choice(["auto", "1", "2"]), default="auto",
                      show_default=True,
                      help="Output channels: auto = stereo when the original was (each track "
                      "at its measured position), 1 = mono, 2 = stereo."),
+        click.option("--max-duration", type=click.FloatRange(min=0), default=DEFAULT_MAX_DECODE_S,
+                     show_default=True, metavar="SECONDS",
+                     help="Refuse to render more than SECONDS of audio (a tiny file may "
+                     "declare 24 h); 0 = no limit."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -284,7 +415,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
 class _Group(click.Group):
     """The semcodec group: its ``main`` maps errors to one line and exit status 0/1/2/130."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ARG002
         _setup_logging()
         try:
             super().main(args=args, prog_name=prog_name or "semcodec", complete_var=complete_var,
@@ -354,6 +485,7 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
         if not sep or not name or not path:
             raise UsageError(f"--stem {item!r}: expected NAME=FILE")
         stem_list.append((name, path))
+    output: str | None
     if stem_list:
         if len(paths) != 1:
             raise UsageError("with --stem, give exactly one argument: the OUTPUT .smc")
@@ -368,8 +500,12 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
                 raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
             output = str(Path(input).with_suffix(".smc"))
         _check_output(output, force, (input,))
-    t0 = time.perf_counter()
-    progress = _Progress("encode")
+    _check_smc_name(output)
+    from semcodec.api import ENCODE_STAGES
+
+    skip = ({"fit"} if opts.fit_timbre is False else set()) | (
+        {"samples"} if opts.samples is False else set())
+    progress = _Progress("encode", tuple(st for st in ENCODE_STAGES if st[0] not in skip))
     try:
         if stem_list:
             c = api.encode_stems([(name, read_audio(path)) for name, path in stem_list],
@@ -380,18 +516,19 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
         progress.close()
     data = c.to_bytes()
     _write_bytes(output, data)
-    elapsed = time.perf_counter() - t0
-    kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
+    kbps = bitrate_kbps(len(data), c.duration)
     _say(f"{input} -> {output}: {c.score.n_notes} notes, {len(c.score.tracks)} track(s), "
-         f"{len(data)} bytes, {kbps:.3f} kbps ({c.duration / elapsed:.1f}x real time)")
+         f"{len(data)} bytes, {kbps:.3f} kbps ({_timing(c.duration)})")
 
 
 @cli.command()
 @click.argument("input", type=str)
 @click.argument("output", type=str, required=False)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default=None,
-              help="Output format (default: from OUTPUT's extension; wav for stdout).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg", "opus", "mp3"]),
+              default=None,
+              help="Output format (default: from OUTPUT's extension; wav for stdout). "
+              "opus and mp3 resample to a rate they take (Opus: 48 kHz).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
               help="Play track TRACK (number from 1, or name) with another GM program.")
 @click.option("--stems", "stems_dir", type=str, default=None, metavar="DIR",
@@ -400,13 +537,14 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
-           transpose: int, tempo: float, channels: str, stems_dir: str | None) -> None:
-    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
+           transpose: int, tempo: float, channels: str, stems_dir: str | None,
+           max_duration: float) -> None:
+    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg, .opus, .mp3).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
     """
     from semcodec import api
-    from semcodec.audio import encode_audio, output_format, write_audio
+    from semcodec.audio import encode_audio, output_format, write_audio, written_rate
 
     if output is None:
         if input == "-":
@@ -414,28 +552,37 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
         output = str(Path(input).with_suffix(".wav"))
     audio_fmt = output_format(output, fmt or ("wav" if output == "-" else None))
     _check_output(output, force, (input,))
-    t0 = time.perf_counter()
     c, _ = _read_smc(input)
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
-                             programs=prog_map, transpose=transpose, tempo=tempo)
-    with _flag_hints():
-        if stems_dir:
-            audio, sr, parts = api.decode_tracks(c, opts)
+                             programs=prog_map, transpose=transpose, tempo=tempo,
+                             max_duration_s=max_duration or None)
+    progress = _Progress("decode", api.DECODE_STAGES)
+    try:
+        with _flag_hints(input):
+            if stems_dir:
+                audio, sr, parts = api.decode_tracks(c, opts, progress=progress)
+            else:
+                (audio, sr), parts = api.decode(c, opts, progress=progress), []
+        n_files = 1 + len(stem_paths)
+
+        def writing(k: int):
+            return lambda f: progress("write", (k + f) / n_files)
+
+        if output == "-":
+            _write_bytes(output, encode_audio(audio, sr, audio_fmt, progress=writing(0)))
         else:
-            (audio, sr), parts = api.decode(c, opts), []
-    if output == "-":
-        _write_bytes(output, encode_audio(audio, sr, audio_fmt))
-    else:
-        write_audio(output, audio, sr, fmt)
-    for path, (_, part) in zip(stem_paths, parts):
-        write_audio(path, part, sr)
-    elapsed = time.perf_counter() - t0
+            write_audio(output, audio, sr, fmt, progress=writing(0))
+        for k, (path, (_, part)) in enumerate(zip(stem_paths, parts)):
+            write_audio(path, part, sr, progress=writing(k + 1))
+    finally:
+        progress.close()
     dur = audio.shape[0] / sr
-    _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+    _say(f"{input} -> {output}: {dur:.2f} s at {written_rate(audio_fmt, sr)} Hz "
+         f"({_timing(dur)})")
 
 
 def _channels(choice: str) -> int | None:
@@ -444,12 +591,14 @@ def _channels(choice: str) -> int | None:
 
 
 @contextlib.contextmanager
-def _flag_hints() -> Iterator[None]:
-    """Name the CLI flag a library error's advice refers to."""
+def _flag_hints(name: str) -> Iterator[None]:
+    """Name the input and the CLI flag a library error's advice refers to."""
     try:
         yield
+    except OutputTooLongError as exc:
+        raise OutputTooLongError(f"{name}: {exc} with --max-duration SECONDS (0: none)") from None
     except OutputTooLargeError as exc:
-        raise OutputTooLargeError(f"{exc} (--sample-rate)") from None
+        raise OutputTooLargeError(f"{name}: {exc} (--sample-rate)") from None
 
 
 def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
@@ -463,7 +612,9 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
         if not (d.parent if str(d.parent) else Path(".")).is_dir():
             raise OutputError(f"{stems_dir}: parent directory does not exist")
         d.mkdir()
-    ext = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}[audio_fmt[0]]
+    from semcodec.audio import extension_of
+
+    ext = extension_of(audio_fmt)
     paths = []
     for i, t in enumerate(c.score.tracks):
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", t.name).strip("._") or "track"
@@ -481,89 +632,14 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
 @_verbosity
 def info(input: str, as_json: bool) -> None:
     """Show a .smc file's header, tracks, samples, chunk sizes and bitrate."""
-    from semcodec.container import chunk_table, track_sizes
+    from semcodec.summary import container_summary, summary_lines
 
     c, data = _read_smc(input)
-    sizes = track_sizes(c)
-    chunks = [{"type": ch.type, "offset": ch.offset, "bytes": ch.length} for ch in chunk_table(data)]
-    kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
-    timbre_tracks = {t.track for t in c.timbres}
-    tracks = []
-    for i, t in enumerate(c.score.tracks):
-        smp = [s for s in c.samples if s.track == i]
-        tracks.append({
-            "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
-            "pan": t.pan, "engine": t.engine or None,
-            "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
-            "timbre": i in timbre_tracks, "samples": len(smp),
-            "sample_seconds": round(sum(s.duration for s in smp), 3),
-            "bytes": sizes[i],
-            "kbps": round(sizes[i]["total"] * 8 / c.duration / 1000, 4) if c.duration > 0 else 0.0,
-        })
-    summary = {
-        "file": input, "bytes": len(data), "bitrate_kbps": round(kbps, 4),
-        "duration": c.duration, "sample_rate": c.sample_rate, "channels": c.channels,
-        "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
-        "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
-        "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
-        "tracks": tracks,
-        "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
-                     "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data),
-                     "key": s.key}
-                    for s in c.samples],
-        "chunks": chunks,
-    }
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    summary = container_summary(c, data, input)
+    if as_json:  # ensure_ascii: every control (and non-ASCII) character as a \\u escape
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=True))
         return
-    gm = _gm_names()
-    lines = [
-        f"file       {input}: {len(data)} bytes, {kbps:.3f} kbps",
-        f"encoder    {c.encoder or '?'}",
-        f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
-        f"{c.channels} channel(s){' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
-        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
-        f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
-        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
-    ]
-    for k, v in c.tags.items():
-        lines.append(f"tag        {k}={v}")
-    if "lyrics" in c.texts:
-        words = c.texts["lyrics"].split()
-        lines.append(f"lyrics     {len(words)} words: {' '.join(words[:8])}"
-                     f"{' ...' if len(words) > 8 else ''}")
-    lines.append("tracks")
-    for t in tracks:
-        kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
-        b = t["bytes"]
-        pan = "" if c.channels < 2 else "  pan " + ("C" if t["pan"] == 0 else
-                                                  f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
-        if t["engine"]:
-            pan += f"  plays with {t['engine']}"
-        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
-                     f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
-                     f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
-                     f" (score {b['score']}, timbre {b['timbre']}, samples {b['samples']})")
-    if c.samples:
-        lines.append("samples")
-        for s in summary["samples"]:
-            key = f"  key {s['key']}" if s["key"] is not None else ""
-            lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
-                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
-    lines.append("chunks")
-    for ch in chunks:
-        share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
-        lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
-    click.echo("\n".join(lines))
-
-
-def _gm_names():
-    try:
-        import pretty_midi
-
-        return pretty_midi.program_to_instrument_name
-    except ImportError:  # pragma: no cover - pretty_midi is a dependency
-        return lambda p: ""
+    click.echo("\n".join(printable(line) for line in summary_lines(summary, c)))
 
 
 @cli.command()
@@ -574,11 +650,17 @@ def _gm_names():
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @_verbosity
 def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -> None:
-    """Export the score of a .smc file as MIDI and/or MusicXML."""
+    """Export the score of a .smc file as MIDI and/or MusicXML.
+
+    Without --midi and --musicxml, writes both beside INPUT (x.smc -> x.mid, x.musicxml).
+    """
     from semcodec.score import write_midi, write_musicxml
 
     if not midi_out and not xml_out:
-        raise UsageError("nothing to export: give --midi PATH and/or --musicxml PATH")
+        if input == "-":
+            raise UsageError("export from stdin needs --midi PATH and/or --musicxml PATH")
+        midi_out = str(Path(input).with_suffix(".mid"))
+        xml_out = str(Path(input).with_suffix(".musicxml"))
     for out in (midi_out, xml_out):
         if out:
             if out == "-":
@@ -604,10 +686,10 @@ def test_cmd(inputs: tuple[str, ...]) -> None:
             _read_smc(path)
         except SemcodecError as exc:
             failed += 1
-            click.echo(f"{exc}", err=True)
+            click.echo(printable(f"{exc}"), err=True)
             continue
         if not STATE.quiet:
-            click.echo(f"{path}: ok")
+            click.echo(printable(f"{path}: ok"))
     if failed:
         raise SystemExit(EXIT_ERROR)
 
@@ -639,13 +721,16 @@ def _batch_common(f):
                      help="Write the per-file results as JSON to this file."),
         click.option("--scheduler", default=None, metavar="tcp://HOST:8786",
                      help="Run on this Dask cluster instead (pip install 'semcodec[dask]')."),
+        click.option("--follow-symlinks", is_flag=True,
+                     help="Also process symbolic links to files outside SRC_DIR (skipped and "
+                     "listed by default)."),
     ]):
         f = opt(f)
     return f
 
 
 def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, report_path,
-               scheduler, **settings) -> None:
+               scheduler, follow_symlinks: bool = False, **settings) -> None:
     from tqdm import tqdm
 
     from semcodec import batch
@@ -654,23 +739,57 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
         rp = Path(report_path)
         if rp.is_dir() or not (rp.parent if str(rp.parent) else Path(".")).is_dir():
             raise OutputError(f"{report_path}: cannot write the report there")
-    plan = batch.plan_batch(mode, src, dst, fmt)
+    plan = batch.plan_batch(mode, src, dst, fmt, follow_symlinks=follow_symlinks)
     if plan.n_files == 0:
         _say(f"batch {mode}: no input files under {src}")
     show = not STATE.quiet and sys.stderr.isatty()
-    bar = tqdm(total=plan.n_files, desc=f"batch {mode}", unit="file", file=sys.stderr,
-               disable=not show, dynamic_ncols=True)
+    # files done plus the fractions of the files in progress: the bar and its ETA move while
+    # files are being worked on; the files in progress are listed with their stage after it
+    bar = tqdm(total=plan.n_files, desc=f"batch {mode}", file=sys.stderr, disable=not show,
+               dynamic_ncols=True, smoothing=0.1,
+               bar_format="{desc} |{bar}| {n:.1f}/{total_fmt} files {elapsed}<{remaining}"
+               "{postfix}")
+    finished = [0]
+    running: dict[str, tuple[str, float]] = {}
+
+    def redraw() -> None:
+        n = finished[0] + sum(f for _, f in running.values())
+        with bar.get_lock():
+            if n > bar.n:
+                bar.update(n - bar.n)
+            bar.set_postfix_str(", ".join(f"{Path(rel).name} {stage} {frac * 100:.0f}%"
+                                          for rel, (stage, frac) in sorted(running.items())))
 
     def progress(res) -> None:
-        bar.update(1)
+        finished[0] += 1
+        running.pop(res.rel, None)
+        redraw()
         if res.status == "failed":
             msg = f"semcodec: error: {Path(src) / res.rel}: {res.reason}"
             bar.write(msg, file=sys.stderr) if show else click.echo(msg, err=True)
 
+    def file_progress(rel: str, stage: str, frac: float) -> None:
+        running[rel] = (stage, frac)
+        redraw()
+
+    stop = threading.Event()
+
+    def tick() -> None:  # the clock moves while workers start and load their models
+        while not stop.wait(0.5):
+            with bar.get_lock():
+                bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="semcodec-progress", daemon=True)
+    if show:
+        ticker.start()
     try:
         report = batch.run_batch(plan, jobs=jobs, force=force, scheduler=scheduler,
-                                 progress=progress, **settings)
+                                 progress=progress, file_progress=file_progress if show else None,
+                                 **settings)
     finally:
+        stop.set()
+        if show:
+            ticker.join()
         bar.close()
     if report_path:
         report.write_json(report_path)
@@ -690,11 +809,11 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
 @_encode_options
 @_verbosity
 def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
-                 **options) -> None:
+                 follow_symlinks: bool, **options) -> None:
     """Encode every audio file under SRC_DIR (.wav .flac .ogg .mp3 .aif .aiff) to DST_DIR/**.smc."""
     opts = _encode_options_from(**options)
     _run_batch("encode", src_dir, dst_dir, "wav", jobs, force, report_path, scheduler,
-               encode_options=opts)
+               follow_symlinks, encode_options=opts)
 
 
 @batch_group.command("decode")
@@ -705,9 +824,10 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
               show_default=True, help="Output format.")
 @_synth_options
 @_verbosity
-def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
-                 engine: str, device: str, soundfont, sample_rate, transpose: int,
-                 tempo: float, channels: str) -> None:
+def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
+                 follow_symlinks: bool, fmt: str, engine: str, device: str, soundfont,
+                 sample_rate, transpose: int, tempo: float, channels: str,
+                 max_duration: float) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -715,9 +835,10 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
         soundfont = os.path.abspath(soundfont)  # workers may run elsewhere
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
-                                    tempo=tempo, channels=_channels(channels))
+                                    tempo=tempo, channels=_channels(channels),
+                                    max_duration_s=max_duration or None)
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
-               decode_settings=settings)
+               follow_symlinks, decode_settings=settings)
 
 
 # --- entry point -------------------------------------------------------------------------
@@ -736,5 +857,5 @@ def _fail(exc: BaseException, code: int, prefix: str = "", hint: bool = False) -
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     extra = " (run with -v for details)" if hint and not STATE.verbose else ""
-    click.echo(f"semcodec: error: {prefix}{text}{extra}", err=True)
+    click.echo(printable(f"semcodec: error: {prefix}{text}{extra}"), err=True)
     sys.exit(code)

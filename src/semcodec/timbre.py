@@ -29,9 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
-from semcodec.errors import ContainerError
 from semcodec.events import Sample, Score, Timbre, Track
-from semcodec.audio import canonical_ogg
+from semcodec.audio import canonical_ogg, read_sample
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
@@ -232,7 +231,7 @@ class _Proxy:
 
         from semcodec.synth import ddsp  # noqa: PLC0415
 
-        sel = slice(None)
+        sel: Any = slice(None)
         if max_rows is not None and self.feats.shape[0] > max_rows:
             sel = torch.linspace(0, self.feats.shape[0] - 1, max_rows).long()
         feats, f0, o, wt = self.feats[sel], self.f0[sel], self.o[sel], self.wt[sel]
@@ -291,6 +290,33 @@ def _map(fn: Callable, items, workers: int) -> list:
     with ThreadPoolExecutor(max_workers=min(workers, len(items)),
                             thread_name_prefix="semcodec-fit") as pool:
         return list(pool.map(fn, items))
+
+class _Progress:
+    """Overall progress of tracks fitted in parallel: each track reports its own fraction
+    (0..1) from any thread; ``progress`` gets their mean, only when it grows."""
+
+    def __init__(self, progress: Callable[[float], None] | None, n_tracks: int) -> None:
+        self.progress, self.done = progress, [0.0] * max(1, n_tracks)
+        self.last, self.lock = -1.0, threading.Lock()
+
+    def track(self, k: int) -> Callable[[float], None]:
+        """The reporting function of track number ``k`` (of the pitched tracks)."""
+        return lambda frac: self.set(k, frac)
+
+    def set(self, k: int, frac: float) -> None:
+        if self.progress is None:
+            return
+        with self.lock:
+            self.done[k] = max(self.done[k], min(1.0, frac))
+            total = sum(self.done) / len(self.done)
+            if total > self.last:
+                self.last = total
+                self.progress(total)
+
+
+def _no_report(_frac: float) -> None:
+    pass
+
 
 @dataclass(frozen=True)
 class FitSettings:
@@ -430,18 +456,23 @@ _Best = tuple
 
 
 def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy: _Proxy,
-                    deadline: float, settings: FitSettings, workers: int = 1
+                    deadline: float, settings: FitSettings, workers: int = 1,
+                    report: Callable[[float], None] = _no_report,
                     ) -> tuple[list[int], int, _Best]:
     """Steps 1 and 2: (candidates, best program, its parameters and loss) among the proxy's
     shortlist, the track's own program (the voice programs for a voice) and COMMON_PROGRAMS,
     each rendered with its stored embedding and room, level-matched; ``workers`` threads
-    render them (the first in candidate order wins a tie, as one thread would choose)."""
+    render them (the first in candidate order wins a tie, as one thread would choose);
+    ``report`` gets the track's progress (0.3 when all are rendered)."""
     t_sel = time.monotonic()
     cand = _shortlist(model, proxy, SHORTLIST, settings.shortlist_rows)
     voice = is_voice_name(track.name) or track.program in VOICE_PROGRAMS
     for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
         if p not in cand:
             cand.append(p)
+    n_done = [0]
+    lock = threading.Lock()
+
     def one(p: int):
         if p != cand[0] and time.monotonic() > deadline:
             return None
@@ -449,6 +480,9 @@ def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy
         room = model.room.weight[p].detach().clone()
         loss, g_db = render.evaluate(emb, room)
         log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
+        with lock:
+            n_done[0] += 1
+            report(0.3 * n_done[0] / len(cand))
         return loss, p, emb, room, g_db
 
     best = None
@@ -461,9 +495,10 @@ def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy
 
 
 def _refine_on_proxy(model, proxy: _Proxy, render: _Renderer, best: _Best, n_steps: int,
-                     deadline: float, settings: FitSettings) -> tuple[_Best, int]:
+                     deadline: float, settings: FitSettings,
+                     report: Callable[[float], None] = _no_report) -> tuple[_Best, int]:
     """Step 3a: the embedding on the frame-domain proxy (cheap), kept if a rendering confirms
-    it; returns (best parameters, steps done)."""
+    it; returns (best parameters, steps done); ``report``: the track's progress 0.3 -> 0.4."""
     emb0, room0 = best[1], best[2]
     emb = emb0.clone().requires_grad_(True)
     opt = _Adam([(emb, settings.proxy_lr)])
@@ -473,6 +508,7 @@ def _refine_on_proxy(model, proxy: _Proxy, render: _Renderer, best: _Best, n_ste
         if step >= settings.proxy_min_steps and time.monotonic() > proxy_deadline:
             break
         opt.step(proxy(model, emb[None])[0] + settings.proxy_anchor * ((emb - emb0) ** 2).mean())
+        report(0.3 + 0.1 * (step + 1) / n_steps)
     cand_loss, g_db = render.evaluate(emb.detach(), room0)
     if cand_loss < best[0]:
         best = (cand_loss, emb.detach().clone(), room0.clone(), g_db)
@@ -480,9 +516,11 @@ def _refine_on_proxy(model, proxy: _Proxy, render: _Renderer, best: _Best, n_ste
 
 
 def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: float,
-                      settings: FitSettings) -> tuple[_Best, int]:
+                      settings: FitSettings, report: Callable[[float], None] = _no_report,
+                      ) -> tuple[_Best, int]:
     """Step 3b: embedding, room and gain on the spectral loss of the renderings (as many of
-    ``max_steps`` as the deadline allows); returns (best parameters, steps done)."""
+    ``max_steps`` as the deadline allows); returns (best parameters, steps done);
+    ``report``: the track's progress 0.4 -> 0.95."""
     import torch  # noqa: PLC0415
 
     from semcodec.synth import ddsp  # noqa: PLC0415
@@ -498,6 +536,7 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
             break
         opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt))
         step_t = time.monotonic() - ts
+        report(0.4 + 0.55 * (n_steps + 1) / max_steps)
     if n_steps:
         cand_loss, _ = render.evaluate(emb.detach(), room.detach(), float(gain.detach()))
         if cand_loss < best[0]:
@@ -507,10 +546,12 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
 
 def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministic: bool,
                settings: FitSettings, workers: int = 1, slots: Any = None,
+               report: Callable[[float], None] = _no_report,
                ) -> tuple[Timbre, int, tuple[str, float] | None]:
     """Steps 1-3 for one track, then the engine comparison: (its Timbre, its GM program,
     ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None);
-    ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore)."""
+    ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore); ``report``
+    gets the track's progress (0..1)."""
     slots = slots if slots is not None else threading.Semaphore(1)
     from semcodec.synth import ddsp  # noqa: PLC0415
 
@@ -520,7 +561,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     obs, usable = _harmonic_obs(ex.target, ex.nb, ex.grp, ddsp.SR_INT)
     proxy = _Proxy(ex.nb, obs, usable)
     cand, program, best = _select_program(model, ex, render, score.tracks[ti], proxy, deadline,
-                                          settings, workers)
+                                          settings, workers, report)
     start_loss, steps = best[0], 0
     # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
     fluid_losses = _in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
@@ -531,14 +572,15 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     if proxy.ok and not ex.others:
         best, steps = _refine_on_proxy(
             model, proxy, render, best,
-            settings.det_proxy_steps if deterministic else settings.proxy_steps, deadline, settings)
+            settings.det_proxy_steps if deterministic else settings.proxy_steps, deadline, settings,
+            report)
     with slots:  # step 3b's memory (LONG_INPUT_S)
         # the renderings before (on other threads too) leave freed memory in the C heap's
         # per-thread arenas: hand it back first, so that this peak does not come on top of it
         dsp.release_free_memory()
         best, n_steps = _refine_on_render(
             render, best, settings.det_steps if deterministic else settings.max_steps, deadline,
-            settings)
+            settings, report)
     log.info("track %d: program %d (candidates %s), loss %.3f -> %.3f in %s steps, %.1f s",
              ti, program, cand, start_loss, best[0], (steps, n_steps), time.monotonic() - t0)
     timbre = Timbre(track=ti, embedding=tuple(float(v) for v in best[1]), gain_db=float(best[3]),
@@ -552,11 +594,12 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
                  "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
         if losses["fluidsynth"][0] < losses["neural"][0]:
             engine = ("fluidsynth", losses["fluidsynth"][1])
+    report(1.0)
     return timbre, program, engine
 
 
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
-                budget_s: float | None = None, device: str = "cpu",
+                budget_s: float | None = None, device: str = "cpu",  # noqa: ARG001
                 settings: FitSettings | None = None,
                 progress: Callable[[float], None] | None = None,
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
@@ -568,7 +611,8 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
 
     ``budget_s`` None (default): a fixed number of steps, deterministic.  A number: a wall-clock
     cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
-    ``progress`` is called with the fraction of the tracks fitted (0..1) after each track.
+    ``progress(fraction)`` (0..1 over all the pitched tracks, which may be fitted on parallel
+    threads: the mean of their fractions) is called as it goes, from the fitting threads.
 
     Without neural weights/torch, returns no timbres and each track's own program.
     """
@@ -595,16 +639,20 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
     t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
     workers = _n_workers()
     slots = threading.Semaphore(1 if audio.shape[0] > LONG_INPUT_S * sr else workers)
+    overall = _Progress(progress, len(pitched))
+    if progress is not None:
+        progress(0.0)
 
     def fit(k: int):
         ti = pitched[k]
         ex = _track_excerpts(audio, sr, score, ti, pitched, samples)
         if ex is None:
+            overall.set(k, 1.0)
             return None
         deadline = t0 + total_budget * (k + 1) / len(pitched)
         # the tracks share the threads; a lone track uses them for its program candidates
         return _fit_track(model, score, ex, deadline, deterministic, settings,
-                          workers if len(pitched) == 1 else 1, slots)
+                          workers if len(pitched) == 1 else 1, slots, overall.track(k))
 
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
@@ -616,14 +664,12 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
         # tracks are independent (each its own excerpts, parameters and noise seed): fitted on
         # several threads (torch and numpy release the GIL), the results are the same as one
         # after the other, in track order
-        for n_done, (ti, r) in enumerate(zip(pitched, _map(fit, range(len(pitched)), workers))):
+        for ti, r in zip(pitched, _map(fit, range(len(pitched)), workers)):
             if r is not None:
                 timbre, programs[ti], engine = r
                 timbres.append(timbre)
                 if engine is not None:
                     engines[ti] = engine
-            if progress is not None:
-                progress((n_done + 1) / len(pitched))
     finally:
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
@@ -681,7 +727,7 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
     try:
         for name in engines:
             eng = NeuralEngine(device="cpu") if name == "neural" else FluidsynthEngine()
-            y = eng.render(one, sr, hop * G, timbres=timbres)
+            y: Any = eng.render(one, sr, hop * G, timbres=timbres)
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
             if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
@@ -725,7 +771,8 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
     """Per pitched track, one excerpt of at most ``min(max_total_s, SAMPLE_SEGMENT_S)`` seconds
     where its notes sound most cleanly (few notes of other tracks, little self-overlap, enough
     energy), coded as Opus (OGG, 24 kHz, lowest bitrate setting, ~8 kbps + ~0.1 kB of stream
-    headers once canonical_ogg has shrunk the comment header): ``Sample(codec="opus")``.  One stream per track keeps the header overhead down."""
+    headers once canonical_ogg has shrunk the comment header): ``Sample(codec="opus")``.  One stream
+    per track keeps the header overhead down."""
     import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio, np.float32)
@@ -778,13 +825,7 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
 
 
 def decode_sample(sample: Sample) -> tuple[np.ndarray, int]:
-    """Decode a :class:`Sample` to (mono float32 audio, sample rate)."""
-    import soundfile as sf  # noqa: PLC0415
-
-    if sample.codec != "opus":
-        raise ContainerError(f"sample codec {sample.codec!r} is not supported (opus only)")
-    try:
-        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
-        raise ContainerError(f"cannot decode opus sample of track {sample.track} ({exc})") from exc
-    return dsp.downmix(data), int(rate)
+    """Decode a :class:`Sample` to (mono float32 audio, sample rate); checked by
+    :func:`semcodec.audio.read_sample` (ContainerError when the payload is unusable)."""
+    data, rate = read_sample(sample)
+    return dsp.downmix(data), rate
