@@ -35,6 +35,9 @@ _FPS = _SR / _HOP
 PRIOR_BPM = 100.0
 PRIOR_OCTAVES = 0.6
 MIN_BPM, MAX_BPM = 40.0, 220.0
+#: The flux of a centred 93 ms window peaks before the attack: beats are moved this much
+#: later (s; measured on synthetic plucks, where beats came out 26-29 ms early).
+ONSET_LAG = 0.027
 
 
 def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +252,7 @@ def analyze(audio: np.ndarray, sr: int) -> TempoMap | None:
     else:
         m, phase = 2, p2
     ts = (3 * m, 8) if compound else (m, 4)
-    times = frames * (_HOP / _SR)
+    times = frames * (_HOP / _SR) + ONSET_LAG
     log.debug("beats: %.1f BPM, %d beats, meter %d/%d", bpm, frames.size, ts[0], ts[1])
     return TempoMap(beats=tuple(round(float(t), 3) for t in times), downbeat=int(phase),
                     time_signature=ts)

@@ -1,0 +1,440 @@
+"""Readable notation: a beat grid, quantization, voices and staves for the MusicXML export.
+
+:func:`beat_grid` turns a score's tempo map (or its single tempo) into beat times that start
+on a downbeat at or before 0 s; :func:`to_music21` builds a ``music21.stream.Score`` from it:
+
+* every note's onset and offset is quantized to its beat's subdivision, chosen per beat and
+  per staff between duple 16ths (4 per beat) and triplet 8ths (3 per beat) by the onsets'
+  and offsets' fit, with a penalty for triplets (compound meters: 16ths, 6 per dotted
+  quarter), so the only tuplets written are triplets;
+* notes that start together with the same length are one chord; at most two voices per
+  staff: a group starting while both voices still sound shortens the earlier one;
+* notes and rests are cut at beat boundaries where they start or end inside a beat and at
+  bar lines, with ties, so every written value is a plain, dotted or triplet value;
+* piano (GM programs 0-7) on a grand staff split at middle C; a clef by register (treble,
+  bass, treble 8vb for guitars, bass 8vb for basses); drums on a percussion staff at the
+  usual drum-set positions with x noteheads for cymbals and hi-hats, hands up, feet down;
+* the title and composer given, one tempo mark (first part), the key signature, part names
+  from the General MIDI programs, lyrics under the sung line.
+
+Times are seconds, positions in beats (a beat: a quarter in x/4, a dotted quarter in x/8).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from semcodec.events import Note, Score, TempoMap, Track
+
+log = logging.getLogger(__name__)
+
+#: Triplet penalty: a beat is written in triplets when their mean fit error (in beats) plus
+#: this is below the 16ths' error.
+TRIPLET_PENALTY = 0.03
+#: Middle C: piano notes from it up go on the upper staff.
+MIDDLE_C = 60
+#: GM drum key -> (display step+octave on the five-line percussion staff, notehead, foot).
+DRUM_MAP: dict[int, tuple[str, str, bool]] = {
+    35: ("E4", "normal", True), 36: ("F4", "normal", True),
+    37: ("C5", "x", False), 38: ("C5", "normal", False), 39: ("C5", "x", False),
+    40: ("C5", "normal", False), 41: ("G4", "normal", False), 42: ("G5", "x", False),
+    43: ("A4", "normal", False), 44: ("D4", "x", True), 45: ("B4", "normal", False),
+    46: ("G5", "circle-x", False), 47: ("D5", "normal", False), 48: ("D5", "normal", False),
+    49: ("A5", "x", False), 50: ("E5", "normal", False), 51: ("F5", "x", False),
+    52: ("A5", "x", False), 53: ("F5", "diamond", False), 54: ("E5", "x", False),
+    55: ("A5", "x", False), 56: ("E5", "triangle", False), 57: ("A5", "x", False),
+    59: ("F5", "x", False),
+}
+_DRUM_DEFAULT = ("C5", "x", False)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Beat times ``beats`` (s, (n,)) with ``beats[0] <= 0`` a downbeat, ``beats_per_bar``,
+    ``quarters_per_beat`` (1 in x/4, 3/2 in x/8) and the time signature."""
+
+    beats: np.ndarray
+    beats_per_bar: int
+    quarters_per_beat: Fraction
+    time_signature: tuple[int, int]
+
+    def position(self, t: float | np.ndarray) -> np.ndarray:
+        """Beat position(s) of time(s) ``t`` (s): linear between beats, past the last beat at
+        the last beat's length."""
+        b = self.beats
+        t = np.asarray(t, dtype=float)
+        last = b[-1] - b[-2]
+        inside = np.interp(t, b, np.arange(b.size, dtype=float))
+        return np.where(t > b[-1], b.size - 1 + (t - b[-1]) / last, inside)
+
+
+def beat_grid(score: Score, end: float | None = None, *, pad_to_zero: bool = False) -> Grid:
+    """The score's beat grid, starting on the last downbeat before the first note (at or
+    before 0 s with ``pad_to_zero``) and extended past ``end`` (s, default: the last note's
+    offset).
+
+    From ``score.tempo_map`` when it has one, else a constant grid at ``score.tempo_bpm``
+    (beats per minute of ``score.time_signature``'s beat) phased to the notes' onsets.
+    """
+    from semcodec.score import beat_phase
+
+    end = score.end_time if end is None else end
+    tm = score.tempo_map
+    if tm is None or len(tm.beats) < 2:
+        ts = tuple(score.time_signature)
+        tempo = score.tempo_bpm if score.tempo_bpm > 0 else 120.0
+        notes = [n for t in score.tracks if not t.is_drum for n in t.notes] or \
+            [n for t in score.tracks for n in t.notes]
+        phase = beat_phase(notes, tempo)
+        tm = TempoMap(beats=(phase, phase + 60.0 / tempo), downbeat=0, time_signature=ts)
+    bpb = tm.beats_per_bar
+    beats = list(tm.beats)
+    down = tm.downbeat % bpb
+    first = beats[1] - beats[0]
+    # the first note, or 0 s; a note up to an eighth of a beat early is on its beat
+    start = 0.0 if pad_to_zero else min(
+        (n.onset for t in score.tracks for n in t.notes), default=0.0) + 0.125 * first
+    while beats[0] > start or down % bpb:
+        beats.insert(0, beats[0] - first)
+        down += 1
+    if not pad_to_zero:  # no empty bars before the music
+        while len(beats) > 2 * bpb and beats[bpb] <= start:
+            del beats[:bpb]
+    last = beats[-1] - beats[-2]
+    while beats[-1] < end + last:
+        beats.append(beats[-1] + last)
+    q = Fraction(tm.quarters_per_beat).limit_denominator(8)
+    return Grid(np.asarray(beats), bpb, q, tuple(tm.time_signature))
+
+
+# --- quantization -----------------------------------------------------------------------
+
+
+@dataclass
+class _Event:
+    on: Fraction  # beats
+    off: Fraction
+    pitches: list[int]
+    velocity: int = 80
+
+
+def _quantize(pos_on: np.ndarray, pos_off: np.ndarray, divs: tuple[int, ...]
+              ) -> tuple[list[Fraction], list[Fraction]]:
+    """Onsets/offsets (beats) snapped to a per-beat subdivision chosen among ``divs``."""
+    events = np.concatenate([pos_on, pos_off])
+    beat_of = np.floor(events + 1e-9).astype(int)
+    choice: dict[int, int] = {}
+    for b in np.unique(beat_of):
+        frac = events[beat_of == b] - b
+        best, best_cost = divs[0], np.inf
+        for d in divs:
+            err = np.abs(frac * d - np.round(frac * d)) / d
+            cost = float(err.mean()) + (TRIPLET_PENALTY if d % 3 == 0 and d != divs[0] else 0.0)
+            if cost < best_cost:
+                best, best_cost = d, cost
+        choice[int(b)] = best
+
+    def snap(p: float) -> Fraction:
+        b = int(np.floor(p + 1e-9))
+        d = choice.get(b, divs[0])
+        return b + Fraction(int(round((p - b) * d)), d)
+    ons = [snap(p) for p in pos_on]
+    offs = []
+    for on, p in zip(ons, pos_off):
+        off = snap(p)
+        if off <= on:  # at least one unit of the onset's beat grid
+            d = choice.get(int(np.floor(on)), divs[0])
+            off = on + Fraction(1, d)
+        offs.append(off)
+    return ons, offs
+
+
+def _events(notes: list[Note], grid: Grid, divs: tuple[int, ...], drum: bool) -> list[_Event]:
+    """Quantized chord events of ``notes`` (beats), sorted by onset."""
+    if not notes:
+        return []
+    on = grid.position(np.array([n.onset for n in notes]))
+    off = grid.position(np.array([n.offset for n in notes]))
+    qon, qoff = _quantize(on, off, divs)
+    if drum:  # a hit lasts until the next hit of its voice, at most a beat (set by _voices)
+        qoff = [o + Fraction(1, 4) for o in qon]
+    groups: dict[tuple[Fraction, Fraction], _Event] = {}
+    for n, a, b in zip(notes, qon, qoff):
+        ev = groups.setdefault((a, b), _Event(a, b, [], 0))
+        if n.pitch not in ev.pitches:
+            ev.pitches.append(int(n.pitch))
+        ev.velocity = max(ev.velocity, int(n.velocity))
+    return sorted(groups.values(), key=lambda e: (e.on, -max(e.pitches)))
+
+
+def _voices(events: list[_Event]) -> list[list[_Event]]:
+    """At most two voices of non-overlapping events: the first free voice takes an event; when
+    both still sound, an event at the same onset joins voice 1's chord and a later one cuts
+    the voice that ends first."""
+    voices: list[list[_Event]] = [[], []]
+    for ev in events:
+        ends = [v[-1].off if v else Fraction(-1) for v in voices]
+        if ends[0] <= ev.on:
+            voices[0].append(ev)
+        elif ends[1] <= ev.on:
+            voices[1].append(ev)
+        else:
+            k = 0 if ends[0] <= ends[1] else 1
+            last = voices[k][-1]
+            if last.on == ev.on:
+                last.pitches += [p for p in ev.pitches if p not in last.pitches]
+                last.off = min(last.off, ev.off) if last.off > ev.on else last.off
+            else:
+                last.off = ev.on
+                voices[k].append(ev)
+    return [v for v in voices if v]
+
+
+def _drum_voices(events: list[_Event]) -> list[list[_Event]]:
+    """Hands (voice 1) and feet (voice 2); a hit lasts until the next of its voice, at most
+    to the end of its beat."""
+    hands, feet = [], []
+    for ev in events:
+        up = [p for p in ev.pitches if not DRUM_MAP.get(p, _DRUM_DEFAULT)[2]]
+        down = [p for p in ev.pitches if DRUM_MAP.get(p, _DRUM_DEFAULT)[2]]
+        end = Fraction(int(np.floor(ev.on)) + 1)  # to the end of its beat at most
+        if up:
+            hands.append(_Event(ev.on, end, up, ev.velocity))
+        if down:
+            feet.append(_Event(ev.on, end, down, ev.velocity))
+    out = []
+    for v in (hands, feet):
+        merged: list[_Event] = []
+        for ev in v:
+            if merged and merged[-1].on == ev.on:
+                merged[-1].pitches += [p for p in ev.pitches if p not in merged[-1].pitches]
+                continue
+            if merged:
+                merged[-1].off = min(merged[-1].off, ev.on)
+            merged.append(ev)
+        if merged:
+            out.append(merged)
+    return out
+
+
+def _pieces(a: Fraction, b: Fraction, bpb: int) -> list[tuple[Fraction, Fraction]]:
+    """[a, b) cut so that every piece lies inside one beat or spans whole beats of one bar."""
+    out = []
+    while a < b:
+        nxt = Fraction(int(np.floor(a)) + 1)
+        if a.denominator != 1:  # starts inside a beat: to the beat's end
+            cut = min(b, nxt)
+        elif b - a >= 1:  # whole beats, to the bar line at most
+            bar_end = (int(a) // bpb + 1) * bpb
+            cut = min(Fraction(int(np.floor(b))), Fraction(bar_end))
+        else:
+            cut = b
+        out.append((a, cut))
+        a = cut
+    return out
+
+
+# --- music21 ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Staff:
+    name: str
+    voices: list[list[_Event]]
+    clef: str  # treble, bass, treble8vb, bass8vb, percussion
+    drum: bool = False
+
+
+def _clef(track: Track, pitches: list[int]) -> str:
+    if 24 <= track.program <= 31:
+        return "treble8vb"
+    if 32 <= track.program <= 39 or track.program in (43, 58):
+        return "bass8vb" if pitches and np.median(pitches) < 52 else "bass"
+    return "bass" if pitches and np.median(pitches) < 57 else "treble"
+
+
+def _make_clef(kind: str):
+    from music21 import clef
+
+    return {"treble": clef.TrebleClef, "bass": clef.BassClef, "treble8vb": clef.Treble8vbClef,
+            "bass8vb": clef.Bass8vbClef, "percussion": clef.PercussionClef}[kind]()
+
+
+def part_name(track: Track) -> str:
+    """A part's name: the General MIDI program's name ("Drums" for a drum track)."""
+    import pretty_midi
+
+    if track.is_drum:
+        return "Drums"
+    return pretty_midi.program_to_instrument_name(int(track.program))
+
+
+def _element(ev: _Event, ql: Fraction, drum: bool, tie: str | None):
+    from music21 import chord, note, percussion, tie as m21tie
+
+    if drum:
+        hits = []
+        for p in sorted(ev.pitches):
+            disp, head, _ = DRUM_MAP.get(p, _DRUM_DEFAULT)
+            u = note.Unpitched(displayName=disp)
+            u.notehead = head
+            u.storedInstrument = None
+            hits.append(u)
+        el = hits[0] if len(hits) == 1 else percussion.PercussionChord(hits)
+    elif len(ev.pitches) == 1:
+        el = note.Note(ev.pitches[0])
+    else:
+        el = chord.Chord(sorted(ev.pitches))
+    el.quarterLength = ql
+    el.volume.velocity = ev.velocity
+    if tie is not None and not drum:
+        el.tie = m21tie.Tie(tie)
+    return el
+
+
+def _voice_stream(events: list[_Event], n_bars: int, grid: Grid, drum: bool
+                  ) -> list[list]:
+    """One list of music21 notes/chords/rests per bar for one voice."""
+    from music21 import note
+
+    bpb, q = grid.beats_per_bar, grid.quarters_per_beat
+    bars: list[list] = [[] for _ in range(n_bars)]
+    t = Fraction(0)
+    total = Fraction(n_bars * bpb)
+    items = [(e.on, e.off, e) for e in events] + [(total, total, None)]
+    for on, off, ev in items:
+        if on > t:  # a rest
+            for a, b in _pieces(t, on, bpb):
+                bars[int(a) // bpb].append(note.Rest(quarterLength=(b - a) * q))
+        if ev is None:
+            break
+        pieces = _pieces(on, min(off, total), bpb)
+        for k, (a, b) in enumerate(pieces):
+            tie = None
+            if len(pieces) > 1:
+                tie = "start" if k == 0 else ("stop" if k == len(pieces) - 1 else "continue")
+            el = _element(ev, (b - a) * q, drum, tie)
+            el.editorial.first = k == 0  # a syllable goes on a note's first piece only
+            bars[int(a) // bpb].append(el)
+        t = max(t, min(off, total))
+    return bars
+
+
+def _staves(score: Score, grid: Grid) -> list[tuple[Track, list[_Staff]]]:
+    simple = grid.quarters_per_beat == 1
+    divs = (4, 3) if simple else (6,)
+    out = []
+    for track in score.tracks:
+        if not track.notes:
+            continue
+        name = part_name(track)
+        if track.is_drum:
+            ev = _events(list(track.notes), grid, (4, 3) if simple else (6,), drum=True)
+            out.append((track, [_Staff(name, _drum_voices(ev), "percussion", drum=True)]))
+            continue
+        notes = list(track.notes)
+        if 0 <= track.program <= 7:  # piano: a grand staff split at middle C
+            up = [n for n in notes if n.pitch >= MIDDLE_C]
+            down = [n for n in notes if n.pitch < MIDDLE_C]
+            out.append((track, [_Staff(name, _voices(_events(up, grid, divs, False)), "treble"),
+                                _Staff(name, _voices(_events(down, grid, divs, False)), "bass")]))
+            continue
+        out.append((track, [_Staff(name, _voices(_events(notes, grid, divs, False)),
+                                   _clef(track, [n.pitch for n in notes]))]))
+    return out
+
+
+def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
+               composer: str = ""):
+    """A ``music21.stream.Score`` of ``score``: quantized to its beat grid, one part per
+    track with notes (two staves for a piano), ``lyrics`` (plain text, one syllable per note
+    of :func:`semcodec.score.lyric_track`'s part) under the sung line."""
+    from music21 import instrument, layout, metadata, meter, stream, tempo
+
+    from semcodec.score import _music21_key, lyric_track, syllables
+
+    grid = beat_grid(score)
+    bpb = grid.beats_per_bar
+    parts = _staves(score, grid)
+    last = max((e.off for _, staves in parts for s in staves for v in s.voices for e in v),
+               default=Fraction(bpb))
+    n_bars = max(1, int(np.ceil(float(last) / bpb)))
+    out = stream.Score()
+    out.metadata = metadata.Metadata()
+    out.metadata.title = title or "Untitled"
+    out.metadata.movementName = title or "Untitled"
+    out.metadata.composer = composer
+    key = _music21_key(score.key)
+    tempo_bpm = 60.0 / float(np.median(np.diff(grid.beats)))
+    sung = lyric_track(score) if lyrics else None
+    sylls = syllables(lyrics) if lyrics else []
+    for pi, (track, staves) in enumerate(parts):
+        m21parts = []
+        for si, st in enumerate(staves):
+            part = stream.PartStaff() if len(staves) > 1 else stream.Part()
+            part.partName = st.name
+            part.partAbbreviation = st.name[:5] + "."
+            if st.drum:
+                inst = instrument.UnpitchedPercussion()
+                inst.midiChannel = 9
+            else:
+                inst = instrument.instrumentFromMidiProgram(int(track.program))
+                inst.midiProgram = int(track.program)
+            inst.partName = st.name
+            inst.instrumentName = st.name
+            part.insert(0, inst)
+            bars_by_voice = [_voice_stream(v, n_bars, grid, st.drum) for v in st.voices]
+            if not bars_by_voice:
+                bars_by_voice = [_voice_stream([], n_bars, grid, st.drum)]
+            for b in range(n_bars):
+                m = stream.Measure(number=b + 1)
+                if b == 0:
+                    m.insert(0, _make_clef(st.clef))
+                    if key is not None and not st.drum:
+                        m.insert(0, key.__class__(key.tonic.name, key.mode))
+                    m.insert(0, meter.TimeSignature(f"{grid.time_signature[0]}/"
+                                                    f"{grid.time_signature[1]}"))
+                    if pi == 0 and si == 0:
+                        mark = tempo.MetronomeMark(number=round(tempo_bpm),
+                                                   referent=float(grid.quarters_per_beat))
+                        m.insert(0, mark)
+                used = [bars[b] for k, bars in enumerate(bars_by_voice)
+                        if k == 0 or any(not el.isRest for el in bars[b])]
+                if len(used) == 1:
+                    for el in used[0]:
+                        m.append(el)
+                else:
+                    for k, els in enumerate(used):
+                        v = stream.Voice(id=str(k + 1))
+                        for el in els:
+                            v.append(el)
+                        m.insert(0, v)
+                part.append(m)
+            m21parts.append(part)
+        if sung is not None and score.tracks[sung] is track:
+            _attach_lyrics(m21parts[0], sylls)
+        for p in m21parts:
+            out.insert(0, p)
+        if len(m21parts) > 1:
+            out.insert(0, layout.StaffGroup(m21parts, name=staves[0].name, symbol="brace",
+                                            barTogether=True))
+    return out
+
+
+def _attach_lyrics(part, sylls: list[tuple[str, str]]) -> None:
+    """``sylls`` on the first piece of every note or chord of ``part``'s first voice."""
+    firsts = []
+    for m in part.getElementsByClass("Measure"):
+        voices = m.voices
+        els = voices[0].notes if voices else m.notes
+        firsts += [el for el in els if getattr(el.editorial, "first", True)]
+    for el, (text, kind) in zip(firsts, sylls):
+        el.addLyric(text)
+        el.lyrics[-1].syllabic = kind
+    if len(sylls) > len(firsts):
+        log.warning("lyrics: %d of %d syllables had no note to go with",
+                    len(sylls) - len(firsts), len(sylls))
