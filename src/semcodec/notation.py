@@ -11,7 +11,8 @@ on a downbeat at or before 0 s; :func:`to_music21` builds a ``music21.stream.Sco
   staff: a group starting while both voices still sound shortens the earlier one;
 * notes and rests are cut at beat boundaries where they start or end inside a beat and at
   bar lines, with ties, so every written value is a plain, dotted or triplet value;
-* piano (GM programs 0-7) on a grand staff split at middle C; a clef by register (treble,
+* piano (GM programs 0-7), and any part too wide for one staff, on a grand staff split at
+  middle C; a clef by register (treble,
   bass, treble 8vb for guitars, bass 8vb for basses); drums on a percussion staff at the
   usual drum-set positions with x noteheads for cymbals and hi-hats, hands up, feet down;
 * the title and composer given, one tempo mark (first part), the key signature, part names
@@ -250,11 +251,22 @@ class _Staff:
 
 
 def _clef(track: Track, pitches: list[int]) -> str:
-    if 24 <= track.program <= 31:
+    """The clef for a one-staff part, by its median pitch (guitars: treble 8vb)."""
+    med = float(np.median(pitches)) if pitches else 60.0
+    if 24 <= track.program <= 31 and 50 <= med < 76:
         return "treble8vb"
-    if 32 <= track.program <= 39 or track.program in (43, 58):
-        return "bass8vb" if pitches and np.median(pitches) < 52 else "bass"
-    return "bass" if pitches and np.median(pitches) < 57 else "treble"
+    if med < 43:
+        return "bass8vb"
+    return "bass" if med < 57 else "treble"
+
+
+def _two_staves(track: Track, pitches: list[int]) -> bool:
+    """A grand staff: a piano (GM 0-7), or a part spanning both clefs (10th percentile
+    pitch under G3 and 90th over G4: one staff would need many ledger lines)."""
+    if 0 <= track.program <= 7:
+        return True
+    lo, hi = np.percentile(pitches, [10, 90]) if pitches else (60, 60)
+    return bool(lo < 55 and hi > 67)
 
 
 def _make_clef(kind: str):
@@ -337,7 +349,7 @@ def _staves(score: Score, grid: Grid) -> list[tuple[Track, list[_Staff]]]:
             out.append((track, [_Staff(name, _drum_voices(ev), "percussion", drum=True)]))
             continue
         notes = list(track.notes)
-        if 0 <= track.program <= 7:  # piano: a grand staff split at middle C
+        if _two_staves(track, [n.pitch for n in notes]):  # split at middle C
             up = [n for n in notes if n.pitch >= MIDDLE_C]
             down = [n for n in notes if n.pitch < MIDDLE_C]
             out.append((track, [_Staff(name, _voices(_events(up, grid, divs, False)), "treble"),
@@ -438,3 +450,49 @@ def _attach_lyrics(part, sylls: list[tuple[str, str]]) -> None:
     if len(sylls) > len(firsts):
         log.warning("lyrics: %d of %d syllables had no note to go with",
                     len(sylls) - len(firsts), len(sylls))
+
+
+# --- MIDI -------------------------------------------------------------------------------
+
+
+def apply_to_midi(pm, score: Score) -> None:
+    """Give ``pm`` (a ``pretty_midi.PrettyMIDI`` whose notes are at the score's times) the
+    score's beat grid as its tempo map, its meter and its key, keeping every note's time.
+
+    One tempo per beat, so that MIDI beats and bars fall on the music's; the stretch before
+    the first beat is a fraction of a beat rounded to a 16th; a partial first bar (a pickup)
+    is written as a time signature in 16ths that lasts until the first downbeat.
+    """
+    import pretty_midi
+
+    grid = beat_grid(score, pad_to_zero=True)
+    e = grid.beats
+    res = pm.resolution
+    tpb = int(round(res * grid.quarters_per_beat))  # ticks per beat
+    j = int(np.nonzero(e > 0)[0][0])  # the first beat after 0 s
+    local = e[j] - e[j - 1]
+    six = max(1, int(round(e[j] / local * 4)))  # 16ths before it
+    lead = six * res // 4
+    scales = [(0, e[j] / lead)]
+    for i in range(j, e.size - 1):
+        scale = (e[i + 1] - e[i]) / tpb
+        if abs(scale / scales[-1][1] - 1) > 1e-4:  # a tempo event where the tempo changes
+            scales.append((lead + (i - j) * tpb, scale))
+    pm._tick_scales = scales
+    pm._update_tick_to_time(scales[-1][0] + 1)
+    num, den = grid.time_signature
+    bpb = grid.beats_per_bar
+    first_down = next(i for i in range(j, e.size) if i % bpb == 0)
+    pickup = lead + (first_down - j) * tpb  # ticks before the first downbeat
+    pm.time_signature_changes = []
+    if 0 < pickup < bpb * tpb and pickup % (res // 4) == 0:
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(pickup // (res // 4), 16, 0.0))
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den,
+                                                                   float(e[first_down])))
+    else:
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, 0.0))
+    try:
+        number = pretty_midi.key_name_to_key_number(score.key.replace("-", "b"))
+    except (ValueError, AttributeError):  # a malformed key only loses the signature
+        return
+    pm.key_signature_changes = [pretty_midi.KeySignature(number, 0.0)]
