@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Triplet penalty: a beat is written in triplets when their mean fit error (in beats) plus
 #: this is below the 16ths' error.
 TRIPLET_PENALTY = 0.03
+#: Gaps between a voice's notes up to this (beats) are closed: no rest shorter than a 16th.
+MAX_GAP = Fraction(1, 4)
 #: Middle C: piano notes from it up go on the upper staff.
 MIDDLE_C = 60
 #: GM drum key -> (display step+octave on the five-line percussion staff, notehead, foot).
@@ -192,6 +194,10 @@ def _voices(events: list[_Event]) -> list[list[_Event]]:
             else:
                 last.off = ev.on
                 voices[k].append(ev)
+    for v in voices:  # no rests shorter than a 16th between a voice's notes: legato
+        for a, b in zip(v, v[1:]):
+            if Fraction(0) < b.on - a.off <= MAX_GAP:
+                a.off = b.on
     return [v for v in voices if v]
 
 
@@ -262,11 +268,11 @@ def _clef(track: Track, pitches: list[int]) -> str:
 
 def _two_staves(track: Track, pitches: list[int]) -> bool:
     """A grand staff: a piano (GM 0-7), or a part spanning both clefs (10th percentile
-    pitch under G3 and 90th over G4: one staff would need many ledger lines)."""
+    pitch under G3 and 90th over D4: one staff would need many ledger lines)."""
     if 0 <= track.program <= 7:
         return True
     lo, hi = np.percentile(pitches, [10, 90]) if pitches else (60, 60)
-    return bool(lo < 55 and hi > 67)
+    return bool(lo < 55 and hi > 62)
 
 
 def _make_clef(kind: str):
@@ -389,7 +395,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
         for si, st in enumerate(staves):
             part = stream.PartStaff() if len(staves) > 1 else stream.Part()
             part.partName = st.name
-            part.partAbbreviation = st.name[:5] + "."
+            part.partAbbreviation = st.name if len(st.name) <= 6 else st.name[:4] + "."
             if st.drum:
                 inst = instrument.UnpitchedPercussion()
                 inst.midiChannel = 9
@@ -413,6 +419,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
                     if pi == 0 and si == 0:
                         mark = tempo.MetronomeMark(number=round(tempo_bpm),
                                                    referent=float(grid.quarters_per_beat))
+                        mark.placement = "above"
                         m.insert(0, mark)
                 used = [bars[b] for k, bars in enumerate(bars_by_voice)
                         if k == 0 or any(not el.isRest for el in bars[b])]
