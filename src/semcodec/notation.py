@@ -33,9 +33,9 @@ from semcodec.events import Note, Score, TempoMap, Track
 
 log = logging.getLogger(__name__)
 
-#: Triplet penalty: a beat is written in triplets when their mean fit error (in beats) plus
-#: this is below the 16ths' error.
-TRIPLET_PENALTY = 0.03
+#: Triplet penalty: a beat is written in triplets when the mean error of its onsets on the
+#: triplet grid (in beats) plus this is below their error on the 16ths' grid.
+TRIPLET_PENALTY = 0.015
 #: Gaps between a voice's notes up to this (beats) are closed: no rest shorter than a 16th.
 MAX_GAP = Fraction(1, 4)
 #: Middle C: piano notes from it up go on the upper staff.
@@ -108,7 +108,7 @@ def beat_grid(score: Score, end: float | None = None, *, pad_to_zero: bool = Fal
         while len(beats) > 2 * bpb and beats[bpb] <= start:
             del beats[:bpb]
     last = beats[-1] - beats[-2]
-    while beats[-1] < end + last:
+    while beats[-1] < end + bpb * last:  # a bar past the end at least
         beats.append(beats[-1] + last)
     q = Fraction(tm.quarters_per_beat).limit_denominator(8)
     return Grid(np.asarray(beats), bpb, q, tuple(tm.time_signature))
@@ -127,16 +127,17 @@ class _Event:
 
 def _quantize(pos_on: np.ndarray, pos_off: np.ndarray, divs: tuple[int, ...]
               ) -> tuple[list[Fraction], list[Fraction]]:
-    """Onsets/offsets (beats) snapped to a per-beat subdivision chosen among ``divs``."""
-    events = np.concatenate([pos_on, pos_off])
-    beat_of = np.floor(events + 1e-9).astype(int)
+    """Onsets/offsets (beats) snapped to a per-beat subdivision chosen among ``divs`` by the
+    onsets in the beat (the rhythm; offsets are too loose to judge by): the first of ``divs``
+    unless another fits them better by ``TRIPLET_PENALTY`` (beats, mean error)."""
+    beat_of = np.floor(pos_on + 1e-9).astype(int)
     choice: dict[int, int] = {}
     for b in np.unique(beat_of):
-        frac = events[beat_of == b] - b
+        frac = pos_on[beat_of == b] - b
         best, best_cost = divs[0], np.inf
         for d in divs:
             err = np.abs(frac * d - np.round(frac * d)) / d
-            cost = float(err.mean()) + (TRIPLET_PENALTY if d % 3 == 0 and d != divs[0] else 0.0)
+            cost = float(err.mean()) + (TRIPLET_PENALTY if d != divs[0] else 0.0)
             if cost < best_cost:
                 best, best_cost = d, cost
         choice[int(b)] = best

@@ -93,37 +93,34 @@ def beat_phase(notes: list[Note] | tuple[Note, ...], tempo_bpm: float) -> float:
     return (mean % (2 * np.pi)) / (2 * np.pi) * beat
 
 
-def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
+def to_pretty_midi(score: Score):
     """A ``pretty_midi.PrettyMIDI`` of ``score`` (one instrument per track, bends as events).
 
-    With ``align_to_beat`` the notes are shifted so that the estimated beat grid starts at a
-    bar line (0 s), which makes a quantized notation readable.
+    Notes keep their times (s); the tempo map (one tempo per beat of ``score.tempo_map``, or
+    ``score.tempo_bpm``), the meter and the key signature make the MIDI bars fall on the
+    music's (:func:`semcodec.notation.apply_to_midi`).
     """
     import pretty_midi
 
+    from semcodec.notation import apply_to_midi
+
     tempo = float(score.tempo_bpm) if score.tempo_bpm > 0 else 120.0
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
-    num, den = score.time_signature
-    pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), 0.0))
-    shift = 0.0
-    if align_to_beat:
-        all_notes = [n for t in score.tracks for n in t.notes]
-        phase = beat_phase(all_notes, tempo)
-        shift = (60.0 / tempo - phase) % (60.0 / tempo)
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=tempo)
     for track in score.tracks:
         inst = pretty_midi.Instrument(program=int(track.program), is_drum=track.is_drum,
                                       name=track.name)
         for n in track.notes:
             inst.notes.append(pretty_midi.Note(velocity=int(n.velocity), pitch=int(n.pitch),
-                                               start=n.onset + shift, end=n.offset + shift))
+                                               start=n.onset, end=n.offset))
             if n.bends and not track.is_drum:
                 for bp in n.bends:
                     value = int(round(bp.semitones / 2.0 * 8192))
                     inst.pitch_bends.append(pretty_midi.PitchBend(
-                        max(-8192, min(8191, value)), n.onset + shift + bp.time))
-                inst.pitch_bends.append(pretty_midi.PitchBend(0, n.offset + shift))
+                        max(-8192, min(8191, value)), n.onset + bp.time))
+                inst.pitch_bends.append(pretty_midi.PitchBend(0, n.offset))
         inst.pitch_bends.sort(key=lambda b: b.time)
         pm.instruments.append(inst)
+    apply_to_midi(pm, score)
     return pm
 
 
@@ -165,47 +162,14 @@ def syllables(lyrics: str) -> list[tuple[str, str]]:
     return out
 
 
-def to_music21(score: Score, lyrics: str | None = None):
-    """A ``music21.stream.Score`` quantized to the score's tempo and meter (16ths and triplets).
+def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
+               composer: str = ""):
+    """A ``music21.stream.Score`` of ``score``, quantized to its beat grid with 16ths and
+    triplets, two voices per staff at most (:func:`semcodec.notation.to_music21`);
+    ``lyrics`` (plain text) one syllable per note of :func:`lyric_track`'s part."""
+    from semcodec.notation import to_music21 as build
 
-    ``lyrics`` (plain text) are set one syllable per note or chord on :func:`lyric_track`'s
-    part, in order; syllables left over when the notes run out are dropped (logged).
-    """
-    import music21
-
-    pm = to_pretty_midi(score, align_to_beat=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        mid = Path(tmp) / "score.mid"
-        pm.write(str(mid))
-        parsed = music21.converter.parse(str(mid), format="midi", quantizePost=True,
-                                         quarterLengthDivisors=(4, 3))
-    key = _music21_key(score.key)
-    if key is not None:
-        for part in parsed.parts:
-            first = part.getElementsByClass("Measure").first() or part
-            first.insert(0, key)
-    if lyrics:
-        _attach_lyrics(score, parsed, lyrics)
-    return parsed
-
-
-def _attach_lyrics(score: Score, parsed, lyrics: str) -> None:
-    target = lyric_track(score)
-    if target is None:
-        log.warning("lyrics not exported: the score has no pitched notes")
-        return
-    # to_pretty_midi writes one instrument per track, in order; music21 gives a part each
-    written = [i for i, t in enumerate(score.tracks) if t.notes]
-    parts = list(parsed.parts)
-    part = parts[written.index(target)] if len(parts) == len(written) else parts[0]
-    sylls = syllables(lyrics)
-    notes = [n for n in part.flatten().notes if not n.tie or n.tie.type == "start"]
-    for el, (text, kind) in zip(notes, sylls):
-        el.addLyric(text)
-        el.lyrics[-1].syllabic = kind
-    if len(sylls) > len(notes):
-        log.warning("lyrics: %d of %d syllables had no note to go with", len(sylls) - len(notes),
-                    len(sylls))
+    return build(score, lyrics, title=title, composer=composer)
 
 
 def _music21_key(name: str):
@@ -218,9 +182,12 @@ def _music21_key(name: str):
         return None
 
 
-def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None) -> None:
-    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given."""
-    parsed = to_music21(score, lyrics)
+def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None, *,
+                   title: str | None = None, composer: str = "") -> None:
+    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given;
+    ``title`` defaults to the output file's name without its extension."""
+    parsed = to_music21(score, lyrics, title=title or Path(os.fspath(path)).stem,
+                        composer=composer)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "score.musicxml"
         try:
