@@ -37,7 +37,7 @@ demo: setup
 	@$(BIN)/python scripts/demo_report.py $(EXAMPLE) $(OUT)/demo.smc $(OUT)/demo.wav
 
 test: setup
-	@$(BIN)/python -m pytest -q tests
+	@$(BIN)/python -m pytest -q -rs tests
 
 fuzz: setup
 	@$(BIN)/python tests/fuzz_container.py --seconds $${FUZZ_SECONDS:-60}
