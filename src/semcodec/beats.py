@@ -42,8 +42,8 @@ ONSET_LAG = 0.027
 
 def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """(onset envelope (T,), chroma (12, T)) at ``_FPS`` frames/s."""
-    import librosa
-    import soxr
+    import librosa  # noqa: PLC0415
+    import soxr  # noqa: PLC0415
 
     y = np.asarray(audio, dtype=np.float32)
     if sr != _SR:
@@ -150,11 +150,11 @@ def track_beats(env: np.ndarray, bpm: float, tightness: float = 100.0) -> np.nda
         return np.zeros(0, dtype=int)
     good = peaks[cum[peaks] >= 0.5 * np.median(cum[peaks])]
     i = int(good[-1])
-    beats = []
+    found = []
     while i >= 0:
-        beats.append(i)
+        found.append(i)
         i = int(back[i])
-    beats = np.array(beats[::-1], dtype=int)
+    beats = np.array(found[::-1], dtype=int)
     # trim beats at the ends that fall on (almost) nothing
     strength = local[beats]
     thr = 0.5 * np.sqrt(np.mean(strength ** 2))

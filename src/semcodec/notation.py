@@ -24,11 +24,14 @@ Times are seconds, positions in beats (a beat: a quarter in x/4, a dotted quarte
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
+from semcodec.constants import VOICE_PROGRAMS, is_voice_name
 from semcodec.events import Note, Score, TempoMap, Track
 
 log = logging.getLogger(__name__)
@@ -83,12 +86,12 @@ def beat_grid(score: Score, end: float | None = None, *, pad_to_zero: bool = Fal
     From ``score.tempo_map`` when it has one, else a constant grid at ``score.tempo_bpm``
     (beats per minute of ``score.time_signature``'s beat) phased to the notes' onsets.
     """
-    from semcodec.score import beat_phase
+    from semcodec.score import beat_phase  # noqa: PLC0415
 
     end = score.end_time if end is None else end
     tm = score.tempo_map
     if tm is None or len(tm.beats) < 2:
-        ts = tuple(score.time_signature)
+        ts = (int(score.time_signature[0]), int(score.time_signature[1]))
         tempo = score.tempo_bpm if score.tempo_bpm > 0 else 120.0
         notes = [n for t in score.tracks if not t.is_drum for n in t.notes] or \
             [n for t in score.tracks for n in t.notes]
@@ -111,7 +114,56 @@ def beat_grid(score: Score, end: float | None = None, *, pad_to_zero: bool = Fal
     while beats[-1] < end + bpb * last:  # a bar past the end at least
         beats.append(beats[-1] + last)
     q = Fraction(tm.quarters_per_beat).limit_denominator(8)
-    return Grid(np.asarray(beats), bpb, q, tuple(tm.time_signature))
+    return Grid(np.asarray(beats), bpb, q, tm.time_signature)
+
+
+def beat_phase(notes: list[Note] | tuple[Note, ...], tempo_bpm: float) -> float:
+    """The time (s, in [0, one beat)) of the beat grid that best fits the onsets."""
+    if not notes:
+        return 0.0
+    beat = 60.0 / tempo_bpm
+    ang = np.array([2 * np.pi * (n.onset % beat) / beat for n in notes])
+    w = np.array([n.velocity for n in notes], dtype=float)
+    mean = math.atan2(float((w * np.sin(ang)).sum()), float((w * np.cos(ang)).sum()))
+    return (mean % (2 * np.pi)) / (2 * np.pi) * beat
+
+
+def lyric_track(score: Score) -> int | None:
+    """Index of the track that sings the lyrics: a voice by name or program, else the
+    highest pitched (mean MIDI pitch) non-drum track with notes; ``None`` without one."""
+
+    pitched = [i for i, t in enumerate(score.tracks) if t.notes and not t.is_drum]
+    if not pitched:
+        return None
+    for i in pitched:
+        if is_voice_name(score.tracks[i].name) or score.tracks[i].program in VOICE_PROGRAMS:
+            return i
+    return max(pitched, key=lambda i: float(np.mean([n.pitch for n in score.tracks[i].notes])))
+
+
+def syllables(lyrics: str) -> list[tuple[str, str]]:
+    """Lyrics text → ``[(syllable, syllabic), ...]`` with MusicXML's syllabic kinds
+    (``single``, ``begin``, ``middle``, ``end``): words split on white space, syllables of a
+    word joined by hyphens (``hel-lo`` → ``hel`` begin, ``lo`` end)."""
+    out = []
+    for word in lyrics.split():
+        parts = [p for p in word.split("-") if p]
+        if len(parts) == 1:
+            out.append((parts[0], "single"))
+        for k, part in enumerate(parts if len(parts) > 1 else ()):
+            out.append((part, "begin" if k == 0 else ("end" if k == len(parts) - 1 else "middle")))
+    return out
+
+
+def music21_key(name: str):
+    """A ``music21.key.Key`` of a key name (``"G major"``, ``"E- minor"``); None if malformed."""
+    import music21  # noqa: PLC0415
+
+    try:
+        tonic, mode = name.split()
+        return music21.key.Key(tonic, mode)
+    except Exception:  # noqa: BLE001 - a malformed key name only loses the signature
+        return None
 
 
 # --- quantization -----------------------------------------------------------------------
@@ -151,7 +203,7 @@ def _quantize(pos_on: np.ndarray, pos_off: np.ndarray, divs: tuple[int, ...]
     for on, p in zip(ons, pos_off):
         off = snap(p)
         if off <= on:  # at least one unit of the onset's beat grid
-            d = choice.get(int(np.floor(on)), divs[0])
+            d = choice.get(math.floor(on), divs[0])
             off = on + Fraction(1, d)
         offs.append(off)
     return ons, offs
@@ -209,7 +261,7 @@ def _drum_voices(events: list[_Event]) -> list[list[_Event]]:
     for ev in events:
         up = [p for p in ev.pitches if not DRUM_MAP.get(p, _DRUM_DEFAULT)[2]]
         down = [p for p in ev.pitches if DRUM_MAP.get(p, _DRUM_DEFAULT)[2]]
-        end = Fraction(int(np.floor(ev.on)) + 1)  # to the end of its beat at most
+        end = Fraction(math.floor(ev.on) + 1)  # to the end of its beat at most
         if up:
             hands.append(_Event(ev.on, end, up, ev.velocity))
         if down:
@@ -233,12 +285,12 @@ def _pieces(a: Fraction, b: Fraction, bpb: int) -> list[tuple[Fraction, Fraction
     """[a, b) cut so that every piece lies inside one beat or spans whole beats of one bar."""
     out = []
     while a < b:
-        nxt = Fraction(int(np.floor(a)) + 1)
+        nxt = Fraction(math.floor(a) + 1)
         if a.denominator != 1:  # starts inside a beat: to the beat's end
             cut = min(b, nxt)
         elif b - a >= 1:  # whole beats, to the bar line at most
             bar_end = (int(a) // bpb + 1) * bpb
-            cut = min(Fraction(int(np.floor(b))), Fraction(bar_end))
+            cut = min(Fraction(math.floor(b)), Fraction(bar_end))
         else:
             cut = b
         out.append((a, cut))
@@ -277,7 +329,7 @@ def _two_staves(track: Track, pitches: list[int]) -> bool:
 
 
 def _make_clef(kind: str):
-    from music21 import clef
+    from music21 import clef  # noqa: PLC0415
 
     return {"treble": clef.TrebleClef, "bass": clef.BassClef, "treble8vb": clef.Treble8vbClef,
             "bass8vb": clef.Bass8vbClef, "percussion": clef.PercussionClef}[kind]()
@@ -285,7 +337,7 @@ def _make_clef(kind: str):
 
 def part_name(track: Track) -> str:
     """A part's name: the General MIDI program's name ("Drums" for a drum track)."""
-    import pretty_midi
+    import pretty_midi  # noqa: PLC0415
 
     if track.is_drum:
         return "Drums"
@@ -293,8 +345,9 @@ def part_name(track: Track) -> str:
 
 
 def _element(ev: _Event, ql: Fraction, drum: bool, tie: str | None):
-    from music21 import chord, note, percussion, tie as m21tie
+    from music21 import chord, note, percussion, tie as m21tie  # noqa: PLC0415
 
+    el: Any
     if drum:
         hits = []
         for p in sorted(ev.pitches):
@@ -318,7 +371,7 @@ def _element(ev: _Event, ql: Fraction, drum: bool, tie: str | None):
 def _voice_stream(events: list[_Event], n_bars: int, grid: Grid, drum: bool
                   ) -> list[list]:
     """One list of music21 notes/chords/rests per bar for one voice."""
-    from music21 import note
+    from music21 import note  # noqa: PLC0415
 
     bpb, q = grid.beats_per_bar, grid.quarters_per_beat
     bars: list[list] = [[] for _ in range(n_bars)]
@@ -372,9 +425,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
     """A ``music21.stream.Score`` of ``score``: quantized to its beat grid, one part per
     track with notes (two staves for a piano), ``lyrics`` (plain text, one syllable per note
     of :func:`semcodec.score.lyric_track`'s part) under the sung line."""
-    from music21 import instrument, layout, metadata, meter, stream, tempo
-
-    from semcodec.score import _music21_key, lyric_track, syllables
+    from music21 import instrument, layout, metadata, meter, stream, tempo  # noqa: PLC0415
 
     grid = beat_grid(score)
     bpb = grid.beats_per_bar
@@ -387,7 +438,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
     out.metadata.title = title or "Untitled"
     out.metadata.movementName = title or "Untitled"
     out.metadata.composer = composer
-    key = _music21_key(score.key)
+    key = music21_key(score.key)
     tempo_bpm = 60.0 / float(np.median(np.diff(grid.beats)))
     sung = lyric_track(score) if lyrics else None
     sylls = syllables(lyrics) if lyrics else []
@@ -397,6 +448,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
             part = stream.PartStaff() if len(staves) > 1 else stream.Part()
             part.partName = st.name
             part.partAbbreviation = st.name if len(st.name) <= 6 else st.name[:4] + "."
+            inst: Any
             if st.drum:
                 inst = instrument.UnpitchedPercussion()
                 inst.midiChannel = 9
@@ -420,7 +472,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
                     if pi == 0 and si == 0:
                         mark = tempo.MetronomeMark(number=round(tempo_bpm),
                                                    referent=float(grid.quarters_per_beat))
-                        mark.placement = "above"
+                        mark.placement = "above"  # type: ignore[assignment]
                         m.insert(0, mark)
                 used = [bars[b] for k, bars in enumerate(bars_by_voice)
                         if k == 0 or any(not el.isRest for el in bars[b])]
@@ -471,7 +523,7 @@ def apply_to_midi(pm, score: Score) -> None:
     the first beat is a fraction of a beat rounded to a 16th; a partial first bar (a pickup)
     is written as a time signature in 16ths that lasts until the first downbeat.
     """
-    import pretty_midi
+    import pretty_midi  # noqa: PLC0415
 
     grid = beat_grid(score, pad_to_zero=True)
     e = grid.beats
@@ -486,8 +538,10 @@ def apply_to_midi(pm, score: Score) -> None:
         scale = (e[i + 1] - e[i]) / tpb
         if abs(scale / scales[-1][1] - 1) > 1e-4:  # a tempo event where the tempo changes
             scales.append((lead + (i - j) * tpb, scale))
-    pm._tick_scales = scales
-    pm._update_tick_to_time(scales[-1][0] + 1)
+    # pretty_midi has no public call for tempo changes: its writer emits one set_tempo per
+    # entry of _tick_scales, and _update_tick_to_time rebuilds its time <-> tick table
+    pm._tick_scales = scales  # noqa: SLF001
+    pm._update_tick_to_time(scales[-1][0] + 1)  # noqa: SLF001
     num, den = grid.time_signature
     bpb = grid.beats_per_bar
     first_down = next(i for i in range(j, e.size) if i % bpb == 0)

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+from semcodec.constants import VELOCITY_MAX
 from semcodec.errors import OutputError
 from semcodec.events import Note, Score
 from semcodec.io import atomic_write_bytes
+from semcodec.notation import apply_to_midi, beat_phase, lyric_track, music21_key, syllables
+from semcodec.notation import to_music21 as _notation_to_music21
+
+__all__ = ["estimate_key", "estimate_tempo", "beat_phase", "to_pretty_midi", "write_midi",
+           "lyric_track", "syllables", "to_music21", "music21_key", "write_musicxml",
+           "score_from_music21"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,7 @@ def estimate_tempo(notes: list[Note] | tuple[Note, ...], *, default: float = 120
     end = max(n.onset for n in notes) + 2.0
     env = np.zeros(int(end * fps) + 1)
     for n in notes:
-        env[int(n.onset * fps)] += n.velocity / 127.0
+        env[int(n.onset * fps)] += n.velocity / VELOCITY_MAX
     env = np.convolve(env, np.hanning(5), mode="same")  # ~30 ms onset bumps
     env -= env.mean()
     size = 1 << int(np.ceil(np.log2(2 * env.size)))
@@ -82,17 +89,6 @@ def estimate_tempo(notes: list[Note] | tuple[Note, ...], *, default: float = 120
     return round(value, 1)
 
 
-def beat_phase(notes: list[Note] | tuple[Note, ...], tempo_bpm: float) -> float:
-    """The time (s, in [0, one beat)) of the beat grid that best fits the onsets."""
-    if not notes:
-        return 0.0
-    beat = 60.0 / tempo_bpm
-    ang = np.array([2 * np.pi * (n.onset % beat) / beat for n in notes])
-    w = np.array([n.velocity for n in notes], dtype=float)
-    mean = math.atan2(float((w * np.sin(ang)).sum()), float((w * np.cos(ang)).sum()))
-    return (mean % (2 * np.pi)) / (2 * np.pi) * beat
-
-
 def to_pretty_midi(score: Score):
     """A ``pretty_midi.PrettyMIDI`` of ``score`` (one instrument per track, bends as events).
 
@@ -100,9 +96,7 @@ def to_pretty_midi(score: Score):
     ``score.tempo_bpm``), the meter and the key signature make the MIDI bars fall on the
     music's (:func:`semcodec.notation.apply_to_midi`).
     """
-    import pretty_midi
-
-    from semcodec.notation import apply_to_midi
+    import pretty_midi  # noqa: PLC0415
 
     tempo = float(score.tempo_bpm) if score.tempo_bpm > 0 else 120.0
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=tempo)
@@ -126,7 +120,7 @@ def to_pretty_midi(score: Score):
 
 def write_midi(score: Score, path: str | os.PathLike) -> None:
     """Write ``score`` as a Standard MIDI File (atomic)."""
-    import io
+    import io  # noqa: PLC0415
 
     pm = to_pretty_midi(score)
     buf = io.BytesIO()
@@ -134,52 +128,12 @@ def write_midi(score: Score, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def lyric_track(score: Score) -> int | None:
-    """Index of the track that sings the lyrics: a voice by name or program, else the
-    highest pitched (mean MIDI pitch) non-drum track with notes; ``None`` without one."""
-    from semcodec.constants import VOICE_PROGRAMS, is_voice_name
-
-    pitched = [i for i, t in enumerate(score.tracks) if t.notes and not t.is_drum]
-    if not pitched:
-        return None
-    for i in pitched:
-        if is_voice_name(score.tracks[i].name) or score.tracks[i].program in VOICE_PROGRAMS:
-            return i
-    return max(pitched, key=lambda i: float(np.mean([n.pitch for n in score.tracks[i].notes])))
-
-
-def syllables(lyrics: str) -> list[tuple[str, str]]:
-    """Lyrics text → ``[(syllable, syllabic), ...]`` with MusicXML's syllabic kinds
-    (``single``, ``begin``, ``middle``, ``end``): words split on white space, syllables of a
-    word joined by hyphens (``hel-lo`` → ``hel`` begin, ``lo`` end)."""
-    out = []
-    for word in lyrics.split():
-        parts = [p for p in word.split("-") if p]
-        if len(parts) == 1:
-            out.append((parts[0], "single"))
-        for k, part in enumerate(parts if len(parts) > 1 else ()):
-            out.append((part, "begin" if k == 0 else ("end" if k == len(parts) - 1 else "middle")))
-    return out
-
-
 def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
                composer: str = ""):
     """A ``music21.stream.Score`` of ``score``, quantized to its beat grid with 16ths and
     triplets, two voices per staff at most (:func:`semcodec.notation.to_music21`);
     ``lyrics`` (plain text) one syllable per note of :func:`lyric_track`'s part."""
-    from semcodec.notation import to_music21 as build
-
-    return build(score, lyrics, title=title, composer=composer)
-
-
-def _music21_key(name: str):
-    import music21
-
-    try:
-        tonic, mode = name.split()
-        return music21.key.Key(tonic, mode)
-    except Exception:  # noqa: BLE001 - a malformed key name only loses the signature
-        return None
+    return _notation_to_music21(score, lyrics, title=title, composer=composer)
 
 
 def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None, *,
@@ -205,7 +159,7 @@ def score_from_music21(stream, *, tempo_bpm: float | None = None, programs: list
     ``programs`` gives each part's GM program (default piano); notes starting after
     ``max_seconds`` are dropped and those crossing it are cut.
     """
-    from semcodec.events import Track
+    from semcodec.events import Track  # noqa: PLC0415
 
     if tempo_bpm is None:
         marks = stream.flatten().getElementsByClass("MetronomeMark")

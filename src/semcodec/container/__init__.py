@@ -2,9 +2,10 @@
 
 A file is: magic, version, a compact JSON header protected by a CRC32, then CRC-protected
 chunks (``SCOR`` score, ``TIMB`` timbres, ``SAMP`` audio samples, ``SKEY`` sample keys,
-``TAGS`` long texts, ``BEAT`` tempo map) and a final ``END`` chunk.  The reader treats every byte as hostile: every
-length is capped by a constant and by the bytes that remain, decompression is bounded, the JSON
-header is depth-checked before it is parsed, and every decoded value is range-checked.  Any
+``TAGS`` long texts, ``BEAT`` tempo map) and a final ``END`` chunk.  The reader treats every
+byte as hostile: every length is capped by a constant and by the bytes that remain,
+decompression is bounded, the JSON header is depth-checked before it is parsed, and every
+decoded value is range-checked.  Any
 problem raises :class:`~semcodec.errors.ContainerError` and nothing else.
 
 The package imports only the standard library and semcodec's stdlib-only modules.  One module
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from semcodec.container.framing import ChunkInfo, chunk_table, header_dict
 from semcodec.container.header import TrackHeader
-from semcodec.container.smcfile import SmcFile, dumps, loads, track_sizes
+from semcodec.container.smcfile import SmcFile, bitrate_kbps, dumps, loads, track_sizes
 from semcodec.container.spec import (
     CHUNK_END,
     CHUNK_SAMPLE_KEYS,
@@ -97,6 +98,7 @@ __all__ = [
     "TRACK_ENGINES",
     "ChunkInfo",
     "SmcFile",
+    "bitrate_kbps",
     "TrackHeader",
     "dumps",
     "loads",
