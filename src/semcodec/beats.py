@@ -113,7 +113,7 @@ def _refine(ac: np.ndarray, bpm: float) -> float:
     return float(60.0 * _FPS * k / peak)
 
 
-def track_beats(env: np.ndarray, bpm: float, tightness: float = 100.0) -> np.ndarray:
+def track_beats(env: np.ndarray, bpm: float, tightness: float = 400.0) -> np.ndarray:
     """Beat frames by dynamic programming (Ellis 2007, as librosa's ``beat_track``): every
     frame's best score is its onset strength plus the best predecessor's score, penalized by
     ``tightness`` x (log of the gap over the beat period)^2; backtracked from the last strong

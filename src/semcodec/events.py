@@ -121,11 +121,16 @@ class TempoMap:
 
     @property
     def tempo_bpm(self) -> float:
-        """Mean beat tempo (beats per minute) from the first to the last beat; 120 with fewer
-        than 2 beats."""
-        if len(self.beats) < 2 or self.beats[-1] <= self.beats[0]:
+        """Beat tempo (beats per minute): the median over the beats of the mean gap across the
+        next 8 beats (robust to a misplaced beat, finer than one gap); 120 with < 2 beats."""
+        b = self.beats
+        if len(b) < 2 or b[-1] <= b[0]:
             return 120.0
-        return 60.0 * (len(self.beats) - 1) / (self.beats[-1] - self.beats[0])
+        k = min(8, len(b) - 1)
+        spans = sorted((b[i + k] - b[i]) / k for i in range(len(b) - k))
+        mid = len(spans) // 2
+        gap = spans[mid] if len(spans) % 2 else 0.5 * (spans[mid - 1] + spans[mid])
+        return 60.0 / gap if gap > 0 else 120.0
 
     @property
     def downbeats(self) -> tuple[float, ...]:
