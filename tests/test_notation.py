@@ -11,7 +11,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from semcodec import notation
 from semcodec.events import Note, Score, TempoMap, Track
 from semcodec.score import write_musicxml
 
