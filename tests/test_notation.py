@@ -56,12 +56,13 @@ def check_readable(root: ET.Element) -> None:
     # only triplets
     actual = {int(t.text) for t in root.iter("actual-notes")}
     assert actual <= {3}, f"tuplets other than triplets: {actual}"
-    # at most two voices per staff
+    # at most two voices per staff in every bar
     for part in root.iter("part"):
-        voices = collections.defaultdict(set)
-        for n in part.iter("note"):
-            voices[n.findtext("staff") or "1"].add(n.findtext("voice") or "1")
-        assert all(len(v) <= 2 for v in voices.values()), (part.get("id"), dict(voices))
+        for measure in part.iter("measure"):
+            voices = collections.defaultdict(set)
+            for n in measure.iter("note"):
+                voices[n.findtext("staff") or "1"].add(n.findtext("voice") or "1")
+            assert all(len(v) <= 2 for v in voices.values()), (part.get("id"), dict(voices))
     # named parts, a real title, one tempo mark
     names = [p.findtext("part-name") for p in root.iter("score-part")]
     assert names and all(names) and not any("Music21" in n for n in names), names

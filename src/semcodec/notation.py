@@ -476,7 +476,7 @@ def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
                         m.insert(0, mark)
                 used = [bars[b] for k, bars in enumerate(bars_by_voice)
                         if k == 0 or any(not el.isRest for el in bars[b])]
-                if len(used) == 1:
+                if len(bars_by_voice) == 1:  # one voice throughout: no voice layers
                     for el in used[0]:
                         m.append(el)
                 else:
