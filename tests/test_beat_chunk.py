@@ -107,3 +107,6 @@ def test_the_encoder_stores_the_beat(encoded_chorale):
     assert tm is not None and len(tm.beats) >= 8
     assert abs(tm.tempo_bpm / 90.0 - 1) <= 0.04  # rendered at 90 quarter notes per minute
     assert c.score.time_signature == tm.time_signature
+    from semcodec.summary import container_summary
+
+    assert container_summary(c, smc.read_bytes(), "x")["beats"] == len(tm.beats)
