@@ -12,7 +12,9 @@ Clips:
   101 BPM 4/4 (piano chords every 2.376 s = one 4/4 bar at 101 BPM).
 
 Cut time (2/2, the hornpipe) is scored as 4/4 in quarters, the meters semcodec writes.
-A tempo is right within 4 % of the truth (half or double counts as wrong); a meter is right
+Downbeats are scored on the corpus pieces only (the score's bar lines at the rendered tempo;
+the Slakh MIDI grids are offset from their notes): right when half of the found downbeats lie
+within 70 ms of a bar line, counted where the meter is right.  A tempo is right within 4 % of the truth (half or double counts as wrong); a meter is right
 when the time signature matches.  Each clip is also written as MP3 (libsndfile, 128 kbps
 VBR) and analysed again.
 
@@ -56,16 +58,27 @@ BENCH = ("m21_piano_maple_leaf_rag", "m21_piano_polonaise", "m21_flute_hornpipe"
 SLAKH = {"Track00001": (80.0, (12, 8)), "Track00049": (101.0, (4, 4))}
 
 
-def _meter_of(p: Piece) -> tuple[int, int]:
+def _meter_of(p: Piece) -> tuple[tuple[int, int], np.ndarray]:
+    """(time signature, downbeat times in s of the rendered excerpt) of piece ``p``."""
     from music21 import corpus, meter
 
     s = corpus.parse(p.corpus)
     if hasattr(s, "scores"):
         s = s.scores[p.opus_index]
     ts = s.recurse().getElementsByClass(meter.TimeSignature).first()
+    parts = list(s.parts)
+    sel = parts if p.voices[0].parts == ("all",) else [parts[i] for v in p.voices for i in v.parts]
+    # as bench/dataset.score_notes: the excerpt starts LEAD_S before the first note
+    q0 = min(float(n.offset) for part in sel for n in part.flatten().notes
+             if n.duration.quarterLength > 0)
+    downs = [float(m.offset) for m in parts[0].getElementsByClass("Measure")
+             if not m.paddingLeft]
+    t = np.array([dataset.LEAD_S + (q - q0) * 60.0 / p.bpm for q in downs])
+    t = t[(t >= 0) & (t < dataset.EXCERPT_S)]
     if ts is None:
-        return (4, 4)
-    return (2 * ts.numerator, 4) if ts.denominator == 2 else (ts.numerator, ts.denominator)
+        return (4, 4), t
+    sig = (2 * ts.numerator, 4) if ts.denominator == 2 else (ts.numerator, ts.denominator)
+    return sig, t
 
 
 def _beat_bpm(quarter_bpm: float, ts: tuple[int, int]) -> float:
@@ -84,7 +97,7 @@ def corpus_clips(cache: Path) -> list[tuple[str, np.ndarray, int, float, tuple[i
     out, renderer = [], None
     for p in pieces:
         wav = cache / f"{p.name}.flac"
-        ts = _meter_of(p)
+        ts, downs = _meter_of(p)
         if not wav.exists():
             renderer = renderer or Renderer(MUSESCORE_SF)
             notes, programs = dataset.score_notes(p)
@@ -93,7 +106,7 @@ def corpus_clips(cache: Path) -> list[tuple[str, np.ndarray, int, float, tuple[i
             y = y * (0.7 / max(1e-9, float(np.abs(y).max())))
             sf.write(str(wav), y, renderer.sr, subtype="PCM_16")
         y, sr = sf.read(str(wav), dtype="float32")
-        out.append((p.name, y, sr, _beat_bpm(p.bpm, ts), ts))
+        out.append((p.name, y, sr, _beat_bpm(p.bpm, ts), ts, downs))
     if renderer is not None:
         renderer.close()
     return out
@@ -106,7 +119,7 @@ def eval_clips(folder: Path) -> list[tuple[str, np.ndarray, int, float, tuple[in
         if song in SLAKH:
             y, sr = sf.read(str(f), dtype="float32")
             bpm, ts = SLAKH[song]
-            out.append((f.stem, y if y.ndim == 1 else y.mean(axis=1), sr, bpm, ts))
+            out.append((f.stem, y if y.ndim == 1 else y.mean(axis=1), sr, bpm, ts, None))
     return out
 
 
@@ -128,10 +141,11 @@ def main() -> None:
     clips = corpus_clips(Path(args.cache)) + eval_clips(Path(args.eval))
     analyze(clips[0][1][: clips[0][2] * 5], clips[0][2])  # warm the imports
     rows, times, cpu = [], [], []
-    print("| clip | true BPM | meter | est. BPM | meter | MP3 BPM | tempo ok | meter ok | MP3 same "
-          "| wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, y, sr, bpm, ts in clips:
+    print("| clip | true BPM | meter | est. BPM | meter | MP3 BPM | tempo ok | meter ok | downbeats ok "
+          "| MP3 same | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    n_down = []
+    for name, y, sr, bpm, ts, downs in clips:
         t0, c0 = time.perf_counter(), time.process_time()
         tm = analyze(y, sr)
         dt = time.perf_counter() - t0
@@ -144,14 +158,20 @@ def main() -> None:
         mok = tm is not None and tuple(tm.time_signature) == tuple(ts)
         same = abs(est3 / est - 1) <= 0.04
         rows.append((ok, mok, same))
+        down = "n/a"
+        if downs is not None and tm is not None and mok and len(downs):
+            hits = np.mean([np.min(np.abs(downs - d)) < 0.07 for d in tm.downbeats])
+            n_down.append(hits >= 0.5)
+            down = "yes" if hits >= 0.5 else "NO"
         ets = f"{tm.time_signature[0]}/{tm.time_signature[1]}" if tm else "-"
         print(f"| {name} | {bpm:.1f} | {ts[0]}/{ts[1]} | {est:.1f} | {ets} | {est3:.1f} | "
-              f"{'yes' if ok else 'NO'} | {'yes' if mok else 'NO'} | {'yes' if same else 'NO'} | "
-              f"{dt:.2f} |")
+              f"{'yes' if ok else 'NO'} | {'yes' if mok else 'NO'} | {down} | "
+              f"{'yes' if same else 'NO'} | {dt:.2f} |")
     r = np.array(rows)
     print(f"\ntempo within 4 %: {r[:, 0].sum()}/{len(r)} ({100 * r[:, 0].mean():.0f} %); "
           f"meter right: {r[:, 1].sum()}/{len(r)} ({100 * r[:, 1].mean():.0f} %); "
-          f"FLAC and MP3 agree: {r[:, 2].sum()}/{len(r)}; "
+          f"FLAC and MP3 agree: {r[:, 2].sum()}/{len(r)}; downbeats right (half of ours within 70 ms "
+          f"of the score's, where the meter is right): {sum(n_down)}/{len(n_down)}; "
           f"analysis time per 30 s of audio: median {np.median(times):.2f} s, max {max(times):.2f} s "
           f"wall clock, median {np.median(cpu):.2f} s, max {max(cpu):.2f} s CPU")
 
