@@ -42,7 +42,40 @@ from semcodec.transcribe import TranscribeOptions, transcribe
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "neural", "fluidsynth")
+#: ``progress(stage, fraction)``: ``stage`` is one of the names of :data:`ENCODE_STAGES` /
+#: :data:`DECODE_STAGES`, followed by `` track K/N`` for the per-track stages; ``fraction``
+#: (0..1) is the part of that stage (of that track) done.
 Progress = Callable[[str, float], None]
+#: The stages :func:`encode` reports, in order, with their typical share of its time (measured
+#: on 30-s clips; for an overall fraction and ETA, see :func:`progress_fraction`).
+#: The stages :func:`decode` / :func:`decode_tracks` report: ``engine`` (loading the
+#: synthesizer: torch and the model, ~4 s), ``render track K/N`` per sounding track,
+#: ``loudness``; "write" is the caller's (the CLI reports writing the file under that name).
+#: Weights measured on a 30-s clip; rendering grows with the length, loading does not.
+DECODE_STAGES = (("engine", 0.40), ("render", 0.45), ("loudness", 0.05), ("write", 0.10))
+ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
+                 ("samples", 0.01), ("fit", 0.59))
+
+
+def progress_fraction(stage: str, frac: float,
+                      stages: tuple[tuple[str, float], ...] = ENCODE_STAGES) -> float | None:
+    """The overall fraction (0..1) of a job at ``progress(stage, frac)``; None for a stage
+    that is not in ``stages``.  ``fit track 2/4`` at 0.5 counts as 1.5 of the 4 tracks."""
+    name, _, rest = stage.partition(" ")
+    frac = min(max(float(frac), 0.0), 1.0)
+    if rest.startswith("track "):
+        k, _, n = rest[len("track "):].partition("/")
+        try:
+            frac = min(1.0, (int(k) - 1 + frac) / max(1, int(n)))
+        except ValueError:
+            pass
+    start = 0.0
+    total = sum(w for _, w in stages)
+    for n_, w in stages:
+        if n_ == name:
+            return min(1.0, (start + w * frac) / total)
+        start += w
+    return None
 
 
 class Container(_container.SmcFile):
@@ -133,12 +166,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
     _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
               *(("sklearn.mixture",) if opts.tracks != 1 else ()))
+    report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
+    report("loudness", 1.0)
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
     pitched = inp  # the audio of the pitched tracks
     if loudness is not None:
+        report("drums", 0.0)
         drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+        report("drums", 1.0)
         if drum is not None:
             # the pitched tracks are transcribed and fitted without the drum hits: they would
             # come out as short spurious notes, mask real ones and colour the timbres (bench
@@ -147,13 +184,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
             from semcodec.drums import suppress_percussion
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
+        report("transcribe", 0.0)
         notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
                            progress=lambda f: report("transcribe", f))
+        report("transcribe", 1.0)
+        report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
         if drum is not None:
             tracks.append(drum)
         tracks = _placed(tracks, inp)
-    report("transcribe", 1.0)
+        report("split", 1.0)
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
@@ -202,7 +242,9 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
     for k, ((name, _), inp) in enumerate(zip(stems, inputs)):
         stem_audio = dsp.fit_length(inp.audio, n)
         if _is_drum_name(name):
+            report("drums", 0.0)
             drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"))
+            report("drums", 1.0)
             if drum is None:
                 log.warning("stem '%s': no drum hits found; kept as an empty drum track", name)
                 tracks.append(Track(name=name, is_drum=True))
@@ -213,6 +255,8 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
             continue
+        report("transcribe", k / len(stems))
+
         def transcribed(f: float, k: int = k) -> None:
             report("transcribe", (k + f) / len(stems))
 
@@ -309,17 +353,29 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     for i, t in enumerate(tracks):
         if not t.is_drum and t.notes:
             groups.setdefault(id(audio_of[i]), []).append(i)
+    n_fit = sum(len(m) for m in groups.values())
     if groups and (opts.fit_timbre or opts.samples):
+        done = 0
         for members in groups.values():
             sub = Score(tracks=tuple(tracks[i] for i in members))
+
+            def fit_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                # this group's fraction -> "fit track K/N" over all the fitted tracks
+                k = min(n - 1, int(frac * n))
+                report(f"fit track {first + k + 1}/{n_fit}", frac * n - k)
+
+            def samples_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                report("samples", (first + frac * n) / n_fit)
+
             tb, smp, progs, engs = _fit(AudioInput(audio=audio_of[members[0]],
                                                    sample_rate=inp.sample_rate, channels=1,
-                                                   name=inp.name), sub, opts)
+                                                   name=inp.name), sub, opts,
+                                        samples_progress, fit_progress)
+            done += len(members)
             timbres += [replace(t, track=members[t.track]) for t in tb]
             samples += [replace(x, track=members[x.track]) for x in smp]
             programs.update({members[j]: p for j, p in progs.items()})
             engines.update({members[j]: e for j, e in engs.items()})
-    report("timbre", 1.0)
     score = replace(score, tracks=tuple(
         replace(t, program=programs.get(i, t.program),
                 engine=engines.get(i, ("", 0.0))[0],
@@ -380,7 +436,9 @@ def _prefetch(*modules: str) -> None:
     threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
 
 
-def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
+def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
+         samples_progress: Callable[[float], None] | None = None,
+         fit_progress: Callable[[float], None] | None = None):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
     tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
     programs and no engine preferences."""
@@ -393,12 +451,19 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
         return (), (), programs, engines
     samples: tuple[Sample, ...] = ()
     if opts.samples:
+        if samples_progress is not None:
+            samples_progress(0.0)
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
+        if samples_progress is not None:
+            samples_progress(1.0)
     timbres: tuple = ()
     if opts.fit_timbre:
+        if fit_progress is not None:
+            fit_progress(0.0)  # loading the model and warming up take seconds
         try:
             timbres, programs, engines = timbre.fit_timbres(
-                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s)
+                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s,
+                progress=fit_progress)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
     return timbres, samples, programs, engines
@@ -458,8 +523,8 @@ class DecodeOptions:
     tempo: float = 1.0
 
 
-def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
-           **overrides: Any) -> tuple[np.ndarray, int]:
+def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+           progress: Progress | None = None, **overrides: Any) -> tuple[np.ndarray, int]:
     """Synthesize a container: returns float32 audio and its sample rate (Hz).
 
     Settings come from ``options`` (:class:`DecodeOptions`), any field of which may also be
@@ -470,20 +535,28 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
     ``(left + right) / 2`` is the mono output.  The output has the original's duration to the
     sample (divided by ``tempo`` when it is not 1), its sample rate unless ``sample_rate`` is
     given, and its integrated loudness (of the downmix).
+
+    ``progress(stage, fraction)`` is called as it goes: ``render track K/N`` (each sounding
+    track), then ``loudness`` (:data:`DECODE_STAGES`).
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=False)
     if _is_silent(c):
         return out.place(out.silence()), out.sr
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     if not any(pans):
-        return out.place(dsp.match_loudness(renderer.render(c.score), out.sr,
-                                            c.loudness_lufs)), out.sr
-    return _mix_by_position(c, renderer, pans, out.sr), out.sr
+        mono = renderer.render(c.score)
+        report("loudness", 0.0)
+        mono = dsp.match_loudness(mono, out.sr, c.loudness_lufs)
+        report("loudness", 1.0)
+        return out.place(mono), out.sr
+    return _mix_by_position(c, renderer, pans, out.sr, report), out.sr
 
 
-def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
+def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+                  progress: Progress | None = None,
                   **overrides: Any) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray]]]:
     """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
@@ -492,17 +565,20 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=True)
     silent = out.silence()
     if _is_silent(c):
         placed_silence = out.place(silent)
         return placed_silence, out.sr, [(t.name, placed_silence) for t in c.score.tracks]
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
     mono = _sum(parts) if parts else silent
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
+    report("loudness", 1.0)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = _sum(placed) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
@@ -583,18 +659,35 @@ class _Renderer:
     """Renders scores of one container with the chosen engine; the automatic choice renders
     the tracks the encoder found closer with fluidsynth with that engine instead."""
 
-    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape) -> None:
+    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape,
+                 report: Progress | None = None) -> None:
         self.c, self.opts, self.n_out, self.sr = c, opts, out.n_out, out.sr
+        self.report = report or (lambda _stage, _frac: None)
+        # progress: "render track K/N" over the sounding tracks, in the order they render
+        self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
+        self.n_rendered = 0
+        self.report("engine", 0.0)
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
             self.fallback = make_engine("fluidsynth", soundfont=opts.soundfont)
+        self.report("engine", 1.0)
+
+    def _tracks_done(self, x: float) -> None:
+        n = self.n_sounding
+        k = min(n - 1, int(x))
+        self.report(f"render track {k + 1}/{n}", min(1.0, x - k))
 
     def _with(self, engine: Any, score: Score) -> np.ndarray:
         o, c = self.opts, self.c
+        m, done = sum(1 for t in score.tracks if t.notes), self.n_rendered
+        self._tracks_done(done)
         out = engine.render(score, self.sr, self.n_out, timbres=c.timbres, samples=c.samples,
-                            programs=o.programs, transpose=o.transpose, tempo=o.tempo)
+                            programs=o.programs, transpose=o.transpose, tempo=o.tempo,
+                            progress=lambda f: self._tracks_done(done + f * m))
+        self.n_rendered += m
+        self._tracks_done(self.n_rendered)
         return dsp.fit_length(np.asarray(out, np.float32), self.n_out)
 
     def render(self, score: Score) -> np.ndarray:
@@ -612,14 +705,16 @@ class _Renderer:
 
 
 def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],
-                     sr: int) -> np.ndarray:
+                     sr: int, report: Progress) -> np.ndarray:
     """The stereo mix: one rendering per stereo position, with the downmix's loudness gain."""
     by_pan: dict[float, list[int]] = {}
     for i, t in enumerate(c.score.tracks):
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
+    report("loudness", 1.0)
     return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
 
 

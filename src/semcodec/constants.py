@@ -20,6 +20,14 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 #: Most input channels accepted before refusing the file (they are downmixed to mono).
 MAX_CHANNELS = 64
+#: Largest input sample magnitude accepted (float files may exceed full scale a little; +24
+#: dBFS keeps the loudness within what the container stores).
+MAX_INPUT_PEAK = 16.0
+#: Most bytes read from stdin: audio for ``encode -`` (about 100 min of 16-bit stereo WAV at
+#: 44.1 kHz; a file on disk has no such cap, it is read block by block), and a ``.smc`` for
+#: ``decode -``/``info -``/``test -``.
+MAX_STDIN_AUDIO_BYTES = 1 << 30
+MAX_STDIN_SMC_BYTES = 256 << 20
 #: Target loudness when the original loudness is unknown or silent (LUFS).
 DEFAULT_LOUDNESS_LUFS = -23.0
 #: Below this integrated loudness a signal counts as silence (LUFS).
