@@ -100,6 +100,11 @@ def test_huge_declared_output_is_refused_cleanly():
                            score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
     c = semcodec.Container.from_bytes(c.to_bytes())
     with pytest.raises(SynthError, match="memory"):
+        semcodec.decode(c, engine="fluidsynth", max_duration_s=None)
+    # before that, the default duration limit refuses it (a 60-min output is within it)
+    from semcodec.errors import OutputTooLongError
+
+    with pytest.raises(OutputTooLongError, match="86400 s .* limit of 14400 s"):
         semcodec.decode(c, engine="fluidsynth")
 
 
@@ -176,9 +181,16 @@ def test_memory_error_names_the_cli_flag_only_in_the_cli(tmp_path):
     c = semcodec.Container(duration=n / sr, sample_rate=sr, n_samples=n, loudness_lufs=-20.0,
                            score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
     with pytest.raises(OutputTooLargeError) as exc:
-        semcodec.decode(c, engine="fluidsynth")
+        semcodec.decode(c, engine="fluidsynth", max_duration_s=None)
     assert "sample rate" in str(exc.value) and "--sample-rate" not in str(exc.value)
     c.save(tmp_path / "huge.smc")
-    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav")])
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav"),
+                                 "--max-duration", "0"])
     assert r.exit_code == 2 and "(--sample-rate)" in r.output
+    # the duration limit comes first by default; its flag is named by the CLI only
+    with pytest.raises(semcodec.errors.OutputTooLongError) as exc:
+        semcodec.decode(c, engine="fluidsynth")
+    assert "--max-duration" not in str(exc.value)
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav")])
+    assert r.exit_code == 2 and "--max-duration SECONDS" in r.output
     assert not (tmp_path / "x.wav").exists()

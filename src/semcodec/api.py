@@ -24,6 +24,7 @@ from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
 from semcodec.constants import (
+    DEFAULT_MAX_DECODE_S,
     GM_PROGRAM_MAX,
     GM_PROGRAM_MIN,
     MAX_TRACKS,
@@ -33,7 +34,13 @@ from semcodec.constants import (
     VOICE_PROGRAMS,
     is_voice_name,
 )
-from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
+from semcodec.errors import (
+    InputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SynthError,
+    UsageError,
+)
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
@@ -162,9 +169,9 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda _stage, _frac: None)
-    # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
+    # ~4 s of imports (torch for the timbre fit, scikit-learn for the track split)
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
-    _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
+    _prefetch(*(("torch",) if opts.fit_timbre else ()),
               *(("sklearn.mixture",) if opts.tracks != 1 else ()))
     report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
@@ -222,7 +229,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         raise UsageError(f"stem names must differ: {', '.join(names)}")
     report = progress or (lambda _stage, _frac: None)
     if opts.fit_timbre:
-        _prefetch("torch", "numba")  # overlap the stems' transcription
+        _prefetch("torch")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
     rate = inputs[0].sample_rate
     for (name, _), inp in zip(stems, inputs):
@@ -509,7 +516,9 @@ class DecodeOptions:
     ``soundfont``: the fluidsynth soundfont (None: the default one); ``sample_rate``: output
     rate in Hz (None: the original's); ``channels``: 1, 2 or None (two channels when the
     original had two or more); ``programs``: track index -> GM program (re-orchestration);
-    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster.
+    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster;
+    ``max_duration_s``: longest output rendered (s, after ``tempo``; None: no limit), longer
+    ones raise :class:`~semcodec.errors.OutputTooLongError` before any work.
     Values are checked when a container is decoded.
     """
 
@@ -521,6 +530,7 @@ class DecodeOptions:
     programs: dict[int, int] | None = None
     transpose: int = 0
     tempo: float = 1.0
+    max_duration_s: float | None = DEFAULT_MAX_DECODE_S
 
 
 def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
@@ -634,6 +644,10 @@ class _DecodeShape:
                 raise UsageError(f"GM program {prog} out of range "
                                  f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
         sr, n_out, channels = output_shape(c, opts)
+        limit = opts.max_duration_s
+        if limit is not None and n_out / sr > limit:  # a tiny file may declare a day
+            raise OutputTooLongError(f"the file declares {n_out / sr:.0f} s of audio, more than "
+                                     f"the decoding limit of {limit:g} s; raise the limit")
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from semcodec import constants
 from semcodec.constants import MAX_CHANNELS, MAX_INPUT_PEAK, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from semcodec.errors import InputError, OutputError, UsageError
+from semcodec.errors import ContainerError, InputError, OutputError, UsageError
+from semcodec.events import Sample
 from semcodec.io import atomic_write
 from semcodec.synth import dsp
 
@@ -280,6 +281,63 @@ def _read(source: object, name: str, head: bytes = b"", size: int = 0) -> AudioI
     return AudioInput(mono, int(sr), int(channels), name, side)
 
 
+#: Longest audio a container's sample may decode to (s): excerpts are 2 s, one-shots < 1 s.
+MAX_SAMPLE_AUDIO_S = 10.0
+#: Decoded length a sample may exceed its declared ``duration`` by (s).
+SAMPLE_LENGTH_SLACK_S = 0.1
+#: Channels a container's sample may decode to.
+MAX_SAMPLE_CHANNELS = 2
+#: Codecs of container samples this decoder plays, as (codec name, libsndfile format, subtype).
+SAMPLE_CODECS = {"opus": ("OGG", "OPUS")}
+
+
+def read_sample(sample: Sample) -> tuple[np.ndarray, int]:
+    """Decode a container's audio ``sample``: ``(float32 (frames, channels), rate Hz)``.
+
+    The one place where a sample's opaque payload is decoded; every user of samples calls it.
+    Before any audio is decoded it checks what the payload declares: the codec is one this
+    decoder knows and the payload really is that format (Ogg Opus for ``"opus"``), the rate is
+    within ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, there are 1..MAX_SAMPLE_CHANNELS channels, and
+    the length is at most the sample's declared ``duration`` + SAMPLE_LENGTH_SLACK_S and at
+    most MAX_SAMPLE_AUDIO_S; the decoded samples must be finite.  Anything else raises
+    :class:`ContainerError` (callers skip the sample with a warning).
+    """
+    import soundfile as sf  # noqa: PLC0415
+
+    what = f"sample of track {sample.track + 1}"
+    if sample.codec not in SAMPLE_CODECS:
+        raise ContainerError(f"{what}: codec {sample.codec!r} is not supported "
+                             f"({', '.join(SAMPLE_CODECS)})")
+    want = SAMPLE_CODECS[sample.codec]
+    try:
+        with sf.SoundFile(io.BytesIO(bytes(sample.data))) as f:
+            if (f.format, f.subtype) != want:
+                raise ContainerError(f"{what}: payload is {f.format}/{f.subtype}, "
+                                     f"not {sample.codec}")
+            rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise ContainerError(f"{what}: sample rate {rate} Hz outside "
+                                     f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+            if not 1 <= channels <= MAX_SAMPLE_CHANNELS:
+                raise ContainerError(f"{what}: {channels} channels "
+                                     f"(at most {MAX_SAMPLE_CHANNELS})")
+            max_frames = int(rate * min(MAX_SAMPLE_AUDIO_S,
+                                        max(0.0, sample.duration) + SAMPLE_LENGTH_SLACK_S))
+            if frames > max_frames:
+                raise ContainerError(f"{what}: {frames} frames at {rate} Hz, longer than "
+                                     f"its declared {sample.duration:.3f} s")
+            data = f.read(max_frames + 1, dtype="float32", always_2d=True)
+    except ContainerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise ContainerError(f"{what}: cannot be decoded ({str(exc).splitlines()[0]})") from None
+    if data.shape[0] > max_frames:
+        raise ContainerError(f"{what}: longer than its declared {sample.duration:.3f} s")
+    if not np.all(np.isfinite(data)):
+        raise ContainerError(f"{what}: NaN or infinite samples")
+    return data, rate
+
+
 def output_format(path: str | os.PathLike, fmt: str | None = None) -> tuple[str, str]:
     """The (soundfile format, subtype) for ``path``'s extension, or for ``fmt`` ("wav", ...)."""
     ext = f".{fmt.lower().lstrip('.')}" if fmt else Path(os.fspath(path)).suffix.lower()
@@ -301,10 +359,56 @@ _WAV_MAX_BYTES = 0xFFFFFFFF - 1024
 _SPOOL_BYTES = 32 * 1024 * 1024
 
 
+class _Sink:
+    """A binary file handed to libsndfile's virtual-I/O callbacks that never raises into them.
+
+    An exception raised inside a cffi callback cannot reach the caller: cffi prints it
+    ("Exception ignored from cffi callback ... Traceback") and libsndfile then fails with an
+    unrelated error.  The sink keeps the first OSError (disk full, file too large, ...),
+    answers it with a short write (0 bytes), and :func:`_write_blocks` raises it afterwards.
+    """
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            n = self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            return 0
+        return len(data) if n is None else n
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.fh.read(n)
+        except OSError as exc:
+            self.error = self.error or exc
+            return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.fh.seek(offset, whence)
+        except OSError as exc:
+            self.error = self.error or exc
+            return self.tell()
+
+    def tell(self) -> int:
+        try:
+            return self.fh.tell()
+        except OSError as exc:
+            self.error = self.error or exc
+            return 0
+
+
 def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str],
                   progress: Callable[[float], None] | None = None) -> None:
-    """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (path or binary file
-    object) block by block, each block clipped to ±1, so that no full-length copy is made."""
+    """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (a binary file
+    object) block by block, each block clipped to ±1, so that no full-length copy is made.
+    An OS error while writing (disk full...) is raised as that OSError, nothing printed."""
     import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio)
@@ -327,13 +431,22 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
     fmt_name = fmt[0]
     if fmt_name == "WAV" and audio.shape[0] * 4 * channels >= _WAV_MAX_BYTES:
         fmt_name = "RF64"  # a RIFF WAV cannot hold 4 GiB of data (≈ 6.7 h at 44.1 kHz, 16 bit)
-    with sf.SoundFile(target, "w", samplerate=int(sr), channels=channels, format=fmt_name,
-                      subtype=fmt[1]) as f:
-        for s in range(0, audio.shape[0], _WRITE_BLOCK):
-            block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
-            f.write(block.astype(np.float32, copy=False))
-            if progress is not None:
-                progress(min(1.0, (s + _WRITE_BLOCK) / audio.shape[0]))
+    sink = _Sink(target)
+    try:
+        with sf.SoundFile(sink, "w", samplerate=int(sr), channels=channels, format=fmt_name,
+                          subtype=fmt[1]) as f:
+            for s in range(0, audio.shape[0], _WRITE_BLOCK):
+                block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
+                f.write(block.astype(np.float32, copy=False))
+                if sink.error is not None:
+                    break
+                if progress is not None:
+                    progress(min(1.0, (s + _WRITE_BLOCK) / audio.shape[0]))
+    except (AssertionError, sf.LibsndfileError, RuntimeError):
+        if sink.error is None:
+            raise
+    if sink.error is not None:
+        raise sink.error
 
 
 #: Ogg stream serial number written by :func:`canonical_ogg` (libsndfile picks a random one).

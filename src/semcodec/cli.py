@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ import click
 
 from semcodec import __version__
 from semcodec.constants import (
+    DEFAULT_MAX_DECODE_S,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     TEMPO_FACTOR_MAX,
@@ -27,7 +29,13 @@ from semcodec.constants import (
     TRANSPOSE_MAX_SEMITONES,
 )
 from semcodec.container import bitrate_kbps
-from semcodec.errors import OutputError, OutputTooLargeError, SemcodecError, UsageError
+from semcodec.errors import (
+    OutputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SemcodecError,
+    UsageError,
+)
 from semcodec.runtime import configure_logging
 
 log = logging.getLogger("semcodec")
@@ -210,8 +218,18 @@ def _check_smc_name(path: str) -> None:
 def _write_bytes(path: str, data: bytes) -> None:
     if path == "-":
         out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        view = memoryview(data)
+        try:  # a full disk behind stdout gives short writes, then an error: never a truncation
+            while view:
+                n = out.write(view)
+                if not n:
+                    raise OSError(28, "short write")
+                view = view[n:]
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
         return
     from semcodec.io import atomic_write_bytes
 
@@ -248,6 +266,19 @@ def _read_smc(path: str):
         return api.Container.from_bytes(data), data
     except SemcodecError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+#: Characters never written raw to the terminal: C0/C1 controls (escape sequences, CR, BEL),
+#: DEL, line/paragraph separators and the bidirectional-text controls.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                            "\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as a Python escape (``\\x1b``,
+    ``\\r``, ``\\u202e``): what a file or a path says reaches the terminal as text, never
+    as a command to it."""
+    return _CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _say(msg: str) -> None:
@@ -311,6 +342,10 @@ def _synth_options(f):
                      show_default=True,
                      help="Output channels: auto = stereo when the original was (each track "
                      "at its measured position), 1 = mono, 2 = stereo."),
+        click.option("--max-duration", type=click.FloatRange(min=0), default=DEFAULT_MAX_DECODE_S,
+                     show_default=True, metavar="SECONDS",
+                     help="Refuse to render more than SECONDS of audio (a tiny file may "
+                     "declare 24 h); 0 = no limit."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -502,7 +537,8 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
-           transpose: int, tempo: float, channels: str, stems_dir: str | None) -> None:
+           transpose: int, tempo: float, channels: str, stems_dir: str | None,
+           max_duration: float) -> None:
     """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg, .opus, .mp3).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
@@ -522,10 +558,11 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
-                             programs=prog_map, transpose=transpose, tempo=tempo)
+                             programs=prog_map, transpose=transpose, tempo=tempo,
+                             max_duration_s=max_duration or None)
     progress = _Progress("decode", api.DECODE_STAGES)
     try:
-        with _flag_hints():
+        with _flag_hints(input):
             if stems_dir:
                 audio, sr, parts = api.decode_tracks(c, opts, progress=progress)
             else:
@@ -554,12 +591,14 @@ def _channels(choice: str) -> int | None:
 
 
 @contextlib.contextmanager
-def _flag_hints() -> Iterator[None]:
-    """Name the CLI flag a library error's advice refers to."""
+def _flag_hints(name: str) -> Iterator[None]:
+    """Name the input and the CLI flag a library error's advice refers to."""
     try:
         yield
+    except OutputTooLongError as exc:
+        raise OutputTooLongError(f"{name}: {exc} with --max-duration SECONDS (0: none)") from None
     except OutputTooLargeError as exc:
-        raise OutputTooLargeError(f"{exc} (--sample-rate)") from None
+        raise OutputTooLargeError(f"{name}: {exc} (--sample-rate)") from None
 
 
 def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
@@ -597,10 +636,10 @@ def info(input: str, as_json: bool) -> None:
 
     c, data = _read_smc(input)
     summary = container_summary(c, data, input)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    if as_json:  # ensure_ascii: every control (and non-ASCII) character as a \\u escape
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=True))
         return
-    click.echo("\n".join(summary_lines(summary, c)))
+    click.echo("\n".join(printable(line) for line in summary_lines(summary, c)))
 
 
 @cli.command()
@@ -651,10 +690,10 @@ def test_cmd(inputs: tuple[str, ...]) -> None:
             _read_smc(path)
         except SemcodecError as exc:
             failed += 1
-            click.echo(f"{exc}", err=True)
+            click.echo(printable(f"{exc}"), err=True)
             continue
         if not STATE.quiet:
-            click.echo(f"{path}: ok")
+            click.echo(printable(f"{path}: ok"))
     if failed:
         raise SystemExit(EXIT_ERROR)
 
@@ -791,7 +830,8 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
 @_verbosity
 def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
                  follow_symlinks: bool, fmt: str, engine: str, device: str, soundfont,
-                 sample_rate, transpose: int, tempo: float, channels: str) -> None:
+                 sample_rate, transpose: int, tempo: float, channels: str,
+                 max_duration: float) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -799,7 +839,8 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
         soundfont = os.path.abspath(soundfont)  # workers may run elsewhere
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
-                                    tempo=tempo, channels=_channels(channels))
+                                    tempo=tempo, channels=_channels(channels),
+                                    max_duration_s=max_duration or None)
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
                follow_symlinks, decode_settings=settings)
 
@@ -820,5 +861,5 @@ def _fail(exc: BaseException, code: int, prefix: str = "", hint: bool = False) -
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     extra = " (run with -v for details)" if hint and not STATE.verbose else ""
-    click.echo(f"semcodec: error: {prefix}{text}{extra}", err=True)
+    click.echo(printable(f"semcodec: error: {prefix}{text}{extra}"), err=True)
     sys.exit(code)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Triplet penalty: a beat is written in triplets when the mean error of its onsets on the
 #: triplet grid (in beats) plus this is below their error on the 16ths' grid.
 TRIPLET_PENALTY = 0.015
+#: Longest MIDI tempo (microseconds per quarter note) a set-tempo event holds.
+_MIDI_MAX_TEMPO_US = 0xFFFFFF
 #: Gaps between a voice's notes up to this (beats) are closed: no rest shorter than a 16th.
 MAX_GAP = Fraction(1, 4)
 #: Middle C: piano notes from it up go on the upper staff.
@@ -78,6 +81,14 @@ class Grid:
         return np.where(t > b[-1], b.size - 1 + (t - b[-1]) / last, inside)
 
 
+def _plain_meter(ts: tuple[int, int]) -> bool:
+    """A meter the notation writes as it is: a beat of a quarter, half or (compound) dotted
+    quarter, bars of 1..16 beats; others (64/1, 64/64, ...) are written in 4/4."""
+    num, den = ts
+    beats = num // 3 if den == 8 and num % 3 == 0 else num
+    return den in (2, 4) and 1 <= num <= 16 or den == 8 and num % 3 == 0 and 1 <= beats <= 8
+
+
 def beat_grid(score: Score, end: float | None = None, *, pad_to_zero: bool = False) -> Grid:
     """The score's beat grid, starting on the last downbeat before the first note (at or
     before 0 s with ``pad_to_zero``) and extended past ``end`` (s, default: the last note's
@@ -86,13 +97,15 @@ def beat_grid(score: Score, end: float | None = None, *, pad_to_zero: bool = Fal
     From ``score.tempo_map`` when it has one, else a constant grid at ``score.tempo_bpm``
     (beats per minute of ``score.time_signature``'s beat) phased to the notes' onsets.
     """
-    from semcodec.score import beat_phase  # noqa: PLC0415
-
     end = score.end_time if end is None else end
     tm = score.tempo_map
+    if tm is not None and not _plain_meter(tm.time_signature):
+        tm = TempoMap(beats=tm.beats, downbeat=tm.downbeat % 4, time_signature=(4, 4))
     if tm is None or len(tm.beats) < 2:
         ts = (int(score.time_signature[0]), int(score.time_signature[1]))
-        tempo = score.tempo_bpm if score.tempo_bpm > 0 else 120.0
+        if not _plain_meter(ts):
+            ts = (4, 4)
+        tempo = score.tempo_bpm if math.isfinite(score.tempo_bpm) and score.tempo_bpm > 0 else 120.0
         notes = [n for t in score.tracks if not t.is_drum for n in t.notes] or \
             [n for t in score.tracks for n in t.notes]
         phase = beat_phase(notes, tempo)
@@ -397,7 +410,8 @@ def _voice_stream(events: list[_Event], n_bars: int, grid: Grid, drum: bool
 
 
 def _staves(score: Score, grid: Grid) -> list[tuple[Track, list[_Staff]]]:
-    simple = grid.quarters_per_beat == 1
+    num, den = grid.time_signature
+    simple = not (den == 8 and num % 3 == 0)
     divs = (4, 3) if simple else (6,)
     out = []
     for track in score.tracks:
@@ -405,7 +419,7 @@ def _staves(score: Score, grid: Grid) -> list[tuple[Track, list[_Staff]]]:
             continue
         name = part_name(track)
         if track.is_drum:
-            ev = _events(list(track.notes), grid, (4, 3) if simple else (6,), drum=True)
+            ev = _events(list(track.notes), grid, divs, drum=True)
             out.append((track, [_Staff(name, _drum_voices(ev), "percussion", drum=True)]))
             continue
         notes = list(track.notes)
@@ -538,6 +552,10 @@ def apply_to_midi(pm, score: Score) -> None:
         scale = (e[i + 1] - e[i]) / tpb
         if abs(scale / scales[-1][1] - 1) > 1e-4:  # a tempo event where the tempo changes
             scales.append((lead + (i - j) * tpb, scale))
+    if max(sc for _, sc in scales) * res * 1e6 > _MIDI_MAX_TEMPO_US:
+        log.info("beats too slow for a MIDI tempo map; one tempo written")
+        _midi_key(pm, score)
+        return
     # pretty_midi has no public call for tempo changes: its writer emits one set_tempo per
     # entry of _tick_scales, and _update_tick_to_time rebuilds its time <-> tick table
     pm._tick_scales = scales  # noqa: SLF001
@@ -553,8 +571,14 @@ def apply_to_midi(pm, score: Score) -> None:
                                                                    float(e[first_down])))
     else:
         pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, 0.0))
-    try:
-        number = pretty_midi.key_name_to_key_number(score.key.replace("-", "b"))
-    except (ValueError, AttributeError):  # a malformed key only loses the signature
-        return
-    pm.key_signature_changes = [pretty_midi.KeySignature(number, 0.0)]
+    _midi_key(pm, score)
+
+
+def _midi_key(pm, score: Score) -> None:
+    """The score's key as ``pm``'s key signature (none for a malformed key name)."""
+    import pretty_midi  # noqa: PLC0415
+
+    name = score.key.replace("-", "b")
+    if re.fullmatch(r"[A-G][#b]? (major|minor)", name):
+        pm.key_signature_changes = [
+            pretty_midi.KeySignature(pretty_midi.key_name_to_key_number(name), 0.0)]

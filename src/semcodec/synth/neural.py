@@ -267,16 +267,13 @@ def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *
 
 def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:
     """A keyed Opus sample decoded to mono float32 at ``sr`` Hz (None if it cannot be read)."""
-    import io  # noqa: PLC0415
-
-    import soundfile as sf  # noqa: PLC0415
-
     if sample.codec != "opus":
         log.warning("drum one-shot of key %s: codec %r not supported, skipped", sample.key,
                     sample.codec)
         return None
     try:
-        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
+        from semcodec.audio import read_sample  # noqa: PLC0415 - the checked sample decoder
+        data, rate = read_sample(sample)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         log.warning("drum one-shot of key %s cannot be decoded (%s), skipped", sample.key, exc)
         return None
