@@ -17,16 +17,23 @@ CHUNK_TIMBRE = b"TIMB"
 CHUNK_SAMPLES = b"SAMP"
 CHUNK_TAGS = b"TAGS"
 CHUNK_SAMPLE_KEYS = b"SKEY"
+CHUNK_TEMPO_MAP = b"BEAT"
 CHUNK_END = b"END\x00"
-_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS)
+_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS,
+                 CHUNK_TEMPO_MAP)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
 #: Minor version written when a track has a stereo position or an engine preference ("pan",
 #: "engine" in its header object).
 FORMAT_MINOR_PAN = 2
+#: Minor version written when the file has a tempo map (the BEAT chunk).
+FORMAT_MINOR_TEMPO_MAP = 3
+#: Caps of the BEAT chunk: number of beats, and the gap between two beats (ms).
+MAX_BEATS = 500_000
+MIN_BEAT_GAP_MS = 20
+MAX_BEAT_GAP_MS = 10_000
 #: Minor version written when a track says how its excerpt is played or carries a spectral
-#: correction / room (the "render" object of its header entry; 1.3 is the residual layer's
-#: RESD chunk, issue 10 item 1).
+#: correction / room (the "render" object of its header entry).
 FORMAT_MINOR_RENDER = 4
 #: Uses of a track's excerpt a "render" object may name (others, from newer writers, are read
 #: as none: the engine, with the eq and room still applied).
