@@ -365,6 +365,12 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
     tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
     programs and no engine preferences."""
+    # --- instrument classifier: each track's GM program when nothing better is fitted, and
+    # the program candidates of the timbre fit (restricted to its confident families)
+    guesses = _classify_instruments(inp, score)
+    score = replace(score, tracks=tuple(replace(t, program=guesses[i][0]) if i in guesses else t
+                                        for i, t in enumerate(score.tracks)))
+    candidates = {i: c for i, (_, c) in guesses.items() if c}
     programs = {i: t.program for i, t in enumerate(score.tracks)}
     engines: dict = {}
     try:
@@ -379,10 +385,35 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
     if opts.fit_timbre:
         try:
             timbres, programs, engines = timbre.fit_timbres(
-                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s)
+                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s,
+                candidates=candidates)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
     return timbres, samples, programs, engines
+
+
+def _classify_instruments(inp: AudioInput, score: Score) -> dict[int, tuple[int, list[int] | None]]:
+    """``{track: (GM program, fit candidates or None)}`` from :mod:`semcodec.instrument` for
+    the pitched tracks that are not voices; empty without the classifier's weights."""
+    from semcodec import instrument
+
+    if not instrument.weights_available():
+        return {}
+    todo = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes
+            and not is_voice_name(t.name) and t.program not in VOICE_PROGRAMS]
+    out: dict[int, tuple[int, list[int] | None]] = {}
+    try:
+        for i in todo:
+            g = instrument.classify_track(inp.audio, inp.sample_rate, score.tracks[i].notes)
+            if g is not None:
+                out[i] = (g.program, instrument.candidate_programs(g))
+                log.info("track %d: instrument %s (%s, p %.2f), fit candidates %s", i,
+                         instrument.program_name(g.program), instrument.FAMILY_NAMES[g.family],
+                         g.family_p, out[i][1])
+    except SynthError as exc:
+        log.warning("instrument classifier skipped: %s", exc)
+        return {}
+    return out
 
 
 def available_engines() -> list[str]:

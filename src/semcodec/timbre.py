@@ -257,7 +257,8 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
 # --- fitting ------------------------------------------------------------------------------
 
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
-                budget_s: float | None = None, device: str = "cpu"  # noqa: ARG001
+                budget_s: float | None = None, device: str = "cpu",  # noqa: ARG001
+                candidates: dict[int, list[int]] | None = None
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
     notes), the best-matching GM program per track index, and ``{track: (engine, gain_dB)}``
@@ -268,6 +269,10 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     ``budget_s`` None (default): a fixed number of steps, deterministic.  A number: a wall-clock
     cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
 
+    ``candidates``: per track index, the GM programs the instrument classifier proposes
+    (:func:`semcodec.instrument.candidate_programs`); the program is then chosen among them and
+    the other candidates of their families only.
+
     Without neural weights/torch, returns no timbres and each track's own program.
     """
     from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
@@ -277,10 +282,11 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     if not pitched or not weights_available():
         return (), programs, {}
     with torch_threads():
-        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs)
+        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs,
+                            candidates or {})
 
 
-def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
+def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, candidates):
     import torch  # noqa: PLC0415
 
     from semcodec.synth import ddsp  # noqa: PLC0415
@@ -345,6 +351,12 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
         for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
             if p not in cand:
                 cand.append(p)
+        # --- instrument classifier (semcodec.instrument, given by api._fit): its proposals
+        # first, then only the other candidates of the families it is confident about
+        proposed = candidates.get(ti)
+        if proposed:
+            fams = {p // 8 for p in proposed}
+            cand = list(proposed) + [p for p in cand if p // 8 in fams and p not in proposed]
         best = None
         for p in cand:
             emb = model.embedding.weight[p].detach().clone()
