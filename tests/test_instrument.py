@@ -89,6 +89,7 @@ def test_candidates_restrict_only_when_confident():
     assert cands and all(p // 8 == 4 for p in cands) and cands[0] == 33
     two = ins.candidate_programs(_guess({0: 0.45, 3: 0.4, 2: 0.15}))
     assert two is not None and {p // 8 for p in two} == {0, 3}
+    assert ins.confident_families(_guess({0: 0.45, 3: 0.4, 2: 0.15})) == [0, 3]
     flat = _guess({f: 1.0 for f in range(14)})
     assert ins.candidate_programs(flat) is None
 

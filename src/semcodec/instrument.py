@@ -339,19 +339,32 @@ def classify_score(audio: np.ndarray, sr: int, score: Score, *,
 
 
 #: Integration with the timbre fit: the fit's program candidates are restricted to the
-#: families that make up this much of the classifier's probability (at most MAX_FAMILIES of
-#: them); beyond that the classifier is not confident and the fit chooses freely.
-CONFIDENT_MASS = 0.7
-MAX_FAMILIES = 2
-#: Programs of each allowed family the classifier proposes as extra candidates.
+#: classifier's top family when it has at least MIN_FAMILY_P and DOMINANCE times the second's
+#: probability, else to its top two families when they hold at least TWO_FAMILIES_P together;
+#: otherwise the classifier is not confident and the fit chooses freely.
+MIN_FAMILY_P = 0.3
+DOMINANCE = 2.0
+TWO_FAMILIES_P = 0.5
+#: Programs of each allowed family the classifier proposes as (first) candidates.
 PROGRAMS_PER_ALLOWED_FAMILY = 2
+
+
+def confident_families(guess: Guess) -> list[int]:
+    """The families the classifier is confident a track belongs to (see MIN_FAMILY_P)."""
+    order = [int(f) for f in np.argsort(-guess.family_proba)]
+    p1, p2 = float(guess.family_proba[order[0]]), float(guess.family_proba[order[1]])
+    if p1 >= MIN_FAMILY_P and p1 >= DOMINANCE * p2:
+        return order[:1]
+    if p1 + p2 >= TWO_FAMILIES_P:
+        return order[:2]
+    return []
 
 
 def candidate_programs(guess: Guess) -> list[int] | None:
     """Programs the timbre fit may choose among for a track with this :class:`Guess`: the
     classifier's best programs of its confident families, or None (no restriction)."""
-    fams = guess.top_families(CONFIDENT_MASS)
-    if len(fams) > MAX_FAMILIES:
+    fams = confident_families(guess)
+    if not fams:
         return None
     out = []
     for f in fams:
