@@ -117,3 +117,17 @@ def test_encode_stores_the_classified_program():
     c = api.encode(audio, SR, options=api.EncodeOptions(fit_timbre=False, samples=True, tracks=1))
     tracks = [t for t in c.score.tracks if not t.is_drum]
     assert tracks and 32 <= tracks[0].program < 40
+
+
+def test_stored_program_rule():
+    from semcodec.events import Timbre
+
+    fitted = tuple(Timbre(track=i, embedding=(0.0,), gain_db=0.0, room=()) for i in (0, 1, 2, 3))
+    guesses = {0: (33, [33, 34]), 1: (33, [33, 34]), 2: (25, [25, 0]), 3: (40, None), 4: (73, None)}
+    fit = {0: 16, 1: 16, 2: 1, 3: 0, 4: 0}
+    out = api._instrument_programs(fit, guesses, fitted, {1: ("fluidsynth", 0.0)})
+    assert out[0] == 33  # confident, fit of another family: the classifier's program
+    assert out[1] == 16  # played by fluidsynth: the engine choice was made with the fit's program
+    assert out[2] == 1  # the fit's program is of a confident family: kept
+    assert out[3] == 0  # not confident: the fit's
+    assert out[4] == 73  # nothing fitted: the classifier's

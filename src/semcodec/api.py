@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, cast
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
 from semcodec.constants import (
+    DEFAULT_MAX_DECODE_S,
     GM_PROGRAM_MAX,
     GM_PROGRAM_MIN,
     MAX_TRACKS,
@@ -33,16 +34,59 @@ from semcodec.constants import (
     VOICE_PROGRAMS,
     is_voice_name,
 )
-from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
+from semcodec.errors import (
+    InputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SynthError,
+    UsageError,
+)
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
+from semcodec.synth.engine import ENGINES, Engine, available_engines, make_engine, reblock
 from semcodec.transcribe import TranscribeOptions, transcribe
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "neural", "fluidsynth")
+__all__ = ["ENGINES", "Container", "DecodeOptions", "DecodeStream", "EncodeOptions", "Engine",
+           "available_engines", "decode", "decode_stream", "decode_tracks", "encode",
+           "encode_stems", "load", "make_engine", "parse_program_map"]
+
+#: ``progress(stage, fraction)``: ``stage`` is one of the names of :data:`ENCODE_STAGES` /
+#: :data:`DECODE_STAGES`, followed by `` track K/N`` for the per-track stages; ``fraction``
+#: (0..1) is the part of that stage (of that track) done.
 Progress = Callable[[str, float], None]
+#: The stages :func:`encode` reports, in order, with their typical share of its time (measured
+#: on 30-s clips; for an overall fraction and ETA, see :func:`progress_fraction`).
+#: The stages :func:`decode` / :func:`decode_tracks` report: ``engine`` (loading the
+#: synthesizer: torch and the model, ~4 s), ``render track K/N`` per sounding track,
+#: ``loudness``; "write" is the caller's (the CLI reports writing the file under that name).
+#: Weights measured on a 30-s clip; rendering grows with the length, loading does not.
+DECODE_STAGES = (("engine", 0.40), ("render", 0.45), ("loudness", 0.05), ("write", 0.10))
+ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
+                 ("samples", 0.01), ("fit", 0.59))
+
+
+def progress_fraction(stage: str, frac: float,
+                      stages: tuple[tuple[str, float], ...] = ENCODE_STAGES) -> float | None:
+    """The overall fraction (0..1) of a job at ``progress(stage, frac)``; None for a stage
+    that is not in ``stages``.  ``fit track 2/4`` at 0.5 counts as 1.5 of the 4 tracks."""
+    name, _, rest = stage.partition(" ")
+    frac = min(max(float(frac), 0.0), 1.0)
+    if rest.startswith("track "):
+        k, _, n = rest[len("track "):].partition("/")
+        try:
+            frac = min(1.0, (int(k) - 1 + frac) / max(1, int(n)))
+        except ValueError:
+            pass
+    start = 0.0
+    total = sum(w for _, w in stages)
+    for n_, w in stages:
+        if n_ == name:
+            return min(1.0, (start + w * frac) / total)
+        start += w
+    return None
 
 
 class Container(_container.SmcFile):
@@ -124,16 +168,20 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda _stage, _frac: None)
-    # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
+    # ~4 s of imports (torch for the timbre fit, scikit-learn for the track split)
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
-    _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
+    _prefetch(*(("torch",) if opts.fit_timbre else ()),
               *(("sklearn.mixture",) if opts.tracks != 1 else ()))
+    report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
+    report("loudness", 1.0)
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
     pitched = inp  # the audio of the pitched tracks
     if loudness is not None:
+        report("drums", 0.0)
         drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+        report("drums", 1.0)
         if drum is not None:
             # the pitched tracks are transcribed and fitted without the drum hits: they would
             # come out as short spurious notes, mask real ones and colour the timbres (bench
@@ -142,13 +190,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
             from semcodec.drums import suppress_percussion
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
+        report("transcribe", 0.0)
         notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
                            progress=lambda f: report("transcribe", f))
+        report("transcribe", 1.0)
+        report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
         if drum is not None:
             tracks.append(drum)
         tracks = _placed(tracks, inp)
-    report("transcribe", 1.0)
+        report("split", 1.0)
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
@@ -177,7 +228,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         raise UsageError(f"stem names must differ: {', '.join(names)}")
     report = progress or (lambda _stage, _frac: None)
     if opts.fit_timbre:
-        _prefetch("torch", "numba")  # overlap the stems' transcription
+        _prefetch("torch")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
     rate = inputs[0].sample_rate
     for (name, _), inp in zip(stems, inputs):
@@ -197,7 +248,9 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
     for k, ((name, _), inp) in enumerate(zip(stems, inputs)):
         stem_audio = dsp.fit_length(inp.audio, n)
         if _is_drum_name(name):
+            report("drums", 0.0)
             drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"))
+            report("drums", 1.0)
             if drum is None:
                 log.warning("stem '%s': no drum hits found; kept as an empty drum track", name)
                 tracks.append(Track(name=name, is_drum=True))
@@ -208,6 +261,8 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
             continue
+        report("transcribe", k / len(stems))
+
         def transcribed(f: float, k: int = k) -> None:
             report("transcribe", (k + f) / len(stems))
 
@@ -290,17 +345,29 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     for i, t in enumerate(tracks):
         if not t.is_drum and t.notes:
             groups.setdefault(id(audio_of[i]), []).append(i)
+    n_fit = sum(len(m) for m in groups.values())
     if groups and (opts.fit_timbre or opts.samples):
+        done = 0
         for members in groups.values():
             sub = Score(tracks=tuple(tracks[i] for i in members))
+
+            def fit_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                # this group's fraction -> "fit track K/N" over all the fitted tracks
+                k = min(n - 1, int(frac * n))
+                report(f"fit track {first + k + 1}/{n_fit}", frac * n - k)
+
+            def samples_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                report("samples", (first + frac * n) / n_fit)
+
             tb, smp, progs, engs = _fit(AudioInput(audio=audio_of[members[0]],
                                                    sample_rate=inp.sample_rate, channels=1,
-                                                   name=inp.name), sub, opts)
+                                                   name=inp.name), sub, opts,
+                                        samples_progress, fit_progress)
+            done += len(members)
             timbres += [replace(t, track=members[t.track]) for t in tb]
             samples += [replace(x, track=members[x.track]) for x in smp]
             programs.update({members[j]: p for j, p in progs.items()})
             engines.update({members[j]: e for j, e in engs.items()})
-    report("timbre", 1.0)
     score = replace(score, tracks=tuple(
         replace(t, program=programs.get(i, t.program),
                 engine=engines.get(i, ("", 0.0))[0],
@@ -361,17 +428,15 @@ def _prefetch(*modules: str) -> None:
     threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
 
 
-def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
+def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
+         samples_progress: Callable[[float], None] | None = None,
+         fit_progress: Callable[[float], None] | None = None):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
-    tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
-    programs and no engine preferences."""
-    # --- instrument classifier: each track's GM program when nothing better is fitted, and
-    # the program candidates of the timbre fit (restricted to its confident families)
+    tracks fitted against ``inp``; without torch, no timbres (a log line), the instrument
+    classifier's programs (else the tracks' own) and no engine preferences."""
     guesses = _classify_instruments(inp, score)
-    score = replace(score, tracks=tuple(replace(t, program=guesses[i][0]) if i in guesses else t
-                                        for i, t in enumerate(score.tracks)))
-    candidates = {i: c for i, (_, c) in guesses.items() if c}
     programs = {i: t.program for i, t in enumerate(score.tracks)}
+    programs.update({i: g[0] for i, g in guesses.items()})  # when nothing is fitted
     engines: dict = {}
     try:
         from semcodec import timbre
@@ -380,16 +445,44 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
         return (), (), programs, engines
     samples: tuple[Sample, ...] = ()
     if opts.samples:
+        if samples_progress is not None:
+            samples_progress(0.0)
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
+        if samples_progress is not None:
+            samples_progress(1.0)
     timbres: tuple = ()
     if opts.fit_timbre:
+        if fit_progress is not None:
+            fit_progress(0.0)  # loading the model and warming up take seconds
         try:
             timbres, programs, engines = timbre.fit_timbres(
                 inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s,
-                candidates=candidates)
+                progress=fit_progress)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
-    return timbres, samples, programs, engines
+    return timbres, samples, _instrument_programs(programs, guesses, timbres, engines), engines
+
+
+def _instrument_programs(programs: dict[int, int], guesses: dict[int, tuple[int, list[int] | None]],
+                         timbres: tuple, engines: dict) -> dict[int, int]:
+    """The stored GM program per track (the MIDI/MusicXML instrument, the fluidsynth patch):
+    the instrument classifier's where no timbre was fitted; where one was, the fit's program
+    unless the classifier is confident (``guesses[i][1]``: its programs of its confident
+    families) and the fit's program is of none of those families, then the classifier's.
+    A track the fit gave to the fluidsynth engine keeps the fit's program (the engine choice
+    was made with it); a track the neural engine plays sounds the same with either program (its
+    fitted embedding is used, not the program's)."""
+    fitted = {t.track for t in timbres}
+    out = dict(programs)
+    for i, (program, confident) in guesses.items():
+        if i not in fitted:
+            out[i] = program
+        elif (confident and engines.get(i, ("",))[0] != "fluidsynth"
+              and out[i] // 8 not in {p // 8 for p in confident}):
+            log.info("track %d: GM program %d (fit) -> %d (instrument classifier)", i, out[i],
+                     confident[0])
+            out[i] = confident[0]
+    return out
 
 
 def _classify_instruments(inp: AudioInput, score: Score) -> dict[int, tuple[int, list[int] | None]]:
@@ -416,37 +509,6 @@ def _classify_instruments(inp: AudioInput, score: Score) -> dict[int, tuple[int,
     return out
 
 
-def available_engines() -> list[str]:
-    """Engines usable on this machine, best first."""
-    names = []
-    try:
-        from semcodec.synth import neural
-
-        if neural.weights_available():
-            names.append("neural")
-    except ImportError:
-        pass
-    names.append("fluidsynth")
-    return names
-
-
-def make_engine(name: str = "auto", *, device: str = "auto", soundfont: str | None = None):
-    """An engine object with ``render(score, sr, n_samples, **edits)``."""
-    if name not in ENGINES:
-        raise UsageError(f"unknown engine '{name}' (choose from {', '.join(ENGINES)})")
-    if name == "auto":
-        name = available_engines()[0]
-    if name == "neural":
-        try:
-            from semcodec.synth.neural import NeuralEngine
-        except ImportError as exc:
-            raise SynthError(f"the neural engine is unavailable ({exc})") from None
-        return NeuralEngine(device=device)
-    from semcodec.synth.fluid import FluidsynthEngine
-
-    return FluidsynthEngine(soundfont)
-
-
 @dataclass(frozen=True)
 class DecodeOptions:
     """Decoder settings: the engine, the output format and the decode-time edits.
@@ -456,7 +518,9 @@ class DecodeOptions:
     ``soundfont``: the fluidsynth soundfont (None: the default one); ``sample_rate``: output
     rate in Hz (None: the original's); ``channels``: 1, 2 or None (two channels when the
     original had two or more); ``programs``: track index -> GM program (re-orchestration);
-    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster.
+    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster;
+    ``max_duration_s``: longest output rendered (s, after ``tempo``; None: no limit), longer
+    ones raise :class:`~semcodec.errors.OutputTooLongError` before any work.
     Values are checked when a container is decoded.
     """
 
@@ -468,10 +532,11 @@ class DecodeOptions:
     programs: dict[int, int] | None = None
     transpose: int = 0
     tempo: float = 1.0
+    max_duration_s: float | None = DEFAULT_MAX_DECODE_S
 
 
-def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
-           **overrides: Any) -> tuple[np.ndarray, int]:
+def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+           progress: Progress | None = None, **overrides: Any) -> tuple[np.ndarray, int]:
     """Synthesize a container: returns float32 audio and its sample rate (Hz).
 
     Settings come from ``options`` (:class:`DecodeOptions`), any field of which may also be
@@ -482,20 +547,28 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
     ``(left + right) / 2`` is the mono output.  The output has the original's duration to the
     sample (divided by ``tempo`` when it is not 1), its sample rate unless ``sample_rate`` is
     given, and its integrated loudness (of the downmix).
+
+    ``progress(stage, fraction)`` is called as it goes: ``render track K/N`` (each sounding
+    track), then ``loudness`` (:data:`DECODE_STAGES`).
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=False)
     if _is_silent(c):
         return out.place(out.silence()), out.sr
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     if not any(pans):
-        return out.place(dsp.match_loudness(renderer.render(c.score), out.sr,
-                                            c.loudness_lufs)), out.sr
-    return _mix_by_position(c, renderer, pans, out.sr), out.sr
+        mono = renderer.render(c.score)
+        report("loudness", 0.0)
+        mono = dsp.flush_tiny(dsp.match_loudness(mono, out.sr, c.loudness_lufs))
+        report("loudness", 1.0)
+        return out.place(mono), out.sr
+    return dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr, report)), out.sr
 
 
-def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
+def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+                  progress: Progress | None = None,
                   **overrides: Any) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray]]]:
     """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
@@ -504,21 +577,24 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=True)
     silent = out.silence()
     if _is_silent(c):
         placed_silence = out.place(silent)
         return placed_silence, out.sr, [(t.name, placed_silence) for t in c.score.tracks]
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
     mono = _sum(parts) if parts else silent
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
+    report("loudness", 1.0)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = _sum(placed) if placed else out.place(silent)
-    tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
-    return dsp.soft_clip(mix), out.sr, tracks
+    tracks = [(t.name, dsp.flush_tiny(dsp.soft_clip(p))) for t, p in zip(c.score.tracks, placed)]
+    return dsp.flush_tiny(dsp.soft_clip(mix)), out.sr, tracks
 
 
 def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
@@ -570,6 +646,10 @@ class _DecodeShape:
                 raise UsageError(f"GM program {prog} out of range "
                                  f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
         sr, n_out, channels = output_shape(c, opts)
+        limit = opts.max_duration_s
+        if limit is not None and n_out / sr > limit:  # a tiny file may declare a day
+            raise OutputTooLongError(f"the file declares {n_out / sr:.0f} s of audio, more than "
+                                     f"the decoding limit of {limit:g} s; raise the limit")
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 
@@ -595,18 +675,59 @@ class _Renderer:
     """Renders scores of one container with the chosen engine; the automatic choice renders
     the tracks the encoder found closer with fluidsynth with that engine instead."""
 
-    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape) -> None:
+    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape,
+                 report: Progress | None = None) -> None:
         self.c, self.opts, self.n_out, self.sr = c, opts, out.n_out, out.sr
+        self.report = report or (lambda _stage, _frac: None)
+        # progress: "render track K/N" over the sounding tracks, in the order they render
+        self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
+        self.n_rendered = 0
+        self.report("engine", 0.0)
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
             self.fallback = make_engine("fluidsynth", soundfont=opts.soundfont)
+        self.report("engine", 1.0)
+
+    def _tracks_done(self, x: float) -> None:
+        n = self.n_sounding
+        k = min(n - 1, int(x))
+        self.report(f"render track {k + 1}/{n}", min(1.0, x - k))
+
+    def track_blocks(self, i: int, block: int | None = None):
+        """(blocks of track ``i`` alone at the output's rate and length, linear gain), or
+        None for a silent track: the per-track step of the block pipeline.  ``block``: the
+        neural engine's internal block (shorter: the first audio comes sooner)."""
+        o, c = self.opts, self.c
+        t = c.score.tracks[i]
+        if not t.notes:
+            return None
+        use_fallback = (self.fallback is not None and not t.is_drum
+                        and t.engine == "fluidsynth")
+        eng = self.fallback if use_fallback and self.fallback is not None else self.engine
+        gain = 10.0 ** (t.engine_gain_db / 20.0) if use_fallback else 1.0
+        if hasattr(eng, "track_blocks"):
+            it = eng.track_blocks(c.score, i, self.sr, self.n_out, block=block,
+                                  timbres=c.timbres, samples=c.samples, programs=o.programs,
+                                  transpose=o.transpose, tempo=o.tempo)
+            if it is None:
+                return None
+        else:
+            it = eng.blocks(_muted(c.score, {i}), self.sr, self.n_out, timbres=c.timbres,
+                            samples=c.samples, programs=o.programs, transpose=o.transpose,
+                            tempo=o.tempo)
+        return it, gain
 
     def _with(self, engine: Any, score: Score) -> np.ndarray:
         o, c = self.opts, self.c
+        m, done = sum(1 for t in score.tracks if t.notes), self.n_rendered
+        self._tracks_done(done)
         out = engine.render(score, self.sr, self.n_out, timbres=c.timbres, samples=c.samples,
-                            programs=o.programs, transpose=o.transpose, tempo=o.tempo)
+                            programs=o.programs, transpose=o.transpose, tempo=o.tempo,
+                            progress=lambda f: self._tracks_done(done + f * m))
+        self.n_rendered += m
+        self._tracks_done(self.n_rendered)
         return dsp.fit_length(np.asarray(out, np.float32), self.n_out)
 
     def render(self, score: Score) -> np.ndarray:
@@ -623,15 +744,260 @@ class _Renderer:
         return out
 
 
+#: Output samples per block of :func:`decode_stream`.
+STREAM_BLOCK = 1 << 15
+#: The neural engine's internal block (samples at 22.05 kHz) when streaming with an estimated
+#: gain: short, so that the first block comes at once.
+STREAM_INTERNAL_BLOCK = 1 << 15
+#: decode_stream(exact=None) measures the loudness exactly (render all, then play) up to this
+#: output duration (s); longer outputs get an estimated gain and start at once.
+STREAM_EXACT_S = 40.0
+#: Raw mixes up to this size (bytes) are kept in memory between the two passes of the exact
+#: gain; larger ones are spooled to a temporary file.
+SPOOL_MEMORY_BYTES = 128 * 1024 * 1024
+#: The estimated gain renders this many windows of WINDOW_S seconds (after WARMUP_S of lead-in)
+#: at GAIN_RATE Hz (at most; nothing the K-weighted loudness needs lies above 11 kHz).
+GAIN_WINDOWS, WINDOW_S, WARMUP_S, GAIN_RATE = 8, 2.5, 1.5, 22050
+
+
+@dataclass
+class DecodeStream:
+    """A decoding rendered block by block (bounded memory).
+
+    ``blocks`` yields float32 blocks of ``(m,)`` (mono) or ``(m, 2)`` samples adding up to
+    ``n_samples`` at ``sr`` Hz, with the loudness gain applied and soft-clipped as
+    :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
+    it was measured on the whole rendering (the output then equals :func:`decode`'s) or
+    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).
+    """
+
+    sr: int
+    channels: int
+    n_samples: int
+    blocks: Iterator[np.ndarray]
+    gain: float
+    exact_gain: bool
+
+
+def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+                  exact: bool | None = None, progress: Progress | None = None,
+                  **overrides: Any) -> DecodeStream:
+    """Decode ``c`` block by block: see :class:`DecodeStream`.
+
+    The loudness gain needs the whole decoding's loudness.  ``exact=True`` renders in two
+    passes: every block once (the raw mix kept in memory, or spooled to a temporary file when
+    over :data:`SPOOL_MEMORY_BYTES`) while a streaming BS.1770 meter measures it, then the
+    gained blocks; the first block comes after the whole rendering.  ``exact=False`` starts
+    at once: the gain is measured on :data:`GAIN_WINDOWS` windows of :data:`WINDOW_S` s spread
+    over the piece (each rendered alone with :data:`WARMUP_S` s of lead-in), an estimate of
+    the whole's loudness.  ``exact=None`` (default): exact up to :data:`STREAM_EXACT_S` s of
+    output, estimated beyond.  ``progress(stage, fraction)`` reports ``engine``, ``render``
+    (the first pass of an exact gain) and ``loudness``, as for :func:`decode`.
+    """
+    opts = _decode_options(options, overrides)
+    # the same output-size limit as decode() (memory here stays bounded, but an output that
+    # large would not be usable either)
+    out = _DecodeShape.of(c, opts, per_track=False)
+    n, ch = out.n_out, out.channels
+    if _is_silent(c):
+        shape = (STREAM_BLOCK,) if ch == 1 else (STREAM_BLOCK, 2)
+
+        def silence() -> Iterator[np.ndarray]:
+            for s in range(0, n, STREAM_BLOCK):
+                yield np.zeros((min(STREAM_BLOCK, n - s),) + shape[1:], np.float32)
+
+        return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
+    report = progress or (lambda _stage, _frac: None)
+    renderer = _Renderer(c, opts, out, report)
+    if exact is None:
+        exact = n <= STREAM_EXACT_S * out.sr
+    if exact:
+        meter = dsp.LoudnessMeter(n, out.sr)
+        spool = _Spool(n * ch * 4)
+        done = 0
+        for block in _raw_mix_blocks(c, renderer, out):
+            meter.push(block if ch == 1 else block.mean(axis=1))
+            spool.write(block)
+            done += block.shape[0]
+            report("render", done / max(1, n))
+        report("loudness", 0.0)
+        loud = meter.result()
+        report("loudness", 1.0)
+        gain = 0.0 if c.loudness_lufs is None else (
+            1.0 if loud is None else float(10.0 ** ((c.loudness_lufs - loud) / 20.0)))
+        return DecodeStream(out.sr, ch, n, _gained(spool.read(ch), gain), gain, True)
+    report("loudness", 0.0)
+    gain = _estimated_gain(c, opts, out)
+    report("loudness", 1.0)
+    blocks = _raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK)
+    return DecodeStream(out.sr, ch, n, _gained(blocks, gain), gain, False)
+
+
+def _gained(blocks: Iterator[np.ndarray], gain: float) -> Iterator[np.ndarray]:
+    g = np.float32(gain)
+    for b in blocks:
+        if gain == 1.0:
+            yield dsp.flush_tiny(b)  # as match_loudness: a unit gain leaves the audio as it is
+        else:
+            yield dsp.flush_tiny(dsp.soft_clip((b * g).astype(np.float32)))
+
+
+def _raw_mix_blocks(c: _container.SmcFile, renderer: "_Renderer", out: "_DecodeShape",
+                    internal_block: int | None = None) -> Iterator[np.ndarray]:
+    """The mix before the loudness gain, in STREAM_BLOCK blocks (stereo: tracks panned).
+
+    Every track is rendered alone (``_Renderer.track_blocks``) in a thread of its own a few
+    blocks ahead, then the blocks are summed in track order (the result does not depend on
+    the threads); a post-step per track or on the mix belongs here.
+    """
+    n, ch = out.n_out, out.channels
+    pans = out.pans(c)
+    parts = []
+    for i in range(len(c.score.tracks)):
+        tb = renderer.track_blocks(i, internal_block)
+        if tb is not None:
+            it, gain = tb
+            parts.append((_prefetched(reblock(it, n, STREAM_BLOCK)), np.float32(gain), pans[i]))
+    try:
+        for s in range(0, n, STREAM_BLOCK):
+            m = min(STREAM_BLOCK, n - s)
+            mix = np.zeros(m if ch == 1 else (m, 2), np.float32)
+            for it, g, pan in parts:
+                y = next(it)
+                y = y if g == 1.0 else y * g
+                mix += y if ch == 1 else dsp.pan_stereo(y, pan)
+            yield mix
+    finally:
+        for it, _, _ in parts:
+            it.close()
+
+
+def _prefetched(blocks: Iterator[np.ndarray], depth: int = 4) -> Generator[np.ndarray, None, None]:
+    """``blocks`` produced by a background thread up to ``depth`` ahead (numpy releases the
+    GIL: the tracks of a mix render in parallel); errors are re-raised in the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for b in blocks:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    th = threading.Thread(target=work, name="semcodec-track", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class _Spool:
+    """Blocks kept for a second pass: in memory up to SPOOL_MEMORY_BYTES, else in a temporary
+    file (deleted when read back or collected)."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.mem: list[np.ndarray] | None = [] if total_bytes <= SPOOL_MEMORY_BYTES else None
+        self.fh: Any = None
+        if self.mem is None:
+            import tempfile
+
+            self.fh = tempfile.TemporaryFile(prefix="semcodec-", suffix=".f32")
+        self.sizes: list[int] = []
+
+    def write(self, block: np.ndarray) -> None:
+        if self.mem is not None:
+            self.mem.append(block)
+        else:
+            np.ascontiguousarray(block, np.float32).tofile(self.fh)
+            self.sizes.append(block.shape[0])
+
+    def read(self, channels: int) -> Iterator[np.ndarray]:
+        if self.mem is not None:
+            while self.mem:
+                yield self.mem.pop(0)
+            return
+        self.fh.seek(0)
+        try:
+            for m in self.sizes:
+                b = np.fromfile(self.fh, np.float32, count=m * channels)
+                yield b if channels == 1 else b.reshape(m, 2)
+        finally:
+            self.fh.close()
+
+
+def _estimated_gain(c: _container.SmcFile, opts: DecodeOptions, out: "_DecodeShape") -> float:
+    """The loudness gain estimated from GAIN_WINDOWS windows of the decoding (mono downmix),
+    each rendered from a score cut around it; see :func:`decode_stream`."""
+    if c.loudness_lufs is None:
+        return 0.0
+    dur = out.n_out / out.sr
+    sr = min(out.sr, GAIN_RATE)
+    tempo = opts.tempo
+    win = WINDOW_S if dur > GAIN_WINDOWS * WINDOW_S else dur / GAIN_WINDOWS
+    starts = np.linspace(0.0, max(0.0, dur - win), GAIN_WINDOWS)
+
+    def window(u0: float) -> np.ndarray:
+        # from the earliest onset of the notes still sounding in the window (a held note
+        # counts in full), at least WARMUP_S of lead-in for the room, at most 10 s
+        w0, s1 = u0 * tempo, (u0 + win) * tempo  # score time
+        s0 = max(0.0, w0 - WARMUP_S * tempo)
+        for t in c.score.tracks:
+            for nt in t.notes:
+                if nt.onset < s0 and nt.offset + 1.0 > w0 and nt.onset >= w0 - 10.0 * tempo:
+                    s0 = nt.onset
+        lead = u0 - s0 / tempo
+        tracks = tuple(replace(t, notes=tuple(
+            replace(nt, onset=nt.onset - s0, offset=nt.offset - s0) for nt in t.notes
+            if s0 <= nt.onset < s1)) for t in c.score.tracks)
+        sub = replace(c, score=replace(c.score, tracks=tracks),
+                      samples=tuple(replace(x, start=x.start - s0) for x in c.samples),
+                      n_samples=int(round((lead + win) * tempo * c.sample_rate)))
+        if sub.score.n_notes == 0:
+            return np.zeros(int(round(win * sr)), np.float32)
+        shape = _DecodeShape(sr, int(round((lead + win) * sr)), 1)
+        y = _Renderer(sub, replace(opts, sample_rate=sr), shape).render(sub.score)
+        return y[int(round(lead * sr)):]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semcodec.synth.neural import render_workers
+
+    with ThreadPoolExecutor(render_workers(GAIN_WINDOWS)) as pool:  # numpy frees the GIL
+        pieces = list(pool.map(window, [float(u) for u in starts]))
+    return dsp.loudness_gain(np.concatenate(pieces), sr, c.loudness_lufs)
+
+
 def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],
-                     sr: int) -> np.ndarray:
+                     sr: int, report: Progress) -> np.ndarray:
     """The stereo mix: one rendering per stereo position, with the downmix's loudness gain."""
     by_pan: dict[float, list[int]] = {}
     for i, t in enumerate(c.score.tracks):
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
+    report("loudness", 1.0)
     return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
 
 

@@ -338,10 +338,10 @@ def classify_score(audio: np.ndarray, sr: int, score: Score, *,
     return out
 
 
-#: Integration with the timbre fit: the fit's program candidates are restricted to the
+#: Confidence (used by api._fit: a fitted program of another family is replaced): the
 #: classifier's top family when it has at least MIN_FAMILY_P and DOMINANCE times the second's
 #: probability, else to its top two families when they hold at least TWO_FAMILIES_P together;
-#: otherwise the classifier is not confident and the fit chooses freely.
+#: otherwise it is not confident.
 MIN_FAMILY_P = 0.3
 DOMINANCE = 2.0
 TWO_FAMILIES_P = 0.5
@@ -361,8 +361,8 @@ def confident_families(guess: Guess) -> list[int]:
 
 
 def candidate_programs(guess: Guess) -> list[int] | None:
-    """Programs the timbre fit may choose among for a track with this :class:`Guess`: the
-    classifier's best programs of its confident families, or None (no restriction)."""
+    """The classifier's best programs (best first) of the families it is confident a track
+    with this :class:`Guess` belongs to, or None when it is not confident."""
     fams = confident_families(guess)
     if not fams:
         return None

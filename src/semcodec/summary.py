@@ -19,7 +19,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     sample_seconds, bytes {score, timbre, samples, total}, kbps), samples (track from 1, start
     and duration in s, codec, sample_rate, bytes, key) and chunks (type, offset, bytes).
     """
-    sizes = track_sizes(c)
+    scor = [ch for ch in chunk_table(data) if ch.type == "SCOR"]  # its payload: less framing
+    sizes = track_sizes(c, scor[0].length - 12 if scor else None)
     timbre_tracks = {t.track for t in c.timbres}
     tracks = []
     for i, t in enumerate(c.score.tracks):
