@@ -82,16 +82,16 @@ def _guess(family_p):
     return ins.guess_from_log_proba(np.log(np.maximum(pp, 1e-12))[None])
 
 
-def test_candidates_restrict_only_when_confident():
+def test_override_only_when_much_likelier():
     sure = _guess({4: 0.9, 3: 0.1})
     assert sure.family == 4 and sure.program == 33
-    cands = ins.candidate_programs(sure)
-    assert cands and all(p // 8 == 4 for p in cands) and cands[0] == 33
-    two = ins.candidate_programs(_guess({0: 0.45, 3: 0.4, 2: 0.15}))
-    assert two is not None and {p // 8 for p in two} == {0, 3}
-    assert ins.confident_families(_guess({0: 0.45, 3: 0.4, 2: 0.15})) == [0, 3]
+    assert ins.overrides(sure, 16) and ins.overrides(sure, 27)  # organ (p 0), guitar (p 0.1)
+    assert not ins.overrides(sure, 38)  # the same family
+    close = _guess({0: 0.45, 3: 0.4, 2: 0.15})
+    assert not ins.overrides(close, 25) and ins.overrides(close, 16)
     flat = _guess({f: 1.0 for f in range(14)})
-    assert ins.candidate_programs(flat) is None
+    assert not ins.overrides(flat, 40)
+    assert ins.overrides(sure, 120)  # a non-class program (p 0)
 
 
 def test_training_recipe_runs_small_and_is_deterministic(tmp_path):
@@ -123,11 +123,13 @@ def test_stored_program_rule():
     from semcodec.events import Timbre
 
     fitted = tuple(Timbre(track=i, embedding=(0.0,), gain_db=0.0, room=()) for i in (0, 1, 2, 3))
-    guesses = {0: (33, [33, 34]), 1: (33, [33, 34]), 2: (25, [25, 0]), 3: (40, None), 4: (73, None)}
+    guesses = {0: _guess({4: 0.9, 3: 0.1}), 1: _guess({4: 0.9, 3: 0.1}),
+               2: _guess({3: 0.45, 0: 0.4, 2: 0.15}), 3: _guess({f: 1.0 for f in range(14)}),
+               4: _guess({9: 0.9, 4: 0.1})}
     fit = {0: 16, 1: 16, 2: 1, 3: 0, 4: 0}
     out = api._instrument_programs(fit, guesses, fitted, {1: ("fluidsynth", 0.0)})
-    assert out[0] == 33  # confident, fit of another family: the classifier's program
+    assert out[0] == 33  # the classifier's family is far likelier than the fit's: its program
     assert out[1] == 16  # played by fluidsynth: the engine choice was made with the fit's program
-    assert out[2] == 1  # the fit's program is of a confident family: kept
+    assert out[2] == 1  # the fit's family is nearly as likely: kept
     assert out[3] == 0  # not confident: the fit's
     assert out[4] == 73  # nothing fitted: the classifier's

@@ -455,7 +455,7 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
     classifier's programs (else the tracks' own) and no engine preferences."""
     guesses = _classify_instruments(inp, score)
     programs = {i: t.program for i, t in enumerate(score.tracks)}
-    programs.update({i: g[0] for i, g in guesses.items()})  # when nothing is fitted
+    programs.update({i: g.program for i, g in guesses.items()})  # when nothing is fitted
     engines: dict = {}
     try:
         from semcodec import timbre
@@ -482,46 +482,47 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
     return timbres, samples, _instrument_programs(programs, guesses, timbres, engines), engines
 
 
-def _instrument_programs(programs: dict[int, int], guesses: dict[int, tuple[int, list[int] | None]],
-                         timbres: tuple, engines: dict) -> dict[int, int]:
+def _instrument_programs(programs: dict[int, int], guesses: dict, timbres: tuple,
+                         engines: dict) -> dict[int, int]:
     """The stored GM program per track (the MIDI/MusicXML instrument, the fluidsynth patch):
     the instrument classifier's where no timbre was fitted; where one was, the fit's program
-    unless the classifier is confident (``guesses[i][1]``: its programs of its confident
-    families) and the fit's program is of none of those families, then the classifier's.
-    A track the fit gave to the fluidsynth engine keeps the fit's program (the engine choice
-    was made with it); a track the neural engine plays sounds the same with either program (its
-    fitted embedding is used, not the program's)."""
+    unless the classifier finds another family much likelier
+    (:func:`semcodec.instrument.overrides`), then the classifier's.  A track the fit gave to
+    the fluidsynth engine keeps the fit's program (the engine choice was made with it); a track
+    the neural engine plays sounds the same with either program (its fitted embedding is used,
+    not the program's)."""
+    from semcodec import instrument
+
     fitted = {t.track for t in timbres}
     out = dict(programs)
-    for i, (program, confident) in guesses.items():
+    for i, g in guesses.items():
         if i not in fitted:
-            out[i] = program
-        elif (confident and engines.get(i, ("",))[0] != "fluidsynth"
-              and out[i] // 8 not in {p // 8 for p in confident}):
+            out[i] = g.program
+        elif engines.get(i, ("",))[0] != "fluidsynth" and instrument.overrides(g, out[i]):
             log.info("track %d: GM program %d (fit) -> %d (instrument classifier)", i, out[i],
-                     confident[0])
-            out[i] = confident[0]
+                     g.program)
+            out[i] = g.program
     return out
 
 
-def _classify_instruments(inp: AudioInput, score: Score) -> dict[int, tuple[int, list[int] | None]]:
-    """``{track: (GM program, fit candidates or None)}`` from :mod:`semcodec.instrument` for
-    the pitched tracks that are not voices; empty without the classifier's weights."""
+def _classify_instruments(inp: AudioInput, score: Score) -> dict:
+    """``{track: semcodec.instrument.Guess}`` for the pitched tracks that are not voices;
+    empty without the classifier's weights."""
     from semcodec import instrument
 
     if not instrument.weights_available():
         return {}
     todo = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes
             and not is_voice_name(t.name) and t.program not in VOICE_PROGRAMS]
-    out: dict[int, tuple[int, list[int] | None]] = {}
+    out = {}
     try:
         for i in todo:
             g = instrument.classify_track(inp.audio, inp.sample_rate, score.tracks[i].notes)
             if g is not None:
-                out[i] = (g.program, instrument.candidate_programs(g))
-                log.info("track %d: instrument %s (%s, p %.2f), fit candidates %s", i,
+                out[i] = g
+                log.info("track %d: instrument %s (%s, p %.2f)", i,
                          instrument.program_name(g.program), instrument.FAMILY_NAMES[g.family],
-                         g.family_p, out[i][1])
+                         g.family_p)
     except SynthError as exc:
         log.warning("instrument classifier skipped: %s", exc)
         return {}

@@ -338,37 +338,15 @@ def classify_score(audio: np.ndarray, sr: int, score: Score, *,
     return out
 
 
-#: Confidence (used by api._fit: a fitted program of another family is replaced): the
-#: classifier's top family when it has at least MIN_FAMILY_P and DOMINANCE times the second's
-#: probability, else to its top two families when they hold at least TWO_FAMILIES_P together;
-#: otherwise it is not confident.
-MIN_FAMILY_P = 0.3
-DOMINANCE = 2.0
-TWO_FAMILIES_P = 0.5
-#: Programs of each allowed family the classifier proposes as (first) candidates.
-PROGRAMS_PER_ALLOWED_FAMILY = 2
+#: A fitted program is replaced by the classifier's (api._fit) when the classifier's top
+#: family is at least this many times as likely as the fitted program's family.
+OVERRIDE_RATIO = 2.0
 
 
-def confident_families(guess: Guess) -> list[int]:
-    """The families the classifier is confident a track belongs to (see MIN_FAMILY_P)."""
-    order = [int(f) for f in np.argsort(-guess.family_proba)]
-    p1, p2 = float(guess.family_proba[order[0]]), float(guess.family_proba[order[1]])
-    if p1 >= MIN_FAMILY_P and p1 >= DOMINANCE * p2:
-        return order[:1]
-    if p1 + p2 >= TWO_FAMILIES_P:
-        return order[:2]
-    return []
-
-
-def candidate_programs(guess: Guess) -> list[int] | None:
-    """The classifier's best programs (best first) of the families it is confident a track
-    with this :class:`Guess` belongs to, or None when it is not confident."""
-    fams = confident_families(guess)
-    if not fams:
-        return None
-    out = []
-    for f in fams:
-        in_f = np.arange(f * PROGRAMS_PER_FAMILY, (f + 1) * PROGRAMS_PER_FAMILY)
-        best = in_f[np.argsort(-guess.program_proba[in_f])][:PROGRAMS_PER_ALLOWED_FAMILY]
-        out += [int(p) for p in best]
-    return out
+def overrides(guess: Guess, fitted_program: int) -> bool:
+    """True when the classifier's program should replace ``fitted_program`` (GM 0..127): its
+    top family is at least OVERRIDE_RATIO times as likely as the fitted program's."""
+    fam = family_of(fitted_program)
+    if fam == guess.family:
+        return False
+    return guess.family_p >= OVERRIDE_RATIO * float(guess.family_proba[fam])
