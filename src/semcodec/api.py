@@ -587,9 +587,11 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
          samples_progress: Callable[[float], None] | None = None,
          fit_progress: Callable[[float], None] | None = None):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
-    tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
-    programs and no engine preferences."""
+    tracks fitted against ``inp``; without torch, no timbres (a log line), the instrument
+    classifier's programs (else the tracks' own) and no engine preferences."""
+    guesses = _classify_instruments(inp, score)
     programs = {i: t.program for i, t in enumerate(score.tracks)}
+    programs.update({i: g.program for i, g in guesses.items()})  # when nothing is fitted
     engines: dict = {}
     try:
         from semcodec import timbre
@@ -614,7 +616,54 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
                 progress=fit_progress)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
-    return timbres, samples, programs, engines
+    return timbres, samples, _instrument_programs(programs, guesses, timbres, engines), engines
+
+
+def _instrument_programs(programs: dict[int, int], guesses: dict, timbres: tuple,
+                         engines: dict) -> dict[int, int]:
+    """The stored GM program per track (the MIDI/MusicXML instrument, the fluidsynth patch):
+    the instrument classifier's where no timbre was fitted; where one was, the fit's program
+    unless the classifier finds another family much likelier
+    (:func:`semcodec.instrument.overrides`), then the classifier's.  A track the fit gave to
+    the fluidsynth engine keeps the fit's program (the engine choice was made with it); a track
+    the neural engine plays sounds the same with either program (its fitted embedding is used,
+    not the program's)."""
+    from semcodec import instrument
+
+    fitted = {t.track for t in timbres}
+    out = dict(programs)
+    for i, g in guesses.items():
+        if i not in fitted:
+            out[i] = g.program
+        elif engines.get(i, ("",))[0] != "fluidsynth" and instrument.overrides(g, out[i]):
+            log.info("track %d: GM program %d (fit) -> %d (instrument classifier)", i, out[i],
+                     g.program)
+            out[i] = g.program
+    return out
+
+
+def _classify_instruments(inp: AudioInput, score: Score) -> dict:
+    """``{track: semcodec.instrument.Guess}`` for the pitched tracks that are not voices;
+    empty without the classifier's weights."""
+    from semcodec import instrument
+
+    if not instrument.weights_available():
+        return {}
+    todo = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes
+            and not is_voice_name(t.name) and t.program not in VOICE_PROGRAMS]
+    out = {}
+    try:
+        for i in todo:
+            g = instrument.classify_track(inp.audio, inp.sample_rate, score.tracks[i].notes)
+            if g is not None:
+                out[i] = g
+                log.info("track %d: instrument %s (%s, p %.2f)", i,
+                         instrument.program_name(g.program), instrument.FAMILY_NAMES[g.family],
+                         g.family_p)
+    except SynthError as exc:
+        log.warning("instrument classifier skipped: %s", exc)
+        return {}
+    return out
 
 
 #: Bytes of one 2-s Opus excerpt (about), for sizing the candidates to the budget.
