@@ -100,9 +100,14 @@ class Container(_container.SmcFile):
             write_midi(self.score, path)
         return to_pretty_midi(self.score)
 
-    def to_musicxml(self, path: str | os.PathLike) -> None:
-        """Write the score as quantized MusicXML (readable sheet music) to ``path``."""
-        write_musicxml(self.score, path, self.texts.get("lyrics"))
+    def to_musicxml(self, path: str | os.PathLike, *, title: str | None = None) -> None:
+        """Write the score as quantized MusicXML (readable sheet music) to ``path``.
+
+        The title is the ``title`` tag, else ``title``, else ``path``'s file name; the
+        composer the ``artist`` (or ``composer``) tag."""
+        write_musicxml(self.score, path, self.texts.get("lyrics"),
+                       title=self.tags.get("title") or title,
+                       composer=self.tags.get("artist") or self.tags.get("composer", ""))
 
     def decode(self, options: DecodeOptions | None = None,
                **overrides: Any) -> tuple[np.ndarray, int]:
@@ -325,6 +330,18 @@ def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions):
     return track, (shots if opts.samples and track is not None else ())
 
 
+def _with_tempo_map(score: Score, inp: AudioInput) -> Score:
+    """``score`` with the beats, downbeats and meter found in the audio (semcodec.beats;
+    ~0.3 s per 30 s): its tempo becomes the beats' in quarter notes per minute."""
+    from semcodec.beats import analyze
+
+    tm = analyze(inp.audio, inp.sample_rate)
+    if tm is None:
+        return score
+    return replace(score, tempo_map=tm, time_signature=tm.time_signature,
+                   tempo_bpm=round(tm.tempo_bpm * tm.quarters_per_beat, 2))
+
+
 def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
               audio_of: dict[int, np.ndarray], drum_samples: tuple[Sample, ...],
               opts: EncodeOptions, report: Progress, drum_indexed: bool = False) -> Container:
@@ -335,6 +352,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     all_notes = tuple(n for t in tracks if not t.is_drum for n in t.notes)
     score = Score(tracks=tuple(tracks), tempo_bpm=estimate_tempo(all_notes),
                   key=estimate_key(all_notes))
+    if loudness is not None:
+        score = _with_tempo_map(score, inp)
     timbres: list = []
     samples: list = list(drum_samples)
     programs = {i: t.program for i, t in enumerate(tracks)}

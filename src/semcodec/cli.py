@@ -803,7 +803,11 @@ def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -
         write_midi(c.score, midi_out)
         _say(f"{input} -> {midi_out}")
     if xml_out:
-        write_musicxml(c.score, xml_out, c.texts.get("lyrics"))
+        # title: the title tag, else the input's file name (the output's from stdin);
+        # composer: the artist tag
+        write_musicxml(c.score, xml_out, c.texts.get("lyrics"),
+                       title=c.tags.get("title") or Path(xml_out if input == "-" else input).stem,
+                       composer=c.tags.get("artist") or c.tags.get("composer", ""))
         _say(f"{input} -> {xml_out}")
 
 

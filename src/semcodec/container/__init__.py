@@ -2,9 +2,10 @@
 
 A file is: magic, version, a compact JSON header protected by a CRC32, then CRC-protected
 chunks (``SCOR`` score, ``TIMB`` timbres, ``SAMP`` audio samples, ``SKEY`` sample keys,
-``TAGS`` long texts) and a final ``END`` chunk.  The reader treats every byte as hostile: every
-length is capped by a constant and by the bytes that remain, decompression is bounded, the JSON
-header is depth-checked before it is parsed, and every decoded value is range-checked.  Any
+``TAGS`` long texts, ``BEAT`` tempo map) and a final ``END`` chunk.  The reader treats every
+byte as hostile: every length is capped by a constant and by the bytes that remain,
+decompression is bounded, the JSON header is depth-checked before it is parsed, and every
+decoded value is range-checked.  Any
 problem raises :class:`~semcodec.errors.ContainerError` and nothing else.
 
 The package imports only the standard library and semcodec's stdlib-only modules.  One module
@@ -15,7 +16,8 @@ per job:
 - ``compression``: the codec byte and bounded decompression
 - ``strictjson``: JSON for hostile input
 - ``header``: the JSON header's fields and their validation
-- ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS
+- ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS; ``beat_chunk``:
+  BEAT
 - ``framing``: preamble, chunk records and CRCs
 - ``smcfile``: :class:`SmcFile`, everything a file holds (the API's ``semcodec.Container``
   subclasses it)
@@ -32,6 +34,7 @@ from semcodec.container.spec import (
     CHUNK_SAMPLES,
     CHUNK_SCORE,
     CHUNK_TAGS,
+    CHUNK_TEMPO_MAP,
     CHUNK_TIMBRE,
     CODEC_DEFLATE,
     CODEC_LZMA2,
@@ -41,13 +44,17 @@ from semcodec.container.spec import (
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_SAMPLE_KEYS,
+    FORMAT_MINOR_TEMPO_MAP,
     LZMA2_DICT_SIZE,
     MAGIC,
+    MAX_BEATS,
+    MAX_BEAT_GAP_MS,
     MAX_BEND_UNITS,
     MAX_DECOMPRESSED_BYTES,
     MAX_ENGINE_GAIN_DB,
     MAX_LOUDNESS_LUFS,
     MAX_TEMPO_BPM,
+    MIN_BEAT_GAP_MS,
     MIN_LOUDNESS_LUFS,
     MIN_TEMPO_BPM,
     PAN_DECIMALS,
@@ -63,18 +70,23 @@ __all__ = [
     "FORMAT_MINOR",
     "FORMAT_MINOR_SAMPLE_KEYS",
     "FORMAT_MINOR_PAN",
+    "FORMAT_MINOR_TEMPO_MAP",
     "MAGIC",
     "CHUNK_SCORE",
     "CHUNK_TIMBRE",
     "CHUNK_SAMPLES",
     "CHUNK_TAGS",
     "CHUNK_SAMPLE_KEYS",
+    "CHUNK_TEMPO_MAP",
     "CHUNK_END",
     "CODEC_NONE",
     "CODEC_DEFLATE",
     "CODEC_LZMA2",
     "END_SLACK_S",
     "LZMA2_DICT_SIZE",
+    "MAX_BEATS",
+    "MAX_BEAT_GAP_MS",
+    "MIN_BEAT_GAP_MS",
     "MAX_BEND_UNITS",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_ENGINE_GAIN_DB",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from semcodec.constants import MAX_DURATION_S, MAX_HEADER_BYTES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from semcodec.container.beat_chunk import _decode_tempo_map, _encode_tempo_map
 from semcodec.container.chunks import (
     _decode_sample_keys,
     _decode_samples,
@@ -36,11 +37,13 @@ from semcodec.container.spec import (
     CHUNK_SAMPLES,
     CHUNK_SCORE,
     CHUNK_TAGS,
+    CHUNK_TEMPO_MAP,
     CHUNK_TIMBRE,
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_SAMPLE_KEYS,
+    FORMAT_MINOR_TEMPO_MAP,
     MAGIC,
 )
 from semcodec.container.strictjson import _dump_json, _parse_json
@@ -150,8 +153,9 @@ class SmcFile:
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
-        minor = (FORMAT_MINOR_PAN if panned else FORMAT_MINOR_SAMPLE_KEYS if keyed
-                 else FORMAT_MINOR)
+        tempo_map = self.score.tempo_map
+        minor = (FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
+                 else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
         parts = [pre, _U32.pack(zlib.crc32(pre))]
         parts.append(_chunk(CHUNK_SCORE, _encode_score(self.score, duration)))
@@ -165,6 +169,8 @@ class SmcFile:
             parts.append(_chunk(CHUNK_SAMPLE_KEYS, _encode_sample_keys(tuple(self.samples))))
         if self.texts:
             parts.append(_chunk(CHUNK_TAGS, _encode_texts(self.texts)))
+        if tempo_map is not None:
+            parts.append(_chunk(CHUNK_TEMPO_MAP, _encode_tempo_map(tempo_map, duration)))
         parts.append(_chunk(CHUNK_END, b""))
         return b"".join(parts)
 
@@ -219,11 +225,14 @@ class SmcFile:
             keys = _decode_sample_keys(seen[CHUNK_SAMPLE_KEYS], len(samples))
             samples = tuple(replace(s, key=keys.get(i)) for i, s in enumerate(samples))
         texts = _decode_texts(seen[CHUNK_TAGS]) if CHUNK_TAGS in seen else {}
+        tempo_map = (_decode_tempo_map(seen[CHUNK_TEMPO_MAP], duration)
+                     if CHUNK_TEMPO_MAP in seen else None)
         score = Score(
             tracks=tuple(tracks),
             tempo_bpm=hdr.tempo_bpm,
             time_signature=hdr.time_signature,
             key=hdr.key,
+            tempo_map=tempo_map,
         )
         return cls(
             duration=duration,
