@@ -31,10 +31,12 @@ TIME_BUDGET_S = 5.0
 RSS_BUDGET_MB = 500
 
 _RUN = (
-    "import resource, sys\n"
+    "import sys\n"
     "def report():\n"
-    "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    "    open(sys.argv[1], 'w').write(str(kb))\n"
+    # VmHWM is this program's own peak: ru_maxrss would also count the forking parent's
+    # (pytest's) peak, which Linux carries across exec
+    "    kb = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0]\n"
+    "    open(sys.argv[1], 'w').write(kb)\n"
     "import atexit; atexit.register(report)\n"
     "from semcodec.cli import main\n"
     "main(sys.argv[2:])\n"

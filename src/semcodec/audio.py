@@ -409,7 +409,6 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
     """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (a binary file
     object) block by block, each block clipped to ±1, so that no full-length copy is made.
     An OS error while writing (disk full...) is raised as that OSError, nothing printed."""
-    import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio)
     if audio.ndim != 1 and not (audio.ndim == 2 and audio.shape[1] == 2):
@@ -431,22 +430,39 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
     fmt_name = fmt[0]
     if fmt_name == "WAV" and audio.shape[0] * 4 * channels >= _WAV_MAX_BYTES:
         fmt_name = "RF64"  # a RIFF WAV cannot hold 4 GiB of data (≈ 6.7 h at 44.1 kHz, 16 bit)
+    blocks = (audio[s:s + _WRITE_BLOCK] for s in range(0, audio.shape[0], _WRITE_BLOCK))
+    _encode_blocks(target, blocks, int(sr), channels, (fmt_name, fmt[1]), audio.shape[0], progress)
+
+
+def _encode_blocks(target: object, blocks, sr: int, channels: int, fmt: tuple[str, str],
+                   n_frames: int, progress: Callable[[float], None] | None = None) -> int:
+    """Encode float ``blocks`` (``(m,)`` or ``(m, channels)``, each clipped to ±1) into the
+    binary file object ``target`` with libsndfile format ``fmt``; returns the frames written.
+
+    libsndfile writes through cffi callbacks: an exception raised there would be printed
+    ("Exception ignored from cffi callback ...") instead of reaching the caller, so the file
+    goes through a :class:`_Sink`, and an OS error while writing (disk full...) is raised
+    here as that OSError, nothing printed."""
+    import soundfile as sf  # noqa: PLC0415
+
     sink = _Sink(target)
+    written = 0
     try:
-        with sf.SoundFile(sink, "w", samplerate=int(sr), channels=channels, format=fmt_name,
+        with sf.SoundFile(sink, "w", samplerate=sr, channels=channels, format=fmt[0],
                           subtype=fmt[1]) as f:
-            for s in range(0, audio.shape[0], _WRITE_BLOCK):
-                block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
-                f.write(block.astype(np.float32, copy=False))
+            for block in blocks:
+                f.write(np.clip(block, -1.0, 1.0).astype(np.float32, copy=False))
                 if sink.error is not None:
                     break
+                written += block.shape[0]
                 if progress is not None:
-                    progress(min(1.0, (s + _WRITE_BLOCK) / audio.shape[0]))
+                    progress(min(1.0, written / max(1, n_frames)))
     except (AssertionError, sf.LibsndfileError, RuntimeError):
         if sink.error is None:
             raise
     if sink.error is not None:
         raise sink.error
+    return written
 
 
 def write_audio_blocks(path: str | os.PathLike, blocks, sr: int, channels: int, n_frames: int,
@@ -469,13 +485,8 @@ def write_audio_blocks(path: str | os.PathLike, blocks, sr: int, channels: int, 
         name = audio_fmt[0]
         if name == "WAV" and n_frames * 4 * channels >= _WAV_MAX_BYTES:
             name = "RF64"  # as _write_blocks
-        with sf.SoundFile(fh, "w", samplerate=int(sr), channels=int(channels), format=name,
-                          subtype=audio_fmt[1]) as f:
-            for block in blocks:
-                f.write(np.clip(block, -1.0, 1.0).astype(np.float32, copy=False))
-                written += block.shape[0]
-                if progress is not None:
-                    progress(min(1.0, written / max(1, n_frames)))
+        written = _encode_blocks(fh, blocks, int(sr), int(channels), (name, audio_fmt[1]),
+                                 n_frames, progress)
         if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
             fh.seek(0)
             data = canonical_ogg(fh.read())

@@ -217,19 +217,8 @@ def _check_smc_name(path: str) -> None:
 
 def _write_bytes(path: str, data: bytes) -> None:
     if path == "-":
-        out = sys.stdout.buffer
-        view = memoryview(data)
-        try:  # a full disk behind stdout gives short writes, then an error: never a truncation
-            while view:
-                n = out.write(view)
-                if not n:
-                    raise OSError(28, "short write")
-                view = view[n:]
-            out.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+        with _stdout_errors():
+            _write_all(sys.stdout.buffer, data)
         return
     from semcodec.io import atomic_write_bytes
 
@@ -237,6 +226,30 @@ def _write_bytes(path: str, data: bytes) -> None:
         atomic_write_bytes(path, data)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def _stdout_errors() -> Iterator[None]:
+    """An OS error writing to stdout (disk full behind ``>``...) as one line naming <stdout>;
+    a reader that went away (BrokenPipeError) passes through."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
+
+
+def _write_all(out, data: bytes) -> None:
+    """Write ``data`` to the binary file ``out`` and flush: a full disk gives short writes,
+    then an error, never a silent truncation."""
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        if not n:
+            raise OSError(28, "short write")
+        view = view[n:]
+    out.flush()
 
 
 def _read_smc(path: str):
@@ -620,15 +633,14 @@ def _stream_wav(out, stream, progress=None) -> None:
     block by block (the header first: the length is known)."""
     from semcodec.audio import pcm16_bytes, wav_header
 
-    out.write(wav_header(stream.sr, stream.channels, stream.n_samples))
-    out.flush()
-    done = 0
-    for block in stream.blocks:
-        out.write(pcm16_bytes(block))
-        out.flush()
-        done += block.shape[0]
-        if progress is not None:
-            progress("write", done / max(1, stream.n_samples))
+    with _stdout_errors():
+        _write_all(out, wav_header(stream.sr, stream.channels, stream.n_samples))
+        done = 0
+        for block in stream.blocks:
+            _write_all(out, pcm16_bytes(block))
+            done += block.shape[0]
+            if progress is not None:
+                progress("write", done / max(1, stream.n_samples))
 
 
 #: Players tried by ``semcodec play`` (each reads a WAV on stdin), in order.
