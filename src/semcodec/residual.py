@@ -17,9 +17,7 @@ Units and shapes
 * frames: frame ``t`` covers ``[t * period_s, (t + 1) * period_s)`` seconds of the original
   (divided by the tempo factor on a tempo-changed decode).
 
-Byte layout of the coded envelope (the ``RESD`` chunk payload, docs/FORMAT.md): 4 bytes of
-parameters (bands, period in 10 ms units, step in 0.5 dB units, flags), then a binary range
-code (LZMA-style, 11-bit adaptive probabilities) of the mask and the level residuals.
+The coded envelope is the ``RESD`` chunk's payload (:mod:`semcodec.resd`, docs/FORMAT.md).
 """
 
 from __future__ import annotations
@@ -30,20 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semcodec.errors import ContainerError
+from semcodec import resd
 
 log = logging.getLogger(__name__)
 
-#: Bounds of the coded parameters (the reader rejects anything else).
-MIN_BANDS, MAX_BANDS = 4, 32
-MIN_PERIOD_UNITS, MAX_PERIOD_UNITS = 2, 100  # frame period in 10 ms units: 20 ms .. 1 s
-MIN_STEP_UNITS, MAX_STEP_UNITS = 1, 24  # quantizer step in 0.5 dB units: 0.5 .. 12 dB
-#: Most grid cells a residual may have (bands x frames; 32 bands of 20 ms over 24 h fit).
-MAX_CELLS = 160_000_000
-#: Most bytes of a RESD payload.
-MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-#: Levels are clamped to this range of dB (mean power per bin of the analysis STFT).
-MIN_LEVEL_DB, MAX_LEVEL_DB = -150.0, 90.0
 #: Default grid: 20 mel bands, 100 ms frames, 3 dB steps (see docs/FORMAT.md, "RESD").
 DEFAULT_BANDS = 20
 DEFAULT_PERIOD_S = 0.1
@@ -55,11 +43,6 @@ MAX_CUT_DB = 60.0
 #: Analysis STFT at 44.1 kHz: 1024-sample sine windows, hop 512 (scaled with the rate).
 REF_SR = 44100
 REF_N_FFT = 1024
-#: Fine mel bands of the encoder's per-cell decision (its log-magnitude distance).
-DECISION_MELS = 64
-#: A cell is coded only when it lowers the cell's distance by more than this (log10 units).
-MIN_GAIN = 0.01
-_HEAD = 4
 
 
 @dataclass(frozen=True)
@@ -148,9 +131,7 @@ def _frame_of(n_stft: int, hop: int, sr: int, period_s: float, n_frames: int) ->
     return np.clip((t / period_s).astype(np.int64), 0, n_frames - 1)
 
 
-def n_grid_frames(duration_s: float, period_s: float) -> int:
-    """Frames of the grid for a clip of ``duration_s`` seconds (at least 1)."""
-    return max(1, int(math.ceil(duration_s / period_s - 1e-9)))
+n_grid_frames = resd.n_frames
 
 
 def band_power(power: np.ndarray, bins: np.ndarray, frames: np.ndarray, n_bands: int,
@@ -258,29 +239,46 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     spec = stft(mono, plan.n_fft, plan.hop)
     power = np.abs(spec) ** 2
     dec = band_power(power, plan.bins, plan.frames, env.n_bands, env.n_frames)
-    noise, gain_db = cell_actions(env, dec)
-    amp_tf = (plan.t_interp @ np.sqrt(noise).T.astype(np.float32)) @ plan.f_interp.T
-    gain_tf = (plan.t_interp @ gain_db.T.astype(np.float32)) @ plan.f_interp.T
-    gain_lin = (10.0 ** (gain_tf / 20.0)).astype(np.float32)
-    add = noise_spec * (amp_tf / norm)
+    gain_lin, amp = _gains(env, plan, spec)
+    add = noise_spec * (amp / norm) if amp is not None else None
+
+    def shaped(s: np.ndarray) -> np.ndarray:
+        out = s * gain_lin if gain_lin is not None else s
+        return out + add if add is not None else out
+
     if audio.ndim == 1:
-        return istft(spec * gain_lin + add, plan.n_fft, plan.hop, n)
+        return istft(shaped(spec), plan.n_fft, plan.hop, n)
     out = np.empty_like(audio)
     for ch in range(audio.shape[1]):
-        s = stft(audio[:, ch], plan.n_fft, plan.hop)
-        out[:, ch] = istft(s * gain_lin + add, plan.n_fft, plan.hop, n)
+        out[:, ch] = istft(shaped(stft(audio[:, ch], plan.n_fft, plan.hop)), plan.n_fft,
+                           plan.hop, n)
     return out
 
 
-def _gains(env: Envelope, plan: _Plan, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(linear gain, noise amplitude per bin), both ``(n_stft, n_bins)`` float32, for the
-    decode whose STFT is ``spec``."""
+def _gains(env: Envelope, plan: _Plan, spec: np.ndarray
+           ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(linear gain, noise magnitude per bin), both float32 ``(n_stft, n_bins)`` (None when
+    the envelope has no cut, or no fill), for the decode whose STFT is ``spec``.
+
+    Each STFT frame and bin takes its cell's values (piecewise constant), so a cell's energy
+    lands in that cell exactly; the overlapping windows cross-fade cells over one hop.
+    """
     power = np.abs(spec) ** 2
     dec = band_power(power, plan.bins, plan.frames, env.n_bands, env.n_frames)
     noise, gain_db = cell_actions(env, dec)
-    amp_tf = (plan.t_interp @ np.sqrt(noise).T.astype(np.float32)) @ plan.f_interp.T
-    gain_tf = (plan.t_interp @ gain_db.T.astype(np.float32)) @ plan.f_interp.T
-    return (10.0 ** (gain_tf / 20.0)).astype(np.float32), amp_tf.astype(np.float32)
+    gain = amp = None
+    bins = np.where(plan.bins >= 0, plan.bins, env.n_bands)  # a spare band: above the top
+    if np.any(gain_db < 0):
+        g = np.vstack([10.0 ** (gain_db / 20.0), np.ones((1, env.n_frames))]).astype(np.float32)
+        gain = g[:, plan.frames][bins].T
+    if np.any(noise > 0):
+        a = np.vstack([np.sqrt(noise), np.zeros((1, env.n_frames))]).astype(np.float32)
+        amp = a[:, plan.frames][bins].T
+    return gain, amp
+
+
+#: Noise power standing for "no noise" in the dB interpolation (-300 dB).
+_NO_NOISE = 1e-30
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,21 +286,60 @@ def _gains(env: Envelope, plan: _Plan, spec: np.ndarray) -> tuple[np.ndarray, np
 # ------------------------------------------------------------------------------------------
 
 
-def _mel_matrix(n_mels: int, n_fft: int, sr: int) -> np.ndarray:
-    """``(n_mels, n_bins)`` triangular mel filters (HTK), each summing to 1, up to sr / 2."""
-    top = 2595.0 * math.log10(1.0 + (sr / 2.0) / 700.0)
-    hz = 700.0 * (10.0 ** (np.linspace(0.0, top, n_mels + 2) / 2595.0) - 1.0)
-    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
-    m = np.zeros((n_mels, len(freqs)), np.float32)
-    for i in range(n_mels):
-        lo, c, hi = hz[i], hz[i + 1], hz[i + 2]
-        up = (freqs - lo) / max(c - lo, 1e-9)
-        down = (hi - freqs) / max(hi - c, 1e-9)
-        m[i] = np.maximum(0.0, np.minimum(up, down))
-        if m[i].sum() == 0:
-            m[i, min(len(freqs) - 1, int(round(c * n_fft / sr)))] = 1.0
-        m[i] /= m[i].sum()
-    return m
+#: The encoder's judge: the multi-resolution log-mel distance of the benchmark
+#: (bench/metrics.py): Hann STFTs of JUDGE_N_FFTS (at 44.1 kHz, scaled with the rate; hop
+#: n_fft / 4), JUDGE_MELS Slaney mel bands of the magnitude, log10 floored at JUDGE_FLOOR.
+JUDGE_N_FFTS = (1024, 2048, 4096)
+JUDGE_MELS = 128
+JUDGE_FLOOR = 1e-5
+
+
+class _Judge:
+    """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int, edges: np.ndarray,
+                 period_s: float, n_frames: int) -> None:
+        import librosa  # the encoder only; decoding never imports this module's judge
+
+        self.res = []
+        for ref in JUDGE_N_FFTS:
+            n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
+            hop = n_fft // 4
+            window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+            mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
+            centres = librosa.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
+            band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, len(edges) - 2)
+            lx = self._logmel(x, n_fft, hop, window, mel)
+            ly = self._logmel(y, n_fft, hop, window, mel)
+            frames = np.clip((np.arange(lx.shape[0]) * hop / sr / period_s).astype(np.int64),
+                             0, n_frames - 1)
+            # each resolution counts as the mean over its frames and mel bands (the metric)
+            weight = 1.0 / (lx.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
+            self.res.append((n_fft, hop, window, mel, band, frames, lx, np.abs(lx - ly), weight))
+        self.shape = (len(edges) - 1, n_frames)
+
+    @staticmethod
+    def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
+                mel: np.ndarray) -> np.ndarray:
+        pad = np.pad(np.asarray(v, np.float32), n_fft // 2)
+        n = 1 + (len(pad) - n_fft) // hop
+        frames = np.lib.stride_tricks.as_strided(
+            pad, shape=(n, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
+        mag = np.abs(np.fft.rfft(frames * window, axis=1))
+        return np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+
+    def benefit(self, z: np.ndarray) -> np.ndarray:
+        """``(n_bands, n_frames)``: the distance of the decode minus that of ``z``, split over
+        the cells (a positive cell brings ``z`` closer to the original than the decode)."""
+        out = np.zeros(self.shape)
+        for n_fft, hop, window, mel, band, frames, lx, base, weight in self.res:
+            diff = base - np.abs(lx - self._logmel(z, n_fft, hop, window, mel))
+            per_band = np.zeros((diff.shape[0], self.shape[0]))
+            np.add.at(per_band.T, band, diff.T)
+            cell = np.zeros((self.shape[1], self.shape[0]))
+            np.add.at(cell, frames, per_band)
+            out += cell.T * weight
+        return out
 
 
 @dataclass
@@ -333,325 +370,115 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
-    Analysis by synthesis: the levels of every cell are applied to the decode in the STFT
-    domain, exactly as :func:`apply` does, and a cell's benefit is how much that lowers the
-    ``|log10 mel(original) - log10 mel(result)|`` distance (DECISION_MELS fine mel bands) over
-    the cell.  The second pass re-measures with the cells that helped only, so that a cell's
-    neighbours are as they will be.
+    Analysis by synthesis: the decode is rendered with the levels of every cell exactly as
+    :func:`apply` renders it (same noise), and a cell's benefit is how much that lowers the
+    benchmark's multi-resolution log-mel distance to the original within the cell
+    (:class:`_Judge`).  Each further pass renders with the cells that helped only and drops
+    those that no longer do, so that a cell's neighbours are as they will be.
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
     x, y = x[:n], y[:n]
     n_frames = n_grid_frames(n / sr, period_s)
-    levels_env = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
-                          mask=np.ones((n_bands, n_frames), bool),
-                          period_s=period_s, step_db=step_db)
-    plan = _Plan(levels_env, sr, sr, n, 1.0)
-    sx, sy = stft(x, plan.n_fft, plan.hop), stft(y, plan.n_fft, plan.hop)
-    px = band_power(np.abs(sx) ** 2, plan.bins, plan.frames, n_bands, n_frames)
-    lo, hi = math.ceil(MIN_LEVEL_DB / step_db), math.floor(MAX_LEVEL_DB / step_db)
+    shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
+                     mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
+    plan = _Plan(shell, sr, sr, n, 1.0)
+    px = band_power(np.abs(stft(x, plan.n_fft, plan.hop)) ** 2, plan.bins, plan.frames,
+                    n_bands, n_frames)
+    lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
     levels = np.clip(np.round(db / step_db), lo, hi).astype(np.int64)
-    mel = _mel_matrix(DECISION_MELS, plan.n_fft, sr)
-    floor = float(np.sum(_window(plan.n_fft))) / 2.0 * 10.0 ** -5.5
-    lx = np.log10(np.maximum(np.abs(sx) @ mel.T, floor))  # (n_stft, n_mels)
-    ly = np.log10(np.maximum(np.abs(sy) @ mel.T, floor))
-    base = np.abs(lx - ly)
-    freqs = np.arange(plan.n_fft // 2 + 1) * sr / plan.n_fft
-    mel_band = plan.bins[np.clip(np.argmax(mel, axis=1), 0, len(freqs) - 1)]
+    judge = _Judge(x, y, sr, band_edges(n_bands, sr), period_s, n_frames)
     mask = np.ones((n_bands, n_frames), bool)
     benefit = np.zeros((n_bands, n_frames))
     for _ in range(max(1, passes)):
         env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
-        gain, amp = _gains(env, plan, sy)
-        # the noise's expected magnitude, not one draw: the decision does not hang on luck
-        out = np.sqrt(np.abs(sy * gain) ** 2 + amp ** 2)
-        lz = np.log10(np.maximum(out @ mel.T, floor))
-        diff = base - np.abs(lx - lz)  # (n_stft, n_mels), > 0 where the residual helps
-        per = np.zeros((n_frames, n_bands))
-        ok = mel_band >= 0
-        per_mel = np.zeros((len(plan.frames), n_bands))
-        np.add.at(per_mel.T, mel_band[ok], diff[:, ok].T)
-        np.add.at(per, plan.frames, per_mel)
-        counts = (np.bincount(plan.frames, minlength=n_frames)[:, None]
-                  * np.bincount(mel_band[ok], minlength=n_bands)[None, :])
-        benefit = per.T
-        mask = (benefit > MIN_GAIN * np.maximum(counts.T, 1)) & mask
-    return Analysis(levels=levels, benefit=benefit * mask, period_s=period_s, step_db=step_db)
+        benefit = judge.benefit(apply(y, sr, env, sr))
+        mask = mask & (benefit > 0)
+        if not np.any(mask):
+            break
+    return Analysis(levels=levels, benefit=np.where(mask, benefit, 0.0), period_s=period_s,
+                    step_db=step_db)
 
 
 # ------------------------------------------------------------------------------------------
-# entropy coding: an LZMA-style binary range coder with adaptive 11-bit probabilities
+# coding
 # ------------------------------------------------------------------------------------------
-
-_PROB_BITS = 11
-_PROB_INIT = 1 << (_PROB_BITS - 1)
-_MOVE_BITS = 5
-_TOP = 1 << 24
-#: Unary magnitude bits with their own probability; the rest of a magnitude is Exp-Golomb.
-_UNARY_MAX = 14
-_ESCAPE_MAX_BITS = 24
-
-
-class _Encoder:
-    """Binary range encoder (the LZMA range coder: carry propagation through ``cache``)."""
-
-    def __init__(self) -> None:
-        self.low = 0
-        self.range = 0xFFFFFFFF
-        self.cache = 0
-        self.cache_size = 1
-        self.out = bytearray()
-
-    def _shift_low(self) -> None:
-        if self.low < 0xFF000000 or self.low >= 1 << 32:
-            carry = self.low >> 32
-            temp = self.cache
-            while True:
-                self.out.append((temp + carry) & 0xFF)
-                temp = 0xFF
-                self.cache_size -= 1
-                if self.cache_size == 0:
-                    break
-            self.cache = (self.low >> 24) & 0xFF
-        self.cache_size += 1
-        self.low = (self.low & 0x00FFFFFF) << 8
-
-    def bit(self, probs: list[int], i: int, bit: int) -> None:
-        p = probs[i]
-        bound = (self.range >> _PROB_BITS) * p
-        if bit:
-            self.low += bound
-            self.range -= bound
-            probs[i] = p - (p >> _MOVE_BITS)
-        else:
-            self.range = bound
-            probs[i] = p + (((1 << _PROB_BITS) - p) >> _MOVE_BITS)
-        while self.range < _TOP:
-            self.range = (self.range << 8) & 0xFFFFFFFF
-            self._shift_low()
-
-    def direct(self, value: int, n_bits: int) -> None:
-        """``n_bits`` bits of ``value`` (high first) at probability 1/2."""
-        for k in range(n_bits - 1, -1, -1):
-            self.range >>= 1
-            if (value >> k) & 1:
-                self.low += self.range
-            while self.range < _TOP:
-                self.range = (self.range << 8) & 0xFFFFFFFF
-                self._shift_low()
-
-    def finish(self) -> bytes:
-        for _ in range(5):
-            self._shift_low()
-        return bytes(self.out[1:])  # the first byte is always 0: not stored
-
-
-class _Decoder:
-    """The matching range decoder; reading past the end of ``data`` raises ContainerError."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = b"\x00" + bytes(data)
-        self.pos = 0
-        self.range = 0xFFFFFFFF
-        self.code = 0
-        for _ in range(5):
-            self.code = (self.code << 8) | self._byte()
-
-    def _byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise ContainerError("RESD: range code ends early (truncated or corrupt)")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def bit(self, probs: list[int], i: int) -> int:
-        p = probs[i]
-        bound = (self.range >> _PROB_BITS) * p
-        if self.code < bound:
-            self.range = bound
-            probs[i] = p + (((1 << _PROB_BITS) - p) >> _MOVE_BITS)
-            bit = 0
-        else:
-            self.code -= bound
-            self.range -= bound
-            probs[i] = p - (p >> _MOVE_BITS)
-            bit = 1
-        while self.range < _TOP:
-            self.range = (self.range << 8) & 0xFFFFFFFF
-            self.code = ((self.code << 8) | self._byte()) & 0xFFFFFFFF
-        return bit
-
-    def direct(self, n_bits: int) -> int:
-        value = 0
-        for _ in range(n_bits):
-            self.range >>= 1
-            bit = 1 if self.code >= self.range else 0
-            if bit:
-                self.code -= self.range
-            value = (value << 1) | bit
-            while self.range < _TOP:
-                self.range = (self.range << 8) & 0xFFFFFFFF
-                self.code = ((self.code << 8) | self._byte()) & 0xFFFFFFFF
-        return value
-
-    def finish(self) -> None:
-        if self.pos != len(self.data) or self.code != 0:
-            raise ContainerError("RESD: range code does not end where the chunk ends (corrupt)")
-
-
-#: Probability slots: mask contexts, then per predictor kind (zero, sign, unary...).
-_N_MASK_CTX = 8
-_N_KINDS = 4
-_KIND_SLOTS = 2 + _UNARY_MAX
-
-
-def _mask_ctx(mask: np.ndarray, b: int, t: int) -> int:
-    left = bool(t > 0 and mask[b, t - 1])
-    below = bool(b > 0 and mask[b - 1, t])
-    above_left = bool(t > 0 and b + 1 < mask.shape[0] and mask[b + 1, t - 1])
-    return int(left) | int(below) << 1 | int(above_left) << 2
-
-
-def _predict(levels: np.ndarray, mask: np.ndarray, last: list, b: int, t: int,
-             default: int) -> tuple[int, int]:
-    """(prediction, predictor kind) of the level of active cell (b, t) from cells already
-    coded: the same band's previous frame, else the band below in this frame, else the band's
-    last coded level, else ``default``."""
-    if t > 0 and mask[b, t - 1]:
-        return int(levels[b, t - 1]), 0
-    if b > 0 and mask[b - 1, t]:
-        return int(levels[b - 1, t]), 1
-    if last[b] is not None:
-        return last[b], 2
-    return default, 3
-
-
-#: Level predicted for a band's first coded cell when no neighbour is known (in steps of 3 dB:
-#: -60 dB); the coder adapts, this only sets where it starts.
-_DEFAULT_LEVEL_DB = -60.0
-
-
-def _code_cells(env: Envelope, enc: _Encoder | None, dec: _Decoder | None,
-                lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Encode (``enc``) or decode (``dec``) the mask and levels, frame by frame, bands low to
-    high; returns (levels, mask) (the decoded ones, or ``env``'s)."""
-    n_bands, n_frames = env.levels.shape
-    levels = env.levels.astype(np.int64) if enc else np.zeros((n_bands, n_frames), np.int64)
-    mask = env.mask.copy() if enc else np.zeros((n_bands, n_frames), bool)
-    mask_probs = [_PROB_INIT] * _N_MASK_CTX
-    probs = [[_PROB_INIT] * _KIND_SLOTS for _ in range(_N_KINDS)]
-    last: list = [None] * n_bands
-    default = int(round(_DEFAULT_LEVEL_DB / env.step_db))
-    for t in range(n_frames):
-        for b in range(n_bands):
-            ctx = _mask_ctx(mask, b, t)
-            if enc:
-                on = bool(mask[b, t])
-                enc.bit(mask_probs, ctx, int(on))
-            else:
-                on = bool(dec.bit(mask_probs, ctx))
-                mask[b, t] = on
-            if not on:
-                continue
-            pred, kind = _predict(levels, mask, last, b, t, default)
-            p = probs[kind]
-            if enc:
-                r = int(levels[b, t]) - pred
-                mag = abs(r)
-                enc.bit(p, 0, int(mag != 0))
-                if mag:
-                    enc.bit(p, 1, int(r < 0))
-                    for i in range(1, _UNARY_MAX + 1):
-                        more = int(mag > i)
-                        enc.bit(p, 1 + i, more)
-                        if not more:
-                            break
-                    else:
-                        _exp_golomb(enc, mag - _UNARY_MAX - 1)
-            else:
-                mag = 0
-                if dec.bit(p, 0):
-                    neg = dec.bit(p, 1)
-                    mag = 1
-                    while mag <= _UNARY_MAX and dec.bit(p, 1 + mag):
-                        mag += 1
-                    if mag > _UNARY_MAX:
-                        mag = _UNARY_MAX + 1 + _exp_golomb_read(dec)
-                    if neg:
-                        mag = -mag
-                value = pred + mag
-                if not lo <= value <= hi:
-                    raise ContainerError(f"RESD: level {value} outside {lo}..{hi} (corrupt)")
-                levels[b, t] = value
-            last[b] = int(levels[b, t])
-    return levels, mask
-
-
-def _exp_golomb(enc: _Encoder, value: int) -> None:
-    n = (value + 1).bit_length()
-    enc.direct((1 << (n - 1)) - 1 << 1, n)  # n - 1 ones, then a zero
-    enc.direct(value + 1 - (1 << (n - 1)), n - 1)
-
-
-def _exp_golomb_read(dec: _Decoder) -> int:
-    n = 1
-    while dec.direct(1):
-        n += 1
-        if n > _ESCAPE_MAX_BITS:
-            raise ContainerError("RESD: escape code too long (corrupt)")
-    return (1 << (n - 1)) + dec.direct(n - 1) - 1
-
-
-def _level_range(step_db: float) -> tuple[int, int]:
-    return math.ceil(MIN_LEVEL_DB / step_db), math.floor(MAX_LEVEL_DB / step_db)
 
 
 def encode_envelope(env: Envelope) -> bytes:
-    """The RESD payload of ``env``: 4 parameter bytes, then the range code (docs/FORMAT.md)."""
-    period_units = int(round(env.period_s * 100))
-    step_units = int(round(env.step_db * 2))
-    if not (MIN_BANDS <= env.n_bands <= MAX_BANDS
-            and MIN_PERIOD_UNITS <= period_units <= MAX_PERIOD_UNITS
-            and MIN_STEP_UNITS <= step_units <= MAX_STEP_UNITS
-            and abs(period_units / 100 - env.period_s) < 1e-9
-            and abs(step_units / 2 - env.step_db) < 1e-9):
-        raise ContainerError(f"RESD: unsupported grid ({env.n_bands} bands, "
-                             f"{env.period_s} s, {env.step_db} dB)")
-    lo, hi = _level_range(env.step_db)
-    if np.any(env.mask & ((env.levels < lo) | (env.levels > hi))):
-        raise ContainerError(f"RESD: a level is outside {lo}..{hi}")
-    enc = _Encoder()
-    _code_cells(env, enc, None, lo, hi)
-    return bytes([env.n_bands, period_units, step_units, 0]) + enc.finish()
+    """The RESD payload of ``env`` (:func:`semcodec.resd.encode`)."""
+    levels = np.where(env.mask, env.levels, 0).astype(np.int64)
+    return resd.encode(resd.Grid(env.n_bands, env.period_s, env.step_db, levels.tolist(),
+                                 env.mask.astype(bool).tolist()))
 
 
 def decode_envelope(payload: bytes, duration_s: float) -> Envelope:
-    """Parse a RESD payload for a clip of ``duration_s`` seconds; ContainerError if invalid."""
-    if len(payload) < _HEAD:
-        raise ContainerError(f"RESD: {len(payload)} bytes, shorter than its {_HEAD}-byte head")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ContainerError(f"RESD: {len(payload)} bytes exceed the cap of {MAX_PAYLOAD_BYTES}")
-    n_bands, period_units, step_units, flags = payload[:_HEAD]
-    if not MIN_BANDS <= n_bands <= MAX_BANDS:
-        raise ContainerError(f"RESD: {n_bands} bands outside {MIN_BANDS}..{MAX_BANDS}")
-    if not MIN_PERIOD_UNITS <= period_units <= MAX_PERIOD_UNITS:
-        raise ContainerError(f"RESD: frame period {period_units * 10} ms outside "
-                             f"{MIN_PERIOD_UNITS * 10}..{MAX_PERIOD_UNITS * 10} ms")
-    if not MIN_STEP_UNITS <= step_units <= MAX_STEP_UNITS:
-        raise ContainerError(f"RESD: step {step_units / 2} dB outside "
-                             f"{MIN_STEP_UNITS / 2}..{MAX_STEP_UNITS / 2} dB")
-    if flags != 0:
-        raise ContainerError(f"RESD: unknown flags {flags}")
-    period_s, step_db = period_units / 100.0, step_units / 2.0
-    n_frames = n_grid_frames(duration_s, period_s)
-    if n_bands * n_frames > MAX_CELLS:
-        raise ContainerError(f"RESD: {n_bands * n_frames} cells exceed the cap of {MAX_CELLS}")
-    shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
-                     mask=np.zeros((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
-    dec = _Decoder(payload[_HEAD:])
-    lo, hi = _level_range(step_db)
-    levels, mask = _code_cells(shell, None, dec, lo, hi)
-    dec.finish()
-    return Envelope(levels=np.where(mask, levels, 0), mask=mask, period_s=period_s,
-                    step_db=step_db)
+    """Parse a RESD payload for a clip of ``duration_s`` seconds (ContainerError if invalid)."""
+    g = resd.decode(payload, duration_s)
+    return Envelope(levels=np.asarray(g.levels, np.int64).reshape(g.n_bands, -1),
+                    mask=np.asarray(g.mask, bool).reshape(g.n_bands, -1),
+                    period_s=g.period_s, step_db=g.step_db)
+
+
+#: Grids the encoder tries, finest first: (bands, frame period s).  With the 3 dB step, the
+#: one whose cells within the byte budget lower the distance most is kept.
+GRIDS = ((DEFAULT_BANDS, 0.05), (DEFAULT_BANDS, DEFAULT_PERIOD_S), (DEFAULT_BANDS, 0.2),
+         (12, 0.4))
+
+
+def _within(a: Analysis, max_bytes: int | None) -> tuple[bytes, float]:
+    """(payload, kept benefit) of the most beneficial cells of ``a`` whose payload fits
+    ``max_bytes`` (b"" when none fits)."""
+    mask = a.benefit > 0
+    if not np.any(mask):
+        return b"", 0.0
+    data = encode_envelope(a.envelope(mask))
+    if max_bytes is None or len(data) <= max_bytes:
+        return data, float(a.benefit[mask].sum())
+    order = np.argsort(-a.benefit, axis=None)
+    k_lo, k_hi = 0, int(mask.sum())  # k_lo cells fit, k_hi do not
+    best = b""
+    while k_hi - k_lo > max(1, k_hi // 50):
+        k = (k_lo + k_hi) // 2
+        m = np.zeros(a.benefit.size, bool)
+        m[order[:k]] = True
+        trial = encode_envelope(a.envelope(m.reshape(a.benefit.shape)))
+        if len(trial) <= max_bytes:
+            k_lo, best = k, trial
+        else:
+            k_hi = k
+    if not best:
+        return b"", 0.0
+    return best, float(np.sort(a.benefit, axis=None)[::-1][:k_lo].sum())
+
+
+def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
+                    max_bytes: int | None = None, *,
+                    grids: tuple[tuple[int, float], ...] = GRIDS,
+                    step_db: float = DEFAULT_STEP_DB) -> bytes:
+    """The RESD payload for ``decoded`` (what the decoder plays without the residual) against
+    ``original`` (float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz, same length), at most
+    ``max_bytes`` long (None: no limit); b"" when nothing helps or nothing fits.
+
+    Each grid of ``grids`` is analysed (:func:`analyse`); when the budget is short, a grid keeps
+    its most beneficial cells that fit; the grid with the largest kept benefit wins (so a
+    small budget gets a coarser grid).
+    """
+    if max_bytes is not None and max_bytes < resd.HEAD_BYTES + 2:
+        return b""
+    best, best_gain = b"", 0.0
+    for n_bands, period in grids:
+        a = analyse(original, decoded, sr, n_bands=n_bands, period_s=period, step_db=step_db)
+        data, gain = _within(a, max_bytes)
+        log.debug("residual grid %d bands x %.2f s: %d bytes, benefit %.1f", n_bands, period,
+                  len(data), gain)
+        if data and gain > best_gain:
+            best, best_gain = data, gain
+    return best
+
+
+def apply_payload(audio: np.ndarray, sr: int, payload: bytes, duration_s: float,
+                  sr_original: int, tempo: float = 1.0) -> np.ndarray:
+    """:func:`apply` of a RESD payload to a decode (ContainerError if the payload is invalid)."""
+    return apply(audio, sr, decode_envelope(payload, duration_s), sr_original, tempo)
