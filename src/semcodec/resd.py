@@ -322,7 +322,7 @@ def encode(grid: Grid) -> bytes:
 def check_head(payload: bytes, duration_s: float) -> tuple[int, float, float, int]:
     """(n_bands, period_s, step_db, n_frames) of a payload's head, validated; ContainerError
     if the payload is too short or too long, or a parameter is out of range."""
-    if len(payload) < HEAD_BYTES + 1:
+    if len(payload) < HEAD_BYTES + 4:
         raise ContainerError(f"RESD: {len(payload)} bytes, too short")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ContainerError(f"RESD: {len(payload)} bytes exceed the cap of {MAX_PAYLOAD_BYTES}")

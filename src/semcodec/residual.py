@@ -89,12 +89,12 @@ def stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     pad[hop:hop + len(x)] = x
     frames = np.lib.stride_tricks.as_strided(
         pad, shape=(n_frames, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
-    return np.fft.rfft(frames * _window(n_fft), axis=1).astype(np.complex64)
+    return np.fft.rfft(frames * _window(n_fft), axis=1).astype(np.complex64, copy=False)
 
 
 def istft(spec: np.ndarray, n_fft: int, hop: int, n: int) -> np.ndarray:
     """Inverse of :func:`stft` (overlap-add with the same sine window): float32 ``(n,)``."""
-    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32) * _window(n_fft)
+    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * _window(n_fft)
     n_frames = frames.shape[0]
     out = np.zeros((n_frames + 1) * hop, np.float32)
     out[:n_frames * hop] += frames[:, :hop].reshape(-1)
@@ -234,13 +234,13 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
         return audio
     n = audio.shape[0]
     plan = _Plan(env, sr, sr_original, n, tempo)
-    noise_spec, norm = _noise_spec(n, plan.n_fft, plan.hop)
     mono = audio if audio.ndim == 1 else audio.mean(axis=1)
     spec = stft(mono, plan.n_fft, plan.hop)
-    power = np.abs(spec) ** 2
-    dec = band_power(power, plan.bins, plan.frames, env.n_bands, env.n_frames)
     gain_lin, amp = _gains(env, plan, spec)
-    add = noise_spec * (amp / norm) if amp is not None else None
+    add = None
+    if amp is not None:
+        noise_spec, norm = _noise_spec(n, plan.n_fft, plan.hop)
+        add = noise_spec * (amp / np.float32(norm))
 
     def shaped(s: np.ndarray) -> np.ndarray:
         out = s * gain_lin if gain_lin is not None else s
@@ -263,7 +263,7 @@ def _gains(env: Envelope, plan: _Plan, spec: np.ndarray
     Each STFT frame and bin takes its cell's values (piecewise constant), so a cell's energy
     lands in that cell exactly; the overlapping windows cross-fade cells over one hop.
     """
-    power = np.abs(spec) ** 2
+    power = spec.real ** 2 + spec.imag ** 2
     dec = band_power(power, plan.bins, plan.frames, env.n_bands, env.n_frames)
     noise, gain_db = cell_actions(env, dec)
     gain = amp = None
@@ -297,10 +297,10 @@ JUDGE_FLOOR = 1e-5
 class _Judge:
     """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int, edges: np.ndarray,
-                 period_s: float, n_frames: int) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
         import librosa  # the encoder only; decoding never imports this module's judge
 
+        self.sr = sr
         self.res = []
         for ref in JUDGE_N_FFTS:
             n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
@@ -308,15 +308,11 @@ class _Judge:
             window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
             mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
             centres = librosa.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
-            band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, len(edges) - 2)
             lx = self._logmel(x, n_fft, hop, window, mel)
             ly = self._logmel(y, n_fft, hop, window, mel)
-            frames = np.clip((np.arange(lx.shape[0]) * hop / sr / period_s).astype(np.int64),
-                             0, n_frames - 1)
             # each resolution counts as the mean over its frames and mel bands (the metric)
             weight = 1.0 / (lx.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
-            self.res.append((n_fft, hop, window, mel, band, frames, lx, np.abs(lx - ly), weight))
-        self.shape = (len(edges) - 1, n_frames)
+            self.res.append((n_fft, hop, window, mel, centres, lx, np.abs(lx - ly), weight))
 
     @staticmethod
     def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
@@ -328,16 +324,26 @@ class _Judge:
         mag = np.abs(np.fft.rfft(frames * window, axis=1))
         return np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
 
-    def benefit(self, z: np.ndarray) -> np.ndarray:
+    def benefit(self, z: np.ndarray, edges: np.ndarray, period_s: float,
+                n_frames: int) -> np.ndarray:
         """``(n_bands, n_frames)``: the distance of the decode minus that of ``z``, split over
-        the cells (a positive cell brings ``z`` closer to the original than the decode)."""
-        out = np.zeros(self.shape)
-        for n_fft, hop, window, mel, band, frames, lx, base, weight in self.res:
+        the cells of the grid (band ``edges`` in Hz, frames of ``period_s``); a positive cell
+        brings ``z`` closer to the original than the decode."""
+        n_bands = len(edges) - 1
+        out = np.zeros((n_bands, n_frames))
+        for n_fft, hop, window, mel, centres, lx, base, weight in self.res:
+            band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, n_bands - 1)
+            frames = np.clip((np.arange(lx.shape[0]) * hop / self.sr / period_s).astype(np.int64),
+                             0, n_frames - 1)
             diff = base - np.abs(lx - self._logmel(z, n_fft, hop, window, mel))
-            per_band = np.zeros((diff.shape[0], self.shape[0]))
-            np.add.at(per_band.T, band, diff.T)
-            cell = np.zeros((self.shape[1], self.shape[0]))
-            np.add.at(cell, frames, per_band)
+            onehot = np.zeros((JUDGE_MELS, n_bands), np.float32)
+            onehot[np.arange(JUDGE_MELS), band] = 1.0
+            per_band = diff @ onehot  # (frames, n_bands)
+            counts = np.bincount(frames, minlength=n_frames)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            have = counts > 0
+            cell = np.zeros((n_frames, n_bands))
+            cell[have] = np.add.reduceat(per_band.astype(np.float64), starts[have], axis=0)
             out += cell.T * weight
         return out
 
@@ -366,15 +372,17 @@ def _mono(audio: np.ndarray) -> np.ndarray:
 
 def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
-            step_db: float = DEFAULT_STEP_DB, passes: int = 2) -> Analysis:
+            step_db: float = DEFAULT_STEP_DB, passes: int = 4,
+            judge: "_Judge | None" = None) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
     Analysis by synthesis: the decode is rendered with the levels of every cell exactly as
     :func:`apply` renders it (same noise), and a cell's benefit is how much that lowers the
     benchmark's multi-resolution log-mel distance to the original within the cell
-    (:class:`_Judge`).  Each further pass renders with the cells that helped only and drops
-    those that no longer do, so that a cell's neighbours are as they will be.
+    (:class:`_Judge`).  Each further pass (up to ``passes``) renders with the cells that
+    helped only and drops those that no longer do, so that a cell's neighbours are as they
+    will be.
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
@@ -388,13 +396,17 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
     levels = np.clip(np.round(db / step_db), lo, hi).astype(np.int64)
-    judge = _Judge(x, y, sr, band_edges(n_bands, sr), period_s, n_frames)
+    judge = judge or _Judge(x, y, sr)
+    edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
     benefit = np.zeros((n_bands, n_frames))
     for _ in range(max(1, passes)):
         env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
-        benefit = judge.benefit(apply(y, sr, env, sr))
-        mask = mask & (benefit > 0)
+        benefit = judge.benefit(apply(y, sr, env, sr), edges, period_s, n_frames)
+        keep = mask & (benefit > 0)
+        if np.array_equal(keep, mask):
+            break
+        mask = keep
         if not np.any(mask):
             break
     return Analysis(levels=levels, benefit=np.where(mask, benefit, 0.0), period_s=period_s,
@@ -468,12 +480,22 @@ def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
     if max_bytes is not None and max_bytes < resd.HEAD_BYTES + 2:
         return b""
     best, best_gain = b"", 0.0
+    x, y = _mono(original), _mono(decoded)
+    n = min(len(x), len(y))
+    judge = _Judge(x[:n], y[:n], sr)
     for n_bands, period in grids:
-        a = analyse(original, decoded, sr, n_bands=n_bands, period_s=period, step_db=step_db)
-        data, gain = _within(a, max_bytes)
-        log.debug("residual grid %d bands x %.2f s: %d bytes, benefit %.1f", n_bands, period,
-                  len(data), gain)
-        if data and gain > best_gain:
+        a = analyse(x[:n], y[:n], sr, n_bands=n_bands, period_s=period, step_db=step_db,
+                    judge=judge)
+        data, _ = _within(a, max_bytes)
+        if not data:
+            continue
+        # what the decoder will really play, judged as a whole
+        env = decode_envelope(data, n / sr)
+        gain = float(judge.benefit(apply(y[:n], sr, env, sr), band_edges(n_bands, sr), period,
+                                   env.n_frames).sum())
+        log.debug("residual grid %d bands x %.2f s: %d bytes, distance lowered by %.4f",
+                  n_bands, period, len(data), gain)
+        if gain > best_gain:
             best, best_gain = data, gain
     return best
 
