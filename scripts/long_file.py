@@ -126,7 +126,7 @@ def timed(cmd: list[str]) -> dict:
 def check_notes(smc: Path, notes, edge_info) -> dict:
     import mir_eval
 
-    from semcodec.container import Container
+    from semcodec.container import SmcFile as Container
 
     c = Container.load(smc)
     est = sorted((n.onset, n.offset, n.pitch) for t in c.score.tracks for n in t.notes)

@@ -34,7 +34,7 @@ except ImportError:  # running from a checkout without installing
 
 from semcodec.container import (  # noqa: E402
     CHUNK_END,
-    Container,
+    SmcFile as Container,
     chunk_table,
     dumps,
     loads,

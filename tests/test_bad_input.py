@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from semcodec import cli
-from semcodec.container import Container
+from semcodec.container import SmcFile as Container
 from semcodec.events import Note, Score, Track
 from smc_bytes import build, split
 

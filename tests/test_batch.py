@@ -19,7 +19,7 @@ import soundfile as sf
 
 from conftest import SR, tone
 from semcodec import batch
-from semcodec.container import Container
+from semcodec.container import SmcFile as Container
 
 CLI = [sys.executable, "-m", "semcodec"]
 

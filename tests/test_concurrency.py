@@ -1,7 +1,7 @@
 """Concurrent writers and interrupts: never a corrupt mix, a partial file or a temp file.
 
 * two processes writing the same path at once leave one complete, valid file (the atomic
-  writers ``container.atomic_write_bytes`` and ``audio.write_audio``, and the real CLI);
+  writers ``io.atomic_write_bytes`` and ``audio.write_audio``, and the real CLI);
 * SIGINT while ``semcodec encode`` / ``decode`` / ``batch encode`` works: exit 130, the line
   ``semcodec: interrupted``, no output, no temporary file, no worker process left.
 """
@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from conftest import SR, tone
-from semcodec.container import Container
+from semcodec.container import SmcFile as Container
 from semcodec.events import Note, Score, Track
 
 CLI = [sys.executable, "-m", "semcodec"]
@@ -36,7 +36,7 @@ def _debris(folder: Path) -> list[str]:
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from semcodec.container import atomic_write_bytes
+    from semcodec.io import atomic_write_bytes
     from semcodec.audio import write_audio
     path, kind, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     if kind == "bytes":

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from semcodec import container as smc
+from semcodec import io as smcio
 from semcodec.constants import BEND_TICK_S, MAX_CHUNK_BYTES, MAX_HEADER_BYTES, SCORE_TICK_S
 from semcodec.container import (
     CHUNK_END,
     CHUNK_SCORE,
     ChunkInfo,
-    Container,
+    SmcFile as Container,
     chunk_table,
     dumps,
     header_dict,
@@ -688,9 +688,9 @@ def test_save_is_atomic(tmp_path, monkeypatch, fail_at):
             def __getattr__(self, name):
                 return getattr(self.fh, name)
 
-        monkeypatch.setattr(smc.os, "fdopen", lambda *a, **k: Failing(real_fdopen(*a, **k)))
+        monkeypatch.setattr(smcio.os, "fdopen", lambda *a, **k: Failing(real_fdopen(*a, **k)))
     else:
-        monkeypatch.setattr(smc.os, fail_at, boom)
+        monkeypatch.setattr(smcio.os, fail_at, boom)
     with pytest.raises(OutputError, match="No space left"):
         rich().save(path)
     monkeypatch.undo()
@@ -698,7 +698,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, fail_at):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.smc"]
     # and with no previous file, nothing is left at all
     new = tmp_path / "new.smc"
-    monkeypatch.setattr(smc.os, "fsync", boom)
+    monkeypatch.setattr(smcio.os, "fsync", boom)
     with pytest.raises(OutputError):
         rich().save(new)
     monkeypatch.undo()
@@ -707,7 +707,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, fail_at):
 
 def test_atomic_write_into_missing_folder(tmp_path):
     with pytest.raises(OutputError):
-        smc.atomic_write_bytes(tmp_path / "nope" / "x.bin", b"123")
+        smcio.atomic_write_bytes(tmp_path / "nope" / "x.bin", b"123")
 
 
 # --- size ---------------------------------------------------------------------------------

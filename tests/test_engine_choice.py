@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import semcodec
-from semcodec.container import Container
+from semcodec.container import SmcFile as Container
 from semcodec.errors import ContainerError
 from semcodec.events import Note, Score, Track
 from semcodec.synth.fluid import render_notes
@@ -69,11 +69,11 @@ def test_mixed_engines_in_one_file(gm_flute):
     bass = Track("bass", 33).with_notes([Note(0.2 + 0.8 * i, 0.9 + 0.8 * i, 40 + i % 5, 90)
                                          for i in range(12)])
     c = Container(**{**gm_flute.__dict__, "score": Score(tracks=(flute, bass))})
-    mix, sr, parts = semcodec.decode(c, per_track=True)
+    mix, sr, parts = semcodec.decode_tracks(c)
     assert np.allclose(sum(p for _, p in parts), mix, atol=1e-4)
     louder = Container(**{**c.__dict__, "score": Score(tracks=(
         Track(**{**flute.__dict__, "engine_gain_db": flute.engine_gain_db + 12.0}), bass))})
-    _, _, parts2 = semcodec.decode(louder, per_track=True)
+    _, _, parts2 = semcodec.decode_tracks(louder)
     ratio = np.sqrt(np.mean(parts2[0][1] ** 2) / np.mean(parts2[1][1] ** 2))
     base = np.sqrt(np.mean(parts[0][1] ** 2) / np.mean(parts[1][1] ** 2))
     assert ratio / base == pytest.approx(10 ** (12 / 20), rel=0.02)

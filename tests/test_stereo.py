@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import semcodec
 from semcodec import stereo
 from semcodec.cli import cli
-from semcodec.container import Container
+from semcodec.container import SmcFile as Container
 from semcodec.errors import ContainerError, SemcodecError
 from semcodec.events import Note, Score, Track
 from semcodec.separate import assign_tracks, note_pans
@@ -109,7 +109,7 @@ def test_stems_keep_their_positions_and_decode_in_stereo(stereo_stems):
     assert st.shape == (mono.shape[0], 2) and sr == SR
     # the same up to the engine rendering the tracks one pan at a time instead of together
     assert np.abs(st.mean(axis=1) - mono).max() < 0.02 * np.abs(mono).max()
-    mix, _, parts = semcodec.decode(c, engine="fluidsynth", per_track=True)
+    mix, _, parts = semcodec.decode_tracks(c, engine="fluidsynth")
     assert mix.shape == st.shape and all(p.shape == st.shape for _, p in parts)
     assert np.allclose(np.sum([p for _, p in parts], axis=0), mix, atol=1e-4)
     # each track sits at its pan: channel gains (1 - pan, 1 + pan)

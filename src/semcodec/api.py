@@ -4,6 +4,7 @@
     c = semcodec.encode("song.wav")          # -> semcodec.Container
     c.save("song.smc")
     audio, sr = semcodec.decode(semcodec.load("song.smc"))
+    mix, sr, tracks = semcodec.decode_tracks(c)   # tracks: [(name, audio), ...]
     c.to_midi("song.mid")
 
 Audio arrays are float32 mono ``(n_samples,)`` (or ``(n, channels)`` on input, downmixed),
@@ -15,8 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
 from semcodec.constants import MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
-from semcodec.errors import InputError, SynthError, UsageError
+from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
@@ -36,7 +36,7 @@ ENGINES = ("auto", "neural", "fluidsynth")
 Progress = Callable[[str, float], None]
 
 
-class Container(_container.Container):
+class Container(_container.SmcFile):
     """A decoded ``.smc`` file with the conveniences of the API (exports, decoding)."""
 
     def to_midi(self, path: str | os.PathLike | None = None):
@@ -51,9 +51,15 @@ class Container(_container.Container):
         """Write the score as quantized MusicXML (readable sheet music) to ``path``."""
         write_musicxml(self.score, path, self.texts.get("lyrics"))
 
-    def decode(self, **kwargs) -> tuple[np.ndarray, int]:
+    def decode(self, options: DecodeOptions | None = None,
+               **overrides: Any) -> tuple[np.ndarray, int]:
         """Shortcut for :func:`decode` on this container."""
-        return decode(self, **kwargs)
+        return decode(self, options, **overrides)
+
+    def decode_tracks(self, options: DecodeOptions | None = None, **overrides: Any
+                      ) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray]]]:
+        """Shortcut for :func:`decode_tracks` on this container."""
+        return decode_tracks(self, options, **overrides)
 
 
 @dataclass(frozen=True)
@@ -399,108 +405,185 @@ def make_engine(name: str = "auto", *, device: str = "auto", soundfont: str | No
     return FluidsynthEngine(soundfont)
 
 
-def decode(c: _container.Container, *, engine: str = "auto", sample_rate: int | None = None,
-           device: str = "auto", soundfont: str | None = None,
-           programs: dict[int, int] | None = None, transpose: int = 0,
-           tempo: float = 1.0, per_track: bool = False, channels: int | None = None):
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Decoder settings: the engine, the output format and the decode-time edits.
+
+    ``engine``: "auto", "neural" or "fluidsynth" (auto: neural when available, except the
+    tracks the encoder found closer with fluidsynth); ``device``: where the neural engine runs;
+    ``soundfont``: the fluidsynth soundfont (None: the default one); ``sample_rate``: output
+    rate in Hz (None: the original's); ``channels``: 1, 2 or None (two channels when the
+    original had two or more); ``programs``: track index -> GM program (re-orchestration);
+    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster.
+    Values are checked when a container is decoded.
+    """
+
+    engine: str = "auto"
+    device: str = "auto"
+    soundfont: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    programs: dict[int, int] | None = None
+    transpose: int = 0
+    tempo: float = 1.0
+
+
+def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
+           **overrides: Any) -> tuple[np.ndarray, int]:
     """Synthesize a container: returns float32 audio and its sample rate (Hz).
 
-    The audio is mono ``(n,)``, or ``(n, 2)`` for ``channels=2``; ``None`` (the default) means
-    two channels when the original had two or more, else one.  In stereo every track is placed
-    at its stored pan (:func:`semcodec.synth.dsp.pan_stereo`); the downmix ``(left + right) / 2``
-    is the mono output.
+    Settings come from ``options`` (:class:`DecodeOptions`), any field of which may also be
+    given (or overridden) as a keyword: ``decode(c, engine="fluidsynth", transpose=2)``.
 
-    ``per_track=True`` returns ``(mix, sr, [(track name, audio), ...])``: each track rendered
-    alone, scaled by the mix's loudness gain, so the tracks add up to the mix (before the
-    mix's soft clipping).
-
-    The output has the original's duration to the sample (divided by ``tempo`` when it is not
-    1), its sample rate unless ``sample_rate`` is given, and its integrated loudness (of the
-    downmix).  ``programs`` maps track index → GM program (re-orchestration), ``transpose``
-    shifts pitched tracks by semitones, ``tempo`` > 1 plays faster.
+    The audio is mono ``(n,)``, or ``(n, 2)`` for ``channels=2``.  In stereo every track is
+    placed at its stored pan (:func:`semcodec.synth.dsp.pan_stereo`); the downmix
+    ``(left + right) / 2`` is the mono output.  The output has the original's duration to the
+    sample (divided by ``tempo`` when it is not 1), its sample rate unless ``sample_rate`` is
+    given, and its integrated loudness (of the downmix).
     """
-    from semcodec.audio import check_sample_rate
+    opts = _decode_options(options, overrides)
+    out = _DecodeShape.of(c, opts, per_track=False)
+    if _is_silent(c):
+        return out.place(out.silence()), out.sr
+    renderer = _Renderer(c, opts, out)
+    pans = out.pans(c)
+    if not any(pans):
+        return out.place(dsp.match_loudness(renderer.render(c.score), out.sr,
+                                            c.loudness_lufs)), out.sr
+    return _mix_by_position(c, renderer, pans, out.sr), out.sr
 
-    sr = check_sample_rate(sample_rate or c.sample_rate, "--sample-rate")
-    if channels is None:
-        channels = 2 if c.channels >= 2 else 1
-    if channels not in (1, 2):
-        raise UsageError(f"channels must be 1 or 2, got {channels}")
-    if not (0.25 <= tempo <= 4.0):
-        raise UsageError(f"tempo factor {tempo} out of range (0.25..4)")
-    if not -48 <= transpose <= 48:
-        raise UsageError(f"transpose {transpose} out of range (-48..48 semitones)")
-    for idx, prog in (programs or {}).items():
-        if not 0 <= idx < len(c.score.tracks):
-            raise UsageError(f"no track {idx + 1} (the file has {len(c.score.tracks)})")
-        if not 0 <= prog <= 127:
-            raise UsageError(f"GM program {prog} out of range (0..127)")
-    n_out = int(round(c.n_samples * sr / c.sample_rate / tempo))
-    _check_memory(n_out * channels * (2 if per_track else 1), sr)
 
-    def place(x: np.ndarray, pan: float = 0.0) -> np.ndarray:
-        return x if channels == 1 else dsp.pan_stereo(x, pan)
+def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
+                  **overrides: Any) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray]]]:
+    """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
-    silent = np.zeros(n_out, dtype=np.float32)
-    if c.score.n_notes == 0 or c.loudness_lufs is None:
-        out = place(silent)
-        return (out, sr) if not per_track else (out, sr, [(t.name, out) for t in c.score.tracks])
-    eng = make_engine(engine, device=device, soundfont=soundfont)
+    Each track is rendered alone (the other tracks muted) and scaled by the mix's loudness
+    gain, so the tracks add up to the mix (before the mix's soft clipping).  Settings and
+    shapes as for :func:`decode`.
+    """
+    opts = _decode_options(options, overrides)
+    out = _DecodeShape.of(c, opts, per_track=True)
+    silent = out.silence()
+    if _is_silent(c):
+        placed_silence = out.place(silent)
+        return placed_silence, out.sr, [(t.name, placed_silence) for t in c.score.tracks]
+    renderer = _Renderer(c, opts, out)
+    pans = out.pans(c)
+    parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
+             for i, t in enumerate(c.score.tracks)]
+    mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
+    placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
+    mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
+    tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
+    return dsp.soft_clip(mix), out.sr, tracks
 
-    # the automatic choice honours the tracks the encoder found closer with the fallback engine
-    fallback = None
-    if engine == "auto" and eng.name == "neural" and any(
-            t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
-        fallback = make_engine("fluidsynth", soundfont=soundfont)
 
-    def with_engine(e, score: Score) -> np.ndarray:
-        out = e.render(score, sr, n_out, timbres=c.timbres, samples=c.samples,
-                       programs=programs, transpose=transpose, tempo=tempo)
-        return dsp.fit_length(np.asarray(out, np.float32), n_out)
+def _decode_options(options: DecodeOptions | None, overrides: dict[str, Any]) -> DecodeOptions:
+    if "per_track" in overrides:
+        raise TypeError("decode(per_track=...) is gone: decode_tracks() returns the tracks")
+    return replace(options or DecodeOptions(), **overrides)
 
-    def muted(score: Score, keep) -> Score:  # ``score`` with the tracks not in keep muted
-        return replace(score, tracks=tuple(t if j in keep else replace(t, notes=())
-                                           for j, t in enumerate(score.tracks)))
 
-    def render(score: Score) -> np.ndarray:
-        pref = {i for i, t in enumerate(score.tracks)
-                if fallback is not None and t.notes and not t.is_drum and t.engine == "fluidsynth"}
+def _is_silent(c: _container.SmcFile) -> bool:
+    return c.score.n_notes == 0 or c.loudness_lufs is None
+
+
+@dataclass(frozen=True)
+class _DecodeShape:
+    """The output of one decoding: sample rate (Hz), length (samples) and channels."""
+
+    sr: int
+    n_out: int
+    channels: int
+
+    @classmethod
+    def of(cls, c: _container.SmcFile, opts: DecodeOptions, per_track: bool) -> "_DecodeShape":
+        """Check ``opts`` against ``c`` (UsageError / InputError) and the memory it needs."""
+        from semcodec.audio import check_sample_rate
+
+        sr = check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
+        channels = opts.channels
+        if channels is None:
+            channels = 2 if c.channels >= 2 else 1
+        if channels not in (1, 2):
+            raise UsageError(f"channels must be 1 or 2, got {channels}")
+        if not (0.25 <= opts.tempo <= 4.0):
+            raise UsageError(f"tempo factor {opts.tempo} out of range (0.25..4)")
+        if not -48 <= opts.transpose <= 48:
+            raise UsageError(f"transpose {opts.transpose} out of range (-48..48 semitones)")
+        for idx, prog in (opts.programs or {}).items():
+            if not 0 <= idx < len(c.score.tracks):
+                raise UsageError(f"no track {idx + 1} (the file has {len(c.score.tracks)})")
+            if not 0 <= prog <= 127:
+                raise UsageError(f"GM program {prog} out of range (0..127)")
+        n_out = int(round(c.n_samples * sr / c.sample_rate / opts.tempo))
+        _check_memory(n_out * channels * (2 if per_track else 1), sr)
+        return cls(sr, n_out, channels)
+
+    def silence(self) -> np.ndarray:
+        return np.zeros(self.n_out, dtype=np.float32)
+
+    def place(self, x: np.ndarray, pan: float = 0.0) -> np.ndarray:
+        """Mono ``x`` as the output's channels (at stereo position ``pan``)."""
+        return x if self.channels == 1 else dsp.pan_stereo(x, pan)
+
+    def pans(self, c: _container.SmcFile) -> list[float]:
+        """Every track's stereo position in this output (0 in mono)."""
+        return [t.pan if self.channels == 2 else 0.0 for t in c.score.tracks]
+
+
+def _muted(score: Score, keep: set[int]) -> Score:
+    """``score`` with the tracks not in ``keep`` muted (indices kept for timbres/samples)."""
+    return replace(score, tracks=tuple(t if j in keep else replace(t, notes=())
+                                       for j, t in enumerate(score.tracks)))
+
+
+class _Renderer:
+    """Renders scores of one container with the chosen engine; the automatic choice renders
+    the tracks the encoder found closer with fluidsynth with that engine instead."""
+
+    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape) -> None:
+        self.c, self.opts, self.n_out, self.sr = c, opts, out.n_out, out.sr
+        self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
+        self.fallback = None
+        if opts.engine == "auto" and self.engine.name == "neural" and any(
+                t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
+            self.fallback = make_engine("fluidsynth", soundfont=opts.soundfont)
+
+    def _with(self, engine: Any, score: Score) -> np.ndarray:
+        o, c = self.opts, self.c
+        out = engine.render(score, self.sr, self.n_out, timbres=c.timbres, samples=c.samples,
+                            programs=o.programs, transpose=o.transpose, tempo=o.tempo)
+        return dsp.fit_length(np.asarray(out, np.float32), self.n_out)
+
+    def render(self, score: Score) -> np.ndarray:
+        """``score`` rendered at the output's rate and length, mono float32."""
+        pref = {i for i, t in enumerate(score.tracks) if self.fallback is not None
+                and t.notes and not t.is_drum and t.engine == "fluidsynth"}
         if not pref:
-            return with_engine(eng, score)
-        rest = muted(score, set(range(len(score.tracks))) - pref)
-        out = with_engine(eng, rest) if rest.n_notes else np.zeros(n_out, np.float32)
+            return self._with(self.engine, score)
+        rest = _muted(score, set(range(len(score.tracks))) - pref)
+        out = self._with(self.engine, rest) if rest.n_notes else np.zeros(self.n_out, np.float32)
         for i in sorted(pref):
             gain = np.float32(10.0 ** (score.tracks[i].engine_gain_db / 20.0))
-            out += with_engine(fallback, muted(score, {i})) * gain
+            out += self._with(self.fallback, _muted(score, {i})) * gain
         return out
 
-    def only(keep) -> Score:  # the score with the other tracks muted (indices kept)
-        return muted(c.score, keep)
 
-    pans = [t.pan if channels == 2 else 0.0 for t in c.score.tracks]
-    if not per_track:
-        if not any(pans):
-            return place(dsp.match_loudness(render(c.score), sr, c.loudness_lufs)), sr
-        # one rendering per stereo position; the loudness gain is the downmix's
-        by_pan: dict[float, list[int]] = {}
-        for i, t in enumerate(c.score.tracks):
-            if t.notes:
-                by_pan.setdefault(pans[i], []).append(i)
-        parts = [(pan, render(only(set(idx)))) for pan, idx in by_pan.items()]
-        gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
-                                 c.loudness_lufs)
-        mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
-                     dtype=np.float32)
-        return dsp.soft_clip(mix), sr
-    # one rendering per track (other tracks muted, indices kept for timbres/samples); the mix
-    # is their sum, and every track gets the mix's loudness gain so that they add up to it
-    parts = [render(only({i})) if t.notes else silent for i, t in enumerate(c.score.tracks)]
-    mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
-    gain = dsp.loudness_gain(mono, sr, c.loudness_lufs)
-    placed = [place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
-    mix = np.sum(placed, axis=0, dtype=np.float32) if placed else place(silent)
-    tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
-    return dsp.soft_clip(mix), sr, tracks
+def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],
+                     sr: int) -> np.ndarray:
+    """The stereo mix: one rendering per stereo position, with the downmix's loudness gain."""
+    by_pan: dict[float, list[int]] = {}
+    for i, t in enumerate(c.score.tracks):
+        if t.notes:
+            by_pan.setdefault(pans[i], []).append(i)
+    parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
+    gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
+                             c.loudness_lufs)
+    mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
+                 dtype=np.float32)
+    return dsp.soft_clip(mix)
 
 
 #: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).
@@ -515,9 +598,9 @@ def _check_memory(n_out: int, sr: int) -> None:
         return
     need = n_out * DECODE_BYTES_PER_SAMPLE
     if need > total:
-        raise SynthError(
+        raise OutputTooLargeError(
             f"decoding {n_out / sr:.0f} s at {sr} Hz needs about {need / 2**30:.1f} GiB of memory, "
-            f"more than this machine has ({total / 2**30:.1f} GiB); try a lower --sample-rate"
+            f"more than this machine has ({total / 2**30:.1f} GiB); try a lower sample rate"
         )
 
 

@@ -12,12 +12,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from semcodec.constants import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from semcodec.container import fsync_directory
 from semcodec.errors import InputError, OutputError, UsageError
+from semcodec.io import atomic_write
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
@@ -291,12 +292,6 @@ def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
     return data
 
 
-def _default_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | None = None) -> None:
     """Write mono ``audio`` to ``path`` atomically (temporary file, then rename).
 
@@ -305,42 +300,21 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
     On any failure or interrupt the temporary file is removed and an existing ``path`` is
     left untouched; problems become :class:`OutputError`.
     """
-    import tempfile
-
     import soundfile as sf
 
     audio_fmt = output_format(path, fmt)
-    target = Path(os.fspath(path))
-    folder = target.parent if str(target.parent) else Path(".")
+
+    def write(fh: BinaryIO) -> None:
+        _write_blocks(fh, audio, sr, audio_fmt)
+        if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
+            fh.seek(0)
+            data = canonical_ogg(fh.read())
+            fh.seek(0)
+            fh.write(data)
+            fh.truncate()
+
     try:
-        mode = os.stat(target).st_mode & 0o7777
-    except OSError:
-        mode = _default_mode()
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w+b") as fh:
-            _write_blocks(fh, audio, sr, audio_fmt)
-            if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
-                fh.seek(0)
-                data = canonical_ogg(fh.read())
-                fh.seek(0)
-                fh.write(data)
-                fh.truncate()
-                del data
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+        atomic_write(path, write)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        target = Path(os.fspath(path))
         raise OutputError(f"cannot encode {target} ({audio_fmt[0]} at {sr} Hz): {exc}") from None
-    finally:
-        if tmp_name is not None:  # failed or interrupted (KeyboardInterrupt included)
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
-    fsync_directory(folder)

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from semcodec.api import DecodeOptions
 from semcodec.errors import InputError, OutputError, SemcodecError, UsageError
 
 log = logging.getLogger(__name__)
@@ -63,18 +64,11 @@ Progress = Callable[["FileResult"], None]
 
 
 @dataclass(frozen=True)
-class DecodeSettings:
-    """Options of ``batch decode``, as those of ``semcodec decode``."""
+class DecodeSettings(DecodeOptions):
+    """Options of ``batch decode``: those of :func:`semcodec.api.decode` and the output
+    format."""
 
-    engine: str = "auto"
-    device: str = "auto"
-    soundfont: str | None = None
-    sample_rate: int | None = None
     fmt: str = "wav"
-    transpose: int = 0
-    tempo: float = 1.0
-    #: Output channels: None = as the original (stereo when it had two or more), 1 or 2.
-    channels: int | None = None
 
     def __post_init__(self) -> None:
         if self.channels not in (None, 1, 2):
@@ -202,7 +196,7 @@ class BatchReport:
 
     def write_json(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_dict` as JSON, atomically."""
-        from semcodec.container import atomic_write_bytes
+        from semcodec.io import atomic_write_bytes
 
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
         atomic_write_bytes(path, text.encode("utf-8"))
@@ -340,7 +334,7 @@ def _reason(exc: BaseException, src: str) -> str:
 
 def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int] | None:
     """``(duration_s, smc_bytes, notes)`` when ``job``'s output is complete, else ``None``."""
-    from semcodec.container import Container
+    from semcodec.container import SmcFile
 
     try:
         st_out = os.stat(job.dst)
@@ -351,9 +345,9 @@ def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int
         return None
     try:
         if mode == "encode":
-            c = Container.load(job.dst)
+            c = SmcFile.load(job.dst)
             return c.duration, st_out.st_size, c.score.n_notes
-        c = Container.load(job.src)
+        c = SmcFile.load(job.src)
     except SemcodecError:
         return None
     sr = dec.sample_rate or c.sample_rate
@@ -402,10 +396,7 @@ def process_file(mode: str, job: Job, encode_options: Any = None,
             from semcodec.audio import write_audio
 
             c = api.load(job.src)
-            audio, sr = api.decode(c, engine=dec.engine, sample_rate=dec.sample_rate,
-                                   device=dec.device, soundfont=dec.soundfont,
-                                   transpose=dec.transpose, tempo=dec.tempo,
-                                   channels=dec.channels)
+            audio, sr = api.decode(c, dec)
             write_audio(job.dst, audio, sr, dec.fmt)
             del audio
             result.smc_bytes = job.size

@@ -6,17 +6,19 @@ Errors are one line on stderr; ``-v`` adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import click
 
 from semcodec import __version__
-from semcodec.errors import OutputError, SemcodecError, UsageError
+from semcodec.errors import OutputError, OutputTooLargeError, SemcodecError, UsageError
 
 log = logging.getLogger("semcodec")
 
@@ -127,7 +129,7 @@ def _write_bytes(path: str, data: bytes) -> None:
         out.write(data)
         out.flush()
         return
-    from semcodec.container import atomic_write_bytes
+    from semcodec.io import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, data)
@@ -417,20 +419,37 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
-    result = api.decode(c, engine=engine, sample_rate=sample_rate, device=device,
-                        soundfont=soundfont, programs=prog_map, transpose=transpose,
-                        tempo=tempo, per_track=bool(stems_dir),
-                        channels=None if channels == "auto" else int(channels))
-    audio, sr = result[0], result[1]
+    opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
+                             sample_rate=sample_rate, channels=_channels(channels),
+                             programs=prog_map, transpose=transpose, tempo=tempo)
+    with _flag_hints():
+        if stems_dir:
+            audio, sr, parts = api.decode_tracks(c, opts)
+        else:
+            (audio, sr), parts = api.decode(c, opts), []
     if output == "-":
         _write_bytes(output, encode_audio(audio, sr, audio_fmt))
     else:
         write_audio(output, audio, sr, fmt)
-    for path, (_, part) in zip(stem_paths, result[2] if stems_dir else ()):
+    for path, (_, part) in zip(stem_paths, parts):
         write_audio(path, part, sr)
     elapsed = time.perf_counter() - t0
     dur = audio.shape[0] / sr
     _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+
+
+def _channels(choice: str) -> int | None:
+    """The ``--channels`` choice as :class:`semcodec.api.DecodeOptions` takes it."""
+    return None if choice == "auto" else int(choice)
+
+
+@contextlib.contextmanager
+def _flag_hints() -> Iterator[None]:
+    """Name the CLI flag a library error's advice refers to."""
+    try:
+        yield
+    except OutputTooLargeError as exc:
+        raise OutputTooLargeError(f"{exc} (--sample-rate)") from None
 
 
 def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
@@ -696,8 +715,7 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
         soundfont = os.path.abspath(soundfont)  # workers may run elsewhere
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
-                                    tempo=tempo,
-                                    channels=None if channels == "auto" else int(channels))
+                                    tempo=tempo, channels=_channels(channels))
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
                decode_settings=settings)
 

@@ -27,5 +27,9 @@ class SynthError(SemcodecError):
     """A synthesizer engine is unavailable or failed (missing library, soundfont, weights)."""
 
 
+class OutputTooLargeError(SynthError):
+    """The decoded output would not fit in this machine's memory (a lower sample rate may)."""
+
+
 class UsageError(SemcodecError):
     """An option value is invalid (bad track reference, bad program number, ...)."""

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from semcodec.container import atomic_write_bytes
 from semcodec.errors import OutputError
 from semcodec.events import Note, Score
+from semcodec.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,264 @@
+"""The format-level container class, :class:`SmcFile`: everything a ``.smc`` file holds, its
+serialization and parsing, plus per-track size accounting.  The API's
+:class:`semcodec.Container` subclasses it with exports and decoding."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from semcodec.constants import MAX_DURATION_S, MAX_HEADER_BYTES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from semcodec.container.chunks import (
+    _decode_sample_keys,
+    _decode_samples,
+    _decode_texts,
+    _decode_timbres,
+    _encode_sample_keys,
+    _encode_samples,
+    _encode_texts,
+    _encode_timbres,
+)
+from semcodec.container.framing import _as_bytes, _chunk, _parse_chunks, _parse_preamble
+from semcodec.container.header import _track_object, _validate_header
+from semcodec.container.primitives import _exact_duration, _fail, _is_int, _is_num, _round_float
+from semcodec.container.score_chunk import _decode_score, _encode_score
+from semcodec.container.spec import (
+    _KNOWN_CHUNKS,
+    _PREAMBLE,
+    _RESERVED_KEYS,
+    _U32,
+    CHUNK_END,
+    CHUNK_SAMPLE_KEYS,
+    CHUNK_SAMPLES,
+    CHUNK_SCORE,
+    CHUNK_TAGS,
+    CHUNK_TIMBRE,
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    FORMAT_MINOR_PAN,
+    FORMAT_MINOR_SAMPLE_KEYS,
+    MAGIC,
+)
+from semcodec.container.strictjson import _dump_json, _parse_json
+from semcodec.errors import ContainerError, InputError
+from semcodec.events import Sample, Score, Timbre, Track
+from semcodec.io import atomic_write_bytes
+
+
+def track_sizes(c: "SmcFile") -> list[dict[str, int]]:
+    """Bytes each track costs: ``[{"score": .., "timbre": .., "samples": .., "total": ..}]``.
+
+    ``score`` is the track's notes coded (and compressed) alone, so the tracks' score bytes add
+    up to about the SCOR chunk (compression shares a little across tracks); ``timbre`` and
+    ``samples`` are the track's exact shares of the TIMB and SAMP chunks.
+    """
+    duration = _exact_duration(c.n_samples, c.sample_rate)
+    out = []
+    for i, t in enumerate(c.score.tracks):
+        score = len(_encode_score(Score(tracks=(replace(t, program=t.program),)), duration))
+        tb = [replace(x, track=0) for x in c.timbres if x.track == i]
+        timbre = len(_encode_timbres(tuple(tb), 1)) - 1 if tb else 0
+        samples = sum(len(_encode_samples((replace(s, track=0),), 1, duration)) - 1
+                      for s in c.samples if s.track == i)
+        out.append({"score": score, "timbre": timbre, "samples": samples,
+                    "total": score + timbre + samples})
+    return out
+
+
+@dataclass
+class SmcFile:
+    """Everything a ``.smc`` file holds; see docs/FORMAT.md for the encoding."""
+
+    duration: float
+    sample_rate: int
+    channels: int = 1
+    n_samples: int = 0
+    loudness_lufs: float | None = None
+    score: Score = field(default_factory=Score)
+    timbres: tuple[Timbre, ...] = ()
+    samples: tuple[Sample, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    encoder: str = ""
+    extra: dict = field(default_factory=dict)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _header(self) -> dict[str, Any]:
+        sr = self.sample_rate
+        if not _is_int(sr) or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+            raise _fail(f"sample rate {sr!r} outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+        if not _is_num(self.duration) or not 0.0 <= self.duration <= MAX_DURATION_S:
+            raise _fail(f"duration {self.duration!r} outside 0..{MAX_DURATION_S:g} s")
+        n = self.n_samples
+        if _is_int(n) and n == 0 and self.duration > 0:
+            n = int(round(self.duration * sr))
+        if not _is_int(n) or abs(n - self.duration * sr) > 1.0:
+            raise _fail(f"n_samples {n!r} disagrees with duration {self.duration} s at {sr} Hz")
+        loud = self.loudness_lufs
+        h: dict[str, Any] = {
+            "format": "smc",
+            "duration": _round_float(n / sr, 6),
+            "n_samples": n,
+            "sample_rate": sr,
+            "channels": self.channels,
+            "loudness_lufs": None if loud is None else _round_float(loud, 2),
+            "tempo_bpm": _round_float(self.score.tempo_bpm, 2),
+            "time_signature": list(self.score.time_signature),
+            "key": self.score.key,
+            "tracks": [_track_object(t) for t in self.score.tracks],
+        }
+        if self.encoder:
+            h["encoder"] = self.encoder
+        if self.tags:
+            h["tags"] = dict(self.tags)
+        for key, value in self.extra.items():
+            if not isinstance(key, str) or key in _RESERVED_KEYS:
+                raise _fail(f"extra header field {key!r} is reserved or not a string")
+            h[key] = value
+        return h
+
+    def to_bytes(self) -> bytes:
+        """Serialize to ``.smc`` bytes; raises ContainerError if a value cannot be stored."""
+        try:
+            h = self._header()
+            header_json = _dump_json(h, "header")
+            hdr = _validate_header(_parse_json(header_json, "header"))
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            if isinstance(exc, ContainerError):
+                raise
+            raise _fail(f"cannot store container: {exc}") from None
+        if len(header_json) > MAX_HEADER_BYTES:
+            raise _fail(f"header of {len(header_json)} bytes exceeds the cap of {MAX_HEADER_BYTES}")
+        duration = _exact_duration(hdr.n_samples, hdr.sample_rate)
+        n_tracks = len(self.score.tracks)
+        keyed = any(s.key is not None for s in self.samples)
+        panned = any("pan" in t or "engine" in t for t in h["tracks"])
+        minor = (FORMAT_MINOR_PAN if panned else FORMAT_MINOR_SAMPLE_KEYS if keyed
+                 else FORMAT_MINOR)
+        pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
+        parts = [pre, _U32.pack(zlib.crc32(pre))]
+        parts.append(_chunk(CHUNK_SCORE, _encode_score(self.score, duration)))
+        if self.timbres:
+            parts.append(_chunk(CHUNK_TIMBRE, _encode_timbres(tuple(self.timbres), n_tracks)))
+        if self.samples:
+            parts.append(
+                _chunk(CHUNK_SAMPLES, _encode_samples(tuple(self.samples), n_tracks, duration))
+            )
+        if keyed:
+            parts.append(_chunk(CHUNK_SAMPLE_KEYS, _encode_sample_keys(tuple(self.samples))))
+        if self.texts:
+            parts.append(_chunk(CHUNK_TAGS, _encode_texts(self.texts)))
+        parts.append(_chunk(CHUNK_END, b""))
+        return b"".join(parts)
+
+    # --- reading --------------------------------------------------------------------------
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SmcFile":
+        """Parse ``.smc`` bytes; raises ContainerError on any problem."""
+        try:
+            return cls._from_bytes(_as_bytes(data))
+        except ContainerError:
+            raise
+        except (RecursionError, MemoryError) as exc:  # pragma: no cover - defensive
+            raise _fail(f"file too complex to read ({type(exc).__name__})") from None
+
+    @classmethod
+    def _from_bytes(cls, data: bytes) -> "SmcFile":
+        raw_header, pos = _parse_preamble(data)
+        hdr = _validate_header(_parse_json(raw_header, "header"))
+        chunks = _parse_chunks(data, pos)
+        seen: dict[bytes, bytes] = {}
+        for ctype, offset, payload in chunks:
+            if ctype in _KNOWN_CHUNKS:
+                if ctype in seen:
+                    raise _fail(f"duplicate {ctype.decode()} chunk at offset {offset}")
+                seen[ctype] = payload
+            # unknown chunk types are skipped (their CRC was checked)
+        if CHUNK_SCORE not in seen:
+            raise _fail("missing SCOR chunk")
+        duration = _exact_duration(hdr.n_samples, hdr.sample_rate)
+        note_lists = _decode_score(seen[CHUNK_SCORE], duration)
+        if len(note_lists) != len(hdr.tracks):
+            raise _fail(f"header lists {len(hdr.tracks)} tracks, SCOR chunk holds {len(note_lists)}")
+        tracks = []
+        for i, (th, notes) in enumerate(zip(hdr.tracks, note_lists)):
+            if len(notes) != th.n_notes:
+                raise _fail(f"track {i}: header says {th.n_notes} notes, SCOR chunk holds "
+                            f"{len(notes)}")
+            tracks.append(Track(name=th.name, program=th.program, is_drum=th.drum, notes=notes,
+                                pan=th.pan, engine=th.engine, engine_gain_db=th.engine_gain_db))
+        n_tracks = len(tracks)
+        timbres = _decode_timbres(seen[CHUNK_TIMBRE], n_tracks) if CHUNK_TIMBRE in seen else ()
+        samples = (
+            _decode_samples(seen[CHUNK_SAMPLES], n_tracks, duration)
+            if CHUNK_SAMPLES in seen
+            else ()
+        )
+        if CHUNK_SAMPLE_KEYS in seen:
+            keys = _decode_sample_keys(seen[CHUNK_SAMPLE_KEYS], len(samples))
+            samples = tuple(replace(s, key=keys.get(i)) for i, s in enumerate(samples))
+        texts = _decode_texts(seen[CHUNK_TAGS]) if CHUNK_TAGS in seen else {}
+        score = Score(
+            tracks=tuple(tracks),
+            tempo_bpm=hdr.tempo_bpm,
+            time_signature=hdr.time_signature,
+            key=hdr.key,
+        )
+        return cls(
+            duration=duration,
+            sample_rate=hdr.sample_rate,
+            channels=hdr.channels,
+            n_samples=hdr.n_samples,
+            loudness_lufs=hdr.loudness_lufs,
+            score=score,
+            timbres=timbres,
+            samples=samples,
+            tags=hdr.tags,
+            texts=texts,
+            encoder=hdr.encoder,
+            extra=hdr.extra,
+        )
+
+    # --- files ----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically to ``path`` (temp file in the same folder, fsync, rename)."""
+        atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SmcFile":
+        """Read a ``.smc`` file: InputError if unreadable, ContainerError if malformed."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        try:
+            return cls.from_bytes(data)
+        except ContainerError as exc:
+            raise ContainerError(f"{path}: {exc}") from None
+
+    @property
+    def bitrate_kbps(self) -> float:
+        """Size of the serialized container in kbit per second of the original."""
+        if not self.duration:
+            return 0.0
+        return len(self.to_bytes()) * 8 / self.duration / 1000.0
+
+
+def dumps(c: SmcFile) -> bytes:
+    """Serialize a container (same as ``c.to_bytes()``)."""
+    return c.to_bytes()
+
+
+def loads(data: bytes) -> SmcFile:
+    """Parse ``.smc`` bytes (same as ``SmcFile.from_bytes``)."""
+    return SmcFile.from_bytes(data)

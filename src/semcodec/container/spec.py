@@ -1,0 +1,76 @@
+"""Constants of the ``.smc`` format: version, magic, chunk types, codecs, value ranges and the
+fixed binary layouts (docs/FORMAT.md).  Limits shared with the rest of semcodec live in
+:mod:`semcodec.constants`."""
+
+from __future__ import annotations
+
+import struct
+
+from semcodec.constants import BEND_MAX_SEMITONES, BEND_UNITS_PER_SEMITONE, MAX_CHUNK_BYTES
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+MAGIC = b"\x89SMC"
+
+CHUNK_SCORE = b"SCOR"
+CHUNK_TIMBRE = b"TIMB"
+CHUNK_SAMPLES = b"SAMP"
+CHUNK_TAGS = b"TAGS"
+CHUNK_SAMPLE_KEYS = b"SKEY"
+CHUNK_END = b"END\x00"
+_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS)
+#: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
+FORMAT_MINOR_SAMPLE_KEYS = 1
+#: Minor version written when a track has a stereo position or an engine preference ("pan",
+#: "engine" in its header object).
+FORMAT_MINOR_PAN = 2
+#: Engines a track may name as preferred (others, from newer writers, are read as none).
+TRACK_ENGINES = ("fluidsynth",)
+#: Bound on a track's engine gain (dB).
+MAX_ENGINE_GAIN_DB = 100.0
+#: Decimals a track's pan is stored with.
+PAN_DECIMALS = 2
+
+#: Compression codecs of the SCOR and TAGS payloads (first payload byte).
+CODEC_NONE = 0
+CODEC_DEFLATE = 1
+CODEC_LZMA2 = 2
+#: Most bytes a compressed payload may expand to.
+MAX_DECOMPRESSED_BYTES = 4 * MAX_CHUNK_BYTES
+#: Dictionary size of the raw LZMA2 stream (writers must not use a larger one).
+LZMA2_DICT_SIZE = 1 << 20
+
+#: Slack after the clip's end that note offsets, bend points and samples may reach (s).
+END_SLACK_S = 1.0
+#: Bend values are clamped to +/- this many 1/BEND_UNITS_PER_SEMITONE units.
+MAX_BEND_UNITS = int(round(BEND_MAX_SEMITONES * BEND_UNITS_PER_SEMITONE))
+#: Tempo range accepted in the header (BPM).
+MIN_TEMPO_BPM = 1.0
+MAX_TEMPO_BPM = 1000.0
+#: Loudness range accepted in the header (LUFS).
+MIN_LOUDNESS_LUFS = -200.0
+MAX_LOUDNESS_LUFS = 30.0
+_TIME_SIG_DENOMINATORS = (1, 2, 4, 8, 16, 32, 64)
+_MAX_TIME_SIG_NUMERATOR = 64
+
+_PREAMBLE = struct.Struct("<4sBBI")  # magic, major, minor, header length
+_CHUNK_HEAD = struct.Struct("<4sI")  # type, payload length
+_U32 = struct.Struct("<I")
+_F16 = struct.Struct("<e")
+
+_RESERVED_KEYS = (
+    "format",
+    "duration",
+    "n_samples",
+    "sample_rate",
+    "channels",
+    "loudness_lufs",
+    "tempo_bpm",
+    "time_signature",
+    "key",
+    "tracks",
+    "encoder",
+    "tags",
+)
+_REQUIRED_KEYS = ("format", "duration", "n_samples", "sample_rate", "channels", "tracks")
+
