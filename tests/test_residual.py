@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semcodec import resd, residual
+from semcodec import residual
+from semcodec.container import resd
 from semcodec.errors import ContainerError
 
 SR = 22050

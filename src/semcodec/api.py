@@ -80,6 +80,9 @@ class EncodeOptions:
     drums: str = "auto"
     #: Lyrics text stored in the container (TAGS chunk, key "lyrics"); exported to MusicXML.
     lyrics: str | None = None
+    #: Code what the decode still misses (the RESD chunk, :mod:`semcodec.residual`) with the
+    #: bytes the budget leaves.
+    residual: bool = True
 
     def __post_init__(self) -> None:
         if self.tracks is not None and not 1 <= self.tracks <= MAX_TRACKS:
@@ -314,7 +317,40 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         order = sorted(samples, key=lambda x: (x.key is None, -len(tracks[x.track].notes), x.track))
         kept = set(id(x) for x in _samples_within(c, tuple(order), opts.max_kbps))
         c = replace(c, samples=tuple(x for x in samples if id(x) in kept))
+    if opts.residual and c.loudness_lufs is not None:
+        report("residual", 0.0)
+        c = _with_residual(c, inp.audio, _bytes_left(c, opts.max_kbps))
+        report("residual", 1.0)
     return c
+
+
+#: Bytes of a chunk's framing (type, length, CRC32).
+_CHUNK_FRAMING = 12
+
+
+def _bytes_left(c: Container, max_kbps: float) -> int:
+    """Bytes ``c`` may still grow by within ``max_kbps``."""
+    return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes())
+
+
+def _with_residual(c: Container, original: np.ndarray, max_bytes: int) -> Container:
+    """``c`` with a RESD chunk of at most ``max_bytes`` (framing included) coding what its
+    default decode still misses of ``original`` (mono float32 at ``c.sample_rate``); ``c``
+    unchanged when nothing helps, nothing fits or the decode fails."""
+    from semcodec import residual
+
+    room = max_bytes - _CHUNK_FRAMING
+    if room < 8:
+        log.info("residual: no room left in the budget (%d bytes)", max_bytes)
+        return c
+    try:
+        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1))
+    except SynthError as exc:
+        log.warning("residual skipped: the decode failed (%s)", exc)
+        return c
+    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room)
+    log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
+    return replace(c, residual=payload) if payload else c
 
 
 def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
@@ -414,8 +450,10 @@ class DecodeOptions:
     ``soundfont``: the fluidsynth soundfont (None: the default one); ``sample_rate``: output
     rate in Hz (None: the original's); ``channels``: 1, 2 or None (two channels when the
     original had two or more); ``programs``: track index -> GM program (re-orchestration);
-    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster.
-    Values are checked when a container is decoded.
+    ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster;
+    ``residual``: add the file's residual (RESD chunk: shaped noise where the synthesis lacks
+    energy, attenuation where it has too much); it follows a tempo change and ignores
+    ``programs``/``transpose``.  Values are checked when a container is decoded.
     """
 
     engine: str = "auto"
@@ -426,6 +464,7 @@ class DecodeOptions:
     programs: dict[int, int] | None = None
     transpose: int = 0
     tempo: float = 1.0
+    residual: bool = True
 
 
 def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
@@ -443,14 +482,27 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
     """
     opts = _decode_options(options, overrides)
     out = _DecodeShape.of(c, opts, per_track=False)
-    if _is_silent(c):
-        return out.place(out.silence()), out.sr
+    if _is_silent(c):  # no notes: the residual (if any) is all there is
+        return _add_residual(c, opts, out.place(out.silence()), out.sr), out.sr
     renderer = _Renderer(c, opts, out)
     pans = out.pans(c)
     if not any(pans):
-        return out.place(dsp.match_loudness(renderer.render(c.score), out.sr,
-                                            c.loudness_lufs)), out.sr
-    return _mix_by_position(c, renderer, pans, out.sr), out.sr
+        mix = out.place(dsp.match_loudness(renderer.render(c.score), out.sr, c.loudness_lufs))
+    else:
+        mix = _mix_by_position(c, renderer, pans, out.sr)
+    return _add_residual(c, opts, mix, out.sr), out.sr
+
+
+def _add_residual(c: _container.SmcFile, opts: DecodeOptions, mix: np.ndarray,
+                  sr: int) -> np.ndarray:
+    """``mix`` (the decode at ``sr`` Hz, mono or stereo) with ``c``'s residual, when it has one
+    and ``opts.residual``."""
+    if not (opts.residual and c.residual):
+        return mix
+    from semcodec import residual
+
+    env = residual.decode_envelope(c.residual, c.duration)
+    return dsp.soft_clip(residual.apply(mix, sr, env, c.sample_rate, tempo=opts.tempo))
 
 
 def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
@@ -458,15 +510,16 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
     Each track is rendered alone (the other tracks muted) and scaled by the mix's loudness
-    gain, so the tracks add up to the mix (before the mix's soft clipping).  Settings and
-    shapes as for :func:`decode`.
+    gain, so the tracks add up to the mix (before the mix's soft clipping and its residual,
+    which is in the mix only).  Settings and shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
     out = _DecodeShape.of(c, opts, per_track=True)
     silent = out.silence()
     if _is_silent(c):
         placed_silence = out.place(silent)
-        return placed_silence, out.sr, [(t.name, placed_silence) for t in c.score.tracks]
+        return (_add_residual(c, opts, placed_silence, out.sr), out.sr,
+                [(t.name, placed_silence) for t in c.score.tracks])
     renderer = _Renderer(c, opts, out)
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
@@ -476,7 +529,7 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
-    return dsp.soft_clip(mix), out.sr, tracks
+    return _add_residual(c, opts, dsp.soft_clip(mix), out.sr), out.sr, tracks
 
 
 def _decode_options(options: DecodeOptions | None, overrides: dict[str, Any]) -> DecodeOptions:

@@ -175,6 +175,9 @@ def _encode_options(f):
         click.option("--no-bends", is_flag=True, help="Do not store pitch bends."),
         click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only)."),
         click.option("--no-samples", is_flag=True, help="Do not store short audio samples."),
+        click.option("--no-residual", is_flag=True,
+                     help="Do not code the residual (the band energy the score's synthesis "
+                     "misses or has too much of)."),
         click.option("--max-kbps", type=click.FloatRange(0.0, 64.0), default=1.0,
                      show_default=True,
                      help="Keep audio samples only while the file stays within this bitrate."),
@@ -208,13 +211,19 @@ def _synth_options(f):
         click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
                      help="Output sample rate in Hz (default: the original's)."),
         click.option("--transpose", type=click.IntRange(-48, 48), default=0,
-                     help="Transpose pitched tracks by SEMITONES."),
+                     help="Transpose pitched tracks by SEMITONES (the residual is not "
+                     "transposed)."),
         click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
-                     help="Tempo factor (2 = twice as fast)."),
+                     help="Tempo factor (2 = twice as fast); the residual follows it."),
         click.option("--channels", type=click.Choice(["auto", "1", "2"]), default="auto",
                      show_default=True,
                      help="Output channels: auto = stereo when the original was (each track "
                      "at its measured position), 1 = mono, 2 = stereo."),
+        click.option("--no-residual", is_flag=True,
+                     help="Play the pure synthesis, without the file's residual (noise where "
+                     "the synthesis lacks energy, attenuation where it has too much). The "
+                     "residual follows --tempo and stays as it is with --transpose and "
+                     "--program."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -249,7 +258,7 @@ def _read_lyrics(path: str | None) -> str | None:
 def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends: bool,
                          no_timbre: bool, no_samples: bool, max_kbps: float, tags,
                          n_tracks: str = "auto", drums: str = "auto",
-                         lyrics_file: str | None = None):
+                         lyrics_file: str | None = None, no_residual: bool = False):
     """``api.EncodeOptions`` from the values of :func:`_encode_options`."""
     from dataclasses import replace
 
@@ -276,7 +285,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
     return api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
                              fit_timbre=not no_timbre, samples=not no_samples,
                              max_kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
-                             lyrics=_read_lyrics(lyrics_file))
+                             lyrics=_read_lyrics(lyrics_file), residual=not no_residual)
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -393,14 +402,16 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default=None,
               help="Output format (default: from OUTPUT's extension; wav for stdout).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
-              help="Play track TRACK (number from 1, or name) with another GM program.")
+              help="Play track TRACK (number from 1, or name) with another GM program (the "
+              "residual stays as it is).")
 @click.option("--stems", "stems_dir", type=str, default=None, metavar="DIR",
               help="Also write one file per track into DIR (NN-NAME.EXT, same format).")
 @_synth_options
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
-           transpose: int, tempo: float, channels: str, stems_dir: str | None) -> None:
+           transpose: int, tempo: float, channels: str, stems_dir: str | None,
+           no_residual: bool) -> None:
     """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
@@ -421,7 +432,8 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
-                             programs=prog_map, transpose=transpose, tempo=tempo)
+                             programs=prog_map, transpose=transpose, tempo=tempo,
+                             residual=not no_residual)
     with _flag_hints():
         if stems_dir:
             audio, sr, parts = api.decode_tracks(c, opts)
@@ -512,6 +524,7 @@ def info(input: str, as_json: bool) -> None:
                      "key": s.key}
                     for s in c.samples],
         "chunks": chunks,
+        "residual": _residual_summary(c),
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -550,11 +563,28 @@ def info(input: str, as_json: bool) -> None:
             key = f"  key {s['key']}" if s["key"] is not None else ""
             lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
                          f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
+    r = summary["residual"]
+    if r:
+        lines.append(f"residual   {r['bands']} bands x {r['period_s'] * 1000:g} ms frames, "
+                     f"{r['step_db']:g} dB steps, {r['coded_cells']} of {r['cells']} cells coded, "
+                     f"{r['bytes']} bytes")
     lines.append("chunks")
     for ch in chunks:
         share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
         lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
     click.echo("\n".join(lines))
+
+
+def _residual_summary(c) -> dict | None:
+    """The RESD chunk's grid in numbers (None without one)."""
+    from semcodec.container import resd
+
+    if not c.residual:
+        return None
+    g = resd.decode(c.residual, c.duration)
+    coded = sum(sum(row) for row in g.mask)
+    return {"bands": g.n_bands, "period_s": g.period_s, "step_db": g.step_db,
+            "cells": g.n_bands * len(g.mask[0]), "coded_cells": coded, "bytes": len(c.residual)}
 
 
 def _gm_names():
@@ -707,7 +737,7 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
 @_verbosity
 def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
                  engine: str, device: str, soundfont, sample_rate, transpose: int,
-                 tempo: float, channels: str) -> None:
+                 tempo: float, channels: str, no_residual: bool) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -715,7 +745,8 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
         soundfont = os.path.abspath(soundfont)  # workers may run elsewhere
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
-                                    tempo=tempo, channels=_channels(channels))
+                                    tempo=tempo, channels=_channels(channels),
+                                    residual=not no_residual)
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
                decode_settings=settings)
 

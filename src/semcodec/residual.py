@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semcodec import resd
+from semcodec.container import resd
 
 log = logging.getLogger(__name__)
 

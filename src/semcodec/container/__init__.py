@@ -2,7 +2,7 @@
 
 A file is: magic, version, a compact JSON header protected by a CRC32, then CRC-protected
 chunks (``SCOR`` score, ``TIMB`` timbres, ``SAMP`` audio samples, ``SKEY`` sample keys,
-``TAGS`` long texts) and a final ``END`` chunk.  The reader treats every byte as hostile: every
+``TAGS`` long texts, ``RESD`` residual envelope) and a final ``END`` chunk.  The reader treats every byte as hostile: every
 length is capped by a constant and by the bytes that remain, decompression is bounded, the JSON
 header is depth-checked before it is parsed, and every decoded value is range-checked.  Any
 problem raises :class:`~semcodec.errors.ContainerError` and nothing else.
@@ -15,7 +15,7 @@ per job:
 - ``compression``: the codec byte and bounded decompression
 - ``strictjson``: JSON for hostile input
 - ``header``: the JSON header's fields and their validation
-- ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS
+- ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS; ``resd``: RESD
 - ``framing``: preamble, chunk records and CRCs
 - ``smcfile``: :class:`SmcFile`, everything a file holds (the API's ``semcodec.Container``
   subclasses it)
@@ -28,6 +28,7 @@ from semcodec.container.header import TrackHeader
 from semcodec.container.smcfile import SmcFile, dumps, loads, track_sizes
 from semcodec.container.spec import (
     CHUNK_END,
+    CHUNK_RESIDUAL,
     CHUNK_SAMPLE_KEYS,
     CHUNK_SAMPLES,
     CHUNK_SCORE,
@@ -40,6 +41,7 @@ from semcodec.container.spec import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
+    FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
     LZMA2_DICT_SIZE,
     MAGIC,
@@ -63,12 +65,14 @@ __all__ = [
     "FORMAT_MINOR",
     "FORMAT_MINOR_SAMPLE_KEYS",
     "FORMAT_MINOR_PAN",
+    "FORMAT_MINOR_RESIDUAL",
     "MAGIC",
     "CHUNK_SCORE",
     "CHUNK_TIMBRE",
     "CHUNK_SAMPLES",
     "CHUNK_TAGS",
     "CHUNK_SAMPLE_KEYS",
+    "CHUNK_RESIDUAL",
     "CHUNK_END",
     "CODEC_NONE",
     "CODEC_DEFLATE",

@@ -21,6 +21,7 @@ from semcodec.container.chunks import (
     _encode_texts,
     _encode_timbres,
 )
+from semcodec.container import resd
 from semcodec.container.framing import _as_bytes, _chunk, _parse_chunks, _parse_preamble
 from semcodec.container.header import _track_object, _validate_header
 from semcodec.container.primitives import _exact_duration, _fail, _is_int, _is_num, _round_float
@@ -31,6 +32,7 @@ from semcodec.container.spec import (
     _RESERVED_KEYS,
     _U32,
     CHUNK_END,
+    CHUNK_RESIDUAL,
     CHUNK_SAMPLE_KEYS,
     CHUNK_SAMPLES,
     CHUNK_SCORE,
@@ -39,6 +41,7 @@ from semcodec.container.spec import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
+    FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
     MAGIC,
 )
@@ -84,6 +87,8 @@ class SmcFile:
     texts: dict[str, str] = field(default_factory=dict)
     encoder: str = ""
     extra: dict = field(default_factory=dict)
+    #: The RESD payload (format 1.3; :mod:`semcodec.container.resd`), b"" for none.
+    residual: bytes = b""
 
     # --- writing --------------------------------------------------------------------------
 
@@ -137,8 +142,10 @@ class SmcFile:
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
-        minor = (FORMAT_MINOR_PAN if panned else FORMAT_MINOR_SAMPLE_KEYS if keyed
-                 else FORMAT_MINOR)
+        if self.residual:
+            resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
+        minor = (FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_PAN if panned
+                 else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
         parts = [pre, _U32.pack(zlib.crc32(pre))]
         parts.append(_chunk(CHUNK_SCORE, _encode_score(self.score, duration)))
@@ -152,6 +159,8 @@ class SmcFile:
             parts.append(_chunk(CHUNK_SAMPLE_KEYS, _encode_sample_keys(tuple(self.samples))))
         if self.texts:
             parts.append(_chunk(CHUNK_TAGS, _encode_texts(self.texts)))
+        if self.residual:
+            parts.append(_chunk(CHUNK_RESIDUAL, bytes(self.residual)))
         parts.append(_chunk(CHUNK_END, b""))
         return b"".join(parts)
 
@@ -203,6 +212,10 @@ class SmcFile:
             keys = _decode_sample_keys(seen[CHUNK_SAMPLE_KEYS], len(samples))
             samples = tuple(replace(s, key=keys.get(i)) for i, s in enumerate(samples))
         texts = _decode_texts(seen[CHUNK_TAGS]) if CHUNK_TAGS in seen else {}
+        residual = b""
+        if CHUNK_RESIDUAL in seen:
+            residual = bytes(seen[CHUNK_RESIDUAL])
+            resd.decode(residual, duration)  # every rule of the chunk, checked now
         score = Score(
             tracks=tuple(tracks),
             tempo_bpm=hdr.tempo_bpm,
@@ -222,6 +235,7 @@ class SmcFile:
             texts=texts,
             encoder=hdr.encoder,
             extra=hdr.extra,
+            residual=residual,
         )
 
     # --- files ----------------------------------------------------------------------------

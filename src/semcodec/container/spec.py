@@ -17,13 +17,17 @@ CHUNK_TIMBRE = b"TIMB"
 CHUNK_SAMPLES = b"SAMP"
 CHUNK_TAGS = b"TAGS"
 CHUNK_SAMPLE_KEYS = b"SKEY"
+CHUNK_RESIDUAL = b"RESD"
 CHUNK_END = b"END\x00"
-_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS)
+_KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS,
+                 CHUNK_RESIDUAL)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
 #: Minor version written when a track has a stereo position or an engine preference ("pan",
 #: "engine" in its header object).
 FORMAT_MINOR_PAN = 2
+#: Minor version written when the file has a residual envelope (the RESD chunk).
+FORMAT_MINOR_RESIDUAL = 3
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).

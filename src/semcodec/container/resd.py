@@ -24,8 +24,8 @@ from semcodec.errors import ContainerError
 MIN_BANDS, MAX_BANDS = 4, 32
 MIN_PERIOD_UNITS, MAX_PERIOD_UNITS = 2, 100  # frame period in 10 ms units: 20 ms .. 1 s
 MIN_STEP_UNITS, MAX_STEP_UNITS = 1, 24  # quantizer step in 0.5 dB units: 0.5 .. 12 dB
-#: Most grid cells a payload may describe (bands x frames; 32 bands of 20 ms over 24 h fit).
-MAX_CELLS = 160_000_000
+#: Most grid cells a payload may describe (bands x frames; 20 bands of 100 ms over 24 h fit).
+MAX_CELLS = 20_000_000
 #: Most bytes of a RESD payload.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 #: Levels lie in this range of dB (mean power per bin of the analysis STFT).
