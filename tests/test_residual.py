@@ -196,3 +196,96 @@ def test_stft_round_trip():
     n_fft, hop = residual.stft_size(SR)
     back = residual.istft(residual.stft(x, n_fft, hop), n_fft, hop, len(x))
     assert np.allclose(back, x, atol=1e-4)
+
+
+# --- the RESD chunk in the container ---------------------------------------------------------
+
+
+def _small_file(residual_payload: bytes = b""):
+    from semcodec.container import SmcFile
+    from semcodec.events import Note, Score, Track
+
+    score = Score(tracks=(Track("lead", 0, False, (Note(0.1, 0.9, 60, 100),)),))
+    return SmcFile(duration=3.65, sample_rate=SR, n_samples=int(round(3.65 * SR)),
+                   loudness_lufs=-20.0, score=score, residual=residual_payload)
+
+
+def test_chunk_round_trip_and_minor_version():
+    from semcodec.container import SmcFile, chunk_table
+
+    payload = resd.encode(_random_grid(np.random.default_rng(5)))
+    data = _small_file(payload).to_bytes()
+    assert data[4:6] == b"\x01\x03"
+    assert "RESD" in [c.type for c in chunk_table(data)]
+    assert SmcFile.from_bytes(data).residual == payload
+    plain = _small_file().to_bytes()
+    assert b"RESD" not in plain and plain[4:6] == b"\x01\x00"
+    assert SmcFile.from_bytes(plain).residual == b""
+
+
+def test_corrupt_or_oversized_chunk_rejected_on_read_and_write():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from smc_bytes import build, split
+
+    from semcodec.container import SmcFile
+
+    payload = resd.encode(_random_grid(np.random.default_rng(6)))
+    header, chunks = split(_small_file(payload).to_bytes())
+    for bad in (payload[:-2], payload + b"\x00", bytes([40]) + payload[1:],
+                bytes([8, 10, 6, 0]) + b"\x00" * resd.MAX_PAYLOAD_BYTES):
+        crafted = build(header, [(t, bad if t == b"RESD" else p) for t, p in chunks], minor=3)
+        with pytest.raises(ContainerError, match="RESD"):
+            SmcFile.from_bytes(crafted)
+    with pytest.raises(ContainerError, match="RESD"):
+        _small_file(payload[:-2]).to_bytes()
+    dup = build(header, chunks + [(b"RESD", payload)], minor=3)
+    with pytest.raises(ContainerError, match="duplicate RESD"):
+        SmcFile.from_bytes(dup)
+
+
+def test_decode_with_and_without_residual(monkeypatch):
+    from semcodec import api
+
+    calls = []
+
+    class FakeEngine:  # a fixed tone: the test is about the residual, not the synthesis
+        name = "fluidsynth"
+
+        def render(self, score, sr, n, **edits):
+            calls.append(edits["tempo"])
+            return _tone(n / sr)[:n] if sr == SR else np.zeros(n, np.float32)
+
+    monkeypatch.setattr(api, "make_engine", lambda *a, **k: FakeEngine())
+    c = _small_file()
+    pure, sr = api.decode(c)
+    assert sr == SR
+    x = pure + _burst(len(pure), 1.0, 2.0, amp=0.05)
+    c.residual = residual.encode_residual(x, pure, SR)
+    assert c.residual
+    with_res, _ = api.decode(c)
+    without, _ = api.decode(c, residual=False)
+    assert np.array_equal(without, pure)
+    assert _band_db(with_res, 3000, 8000, 1.2, 1.8) - _band_db(without, 3000, 8000, 1.2, 1.8) > 20
+    fast, _ = api.decode(c, tempo=2.0)
+    assert len(fast) == len(pure) // 2 or abs(len(fast) - len(pure) / 2) <= 1
+    mix, _, tracks = api.decode_tracks(c)
+    assert np.allclose(mix, with_res, atol=1e-5) and np.allclose(tracks[0][1], pure, atol=1e-5)
+
+
+def test_encoder_spends_only_what_the_budget_leaves():
+    from semcodec import api
+
+    n = 3 * SR
+    x = _tone(3.0) + _burst(n, 0.5, 2.5, amp=0.08)
+    opts = api.EncodeOptions(fit_timbre=False, samples=False, max_kbps=1.0)
+    c = api.encode(x, SR, options=opts)
+    assert c.residual and c.bitrate_kbps <= 1.0
+    tight = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False,
+                                                       max_kbps=0.3))
+    assert not tight.residual  # the score alone fills 0.3 kbps of a 3 s clip
+    off = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False,
+                                                     residual=False))
+    assert not off.residual

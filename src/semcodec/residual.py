@@ -465,6 +465,70 @@ def _within(a: Analysis, max_bytes: int | None) -> tuple[bytes, float]:
     return best, float(np.sort(a.benefit, axis=None)[::-1][:k_lo].sum())
 
 
+class ResidualCoder:
+    """Codes the residual of one decode within byte budgets, and measures what a payload buys.
+
+    ``original`` and ``decoded`` (what the decoder plays without the residual): float32 ``(n,)``
+    or ``(n, 2)`` at ``sr`` Hz, the same length (stereo is measured on the downmix).  The
+    analyses are made once per grid and reused by every :meth:`code` call, so a budget
+    allocator may ask for several sizes.  Benefits are in units of the benchmark's mel
+    distance (``bench/metrics.py``): how much lower the distance to the original is when the
+    decoder plays the payload.
+    """
+
+    def __init__(self, original: np.ndarray, decoded: np.ndarray, sr: int, *,
+                 grids: tuple[tuple[int, float], ...] = GRIDS,
+                 step_db: float = DEFAULT_STEP_DB) -> None:
+        x, y = _mono(original), _mono(decoded)
+        n = min(len(x), len(y))
+        self.x, self.y, self.sr, self.n = x[:n], y[:n], sr, n
+        self.grids, self.step_db = tuple(grids), step_db
+        self._judge: _Judge | None = None
+        self._analyses: dict[tuple[int, float], Analysis] = {}
+
+    @property
+    def judge(self) -> "_Judge":
+        if self._judge is None:
+            self._judge = _Judge(self.x, self.y, self.sr)
+        return self._judge
+
+    def analysis(self, n_bands: int, period_s: float) -> Analysis:
+        """The (cached) :func:`analyse` of one grid."""
+        key = (n_bands, period_s)
+        if key not in self._analyses:
+            self._analyses[key] = analyse(self.x, self.y, self.sr, n_bands=n_bands,
+                                          period_s=period_s, step_db=self.step_db,
+                                          judge=self.judge)
+        return self._analyses[key]
+
+    def benefit(self, payload: bytes) -> float:
+        """How much lower the mel distance to the original is when the decoder plays
+        ``payload`` (0 for b"")."""
+        if not payload:
+            return 0.0
+        env = decode_envelope(payload, self.n / self.sr)
+        z = apply(self.y, self.sr, env, self.sr)
+        return float(self.judge.benefit(z, band_edges(env.n_bands, self.sr), env.period_s,
+                                        env.n_frames).sum())
+
+    def code(self, max_bytes: int | None = None) -> bytes:
+        """The most beneficial payload of at most ``max_bytes`` bytes (None: no limit); b""
+        when nothing helps or nothing fits.  Each grid keeps its most beneficial cells that
+        fit; the grid whose payload, as the decoder plays it, lowers the distance most wins
+        (so a small budget gets a coarser grid)."""
+        if self.n == 0 or (max_bytes is not None and max_bytes < resd.HEAD_BYTES + 4):
+            return b""
+        best, best_gain = b"", 0.0
+        for n_bands, period in self.grids:
+            data, _ = _within(self.analysis(n_bands, period), max_bytes)
+            gain = self.benefit(data)
+            log.debug("residual grid %d bands x %.2f s: %d bytes, distance lowered by %.4f",
+                      n_bands, period, len(data), gain)
+            if data and gain > best_gain:
+                best, best_gain = data, gain
+        return best
+
+
 def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
                     max_bytes: int | None = None, *,
                     grids: tuple[tuple[int, float], ...] = GRIDS,
@@ -472,32 +536,9 @@ def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
     """The RESD payload for ``decoded`` (what the decoder plays without the residual) against
     ``original`` (float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz, same length), at most
     ``max_bytes`` long (None: no limit); b"" when nothing helps or nothing fits.
-
-    Each grid of ``grids`` is analysed (:func:`analyse`); when the budget is short, a grid keeps
-    its most beneficial cells that fit; the grid with the largest kept benefit wins (so a
-    small budget gets a coarser grid).
+    Shortcut for ``ResidualCoder(original, decoded, sr).code(max_bytes)``.
     """
-    if max_bytes is not None and max_bytes < resd.HEAD_BYTES + 2:
-        return b""
-    best, best_gain = b"", 0.0
-    x, y = _mono(original), _mono(decoded)
-    n = min(len(x), len(y))
-    judge = _Judge(x[:n], y[:n], sr)
-    for n_bands, period in grids:
-        a = analyse(x[:n], y[:n], sr, n_bands=n_bands, period_s=period, step_db=step_db,
-                    judge=judge)
-        data, _ = _within(a, max_bytes)
-        if not data:
-            continue
-        # what the decoder will really play, judged as a whole
-        env = decode_envelope(data, n / sr)
-        gain = float(judge.benefit(apply(y[:n], sr, env, sr), band_edges(n_bands, sr), period,
-                                   env.n_frames).sum())
-        log.debug("residual grid %d bands x %.2f s: %d bytes, distance lowered by %.4f",
-                  n_bands, period, len(data), gain)
-        if gain > best_gain:
-            best, best_gain = data, gain
-    return best
+    return ResidualCoder(original, decoded, sr, grids=grids, step_db=step_db).code(max_bytes)
 
 
 def apply_payload(audio: np.ndarray, sr: int, payload: bytes, duration_s: float,
