@@ -292,3 +292,22 @@ def test_encoder_spends_only_what_the_budget_leaves():
     off = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False,
                                                      residual=False))
     assert not off.residual and off.score == c.score
+
+
+def test_levels_mean_the_same_at_another_output_rate():
+    x = _tone(2.0) + _burst(2 * SR, 0.5, 1.5, amp=0.05)
+    y = _tone(2.0)
+    data = residual.encode_residual(x, y, SR)
+    half = SR // 2
+    t = np.arange(2 * half) / half
+    y_half = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)  # the decode at SR / 2
+    z_full = residual.apply_payload(y, SR, data, 2.0, SR)
+    z_half = residual.apply_payload(y_half, half, data, 2.0, SR)
+
+    def level(v, sr):
+        seg = v[int(0.7 * sr):int(1.3 * sr)]
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2 / len(seg)
+        f = np.fft.rfftfreq(len(seg), 1 / sr)
+        return 10 * np.log10(np.mean(spec[(f >= 2000) & (f < 4500)]) / sr)
+
+    assert abs(level(z_full, SR) - level(z_half, half)) < 1.5

@@ -70,8 +70,10 @@ class Envelope:
 
 
 def stft_size(sr: int) -> tuple[int, int]:
-    """(n_fft, hop) of the analysis STFT at ``sr`` Hz: ~23 ms sine windows, 50 % overlap."""
-    n_fft = max(64, int(2 ** round(math.log2(REF_N_FFT * sr / REF_SR))))
+    """(n_fft, hop) of the analysis STFT at ``sr`` Hz: sine windows of ~23 ms (1024 samples at
+    44.1 kHz, a multiple of 64 samples elsewhere), 50 % overlap.  The bins are ~43 Hz wide at
+    every rate, so that band levels mean the same whatever the output rate."""
+    n_fft = max(64, 64 * int(round(REF_N_FFT * sr / REF_SR / 64)))
     return n_fft, n_fft // 2
 
 
@@ -80,21 +82,25 @@ def _window(n_fft: int) -> np.ndarray:
 
 
 def stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """Complex STFT ``(n_frames, n_fft // 2 + 1)`` of mono ``x`` (n,), sine window, the signal
-    padded by ``hop`` zeros at the start and up to a whole frame at the end; frame ``k``
-    is centred on sample ``k * hop``."""
+    """Complex STFT ``(n_frames, n_fft // 2 + 1)`` of mono ``x`` (n,), sine window, divided by
+    the window's sum (a full-scale sine peaks at 0.5 whatever ``n_fft``); the signal is padded
+    by ``hop`` zeros at the start and up to a whole frame at the end; frame ``k`` is centred on
+    sample ``k * hop``."""
     x = np.asarray(x, np.float32)
     n_frames = len(x) // hop + 2
     pad = np.zeros((n_frames + 1) * hop, np.float32)
     pad[hop:hop + len(x)] = x
     frames = np.lib.stride_tricks.as_strided(
         pad, shape=(n_frames, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
-    return np.fft.rfft(frames * _window(n_fft), axis=1).astype(np.complex64, copy=False)
+    win = _window(n_fft)
+    spec = np.fft.rfft(frames * (win / np.float32(win.sum())), axis=1)
+    return spec.astype(np.complex64, copy=False)
 
 
 def istft(spec: np.ndarray, n_fft: int, hop: int, n: int) -> np.ndarray:
     """Inverse of :func:`stft` (overlap-add with the same sine window): float32 ``(n,)``."""
-    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * _window(n_fft)
+    win = _window(n_fft)
+    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * (win * win.sum())
     n_frames = frames.shape[0]
     out = np.zeros((n_frames + 1) * hop, np.float32)
     out[:n_frames * hop] += frames[:, :hop].reshape(-1)
@@ -152,21 +158,6 @@ def band_power(power: np.ndarray, bins: np.ndarray, frames: np.ndarray, n_bands:
     return (cell / np.maximum(counts_t, 1)[:, None]).T
 
 
-def _interp_matrix(centres: np.ndarray, n_points: int) -> np.ndarray:
-    """``(n_points, len(centres))`` weights interpolating linearly between ``centres``
-    (positions in point units), constant beyond the first and last centre."""
-    m = np.zeros((n_points, len(centres)), np.float32)
-    pos = np.arange(n_points, dtype=np.float64)
-    if len(centres) == 1:
-        m[:, 0] = 1.0
-        return m
-    j = np.clip(np.searchsorted(centres, pos) - 1, 0, len(centres) - 2)
-    w = np.clip((pos - centres[j]) / np.maximum(centres[j + 1] - centres[j], 1e-9), 0.0, 1.0)
-    m[np.arange(n_points), j] = 1.0 - w
-    m[np.arange(n_points), j + 1] += w
-    return m
-
-
 # ------------------------------------------------------------------------------------------
 # synthesis (decoder)
 # ------------------------------------------------------------------------------------------
@@ -182,17 +173,6 @@ class _Plan:
         period = env.period_s / tempo
         self.bins = _bin_bands(band_edges(env.n_bands, sr_original), self.n_fft, sr)
         self.frames = _frame_of(n_stft, self.hop, sr, period, env.n_frames)
-        # interpolation: frames between grid-frame centres, bins between band centres
-        t_centres = (np.arange(env.n_frames) + 0.5) * period * sr / self.hop
-        self.t_interp = _interp_matrix(t_centres, n_stft)  # (n_stft, n_frames)
-        valid = np.array([np.mean(np.nonzero(self.bins == b)[0]) if np.any(self.bins == b)
-                          else np.nan for b in range(env.n_bands)])
-        have = ~np.isnan(valid)
-        f_interp = np.zeros((len(self.bins), env.n_bands), np.float32)
-        if np.any(have):
-            f_interp[:, have] = _interp_matrix(valid[have], len(self.bins))
-        f_interp[self.bins < 0] = 0.0  # nothing above the original's band
-        self.f_interp = f_interp  # (n_bins, n_bands)
 
 
 def cell_actions(env: Envelope, decoded_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,8 +195,8 @@ def _noise_spec(n: int, n_fft: int, hop: int) -> tuple[np.ndarray, float]:
     """STFT of the seeded white noise (n,) and its expected magnitude per bin."""
     rng = np.random.default_rng(NOISE_SEED)
     w = rng.standard_normal(n, dtype=np.float32)
-    win = _window(n_fft)
-    return stft(w, n_fft, hop), float(np.sqrt(np.sum(win.astype(np.float64) ** 2)))
+    win = _window(n_fft).astype(np.float64)
+    return stft(w, n_fft, hop), float(np.sqrt(np.sum(win ** 2)) / np.sum(win))
 
 
 def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
