@@ -311,3 +311,30 @@ def test_levels_mean_the_same_at_another_output_rate():
         return 10 * np.log10(np.mean(spec[(f >= 2000) & (f < 4500)]) / sr)
 
     assert abs(level(z_full, SR) - level(z_half, half)) < 1.5
+
+
+def test_cli_decode_no_residual_and_info(tmp_path):
+    import json
+
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from semcodec.cli import cli
+
+    c = _small_file()
+    x = _tone(3.65) + _burst(len(_tone(3.65)), 1.0, 2.0, amp=0.05)
+    c.residual = residual.encode_residual(x, _tone(3.65), SR)
+    smc = tmp_path / "r.smc"
+    c.save(smc)
+    runner = CliRunner()
+    for args, name in (([], "res.wav"), (["--no-residual"], "pure.wav")):
+        r = runner.invoke(cli, ["decode", "-q", "--engine", "fluidsynth", *args, str(smc),
+                                str(tmp_path / name)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    res, _ = sf.read(tmp_path / "res.wav", dtype="float32")
+    pure, _ = sf.read(tmp_path / "pure.wav", dtype="float32")
+    assert _band_db(res, 3000, 8000, 1.2, 1.8) - _band_db(pure, 3000, 8000, 1.2, 1.8) > 10
+    r = runner.invoke(cli, ["info", "--json", str(smc)], catch_exceptions=False)
+    info = json.loads(r.output)
+    assert info["residual"]["bytes"] == len(c.residual) and info["residual"]["bands"] >= 4
+    assert "RESD" in [ch["type"] for ch in info["chunks"]]
