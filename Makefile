@@ -7,11 +7,12 @@ STAMP := $(VENV)/.semcodec-installed
 EXAMPLE := examples/bach_chorale.flac
 OUT := out
 
-.PHONY: help setup sysdeps demo test bench train fuzz clean
+.PHONY: help setup sysdeps demo test lint bench train fuzz clean
 
 help:
 	@echo "make demo   encode + decode the bundled example"
 	@echo "make test   run the test suite"
+	@echo "make lint   ruff and mypy on src/ (settings in pyproject.toml)"
 	@echo "make bench  run the benchmark (writes docs/BENCHMARKS.md)"
 	@echo "make train  retrain the neural synthesizer weights"
 	@echo "make fuzz   fuzz the container parser (FUZZ_SECONDS=60)"
@@ -39,6 +40,10 @@ demo: setup
 test: setup
 	@$(BIN)/python -m pytest -q tests
 
+lint: setup
+	@$(BIN)/ruff check src
+	@$(BIN)/mypy
+
 fuzz: setup
 	@$(BIN)/python tests/fuzz_container.py --seconds $${FUZZ_SECONDS:-60}
 
@@ -50,4 +55,4 @@ train: setup
 	@$(BIN)/python -m semcodec.synth.train
 
 clean:
-	rm -rf $(VENV) $(OUT) .bench-cache .pytest_cache
+	rm -rf $(VENV) $(OUT) .bench-cache .pytest_cache .mypy_cache .ruff_cache

@@ -101,3 +101,42 @@ def test_huge_declared_output_is_refused_cleanly():
     c = semcodec.Container.from_bytes(c.to_bytes())
     with pytest.raises(SynthError, match="memory"):
         semcodec.decode(c, engine="fluidsynth")
+
+
+def test_decode_options_object_and_keywords_agree():
+    from semcodec.events import Score, Track
+
+    c = semcodec.Container(duration=1.0, sample_rate=16000, n_samples=16000, channels=2,
+                           score=Score(tracks=(Track("a", 0), Track("b", 0))))
+    opts = semcodec.DecodeOptions(sample_rate=8000, tempo=2.0)
+    audio, sr = semcodec.decode(c, opts)
+    assert sr == 8000 and audio.shape == (4000, 2)  # stereo like the original, at half length
+    mono, _ = semcodec.decode(c, opts, channels=1)  # a keyword overrides the options
+    same, _ = semcodec.decode(c, sample_rate=8000, tempo=2.0, channels=1)
+    assert mono.shape == same.shape == (4000,)
+    mix, sr, tracks = semcodec.decode_tracks(c, opts)
+    assert [name for name, _ in tracks] == ["a", "b"] and tracks[0][1].shape == mix.shape
+    with pytest.raises(TypeError, match="decode_tracks"):
+        semcodec.decode(c, per_track=True)
+    with pytest.raises(UsageError, match="tempo"):
+        semcodec.decode(c, opts, tempo=8.0)
+
+
+def test_memory_error_names_the_cli_flag_only_in_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from semcodec.cli import cli
+    from semcodec.errors import OutputTooLargeError
+    from semcodec.events import Note, Score, Track
+
+    sr = 192000
+    n = 24 * 3600 * sr
+    c = semcodec.Container(duration=n / sr, sample_rate=sr, n_samples=n, loudness_lufs=-20.0,
+                           score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
+    with pytest.raises(OutputTooLargeError) as exc:
+        semcodec.decode(c, engine="fluidsynth")
+    assert "sample rate" in str(exc.value) and "--sample-rate" not in str(exc.value)
+    c.save(tmp_path / "huge.smc")
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav")])
+    assert r.exit_code == 2 and "(--sample-rate)" in r.output
+    assert not (tmp_path / "x.wav").exists()

@@ -16,14 +16,23 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, cast
 
 import numpy as np
 
 from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
-from semcodec.constants import MAX_TRACKS, VOICE_PROGRAMS, is_voice_name
+from semcodec.constants import (
+    GM_PROGRAM_MAX,
+    GM_PROGRAM_MIN,
+    MAX_TRACKS,
+    TEMPO_FACTOR_MAX,
+    TEMPO_FACTOR_MIN,
+    TRANSPOSE_MAX_SEMITONES,
+    VOICE_PROGRAMS,
+    is_voice_name,
+)
 from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
@@ -117,7 +126,7 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     """
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
     _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
@@ -169,7 +178,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
             raise UsageError(f"stem name {name!r} must be 1..64 characters")
     if len(set(names)) != len(names):
         raise UsageError(f"stem names must differ: {', '.join(names)}")
-    report = progress or (lambda stage, frac: None)
+    report = progress or (lambda _stage, _frac: None)
     if opts.fit_timbre:
         _prefetch("torch", "numba")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
@@ -202,8 +211,10 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
             continue
-        notes = transcribe(stem_audio, rate, opts.transcribe,
-                           progress=lambda f, k=k: report("transcribe", (k + f) / len(stems)))
+        def transcribed(f: float, k: int = k) -> None:
+            report("transcribe", (k + f) / len(stems))
+
+        notes = transcribe(stem_audio, rate, opts.transcribe, progress=transcribed)
         program = VOICE_PROGRAMS[0] if is_voice_name(name) else 0
         tracks += _placed([Track(name=name, program=program).with_notes(tuple(notes))], inp)
         audio_of[len(tracks) - 1] = stem_audio
@@ -397,7 +408,7 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
     except ImportError as exc:
         log.info("timbre fitting unavailable (%s); storing the score only", exc)
         return (), (), programs, engines
-    samples = ()
+    samples: tuple[Sample, ...] = ()
     if opts.samples:
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
     timbres: tuple = ()
@@ -524,12 +535,22 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
-    mono = np.sum(parts, axis=0, dtype=np.float32) if parts else silent
+    mono = _sum(parts) if parts else silent
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
-    mix = np.sum(placed, axis=0, dtype=np.float32) if placed else out.place(silent)
+    mix = _sum(placed) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
     return _add_residual(c, opts, dsp.soft_clip(mix), out.sr), out.sr, tracks
+
+
+def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
+    """``(sample rate in Hz, samples, channels)`` of what decoding ``c`` with ``options`` gives
+    (the options are not checked here)."""
+    sr = int(options.sample_rate or c.sample_rate)
+    channels = options.channels
+    if channels is None:
+        channels = 2 if c.channels >= 2 else 1
+    return sr, int(round(c.n_samples * sr / c.sample_rate / options.tempo)), channels
 
 
 def _decode_options(options: DecodeOptions | None, overrides: dict[str, Any]) -> DecodeOptions:
@@ -555,22 +576,22 @@ class _DecodeShape:
         """Check ``opts`` against ``c`` (UsageError / InputError) and the memory it needs."""
         from semcodec.audio import check_sample_rate
 
-        sr = check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
-        channels = opts.channels
-        if channels is None:
-            channels = 2 if c.channels >= 2 else 1
-        if channels not in (1, 2):
-            raise UsageError(f"channels must be 1 or 2, got {channels}")
-        if not (0.25 <= opts.tempo <= 4.0):
-            raise UsageError(f"tempo factor {opts.tempo} out of range (0.25..4)")
-        if not -48 <= opts.transpose <= 48:
-            raise UsageError(f"transpose {opts.transpose} out of range (-48..48 semitones)")
+        check_sample_rate(opts.sample_rate or c.sample_rate, "sample_rate")
+        if opts.channels not in (None, 1, 2):
+            raise UsageError(f"channels must be 1 or 2, got {opts.channels}")
+        if not (TEMPO_FACTOR_MIN <= opts.tempo <= TEMPO_FACTOR_MAX):
+            raise UsageError(f"tempo factor {opts.tempo} out of range "
+                             f"({TEMPO_FACTOR_MIN:g}..{TEMPO_FACTOR_MAX:g})")
+        if not -TRANSPOSE_MAX_SEMITONES <= opts.transpose <= TRANSPOSE_MAX_SEMITONES:
+            raise UsageError(f"transpose {opts.transpose} out of range "
+                             f"(-{TRANSPOSE_MAX_SEMITONES}..{TRANSPOSE_MAX_SEMITONES} semitones)")
         for idx, prog in (opts.programs or {}).items():
             if not 0 <= idx < len(c.score.tracks):
                 raise UsageError(f"no track {idx + 1} (the file has {len(c.score.tracks)})")
-            if not 0 <= prog <= 127:
-                raise UsageError(f"GM program {prog} out of range (0..127)")
-        n_out = int(round(c.n_samples * sr / c.sample_rate / opts.tempo))
+            if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
+                raise UsageError(f"GM program {prog} out of range "
+                                 f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
+        sr, n_out, channels = output_shape(c, opts)
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 
@@ -632,11 +653,13 @@ def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[floa
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
-    gain = dsp.loudness_gain(np.sum([p for _, p in parts], axis=0, dtype=np.float32), sr,
-                             c.loudness_lufs)
-    mix = np.sum([dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts], axis=0,
-                 dtype=np.float32)
-    return dsp.soft_clip(mix)
+    gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
+    return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
+
+
+def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """The float32 sum of equally shaped arrays."""
+    return cast(np.ndarray, np.sum(list(arrays), axis=0, dtype=np.float32))
 
 
 #: Bytes of memory decoding needs per output sample (float32 output, engine and loudness buffers).
@@ -668,7 +691,8 @@ def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
         try:
             prog = int(value)
         except ValueError:
-            raise UsageError(f"--program {item!r}: program must be a number 0..127") from None
+            raise UsageError(f"--program {item!r}: program must be a number "
+                             f"{GM_PROGRAM_MIN}..{GM_PROGRAM_MAX}") from None
         if key.isdigit():
             idx = int(key) - 1
         elif names and key in names:
@@ -677,7 +701,7 @@ def parse_program_map(items: list[str] | tuple[str, ...], n_tracks: int,
             raise UsageError(f"--program {item!r}: unknown track {key!r}")
         if not 0 <= idx < n_tracks:
             raise UsageError(f"--program {item!r}: no track {key} (the file has {n_tracks})")
-        if not 0 <= prog <= 127:
-            raise UsageError(f"--program {item!r}: program must be 0..127")
+        if not GM_PROGRAM_MIN <= prog <= GM_PROGRAM_MAX:
+            raise UsageError(f"--program {item!r}: program must be {GM_PROGRAM_MIN}..{GM_PROGRAM_MAX}")
         out[idx] = prog
     return out

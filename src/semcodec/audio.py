@@ -114,7 +114,7 @@ def read_audio_bytes(data: bytes, name: str = "<stdin>") -> AudioInput:
 
 
 def _read(source: object, name: str) -> AudioInput:
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     try:
         with sf.SoundFile(source) as f:
@@ -176,7 +176,7 @@ _SPOOL_BYTES = 32 * 1024 * 1024
 def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> None:
     """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (path or binary file
     object) block by block, each block clipped to ±1, so that no full-length copy is made."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio)
     if audio.ndim != 1 and not (audio.ndim == 2 and audio.shape[1] == 2):
@@ -204,7 +204,7 @@ _BIT_REVERSE = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 def _ogg_crc(page: bytes) -> int:
     """Ogg's page CRC (polynomial 0x04C11DB7, not reflected, init 0, no final xor), computed
     with zlib's reflected CRC-32 on bit-reversed bytes."""
-    import zlib
+    import zlib  # noqa: PLC0415
 
     raw = zlib.crc32(page.translate(_BIT_REVERSE)) ^ zlib.crc32(bytes(len(page)))
     return int(f"{raw:032b}"[::-1], 2)
@@ -217,7 +217,7 @@ def canonical_ogg(data: bytes) -> bytes:
     libsndfile seeds the serial number from the clock; the audio is unchanged.  Data that is
     not a well-formed single-stream Ogg file is returned as it is.
     """
-    import struct
+    import struct  # noqa: PLC0415
 
     out = bytearray(_minimal_opus_tags(data))
     pos = 0
@@ -272,9 +272,9 @@ def _minimal_opus_tags(data: bytes) -> bytes:
 
 def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
     """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
-    import tempfile
+    import tempfile  # noqa: PLC0415
 
     # in memory up to _SPOOL_BYTES, then in a temporary file: the bytes returned are then
     # the only full-size copy (a growing BytesIO would briefly hold two)
@@ -300,7 +300,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
     On any failure or interrupt the temporary file is removed and an existing ``path`` is
     left untouched; problems become :class:`OutputError`.
     """
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     audio_fmt = output_format(path, fmt)
 

@@ -40,8 +40,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from semcodec.api import DecodeOptions
+from semcodec.api import DecodeOptions, output_shape
+from semcodec.container import bitrate_kbps
 from semcodec.errors import InputError, OutputError, SemcodecError, UsageError
+from semcodec.runtime import configure_logging, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,7 @@ class BatchReport:
     @property
     def bitrate_kbps(self) -> float:
         """Total ``.smc`` bits over the total duration, in kbit/s (0 without audio)."""
-        d = self.total_duration_s
-        return self.total_smc_bytes * 8 / d / 1000.0 if d > 0 else 0.0
+        return bitrate_kbps(self.total_smc_bytes, self.total_duration_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,10 +221,7 @@ class BatchReport:
 
 def default_jobs() -> int:
     """The number of CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -284,7 +282,7 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
             by_dst.setdefault(str(out), []).append(Job(str(path), str(out), rel.as_posix(), size))
     jobs: list[Job] = []
     conflicts: list[FileResult] = []
-    for out, group in by_dst.items():
+    for dst_path, group in by_dst.items():
         if len(group) == 1:
             jobs.append(group[0])
             continue
@@ -292,7 +290,7 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
         for j in group:
             conflicts.append(FileResult(j.src, j.dst, j.rel, "failed",
                                         f"several inputs ({names}) map to the same output "
-                                        f"{Path(out).relative_to(dst).as_posix()}"))
+                                        f"{Path(dst_path).relative_to(dst).as_posix()}"))
     jobs.sort(key=lambda j: j.rel)
     return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts))
 
@@ -350,9 +348,7 @@ def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int
         c = SmcFile.load(job.src)
     except SemcodecError:
         return None
-    sr = dec.sample_rate or c.sample_rate
-    expected = int(round(c.n_samples * sr / c.sample_rate / dec.tempo))
-    channels = dec.channels or (2 if c.channels >= 2 else 1)
+    sr, expected, channels = output_shape(c, dec)
     import soundfile as sf
 
     try:
@@ -431,16 +427,9 @@ def _worker_init(log_level: int, ignore_sigint: bool = False) -> None:
     it and exits when the pool shuts down), or nothing when the parent ignores SIGINT (started
     in the background, under nohup); log lines look like the CLI's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_sigint)
-    import sys
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("semcodec: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(log_level)
-    for noisy in ("root", "numba", "matplotlib", "music21"):
-        logging.getLogger(noisy).setLevel(max(log_level, logging.ERROR))
-    logging.captureWarnings(True)  # library warnings (torch, ...) obey -q like the rest
+    # as it always did, a worker logs errors only (its former list of noisy loggers named
+    # "root", which is the root logger)
+    configure_logging(max(log_level, logging.ERROR))
 
 
 def _pool_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,
@@ -470,7 +459,11 @@ def _died(job: Job) -> FileResult:
                       "the worker process died on this file (crash, or killed for memory)")
 
 
-def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
+#: What every task gets after the mode and the job: encode options, decode settings, force.
+_TaskArgs = tuple[Any, DecodeSettings, bool]
+
+
+def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
                emit: Callable[[FileResult], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -533,7 +526,7 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: tuple,
         pool.shutdown(wait=True)
 
 
-def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: tuple,
+def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: _TaskArgs,
               emit: Callable[[FileResult], None]) -> None:
     try:
         from distributed import Client, as_completed
@@ -605,7 +598,7 @@ def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
                 emit(FileResult(job.src, job.dst, job.rel, "skipped", duration_s=duration,
                                 smc_bytes=smc_bytes, notes=notes))
     # the workers need not check again: they redo every file they get
-    args = (encode_options, dec, True)
+    args: _TaskArgs = (encode_options, dec, True)
     if todo:
         if scheduler:
             _run_dask(plan, todo, scheduler, args, emit)

@@ -13,12 +13,21 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 
 from semcodec import __version__
+from semcodec.constants import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    TEMPO_FACTOR_MAX,
+    TEMPO_FACTOR_MIN,
+    TRANSPOSE_MAX_SEMITONES,
+)
+from semcodec.container import bitrate_kbps
 from semcodec.errors import OutputError, OutputTooLargeError, SemcodecError, UsageError
+from semcodec.runtime import configure_logging
 
 log = logging.getLogger("semcodec")
 
@@ -43,27 +52,19 @@ def _setup_logging() -> None:
         level = logging.DEBUG
     elif STATE.verbose == 1:
         level = logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("semcodec: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.captureWarnings(True)  # library warnings become one log line, not a raw dump
-    # third-party chatter (basic-pitch warns about TensorFlow it does not need)
-    for noisy in ("numba", "matplotlib", "music21"):
-        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    configure_logging(level)
 
 
 def _verbosity(f):
     """-v/-q on the group and on every command, so both positions work."""
 
-    def set_verbose(ctx, param, value):
+    def set_verbose(ctx, param, value):  # noqa: ARG001
         if value:
             STATE.verbose = max(STATE.verbose, value)
             _setup_logging()
         return value
 
-    def set_quiet(ctx, param, value):
+    def set_quiet(ctx, param, value):  # noqa: ARG001
         if value:
             STATE.quiet = True
             _setup_logging()
@@ -82,8 +83,8 @@ class _Progress:
     def __init__(self, desc: str) -> None:
         self.enabled = not STATE.quiet and sys.stderr.isatty()
         self.desc = desc
-        self.bar = None
-        self.stage = None
+        self.bar: Any = None
+        self.stage: str | None = None
 
     def __call__(self, stage: str, frac: float) -> None:
         if not self.enabled:
@@ -208,12 +209,16 @@ def _synth_options(f):
                      show_default=True, help="Where the neural engine runs."),
         click.option("--soundfont", type=click.Path(dir_okay=False), default=None,
                      help="Soundfont for the fluidsynth engine (default: FluidR3_GM)."),
-        click.option("--sample-rate", type=click.IntRange(8000, 192000), default=None,
+        click.option("--sample-rate", type=click.IntRange(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+                     default=None,
                      help="Output sample rate in Hz (default: the original's)."),
-        click.option("--transpose", type=click.IntRange(-48, 48), default=0,
+        click.option("--transpose",
+                     type=click.IntRange(-TRANSPOSE_MAX_SEMITONES, TRANSPOSE_MAX_SEMITONES),
+                     default=0,
                      help="Transpose pitched tracks by SEMITONES (the residual is not "
                      "transposed)."),
-        click.option("--tempo", type=click.FloatRange(0.25, 4.0), default=1.0,
+        click.option("--tempo", type=click.FloatRange(TEMPO_FACTOR_MIN, TEMPO_FACTOR_MAX),
+                     default=1.0,
                      help="Tempo factor (2 = twice as fast); the residual follows it."),
         click.option("--channels", type=click.Choice(["auto", "1", "2"]), default="auto",
                      show_default=True,
@@ -293,7 +298,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
 class _Group(click.Group):
     """The semcodec group: its ``main`` maps errors to one line and exit status 0/1/2/130."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ARG002
         _setup_logging()
         try:
             super().main(args=args, prog_name=prog_name or "semcodec", complete_var=complete_var,
@@ -363,6 +368,7 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
         if not sep or not name or not path:
             raise UsageError(f"--stem {item!r}: expected NAME=FILE")
         stem_list.append((name, path))
+    output: str | None
     if stem_list:
         if len(paths) != 1:
             raise UsageError("with --stem, give exactly one argument: the OUTPUT .smc")
@@ -390,7 +396,7 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
     data = c.to_bytes()
     _write_bytes(output, data)
     elapsed = time.perf_counter() - t0
-    kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
+    kbps = bitrate_kbps(len(data), c.duration)
     _say(f"{input} -> {output}: {c.score.n_notes} notes, {len(c.score.tracks)} track(s), "
          f"{len(data)} bytes, {kbps:.3f} kbps ({c.duration / elapsed:.1f}x real time)")
 
@@ -493,107 +499,14 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
 @_verbosity
 def info(input: str, as_json: bool) -> None:
     """Show a .smc file's header, tracks, samples, chunk sizes and bitrate."""
-    from semcodec.container import chunk_table, track_sizes
+    from semcodec.summary import container_summary, summary_lines
 
     c, data = _read_smc(input)
-    sizes = track_sizes(c)
-    chunks = [{"type": ch.type, "offset": ch.offset, "bytes": ch.length} for ch in chunk_table(data)]
-    kbps = len(data) * 8 / c.duration / 1000 if c.duration > 0 else 0.0
-    timbre_tracks = {t.track for t in c.timbres}
-    tracks = []
-    for i, t in enumerate(c.score.tracks):
-        smp = [s for s in c.samples if s.track == i]
-        tracks.append({
-            "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
-            "pan": t.pan, "engine": t.engine or None,
-            "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
-            "timbre": i in timbre_tracks, "samples": len(smp),
-            "sample_seconds": round(sum(s.duration for s in smp), 3),
-            "bytes": sizes[i],
-            "kbps": round(sizes[i]["total"] * 8 / c.duration / 1000, 4) if c.duration > 0 else 0.0,
-        })
-    summary = {
-        "file": input, "bytes": len(data), "bitrate_kbps": round(kbps, 4),
-        "duration": c.duration, "sample_rate": c.sample_rate, "channels": c.channels,
-        "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
-        "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
-        "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
-        "tracks": tracks,
-        "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
-                     "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data),
-                     "key": s.key}
-                    for s in c.samples],
-        "chunks": chunks,
-        "residual": _residual_summary(c),
-    }
+    summary = container_summary(c, data, input)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    gm = _gm_names()
-    lines = [
-        f"file       {input}: {len(data)} bytes, {kbps:.3f} kbps",
-        f"encoder    {c.encoder or '?'}",
-        f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
-        f"{c.channels} channel(s){' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
-        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
-        f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
-        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
-    ]
-    for k, v in c.tags.items():
-        lines.append(f"tag        {k}={v}")
-    if "lyrics" in c.texts:
-        words = c.texts["lyrics"].split()
-        lines.append(f"lyrics     {len(words)} words: {' '.join(words[:8])}"
-                     f"{' ...' if len(words) > 8 else ''}")
-    lines.append("tracks")
-    for t in tracks:
-        kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
-        b = t["bytes"]
-        pan = "" if c.channels < 2 else "  pan " + ("C" if t["pan"] == 0 else
-                                                  f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
-        if t["engine"]:
-            pan += f"  plays with {t['engine']}"
-        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
-                     f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
-                     f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
-                     f" (score {b['score']}, timbre {b['timbre']}, samples {b['samples']})")
-    if c.samples:
-        lines.append("samples")
-        for s in summary["samples"]:
-            key = f"  key {s['key']}" if s["key"] is not None else ""
-            lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
-                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
-    r = summary["residual"]
-    if r:
-        lines.append(f"residual   {r['bands']} bands x {r['period_s'] * 1000:g} ms frames, "
-                     f"{r['step_db']:g} dB steps, {r['coded_cells']} of {r['cells']} cells coded, "
-                     f"{r['bytes']} bytes")
-    lines.append("chunks")
-    for ch in chunks:
-        share = ch["bytes"] * 8 / c.duration / 1000 if c.duration > 0 else 0.0
-        lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
-    click.echo("\n".join(lines))
-
-
-def _residual_summary(c) -> dict | None:
-    """The RESD chunk's grid in numbers (None without one)."""
-    from semcodec.container import resd
-
-    if not c.residual:
-        return None
-    g = resd.decode(c.residual, c.duration)
-    coded = sum(sum(row) for row in g.mask)
-    return {"bands": g.n_bands, "period_s": g.period_s, "step_db": g.step_db,
-            "cells": g.n_bands * len(g.mask[0]), "coded_cells": coded, "bytes": len(c.residual)}
-
-
-def _gm_names():
-    try:
-        import pretty_midi
-
-        return pretty_midi.program_to_instrument_name
-    except ImportError:  # pragma: no cover - pretty_midi is a dependency
-        return lambda p: ""
+    click.echo("\n".join(summary_lines(summary, c)))
 
 
 @cli.command()

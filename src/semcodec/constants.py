@@ -1,7 +1,10 @@
-"""Every fixed number of semcodec in one place: rates, hops, MIDI ranges, caps.
+"""The fixed numbers semcodec's modules share: rates, hops, MIDI ranges, caps, option ranges.
 
-Units are stated in each name or comment: seconds (s), hertz (Hz), MIDI note numbers.
-This module imports nothing but the standard library.
+A number used by one module only is a named, commented constant at the top of that module
+(the drum detector's thresholds, the neural synthesizer's sizes, the format's own ranges in
+``container/spec.py``); a number two modules need lives here, once.  Units are stated in each
+name or comment: seconds (s), hertz (Hz), MIDI note numbers.  This module imports nothing but
+the standard library.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ DEFAULT_LOUDNESS_LUFS = -23.0
 #: Below this integrated loudness a signal counts as silence (LUFS).
 SILENCE_LUFS = -70.0
 
+#: The rate (Hz) semcodec analyses and models audio at: basic-pitch's input rate, and that of
+#: the track split's features, the stereo measurement and the neural synthesizer.
+ANALYSIS_SAMPLE_RATE = 22050
+
 # --- transcription (basic-pitch) ---------------------------------------------------------
 #: basic-pitch model input rate (Hz), FFT hop (samples) and frames per second.
-BP_SAMPLE_RATE = 22050
+BP_SAMPLE_RATE = ANALYSIS_SAMPLE_RATE
 BP_HOP = 256
 BP_FRAMES_PER_S = BP_SAMPLE_RATE / BP_HOP  # ~86.13 frames/s
 #: basic-pitch model window: 2 s of audio (43844 samples) of which 30 frames overlap each side.
@@ -50,6 +57,13 @@ GM_PROGRAM_MAX = 127
 GM_DRUM_CHANNEL = 9
 #: General MIDI program of the Acoustic Grand Piano, the fallback patch.
 GM_PIANO = 0
+
+# --- decode-time edits -------------------------------------------------------------------
+#: Pitched tracks may be transposed by at most this many semitones either way.
+TRANSPOSE_MAX_SEMITONES = 48
+#: Range of the tempo factor (> 1 plays faster).
+TEMPO_FACTOR_MIN = 0.25
+TEMPO_FACTOR_MAX = 4.0
 #: Pitch bends are stored in 1/BEND_UNITS_PER_SEMITONE semitone steps, at most this range.
 BEND_UNITS_PER_SEMITONE = 32
 BEND_MAX_SEMITONES = 12.0

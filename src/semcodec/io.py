@@ -36,7 +36,7 @@ def fsync_directory(folder: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` atomically: ``write(fh)`` fills a temporary file (opened ``w+b``, so it
     may also read back and rewrite) in the same folder, which is fsynced and renamed over
     ``path``, keeping an existing file's permission bits.  On any failure or interrupt the

@@ -10,9 +10,11 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
+from semcodec.constants import VELOCITY_MAX
 from semcodec.errors import OutputError
 from semcodec.events import Note, Score
 from semcodec.io import atomic_write_bytes
@@ -57,7 +59,7 @@ def estimate_tempo(notes: list[Note] | tuple[Note, ...], *, default: float = 120
     end = max(n.onset for n in notes) + 2.0
     env = np.zeros(int(end * fps) + 1)
     for n in notes:
-        env[int(n.onset * fps)] += n.velocity / 127.0
+        env[int(n.onset * fps)] += n.velocity / VELOCITY_MAX
     env = np.convolve(env, np.hanning(5), mode="same")  # ~30 ms onset bumps
     env -= env.mean()
     size = 1 << int(np.ceil(np.log2(2 * env.size)))
@@ -99,7 +101,7 @@ def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
     With ``align_to_beat`` the notes are shifted so that the estimated beat grid starts at a
     bar line (0 s), which makes a quantized notation readable.
     """
-    import pretty_midi
+    import pretty_midi  # noqa: PLC0415
 
     tempo = float(score.tempo_bpm) if score.tempo_bpm > 0 else 120.0
     pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
@@ -129,7 +131,7 @@ def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
 
 def write_midi(score: Score, path: str | os.PathLike) -> None:
     """Write ``score`` as a Standard MIDI File (atomic)."""
-    import io
+    import io  # noqa: PLC0415
 
     pm = to_pretty_midi(score)
     buf = io.BytesIO()
@@ -140,7 +142,7 @@ def write_midi(score: Score, path: str | os.PathLike) -> None:
 def lyric_track(score: Score) -> int | None:
     """Index of the track that sings the lyrics: a voice by name or program, else the
     highest pitched (mean MIDI pitch) non-drum track with notes; ``None`` without one."""
-    from semcodec.constants import VOICE_PROGRAMS, is_voice_name
+    from semcodec.constants import VOICE_PROGRAMS, is_voice_name  # noqa: PLC0415
 
     pitched = [i for i, t in enumerate(score.tracks) if t.notes and not t.is_drum]
     if not pitched:
@@ -171,7 +173,7 @@ def to_music21(score: Score, lyrics: str | None = None):
     ``lyrics`` (plain text) are set one syllable per note or chord on :func:`lyric_track`'s
     part, in order; syllables left over when the notes run out are dropped (logged).
     """
-    import music21
+    import music21  # noqa: PLC0415
 
     pm = to_pretty_midi(score, align_to_beat=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +183,7 @@ def to_music21(score: Score, lyrics: str | None = None):
                                          quarterLengthDivisors=(4, 3))
     key = _music21_key(score.key)
     if key is not None:
-        for part in parsed.parts:
+        for part in cast("music21.stream.Score", parsed).parts:
             first = part.getElementsByClass("Measure").first() or part
             first.insert(0, key)
     if lyrics:
@@ -209,7 +211,7 @@ def _attach_lyrics(score: Score, parsed, lyrics: str) -> None:
 
 
 def _music21_key(name: str):
-    import music21
+    import music21  # noqa: PLC0415
 
     try:
         tonic, mode = name.split()
@@ -238,7 +240,7 @@ def score_from_music21(stream, *, tempo_bpm: float | None = None, programs: list
     ``programs`` gives each part's GM program (default piano); notes starting after
     ``max_seconds`` are dropped and those crossing it are cut.
     """
-    from semcodec.events import Track
+    from semcodec.events import Track  # noqa: PLC0415
 
     if tempo_bpm is None:
         marks = stream.flatten().getElementsByClass("MetronomeMark")

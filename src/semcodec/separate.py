@@ -27,14 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semcodec.constants import MAX_TRACKS
+from semcodec.constants import ANALYSIS_SAMPLE_RATE, MAX_TRACKS
 from semcodec.events import Note
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
 
 #: Analysis rate, FFT size and hop of the feature STFT.
-SR = 22050
+SR = ANALYSIS_SAMPLE_RATE
 N_FFT = 2048
 HOP = 256
 #: Harmonics measured per note (the fundamental included).
@@ -196,8 +196,8 @@ def note_pans(audio: np.ndarray, side: np.ndarray, sr: int,
             centre = centre[centre < n_bins - 1]
             lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
             hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
-            a_l = sum(float(spec_l[a:b, l:h].sum()) for l, h in zip(lo, hi))
-            a_r = sum(float(spec_r[a:b, l:h].sum()) for l, h in zip(lo, hi))
+            a_l = sum(float(spec_l[a:b, b0:b1].sum()) for b0, b1 in zip(lo, hi))
+            a_r = sum(float(spec_r[a:b, b0:b1].sum()) for b0, b1 in zip(lo, hi))
             out[i] = 0.0 if a_l + a_r <= 1e-9 else (a_r - a_l) / (a_l + a_r)
     return out
 
@@ -305,7 +305,7 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
         gm.fit(x)
         bic[k] = float(gm.bic(x))
         models[k] = gm
-    k = min(bic, key=bic.get)
+    k = min(bic, key=lambda j: bic[j])
     post = models[k].predict_proba(x)
     labels = np.argmax(_continuity(notes, post, pans), axis=1)
     if n_tracks is None:

@@ -22,11 +22,12 @@ import math
 
 import numpy as np
 
+from semcodec.constants import ANALYSIS_SAMPLE_RATE
 from semcodec.events import Track
 from semcodec.synth import dsp
 
 #: Rate (Hz), FFT size and hop (samples) of the measurement: 93 ms windows, 46 ms hop.
-ANALYSIS_SR = 22050
+ANALYSIS_SR = ANALYSIS_SAMPLE_RATE
 N_FFT = 2048
 HOP = 1024
 #: Harmonics of a pitched note that are looked at, up to MAX_HZ.
@@ -101,7 +102,7 @@ def measure_pans(mid: np.ndarray, side: np.ndarray, sr: int,
     n_frames = 1 + (left.shape[0] - N_FFT) // HOP
     n_bins = N_FFT // 2 + 1
     win = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     fl = sliding_window_view(left, N_FFT)[::HOP]
     fr = sliding_window_view(right, N_FFT)[::HOP]

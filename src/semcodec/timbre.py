@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import time
+from typing import Any
 
 import numpy as np
 
@@ -228,7 +229,7 @@ class _Proxy:
 
         from semcodec.synth import ddsp  # noqa: PLC0415
 
-        sel = slice(None)
+        sel: Any = slice(None)
         if max_rows is not None and self.feats.shape[0] > max_rows:
             sel = torch.linspace(0, self.feats.shape[0] - 1, max_rows).long()
         feats, f0, o, wt = self.feats[sel], self.f0[sel], self.o[sel], self.wt[sel]
@@ -256,7 +257,7 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
 # --- fitting ------------------------------------------------------------------------------
 
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
-                budget_s: float | None = None, device: str = "cpu"
+                budget_s: float | None = None, device: str = "cpu"  # noqa: ARG001
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
     notes), the best-matching GM program per track index, and ``{track: (engine, gain_dB)}``
@@ -461,7 +462,7 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
     try:
         engines = (("neural", NeuralEngine(device="cpu")), ("fluidsynth", FluidsynthEngine()))
         for name, eng in engines:
-            y = eng.render(one, sr, hop * G, timbres=(replace(fitted, track=0),))
+            y: Any = eng.render(one, sr, hop * G, timbres=(replace(fitted, track=0),))
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
             if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
@@ -482,7 +483,8 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
     """Per pitched track, one excerpt of at most ``min(max_total_s, SAMPLE_SEGMENT_S)`` seconds
     where its notes sound most cleanly (few notes of other tracks, little self-overlap, enough
     energy), coded as Opus (OGG, 24 kHz, lowest bitrate setting, ~8 kbps + ~0.1 kB of stream
-    headers once canonical_ogg has shrunk the comment header): ``Sample(codec="opus")``.  One stream per track keeps the header overhead down."""
+    headers once canonical_ogg has shrunk the comment header): ``Sample(codec="opus")``.  One stream
+    per track keeps the header overhead down."""
     import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio, np.float32)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from semcodec import constants
 from semcodec.errors import InputError, SemcodecError, UsageError
 from semcodec.events import BendPoint, Note
+from semcodec.runtime import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +141,8 @@ def model_path() -> Path:
 
 
 def _n_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    """onnxruntime's intra-op threads (batch workers replace this with their share)."""
+    return usable_cpus()
 
 
 def _get_session():
@@ -153,7 +151,7 @@ def _get_session():
     with _session_lock:
         if _session is None:
             try:
-                import onnxruntime as ort
+                import onnxruntime as ort  # noqa: PLC0415
             except ImportError as exc:  # pragma: no cover - dependency missing
                 raise SemcodecError("onnxruntime is not installed") from exc
             opts = ort.SessionOptions()
@@ -215,6 +213,7 @@ def _inferred_onsets(onset: np.ndarray, frames: np.ndarray, n_diff: int = 2) -> 
         shifted[n:] = frames[:-n]
         d = frames - shifted
         diff = d if diff is None else np.minimum(diff, d)
+    assert diff is not None  # n_diff >= 1
     diff = np.maximum(diff, 0.0)
     diff[:n_diff] = 0.0
     peak = float(diff.max()) if diff.size else 0.0
@@ -385,7 +384,7 @@ def compact_bends(raw: np.ndarray) -> tuple[BendPoint, ...]:
     n = len(raw)
     if n == 0:
         return ()
-    from scipy.ndimage import median_filter, uniform_filter1d
+    from scipy.ndimage import median_filter, uniform_filter1d  # noqa: PLC0415
 
     w = min(_BEND_SMOOTH_FRAMES, n if n % 2 else n - 1) if n > 1 else 1
     s = median_filter(raw.astype(np.float64), size=w, mode="nearest")
@@ -479,11 +478,11 @@ def _resample(segment: np.ndarray, sr: int) -> np.ndarray:
     if sr == _SR:
         return np.ascontiguousarray(segment, dtype=np.float32)
     try:
-        import soxr
+        import soxr  # noqa: PLC0415
     except ImportError:  # pragma: no cover - soxr comes with librosa
-        from math import gcd
+        from math import gcd  # noqa: PLC0415
 
-        import scipy.signal
+        import scipy.signal  # noqa: PLC0415
 
         g = gcd(int(sr), _SR)
         out = scipy.signal.resample_poly(segment, _SR // g, int(sr) // g)
@@ -521,83 +520,106 @@ def transcribe(
             progress(1.0)
         return ()
     duration = n / sr
-    window_s = float(options.window_s)
-    context_s = float(constants.TRANSCRIBE_CONTEXT_S)
-    n_windows = max(1, math.ceil(duration / window_s - 1e-9))
-    frame_s = 1.0 / _FPS
-    join_s = _JOIN_FRAMES * frame_s
-
+    n_windows = max(1, math.ceil(duration / float(options.window_s) - 1e-9))
     pieces: list[_Piece] = []
     last_by_pitch: dict[int, _Piece] = {}
     for w in range(n_windows):
-        core0 = w * window_s
-        core1 = min(duration, (w + 1) * window_s)
-        if w == n_windows - 1:
-            core1 = math.inf
-        # the left context starts on the grid of basic-pitch's 2-s model windows (as laid out
-        # for the whole input), so every window sees the model inputs a single pass would
-        start_s = max(0.0, math.floor((core0 - context_s) / _MODEL_STEP_S) * _MODEL_STEP_S)
-        s0 = int(round(start_s * sr))
-        s1 = min(n, int(round((min(duration, (w + 1) * window_s) + context_s) * sr)))
-        segment = audio[s0:s1]
-        if not np.all(np.isfinite(segment)):
-            raise InputError("audio contains NaN or infinite samples")
-        if segment.size == 0 or float(np.max(np.abs(segment))) < _SILENCE_PEAK:
-            if progress:
-                progress((w + 1) / n_windows)
-            continue
-        t0 = s0 / sr + _TIME_OFFSET_S
-        audio22 = _resample(segment, sr)
-        note_act, onset_act, contour = model_activations(audio22)
-        events = decode_notes(
-            note_act, onset_act, options.onset_threshold, options.frame_threshold,
-            options.min_note_frames, options.melodia_trick, options.min_pitch, options.max_pitch,
-        )
-        del note_act, onset_act
-        spectrum = _Spectrum(audio22)
-        del audio22
-        events.sort(key=lambda e: (e[0], e[2]))
-        for start, end, pitch, amp in events:
-            onset_t = t0 + start * frame_s
-            offset_t = t0 + end * frame_s
-            if onset_t >= core1:
-                continue
-            fragment = onset_t < core0
-            if fragment and offset_t <= core0:
-                continue
-            prev = last_by_pitch.get(pitch)
-            duplicate = prev is not None and prev.window < w and prev.offset > onset_t + join_s
-            if fragment or duplicate:
-                # continuation of a note already kept by an earlier window
-                if prev is None or prev.offset < onset_t - join_s or prev.window >= w:
-                    continue
-                if offset_t > prev.offset:
-                    if options.keep_bends:
-                        first = int(math.ceil((prev.offset - t0) / frame_s - 1e-6))
-                        first = max(first, start)
-                        if first < end:
-                            prev.bend_v.append(raw_bends(contour, first, end, pitch))
-                    prev.offset = offset_t
-                continue
-            piece = _Piece(
-                onset_t, offset_t, pitch, amp, spectrum.level_db(start, pitch),
-                [raw_bends(contour, start, end, pitch)] if options.keep_bends else [],
-                w,
-            )
-            pieces.append(piece)
-            last_by_pitch[pitch] = piece
-        del spectrum, contour
+        _transcribe_window(audio, sr, w, n_windows, options, pieces, last_by_pitch)
         if progress:
             progress((w + 1) / n_windows)
+    return _pieces_to_notes(pieces, duration, options)
 
+
+def _transcribe_window(audio: np.ndarray, sr: int, w: int, n_windows: int,
+                       options: TranscribeOptions, pieces: list[_Piece],
+                       last_by_pitch: dict[int, _Piece]) -> None:
+    """Run the model on window ``w`` (with its context) and add its notes to ``pieces``."""
+    n = len(audio)
+    duration = n / sr
+    window_s = float(options.window_s)
+    context_s = float(constants.TRANSCRIBE_CONTEXT_S)
+    core0 = w * window_s
+    core1 = min(duration, (w + 1) * window_s)
+    if w == n_windows - 1:
+        core1 = math.inf
+    # the left context starts on the grid of basic-pitch's 2-s model windows (as laid out
+    # for the whole input), so every window sees the model inputs a single pass would
+    start_s = max(0.0, math.floor((core0 - context_s) / _MODEL_STEP_S) * _MODEL_STEP_S)
+    s0 = int(round(start_s * sr))
+    s1 = min(n, int(round((min(duration, (w + 1) * window_s) + context_s) * sr)))
+    segment = audio[s0:s1]
+    if not np.all(np.isfinite(segment)):
+        raise InputError("audio contains NaN or infinite samples")
+    if segment.size == 0 or float(np.max(np.abs(segment))) < _SILENCE_PEAK:
+        return
+    t0 = s0 / sr + _TIME_OFFSET_S
+    audio22 = _resample(segment, sr)
+    note_act, onset_act, contour = model_activations(audio22)
+    events = decode_notes(
+        note_act, onset_act, options.onset_threshold, options.frame_threshold,
+        options.min_note_frames, options.melodia_trick, options.min_pitch, options.max_pitch,
+    )
+    del note_act, onset_act
+    spectrum = _Spectrum(audio22)
+    del audio22
+    events.sort(key=lambda e: (e[0], e[2]))
+    _merge_events(events, contour, spectrum, t0, (core0, core1), w, options, pieces,
+                  last_by_pitch)
+
+
+def _merge_events(events: list, contour: np.ndarray, spectrum: _Spectrum, t0: float,
+                  core: tuple[float, float], w: int, options: TranscribeOptions,
+                  pieces: list[_Piece], last_by_pitch: dict[int, _Piece]) -> None:
+    """Add window ``w``'s note events (frames from ``t0`` s) to ``pieces``: notes that start
+    in the window's core are new, those that continue an earlier window's note extend it."""
+    frame_s = 1.0 / _FPS
+    join_s = _JOIN_FRAMES * frame_s
+    core0, core1 = core
+    for start, end, pitch, amp in events:
+        onset_t = t0 + start * frame_s
+        offset_t = t0 + end * frame_s
+        if onset_t >= core1:
+            continue
+        fragment = onset_t < core0
+        if fragment and offset_t <= core0:
+            continue
+        prev = last_by_pitch.get(pitch)
+        duplicate = prev is not None and prev.window < w and prev.offset > onset_t + join_s
+        if fragment or duplicate:
+            # continuation of a note already kept by an earlier window
+            if prev is None or prev.offset < onset_t - join_s or prev.window >= w:
+                continue
+            if offset_t > prev.offset:
+                if options.keep_bends:
+                    first = int(math.ceil((prev.offset - t0) / frame_s - 1e-6))
+                    first = max(first, start)
+                    if first < end:
+                        prev.bend_v.append(raw_bends(contour, first, end, pitch))
+                prev.offset = offset_t
+            continue
+        piece = _Piece(
+            onset_t, offset_t, pitch, amp, spectrum.level_db(start, pitch),
+            [raw_bends(contour, start, end, pitch)] if options.keep_bends else [],
+            w,
+        )
+        pieces.append(piece)
+        last_by_pitch[pitch] = piece
+
+
+def _pieces_to_notes(pieces: list[_Piece], duration: float,
+                     options: TranscribeOptions) -> tuple[Note, ...]:
+    """The finished notes, sorted by (onset, pitch): velocities from the model's amplitude and
+    the spectral level relative to the recording's, bends compacted."""
     if not pieces:
         return ()
+    frame_s = 1.0 / _FPS
     levels = np.array([p.level for p in pieces])
     ref = float(np.percentile(levels, _LEVEL_REF_PERCENTILE))
     notes = []
     for p in pieces:
         level_factor = min(1.0, 10.0 ** ((p.level - ref) / _LEVEL_DB_PER_DECADE))
-        velocity = int(round(127.0 * math.sqrt(max(0.0, p.amp) * level_factor)))
+        velocity = int(round(float(constants.VELOCITY_MAX)
+                             * math.sqrt(max(0.0, p.amp) * level_factor)))
         velocity = max(constants.VELOCITY_MIN, min(constants.VELOCITY_MAX, velocity))
         bends: tuple[BendPoint, ...] = ()
         if options.keep_bends and p.bend_v:

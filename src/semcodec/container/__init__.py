@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from semcodec.container.framing import ChunkInfo, chunk_table, header_dict
 from semcodec.container.header import TrackHeader
-from semcodec.container.smcfile import SmcFile, dumps, loads, track_sizes
+from semcodec.container.smcfile import SmcFile, bitrate_kbps, dumps, loads, track_sizes
 from semcodec.container.spec import (
     CHUNK_END,
     CHUNK_RESIDUAL,
@@ -90,6 +90,7 @@ __all__ = [
     "TRACK_ENGINES",
     "ChunkInfo",
     "SmcFile",
+    "bitrate_kbps",
     "TrackHeader",
     "dumps",
     "loads",

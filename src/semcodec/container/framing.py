@@ -58,7 +58,7 @@ def _parse_preamble(data: bytes) -> tuple[bytes, int]:
 
 def _parse_chunks(data: bytes, pos: int) -> list[tuple[bytes, int, bytes]]:
     """Walk the chunks after the header: list of (type, record offset, payload), END excluded."""
-    chunks = []
+    chunks: list[tuple[bytes, int, bytes]] = []
     count = 0
     while True:
         if count >= MAX_CHUNKS:

@@ -105,6 +105,33 @@ class _Header(NamedTuple):
     extra: dict[str, Any]
 
 
+def _track_header(i: int, t: Any, notes_left: int) -> TrackHeader:
+    """Track ``i``'s header object, checked; at most ``notes_left`` notes remain allowed."""
+    if not isinstance(t, dict):
+        raise _fail(f"header: track {i} must be an object")
+    for k in ("name", "program", "drum", "notes"):
+        if k not in t:
+            raise _fail(f"header: track {i} lacks {k!r}")
+    name = _str_field(t["name"], f"header: track {i} 'name'", MAX_NAME_CHARS)
+    program = _int_field(t, "program", GM_PROGRAM_MIN, GM_PROGRAM_MAX)
+    if not isinstance(t["drum"], bool):
+        raise _fail(f"header: track {i} 'drum' must be true or false")
+    n_notes = _int_field(t, "notes", 0, MAX_NOTES)
+    if n_notes > notes_left:
+        raise _fail(f"header: more than {MAX_NOTES} notes")
+    pan = t.get("pan", 0.0)
+    if not _is_num(pan) or not -1.0 <= pan <= 1.0:
+        raise _fail(f"header: track {i} 'pan' must be a number in -1..1, got {pan!r}")
+    engine = _str_field(t.get("engine", ""), f"header: track {i} 'engine'", MAX_NAME_CHARS)
+    engine_gain = t.get("engine_gain_db", 0.0)
+    if not _is_num(engine_gain) or abs(engine_gain) > MAX_ENGINE_GAIN_DB:
+        raise _fail(f"header: track {i} 'engine_gain_db' must be a number in "
+                    f"-{MAX_ENGINE_GAIN_DB:g}..{MAX_ENGINE_GAIN_DB:g}, got {engine_gain!r}")
+    if engine not in TRACK_ENGINES:
+        engine, engine_gain = "", 0.0  # an engine this reader does not know: none
+    return TrackHeader(name, program, t["drum"], n_notes, float(pan), engine, float(engine_gain))
+
+
 def _validate_header(h: Any) -> _Header:
     if not isinstance(h, dict):
         raise _fail("header: must be a JSON object")
@@ -151,31 +178,8 @@ def _validate_header(h: Any) -> _Header:
     tracks = []
     total_notes = 0
     for i, t in enumerate(raw_tracks):
-        if not isinstance(t, dict):
-            raise _fail(f"header: track {i} must be an object")
-        for k in ("name", "program", "drum", "notes"):
-            if k not in t:
-                raise _fail(f"header: track {i} lacks {k!r}")
-        name = _str_field(t["name"], f"header: track {i} 'name'", MAX_NAME_CHARS)
-        program = _int_field(t, "program", GM_PROGRAM_MIN, GM_PROGRAM_MAX)
-        if not isinstance(t["drum"], bool):
-            raise _fail(f"header: track {i} 'drum' must be true or false")
-        n_notes = _int_field(t, "notes", 0, MAX_NOTES)
-        total_notes += n_notes
-        if total_notes > MAX_NOTES:
-            raise _fail(f"header: more than {MAX_NOTES} notes")
-        pan = t.get("pan", 0.0)
-        if not _is_num(pan) or not -1.0 <= pan <= 1.0:
-            raise _fail(f"header: track {i} 'pan' must be a number in -1..1, got {pan!r}")
-        engine = _str_field(t.get("engine", ""), f"header: track {i} 'engine'", MAX_NAME_CHARS)
-        engine_gain = t.get("engine_gain_db", 0.0)
-        if not _is_num(engine_gain) or abs(engine_gain) > MAX_ENGINE_GAIN_DB:
-            raise _fail(f"header: track {i} 'engine_gain_db' must be a number in "
-                        f"-{MAX_ENGINE_GAIN_DB:g}..{MAX_ENGINE_GAIN_DB:g}, got {engine_gain!r}")
-        if engine not in TRACK_ENGINES:
-            engine, engine_gain = "", 0.0  # an engine this reader does not know: none
-        tracks.append(TrackHeader(name, program, t["drum"], n_notes, float(pan), engine,
-                                  float(engine_gain)))
+        tracks.append(_track_header(i, t, MAX_NOTES - total_notes))
+        total_notes += tracks[-1].n_notes
     encoder = _str_field(h.get("encoder", ""), "header: 'encoder'", MAX_NAME_CHARS)
     tags = _str_map(h.get("tags", {}), "header: 'tags'", MAX_TAG_VALUE_CHARS)
     extra = {k: v for k, v in h.items() if k not in _RESERVED_KEYS}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any
+from typing import Any, TypeGuard
 
 from semcodec.constants import BEND_TICK_S, SCORE_TICK_S
 from semcodec.container.spec import _F16, _U32, END_SLACK_S
@@ -83,7 +83,7 @@ class _Reader:
     def uvarints(self, n: int) -> list[int]:
         """``n`` uvarints; single-byte values (the common case) take a fast path."""
         buf, end = self.buf, self.end
-        out = []
+        out: list[int] = []
         append = out.append
         for _ in range(n):
             pos = self.pos
@@ -137,7 +137,7 @@ def _f16(value: float, what: str) -> bytes:
 
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

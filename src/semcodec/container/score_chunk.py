@@ -112,7 +112,6 @@ def _decode_score(payload: bytes, duration: float) -> list[tuple[Note, ...]]:
     n_tracks = r.uvarint()
     if n_tracks > MAX_TRACKS:
         raise _fail(f"SCOR chunk: {n_tracks} tracks (at most {MAX_TRACKS})")
-    limit = _end_limit_ticks(duration)
     total_notes = 0
     total_bends = 0
     tracks: list[tuple[Note, ...]] = []
@@ -123,70 +122,79 @@ def _decode_score(payload: bytes, duration: float) -> list[tuple[Note, ...]]:
             raise _fail(f"SCOR chunk: more than {MAX_NOTES} notes")
         if 5 * n > r.remaining():  # each note needs at least 5 one-byte varints
             raise _fail(f"SCOR chunk: track {ti} claims {n} notes, more than the data holds")
-        onsets = []
-        acc = 0
-        for delta in r.uvarints(n):
-            acc += delta
-            if acc > limit:
-                raise _fail(f"SCOR chunk: track {ti} has a note after the clip's end")
-            onsets.append(acc)
-        durs = r.uvarints(n)
-        for on, dur in zip(onsets, durs):
-            if dur < 1 or on + dur > limit:
-                raise _fail(f"SCOR chunk: track {ti} has a note of invalid length")
-        pitches = []
-        acc = 60
-        for delta in r.zvarints(n):
-            acc += delta
-            if not MIDI_MIN <= acc <= MIDI_MAX:
-                raise _fail(f"SCOR chunk: track {ti} has pitch {acc} outside {MIDI_MIN}..{MIDI_MAX}")
-            pitches.append(acc)
-        vels = []
-        acc = 64
-        for delta in r.zvarints(n):
-            acc += delta
-            if not VELOCITY_MIN <= acc <= VELOCITY_MAX:
-                raise _fail(f"SCOR chunk: track {ti} has velocity {acc} outside "
-                            f"{VELOCITY_MIN}..{VELOCITY_MAX}")
-            vels.append(acc)
-        counts = r.uvarints(n)
-        n_bends = 0
-        for c in counts:
-            n_bends += c
-            if total_bends + n_bends > MAX_BEND_POINTS:
-                raise _fail(f"SCOR chunk: more than {MAX_BEND_POINTS} pitch-bend points")
+        notes, n_bends = _decode_track(r, ti, n, duration, MAX_BEND_POINTS - total_bends)
         total_bends += n_bends
-        if 2 * n_bends > r.remaining():
-            raise _fail(f"SCOR chunk: track {ti} claims {n_bends} bend points, more than the data holds")
-        bend_times: list[list[int]] = []
-        for on, c in zip(onsets, counts):
-            acc = 0
-            times = []
-            for _ in range(c):
-                acc += r.uvarint()
-                if not _bend_ok(on, acc, duration):
-                    raise _fail(f"SCOR chunk: track {ti} has a bend point after the clip's end")
-                times.append(acc)
-            bend_times.append(times)
-        notes = []
-        for i in range(n):
-            acc = 0
-            bends = []
-            for bt in bend_times[i]:
-                acc += r.zvarint()
-                if not -MAX_BEND_UNITS <= acc <= MAX_BEND_UNITS:
-                    raise _fail(f"SCOR chunk: track {ti} has a bend beyond "
-                                f"{BEND_MAX_SEMITONES:g} semitones")
-                bends.append(BendPoint(bt * BEND_TICK_S, acc / BEND_UNITS_PER_SEMITONE))
-            notes.append(
-                Note(
-                    onset=onsets[i] * SCORE_TICK_S,
-                    offset=(onsets[i] + durs[i]) * SCORE_TICK_S,
-                    pitch=pitches[i],
-                    velocity=vels[i],
-                    bends=tuple(bends),
-                )
-            )
-        tracks.append(tuple(notes))
+        tracks.append(notes)
     r.finish()
     return tracks
+
+
+def _decode_track(r: _Reader, ti: int, n: int, duration: float,
+                  bends_left: int) -> tuple[tuple[Note, ...], int]:
+    """Track ``ti``'s ``n`` notes from the SCOR columns at ``r``, and its number of bend
+    points (at most ``bends_left``)."""
+    limit = _end_limit_ticks(duration)
+    onsets = []
+    acc = 0
+    for delta in r.uvarints(n):
+        acc += delta
+        if acc > limit:
+            raise _fail(f"SCOR chunk: track {ti} has a note after the clip's end")
+        onsets.append(acc)
+    durs = r.uvarints(n)
+    for on, dur in zip(onsets, durs):
+        if dur < 1 or on + dur > limit:
+            raise _fail(f"SCOR chunk: track {ti} has a note of invalid length")
+    pitches = []
+    acc = 60
+    for delta in r.zvarints(n):
+        acc += delta
+        if not MIDI_MIN <= acc <= MIDI_MAX:
+            raise _fail(f"SCOR chunk: track {ti} has pitch {acc} outside {MIDI_MIN}..{MIDI_MAX}")
+        pitches.append(acc)
+    vels = []
+    acc = 64
+    for delta in r.zvarints(n):
+        acc += delta
+        if not VELOCITY_MIN <= acc <= VELOCITY_MAX:
+            raise _fail(f"SCOR chunk: track {ti} has velocity {acc} outside "
+                        f"{VELOCITY_MIN}..{VELOCITY_MAX}")
+        vels.append(acc)
+    counts = r.uvarints(n)
+    n_bends = 0
+    for c in counts:
+        n_bends += c
+        if n_bends > bends_left:
+            raise _fail(f"SCOR chunk: more than {MAX_BEND_POINTS} pitch-bend points")
+    if 2 * n_bends > r.remaining():
+        raise _fail(f"SCOR chunk: track {ti} claims {n_bends} bend points, more than the data holds")
+    bend_times: list[list[int]] = []
+    for on, c in zip(onsets, counts):
+        acc = 0
+        times = []
+        for _ in range(c):
+            acc += r.uvarint()
+            if not _bend_ok(on, acc, duration):
+                raise _fail(f"SCOR chunk: track {ti} has a bend point after the clip's end")
+            times.append(acc)
+        bend_times.append(times)
+    notes = []
+    for i in range(n):
+        acc = 0
+        bends = []
+        for bt in bend_times[i]:
+            acc += r.zvarint()
+            if not -MAX_BEND_UNITS <= acc <= MAX_BEND_UNITS:
+                raise _fail(f"SCOR chunk: track {ti} has a bend beyond "
+                            f"{BEND_MAX_SEMITONES:g} semitones")
+            bends.append(BendPoint(bt * BEND_TICK_S, acc / BEND_UNITS_PER_SEMITONE))
+        notes.append(
+            Note(
+                onset=onsets[i] * SCORE_TICK_S,
+                offset=(onsets[i] + durs[i]) * SCORE_TICK_S,
+                pitch=pitches[i],
+                velocity=vels[i],
+                bends=tuple(bends),
+            )
+        )
+    return tuple(notes), n_bends

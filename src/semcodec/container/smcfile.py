@@ -8,7 +8,7 @@ import os
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from semcodec.constants import MAX_DURATION_S, MAX_HEADER_BYTES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from semcodec.container.chunks import (
@@ -167,7 +167,7 @@ class SmcFile:
     # --- reading --------------------------------------------------------------------------
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "SmcFile":
+    def from_bytes(cls, data: bytes) -> Self:
         """Parse ``.smc`` bytes; raises ContainerError on any problem."""
         try:
             return cls._from_bytes(_as_bytes(data))
@@ -177,7 +177,7 @@ class SmcFile:
             raise _fail(f"file too complex to read ({type(exc).__name__})") from None
 
     @classmethod
-    def _from_bytes(cls, data: bytes) -> "SmcFile":
+    def _from_bytes(cls, data: bytes) -> Self:
         raw_header, pos = _parse_preamble(data)
         hdr = _validate_header(_parse_json(raw_header, "header"))
         chunks = _parse_chunks(data, pos)
@@ -245,7 +245,7 @@ class SmcFile:
         atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SmcFile":
+    def load(cls, path: str | os.PathLike) -> Self:
         """Read a ``.smc`` file: InputError if unreadable, ContainerError if malformed."""
         try:
             data = Path(path).read_bytes()
@@ -265,7 +265,12 @@ class SmcFile:
         """Size of the serialized container in kbit per second of the original."""
         if not self.duration:
             return 0.0
-        return len(self.to_bytes()) * 8 / self.duration / 1000.0
+        return bitrate_kbps(len(self.to_bytes()), self.duration)
+
+
+def bitrate_kbps(n_bytes: int, duration_s: float) -> float:
+    """``n_bytes`` over ``duration_s`` seconds of audio, in kbit/s (0 without audio)."""
+    return n_bytes * 8 / duration_s / 1000.0 if duration_s > 0 else 0.0
 
 
 def dumps(c: SmcFile) -> bytes:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from semcodec.constants import ANALYSIS_SAMPLE_RATE
 from semcodec.synth import dsp
 
 #: Internal rate of the harmonic synthesizer and of training (Hz).
-SR_INT = 22050
+SR_INT = ANALYSIS_SAMPLE_RATE
 #: Control hop at SR_INT (samples) and control frame rate (Hz).
 HOP = 128
 FRAME_RATE = SR_INT / HOP
@@ -80,7 +81,8 @@ class DDSPNet(nn.Module):
             self.out.bias[1 + N_HARM:] = -4.0
 
     def forward(self, feats: torch.Tensor, emb: torch.Tensor):
-        """feats (..., N_FEAT), emb (..., EMB_DIM) broadcastable → amp (...), harm (..., H), noise (..., B)."""
+        """feats (..., N_FEAT), emb (..., EMB_DIM) broadcastable → amp (...), harm (..., H),
+        noise (..., B)."""
         pitch = feats[..., :1]
         k = torch.arange(1, 9, dtype=feats.dtype, device=feats.device)
         ff = torch.cat([torch.sin(pitch * k * 2.0), torch.cos(pitch * k * 2.0)], dim=-1)
@@ -238,7 +240,7 @@ def _wt_kernel():
     """numba kernel: wavetable oscillators overlap-added into ``out`` (compiled once, cached)."""
     global _WT_KERNEL
     if _WT_KERNEL is None:
-        import numba
+        import numba  # noqa: PLC0415
 
         @numba.njit(cache=True, nogil=True)
         def kernel(tabs, f0, n_frames, starts, on_off, end_off, out, hop, sr, ramp_n, fade_n):
@@ -549,10 +551,11 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
             idx = order[c:c + note_chunk]
             nf = int(nb.n_frames[idx].max())
             tabs = wavetables(amps[torch.from_numpy(idx), :nf])
-            c = np.ascontiguousarray
-            kern(c(tabs, np.float32), c(f0d[idx, :nf], np.float64), c(nb.n_frames[idx], np.int64),
-                 c(grp.numpy()[idx] * stride + starts[idx], np.int64),
-                 c(on_off[idx], np.float64), c(end_off[idx], np.float64), out, HOP,
+            ca = np.ascontiguousarray
+            kern(ca(tabs, np.float32), ca(f0d[idx, :nf], np.float64),
+                 ca(nb.n_frames[idx], np.int64),
+                 ca(grp.numpy()[idx] * stride + starts[idx], np.int64),
+                 ca(on_off[idx], np.float64), ca(end_off[idx], np.float64), out, HOP,
                  float(SR_INT), ONSET_RAMP_S * SR_INT, END_FADE_S * SR_INT)
         harm_buf = torch.from_numpy(out)
     for c in range(0, 0 if fast and kern is not None else len(order), note_chunk):

@@ -9,6 +9,7 @@ Nothing here keeps state or touches files.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def fft_convolve(x: np.ndarray, h: np.ndarray, n_out: int | None = None) -> np.n
     h = np.asarray(h, dtype=np.float64)
     out_dtype = np.float64 if x.dtype == np.float64 else np.float32
     n_out = x.shape[0] if n_out is None else int(n_out)
-    out = np.zeros(n_out, dtype=out_dtype)
+    out: np.ndarray = np.zeros(n_out, dtype=out_dtype)
     if x.shape[0] == 0 or h.shape[0] == 0 or n_out == 0:
         return out
     block = max(_CONV_BLOCK, 1 << (int(h.shape[0]) - 1).bit_length())
@@ -275,7 +276,7 @@ def release_free_memory() -> None:
     global _malloc_trim
     if _malloc_trim is None:
         try:
-            import ctypes
+            import ctypes  # noqa: PLC0415
 
             _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
@@ -284,7 +285,7 @@ def release_free_memory() -> None:
         _malloc_trim(0)
 
 
-_malloc_trim = None
+_malloc_trim: Any = None
 
 
 def loudness_gain(audio: np.ndarray, sr: int, target_lufs: float | None) -> float:

@@ -158,7 +158,8 @@ class NeuralEngine:
             raise SynthError("device cuda requested but CUDA is not available")
         # The model is tiny: the signal path is memory-bound and runs on the CPU in every case,
         # which keeps the output deterministic and bit-identical across machines.
-        self.device = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.device = ("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
+                       else "cpu")
         self.model = load_model(weights)
 
     # -- embeddings ---------------------------------------------------------------------
@@ -173,8 +174,6 @@ class NeuralEngine:
                samples: tuple[Sample, ...] = ()) -> np.ndarray:
         """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
         import torch  # noqa: PLC0415
-
-        from semcodec.synth import ddsp  # noqa: PLC0415
 
         if tempo <= 0 or not math.isfinite(tempo):
             raise SynthError(f"tempo factor must be > 0, got {tempo}")
@@ -224,10 +223,6 @@ class NeuralEngine:
         return emb, room, gain_db
 
     def _render_track(self, on, off, pit, vel, bends, emb, room, sr, n_samples, seed=0):
-        import torch  # noqa: PLC0415
-
-        from semcodec.synth import ddsp  # noqa: PLC0415
-
         return render_notes_np(self.model, on, off, pit, vel, bends, emb, room, sr, n_samples,
                                seed=seed)
 

@@ -72,16 +72,25 @@ def _rand_clip(rng: random.Random, program: int) -> list[tuple[float, float, int
     for (on, off, p, v, _) in notes:
         if on >= CLIP_S - 0.05:
             continue
-        bends = ()
+        bends: tuple[tuple[float, float], ...] = ()
         if rng.random() < 0.1 and off - on > 0.2:
             bends = ((round((off - on) * rng.uniform(0.3, 0.7), 3), rng.choice([-2.0, -1.0, 1.0, 2.0, 0.5])),)
         out.append((on, min(off, CLIP_S), p, v, bends))
     return out
 
 
+def _frames(synth, n: int) -> np.ndarray:
+    """The synth's next ``n`` frames, mono float32 (``fluid._pull`` fills an array in place)."""
+    from semcodec.synth.fluid import _pull  # noqa: PLC0415
+
+    out = np.zeros(n, np.float32)
+    _pull(synth, out)
+    return out
+
+
 def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = TRAIN_SOUNDFONT):
     """Render the training set: (audio int16 (n_clips, n), notes list, programs array)."""
-    from semcodec.synth.fluid import _import_fluidsynth, _pull
+    from semcodec.synth.fluid import _import_fluidsynth  # noqa: PLC0415
 
     fluidsynth = _import_fluidsynth()
 
@@ -105,7 +114,7 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
             synth.program_select(c, sfid, 0, program)
         for _ in range(clips_per_program):
             notes = _rand_clip(rng, program)
-            ev = []
+            ev: list[tuple] = []
             for i, (on, off, p, v, bends) in enumerate(notes):
                 ch = chans[i % len(chans)]
                 ev.append((int(on * sr), 1, "bend", ch, 8192))
@@ -115,10 +124,11 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
                 ev.append((int(on * sr), 2, "on", ch, p, v))
                 ev.append((int(off * sr), 0, "off", ch, p))
             ev.sort(key=lambda e: (e[0], e[1]))
-            blocks, pos = [], 0
+            blocks: list[np.ndarray] = []
+            pos = 0
             for e in ev:
                 if e[0] > pos:
-                    blocks.append(_pull(synth, e[0] - pos))
+                    blocks.append(_frames(synth, e[0] - pos))
                     pos = e[0]
                 if e[2] == "on":
                     synth.noteon(e[3], e[4], e[5])
@@ -127,13 +137,13 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
                 else:
                     synth.pitch_bend(e[3], min(16383, max(0, e[4])) - 8192)
             if n > pos:
-                blocks.append(_pull(synth, n - pos))
+                blocks.append(_frames(synth, n - pos))
             clip = np.concatenate(blocks)[:n]
             audio[k] = np.clip(clip * 32767.0, -32768, 32767).astype(np.int16)
             for c in chans:
                 synth.all_sounds_off(c)
                 synth.pitch_bend(c, 0)
-            _pull(synth, int(1.5 * sr))  # let the reverb die out
+            _frames(synth, int(1.5 * sr))  # let the reverb die out
             all_notes.append(notes)
             programs.append(program)
             k += 1
@@ -143,7 +153,7 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
 
 def save_weights(state: dict, out_dir: Path, config: dict) -> Path:
     """Write ``neural-<sha12>.safetensors`` (removing older ones) and ``neural-config.json``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "neural-tmp.safetensors"
@@ -173,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     deadline = t_start + args.minutes * 60.0
 
-    import torch
+    import torch  # noqa: PLC0415
 
-    from semcodec.synth import ddsp
+    from semcodec.synth import ddsp  # noqa: PLC0415
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": (f"FluidR3_GM.sf2 (fluidsynth gain 0.5, default reverb/chorus), GM programs 0..127 x "
                  f"{args.clips_per_program} random clips of {CLIP_S} s at {sr} Hz: single notes, "
                  "legato/staccato phrases, 2-3 note chords, velocities 25..127, 10% with pitch bends"),
-        "loss": "multi-resolution STFT (FFT 256/512/1024/2048, hop n/4): spectral convergence + log-magnitude L1",
+        "loss": "multi-resolution STFT (FFT 256/512/1024/2048, hop n/4): spectral convergence"
+                " + log-magnitude L1",
         "n_params": n_params, "sr_internal": sr, "hop": ddsp.HOP, "n_harmonics": ddsp.N_HARM,
         "n_noise_bands": ddsp.N_BANDS, "embedding_dim": ddsp.EMB_DIM,
         "device": "cpu", "torch": torch.__version__,
@@ -220,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         on, off, pit, vel, bends, grp = [], [], [], [], [], []
         for b, i in enumerate(idx):
             for (o, f, p, v, bl) in notes[i]:
-                on.append(o); off.append(f); pit.append(p); vel.append(v); bends.append(bl); grp.append(b)
+                on.append(o)
+                off.append(f)
+                pit.append(p)
+                vel.append(v)
+                bends.append(bl)
+                grp.append(b)
         nb = ddsp.NoteBatch(on, off, pit, vel, bends, CLIP_S)
         progs = torch.from_numpy(programs[idx])
         target = torch.from_numpy(audio[idx].astype(np.float32) / 32767.0)

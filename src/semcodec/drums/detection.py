@@ -1,66 +1,32 @@
-"""Drum transcription and drum one-shots: audio -> General MIDI drum hits -> a drum track.
-
-The detector is hand-designed (no trained model, nothing downloaded); every threshold is a
-named constant below.  For mono audio at any rate it
-
-1. resamples to ``ANALYSIS_SR`` and splits the STFT magnitude into harmonic and percussive
-   parts by median filtering (HPSS, Fitzgerald 2010: a median across ``HPSS_KERNEL`` frames
-   against a median across ``HPSS_KERNEL`` bins, soft Wiener masks; the same algorithm as
-   ``librosa.decompose.hpss``, done with numpy so that 30 s take a fraction of a second);
-2. sums the power of each part into 17 half-octave bands (30 Hz .. 16 kHz) and finds onsets in
-   the percussive part: a log-spectral flux, peak-picked over the full band and separately over
-   the low / mid / high regions, so that a soft hi-hat after a loud hit is not lost;
-3. explains the attack spectrum of every onset (its rise above the pre-onset level) as a
-   non-negative mix of four spectral templates -- kick, drum (snare or tom), metal (hi-hat or
-   ride) and crash -- with an Itakura-Saito NMF over the recording's onsets whose templates
-   start from hand-made shapes and adapt to the recording.  Several templates can be active at
-   one onset (kick + hi-hat is the common case): each is judged on its own;
-4. decides that the recording has drums at all only on strong evidence: enough confident
-   hits of the metal template (hi-hat, ride or cymbal: every kit plays them), where
-   *confident* means loud, well fitted, percussive at the attack (much more than the harmonic
-   part grows) and without a harmonic tail, some of them at onsets where no note starts at all.
-   Guitars, pianos, slap basses and kalimbas produce percussive attacks too, but not these;
-5. names each accepted hit from its decay: a drum hit whose low band rings while its 2-9 kHz
-   band dies is a tom (the snare's wires do the opposite), toms are ordered by pitch; a metal
-   hit that sustains is an open hi-hat, the others are closed hi-hats or a ride (clustered by
-   decay within the recording); the crash template with a long tail is a crash.
-
-:func:`drum_oneshots` then cuts, for every drum key used, one short Opus one-shot from its
-cleanest hit, for the neural engine's sampler (:func:`semcodec.synth.dsp.play_oneshots`).
-
-Times are seconds, audio is mono float32 ``(n,)`` at ``sr`` Hz, velocities are MIDI 1..127.
-Everything is deterministic: the same input gives the same hits and bytes.
-"""
+"""Drum detection: HPSS, band powers, onsets, a template NMF of the attacks, the decision that
+a recording has drums and the naming of each hit (the steps of :mod:`semcodec.drums`)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from semcodec.audio import canonical_ogg
-from semcodec.events import Note, Sample, Track
+from semcodec.drums.common import (
+    CLOSED_HAT,
+    CRASH,
+    HIGH_TOM,
+    KICK,
+    LOW_TOM,
+    MID_TOM,
+    OPEN_HAT,
+    RIDE,
+    SNARE,
+    _check,
+    _median_filter,
+)
+from semcodec.constants import VELOCITY_MAX, VELOCITY_MIN
+from semcodec.events import Note
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
-
-#: The drum classes the detector reports, in order, with their General MIDI drum keys.
-GM_DRUM_CLASSES: dict[str, int] = {
-    "kick": 36,
-    "snare": 38,
-    "closed_hat": 42,
-    "open_hat": 46,
-    "low_tom": 45,
-    "mid_tom": 47,
-    "high_tom": 50,
-    "crash": 49,
-    "ride": 51,
-}
-KICK, SNARE, CLOSED_HAT, OPEN_HAT = 36, 38, 42, 46
-LOW_TOM, MID_TOM, HIGH_TOM, CRASH, RIDE = 45, 47, 50, 49, 51
 
 # --- analysis -----------------------------------------------------------------------------
 #: Rate (Hz), FFT size and hop (samples) of the analysis: 32 ms windows, 100 frames/s.
@@ -145,88 +111,6 @@ RIDE_DECAY_DB = -13.0
 #: (the sampler plays (velocity/127)**2, so 40 log10 keeps the level ratio).
 VELOCITY_TOP = 112
 
-# --- percussion suppression (for the pitched tracks) ----------------------------------------
-
-#: Window of the suppression's STFT (s; rounded to a power of two of samples, 2048 at 44.1 and
-#: 48 kHz) and its hop (a quarter window).
-SUPPRESS_WINDOW_S = 0.046
-#: Median lengths (frames across time, bins across frequency) of the suppression's HPSS.
-SUPPRESS_KERNEL = 31
-#: Only what is this much (amplitude ratio) more percussive than harmonic is taken out: a wide
-#: margin removes drum hits but leaves the attacks of pianos and guitars.  Measured with
-#: basic-pitch on the bench's band clip (chorale + rock beat): note F1 0.725 -> 0.797 (margin
-#: 1, a plain HPSS, gave 0.785 there but cost 0.08 on a drum-free Slakh mix).
-SUPPRESS_MARGIN = 2.0
-#: Frames per block: memory stays bounded on long inputs.
-SUPPRESS_BLOCK = 4096
-
-
-def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
-    """``audio`` without its strongly percussive part: the pitched instruments of a band.
-
-    ``audio`` is mono float32 ``(n,)`` at ``sr`` Hz; returns float32 ``(n,)`` at ``sr`` Hz.
-    HPSS by median filtering (as ``librosa.decompose.hpss`` with ``margin``); the percussive
-    part, with a margin of ``SUPPRESS_MARGIN``, is removed with a soft mask and the rest is
-    resynthesised by weighted overlap-add.  The encoder transcribes and fits the pitched tracks
-    on this, so that drum hits neither become short spurious notes nor colour the timbres.
-    """
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    x = _check(audio, sr)
-    n = x.shape[0]
-    if n == 0:
-        return x.copy()
-    nfft = 1 << max(6, int(round(math.log2(SUPPRESS_WINDOW_S * sr))))
-    hop = nfft // 4
-    pad = nfft // 2
-    xp = np.pad(x, (pad, pad + nfft))
-    frames_all = sliding_window_view(xp, nfft)[::hop]
-    n_frames = min(frames_all.shape[0], (n + 2 * pad - nfft) // hop + 2)
-    win = np.hanning(nfft + 1)[:-1].astype(np.float32)
-    out = np.zeros(xp.shape[0], np.float32)
-    ctx = SUPPRESS_KERNEL // 2
-    m2 = SUPPRESS_MARGIN ** 2
-    for f0 in range(0, n_frames, SUPPRESS_BLOCK):
-        f1 = min(n_frames, f0 + SUPPRESS_BLOCK)
-        g0, g1 = max(0, f0 - ctx), min(n_frames, f1 + ctx)
-        spec = np.fft.rfft(frames_all[g0:g1] * win, axis=1).T.astype(np.complex64)
-        mag = np.abs(spec)
-        harm = _median_filter(mag, SUPPRESS_KERNEL, axis=1, mode="symmetric")
-        perc = _median_filter(mag, SUPPRESS_KERNEL, axis=0, mode="symmetric")
-        hh, pp = m2 * harm * harm, perc * perc
-        den = hh + pp
-        keep = np.where(den > 0, hh / np.where(den > 0, den, 1.0), 1.0)
-        sl = slice(f0 - g0, f1 - g0)
-        y = np.fft.irfft((spec[:, sl] * keep[:, sl]).T, n=nfft, axis=1).astype(np.float32) * win
-        for i, f in enumerate(range(f0, f1)):
-            out[f * hop:f * hop + nfft] += y[i]
-    # divide by the overlap-added squared window, computed per block (no full-length array):
-    # sample p lies in frames p // hop - k, k = 0..3, where those exist
-    w2 = win * win
-    step = 1 << 20
-    for s0 in range(pad, pad + n, step):
-        p = np.arange(s0, min(pad + n, s0 + step))
-        norm = np.zeros(p.shape[0], np.float32)
-        for k in range(nfft // hop):
-            f = p // hop - k
-            ok = (f >= 0) & (f < n_frames)
-            norm += np.where(ok, w2[np.clip(p - f * hop, 0, nfft - 1)], 0.0).astype(np.float32)
-        out[p[0]:p[-1] + 1] /= np.maximum(norm, 1e-3)
-    return out[pad:pad + n]
-
-
-# --- one-shots ------------------------------------------------------------------------------
-ONESHOT_SR = 24000
-#: Longest one-shot of each key (s); the cut also ends where the hit has decayed by
-#: ONESHOT_DECAY_DB or where the next hit starts.
-ONESHOT_MAX_S = {KICK: 0.3, SNARE: 0.3, CLOSED_HAT: 0.2, OPEN_HAT: 0.5, LOW_TOM: 0.45,
-                 MID_TOM: 0.45, HIGH_TOM: 0.4, CRASH: 0.5, RIDE: 0.5}
-ONESHOT_DEFAULT_S = 0.35
-ONESHOT_MIN_S = 0.05
-ONESHOT_PRE_S = 0.005
-ONESHOT_FADE_S = 0.02
-ONESHOT_DECAY_DB = -40.0
-
 
 @dataclass
 class _Analysis:
@@ -255,25 +139,6 @@ _VH = _CENTRES >= 5000
 _PITCH = (_CENTRES >= 60) & (_CENTRES <= 700)
 
 
-def _median_filter(x: np.ndarray, k: int, axis: int, mode: str = "edge") -> np.ndarray:
-    """Running median of length ``k`` (odd) along ``axis`` of 2-D ``x``.
-
-    ``mode`` is numpy's padding at the ends: "edge" repeats the end values, "symmetric" mirrors
-    them (scipy.ndimage's and so librosa's "reflect").
-    """
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    h = k // 2
-    xt = x if axis == 1 else x.T
-    xp = np.pad(xt, ((0, 0), (h, h)), mode=mode)
-    out = np.empty(xt.shape, dtype=x.dtype)
-    step = max(1, (1 << 21) // max(1, xt.shape[1] * k))  # rows per block: ~8 MB of windows
-    for s in range(0, xt.shape[0], step):
-        w = sliding_window_view(xp[s:s + step], k, axis=1)
-        out[s:s + step] = np.partition(w, h, axis=-1)[..., h]
-    return out if axis == 1 else np.ascontiguousarray(out.T)
-
-
 #: A top band whose 99th-percentile power is this far below the strongest band's is empty.
 EMPTY_BAND_DB = -80.0
 #: Frames analysed per block (60 s): memory stays bounded on long inputs.
@@ -289,7 +154,7 @@ def _analyse(audio: np.ndarray, sr: int) -> _Analysis:
     so the result does not depend on the blocking and memory is a few tens of MB at any length.
     Frame ``i`` is centred at ``i * HOP / ANALYSIS_SR`` s (the signal is zero-padded at the ends).
     """
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     sr = int(sr)
     n_in = audio.shape[0]
@@ -355,7 +220,7 @@ def _flux(P: np.ndarray) -> np.ndarray:
 
 def _peaks(o: np.ndarray, delta: float) -> np.ndarray:
     """Frames that are local maxima of ``o`` and exceed its running mean by ``delta``."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
 
     if o.shape[0] == 0:
         return np.zeros(0, np.int64)
@@ -367,7 +232,7 @@ def _peaks(o: np.ndarray, delta: float) -> np.ndarray:
     for c in cand:
         if c - last >= PEAK_WAIT:
             out.append(int(c))
-            last = c
+            last = int(c)
     return np.asarray(out, np.int64)
 
 
@@ -542,7 +407,8 @@ def _metal_labels(v: np.ndarray) -> np.ndarray:
 
 
 def _velocity(level_db: float) -> int:
-    return int(np.clip(round(VELOCITY_TOP * 10.0 ** (level_db / 40.0)), 1, 127))
+    return int(np.clip(round(VELOCITY_TOP * 10.0 ** (level_db / 40.0)), VELOCITY_MIN,
+                       VELOCITY_MAX))
 
 
 def _hits(an: _Analysis, ev: _Events) -> list[tuple[int, int, int, int]]:
@@ -680,14 +546,6 @@ def _name_toms(hits: list[list[int]], toms: list[tuple[int, float]]) -> None:
         hits[j][1] = key
 
 
-def _check(audio: np.ndarray, sr: int) -> np.ndarray:
-    a = np.asarray(audio)
-    if a.ndim != 1:
-        raise ValueError(f"drum detection expects mono audio (n,), got shape {a.shape}")
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"sample rate must be a positive integer, got {sr!r}")
-    return a.astype(np.float32, copy=False)
-
 
 def _detect(an: _Analysis) -> list[tuple[int, int, int, int]]:
     ev = _events(an)
@@ -713,146 +571,3 @@ def detect_drums(audio: np.ndarray, sr: int) -> list[Note]:
     return _to_notes(_detect(_analyse(x, int(sr))))
 
 
-# --- one-shots ------------------------------------------------------------------------------
-
-#: libsndfile's Opus compression level for one-shots (0 = best, 1 = smallest).  At 1.0 Opus
-#: codes only up to ~6 kHz, and hi-hats and cymbals lose what makes them drums (on the bench's
-#: drum clips the neural engine's mel distance went from 0.24 to 1.05-1.30 and the drum
-#: detector found nothing in its output); at 0.7 a one-shot is 1-1.8 kB but keeps its highs.
-ONESHOT_COMPRESSION = 0.7
-
-
-def _encode_opus(seg: np.ndarray) -> bytes:
-    import soundfile as sf  # noqa: PLC0415
-
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(seg, -1.0, 1.0), ONESHOT_SR, format="OGG", subtype="OPUS",
-             compression_level=ONESHOT_COMPRESSION)
-    return canonical_ogg(buf.getvalue())
-
-
-def _choose_shots(audio: np.ndarray, sr: int, hits: list[Note],
-                  an: _Analysis | None) -> list[tuple[int, float, float, int]]:
-    """(key, start s, duration s, number of hits) of the cleanest hit of every key used."""
-    if an is None:
-        an = _analyse(audio, sr)
-    n_frames = an.n_frames
-    duration = audio.shape[0] / sr
-    all_on = np.sort(np.array([h.onset for h in hits], np.float64))
-    uniq = np.unique(np.round(all_on, 6))
-    env = an.S.sum(axis=0)
-    def next3(x: np.ndarray) -> np.ndarray:  # x[t] + x[t+1] + x[t+2]
-        c = np.concatenate([[0.0], np.cumsum(x)])
-        idx = np.arange(x.shape[0])
-        return c[np.minimum(idx + 3, x.shape[0])] - c[idx]
-
-    p_att, h_att = next3(an.P.sum(axis=0)), next3(an.H.sum(axis=0))
-    by_key: dict[int, list[Note]] = {}
-    for h in hits:
-        by_key.setdefault(int(h.pitch), []).append(h)
-    out = []
-    for key in sorted(by_key):
-        notes = by_key[key]
-        max_s = ONESHOT_MAX_S.get(key, ONESHOT_DEFAULT_S)
-        on = np.array([h.onset for h in notes], np.float64)
-        vel = np.array([h.velocity for h in notes], np.float64)
-        t = np.rint(on * FPS).astype(np.int64)
-        ok = (t >= 0) & (t < n_frames)
-        if not ok.any():
-            continue
-        on, vel, t = on[ok], vel[ok], t[ok]
-        nxt = np.searchsorted(uniq, on + 0.02, side="right")
-        gap = np.where(nxt < uniq.shape[0], uniq[np.minimum(nxt, uniq.shape[0] - 1)] - on,
-                       duration - on)
-        length = np.minimum(np.minimum(max_s, gap - 0.01), duration - on)
-        same = np.sort(on)
-        around = (np.searchsorted(all_on, on + 0.02) - np.searchsorted(all_on, on - 0.02)
-                  - (np.searchsorted(same, on + 0.02) - np.searchsorted(same, on - 0.02)))
-        purity = 10.0 * np.log10((p_att[t] + 1e-30) / (p_att[t] + h_att[t] + 1e-30))
-        value = (10.0 * vel / 127.0 + 10.0 * np.minimum(length / max_s, 1.0) - 8.0 * around
-                 + purity)
-        value[length < ONESHOT_MIN_S] = -np.inf
-        if not np.isfinite(value).any():
-            continue
-        j = int(np.argmax(value))  # ties: the earliest hit
-        tj, length_j = int(t[j]), float(length[j])
-        # end where the hit has decayed by ONESHOT_DECAY_DB (whole-signal band power)
-        seg_env = env[tj:min(n_frames, tj + int(length_j * FPS) + 1)]
-        if seg_env.size > 2:
-            top = int(np.argmax(seg_env))
-            below = np.nonzero(seg_env[top:] < seg_env[top] * 10 ** (ONESHOT_DECAY_DB / 10))[0]
-            if below.size:
-                length_j = max(ONESHOT_MIN_S, min(length_j, (top + int(below[0]) + 1) / FPS))
-        start = max(0.0, tj / FPS - ONESHOT_PRE_S)
-        out.append((key, start, length_j + ONESHOT_PRE_S, len(notes)))
-    return out
-
-
-def drum_oneshots(audio: np.ndarray, sr: int, hits: list[Note] | tuple[Note, ...], *,
-                  max_bytes: int | None = None, _an: _Analysis | None = None) -> list[Sample]:
-    """One Opus one-shot (at most 0.5 s, mono, 24 kHz) per drum key used in ``hits``.
-
-    ``audio`` is mono float32 ``(n,)`` at ``sr`` Hz, ``hits`` are drum notes (``pitch`` = GM
-    key), e.g. from :func:`detect_drums`.  Each one-shot is cut from the key's cleanest hit:
-    loud, far from the next hit, not shared with hits of other keys, little harmonic energy
-    (other instruments) at its attack; it ends where the hit has decayed by 40 dB, before the
-    next hit, or at the key's length cap (0.2 s for a closed hi-hat .. 0.5 s for cymbals).
-    Returns ``Sample(track=0, start, duration, 24000, "opus", data, key=GM key)`` sorted by key
-    (the caller renumbers ``track``).  With ``max_bytes``, the keys with the fewest hits are
-    dropped first until the coded one-shots fit.
-    """
-    x = _check(audio, sr)
-    hits = [h for h in hits if 0 <= int(h.pitch) <= 127]
-    if not hits or x.shape[0] == 0:
-        return []
-    chosen = _choose_shots(x, int(sr), hits, _an)
-    samples = []
-    for key, start, dur, count in chosen:
-        seg = x[int(round(start * sr)):int(round((start + dur) * sr))]
-        seg = dsp.resample(seg, int(sr), ONESHOT_SR)
-        if seg.shape[0] < 16:
-            continue
-        nf = min(int(ONESHOT_FADE_S * ONESHOT_SR), seg.shape[0] // 2)
-        seg = seg.copy()
-        seg[:int(0.001 * ONESHOT_SR)] *= np.linspace(0, 1, int(0.001 * ONESHOT_SR), dtype=np.float32)
-        seg[-nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
-        data = _encode_opus(seg)
-        samples.append((count, key, Sample(track=0, start=float(round(start, 6)),
-                                           duration=float(seg.shape[0] / ONESHOT_SR),
-                                           sample_rate=ONESHOT_SR, codec="opus", data=data,
-                                           key=int(key))))
-    if max_bytes is not None:
-        # drop the least-used keys (ties: the larger one-shot) until the rest fits
-        order = sorted(samples, key=lambda s: (s[0], -len(s[2].data), s[1]))
-        total = sum(len(s[2].data) for s in samples)
-        dropped = set()
-        for count, key, smp in order:
-            if total <= max_bytes:
-                break
-            dropped.add(key)
-            total -= len(smp.data)
-        if dropped:
-            log.info("drum one-shots over %d bytes: dropped keys %s", max_bytes, sorted(dropped))
-        samples = [s for s in samples if s[1] not in dropped]
-    return [s[2] for s in sorted(samples, key=lambda s: s[1])]
-
-
-def encode_drums(audio: np.ndarray, sr: int, *,
-                 max_bytes: int | None = None) -> tuple[Track | None, tuple[Sample, ...]]:
-    """The drum track of mono float32 ``audio`` at ``sr`` Hz and its one-shots.
-
-    Returns ``(Track(name="drums", program=0, is_drum=True, notes=...), one-shots)``, or
-    ``(None, ())`` when the audio has no drums.  ``max_bytes`` caps the one-shots' total size
-    (see :func:`drum_oneshots`; 0 keeps none).  One analysis serves both steps.
-    """
-    x = _check(audio, sr)
-    if x.shape[0] < sr * 0.05 or not np.any(x):
-        return None, ()
-    an = _analyse(x, int(sr))
-    notes = _to_notes(_detect(an))
-    if not notes:
-        return None, ()
-    track = Track(name="drums", program=0, is_drum=True).with_notes(notes)
-    shots = () if max_bytes == 0 else tuple(drum_oneshots(x, int(sr), notes, max_bytes=max_bytes,
-                                                          _an=an))
-    return track, shots

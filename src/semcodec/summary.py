@@ -1,0 +1,121 @@
+"""What ``semcodec info`` shows: a ``.smc`` file's header, tracks (with the bytes each costs),
+samples, chunks and bitrates, as data (:func:`container_summary`, the ``--json`` output) and
+as text lines (:func:`summary_lines`); the CLI prints them.  Standard library only (General
+MIDI program names from pretty_midi when it is installed)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from semcodec.container import SmcFile, bitrate_kbps, chunk_table, resd, track_sizes
+
+
+def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
+    """The summary of container ``c`` read from the bytes ``data`` of file ``name``.
+
+    Keys: file, bytes, bitrate_kbps, duration (s), sample_rate (Hz), channels, n_samples,
+    loudness_lufs, tempo_bpm, time_signature, key, encoder, tags, texts (the keys), tracks
+    (index from 1, name, program, drum, pan, engine, notes, bent_notes, timbre, samples,
+    sample_seconds, bytes {score, timbre, samples, total}, kbps), samples (track from 1, start
+    and duration in s, codec, sample_rate, bytes, key), chunks (type, offset, bytes) and
+    residual (None, or the RESD grid: bands, period_s, step_db, cells, coded_cells, bytes).
+    """
+    sizes = track_sizes(c)
+    timbre_tracks = {t.track for t in c.timbres}
+    tracks = []
+    for i, t in enumerate(c.score.tracks):
+        smp = [s for s in c.samples if s.track == i]
+        tracks.append({
+            "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
+            "pan": t.pan, "engine": t.engine or None,
+            "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
+            "timbre": i in timbre_tracks, "samples": len(smp),
+            "sample_seconds": round(sum(s.duration for s in smp), 3),
+            "bytes": sizes[i],
+            "kbps": round(bitrate_kbps(sizes[i]["total"], c.duration), 4),
+        })
+    return {
+        "file": name, "bytes": len(data), "bitrate_kbps": round(bitrate_kbps(len(data), c.duration), 4),
+        "duration": c.duration, "sample_rate": c.sample_rate, "channels": c.channels,
+        "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
+        "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
+        "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
+        "tracks": tracks,
+        "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
+                     "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data),
+                     "key": s.key}
+                    for s in c.samples],
+        "chunks": [{"type": ch.type, "offset": ch.offset, "bytes": ch.length}
+                   for ch in chunk_table(data)],
+        "residual": residual_summary(c),
+    }
+
+
+def residual_summary(c: SmcFile) -> dict[str, Any] | None:
+    """The RESD chunk's grid in numbers (None when the file has none)."""
+    if not c.residual:
+        return None
+    g = resd.decode(c.residual, c.duration)
+    return {"bands": g.n_bands, "period_s": g.period_s, "step_db": g.step_db,
+            "cells": g.n_bands * len(g.mask[0]), "coded_cells": sum(sum(row) for row in g.mask),
+            "bytes": len(c.residual)}
+
+
+def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
+    """``semcodec info``'s text: ``summary`` (of :func:`container_summary`) of container ``c``,
+    one line per item."""
+    gm = _gm_names()
+    lines = [
+        f"file       {summary['file']}: {summary['bytes']} bytes, "
+        f"{bitrate_kbps(summary['bytes'], c.duration):.3f} kbps",
+        f"encoder    {c.encoder or '?'}",
+        f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
+        f"{c.channels} channel(s)"
+        f"{' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
+        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
+        f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
+        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
+    ]
+    for k, v in c.tags.items():
+        lines.append(f"tag        {k}={v}")
+    if "lyrics" in c.texts:
+        words = c.texts["lyrics"].split()
+        lines.append(f"lyrics     {len(words)} words: {' '.join(words[:8])}"
+                     f"{' ...' if len(words) > 8 else ''}")
+    lines.append("tracks")
+    for t in summary["tracks"]:
+        kind = "drums" if t["drum"] else f"program {t['program']:3d} {gm(t['program'])}"
+        b = t["bytes"]
+        pan = "" if c.channels < 2 else "  pan " + ("C" if t["pan"] == 0 else
+                                                  f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
+        if t["engine"]:
+            pan += f"  plays with {t['engine']}"
+        lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
+                     f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
+                     f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
+                     f" (score {b['score']}, timbre {b['timbre']}, samples {b['samples']})")
+    if c.samples:
+        lines.append("samples")
+        for s in summary["samples"]:
+            key = f"  key {s['key']}" if s["key"] is not None else ""
+            lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
+                         f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
+    r = summary.get("residual")
+    if r:
+        lines.append(f"residual   {r['bands']} bands x {r['period_s'] * 1000:g} ms frames, "
+                     f"{r['step_db']:g} dB steps, {r['coded_cells']} of {r['cells']} cells "
+                     f"coded, {r['bytes']} bytes")
+    lines.append("chunks")
+    for ch in summary["chunks"]:
+        share = bitrate_kbps(ch["bytes"], c.duration)
+        lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
+    return lines
+
+
+def _gm_names() -> Callable[[int], str]:
+    try:
+        import pretty_midi  # noqa: PLC0415
+
+        return pretty_midi.program_to_instrument_name
+    except ImportError:  # pragma: no cover - pretty_midi is a dependency
+        return lambda _program: ""
