@@ -2,10 +2,10 @@
 
 A file is: magic, version, a compact JSON header protected by a CRC32, then CRC-protected
 chunks (``SCOR`` score, ``TIMB`` timbres, ``SAMP`` audio samples, ``SKEY`` sample keys,
-``TAGS`` long texts, ``RESD`` residual envelope) and a final ``END`` chunk.  The reader treats every byte as hostile: every
-length is capped by a constant and by the bytes that remain, decompression is bounded, the JSON
-header is depth-checked before it is parsed, and every decoded value is range-checked.  Any
-problem raises :class:`~semcodec.errors.ContainerError` and nothing else.
+``TAGS`` long texts, ``RESD`` residual envelope) and a final ``END`` chunk.  The reader treats
+every byte as hostile: every length is capped by a constant and by the bytes that remain,
+decompression is bounded, the JSON header is depth-checked before it is parsed, and every
+decoded value is range-checked.  Any problem raises :class:`~semcodec.errors.ContainerError` and nothing else.
 
 The package imports only the standard library and semcodec's stdlib-only modules.  One module
 per job:

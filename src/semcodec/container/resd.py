@@ -246,6 +246,7 @@ def _walk(n_bands: int, frames: int, step_db: float, enc: _Encoder | None,
                 on = mask[b][t]
                 enc.bit(mask_probs, ctx, int(on))
             else:
+                assert dec is not None  # one of the two is given
                 on = bool(dec.bit(mask_probs, ctx))
                 mask[b][t] = on
             if not on:
@@ -266,6 +267,7 @@ def _walk(n_bands: int, frames: int, step_db: float, enc: _Encoder | None,
                     else:
                         _exp_golomb(enc, mag - _UNARY_MAX - 1)
             else:
+                assert dec is not None
                 mag = 0
                 if dec.bit(p, 0):
                     neg = dec.bit(p, 1)
