@@ -419,15 +419,15 @@ GRIDS = ((DEFAULT_BANDS, 0.05), (DEFAULT_BANDS, DEFAULT_PERIOD_S), (DEFAULT_BAND
          (12, 0.4))
 
 
-def _within(a: Analysis, max_bytes: int | None) -> tuple[bytes, float]:
-    """(payload, kept benefit) of the most beneficial cells of ``a`` whose payload fits
-    ``max_bytes`` (b"" when none fits)."""
+def _within(a: Analysis, max_bytes: int | None) -> tuple[bytes, bool]:
+    """(payload, complete) of the most beneficial cells of ``a`` whose payload fits
+    ``max_bytes`` (b"" when none fits); ``complete``: every cell that helps is in it."""
     mask = a.benefit > 0
     if not np.any(mask):
-        return b"", 0.0
+        return b"", True
     data = encode_envelope(a.envelope(mask))
     if max_bytes is None or len(data) <= max_bytes:
-        return data, float(a.benefit[mask].sum())
+        return data, True
     order = np.argsort(-a.benefit, axis=None)
     k_lo, k_hi = 0, int(mask.sum())  # k_lo cells fit, k_hi do not
     best = b""
@@ -440,9 +440,7 @@ def _within(a: Analysis, max_bytes: int | None) -> tuple[bytes, float]:
             k_lo, best = k, trial
         else:
             k_hi = k
-    if not best:
-        return b"", 0.0
-    return best, float(np.sort(a.benefit, axis=None)[::-1][:k_lo].sum())
+    return best, False
 
 
 class ResidualCoder:
@@ -493,19 +491,22 @@ class ResidualCoder:
 
     def code(self, max_bytes: int | None = None) -> bytes:
         """The most beneficial payload of at most ``max_bytes`` bytes (None: no limit); b""
-        when nothing helps or nothing fits.  Each grid keeps its most beneficial cells that
-        fit; the grid whose payload, as the decoder plays it, lowers the distance most wins
-        (so a small budget gets a coarser grid)."""
+        when nothing helps or nothing fits.  Each grid (finest first) keeps its most
+        beneficial cells that fit; the grid whose payload, as the decoder plays it, lowers the
+        distance most wins (so a small budget gets a coarser grid).  Once a grid fits whole,
+        the coarser ones are not tried."""
         if self.n == 0 or (max_bytes is not None and max_bytes < resd.HEAD_BYTES + 4):
             return b""
         best, best_gain = b"", 0.0
         for n_bands, period in self.grids:
-            data, _ = _within(self.analysis(n_bands, period), max_bytes)
+            data, complete = _within(self.analysis(n_bands, period), max_bytes)
             gain = self.benefit(data)
             log.debug("residual grid %d bands x %.2f s: %d bytes, distance lowered by %.4f",
                       n_bands, period, len(data), gain)
             if data and gain > best_gain:
                 best, best_gain = data, gain
+            if complete:
+                break  # all of this grid fits: the coarser grids that follow cannot do better
         return best
 
 
