@@ -411,7 +411,8 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
               help="Play track TRACK (number from 1, or name) with another GM program (the "
               "residual stays as it is).")
 @click.option("--stems", "stems_dir", type=str, default=None, metavar="DIR",
-              help="Also write one file per track into DIR (NN-NAME.EXT, same format).")
+              help="Also write one file per track into DIR (NN-NAME.EXT, same format): the "
+              "pure synthesis of each track (the residual is in the mix only).")
 @_synth_options
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
