@@ -191,12 +191,52 @@ def cell_actions(env: Envelope, decoded_power: np.ndarray) -> tuple[np.ndarray, 
     return np.maximum(noise, 0.0), gain
 
 
-def _noise_spec(n: int, n_fft: int, hop: int) -> tuple[np.ndarray, float]:
-    """STFT of the seeded white noise (n,) and its expected magnitude per bin."""
-    rng = np.random.default_rng(NOISE_SEED)
-    w = rng.standard_normal(n, dtype=np.float32)
-    win = _window(n_fft).astype(np.float64)
-    return stft(w, n_fft, hop), float(np.sqrt(np.sum(win ** 2)) / np.sum(win))
+#: STFT frames processed at a time by :func:`apply` (~24 s at 44.1 kHz): memory stays bounded
+#: on long decodes, and the noise of a block depends only on the block's index.
+BLOCK_FRAMES = 2048
+#: Blocks of a mono decode whose spectra are kept between the two passes (~3 min at 44.1 kHz).
+KEEP_BLOCKS = 8
+
+
+def _frames(x: np.ndarray, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+    """Windowed frames ``k0 .. k1-1`` of :func:`stft` (``(k1 - k0, n_fft)`` float32) of mono
+    ``x``, without padding the whole signal: frame ``k`` covers samples
+    ``(k - 1) * hop .. (k + 1) * hop``."""
+    start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+    seg = np.zeros(stop - start, np.float32)
+    lo, hi = max(start, 0), min(stop, len(x))
+    if hi > lo:
+        seg[lo - start:hi - start] = x[lo:hi]
+    frames = np.lib.stride_tricks.as_strided(
+        seg, shape=(k1 - k0, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+    """STFT frames ``k0 .. k1-1`` (as :func:`stft` makes them) of white noise seeded by the
+    block index, divided by their expected magnitude per bin (``|N|²`` is 1 on average)."""
+    rng = np.random.default_rng([NOISE_SEED, block])
+    w = rng.standard_normal((k1 - k0 + 1) * hop, dtype=np.float32)
+    win = _window(n_fft)
+    norm = np.float32(np.sqrt(np.sum(win.astype(np.float64) ** 2)) / np.sum(win))
+    frames = np.lib.stride_tricks.as_strided(
+        w, shape=(k1 - k0, n_fft), strides=(w.strides[0] * hop, w.strides[0]))
+    return np.fft.rfft(frames * (win / np.float32(win.sum() * norm)), axis=1)
+
+
+def _overlap_add(out: np.ndarray, spec: np.ndarray, k0: int, n_fft: int, hop: int) -> None:
+    """Add the inverse of frames ``k0 ..`` (``spec``, as :func:`stft` makes them) into ``out``."""
+    win = _window(n_fft)
+    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * (win * win.sum())
+    m = frames.shape[0]
+    buf = np.zeros((m + 1) * hop, np.float32)
+    buf[:m * hop] += frames[:, :hop].reshape(-1)
+    buf[hop:] += frames[:, hop:].reshape(-1)
+    start = (k0 - 1) * hop
+    lo, hi = max(start, 0), min(start + len(buf), len(out))
+    if hi > lo:
+        out[lo:hi] += buf[lo - start:hi - start]
 
 
 def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
@@ -207,58 +247,77 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     The grid follows a tempo change (``tempo`` > 1: frames ``period_s / tempo`` long); band
     edges are those of the original (``sr_original``), so bands above ``sr / 2`` are dropped.
     Stereo: the cells are measured on the downmix ``(left + right) / 2``; both channels get
-    the same gains and the same noise (the noise sits in the centre).
+    the same gains and the same noise (the noise sits in the centre).  Works BLOCK_FRAMES
+    STFT frames at a time: besides the input, memory holds the output and one block.
     """
     audio = np.asarray(audio, np.float32)
     if not np.any(env.mask) or audio.shape[0] == 0:
         return audio
     n = audio.shape[0]
     plan = _Plan(env, sr, sr_original, n, tempo)
+    n_fft, hop = plan.n_fft, plan.hop
+    n_stft = len(plan.frames)
     mono = audio if audio.ndim == 1 else audio.mean(axis=1)
-    spec = stft(mono, plan.n_fft, plan.hop)
-    gain_lin, amp = _gains(env, plan, spec)
-    add = None
-    if amp is not None:
-        noise_spec, norm = _noise_spec(n, plan.n_fft, plan.hop)
-        add = noise_spec * (amp / np.float32(norm))
+    blocks = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
+    # pass 1: the decode's mean power per cell
+    onehot = np.zeros((len(plan.bins), env.n_bands), np.float32)
+    ok = np.nonzero(plan.bins >= 0)[0]
+    onehot[ok, plan.bins[ok]] = 1.0
+    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    per_frame = np.empty((n_stft, env.n_bands), np.float32)
+    # a short mono decode keeps its spectra for pass 2 (no second FFT)
+    kept: list[np.ndarray] | None = [] if audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS else None
+    for k0, k1 in blocks:
+        spec = np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1)
+        per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
+        if kept is not None:
+            kept.append(spec)
+    gain_cell, amp_cell = _cell_gains(env, _cell_means(per_frame, plan.frames, env.n_frames))
+    if gain_cell is None and amp_cell is None:
+        return audio
+    bins = np.where(plan.bins >= 0, plan.bins, env.n_bands)  # a spare row: above the top band
+    channels = [mono] if audio.ndim == 1 else [audio[:, ch] for ch in range(audio.shape[1])]
+    outs = [np.zeros(n, np.float32) for _ in channels]
+    # pass 2: gains and noise, block by block
+    for j, (k0, k1) in enumerate(blocks):
+        cells = plan.frames[k0:k1]
+        gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
+        add = (_noise_block(j, k0, k1, n_fft, hop) * amp_cell[:, cells][bins].T
+               if amp_cell is not None else None)
+        for x, out in zip(channels, outs):
+            spec = kept[j] if kept is not None else np.fft.rfft(_frames(x, k0, k1, n_fft, hop),
+                                                                axis=1)
+            if gain is not None:
+                spec *= gain
+            if add is not None:
+                spec += add
+            _overlap_add(out, spec, k0, n_fft, hop)
+    return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
 
-    def shaped(s: np.ndarray) -> np.ndarray:
-        out = s * gain_lin if gain_lin is not None else s
-        return out + add if add is not None else out
 
-    if audio.ndim == 1:
-        return istft(shaped(spec), plan.n_fft, plan.hop, n)
-    out = np.empty_like(audio)
-    for ch in range(audio.shape[1]):
-        out[:, ch] = istft(shaped(stft(audio[:, ch], plan.n_fft, plan.hop)), plan.n_fft,
-                           plan.hop, n)
-    return out
+def _cell_means(per_frame: np.ndarray, frames: np.ndarray, n_frames: int) -> np.ndarray:
+    """``(n_bands, n_frames)`` means of ``per_frame`` ``(n_stft, n_bands)`` over each grid
+    frame's STFT frames (``frames`` non-decreasing); 0 for a frame with none."""
+    counts = np.bincount(frames, minlength=n_frames)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    cell = np.zeros((n_frames, per_frame.shape[1]), np.float64)
+    have = counts > 0
+    cell[have] = np.add.reduceat(per_frame.astype(np.float64), starts[have], axis=0)
+    return (cell / np.maximum(counts, 1)[:, None]).T
 
 
-def _gains(env: Envelope, plan: _Plan, spec: np.ndarray
-           ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(linear gain, noise magnitude per bin), both float32 ``(n_stft, n_bins)`` (None when
-    the envelope has no cut, or no fill), for the decode whose STFT is ``spec``.
-
-    Each STFT frame and bin takes its cell's values (piecewise constant), so a cell's energy
-    lands in that cell exactly; the overlapping windows cross-fade cells over one hop.
-    """
-    power = spec.real ** 2 + spec.imag ** 2
-    dec = band_power(power, plan.bins, plan.frames, env.n_bands, env.n_frames)
+def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(linear gain, noise magnitude per bin) per cell, each ``(n_bands + 1, n_frames)``
+    float32 with a last row for the bins above the top band (gain 1, no noise); None when no
+    cell is cut, or none is filled."""
     noise, gain_db = cell_actions(env, dec)
     gain = amp = None
-    bins = np.where(plan.bins >= 0, plan.bins, env.n_bands)  # a spare band: above the top
     if np.any(gain_db < 0):
-        g = np.vstack([10.0 ** (gain_db / 20.0), np.ones((1, env.n_frames))]).astype(np.float32)
-        gain = g[:, plan.frames][bins].T
+        gain = np.vstack([10.0 ** (gain_db / 20.0), np.ones((1, env.n_frames))]).astype(np.float32)
     if np.any(noise > 0):
-        a = np.vstack([np.sqrt(noise), np.zeros((1, env.n_frames))]).astype(np.float32)
-        amp = a[:, plan.frames][bins].T
+        amp = np.vstack([np.sqrt(noise), np.zeros((1, env.n_frames))]).astype(np.float32)
     return gain, amp
 
-
-#: Noise power standing for "no noise" in the dB interpolation (-300 dB).
-_NO_NOISE = 1e-30
 
 
 # ------------------------------------------------------------------------------------------
