@@ -6,11 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.semcodec-installed
 EXAMPLE := examples/bach_chorale.flac
 OUT := out
+# make install links the CLI of .venv here (a folder on most users' PATH)
+BINDIR ?= $(HOME)/.local/bin
 
-.PHONY: help setup sysdeps demo test lint bench train fuzz clean
+.PHONY: help setup sysdeps demo install uninstall test lint bench train fuzz clean
 
 help:
 	@echo "make demo   encode + decode the bundled example"
+	@echo "make install  put 'semcodec' on your PATH (a link in BINDIR=$(BINDIR))"
 	@echo "make test   run the test suite"
 	@echo "make lint   ruff and mypy on src/ (settings in pyproject.toml)"
 	@echo "make bench  run the benchmark (writes docs/BENCHMARKS.md)"
@@ -36,6 +39,24 @@ demo: setup
 	@$(BIN)/semcodec encode -f $(EXAMPLE) $(OUT)/demo.smc
 	@$(BIN)/semcodec decode -f $(OUT)/demo.smc $(OUT)/demo.wav
 	@$(BIN)/python scripts/demo_report.py $(EXAMPLE) $(OUT)/demo.smc $(OUT)/demo.wav
+	@echo "the semcodec command is $(BIN)/semcodec (or: source $(BIN)/activate; or: make install)"
+
+# a symbolic link, so the CLI follows this checkout (git pull, make setup) without reinstalling
+install: $(STAMP)
+	@mkdir -p "$(BINDIR)"
+	@if [ -e "$(BINDIR)/semcodec" ] && [ ! -L "$(BINDIR)/semcodec" ]; then \
+		echo "make install: $(BINDIR)/semcodec exists and is not a link; remove it first" >&2; \
+		exit 1; fi
+	@ln -sfn "$(abspath $(BIN))/semcodec" "$(BINDIR)/semcodec"
+	@echo "installed $(BINDIR)/semcodec -> $(abspath $(BIN))/semcodec"
+	@case ":$$PATH:" in *":$(BINDIR):"*) ;; \
+		*) echo "note: $(BINDIR) is not on your PATH; add it: export PATH=\"$(BINDIR):\$$PATH\"";; esac
+
+uninstall:
+	@if [ -L "$(BINDIR)/semcodec" ] && \
+		[ "$$(readlink "$(BINDIR)/semcodec")" = "$(abspath $(BIN))/semcodec" ]; then \
+		rm "$(BINDIR)/semcodec" && echo "removed $(BINDIR)/semcodec"; \
+	else echo "no link to this checkout's semcodec in $(BINDIR)"; fi
 
 test: setup
 	@$(BIN)/python -m pytest -q tests

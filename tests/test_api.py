@@ -100,7 +100,54 @@ def test_huge_declared_output_is_refused_cleanly():
                            score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
     c = semcodec.Container.from_bytes(c.to_bytes())
     with pytest.raises(SynthError, match="memory"):
+        semcodec.decode(c, engine="fluidsynth", max_duration_s=None)
+    # before that, the default duration limit refuses it (a 60-min output is within it)
+    from semcodec.errors import OutputTooLongError
+
+    with pytest.raises(OutputTooLongError, match="86400 s .* limit of 14400 s"):
         semcodec.decode(c, engine="fluidsynth")
+
+
+def test_encode_progress_moves_through_every_stage(short_wav):
+    # issue 13 item 14: every stage reports, the fit per track, and the overall fraction
+    # (what the CLI's bar and ETA show) never goes back
+    from semcodec.api import ENCODE_STAGES, progress_fraction
+
+    calls: list[tuple[str, float]] = []
+    c = semcodec.encode(short_wav, progress=lambda stage, frac: calls.append((stage, frac)))
+    stages = list(dict.fromkeys(stage for stage, _ in calls))
+    assert stages == ["loudness", "drums", "transcribe", "split", "samples", "fit track 1/1"]
+    assert all(0.0 <= f <= 1.0 for _, f in calls)
+    fit = [f for stage, f in calls if stage.startswith("fit")]
+    assert len(set(fit)) >= 5 and fit[0] == 0.0 and fit[-1] == 1.0  # moves during the fit
+    overall = [progress_fraction(stage, f) for stage, f in calls]
+    assert None not in overall and overall == sorted(overall) and overall[-1] == 1.0
+    assert progress_fraction("fit track 2/4", 0.5) < progress_fraction("fit track 3/4", 0.0)
+    assert progress_fraction("nonsense", 0.5) is None
+    assert abs(sum(w for _, w in ENCODE_STAGES) - 1.0) < 1e-9
+    assert c.timbres  # the fit ran
+
+
+def test_decode_progress_renders_per_track_then_loudness(tmp_path):
+    # issue 13 item 14: decode reports every sounding track's rendering, then the loudness
+    from semcodec.api import DECODE_STAGES, progress_fraction
+    from semcodec.events import Note, Score, Track
+
+    tracks = tuple(Track(name=f"t{k}", program=p).with_notes(
+        [Note(0.1 + 0.3 * j, 0.35 + 0.3 * j, 60 + k * 4 + j, 90) for j in range(3)])
+        for k, p in enumerate((0, 40, 73)))
+    c = semcodec.Container(duration=1.2, sample_rate=22050, channels=1, n_samples=26460,
+                           loudness_lufs=-20.0, score=Score(tracks=tracks))
+    for per_track in (False, True):
+        calls: list[tuple[str, float]] = []
+        fn = semcodec.api.decode_tracks if per_track else semcodec.decode
+        fn(c, engine="fluidsynth", progress=lambda s, f: calls.append((s, f)))
+        stages = list(dict.fromkeys(s for s, _ in calls))
+        assert stages == ["engine", "render track 1/3", "render track 2/3", "render track 3/3",
+                          "loudness"]
+        overall = [progress_fraction(s, f, DECODE_STAGES) for s, f in calls]
+        assert None not in overall and overall == sorted(overall)
+        assert calls[-1] == ("loudness", 1.0)
 
 
 def test_decode_options_object_and_keywords_agree():
@@ -134,9 +181,16 @@ def test_memory_error_names_the_cli_flag_only_in_the_cli(tmp_path):
     c = semcodec.Container(duration=n / sr, sample_rate=sr, n_samples=n, loudness_lufs=-20.0,
                            score=Score(tracks=(Track("t", 0, notes=(Note(0.0, 1.0, 60, 80),)),)))
     with pytest.raises(OutputTooLargeError) as exc:
-        semcodec.decode(c, engine="fluidsynth")
+        semcodec.decode(c, engine="fluidsynth", max_duration_s=None)
     assert "sample rate" in str(exc.value) and "--sample-rate" not in str(exc.value)
     c.save(tmp_path / "huge.smc")
-    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav")])
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav"),
+                                 "--max-duration", "0"])
     assert r.exit_code == 2 and "(--sample-rate)" in r.output
+    # the duration limit comes first by default; its flag is named by the CLI only
+    with pytest.raises(semcodec.errors.OutputTooLongError) as exc:
+        semcodec.decode(c, engine="fluidsynth")
+    assert "--max-duration" not in str(exc.value)
+    r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav")])
+    assert r.exit_code == 2 and "--max-duration SECONDS" in r.output
     assert not (tmp_path / "x.wav").exists()

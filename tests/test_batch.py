@@ -186,3 +186,106 @@ def test_process_file_never_raises(tmp_path):
     res = batch.process_file("decode", job)
     assert res.status == "failed" and "e.smc" not in res.reason
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_links_fifos_and_loops_are_counted_as_skipped(tmp_path, capsys):
+    # issue 13 item 12: a link out of SRC is not followed silently; a loop and a FIFO are counted
+    src, outside = tmp_path / "in", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    outside.mkdir()
+    sf.write(src / "a.wav", tone(60, 0.4), SR)
+    sf.write(outside / "secret.wav", tone(64, 0.4), SR)
+    os.symlink(outside / "secret.wav", src / "out-link.wav")
+    os.symlink(src / "a.wav", src / "sub" / "in-link.wav")  # inside SRC: followed
+    os.symlink("loop.wav", src / "loop.wav")
+    os.symlink(src, src / "sub" / "up")  # a folder link (a loop if it were followed)
+    os.mkfifo(src / "pipe.wav")
+    plan = batch.plan_batch("encode", src, tmp_path / "out")
+    assert [j.rel for j in plan.jobs] == ["a.wav", "sub/in-link.wav"]
+    why = {r.rel: r.reason for r in plan.ignored}
+    assert sorted(why) == ["loop.wav", "out-link.wav", "pipe.wav", "sub/up"]
+    assert "outside the source folder" in why["out-link.wav"]
+    assert "loop" in why["loop.wav"] and "FIFO" in why["pipe.wav"] and "folder" in why["sub/up"]
+    assert plan.n_files == 6
+    followed = batch.plan_batch("encode", src, tmp_path / "out", follow_symlinks=True)
+    assert [j.rel for j in followed.jobs] == ["a.wav", "out-link.wav", "sub/in-link.wav"]
+    # the CLI counts them in the summary and lists each, exit 0 (nothing failed)
+    code, err = _main(capsys, "batch", "encode", str(src), str(tmp_path / "out"), "-j", "1",
+                      "--no-timbre", "--no-samples")
+    assert code == 0, err
+    assert "6 file(s): 2 ok, 4 skipped, 0 failed" in err[0]
+    assert any(line.startswith("skipped: out-link.wav: symbolic link to ") for line in err)
+    assert not (tmp_path / "out" / "out-link.smc").exists()
+
+
+def test_files_in_progress_report_their_stage(tmp_path):
+    # issue 13 item 14: the local pool reports each file's stage and fraction while it works
+    from semcodec.api import ENCODE_STAGES, EncodeOptions
+
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", np.concatenate([tone(60, 0.5), tone(64, 0.5)]), SR)
+    sf.write(src / "b.wav", np.concatenate([tone(67, 0.5), tone(72, 0.5)]), SR)
+    plan = batch.plan_batch("encode", src, tmp_path / "out")
+    seen: list[tuple[str, str, float]] = []
+    report = batch.run_batch(plan, jobs=1, encode_options=EncodeOptions(fit_timbre=False),
+                             file_progress=lambda rel, stage, frac: seen.append((rel, stage, frac)))
+    assert len(report.ok) == 2
+    assert seen, "no progress while the files were encoded"
+    names = [n for n, _ in ENCODE_STAGES]
+    for rel in {r for r, _, _ in seen}:
+        mine = [(stage, frac) for r, stage, frac in seen if r == rel]
+        assert rel in ("a.wav", "b.wav")
+        assert all(stage in names and 0.0 <= frac <= 1.0 for stage, frac in mine)
+        assert [f for _, f in mine] == sorted(f for _, f in mine)  # never goes back
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_workers_exit_when_the_batch_is_killed(tmp_path):
+    # issue 13 item 11: SIGKILL of `semcodec batch` left its workers running as orphans
+    import signal
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        sf.write(src / f"f{k}.wav", np.tile(tone(60 + k, 1.0), 6), SR)
+    p = subprocess.Popen([*CLI, "batch", "encode", str(src), str(tmp_path / "out"), "-j", "2",
+                          "-q", "--no-samples"], stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(workers) < 2:  # the pool's workers are up
+        time.sleep(0.5)
+        workers = [c for c in _children(p.pid) if b"spawn_main" in
+                   Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    time.sleep(3)  # at work on their first files
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.5)
+    left = [w for w in workers if _alive(w)]
+    for w in left:  # do not leak them from the test
+        os.kill(w, signal.SIGKILL)
+    assert not left, "worker processes outlived the killed batch"
+    out = tmp_path / "out"
+    if out.exists():  # complete outputs only; an interrupted file left no temporary file
+        assert not [f for f in out.rglob("*") if f.name.endswith(".tmp")]
+        for smc in out.rglob("*.smc"):
+            Container.load(smc)

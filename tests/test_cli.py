@@ -141,8 +141,8 @@ def test_corrupt_and_future_smc(runner, short_wav, tmp_path):
 
 def test_unsupported_output_extension(runner, encoded_chorale, tmp_path):
     _, smc, _ = encoded_chorale
-    r = run(runner, "decode", smc, tmp_path / "x.mp3")
-    assert r.exit_code == 1 and ".mp3" in r.output
+    r = run(runner, "decode", smc, tmp_path / "x.aiff")
+    assert r.exit_code == 1 and ".aiff" in r.output
 
 
 def test_decode_edits(runner, encoded_chorale, tmp_path):
@@ -156,12 +156,6 @@ def test_decode_edits(runner, encoded_chorale, tmp_path):
     assert abs(sf.info(up).frames - sf.info(base).frames / 1.5) <= 1
     r = run(runner, "decode", "--program", "9=1", smc, tmp_path / "z.wav")
     assert r.exit_code == 1 and "no track 9" in r.output
-
-
-def test_export_needs_a_target(runner, encoded_chorale):
-    _, smc, _ = encoded_chorale
-    r = run(runner, "export", smc)
-    assert r.exit_code == 1
 
 
 def _stem_files(tmp_path):
@@ -240,3 +234,135 @@ def test_stem_usage_errors(runner, tmp_path):
     r = run(runner, "encode", "--lyrics", bad, paths["bass"], out)
     assert r.exit_code == 2 and "bad.txt" in r.output and "UTF-8" in r.output
     assert not out.exists()
+
+
+# --- issue 13 -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["o.wav", "o.FLAC", "o.mp3"])
+def test_encode_refuses_an_audio_output_name(runner, short_wav, tmp_path, name):
+    out = tmp_path / name
+    r = run(runner, "encode", "--no-timbre", short_wav, out)
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and name in lines[0] and "encode writes a .smc container" in lines[0]
+    assert not out.exists()
+
+
+def test_export_writes_mid_and_musicxml_beside_the_input(runner, encoded_chorale, tmp_path):
+    import shutil
+
+    _, smc, _ = encoded_chorale
+    x = tmp_path / "x.smc"
+    shutil.copy(smc, x)
+    r = run(runner, "export", x)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "x.mid").read_bytes()[:4] == b"MThd"
+    assert len(music21.converter.parse(str(tmp_path / "x.musicxml")).flatten().notes) > 10
+    r = run(runner, "export", x)  # outputs exist now: refused without -f
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = run(runner, "export", "-", input=x.read_bytes())
+    assert r.exit_code == 1 and "stdin needs --midi" in r.output
+
+
+def test_summary_counts_wall_clock_since_process_start(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import time; time.sleep(1.2)\n"
+            "from semcodec.cli import _since_process_start, _timing\n"
+            "print(_since_process_start()); print(_timing(10.0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.splitlines()
+    assert float(out[0]) >= 1.2  # the sleep before the import is counted
+    assert out[1].endswith("x real time") and "s wall clock" in out[1]
+
+
+def test_encode_summary_says_wall_clock(runner, short_wav, tmp_path):
+    r = run(runner, "encode", "--no-timbre", short_wav, tmp_path / "o.smc")
+    assert r.exit_code == 0 and "s wall clock" in r.output and "x real time" in r.output
+
+
+def test_read_only_output_folder_fails_before_encoding(runner, short_wav, tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: answer as a read-only folder would
+        real = tempfile.mkstemp
+
+        def mkstemp(*a, dir=None, **k):
+            if dir is not None and os.fspath(dir) == str(ro):
+                raise PermissionError(13, "Permission denied")
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    from semcodec import api
+
+    def must_not_run(*a, **k):
+        raise AssertionError("encoded before checking the output folder")
+
+    monkeypatch.setattr(api, "encode", must_not_run)
+    r = run(runner, "encode", "--no-timbre", short_wav, ro / "o.smc")
+    assert r.exit_code == 2 and "cannot write into" in r.output and "Permission denied" in r.output
+    assert list(ro.iterdir()) == []
+
+
+def test_stdin_is_bounded_for_encode_and_decode(runner, monkeypatch):
+    from semcodec import constants
+
+    monkeypatch.setattr(constants, "MAX_STDIN_AUDIO_BYTES", 1 << 20)
+    monkeypatch.setattr(constants, "MAX_STDIN_SMC_BYTES", 1 << 20)
+    zeros = bytes((1 << 20) + 1)
+    r = runner.invoke(cli, ["encode", "-", "-"], input=zeros)
+    assert r.exit_code == 2 and "more than 1 MiB of audio on stdin" in r.output
+    r = runner.invoke(cli, ["decode", "-", "-"], input=zeros)
+    assert r.exit_code == 2 and "more than 1 MiB of .smc data on stdin" in r.output
+
+
+def test_decode_to_opus_by_extension(runner, encoded_chorale, tmp_path):
+    _, smc, _ = encoded_chorale
+    out = tmp_path / "c.opus"
+    r = run(runner, "decode", "--engine", "fluidsynth", smc, out)
+    assert r.exit_code == 0, r.output
+    assert sf.info(out).samplerate == 48000 and "at 48000 Hz" in r.output
+
+
+def test_make_install_puts_the_cli_on_a_path(tmp_path):
+    # issue 13 item 16: after make demo the user must find the command
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    venv_cli = root / ".venv" / "bin" / "semcodec"
+    if shutil.which("make") is None or not venv_cli.exists():
+        pytest.skip("needs make and the project's .venv")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert ".venv/bin/semcodec" in readme and "make install" in readme
+    bindir = tmp_path / "bin"
+    # -o: take the installed venv as up to date (no reinstall from here)
+    cmd = ["make", "-s", "-C", str(root), "-o", ".venv/.semcodec-installed",
+           f"BINDIR={bindir}"]
+    r = subprocess.run([*cmd, "install"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    link = bindir / "semcodec"
+    assert link.is_symlink() and link.resolve() == venv_cli.resolve()
+    v = subprocess.run([str(link), "--version"], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0 and "semcodec" in v.stdout
+    r = subprocess.run([*cmd, "uninstall"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not link.exists()
+    link.write_text("someone else's file")  # never overwritten
+    r = subprocess.run([*cmd, "install"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and link.read_text() == "someone else's file"
+
+
+def test_smc_commands_refuse_a_fifo(runner, tmp_path):
+    import os
+
+    fifo = tmp_path / "x.smc"
+    os.mkfifo(fifo)
+    for cmd in (["decode", fifo, tmp_path / "o.wav"], ["info", fifo], ["test", fifo]):
+        r = run(runner, *cmd)  # must not block waiting for a writer
+        assert r.exit_code == 2 and "named pipe" in r.output, r.output

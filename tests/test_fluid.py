@@ -77,3 +77,27 @@ def test_importing_pyfluidsynth_prints_nothing():
     env = dict(os.environ, CI="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout == ""
+
+
+_RENDER_AFTER_RAND = """
+import ctypes, hashlib, sys
+for _ in range(int(sys.argv[1])):
+    ctypes.CDLL(None).rand()  # what other libraries in a worker process may have done
+from semcodec.events import Note
+from semcodec.synth.fluid import render_notes
+a = render_notes([Note(0.1, 0.6, 60, 80), Note(0.5, 1.0, 64, 70)], 0, 22050, 30000)
+print(hashlib.sha256(a.tobytes()).hexdigest())
+"""
+
+
+def test_output_does_not_depend_on_the_process_rand_state():
+    # fluidsynth's 16-bit output path dithers from a table it fills with libc rand() once per
+    # process: a process that had called rand() before (a Dask worker after other tasks)
+    # rendered different samples (issue 13, item 13)
+    import subprocess
+    import sys
+
+    digests = {subprocess.run([sys.executable, "-c", _RENDER_AFTER_RAND, str(n)],
+                              capture_output=True, text=True, check=True, timeout=120
+                              ).stdout.strip() for n in (0, 7, 1000)}
+    assert len(digests) == 1, digests

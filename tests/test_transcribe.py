@@ -119,7 +119,10 @@ def test_bad_input_rejected():
 def test_progress_called_per_window(melody):
     seen: list[float] = []
     transcribe(melody, SR, TranscribeOptions(window_s=3.0), progress=seen.append)
-    assert len(seen) == 3
+    # after each of the 3 windows, and within each as the model runs through it
+    for k in (1, 2, 3):
+        assert any(f == pytest.approx(k / 3) for f in seen)
+    assert len(seen) > 3
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
 
 

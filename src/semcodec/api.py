@@ -24,6 +24,7 @@ from semcodec import __version__
 from semcodec import container as _container
 from semcodec.audio import AudioInput, from_array, read_audio
 from semcodec.constants import (
+    DEFAULT_MAX_DECODE_S,
     GM_PROGRAM_MAX,
     GM_PROGRAM_MIN,
     MAX_TRACKS,
@@ -33,7 +34,13 @@ from semcodec.constants import (
     VOICE_PROGRAMS,
     is_voice_name,
 )
-from semcodec.errors import InputError, OutputTooLargeError, SynthError, UsageError
+from semcodec.errors import (
+    InputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SynthError,
+    UsageError,
+)
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
@@ -42,7 +49,41 @@ from semcodec.transcribe import TranscribeOptions, transcribe
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "neural", "fluidsynth")
+#: ``progress(stage, fraction)``: ``stage`` is one of the names of :data:`ENCODE_STAGES` /
+#: :data:`DECODE_STAGES`, followed by `` track K/N`` for the per-track stages; ``fraction``
+#: (0..1) is the part of that stage (of that track) done.
 Progress = Callable[[str, float], None]
+#: The stages :func:`encode` reports, in order, with their typical share of its time (measured
+#: on 30-s clips; for an overall fraction and ETA, see :func:`progress_fraction`).
+#: The stages :func:`decode` / :func:`decode_tracks` report: ``engine`` (loading the
+#: synthesizer: torch and the model, ~4 s), ``render track K/N`` per sounding track,
+#: ``loudness``; "write" is the caller's (the CLI reports writing the file under that name).
+#: Weights measured on a 30-s clip; rendering grows with the length, loading does not.
+DECODE_STAGES = (("engine", 0.40), ("render", 0.45), ("loudness", 0.05), ("residual", 0.05),
+                 ("write", 0.10))
+ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
+                 ("samples", 0.01), ("fit", 0.59), ("residual", 0.30))
+
+
+def progress_fraction(stage: str, frac: float,
+                      stages: tuple[tuple[str, float], ...] = ENCODE_STAGES) -> float | None:
+    """The overall fraction (0..1) of a job at ``progress(stage, frac)``; None for a stage
+    that is not in ``stages``.  ``fit track 2/4`` at 0.5 counts as 1.5 of the 4 tracks."""
+    name, _, rest = stage.partition(" ")
+    frac = min(max(float(frac), 0.0), 1.0)
+    if rest.startswith("track "):
+        k, _, n = rest[len("track "):].partition("/")
+        try:
+            frac = min(1.0, (int(k) - 1 + frac) / max(1, int(n)))
+        except ValueError:
+            pass
+    start = 0.0
+    total = sum(w for _, w in stages)
+    for n_, w in stages:
+        if n_ == name:
+            return min(1.0, (start + w * frac) / total)
+        start += w
+    return None
 
 
 class Container(_container.SmcFile):
@@ -131,12 +172,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
     _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
               *(("sklearn.mixture",) if opts.tracks != 1 else ()))
+    report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
+    report("loudness", 1.0)
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
     pitched = inp  # the audio of the pitched tracks
     if loudness is not None:
+        report("drums", 0.0)
         drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+        report("drums", 1.0)
         if drum is not None:
             # the pitched tracks are transcribed and fitted without the drum hits: they would
             # come out as short spurious notes, mask real ones and colour the timbres (bench
@@ -145,13 +190,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
             from semcodec.drums import suppress_percussion
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
+        report("transcribe", 0.0)
         notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
                            progress=lambda f: report("transcribe", f))
+        report("transcribe", 1.0)
+        report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
         if drum is not None:
             tracks.append(drum)
         tracks = _placed(tracks, inp)
-    report("transcribe", 1.0)
+        report("split", 1.0)
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
@@ -200,7 +248,9 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
     for k, ((name, _), inp) in enumerate(zip(stems, inputs)):
         stem_audio = dsp.fit_length(inp.audio, n)
         if _is_drum_name(name):
+            report("drums", 0.0)
             drum, shots = _drums(stem_audio, rate, replace(opts, drums="auto"))
+            report("drums", 1.0)
             if drum is None:
                 log.warning("stem '%s': no drum hits found; kept as an empty drum track", name)
                 tracks.append(Track(name=name, is_drum=True))
@@ -211,6 +261,8 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         if dsp.integrated_loudness(stem_audio, rate) is None:
             tracks.append(Track(name=name))
             continue
+        report("transcribe", k / len(stems))
+
         def transcribed(f: float, k: int = k) -> None:
             report("transcribe", (k + f) / len(stems))
 
@@ -293,17 +345,29 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     for i, t in enumerate(tracks):
         if not t.is_drum and t.notes:
             groups.setdefault(id(audio_of[i]), []).append(i)
+    n_fit = sum(len(m) for m in groups.values())
     if groups and (opts.fit_timbre or opts.samples):
+        done = 0
         for members in groups.values():
             sub = Score(tracks=tuple(tracks[i] for i in members))
+
+            def fit_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                # this group's fraction -> "fit track K/N" over all the fitted tracks
+                k = min(n - 1, int(frac * n))
+                report(f"fit track {first + k + 1}/{n_fit}", frac * n - k)
+
+            def samples_progress(frac: float, first: int = done, n: int = len(members)) -> None:
+                report("samples", (first + frac * n) / n_fit)
+
             tb, smp, progs, engs = _fit(AudioInput(audio=audio_of[members[0]],
                                                    sample_rate=inp.sample_rate, channels=1,
-                                                   name=inp.name), sub, opts)
+                                                   name=inp.name), sub, opts,
+                                        samples_progress, fit_progress)
+            done += len(members)
             timbres += [replace(t, track=members[t.track]) for t in tb]
             samples += [replace(x, track=members[x.track]) for x in smp]
             programs.update({members[j]: p for j, p in progs.items()})
             engines.update({members[j]: e for j, e in engs.items()})
-    report("timbre", 1.0)
     score = replace(score, tracks=tuple(
         replace(t, program=programs.get(i, t.program),
                 engine=engines.get(i, ("", 0.0))[0],
@@ -355,7 +419,7 @@ def _with_residual(c: Container, original: np.ndarray, max_bytes: int) -> Contai
         log.info("residual: no room left in the budget (%d bytes)", max_bytes)
         return c
     try:
-        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1))
+        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1, max_duration_s=None))
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
@@ -397,7 +461,9 @@ def _prefetch(*modules: str) -> None:
     threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
 
 
-def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
+def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
+         samples_progress: Callable[[float], None] | None = None,
+         fit_progress: Callable[[float], None] | None = None):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
     tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
     programs and no engine preferences."""
@@ -410,12 +476,19 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions):
         return (), (), programs, engines
     samples: tuple[Sample, ...] = ()
     if opts.samples:
+        if samples_progress is not None:
+            samples_progress(0.0)
         samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
+        if samples_progress is not None:
+            samples_progress(1.0)
     timbres: tuple = ()
     if opts.fit_timbre:
+        if fit_progress is not None:
+            fit_progress(0.0)  # loading the model and warming up take seconds
         try:
             timbres, programs, engines = timbre.fit_timbres(
-                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s)
+                inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s,
+                progress=fit_progress)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
     return timbres, samples, programs, engines
@@ -462,6 +535,8 @@ class DecodeOptions:
     rate in Hz (None: the original's); ``channels``: 1, 2 or None (two channels when the
     original had two or more); ``programs``: track index -> GM program (re-orchestration);
     ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster;
+    ``max_duration_s``: longest output rendered (s, after ``tempo``; None: no limit), longer
+    ones raise :class:`~semcodec.errors.OutputTooLongError` before any work;
     ``residual``: add the file's residual (RESD chunk: shaped noise where the synthesis lacks
     energy, attenuation where it has too much); it follows a tempo change and ignores
     ``programs``/``transpose``.  Values are checked when a container is decoded.
@@ -475,11 +550,12 @@ class DecodeOptions:
     programs: dict[int, int] | None = None
     transpose: int = 0
     tempo: float = 1.0
+    max_duration_s: float | None = DEFAULT_MAX_DECODE_S
     residual: bool = True
 
 
-def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
-           **overrides: Any) -> tuple[np.ndarray, int]:
+def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+           progress: Progress | None = None, **overrides: Any) -> tuple[np.ndarray, int]:
     """Synthesize a container: returns float32 audio and its sample rate (Hz).
 
     Settings come from ``options`` (:class:`DecodeOptions`), any field of which may also be
@@ -490,33 +566,45 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None,
     ``(left + right) / 2`` is the mono output.  The output has the original's duration to the
     sample (divided by ``tempo`` when it is not 1), its sample rate unless ``sample_rate`` is
     given, and its integrated loudness (of the downmix).
+
+    ``progress(stage, fraction)`` is called as it goes: ``render track K/N`` (each sounding
+    track), then ``loudness`` (:data:`DECODE_STAGES`).
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=False)
     if _is_silent(c):  # no notes: the residual (if any) is all there is
-        return _add_residual(c, opts, out.place(out.silence()), out.sr), out.sr
-    renderer = _Renderer(c, opts, out)
+        return _add_residual(c, opts, out.place(out.silence()), out.sr, report), out.sr
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     if not any(pans):
-        mix = out.place(dsp.match_loudness(renderer.render(c.score), out.sr, c.loudness_lufs))
+        mono = renderer.render(c.score)
+        report("loudness", 0.0)
+        mono = dsp.match_loudness(mono, out.sr, c.loudness_lufs)
+        report("loudness", 1.0)
+        mix = out.place(mono)
     else:
-        mix = _mix_by_position(c, renderer, pans, out.sr)
-    return _add_residual(c, opts, mix, out.sr), out.sr
+        mix = _mix_by_position(c, renderer, pans, out.sr, report)
+    return _add_residual(c, opts, mix, out.sr, report), out.sr
 
 
-def _add_residual(c: _container.SmcFile, opts: DecodeOptions, mix: np.ndarray,
-                  sr: int) -> np.ndarray:
+def _add_residual(c: _container.SmcFile, opts: DecodeOptions, mix: np.ndarray, sr: int,
+                  report: Progress) -> np.ndarray:
     """``mix`` (the decode at ``sr`` Hz, mono or stereo) with ``c``'s residual, when it has one
     and ``opts.residual``."""
     if not (opts.residual and c.residual):
         return mix
     from semcodec import residual
 
+    report("residual", 0.0)
     env = residual.decode_envelope(c.residual, c.duration)
-    return dsp.soft_clip(residual.apply(mix, sr, env, c.sample_rate, tempo=opts.tempo))
+    out = dsp.soft_clip(residual.apply(mix, sr, env, c.sample_rate, tempo=opts.tempo))
+    report("residual", 1.0)
+    return out
 
 
-def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
+def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+                  progress: Progress | None = None,
                   **overrides: Any) -> tuple[np.ndarray, int, list[tuple[str, np.ndarray]]]:
     """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
@@ -525,22 +613,25 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None,
     which is in the mix only).  Settings and shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
+    report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=True)
     silent = out.silence()
     if _is_silent(c):
         placed_silence = out.place(silent)
-        return (_add_residual(c, opts, placed_silence, out.sr), out.sr,
+        return (_add_residual(c, opts, placed_silence, out.sr, report), out.sr,
                 [(t.name, placed_silence) for t in c.score.tracks])
-    renderer = _Renderer(c, opts, out)
+    renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
              for i, t in enumerate(c.score.tracks)]
     mono = _sum(parts) if parts else silent
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(mono, out.sr, c.loudness_lufs)
+    report("loudness", 1.0)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = _sum(placed) if placed else out.place(silent)
     tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
-    return _add_residual(c, opts, dsp.soft_clip(mix), out.sr), out.sr, tracks
+    return _add_residual(c, opts, dsp.soft_clip(mix), out.sr, report), out.sr, tracks
 
 
 def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
@@ -592,6 +683,10 @@ class _DecodeShape:
                 raise UsageError(f"GM program {prog} out of range "
                                  f"({GM_PROGRAM_MIN}..{GM_PROGRAM_MAX})")
         sr, n_out, channels = output_shape(c, opts)
+        limit = opts.max_duration_s
+        if limit is not None and n_out / sr > limit:  # a tiny file may declare a day
+            raise OutputTooLongError(f"the file declares {n_out / sr:.0f} s of audio, more than "
+                                     f"the decoding limit of {limit:g} s; raise the limit")
         _check_memory(n_out * channels * (2 if per_track else 1), sr)
         return cls(sr, n_out, channels)
 
@@ -617,18 +712,35 @@ class _Renderer:
     """Renders scores of one container with the chosen engine; the automatic choice renders
     the tracks the encoder found closer with fluidsynth with that engine instead."""
 
-    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape) -> None:
+    def __init__(self, c: _container.SmcFile, opts: DecodeOptions, out: _DecodeShape,
+                 report: Progress | None = None) -> None:
         self.c, self.opts, self.n_out, self.sr = c, opts, out.n_out, out.sr
+        self.report = report or (lambda _stage, _frac: None)
+        # progress: "render track K/N" over the sounding tracks, in the order they render
+        self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
+        self.n_rendered = 0
+        self.report("engine", 0.0)
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
             self.fallback = make_engine("fluidsynth", soundfont=opts.soundfont)
+        self.report("engine", 1.0)
+
+    def _tracks_done(self, x: float) -> None:
+        n = self.n_sounding
+        k = min(n - 1, int(x))
+        self.report(f"render track {k + 1}/{n}", min(1.0, x - k))
 
     def _with(self, engine: Any, score: Score) -> np.ndarray:
         o, c = self.opts, self.c
+        m, done = sum(1 for t in score.tracks if t.notes), self.n_rendered
+        self._tracks_done(done)
         out = engine.render(score, self.sr, self.n_out, timbres=c.timbres, samples=c.samples,
-                            programs=o.programs, transpose=o.transpose, tempo=o.tempo)
+                            programs=o.programs, transpose=o.transpose, tempo=o.tempo,
+                            progress=lambda f: self._tracks_done(done + f * m))
+        self.n_rendered += m
+        self._tracks_done(self.n_rendered)
         return dsp.fit_length(np.asarray(out, np.float32), self.n_out)
 
     def render(self, score: Score) -> np.ndarray:
@@ -646,14 +758,16 @@ class _Renderer:
 
 
 def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],
-                     sr: int) -> np.ndarray:
+                     sr: int, report: Progress) -> np.ndarray:
     """The stereo mix: one rendering per stereo position, with the downmix's loudness gain."""
     by_pan: dict[float, list[int]] = {}
     for i, t in enumerate(c.score.tracks):
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
+    report("loudness", 0.0)
     gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
+    report("loudness", 1.0)
     return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 
-from semcodec.constants import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from semcodec.errors import InputError, OutputError, UsageError
+from semcodec import constants
+from semcodec.constants import MAX_CHANNELS, MAX_INPUT_PEAK, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from semcodec.errors import ContainerError, InputError, OutputError, UsageError
+from semcodec.events import Sample
 from semcodec.io import atomic_write
 from semcodec.synth import dsp
 
@@ -28,7 +32,55 @@ OUTPUT_FORMATS = {
     ".wav": ("WAV", "PCM_16"),
     ".flac": ("FLAC", "PCM_16"),
     ".ogg": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
 }
+
+
+_MP3 = ("MP3", "MPEG_LAYER_III")
+_mp3_ok: bool | None = None
+
+
+def output_formats() -> dict[str, tuple[str, str]]:
+    """:data:`OUTPUT_FORMATS`, plus ``.mp3`` where the installed libsndfile writes MPEG layer
+    III (libsndfile >= 1.1)."""
+    global _mp3_ok
+    if _mp3_ok is None:
+        try:
+            import soundfile as sf  # noqa: PLC0415 - 50 ms of cffi, only when writing audio
+
+            _mp3_ok = "MPEG_LAYER_III" in sf.available_subtypes("MP3")
+        except Exception:  # noqa: BLE001 - no soundfile/libsndfile: the read path reports it
+            _mp3_ok = False
+    return {**OUTPUT_FORMATS, ".mp3": _MP3} if _mp3_ok else dict(OUTPUT_FORMATS)
+
+
+#: Sample rates (Hz) a subtype can be written at; audio at another rate is resampled to the
+#: nearest higher one (else the highest) on writing.
+SUBTYPE_RATES = {
+    "OPUS": (8000, 12000, 16000, 24000, 48000),
+    "MPEG_LAYER_III": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+}
+
+#: Extensions of audio files: ``encode`` refuses to write its ``.smc`` output under one of them.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
+                    ".snd", ".caf", ".w64", ".rf64", ".m4a", ".aac", ".wma", ".wv", ".ape")
+
+
+def extension_of(fmt: tuple[str, str]) -> str:
+    """The file extension (``.wav``, ...) of an output format from :data:`OUTPUT_FORMATS`."""
+    for ext, f in output_formats().items():
+        if f == fmt:
+            return ext
+    raise UsageError(f"unknown output format {fmt}")
+
+
+def written_rate(fmt: tuple[str, str], sr: int) -> int:
+    """The sample rate (Hz) audio at ``sr`` is written at in ``fmt`` (Opus and MP3 take only
+    some rates; the audio is resampled to the nearest higher one, else the highest)."""
+    rates = SUBTYPE_RATES.get(fmt[1])
+    if not rates or sr in rates:
+        return int(sr)
+    return min((r for r in rates if r >= sr), default=max(rates))
 
 
 @dataclass(frozen=True)
@@ -85,35 +137,110 @@ def from_array(audio: np.ndarray, sr: int, name: str = "<array>") -> AudioInput:
     mono = dsp.downmix(arr)
     if not np.all(np.isfinite(mono)):
         raise InputError(f"{name}: contains NaN or infinite samples")
+    if np.issubdtype(arr.dtype, np.floating):
+        _check_peak(arr, name)
     side = None
     if channels == 2:
         side = np.ascontiguousarray((arr[:, 0] - arr[:, 1]) * 0.5, dtype=np.float32)
     return AudioInput(np.ascontiguousarray(mono, dtype=np.float32), sr, channels, name, side)
 
 
+def _check_peak(block: np.ndarray, name: str) -> None:
+    """Refuse samples beyond ±:data:`MAX_INPUT_PEAK` (a float file at ±1e30 is not audio)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        peak = float(np.max(np.abs(block))) if block.size else 0.0
+    if peak > MAX_INPUT_PEAK:
+        raise InputError(f"{name}: input samples out of range (peak {peak:.3g}; semcodec takes "
+                         f"samples within ±{MAX_INPUT_PEAK:g}, 1.0 being full scale)")
+
+
+def read_bounded(stream, limit: int, name: str, what: str) -> bytes:
+    """Read ``stream`` (binary) to its end, refusing more than ``limit`` bytes (InputError)
+    before the excess is held in memory."""
+    parts, total = [], 0
+    while True:
+        chunk = stream.read(min(1 << 20, limit + 1 - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise InputError(f"{name}: more than {limit >> 20} MiB of {what} on stdin (the "
+                             f"most semcodec reads from a pipe); write it to a file and pass "
+                             f"the file")
+    return b"".join(parts)
+
+
+def describe_special(mode: int) -> str | None:
+    """Why a path of ``st_mode`` ``mode`` is not read as an input file (FIFO, device, ...),
+    or None for a regular file."""
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a file (give - and redirect the pipe to stdin)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not an audio file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not an audio file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
+    return None
+
+
 def read_audio(path: str | os.PathLike) -> AudioInput:
-    """Read an audio file (WAV, FLAC, OGG, MP3, AIFF, ... as libsndfile reads) or ``-`` (stdin)."""
+    """Read an audio file (WAV, FLAC, OGG, MP3, AIFF, ... as libsndfile reads) or ``-`` (stdin,
+    at most :data:`semcodec.constants.MAX_STDIN_AUDIO_BYTES`)."""
     name = os.fspath(path)
     if name == "-":
-        return read_audio_bytes(sys.stdin.buffer.read(), "<stdin>")
+        data = read_bounded(sys.stdin.buffer, constants.MAX_STDIN_AUDIO_BYTES, "<stdin>", "audio")
+        return read_audio_bytes(data, "<stdin>")
     p = Path(name)
-    if not p.exists():
-        raise InputError(f"{name}: no such file")
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     if p.is_dir():
         raise InputError(f"{name}: is a directory")
-    if p.stat().st_size == 0:
+    special = describe_special(st.st_mode)
+    if special:
+        raise InputError(f"{name}: {special}")
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(64)
+    except PermissionError:
+        raise InputError(f"{name}: permission denied (cannot open the file for reading)") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if st.st_size == 0 and not head:
         raise InputError(f"{name}: empty file")
-    return _read(name, name)
+    return _read(name, name, head, st.st_size)
 
 
 def read_audio_bytes(data: bytes, name: str = "<stdin>") -> AudioInput:
     """Read audio from the bytes of a file (format detected from its header)."""
     if not data:
         raise InputError(f"{name}: empty input")
-    return _read(io.BytesIO(data), name)
+    return _read(io.BytesIO(data), name, data[:64], len(data))
 
 
-def _read(source: object, name: str) -> AudioInput:
+def _no_samples(name: str, head: bytes, size: int) -> InputError:
+    """The error for a file libsndfile opens but reads no frame from: a header that declares
+    more audio than the file holds is named as such."""
+    if len(head) >= 24 and head[:4] == b".snd":  # Sun/NeXT AU: big-endian offset, data size
+        offset, declared = struct.unpack(">II", head[4:12])
+        if declared != 0xFFFFFFFF and offset + declared > size:
+            return InputError(f"{name}: truncated or corrupt AU file: its header declares "
+                              f"{declared} bytes of audio, the file holds "
+                              f"{max(0, size - offset)}")
+    if len(head) >= 12 and head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        declared = int.from_bytes(head[4:8], "little") + 8
+        if head[:4] == b"RIFF" and declared > size:
+            return InputError(f"{name}: truncated or corrupt WAV file: its header declares "
+                              f"{declared} bytes, the file holds {size}")
+    return InputError(f"{name}: contains no audio samples")
+
+
+def _read(source: object, name: str, head: bytes = b"", size: int = 0) -> AudioInput:
     import soundfile as sf  # noqa: PLC0415
 
     try:
@@ -123,7 +250,7 @@ def _read(source: object, name: str) -> AudioInput:
             if channels > MAX_CHANNELS:
                 raise InputError(f"{name}: {channels} channels (semcodec takes 1..{MAX_CHANNELS})")
             if frames == 0:
-                raise InputError(f"{name}: contains no audio samples")
+                raise _no_samples(name, head, size)
             mono = np.zeros(max(frames, 0), dtype=np.float32)
             side = np.zeros(max(frames, 0), dtype=np.float32) if channels == 2 else None
             pos = 0
@@ -131,6 +258,7 @@ def _read(source: object, name: str) -> AudioInput:
                 mono_block = dsp.downmix(block)
                 if not np.all(np.isfinite(mono_block)):  # per block: no full-length mask
                     raise InputError(f"{name}: contains NaN or infinite samples")
+                _check_peak(block, name)
                 if pos + mono_block.shape[0] > mono.shape[0]:  # frames can be an estimate (MP3)
                     grow = np.zeros(mono_block.shape[0], np.float32)
                     mono = np.concatenate([mono, grow])
@@ -149,19 +277,77 @@ def _read(source: object, name: str) -> AudioInput:
             msg = "not a readable audio file"
         raise InputError(f"{name}: {msg}") from None
     if pos == 0:
-        raise InputError(f"{name}: contains no audio samples")
+        raise _no_samples(name, head, size)
     return AudioInput(mono, int(sr), int(channels), name, side)
+
+
+#: Longest audio a container's sample may decode to (s): excerpts are 2 s, one-shots < 1 s.
+MAX_SAMPLE_AUDIO_S = 10.0
+#: Decoded length a sample may exceed its declared ``duration`` by (s).
+SAMPLE_LENGTH_SLACK_S = 0.1
+#: Channels a container's sample may decode to.
+MAX_SAMPLE_CHANNELS = 2
+#: Codecs of container samples this decoder plays, as (codec name, libsndfile format, subtype).
+SAMPLE_CODECS = {"opus": ("OGG", "OPUS")}
+
+
+def read_sample(sample: Sample) -> tuple[np.ndarray, int]:
+    """Decode a container's audio ``sample``: ``(float32 (frames, channels), rate Hz)``.
+
+    The one place where a sample's opaque payload is decoded; every user of samples calls it.
+    Before any audio is decoded it checks what the payload declares: the codec is one this
+    decoder knows and the payload really is that format (Ogg Opus for ``"opus"``), the rate is
+    within ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, there are 1..MAX_SAMPLE_CHANNELS channels, and
+    the length is at most the sample's declared ``duration`` + SAMPLE_LENGTH_SLACK_S and at
+    most MAX_SAMPLE_AUDIO_S; the decoded samples must be finite.  Anything else raises
+    :class:`ContainerError` (callers skip the sample with a warning).
+    """
+    import soundfile as sf  # noqa: PLC0415
+
+    what = f"sample of track {sample.track + 1}"
+    if sample.codec not in SAMPLE_CODECS:
+        raise ContainerError(f"{what}: codec {sample.codec!r} is not supported "
+                             f"({', '.join(SAMPLE_CODECS)})")
+    want = SAMPLE_CODECS[sample.codec]
+    try:
+        with sf.SoundFile(io.BytesIO(bytes(sample.data))) as f:
+            if (f.format, f.subtype) != want:
+                raise ContainerError(f"{what}: payload is {f.format}/{f.subtype}, "
+                                     f"not {sample.codec}")
+            rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise ContainerError(f"{what}: sample rate {rate} Hz outside "
+                                     f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+            if not 1 <= channels <= MAX_SAMPLE_CHANNELS:
+                raise ContainerError(f"{what}: {channels} channels "
+                                     f"(at most {MAX_SAMPLE_CHANNELS})")
+            max_frames = int(rate * min(MAX_SAMPLE_AUDIO_S,
+                                        max(0.0, sample.duration) + SAMPLE_LENGTH_SLACK_S))
+            if frames > max_frames:
+                raise ContainerError(f"{what}: {frames} frames at {rate} Hz, longer than "
+                                     f"its declared {sample.duration:.3f} s")
+            data = f.read(max_frames + 1, dtype="float32", always_2d=True)
+    except ContainerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise ContainerError(f"{what}: cannot be decoded ({str(exc).splitlines()[0]})") from None
+    if data.shape[0] > max_frames:
+        raise ContainerError(f"{what}: longer than its declared {sample.duration:.3f} s")
+    if not np.all(np.isfinite(data)):
+        raise ContainerError(f"{what}: NaN or infinite samples")
+    return data, rate
 
 
 def output_format(path: str | os.PathLike, fmt: str | None = None) -> tuple[str, str]:
     """The (soundfile format, subtype) for ``path``'s extension, or for ``fmt`` ("wav", ...)."""
     ext = f".{fmt.lower().lstrip('.')}" if fmt else Path(os.fspath(path)).suffix.lower()
-    if ext not in OUTPUT_FORMATS:
+    formats = output_formats()
+    if ext not in formats:
         raise UsageError(
             f"{os.fspath(path)}: unsupported output format '{ext or '(none)'}' "
-            f"(use {', '.join(OUTPUT_FORMATS)})"
+            f"(use {', '.join(formats)})"
         )
-    return OUTPUT_FORMATS[ext]
+    return formats[ext]
 
 
 #: Frames converted and written per step when writing audio (float32, ~1 MB).
@@ -173,9 +359,56 @@ _WAV_MAX_BYTES = 0xFFFFFFFF - 1024
 _SPOOL_BYTES = 32 * 1024 * 1024
 
 
-def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> None:
-    """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (path or binary file
-    object) block by block, each block clipped to ±1, so that no full-length copy is made."""
+class _Sink:
+    """A binary file handed to libsndfile's virtual-I/O callbacks that never raises into them.
+
+    An exception raised inside a cffi callback cannot reach the caller: cffi prints it
+    ("Exception ignored from cffi callback ... Traceback") and libsndfile then fails with an
+    unrelated error.  The sink keeps the first OSError (disk full, file too large, ...),
+    answers it with a short write (0 bytes), and :func:`_write_blocks` raises it afterwards.
+    """
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            n = self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            return 0
+        return len(data) if n is None else n
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.fh.read(n)
+        except OSError as exc:
+            self.error = self.error or exc
+            return b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.fh.seek(offset, whence)
+        except OSError as exc:
+            self.error = self.error or exc
+            return self.tell()
+
+    def tell(self) -> int:
+        try:
+            return self.fh.tell()
+        except OSError as exc:
+            self.error = self.error or exc
+            return 0
+
+
+def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, str],
+                  progress: Callable[[float], None] | None = None) -> None:
+    """Write ``audio`` (mono ``(n,)`` or stereo ``(n, 2)``) to ``target`` (a binary file
+    object) block by block, each block clipped to ±1, so that no full-length copy is made.
+    An OS error while writing (disk full...) is raised as that OSError, nothing printed."""
     import soundfile as sf  # noqa: PLC0415
 
     audio = np.asarray(audio)
@@ -186,14 +419,34 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
         # libvorbis crashes the process on absurd rates: refuse before libsndfile sees them
         raise OutputError(f"cannot write audio at {sr} Hz (semcodec writes {MIN_SAMPLE_RATE}"
                           f"..{MAX_SAMPLE_RATE} Hz)")
+    rate = written_rate(fmt, int(sr))
+    if rate != sr:  # Opus / MP3 at a rate they do not take
+        log.info("writing %s at %d Hz (resampled from %d Hz)", fmt[1], rate, sr)
+        if audio.ndim == 1:
+            audio = dsp.resample(audio, int(sr), rate)
+        else:
+            audio = np.stack([dsp.resample(audio[:, c], int(sr), rate) for c in range(channels)],
+                             axis=1)
+        sr = rate
     fmt_name = fmt[0]
     if fmt_name == "WAV" and audio.shape[0] * 4 * channels >= _WAV_MAX_BYTES:
         fmt_name = "RF64"  # a RIFF WAV cannot hold 4 GiB of data (≈ 6.7 h at 44.1 kHz, 16 bit)
-    with sf.SoundFile(target, "w", samplerate=int(sr), channels=channels, format=fmt_name,
-                      subtype=fmt[1]) as f:
-        for s in range(0, audio.shape[0], _WRITE_BLOCK):
-            block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
-            f.write(block.astype(np.float32, copy=False))
+    sink = _Sink(target)
+    try:
+        with sf.SoundFile(sink, "w", samplerate=int(sr), channels=channels, format=fmt_name,
+                          subtype=fmt[1]) as f:
+            for s in range(0, audio.shape[0], _WRITE_BLOCK):
+                block = np.clip(audio[s:s + _WRITE_BLOCK], -1.0, 1.0)
+                f.write(block.astype(np.float32, copy=False))
+                if sink.error is not None:
+                    break
+                if progress is not None:
+                    progress(min(1.0, (s + _WRITE_BLOCK) / audio.shape[0]))
+    except (AssertionError, sf.LibsndfileError, RuntimeError):
+        if sink.error is None:
+            raise
+    if sink.error is not None:
+        raise sink.error
 
 
 #: Ogg stream serial number written by :func:`canonical_ogg` (libsndfile picks a random one).
@@ -270,8 +523,10 @@ def _minimal_opus_tags(data: bytes) -> bytes:
     return data[:first] + bytes(page) + data[body + size:]
 
 
-def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
-    """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``."""
+def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str],
+                 progress: Callable[[float], None] | None = None) -> bytes:
+    """Encode mono float32 ``audio`` at ``sr`` Hz into file bytes of format ``fmt``;
+    ``progress(fraction)`` is called after each block."""
     import soundfile as sf  # noqa: PLC0415
 
     import tempfile  # noqa: PLC0415
@@ -280,7 +535,7 @@ def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
     # the only full-size copy (a growing BytesIO would briefly hold two)
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as buf:
         try:
-            _write_blocks(buf, audio, sr, fmt)
+            _write_blocks(buf, audio, sr, fmt, progress)
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
             raise OutputError(f"cannot encode {fmt[0]} at {sr} Hz: {exc}") from None
         except OSError as exc:
@@ -292,8 +547,10 @@ def encode_audio(audio: np.ndarray, sr: int, fmt: tuple[str, str]) -> bytes:
     return data
 
 
-def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | None = None) -> None:
-    """Write mono ``audio`` to ``path`` atomically (temporary file, then rename).
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | None = None,
+                progress: Callable[[float], None] | None = None) -> None:
+    """Write mono ``audio`` to ``path`` atomically (temporary file, then rename);
+    ``progress(fraction)`` is called after each block.
 
     The samples are encoded block by block straight into a temporary file in the output's
     folder, which is fsynced and renamed over ``path``; memory does not grow with the length.
@@ -305,7 +562,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
     audio_fmt = output_format(path, fmt)
 
     def write(fh: BinaryIO) -> None:
-        _write_blocks(fh, audio, sr, audio_fmt)
+        _write_blocks(fh, audio, sr, audio_fmt, progress)
         if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
             fh.seek(0)
             data = canonical_ogg(fh.read())

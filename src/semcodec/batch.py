@@ -9,7 +9,10 @@
 The output tree mirrors the input tree: ``encode`` turns every audio file (``.wav .flac .ogg
 .mp3 .aif .aiff``, any case) into the same relative path with ``.smc``; ``decode`` turns every
 ``.smc`` into ``.wav`` (or ``.flac``/``.ogg``).  Hidden files and folders (name starting with
-a dot) are ignored, symbolic links to folders are not followed.
+a dot) are ignored.  Symbolic links: a link to a file inside SRC is followed; a link to a file
+outside SRC is skipped unless ``follow_symlinks`` (``--follow-symlinks``); links to folders,
+broken links, link loops and inputs that are not regular files (a FIFO named ``x.wav``, a
+device) are skipped.  Every skipped input is counted and listed with its reason.
 
 An output that is already *complete* is skipped, so an interrupted batch resumes where it
 stopped: it exists, is newer than its input and passes a check (a ``.smc`` must parse with
@@ -30,6 +33,7 @@ This module never prints; the CLI (``semcodec batch``) draws the progress bar an
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -63,6 +67,11 @@ _TAIL_FRAMES = 4096
 _MAX_ATTEMPTS = 2
 
 Progress = Callable[["FileResult"], None]
+#: ``file_progress(rel, stage, fraction)``: a file in progress (local pool), its stage and the
+#: overall fraction (0..1) of that file done.
+FileProgress = Callable[[str, str, float], None]
+#: How often the parent looks at the files in progress (s).
+_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -127,10 +136,13 @@ class BatchPlan:
     fmt: str
     jobs: tuple[Job, ...]
     conflicts: tuple[FileResult, ...] = ()
+    #: Inputs not processed (symbolic links not followed, FIFOs, ...): status "skipped" with
+    #: the reason.
+    ignored: tuple[FileResult, ...] = ()
 
     @property
     def n_files(self) -> int:
-        return len(self.jobs) + len(self.conflicts)
+        return len(self.jobs) + len(self.conflicts) + len(self.ignored)
 
 
 @dataclass
@@ -214,6 +226,9 @@ class BatchReport:
         if d > 0:
             lines.append(f"total: {self.total_smc_bytes} bytes of .smc for {d:.1f} s of audio "
                          f"= {self.bitrate_kbps:.3f} kbps")
+        for r in self.skipped:
+            if r.reason:  # not an output found complete: an input left alone, and why
+                lines.append(f"skipped: {r.rel}: {r.reason}")
         for r in self.failed:
             lines.append(f"failed: {r.rel}: {r.reason}")
         return lines
@@ -230,9 +245,38 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def _not_a_plain_input(path: Path, src: Path, follow_symlinks: bool) -> str | None:
+    """Why ``path`` (found under ``src``) is not processed, or None when it is."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if path.is_symlink():
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            return "broken symbolic link"
+        return f"cannot read ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "symbolic link to a folder (not followed)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "named pipe (FIFO), not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (device or socket)"
+    if path.is_symlink() and not follow_symlinks:
+        target = Path(os.path.realpath(path))
+        if src.resolve() not in target.parents:
+            return (f"symbolic link to {target}, outside the source folder "
+                    "(--follow-symlinks to process it)")
+    return None
+
+
 def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike,
-               fmt: str = "wav") -> BatchPlan:
+               fmt: str = "wav", follow_symlinks: bool = False) -> BatchPlan:
     """List the files of ``src_dir`` that ``mode`` (``encode``/``decode``) processes.
+
+    Inputs that are not processed (see the module doc: links out of ``src_dir`` unless
+    ``follow_symlinks``, links to folders, link loops, FIFOs) are in ``ignored``, as skipped.
 
     Raises InputError when ``src_dir`` is not a folder, OutputError when ``dst_dir`` exists and
     is not one, UsageError for ``decode`` into a tree that overlaps ``src_dir`` (its audio
@@ -261,21 +305,33 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
     def on_error(exc: OSError) -> None:
         log.warning("%s: cannot list (%s)", exc.filename, exc.strerror or exc)
 
+    ignored: list[FileResult] = []
+
+    def ignore(path: Path, reason: str) -> None:
+        rel = path.relative_to(src).as_posix()
+        ignored.append(FileResult(str(path), "", rel, "skipped", reason))
+
     for root, dirs, files in os.walk(src, onerror=on_error):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         root_p = Path(root)
         if root_p == dst and dst != src:
             dirs[:] = []  # never take inputs from the output tree when it lies inside SRC
             continue
+        for d in sorted(dirs):
+            if not d.startswith(".") and (root_p / d).is_symlink():
+                ignore(root_p / d, "symbolic link to a folder (not followed)")
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or Path(name).suffix.lower() not in wanted:
                 continue
             path = root_p / name
+            why = _not_a_plain_input(path, src, follow_symlinks)
+            if why is not None:
+                ignore(path, why)
+                continue
             try:
-                if not path.is_file():
-                    continue
                 size = path.stat().st_size
-            except OSError:
+            except OSError as exc:
+                ignore(path, f"cannot read ({exc.strerror or exc})")
                 continue
             rel = path.relative_to(src)
             out = dst / rel.with_suffix(suffix)
@@ -292,7 +348,9 @@ def plan_batch(mode: str, src_dir: str | os.PathLike, dst_dir: str | os.PathLike
                                         f"several inputs ({names}) map to the same output "
                                         f"{Path(dst_path).relative_to(dst).as_posix()}"))
     jobs.sort(key=lambda j: j.rel)
-    return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts))
+    ignored.sort(key=lambda r: r.rel)
+    return BatchPlan(mode, str(src), str(dst), fmt, tuple(jobs), tuple(conflicts),
+                     tuple(ignored))
 
 
 # --- the task (runs in a worker process) ----------------------------------------------------------
@@ -368,9 +426,11 @@ def _complete(mode: str, job: Job, dec: DecodeSettings) -> tuple[float, int, int
 
 def process_file(mode: str, job: Job, encode_options: Any = None,
                  decode_settings: DecodeSettings | None = None, force: bool = False,
-                 threads: int | None = None) -> FileResult:
+                 threads: int | None = None,
+                 progress: Callable[[str, float], None] | None = None) -> FileResult:
     """Encode or decode one file (skipping a complete output unless ``force``); never raises
-    for a bad file: the failure is in the returned :class:`FileResult`."""
+    for a bad file: the failure is in the returned :class:`FileResult`.  ``progress(stage,
+    fraction)`` is passed on to :func:`semcodec.api.encode` / ``decode``."""
     t0 = time.perf_counter()
     dec = decode_settings or DecodeSettings()
     result = FileResult(job.src, job.dst, job.rel, "failed")
@@ -385,15 +445,16 @@ def process_file(mode: str, job: Job, encode_options: Any = None,
         from semcodec import api
 
         if mode == "encode":
-            c = api.encode(job.src, options=encode_options)
+            c = api.encode(job.src, options=encode_options, progress=progress)
             c.save(job.dst)
             result.smc_bytes = os.stat(job.dst).st_size
         else:
             from semcodec.audio import write_audio
 
             c = api.load(job.src)
-            audio, sr = api.decode(c, dec)
-            write_audio(job.dst, audio, sr, dec.fmt)
+            audio, sr = api.decode(c, dec, progress=progress)
+            write_audio(job.dst, audio, sr, dec.fmt,
+                        progress=progress and (lambda f: progress("write", f)))
             del audio
             result.smc_bytes = job.size
         result.duration_s = float(c.duration)
@@ -422,22 +483,79 @@ def _on_sigint(signum, frame) -> None:  # noqa: ARG001
         raise KeyboardInterrupt
 
 
-def _worker_init(log_level: int, ignore_sigint: bool = False) -> None:
+_slots = None  # per-job progress in shared memory (local pool): [fraction, stage index] * jobs
+
+
+def _stage_names(mode: str) -> tuple[str, ...]:
+    from semcodec import api
+
+    stages = api.ENCODE_STAGES if mode == "encode" else api.DECODE_STAGES
+    return tuple(name for name, _ in stages)
+
+
+def _slot_progress(mode: str, slot: int) -> Callable[[str, float], None] | None:
+    """A ``progress(stage, fraction)`` that writes the file's overall fraction and stage into
+    its slot of the shared array (no lock: a worker that dies cannot block the others)."""
+    if _slots is None or slot < 0:
+        return None
+    from semcodec import api
+
+    stages = api.ENCODE_STAGES if mode == "encode" else api.DECODE_STAGES
+    names = _stage_names(mode)
+
+    def report(stage: str, frac: float) -> None:
+        overall = api.progress_fraction(stage, frac, stages)
+        if overall is None:
+            return
+        _slots[2 * slot + 1] = float(names.index(stage.partition(" ")[0]))
+        _slots[2 * slot] = max(_slots[2 * slot], overall)
+
+    return report
+
+
+def _worker_init(log_level: int, ignore_sigint: bool = False, slots: Any = None) -> None:
     """Pool worker start: SIGINT interrupts the file in progress only (an idle worker ignores
     it and exits when the pool shuts down), or nothing when the parent ignores SIGINT (started
     in the background, under nohup); log lines look like the CLI's."""
+    global _slots
+    _slots = slots
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_sigint)
+    _watch_parent(os.getppid())
     # as it always did, a worker logs errors only (its former list of noisy loggers named
     # "root", which is the root logger)
     configure_logging(max(log_level, logging.ERROR))
 
 
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    """Exit this worker when the batch process that started it is gone (killed with SIGKILL,
+    which runs no clean-up): the file in progress is interrupted (its temporary file is
+    removed, as on Ctrl-C), an idle worker exits at once.  Without this the workers lived on
+    as orphans."""
+    import _thread
+    import threading
+
+    def watch() -> None:
+        interrupted = False
+        while True:
+            time.sleep(every_s)
+            if os.getppid() == parent:
+                continue
+            if not _busy:
+                os._exit(0)
+            if not interrupted:  # raises KeyboardInterrupt in the file's thread (via SIGINT's
+                interrupted = True  # handler); the file returns "interrupted", then we exit
+                _thread.interrupt_main()
+
+    threading.Thread(target=watch, name="semcodec-parent-watch", daemon=True).start()
+
+
 def _pool_task(mode: str, job: Job, encode_options: Any, decode_settings: DecodeSettings,
-               force: bool, threads: int | None) -> FileResult:
+               force: bool, threads: int | None, slot: int = -1) -> FileResult:
     global _busy
     _busy = True
     try:
-        return process_file(mode, job, encode_options, decode_settings, force, threads)
+        return process_file(mode, job, encode_options, decode_settings, force, threads,
+                            _slot_progress(mode, slot))
     finally:
         _busy = False
 
@@ -464,7 +582,8 @@ _TaskArgs = tuple[Any, DecodeSettings, bool]
 
 
 def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
-               emit: Callable[[FileResult], None]) -> None:
+               emit: Callable[[FileResult], None],
+               file_progress: FileProgress | None = None) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -476,10 +595,30 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
     threads = max(1, default_jobs() // jobs)
     level = logging.getLogger().getEffectiveLevel()
     ignore_sigint = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    slot_of = {job.rel: i for i, job in enumerate(todo)}
+    slots = ctx.RawArray("d", 2 * len(todo)) if file_progress is not None else None
+    if slots is not None:
+        slots[:] = [-1.0] * len(slots)  # -1: not started; a stage at 0 % is reported
+    names = _stage_names(plan.mode)
+
+    def poll(running: list[tuple[Job, bool]]) -> None:
+        if slots is None or file_progress is None:
+            return
+        for job, _ in running:
+            k = slot_of[job.rel]
+            if slots[2 * k] >= 0.0:
+                idx = int(slots[2 * k + 1])
+                file_progress(job.rel, names[idx] if 0 <= idx < len(names) else "",
+                              float(slots[2 * k]))
+
+    def submit(pool, job: Job):
+        return pool.submit(_pool_task, plan.mode, job, *args, threads, slot_of[job.rel])
+
     while normal or suspects:
         workers = min(jobs, len(normal)) if normal else 1
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                   initializer=_worker_init, initargs=(level, ignore_sigint))
+                                   initializer=_worker_init,
+                                   initargs=(level, ignore_sigint, slots))
         inflight: dict[Any, tuple[Job, bool]] = {}
         broken = False
         try:
@@ -488,15 +627,15 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
                     if normal:
                         while normal and len(inflight) < workers:
                             job = normal.popleft()
-                            inflight[pool.submit(_pool_task, plan.mode, job, *args, threads)] = (
-                                job, False)
+                            inflight[submit(pool, job)] = (job, False)
                     elif suspects and not inflight:  # a suspect runs alone
                         job = suspects.popleft()
-                        inflight[pool.submit(_pool_task, plan.mode, job, *args, threads)] = (
-                            job, True)
+                        inflight[submit(pool, job)] = (job, True)
                 if not inflight:
                     break
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED,
+                               timeout=_POLL_S if slots is not None else None)
+                poll(list(inflight.values()))
                 for fut in done:
                     job, alone = inflight.pop(fut)
                     exc = fut.exception()
@@ -566,10 +705,13 @@ def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: _TaskArgs,
 
 def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
               encode_options: Any = None, decode_settings: DecodeSettings | None = None,
-              scheduler: str | None = None, progress: Progress | None = None) -> BatchReport:
+              scheduler: str | None = None, progress: Progress | None = None,
+              file_progress: FileProgress | None = None) -> BatchReport:
     """Run ``plan`` on ``jobs`` local processes (default: the number of cores) or, with
     ``scheduler`` (``tcp://host:8786``), on a Dask cluster; ``progress(result)`` is called as
-    each file finishes.  ``encode_options`` is an :class:`semcodec.api.EncodeOptions`."""
+    each file finishes, ``file_progress(rel, stage, fraction)`` about twice a second for each
+    file in progress (local processes only; on a cluster files report when they finish).
+    ``encode_options`` is an :class:`semcodec.api.EncodeOptions`."""
     t0 = time.perf_counter()
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be at least 1")
@@ -584,7 +726,7 @@ def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
         if progress is not None:
             progress(res)
 
-    for res in plan.conflicts:
+    for res in (*plan.conflicts, *plan.ignored):
         emit(res)
     todo = list(plan.jobs)
     if not force:  # complete outputs are skipped here, without starting any worker
@@ -603,7 +745,7 @@ def run_batch(plan: BatchPlan, *, jobs: int | None = None, force: bool = False,
         if scheduler:
             _run_dask(plan, todo, scheduler, args, emit)
         else:
-            _run_local(plan, todo, n_jobs, args, emit)
+            _run_local(plan, todo, n_jobs, args, emit, file_progress)
     results.sort(key=lambda r: r.rel)
     settings: dict[str, Any] = {"force": force}
     if plan.mode == "encode" and encode_options is not None:

@@ -10,7 +10,9 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +21,7 @@ import click
 
 from semcodec import __version__
 from semcodec.constants import (
+    DEFAULT_MAX_DECODE_S,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     TEMPO_FACTOR_MAX,
@@ -26,10 +29,38 @@ from semcodec.constants import (
     TRANSPOSE_MAX_SEMITONES,
 )
 from semcodec.container import bitrate_kbps
-from semcodec.errors import OutputError, OutputTooLargeError, SemcodecError, UsageError
+from semcodec.errors import (
+    OutputError,
+    OutputTooLargeError,
+    OutputTooLongError,
+    SemcodecError,
+    UsageError,
+)
 from semcodec.runtime import configure_logging
 
 log = logging.getLogger("semcodec")
+
+_T_IMPORT = time.perf_counter()
+
+
+def _since_process_start() -> float:
+    """Wall-clock seconds since this process started (interpreter start-up and imports
+    included), from /proc; elsewhere since this module was imported."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime (ticks)
+        return max(0.0, uptime - started, time.perf_counter() - _T_IMPORT)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.perf_counter() - _T_IMPORT
+
+
+def _timing(duration: float) -> str:
+    """``12.3 s, 4.1x real time`` for ``duration`` seconds of audio, counted from process start."""
+    wall = _since_process_start()
+    return f"{wall:.1f} s wall clock, {duration / max(wall, 1e-9):.1f}x real time"
 
 EXIT_OK, EXIT_USAGE, EXIT_ERROR = 0, 1, 2
 
@@ -78,29 +109,61 @@ def _verbosity(f):
 
 
 class _Progress:
-    """tqdm bars on stderr for the stages of a job; silent when stderr is not a terminal."""
+    """One tqdm bar on stderr for a job of several stages; silent when stderr is not a terminal.
 
-    def __init__(self, desc: str) -> None:
+    It is called as ``progress(stage, fraction)`` (see ``semcodec.api.Progress``).  The bar
+    shows the job's overall fraction (stages weighted by their typical share of the time,
+    ``stages``: ``((name, weight), ...)``), its elapsed time and ETA, and the current stage with
+    its own percentage; a background thread redraws it twice a second, so the clock moves
+    during a long step that reports nothing.
+    """
+
+    def __init__(self, desc: str, stages: tuple[tuple[str, float], ...] = ()) -> None:
         self.enabled = not STATE.quiet and sys.stderr.isatty()
         self.desc = desc
+        self.stages = stages
         self.bar: Any = None
-        self.stage: str | None = None
+        self._stop: Any = None
+        self._thread: Any = None
 
     def __call__(self, stage: str, frac: float) -> None:
         if not self.enabled:
             return
+        if self.bar is None:
+            self._start()
+        from semcodec.api import progress_fraction
+
+        frac = min(max(float(frac), 0.0), 1.0)
+        overall = progress_fraction(stage, frac, self.stages) if self.stages else frac
+        with self.bar.get_lock():
+            if overall is not None and int(overall * 1000) > self.bar.n:
+                self.bar.update(int(overall * 1000) - self.bar.n)  # feeds the rate / ETA
+            self.bar.set_description_str(f"{self.desc}: {stage} {frac * 100:3.0f}%",
+                                         refresh=False)
+            self.bar.refresh()
+
+    def _start(self) -> None:
+        import threading
+
         from tqdm import tqdm
 
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=100, desc=f"{self.desc}: {stage}", file=sys.stderr, leave=False,
-                            bar_format="{desc} {bar} {percentage:3.0f}% {elapsed}")
-        pct = int(round(min(max(frac, 0.0), 1.0) * 100))
-        self.bar.update(pct - self.bar.n)
+        self.bar = tqdm(total=1000, desc=self.desc, file=sys.stderr, leave=False,
+                        dynamic_ncols=True, smoothing=0.05,
+                        bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}")
+        self._stop = threading.Event()
+
+        def tick() -> None:
+            while not self._stop.wait(0.5):
+                with self.bar.get_lock():
+                    self.bar.refresh()
+
+        self._thread = threading.Thread(target=tick, name="semcodec-progress", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         if self.bar is not None:
+            self._stop.set()
+            self._thread.join()
             self.bar.close()
             self.bar = None
 
@@ -122,13 +185,51 @@ def _check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: directory {parent} does not exist")
+    _probe_writable(path, parent)
+
+
+def _probe_writable(path: str, parent: Path) -> None:
+    """Fail now, not after a long encode, when ``parent`` takes no new file (read-only folder
+    or file system, no permission, no space for an inode): create and remove a temporary file
+    there, named like those of the atomic writes."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write into {parent} ({exc.strerror or exc})") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _check_smc_name(path: str) -> None:
+    """Refuse a ``.smc`` output named like an audio file (``encode x.flac o.wav``)."""
+    from semcodec.audio import AUDIO_EXTENSIONS
+
+    ext = Path(path).suffix.lower()
+    if path != "-" and ext in AUDIO_EXTENSIONS:
+        raise UsageError(f"{path}: encode writes a .smc container, not {ext} audio "
+                         f"(name the output .smc; 'semcodec decode' makes audio)")
 
 
 def _write_bytes(path: str, data: bytes) -> None:
     if path == "-":
         out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        view = memoryview(data)
+        try:  # a full disk behind stdout gives short writes, then an error: never a truncation
+            while view:
+                n = out.write(view)
+                if not n:
+                    raise OSError(28, "short write")
+                view = view[n:]
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"<stdout>: cannot write ({exc.strerror or exc})") from None
         return
     from semcodec.io import atomic_write_bytes
 
@@ -143,7 +244,10 @@ def _read_smc(path: str):
     from semcodec.errors import InputError
 
     if path == "-":
-        data = sys.stdin.buffer.read()
+        from semcodec import constants
+        from semcodec.audio import read_bounded
+
+        data = read_bounded(sys.stdin.buffer, constants.MAX_STDIN_SMC_BYTES, "<stdin>", ".smc data")
         if not data:
             raise InputError("<stdin>: empty input")
         return api.Container.from_bytes(data), data
@@ -152,11 +256,29 @@ def _read_smc(path: str):
         raise InputError(f"{path}: no such file")
     if p.is_dir():
         raise InputError(f"{path}: is a directory")
+    from semcodec.audio import describe_special
+
+    special = describe_special(p.stat().st_mode)
+    if special:  # a FIFO would block here, then be read without a bound
+        raise InputError(f"{path}: {special}")
     data = p.read_bytes()
     try:
         return api.Container.from_bytes(data), data
     except SemcodecError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+#: Characters never written raw to the terminal: C0/C1 controls (escape sequences, CR, BEL),
+#: DEL, line/paragraph separators and the bidirectional-text controls.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                            "\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as a Python escape (``\\x1b``,
+    ``\\r``, ``\\u202e``): what a file or a path says reaches the terminal as text, never
+    as a command to it."""
+    return _CONTROL_CHARS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _say(msg: str) -> None:
@@ -229,6 +351,10 @@ def _synth_options(f):
                      "the synthesis lacks energy, attenuation where it has too much). The "
                      "residual follows --tempo and stays as it is with --transpose and "
                      "--program."),
+        click.option("--max-duration", type=click.FloatRange(min=0), default=DEFAULT_MAX_DECODE_S,
+                     show_default=True, metavar="SECONDS",
+                     help="Refuse to render more than SECONDS of audio (a tiny file may "
+                     "declare 24 h); 0 = no limit."),
     ]
     for deco in reversed(decorators):
         f = deco(f)
@@ -383,8 +509,12 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
                 raise UsageError("encode from stdin needs an OUTPUT (use - for stdout)")
             output = str(Path(input).with_suffix(".smc"))
         _check_output(output, force, (input,))
-    t0 = time.perf_counter()
-    progress = _Progress("encode")
+    _check_smc_name(output)
+    from semcodec.api import ENCODE_STAGES
+
+    skip = ({"fit"} if opts.fit_timbre is False else set()) | (
+        {"samples"} if opts.samples is False else set())
+    progress = _Progress("encode", tuple(st for st in ENCODE_STAGES if st[0] not in skip))
     try:
         if stem_list:
             c = api.encode_stems([(name, read_audio(path)) for name, path in stem_list],
@@ -395,18 +525,19 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
         progress.close()
     data = c.to_bytes()
     _write_bytes(output, data)
-    elapsed = time.perf_counter() - t0
     kbps = bitrate_kbps(len(data), c.duration)
     _say(f"{input} -> {output}: {c.score.n_notes} notes, {len(c.score.tracks)} track(s), "
-         f"{len(data)} bytes, {kbps:.3f} kbps ({c.duration / elapsed:.1f}x real time)")
+         f"{len(data)} bytes, {kbps:.3f} kbps ({_timing(c.duration)})")
 
 
 @cli.command()
 @click.argument("input", type=str)
 @click.argument("output", type=str, required=False)
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg"]), default=None,
-              help="Output format (default: from OUTPUT's extension; wav for stdout).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "ogg", "opus", "mp3"]),
+              default=None,
+              help="Output format (default: from OUTPUT's extension; wav for stdout). "
+              "opus and mp3 resample to a rate they take (Opus: 48 kHz).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
               help="Play track TRACK (number from 1, or name) with another GM program (the "
               "residual stays as it is).")
@@ -418,13 +549,13 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
            transpose: int, tempo: float, channels: str, stems_dir: str | None,
-           no_residual: bool) -> None:
-    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg).
+           no_residual: bool, max_duration: float) -> None:
+    """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg, .opus, .mp3).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
     """
     from semcodec import api
-    from semcodec.audio import encode_audio, output_format, write_audio
+    from semcodec.audio import encode_audio, output_format, write_audio, written_rate
 
     if output is None:
         if input == "-":
@@ -432,7 +563,6 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
         output = str(Path(input).with_suffix(".wav"))
     audio_fmt = output_format(output, fmt or ("wav" if output == "-" else None))
     _check_output(output, force, (input,))
-    t0 = time.perf_counter()
     c, _ = _read_smc(input)
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
@@ -440,21 +570,30 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
                              programs=prog_map, transpose=transpose, tempo=tempo,
-                             residual=not no_residual)
-    with _flag_hints():
-        if stems_dir:
-            audio, sr, parts = api.decode_tracks(c, opts)
+                             max_duration_s=max_duration or None, residual=not no_residual)
+    progress = _Progress("decode", api.DECODE_STAGES)
+    try:
+        with _flag_hints(input):
+            if stems_dir:
+                audio, sr, parts = api.decode_tracks(c, opts, progress=progress)
+            else:
+                (audio, sr), parts = api.decode(c, opts, progress=progress), []
+        n_files = 1 + len(stem_paths)
+
+        def writing(k: int):
+            return lambda f: progress("write", (k + f) / n_files)
+
+        if output == "-":
+            _write_bytes(output, encode_audio(audio, sr, audio_fmt, progress=writing(0)))
         else:
-            (audio, sr), parts = api.decode(c, opts), []
-    if output == "-":
-        _write_bytes(output, encode_audio(audio, sr, audio_fmt))
-    else:
-        write_audio(output, audio, sr, fmt)
-    for path, (_, part) in zip(stem_paths, parts):
-        write_audio(path, part, sr)
-    elapsed = time.perf_counter() - t0
+            write_audio(output, audio, sr, fmt, progress=writing(0))
+        for k, (path, (_, part)) in enumerate(zip(stem_paths, parts)):
+            write_audio(path, part, sr, progress=writing(k + 1))
+    finally:
+        progress.close()
     dur = audio.shape[0] / sr
-    _say(f"{input} -> {output}: {dur:.2f} s at {sr} Hz ({dur / max(elapsed, 1e-9):.1f}x real time)")
+    _say(f"{input} -> {output}: {dur:.2f} s at {written_rate(audio_fmt, sr)} Hz "
+         f"({_timing(dur)})")
 
 
 def _channels(choice: str) -> int | None:
@@ -463,12 +602,14 @@ def _channels(choice: str) -> int | None:
 
 
 @contextlib.contextmanager
-def _flag_hints() -> Iterator[None]:
-    """Name the CLI flag a library error's advice refers to."""
+def _flag_hints(name: str) -> Iterator[None]:
+    """Name the input and the CLI flag a library error's advice refers to."""
     try:
         yield
+    except OutputTooLongError as exc:
+        raise OutputTooLongError(f"{name}: {exc} with --max-duration SECONDS (0: none)") from None
     except OutputTooLargeError as exc:
-        raise OutputTooLargeError(f"{exc} (--sample-rate)") from None
+        raise OutputTooLargeError(f"{name}: {exc} (--sample-rate)") from None
 
 
 def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], force: bool) -> list[str]:
@@ -482,7 +623,9 @@ def _stem_paths(stems_dir: str, c, output: str, audio_fmt: tuple[str, str], forc
         if not (d.parent if str(d.parent) else Path(".")).is_dir():
             raise OutputError(f"{stems_dir}: parent directory does not exist")
         d.mkdir()
-    ext = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg"}[audio_fmt[0]]
+    from semcodec.audio import extension_of
+
+    ext = extension_of(audio_fmt)
     paths = []
     for i, t in enumerate(c.score.tracks):
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", t.name).strip("._") or "track"
@@ -504,10 +647,10 @@ def info(input: str, as_json: bool) -> None:
 
     c, data = _read_smc(input)
     summary = container_summary(c, data, input)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    if as_json:  # ensure_ascii: every control (and non-ASCII) character as a \\u escape
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=True))
         return
-    click.echo("\n".join(summary_lines(summary, c)))
+    click.echo("\n".join(printable(line) for line in summary_lines(summary, c)))
 
 
 @cli.command()
@@ -518,11 +661,17 @@ def info(input: str, as_json: bool) -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @_verbosity
 def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -> None:
-    """Export the score of a .smc file as MIDI and/or MusicXML."""
+    """Export the score of a .smc file as MIDI and/or MusicXML.
+
+    Without --midi and --musicxml, writes both beside INPUT (x.smc -> x.mid, x.musicxml).
+    """
     from semcodec.score import write_midi, write_musicxml
 
     if not midi_out and not xml_out:
-        raise UsageError("nothing to export: give --midi PATH and/or --musicxml PATH")
+        if input == "-":
+            raise UsageError("export from stdin needs --midi PATH and/or --musicxml PATH")
+        midi_out = str(Path(input).with_suffix(".mid"))
+        xml_out = str(Path(input).with_suffix(".musicxml"))
     for out in (midi_out, xml_out):
         if out:
             if out == "-":
@@ -548,10 +697,10 @@ def test_cmd(inputs: tuple[str, ...]) -> None:
             _read_smc(path)
         except SemcodecError as exc:
             failed += 1
-            click.echo(f"{exc}", err=True)
+            click.echo(printable(f"{exc}"), err=True)
             continue
         if not STATE.quiet:
-            click.echo(f"{path}: ok")
+            click.echo(printable(f"{path}: ok"))
     if failed:
         raise SystemExit(EXIT_ERROR)
 
@@ -583,13 +732,16 @@ def _batch_common(f):
                      help="Write the per-file results as JSON to this file."),
         click.option("--scheduler", default=None, metavar="tcp://HOST:8786",
                      help="Run on this Dask cluster instead (pip install 'semcodec[dask]')."),
+        click.option("--follow-symlinks", is_flag=True,
+                     help="Also process symbolic links to files outside SRC_DIR (skipped and "
+                     "listed by default)."),
     ]):
         f = opt(f)
     return f
 
 
 def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, report_path,
-               scheduler, **settings) -> None:
+               scheduler, follow_symlinks: bool = False, **settings) -> None:
     from tqdm import tqdm
 
     from semcodec import batch
@@ -598,23 +750,57 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
         rp = Path(report_path)
         if rp.is_dir() or not (rp.parent if str(rp.parent) else Path(".")).is_dir():
             raise OutputError(f"{report_path}: cannot write the report there")
-    plan = batch.plan_batch(mode, src, dst, fmt)
+    plan = batch.plan_batch(mode, src, dst, fmt, follow_symlinks=follow_symlinks)
     if plan.n_files == 0:
         _say(f"batch {mode}: no input files under {src}")
     show = not STATE.quiet and sys.stderr.isatty()
-    bar = tqdm(total=plan.n_files, desc=f"batch {mode}", unit="file", file=sys.stderr,
-               disable=not show, dynamic_ncols=True)
+    # files done plus the fractions of the files in progress: the bar and its ETA move while
+    # files are being worked on; the files in progress are listed with their stage after it
+    bar = tqdm(total=plan.n_files, desc=f"batch {mode}", file=sys.stderr, disable=not show,
+               dynamic_ncols=True, smoothing=0.1,
+               bar_format="{desc} |{bar}| {n:.1f}/{total_fmt} files {elapsed}<{remaining}"
+               "{postfix}")
+    finished = [0]
+    running: dict[str, tuple[str, float]] = {}
+
+    def redraw() -> None:
+        n = finished[0] + sum(f for _, f in running.values())
+        with bar.get_lock():
+            if n > bar.n:
+                bar.update(n - bar.n)
+            bar.set_postfix_str(", ".join(f"{Path(rel).name} {stage} {frac * 100:.0f}%"
+                                          for rel, (stage, frac) in sorted(running.items())))
 
     def progress(res) -> None:
-        bar.update(1)
+        finished[0] += 1
+        running.pop(res.rel, None)
+        redraw()
         if res.status == "failed":
             msg = f"semcodec: error: {Path(src) / res.rel}: {res.reason}"
             bar.write(msg, file=sys.stderr) if show else click.echo(msg, err=True)
 
+    def file_progress(rel: str, stage: str, frac: float) -> None:
+        running[rel] = (stage, frac)
+        redraw()
+
+    stop = threading.Event()
+
+    def tick() -> None:  # the clock moves while workers start and load their models
+        while not stop.wait(0.5):
+            with bar.get_lock():
+                bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="semcodec-progress", daemon=True)
+    if show:
+        ticker.start()
     try:
         report = batch.run_batch(plan, jobs=jobs, force=force, scheduler=scheduler,
-                                 progress=progress, **settings)
+                                 progress=progress, file_progress=file_progress if show else None,
+                                 **settings)
     finally:
+        stop.set()
+        if show:
+            ticker.join()
         bar.close()
     if report_path:
         report.write_json(report_path)
@@ -634,11 +820,11 @@ def _run_batch(mode: str, src: str, dst: str, fmt: str, jobs, force: bool, repor
 @_encode_options
 @_verbosity
 def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
-                 **options) -> None:
+                 follow_symlinks: bool, **options) -> None:
     """Encode every audio file under SRC_DIR (.wav .flac .ogg .mp3 .aif .aiff) to DST_DIR/**.smc."""
     opts = _encode_options_from(**options)
     _run_batch("encode", src_dir, dst_dir, "wav", jobs, force, report_path, scheduler,
-               encode_options=opts)
+               follow_symlinks, encode_options=opts)
 
 
 @batch_group.command("decode")
@@ -649,9 +835,10 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
               show_default=True, help="Output format.")
 @_synth_options
 @_verbosity
-def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler, fmt: str,
-                 engine: str, device: str, soundfont, sample_rate, transpose: int,
-                 tempo: float, channels: str, no_residual: bool) -> None:
+def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
+                 follow_symlinks: bool, fmt: str, engine: str, device: str, soundfont,
+                 sample_rate, transpose: int, tempo: float, channels: str,
+                 no_residual: bool, max_duration: float) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -660,9 +847,10 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
                                     tempo=tempo, channels=_channels(channels),
+                                    max_duration_s=max_duration or None,
                                     residual=not no_residual)
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
-               decode_settings=settings)
+               follow_symlinks, decode_settings=settings)
 
 
 # --- entry point -------------------------------------------------------------------------
@@ -681,5 +869,5 @@ def _fail(exc: BaseException, code: int, prefix: str = "", hint: bool = False) -
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
     extra = " (run with -v for details)" if hint and not STATE.verbose else ""
-    click.echo(f"semcodec: error: {prefix}{text}{extra}", err=True)
+    click.echo(printable(f"semcodec: error: {prefix}{text}{extra}"), err=True)
     sys.exit(code)

@@ -20,6 +20,14 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 #: Most input channels accepted before refusing the file (they are downmixed to mono).
 MAX_CHANNELS = 64
+#: Largest input sample magnitude accepted (float files may exceed full scale a little; +24
+#: dBFS keeps the loudness within what the container stores).
+MAX_INPUT_PEAK = 16.0
+#: Most bytes read from stdin: audio for ``encode -`` (about 100 min of 16-bit stereo WAV at
+#: 44.1 kHz; a file on disk has no such cap, it is read block by block), and a ``.smc`` for
+#: ``decode -``/``info -``/``test -``.
+MAX_STDIN_AUDIO_BYTES = 1 << 30
+MAX_STDIN_SMC_BYTES = 256 << 20
 #: Target loudness when the original loudness is unknown or silent (LUFS).
 DEFAULT_LOUDNESS_LUFS = -23.0
 #: Below this integrated loudness a signal counts as silence (LUFS).
@@ -94,6 +102,27 @@ MAX_CODEC_NAME_BYTES = 16
 MAX_NAME_CHARS = 256
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 1024
+#: Bound on a timbre's output gain in the TIMB chunk (dB).
+MAX_TIMBRE_GAIN_DB = 100.0
+
+# --- reader budgets (docs/FORMAT.md "Budgets", docs/ROBUSTNESS.md) -------------------------
+# What a file may make a reader build grows with the file's bytes, so that a small file cannot
+# cost minutes or gigabytes; every budget is checked before the work it bounds starts.
+#: A compressed SCOR/TAGS payload may expand to at most max(EXPANSION_FLOOR_BYTES,
+#: MAX_EXPANSION_RATIO x its compressed bytes) (and never past 4 x MAX_CHUNK_BYTES).
+MAX_EXPANSION_RATIO = 32
+EXPANSION_FLOOR_BYTES = 1 << 20
+#: Notes + pitch-bend points of a file: at most max(SCORE_OBJECTS_FLOOR,
+#: SCORE_OBJECTS_PER_BYTE x the SCOR payload's bytes).  Real encodes hold 0.3-0.4 notes per
+#: byte (the 60-min reference: 5485 notes in 21920 bytes); the floor covers any score of
+#: ordinary size however well it compresses.
+SCORE_OBJECTS_FLOOR = 250_000
+SCORE_OBJECTS_PER_BYTE = 0.5
+#: Most bytes of the TAGS chunk's JSON text once decompressed (the CLI's lyrics cap is 256 kB).
+MAX_TEXT_BYTES = 1 << 20
+#: Longest output the decoder renders unless told otherwise (s): a 200-byte file may declare
+#: 24 h; decoding refuses such an output in one line (``--max-duration`` lifts the cap).
+DEFAULT_MAX_DECODE_S = 4 * 3600.0
 
 # --- paths -------------------------------------------------------------------------------
 PACKAGE_DIR = Path(__file__).resolve().parent

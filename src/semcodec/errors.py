@@ -31,5 +31,10 @@ class OutputTooLargeError(SynthError):
     """The decoded output would not fit in this machine's memory (a lower sample rate may)."""
 
 
+class OutputTooLongError(SynthError):
+    """The decoded output would be longer than the decoder's duration limit (a higher limit,
+    or none, allows it)."""
+
+
 class UsageError(SemcodecError):
     """An option value is invalid (bad track reference, bad program number, ...)."""

@@ -1,18 +1,76 @@
 """Writing files safely: atomically (a temporary file in the same folder, fsynced, then renamed
 over the target) and durably (the folder is fsynced after the rename).  Standard library only;
 every writer of semcodec goes through here (``.smc`` files, audio, MIDI/MusicXML, batch reports).
+A process killed mid-write (SIGKILL) leaves its temporary file; the first write of a later run
+into that folder removes it once it is :data:`STALE_TEMP_AGE_S` old.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from semcodec.errors import OutputError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "fsync_directory"]
+__all__ = ["STALE_TEMP_AGE_S", "atomic_write", "atomic_write_bytes", "fsync_directory",
+           "sweep_stale_temp_files"]
+
+log = logging.getLogger(__name__)
+
+#: A temporary file of an atomic write that nobody has written to for this long (seconds) was
+#: left by a process killed mid-write (SIGKILL, OOM killer, power loss: no clean-up runs);
+#: the next write into its folder removes it.  A live writer touches its file continually.
+STALE_TEMP_AGE_S = 3600.0
+#: The temporary files semcodec's writers create: ``.NAME.XXXXXXXX.tmp`` (tempfile.mkstemp
+#: with prefix ``.NAME.``), NAME being a file semcodec writes.
+_TEMP_NAME = re.compile(r"^\..+\.(smc|wav|flac|ogg|opus|mp3|mid|musicxml|json)"
+                        r"\.[a-z0-9_]{8}\.tmp$", re.IGNORECASE)
+_swept: set[str] = set()
+
+
+def sweep_stale_temp_files(folder: str | os.PathLike, max_age_s: float = STALE_TEMP_AGE_S,
+                           *, now: float | None = None) -> list[str]:
+    """Remove the temporary files that a killed semcodec left in ``folder`` and return their
+    paths: names ``.NAME.XXXXXXXX.tmp`` of semcodec's outputs (``.smc``, audio, MIDI,
+    MusicXML, JSON reports), regular files (not links) owned by this user, not modified for
+    ``max_age_s`` seconds.  Best effort: a file that cannot be examined or removed is left."""
+    removed: list[str] = []
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    now = time.time() if now is None else now
+    try:
+        entries = os.scandir(os.fspath(folder))
+    except OSError:
+        return removed
+    with entries:
+        for entry in entries:
+            if not _TEMP_NAME.match(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if (not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid)
+                        or now - st.st_mtime < max_age_s):
+                    continue
+                os.unlink(entry.path)
+            except OSError:
+                continue
+            removed.append(entry.path)
+    for path in removed:
+        log.info("removed %s, a temporary file left by an interrupted semcodec run", path)
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """:func:`sweep_stale_temp_files` the first time this process writes into ``folder``."""
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        sweep_stale_temp_files(folder)
 
 
 def _default_mode() -> int:
@@ -44,6 +102,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     :class:`OutputError`, other exceptions of ``write`` propagate."""
     target = Path(os.fspath(path))
     folder = target.parent if str(target.parent) else Path(".")
+    _sweep_once(folder)
     tmp_name = None
     try:
         try:

@@ -21,6 +21,19 @@ from semcodec.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
+#: Slowest tempo a Standard MIDI File holds (its set-tempo event stores at most 0xFFFFFF
+#: microseconds per beat): slower container tempos (the format allows 1 BPM) are written as
+#: this one; the notes keep their times in seconds.
+MIDI_MIN_TEMPO_BPM = 60e6 / 0xFFFFFF
+#: Largest MIDI delta time (ticks) and the ticks per beat the exporter prefers.
+_MIDI_MAX_TICKS = 0x0FFFFFFF
+_MIDI_RESOLUTION = 220
+#: Longest score typeset as MusicXML (beats up to the last note's end; music21 needs ~5 ms a
+#: beat, and sheet music this long is unreadable anyway): longer scores are refused in one line.
+MAX_NOTATION_BEATS = 20_000
+#: Most notes typeset as MusicXML.
+MAX_NOTATION_NOTES = 50_000
+
 _PITCH_NAMES = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "A-", "A", "B-", "B")
 # Krumhansl-Kessler key profiles (major, minor), index 0 = tonic.
 _MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -103,8 +116,12 @@ def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
     """
     import pretty_midi  # noqa: PLC0415
 
-    tempo = float(score.tempo_bpm) if score.tempo_bpm > 0 else 120.0
-    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    tempo = midi_tempo(score.tempo_bpm)
+    # every tick count must fit a MIDI delta time (28 bits): fewer ticks per beat on very long
+    # and fast scores (a day at 1000 BPM), never below 24
+    beats = (score.end_time + 2.0 * 60.0 / tempo) * tempo / 60.0
+    resolution = max(24, min(_MIDI_RESOLUTION, int(_MIDI_MAX_TICKS // max(beats, 1.0))))
+    pm = pretty_midi.PrettyMIDI(resolution=resolution, initial_tempo=tempo)
     num, den = score.time_signature
     pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), 0.0))
     shift = 0.0
@@ -114,7 +131,7 @@ def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
         shift = (60.0 / tempo - phase) % (60.0 / tempo)
     for track in score.tracks:
         inst = pretty_midi.Instrument(program=int(track.program), is_drum=track.is_drum,
-                                      name=track.name)
+                                      name=midi_text(track.name))
         for n in track.notes:
             inst.notes.append(pretty_midi.Note(velocity=int(n.velocity), pitch=int(n.pitch),
                                                start=n.onset + shift, end=n.offset + shift))
@@ -127,6 +144,24 @@ def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
         inst.pitch_bends.sort(key=lambda b: b.time)
         pm.instruments.append(inst)
     return pm
+
+
+def midi_tempo(tempo_bpm: float) -> float:
+    """The tempo (BPM) a MIDI file is written with for a score at ``tempo_bpm``: the same,
+    raised to :data:`MIDI_MIN_TEMPO_BPM` (120 for a value that is not a positive number)."""
+    tempo = float(tempo_bpm)
+    if not math.isfinite(tempo) or tempo <= 0:
+        return 120.0
+    if tempo < MIDI_MIN_TEMPO_BPM:
+        log.info("tempo %.3g BPM is below what MIDI holds; written as %.3f BPM", tempo,
+                 MIDI_MIN_TEMPO_BPM)
+    return max(tempo, MIDI_MIN_TEMPO_BPM + 1e-6)
+
+
+def midi_text(text: str) -> str:
+    """``text`` for a MIDI text event: mido writes these as Latin-1, so the UTF-8 bytes of
+    ``text`` are passed as Latin-1 characters (the file then holds UTF-8, as DAWs expect)."""
+    return text.encode("utf-8", "replace").decode("latin-1")
 
 
 def write_midi(score: Score, path: str | os.PathLike) -> None:
@@ -175,12 +210,18 @@ def to_music21(score: Score, lyrics: str | None = None):
     """
     import music21  # noqa: PLC0415
 
+    check_notation_size(score)
     pm = to_pretty_midi(score, align_to_beat=True)
     with tempfile.TemporaryDirectory() as tmp:
         mid = Path(tmp) / "score.mid"
         pm.write(str(mid))
         parsed = music21.converter.parse(str(mid), format="midi", quantizePost=True,
                                          quarterLengthDivisors=(4, 3))
+    written = [t for t in score.tracks if t.notes]  # one part each, in order
+    parts = cast("music21.stream.Score", parsed).parts
+    if len(parts) == len(written):  # the names as text (not MIDI's Latin-1 bytes)
+        for part, t in zip(parts, written):
+            part.partName = "".join(ch for ch in t.name if ch.isprintable())  # XML-safe
     key = _music21_key(score.key)
     if key is not None:
         for part in cast("music21.stream.Score", parsed).parts:
@@ -220,15 +261,38 @@ def _music21_key(name: str):
         return None
 
 
+def check_notation_size(score: Score) -> None:
+    """Refuse (:class:`OutputError`) a score too long to typeset: more than
+    :data:`MAX_NOTATION_BEATS` beats up to its last note's end or :data:`MAX_NOTATION_NOTES`
+    notes (checked before music21 starts)."""
+    beats = score.end_time * midi_tempo(score.tempo_bpm) / 60.0
+    if beats > MAX_NOTATION_BEATS or score.n_notes > MAX_NOTATION_NOTES:
+        raise OutputError(
+            f"score too long for MusicXML ({beats:.0f} beats, {score.n_notes} notes; at most "
+            f"{MAX_NOTATION_BEATS} beats and {MAX_NOTATION_NOTES} notes): export --midi instead")
+
+
 def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None) -> None:
-    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given."""
-    parsed = to_music21(score, lyrics)
+    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given.
+
+    A meter music21 cannot typeset (e.g. 64/1) is replaced by 4/4 (logged)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    try:
+        check_notation_size(score)
+    except OutputError as exc:
+        raise OutputError(f"{os.fspath(path)}: {exc}") from None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "score.musicxml"
-        try:
-            parsed.write("musicxml", fp=str(out))
-        except Exception as exc:  # noqa: BLE001 - music21 raises many types
-            raise OutputError(f"{os.fspath(path)}: cannot write MusicXML ({exc})") from None
+        for attempt in (score, replace(score, time_signature=(4, 4))):
+            try:
+                to_music21(attempt, lyrics).write("musicxml", fp=str(out))
+                break
+            except Exception as exc:  # noqa: BLE001 - music21 raises many types
+                if attempt.time_signature == (4, 4) or attempt is not score:
+                    raise OutputError(f"{os.fspath(path)}: cannot write MusicXML ({exc})") from None
+                log.warning("meter %d/%d cannot be typeset (%s); written in 4/4",
+                            *score.time_signature, str(exc).splitlines()[0][:80])
         atomic_write_bytes(path, out.read_bytes())
 
 

@@ -20,7 +20,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     and duration in s, codec, sample_rate, bytes, key), chunks (type, offset, bytes) and
     residual (None, or the RESD grid: bands, period_s, step_db, cells, coded_cells, bytes).
     """
-    sizes = track_sizes(c)
+    scor = [ch for ch in chunk_table(data) if ch.type == "SCOR"]  # its payload: less framing
+    sizes = track_sizes(c, scor[0].length - 12 if scor else None)
     timbre_tracks = {t.track for t in c.timbres}
     tracks = []
     for i, t in enumerate(c.score.tracks):

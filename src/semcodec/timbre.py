@@ -21,14 +21,13 @@ import io
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
-from semcodec.errors import ContainerError
 from semcodec.events import Sample, Score, Timbre
-from semcodec.audio import canonical_ogg
+from semcodec.audio import canonical_ogg, read_sample
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
@@ -257,7 +256,8 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
 # --- fitting ------------------------------------------------------------------------------
 
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
-                budget_s: float | None = None, device: str = "cpu"  # noqa: ARG001
+                budget_s: float | None = None, device: str = "cpu",  # noqa: ARG001
+                progress: Callable[[float], None] | None = None,
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
     notes), the best-matching GM program per track index, and ``{track: (engine, gain_dB)}``
@@ -269,6 +269,7 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
 
     Without neural weights/torch, returns no timbres and each track's own program.
+    ``progress(fraction)`` (0..1 over all the pitched tracks, in order) is called as it goes.
     """
     from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
 
@@ -277,10 +278,11 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     if not pitched or not weights_available():
         return (), programs, {}
     with torch_threads():
-        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs)
+        return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs,
+                            progress or (lambda _frac: None))
 
 
-def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
+def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, progress):
     import torch  # noqa: PLC0415
 
     from semcodec.synth import ddsp  # noqa: PLC0415
@@ -304,6 +306,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
     for n_done, ti in enumerate(pitched):
+        progress(n_done / len(pitched))
         deadline = t0 + total_budget * (n_done + 1) / len(pitched)
         starts = _windows(score, ti, duration, samples)
         on, off, pit, vel, bends, grp = _excerpt_notes(score, ti, starts)
@@ -353,6 +356,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
             if best is None or loss < best[0]:
                 best = (loss, p, emb, room, g_db)
             log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
+            progress((n_done + 0.3 * (cand.index(p) + 1) / len(cand)) / len(pitched))
             if time.monotonic() > deadline:
                 break
         start_loss, program, emb0, room0, g0 = best
@@ -374,6 +378,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                progress((n_done + 0.3 + 0.1 * (step + 1) / proxy_steps) / len(pitched))
             cand_loss, g_db = evaluate(emb.detach(), room0)
             if cand_loss < best_fit[0]:
                 best_fit = (cand_loss, emb.detach().clone(), room0.clone(), g_db)
@@ -393,6 +398,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
             loss.backward()
             opt.step()
             step_t = time.monotonic() - ts
+            progress((n_done + 0.4 + 0.55 * (n_steps + 1) / max_steps) / len(pitched))
         if n_steps:
             cand_loss, _ = evaluate(emb.detach(), room.detach(), float(gain.detach()))
             if cand_loss < best_fit[0]:
@@ -409,6 +415,7 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs):
                      "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
             if losses["fluidsynth"][0] < losses["neural"][0]:
                 engines[ti] = ("fluidsynth", losses["fluidsynth"][1])
+    progress(1.0)
     return tuple(timbres), programs, engines
 
 
@@ -537,13 +544,7 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
 
 
 def decode_sample(sample: Sample) -> tuple[np.ndarray, int]:
-    """Decode a :class:`Sample` to (mono float32 audio, sample rate)."""
-    import soundfile as sf  # noqa: PLC0415
-
-    if sample.codec != "opus":
-        raise ContainerError(f"sample codec {sample.codec!r} is not supported (opus only)")
-    try:
-        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
-    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
-        raise ContainerError(f"cannot decode opus sample of track {sample.track} ({exc})") from exc
-    return dsp.downmix(data), int(rate)
+    """Decode a :class:`Sample` to (mono float32 audio, sample rate); checked by
+    :func:`semcodec.audio.read_sample` (ContainerError when the payload is unusable)."""
+    data, rate = read_sample(sample)
+    return dsp.downmix(data), rate

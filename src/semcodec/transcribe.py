@@ -165,11 +165,13 @@ def _get_session():
         return _session
 
 
-def model_activations(audio22: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def model_activations(audio22: np.ndarray, progress: Callable[[float], None] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run basic-pitch on mono audio at 22050 Hz.
 
     Returns ``(note, onset, contour)`` activations of shapes (n_frames, 88), (n_frames, 88) and
     (n_frames, 264), float32, on a uniform grid: frame ``f`` is centred on sample ``f * 256``.
+    ``progress(fraction)`` is called after each batch of model windows.
     """
     audio22 = np.asarray(audio22, dtype=np.float32)
     n_frames = max(1, -(-len(audio22) // _HOP))
@@ -199,6 +201,8 @@ def model_activations(audio22: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         for dst, idx in zip((note, onset, contour), order):
             out = outs[idx][:, _EDGE : _EDGE + _KEEP, :]
             dst[b0 * _KEEP : b1 * _KEEP] = out.reshape(-1, out.shape[-1])
+        if progress:
+            progress(b1 / n_windows)
     return note[:n_frames], onset[:n_frames], contour[:n_frames]
 
 
@@ -511,7 +515,8 @@ def transcribe(
     """Transcribe mono ``audio`` (float32, shape (n_samples,)) at ``sr`` Hz into notes.
 
     Returns the notes sorted by onset (s).  Silent or empty input gives ``()``.
-    ``progress(fraction)`` is called after each window.
+    ``progress(fraction)`` is called after each window, and within a window after each
+    batch of basic-pitch's 2-s model windows.
     """
     audio, sr = _check_audio(audio, sr)
     n = len(audio)
@@ -524,7 +529,9 @@ def transcribe(
     pieces: list[_Piece] = []
     last_by_pitch: dict[int, _Piece] = {}
     for w in range(n_windows):
-        _transcribe_window(audio, sr, w, n_windows, options, pieces, last_by_pitch)
+        within = None if progress is None else (
+            lambda f, w=w: progress((w + 0.9 * f) / n_windows))
+        _transcribe_window(audio, sr, w, n_windows, options, pieces, last_by_pitch, within)
         if progress:
             progress((w + 1) / n_windows)
     return _pieces_to_notes(pieces, duration, options)
@@ -532,8 +539,10 @@ def transcribe(
 
 def _transcribe_window(audio: np.ndarray, sr: int, w: int, n_windows: int,
                        options: TranscribeOptions, pieces: list[_Piece],
-                       last_by_pitch: dict[int, _Piece]) -> None:
-    """Run the model on window ``w`` (with its context) and add its notes to ``pieces``."""
+                       last_by_pitch: dict[int, _Piece],
+                       progress: Callable[[float], None] | None = None) -> None:
+    """Run the model on window ``w`` (with its context) and add its notes to ``pieces``;
+    ``progress(fraction)`` as the model runs through it."""
     n = len(audio)
     duration = n / sr
     window_s = float(options.window_s)
@@ -554,7 +563,7 @@ def _transcribe_window(audio: np.ndarray, sr: int, w: int, n_windows: int,
         return
     t0 = s0 / sr + _TIME_OFFSET_S
     audio22 = _resample(segment, sr)
-    note_act, onset_act, contour = model_activations(audio22)
+    note_act, onset_act, contour = model_activations(audio22, progress)
     events = decode_notes(
         note_act, onset_act, options.onset_threshold, options.frame_threshold,
         options.min_note_frames, options.melodia_trick, options.min_pitch, options.max_pitch,

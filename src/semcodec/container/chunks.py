@@ -10,6 +10,8 @@ from semcodec.constants import (
     MAX_ROOM_PARAMS,
     MAX_SAMPLE_RATE,
     MAX_SAMPLES,
+    MAX_TEXT_BYTES,
+    MAX_TIMBRE_GAIN_DB,
     MAX_TIMBRES,
     MIDI_MAX,
     MIDI_MIN,
@@ -49,6 +51,9 @@ def _encode_timbres(timbres: tuple[Timbre, ...], n_tracks: int) -> bytes:
         out += _uvarint(len(t.embedding))
         for v in t.embedding:
             out += _f16(v, what)
+        if not isinstance(t.gain_db, (int, float)) or not abs(t.gain_db) <= MAX_TIMBRE_GAIN_DB:
+            raise _fail(f"{what}: gain {t.gain_db!r} dB outside -{MAX_TIMBRE_GAIN_DB:g}.."
+                        f"{MAX_TIMBRE_GAIN_DB:g}")
         out += _f16(t.gain_db, what)
         if len(t.room) > MAX_ROOM_PARAMS:
             raise _fail(f"{what}: more than {MAX_ROOM_PARAMS} room values")
@@ -72,6 +77,9 @@ def _decode_timbres(payload: bytes, n_tracks: int) -> tuple[Timbre, ...]:
         r.need(2 * dim)
         embedding = tuple(r.f16() for _ in range(dim))
         gain = r.f16()
+        if abs(gain) > MAX_TIMBRE_GAIN_DB:
+            raise _fail(f"TIMB chunk: timbre {i} gain {gain:g} dB outside "
+                        f"-{MAX_TIMBRE_GAIN_DB:g}..{MAX_TIMBRE_GAIN_DB:g}")
         n_room = r.uvarint()
         if n_room > MAX_ROOM_PARAMS:
             raise _fail(f"TIMB chunk: {n_room} room values (at most {MAX_ROOM_PARAMS})")
@@ -178,9 +186,12 @@ def _decode_sample_keys(payload: bytes, n_samples: int) -> dict[int, int]:
 
 def _encode_texts(texts: dict[str, str]) -> bytes:
     _str_map(texts, "texts", None)
-    return _compress_smallest(_dump_json(texts, "texts"))
+    raw = _dump_json(texts, "texts")
+    if len(raw) > MAX_TEXT_BYTES:
+        raise _fail(f"texts of {len(raw)} bytes exceed the cap of {MAX_TEXT_BYTES}")
+    return _compress_smallest(raw)
 
 
 def _decode_texts(payload: bytes) -> dict[str, str]:
-    raw = _decompress(payload, "TAGS chunk")
+    raw = _decompress(payload, "TAGS chunk", cap=MAX_TEXT_BYTES)
     return _str_map(_parse_json(raw, "TAGS chunk"), "TAGS chunk", None)

@@ -18,7 +18,8 @@ from semcodec.constants import (
     VELOCITY_MAX,
     VELOCITY_MIN,
 )
-from semcodec.container.compression import _compress_smallest, _decompress
+from semcodec.constants import SCORE_OBJECTS_FLOOR, SCORE_OBJECTS_PER_BYTE
+from semcodec.container.compression import _compress_smallest, _decompress, score_budget
 from semcodec.container.primitives import (
     _bend_ok,
     _end_limit_ticks,
@@ -103,10 +104,18 @@ def _encode_score(score: Score, duration: float) -> bytes:
     raw = bytes(out)
     if len(raw) > MAX_DECOMPRESSED_BYTES:
         raise _fail("score is too large for one SCOR chunk")
-    return _compress_smallest(raw)
+    return _compress_smallest(raw, total_notes + total_bends)
+
+
+def _budget_fail(budget: int, payload_bytes: int):
+    """The error of a score over its budget of notes + bend points (:func:`score_budget`)."""
+    return _fail(f"SCOR chunk: more than {budget} notes and bend points for its {payload_bytes} "
+                 f"bytes (budget: {SCORE_OBJECTS_PER_BYTE:g} per byte, at least "
+                 f"{SCORE_OBJECTS_FLOOR})")
 
 
 def _decode_score(payload: bytes, duration: float) -> list[tuple[Note, ...]]:
+    budget = score_budget(len(payload))
     raw = _decompress(payload, "SCOR chunk")
     r = _Reader(raw, "SCOR chunk")
     n_tracks = r.uvarint()
@@ -120,9 +129,12 @@ def _decode_score(payload: bytes, duration: float) -> list[tuple[Note, ...]]:
         total_notes += n
         if total_notes > MAX_NOTES:
             raise _fail(f"SCOR chunk: more than {MAX_NOTES} notes")
+        if total_notes + total_bends > budget:
+            raise _budget_fail(budget, len(payload))
         if 5 * n > r.remaining():  # each note needs at least 5 one-byte varints
             raise _fail(f"SCOR chunk: track {ti} claims {n} notes, more than the data holds")
-        notes, n_bends = _decode_track(r, ti, n, duration, MAX_BEND_POINTS - total_bends)
+        bends_left = min(MAX_BEND_POINTS - total_bends, budget - total_notes - total_bends)
+        notes, n_bends = _decode_track(r, ti, n, duration, bends_left)
         total_bends += n_bends
         tracks.append(notes)
     r.finish()
@@ -132,7 +144,7 @@ def _decode_score(payload: bytes, duration: float) -> list[tuple[Note, ...]]:
 def _decode_track(r: _Reader, ti: int, n: int, duration: float,
                   bends_left: int) -> tuple[tuple[Note, ...], int]:
     """Track ``ti``'s ``n`` notes from the SCOR columns at ``r``, and its number of bend
-    points (at most ``bends_left``)."""
+    points (at most ``bends_left``: what MAX_BEND_POINTS and the score budget leave)."""
     limit = _end_limit_ticks(duration)
     onsets = []
     acc = 0
@@ -164,8 +176,9 @@ def _decode_track(r: _Reader, ti: int, n: int, duration: float,
     n_bends = 0
     for c in counts:
         n_bends += c
-        if n_bends > bends_left:
-            raise _fail(f"SCOR chunk: more than {MAX_BEND_POINTS} pitch-bend points")
+        if n_bends > bends_left:  # checked before any bend point is read
+            raise _fail(f"SCOR chunk: more pitch-bend points than allowed (at most "
+                        f"{MAX_BEND_POINTS}, and within the notes + bend points budget)")
     if 2 * n_bends > r.remaining():
         raise _fail(f"SCOR chunk: track {ti} claims {n_bends} bend points, more than the data holds")
     bend_times: list[list[int]] = []

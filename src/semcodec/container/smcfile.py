@@ -25,7 +25,8 @@ from semcodec.container import resd
 from semcodec.container.framing import _as_bytes, _chunk, _parse_chunks, _parse_preamble
 from semcodec.container.header import _track_object, _validate_header
 from semcodec.container.primitives import _exact_duration, _fail, _is_int, _is_num, _round_float
-from semcodec.container.score_chunk import _decode_score, _encode_score
+from semcodec.container.compression import score_budget
+from semcodec.container.score_chunk import _budget_fail, _decode_score, _encode_score
 from semcodec.container.spec import (
     _KNOWN_CHUNKS,
     _PREAMBLE,
@@ -51,17 +52,29 @@ from semcodec.events import Sample, Score, Timbre, Track
 from semcodec.io import atomic_write_bytes
 
 
-def track_sizes(c: "SmcFile") -> list[dict[str, int]]:
+#: Above this many notes + bend points, :func:`track_sizes` shares the SCOR chunk among the
+#: tracks by their notes + bend points instead of compressing each track again (LZMA at its
+#: slowest preset would take seconds on a large score).
+EXACT_TRACK_SIZES_MAX_OBJECTS = 20_000
+
+
+def track_sizes(c: "SmcFile", score_bytes: int | None = None) -> list[dict[str, int]]:
     """Bytes each track costs: ``[{"score": .., "timbre": .., "samples": .., "total": ..}]``.
 
     ``score`` is the track's notes coded (and compressed) alone, so the tracks' score bytes add
     up to about the SCOR chunk (compression shares a little across tracks); ``timbre`` and
-    ``samples`` are the track's exact shares of the TIMB and SAMP chunks.
+    ``samples`` are the track's exact shares of the TIMB and SAMP chunks.  When the score has
+    more than :data:`EXACT_TRACK_SIZES_MAX_OBJECTS` notes + bend points and ``score_bytes``
+    (the SCOR payload's size) is given, ``score`` is that size shared by notes + bend points.
     """
     duration = _exact_duration(c.n_samples, c.sample_rate)
+    weights = [sum(1 + len(n.bends) for n in t.notes) for t in c.score.tracks]
     out = []
     for i, t in enumerate(c.score.tracks):
-        score = len(_encode_score(Score(tracks=(replace(t, program=t.program),)), duration))
+        if score_bytes is not None and sum(weights) > EXACT_TRACK_SIZES_MAX_OBJECTS:
+            score = int(round(score_bytes * weights[i] / max(1, sum(weights))))
+        else:
+            score = len(_encode_score(Score(tracks=(replace(t, program=t.program),)), duration))
         tb = [replace(x, track=0) for x in c.timbres if x.track == i]
         timbre = len(_encode_timbres(tuple(tb), 1)) - 1 if tb else 0
         samples = sum(len(_encode_samples((replace(s, track=0),), 1, duration)) - 1
@@ -191,6 +204,9 @@ class SmcFile:
         if CHUNK_SCORE not in seen:
             raise _fail("missing SCOR chunk")
         duration = _exact_duration(hdr.n_samples, hdr.sample_rate)
+        budget = score_budget(len(seen[CHUNK_SCORE]))
+        if sum(th.n_notes for th in hdr.tracks) > budget:  # before any decompression
+            raise _budget_fail(budget, len(seen[CHUNK_SCORE]))
         note_lists = _decode_score(seen[CHUNK_SCORE], duration)
         if len(note_lists) != len(hdr.tracks):
             raise _fail(f"header lists {len(hdr.tracks)} tracks, SCOR chunk holds {len(note_lists)}")

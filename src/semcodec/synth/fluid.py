@@ -12,6 +12,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -118,11 +119,13 @@ def _track_events(notes: tuple[Note, ...], chans: list[int], sr: int, tempo: flo
 
 def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
                  programs: dict[int, int] | None = None, transpose: int = 0,
-                 tempo: float = 1.0, gain: float = 0.5) -> np.ndarray:
+                 tempo: float = 1.0, gain: float = 0.5,
+                 progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Render ``score`` with fluidsynth; returns mono float32 audio of shape ``(n_samples,)``.
 
     ``programs`` overrides the GM program per track index; ``transpose`` shifts pitched tracks by
-    semitones; ``tempo`` > 1 plays faster (note times are divided by it).
+    semitones; ``tempo`` > 1 plays faster (note times are divided by it).  ``progress(fraction)``
+    is called as the rendering advances (fraction of the output).
     """
     fluidsynth = _import_fluidsynth()
     sf_path = find_soundfont(soundfont)
@@ -161,12 +164,16 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
         out_len = int(round(n_samples * render_sr / sr))
         audio = np.zeros(out_len, dtype=np.float32)  # filled in place: one copy of the output
         pos = 0
+        next_report = out_len // 20  # about 20 reports over the output
         for ev in events:
             if ev.sample >= out_len:
                 break
             if ev.sample > pos:
                 _pull(synth, audio[pos:ev.sample])
                 pos = ev.sample
+                if progress is not None and pos >= next_report:
+                    progress(pos / out_len)
+                    next_report = pos + out_len // 20
             if ev.kind == "on":
                 synth.noteon(ev.chan, ev.a, ev.b)
             elif ev.kind == "off":
@@ -175,19 +182,61 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
                 synth.pitch_bend(ev.chan, ev.a)
         if out_len > pos:
             _pull(synth, audio[pos:])
+        if progress is not None:
+            progress(1.0)
     finally:
         synth.delete()
     audio = dsp.resample(audio, render_sr, sr)
     return dsp.fit_length(audio, n_samples)
 
 
+#: fluid_synth_write_s16 scales by 32766 (pyfluidsynth's get_samples); the float output is
+#: scaled the same way so that levels do not depend on the output path.
+_S16_SCALE = np.float32(32766.0 / 32768.0)
+_write_float = None
+
+
+def _float_writer():
+    """``fluid_synth_write_float`` from the library pyfluidsynth loaded (ctypes), or None."""
+    global _write_float
+    if _write_float is None:
+        import ctypes  # noqa: PLC0415 - only with fluidsynth
+
+        fluidsynth = _import_fluidsynth()
+        fn = getattr(getattr(fluidsynth, "_fl", None), "fluid_synth_write_float", None)
+        if fn is None:  # pragma: no cover - every fluidsynth 1.x/2.x has it
+            _write_float = False
+        else:
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            _write_float = fn
+    return _write_float or None
+
+
 def _pull(synth, out: np.ndarray) -> None:
-    """Fill ``out`` with the synth's next frames as mono float32 (fluidsynth: interleaved int16)."""
+    """Fill ``out`` with the synth's next frames as mono float32.
+
+    Rendered with ``fluid_synth_write_float``: the 16-bit path (pyfluidsynth's
+    ``get_samples``) adds dither from a table fluidsynth fills with libc ``rand()`` the first
+    time a synth is created in a process, so its output depended on how often anything else in
+    that process had called ``rand()`` before (a Dask worker that had run other tasks decoded
+    different bytes than a fresh process).  The float path has no dither: deterministic.
+    """
+    write = _float_writer()
     pos, n = 0, out.shape[0]
+    buf = np.empty(2 * min(n, 1 << 16), dtype=np.float32)
     while pos < n:
         k = min(n - pos, 1 << 16)
-        st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
-        out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
+        if write is not None:
+            ptr = buf.ctypes.data
+            if write(synth.synth, k, ptr, 0, 2, ptr, 1, 2) != 0:
+                raise SynthError("fluidsynth failed to render")
+            st = buf[:2 * k].reshape(-1, 2)
+            out[pos:pos + k] = st.mean(axis=1) * _S16_SCALE
+        else:  # pragma: no cover
+            st = np.asarray(synth.get_samples(k), dtype=np.float32).reshape(-1, 2)
+            out[pos:pos + k] = st.mean(axis=1) * (1.0 / 32768.0)
         pos += k
 
 
@@ -200,10 +249,11 @@ class FluidsynthEngine:
         self.soundfont = find_soundfont(soundfont)
 
     def render(self, score: Score, sr: int, n_samples: int, *, programs: dict[int, int] | None = None,
-               transpose: int = 0, tempo: float = 1.0, **_: object) -> np.ndarray:
+               transpose: int = 0, tempo: float = 1.0,
+               progress: Callable[[float], None] | None = None, **_: object) -> np.ndarray:
         """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
         return render_score(score, sr, n_samples, soundfont=self.soundfont, programs=programs,
-                            transpose=transpose, tempo=tempo)
+                            transpose=transpose, tempo=tempo, progress=progress)
 
 
 def render_notes(notes: list[Note] | tuple[Note, ...], program: int, sr: int, n_samples: int, *,

@@ -22,6 +22,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -171,8 +172,10 @@ class NeuralEngine:
 
     def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
                programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
-               samples: tuple[Sample, ...] = ()) -> np.ndarray:
-        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
+               samples: tuple[Sample, ...] = (),
+               progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller.
+        ``progress(fraction)`` is called after each track."""
         import torch  # noqa: PLC0415
 
         if tempo <= 0 or not math.isfinite(tempo):
@@ -185,6 +188,8 @@ class NeuralEngine:
         limit_s = n_samples / sr
         with torch.no_grad(), torch_threads():
             for i, track in enumerate(score.tracks):
+                if progress is not None and i:
+                    progress(i / len(score.tracks))
                 if track.is_drum and track.notes:
                     y = render_drum_track(track, [smp for smp in samples if smp.track == i],
                                           sr, n_samples, tempo=tempo)
@@ -201,6 +206,8 @@ class NeuralEngine:
                 emb, room, gain_db = self._track_params(i, track, by_track, programs)
                 y = self._render_track(on, off, pit, vel, bends, emb, room, sr, n_samples, seed=i)
                 out += (y * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+        if progress is not None:
+            progress(1.0)
         out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
         return out.astype(np.float32)
 
@@ -260,16 +267,13 @@ def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *
 
 def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:
     """A keyed Opus sample decoded to mono float32 at ``sr`` Hz (None if it cannot be read)."""
-    import io  # noqa: PLC0415
-
-    import soundfile as sf  # noqa: PLC0415
-
     if sample.codec != "opus":
         log.warning("drum one-shot of key %s: codec %r not supported, skipped", sample.key,
                     sample.codec)
         return None
     try:
-        data, rate = sf.read(io.BytesIO(sample.data), dtype="float32", always_2d=True)
+        from semcodec.audio import read_sample  # noqa: PLC0415 - the checked sample decoder
+        data, rate = read_sample(sample)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
         log.warning("drum one-shot of key %s cannot be decoded (%s), skipped", sample.key, exc)
         return None
