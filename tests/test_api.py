@@ -116,7 +116,8 @@ def test_encode_progress_moves_through_every_stage(short_wav):
     calls: list[tuple[str, float]] = []
     c = semcodec.encode(short_wav, progress=lambda stage, frac: calls.append((stage, frac)))
     stages = list(dict.fromkeys(stage for stage, _ in calls))
-    assert stages == ["loudness", "drums", "transcribe", "split", "samples", "fit track 1/1"]
+    assert stages == ["loudness", "drums", "transcribe", "split", "samples", "fit track 1/1",
+                      "residual"]
     assert all(0.0 <= f <= 1.0 for _, f in calls)
     fit = [f for stage, f in calls if stage.startswith("fit")]
     assert len(set(fit)) >= 5 and fit[0] == 0.0 and fit[-1] == 1.0  # moves during the fit

@@ -59,10 +59,10 @@ Progress = Callable[[str, float], None]
 #: synthesizer: torch and the model, ~4 s), ``render track K/N`` per sounding track,
 #: ``loudness``; "write" is the caller's (the CLI reports writing the file under that name).
 #: Weights measured on a 30-s clip; rendering grows with the length, loading does not.
-DECODE_STAGES = (("engine", 0.40), ("render", 0.45), ("loudness", 0.05), ("residual", 0.05),
+DECODE_STAGES = (("engine", 0.40), ("render", 0.40), ("loudness", 0.05), ("residual", 0.05),
                  ("write", 0.10))
-ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
-                 ("samples", 0.01), ("fit", 0.59), ("residual", 0.30))
+ENCODE_STAGES = (("loudness", 0.04), ("drums", 0.07), ("transcribe", 0.13), ("split", 0.08),
+                 ("samples", 0.01), ("fit", 0.47), ("residual", 0.20))
 
 
 def progress_fraction(stage: str, frac: float,
