@@ -354,3 +354,15 @@ def test_blocks_do_not_show(monkeypatch):
     # unchanged cells pass through exactly (perfect reconstruction)
     none = residual.Envelope(env.levels, np.zeros_like(env.mask), env.period_s, env.step_db)
     assert np.array_equal(residual.apply(bright, SR, none, SR), bright)
+
+
+def test_a_file_without_notes_decodes_its_residual():
+    # noise the transcriber finds no notes in: the residual is all the decode has
+    from semcodec import api
+
+    x = _burst(3 * SR, 0.0, 3.0, amp=0.1, seed=9)
+    c = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False))
+    assert c.score.n_notes == 0 and c.residual and c.bitrate_kbps <= 1.0
+    out, _ = api.decode(c)
+    assert np.sqrt(np.mean(out ** 2)) > 0.02
+    assert not np.any(api.decode(c, residual=False)[0])
