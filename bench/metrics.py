@@ -55,6 +55,34 @@ def realtime_factor(duration_s: float, wall_s: float) -> float | None:
     return duration_s / wall_s
 
 
+def median(values: Iterable[float | None]) -> float | None:
+    """Median of the values that are not None (the mean of the middle two for an even count);
+    None when there are none."""
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return float(v[mid]) if len(v) % 2 else float((v[mid - 1] + v[mid]) / 2.0)
+
+
+def run_summary(runs: Sequence[dict], duration_s: float) -> dict:
+    """Summary of repeated runs of one command, each ``{"wall_s", "cpu_s", "rss_mb"}``:
+    median wall and CPU seconds, the largest peak RSS (MiB), ×RT of the median wall
+    (:func:`realtime_factor`) and the number of runs."""
+    wall = median(r.get("wall_s") for r in runs)
+    rss = [r["rss_mb"] for r in runs if r.get("rss_mb") is not None]
+    return dict(wall_s=wall, cpu_s=median(r.get("cpu_s") for r in runs),
+                rss_mb=max(rss) if rss else None, x_rt=realtime_factor(duration_s, wall),
+                n=len(runs))
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Median over rounds of ``a[i] / b[i]`` (two commands timed in turns): how many times
+    slower ``a`` is, robust to the machine's speed drifting between rounds.  Rounds where
+    either value is missing or ``b`` is not positive are skipped; None when none is left."""
+    return median(x / y for x, y in zip(a, b) if x is not None and y is not None and y > 0)
+
+
 def pad_to_same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Zero-pad the shorter of two 1-D signals at the end so both have the same length."""
     a = np.asarray(a, dtype=np.float32).reshape(-1)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import metrics
+from bench import metrics, speed
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -279,7 +279,8 @@ def _definitions() -> str:
         "original row is basic-pitch on the original itself (the ceiling).",
         "- **enc/dec ×RT**: clip duration / wall-clock seconds of the child process (start-up included), "
         "measured while the benchmark runs clips in parallel; **RSS**: the child's peak resident set "
-        "(`/usr/bin/time -f %M`). The plain pipeline's encode is measured once per clip and cached.",
+        "(`/usr/bin/time -f %M`). The plain pipeline's encode is measured once per clip and cached. "
+        "The speed section times a few clips again, one process at a time, next to Opus.",
         f"- **drum F1** (drum clips): class-aware drum-onset F1 (`drum_onset_f1`): GM keys mapped to kick, "
         f"snare, hi-hat (closed + pedal + open), toms, cymbals (crash + ride); within each class hits "
         f"matched one-to-one within {m.DRUM_TOLERANCE_S * 1000:g} ms; of the `.smc`'s drum track for "
@@ -324,6 +325,7 @@ def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str
         "",
         _definitions(),
         "",
+        *speed.section(info.get("speed")),
     ]
     for g in GROUPS:
         if not counts[g]:
@@ -453,6 +455,15 @@ def history_entry(info: dict, per_clip: list[dict]) -> str:
         aggs = [a for a in aggregate(per_clip, codecs, group, columns=columns) if a["n"]]
         if aggs:
             lines += [""] + _history_table(group, [(group, a) for a in aggs], columns)
+    sp = info.get("speed") or {}
+    if sp.get("clips"):
+        lines += ["", "| speed (median, whole process) | step | semcodec ×RT | CPU s | Opus ×RT "
+                  "| semcodec / Opus |", "|---|---|---:|---:|---:|---:|"]
+        for name, c in sp["clips"].items():
+            for step, s in c.get("steps", {}).items():
+                lines.append(f"| {name} | {step} | {_fmt(s['semcodec']['x_rt'], '{:.1f}')} | "
+                             f"{_fmt(s['semcodec']['cpu_s'], '{:.2f}')} | "
+                             f"{_fmt(s['opus']['x_rt'], '{:.0f}')} | {_fmt(s['ratio'], '{:.0f}×')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -550,3 +561,5 @@ def print_tables(info: dict, per_clip: list[dict]) -> None:
     parts = parts_section(per_clip)
     if parts:
         print("\n" + "\n".join(parts))
+    if info.get("speed"):
+        print("\n" + "\n".join(speed.section(info["speed"])))

@@ -398,6 +398,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-report", action="store_true", help="print the tables, write nothing (development)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate the report and figures from the existing results.json")
+    ap.add_argument("--speed-runs", type=int, default=None,
+                    help="rounds of the speed comparison with Opus (bench/speed.py; default "
+                         "$BENCH_SPEED_RUNS or 3; 0 skips it)")
     ap.add_argument("--docs", type=Path, default=None,
                     help="write BENCHMARKS.md and bench/ here instead of docs/ (development)")
     args = ap.parse_args(argv)
@@ -406,7 +409,7 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from bench import codecs, dataset, report
+    from bench import codecs, dataset, report, speed
 
     if args.report_only:
         report.rewrite_from_results(args.docs)
@@ -445,6 +448,10 @@ def main(argv=None) -> int:
                 bar.set_postfix_str(c["name"][:28])
                 bar.update(1)
     per_clip = [results[c["name"]] for c in clips]
+    # whole processes one at a time, after the pool: nothing else of the benchmark runs then
+    runs = speed.RUNS if args.speed_runs is None else args.speed_runs
+    if runs > 0:
+        info["speed"] = speed.run(clips, runs)
     info["bench_wall_s"] = time.perf_counter() - t0
     ru_self, ru_kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     info["bench_cpu_s"] = ru_self.ru_utime + ru_self.ru_stime + ru_kids.ru_utime + ru_kids.ru_stime

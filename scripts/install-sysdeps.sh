@@ -5,10 +5,11 @@
 #   timgm6mb-soundfont                  TimGM6mb, a second GM soundfont (neural training data)
 #   musescore-general-soundfont-small   MuseScore General, used ONLY by the benchmark to render references
 #   ffmpeg                              libopus reference codec for the benchmark (Opus 6/12 kbps)
+#   opus-tools                          opusenc/opusdec, timed next to semcodec (the speed comparison)
 # Usage: scripts/install-sysdeps.sh [--bench]
 set -euo pipefail
 pkgs=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont)
-if [ "${1:-}" = "--bench" ]; then pkgs+=(musescore-general-soundfont-small ffmpeg); fi
+if [ "${1:-}" = "--bench" ]; then pkgs+=(musescore-general-soundfont-small ffmpeg opus-tools); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -130,3 +130,48 @@ def test_drum_onset_f1():
     assert metrics.drum_onset_f1([], ref) is None
     assert metrics.drum_class(42) == metrics.drum_class(46) == "hihat"
     assert metrics.drum_class(56) == "other:56"
+
+
+def test_median_run_summary_and_paired_ratio():
+    assert metrics.median([3.0, None, 1.0, 2.0]) == 2.0
+    assert metrics.median([4.0, 1.0]) == 2.5
+    assert metrics.median([None]) is None
+    runs = [dict(wall_s=2.0, cpu_s=3.0, rss_mb=100.0), dict(wall_s=4.0, cpu_s=5.0, rss_mb=300.0),
+            dict(wall_s=3.0, cpu_s=4.0, rss_mb=200.0)]
+    s = metrics.run_summary(runs, 30.0)
+    assert s == dict(wall_s=3.0, cpu_s=4.0, rss_mb=300.0, x_rt=10.0, n=3)
+    # pair by pair: a machine twice as slow in round 2 slows both commands alike
+    assert metrics.paired_ratio([10.0, 20.0, 11.0], [1.0, 2.0, 0.5]) == pytest.approx(10.0)
+    assert metrics.paired_ratio([1.0], [0.0]) is None
+
+
+def test_speed_rounds_time_whole_processes(tmp_path):
+    """bench.speed on stand-in commands: each step runs once per round, in turn, and its wall,
+    CPU and peak RSS come back; a command that burns CPU shows it, a failing one is reported."""
+    from bench import speed
+
+    clip = tmp_path / "clip.flac"
+    clip.write_bytes(b"x")
+    log = tmp_path / "order.txt"
+    busy = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.2: pass\n"
+
+    def cmd(tag, code=""):
+        return lambda src, w: [sys.executable, "-c",
+                               f"open({str(log)!r},'a').write({tag!r}+'\\n')\n{code}"]
+
+    commands = {("encode", "semcodec"): cmd("se", busy), ("encode", "opus"): cmd("oe"),
+                ("decode", "semcodec"): cmd("sd"), ("decode", "opus"): cmd("od")}
+    r = speed.measure_clip(clip, 30.0, runs=2, commands=commands)
+    assert log.read_text().split() == ["se", "oe", "sd", "od"] * 2
+    enc = r["steps"]["encode"]
+    assert enc["semcodec"]["n"] == 2 and enc["semcodec"]["cpu_s"] >= 0.2
+    assert enc["semcodec"]["wall_s"] >= enc["semcodec"]["cpu_s"] * 0.5
+    assert enc["opus"]["rss_mb"] > 1.0 and enc["semcodec"]["x_rt"] == pytest.approx(
+        30.0 / enc["semcodec"]["wall_s"])
+    assert enc["ratio"] > 1.0  # the busy stand-in is slower than the idle one
+    md = "\n".join(speed.section(dict(runs=2, opus_kbps=12, opus_tool="opus-tools",
+                                      loadavg_start=0.5, loadavg_end=0.7,
+                                      clips={"clip": dict(r, duration_s=30.0)})))
+    assert "| clip (30 s) | encode |" in md and "| clip (30 s) | decode |" in md
+    commands[("decode", "opus")] = lambda src, w: [sys.executable, "-c", "raise SystemExit(3)"]
+    assert "opus decode" in speed.measure_clip(clip, 30.0, runs=1, commands=commands)["error"]

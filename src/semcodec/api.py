@@ -168,9 +168,9 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda _stage, _frac: None)
-    # ~4 s of imports (torch and numba for the timbre fit, scikit-learn for the track split)
+    # ~4 s of imports (torch for the timbre fit, scikit-learn for the track split)
     # overlap the loudness and the transcription (onnxruntime runs without the GIL)
-    _prefetch(*(("torch", "numba") if opts.fit_timbre else ()),
+    _prefetch(*(("torch",) if opts.fit_timbre else ()),
               *(("sklearn.mixture",) if opts.tracks != 1 else ()))
     report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
@@ -228,7 +228,7 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         raise UsageError(f"stem names must differ: {', '.join(names)}")
     report = progress or (lambda _stage, _frac: None)
     if opts.fit_timbre:
-        _prefetch("torch", "numba")  # overlap the stems' transcription
+        _prefetch("torch")  # overlap the stems' transcription
     inputs = [_as_input(src, None) for _, src in stems]
     rate = inputs[0].sample_rate
     for (name, _), inp in zip(stems, inputs):

@@ -377,7 +377,11 @@ def _limit_threads(n: int | None) -> None:
 
     if getattr(transcribe, "_session", None) is None and hasattr(transcribe, "_n_threads"):
         transcribe._n_threads = lambda: n  # noqa: SLF001
-    # torch (timbre fit, neural engine) runs on $SEMCODEC_TORCH_THREADS threads (default 1)
+    # torch (timbre fit, neural engine) runs on $SEMCODEC_TORCH_THREADS threads (default 1);
+    # the timbre fit runs tracks / program candidates on up to MAX_WORKERS threads of its own
+    from semcodec import timbre
+
+    timbre.MAX_WORKERS = max(1, n)
 
 
 def _reason(exc: BaseException, src: str) -> str:

@@ -20,13 +20,16 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
-from semcodec.events import Sample, Score, Timbre
+from semcodec.events import Sample, Score, Timbre, Track
 from semcodec.audio import canonical_ogg, read_sample
 from semcodec.synth import dsp
 
@@ -241,13 +244,15 @@ class _Proxy:
         return ((d - off[:, None, None] * wt[None]).abs()).sum(dim=(1, 2)) / norm
 
 
-def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
+def _shortlist(model, proxy: _Proxy, k: int, rows: int = 64) -> list[int]:
+    """The ``k`` pitched GM programs whose stored embeddings the proxy (on ``rows`` frames)
+    finds closest."""
     import torch  # noqa: PLC0415
 
     if not proxy.ok:
         return list(range(k))
     with torch.no_grad():
-        dist = proxy(model, model.embedding.weight, max_rows=64)
+        dist = proxy(model, model.embedding.weight, max_rows=rows)
     # percussive and sound-effect programs (112..127) are not candidates for a pitched track:
     # a near-miss there (a taiko for a guitar) makes a poor fluidsynth fallback
     return [int(p) for p in torch.argsort(dist) if int(p) < PITCHED_PROGRAMS_END][:k]
@@ -255,8 +260,347 @@ def _shortlist(model, proxy: _Proxy, k: int) -> list[int]:
 
 # --- fitting ------------------------------------------------------------------------------
 
+#: Most threads the fit uses (tracks of a mix, or a lone track's program candidates); more
+#: gain little: the Python between the torch operations holds the GIL.
+MAX_WORKERS = 4
+
+
+#: Step 3b keeps the whole harmonic synthesis of a track's excerpts for back-propagation
+#: (~0.5 GB): for an input longer than this (s), whose samples already take much memory, the
+#: tracks fitted on parallel threads take turns for it (the results do not depend on the order).
+LONG_INPUT_S = 600.0
+
+
+def _n_workers() -> int:
+    """Threads for the fit: the processors this process may use, at most MAX_WORKERS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, n))
+
+
+def _map(fn: Callable, items, workers: int) -> list:
+    """``[fn(x) for x in items]``, on ``workers`` threads when more than one (same order)."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)),
+                            thread_name_prefix="semcodec-fit") as pool:
+        return list(pool.map(fn, items))
+
+class _Progress:
+    """Overall progress of tracks fitted in parallel: each track reports its own fraction
+    (0..1) from any thread; ``progress`` gets their mean, only when it grows."""
+
+    def __init__(self, progress: Callable[[float], None] | None, n_tracks: int) -> None:
+        self.progress, self.done = progress, [0.0] * max(1, n_tracks)
+        self.last, self.lock = -1.0, threading.Lock()
+
+    def track(self, k: int) -> Callable[[float], None]:
+        """The reporting function of track number ``k`` (of the pitched tracks)."""
+        return lambda frac: self.set(k, frac)
+
+    def set(self, k: int, frac: float) -> None:
+        if self.progress is None:
+            return
+        with self.lock:
+            self.done[k] = max(self.done[k], min(1.0, frac))
+            total = sum(self.done) / len(self.done)
+            if total > self.last:
+                self.last = total
+                self.progress(total)
+
+
+def _no_report(_frac: float) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Step counts, learning rates and factors of the fit (steps as in the module docstring)."""
+
+    #: 3a: proxy steps without a budget (deterministic) / at most with one / done in any case
+    det_proxy_steps: int = DET_PROXY_STEPS
+    proxy_steps: int = PROXY_STEPS
+    proxy_min_steps: int = PROXY_MIN_STEPS
+    #: 3b: rendering steps without a budget (deterministic) / at most with one
+    det_steps: int = DET_STEPS
+    max_steps: int = MAX_STEPS
+    #: 1: proxy frames (evenly spread) on which all programs are ranked
+    shortlist_rows: int = 64
+    #: 3a: Adam learning rate of the embedding, weight of the pull back to the program's
+    #: embedding, and the share of the track's remaining budget the step may use
+    proxy_lr: float = 0.05
+    proxy_anchor: float = 0.01
+    proxy_budget_share: float = 0.4
+    #: 3b: Adam learning rates of the embedding, the room parameters and the gain (dB)
+    emb_lr: float = 0.03
+    room_lr: float = 0.1
+    gain_lr: float = 0.3
+
+
+class _Adam:
+    """Adam as ``torch.optim.Adam`` computes it with its defaults (betas 0.9/0.999, eps 1e-8,
+    no weight decay, the same tensor operations, so the same numbers) on ``[(tensor, lr)]``.
+
+    Written out because constructing ``torch.optim.Adam`` imports ``torch._dynamo``: 2-8 s of a
+    30-s clip's encode on two cores, for a handful of tensors."""
+
+    def __init__(self, params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        import torch  # noqa: PLC0415
+
+        self.params = [(p, float(lr), torch.zeros_like(p), torch.zeros_like(p)) for p, lr in params]
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.t = 0
+
+    def step(self, loss) -> None:
+        """Back-propagate ``loss`` (a scalar tensor) and update the parameters."""
+        import torch  # noqa: PLC0415
+
+        for p, *_ in self.params:
+            p.grad = None
+        loss.backward()
+        self.t += 1
+        bc1 = 1.0 - self.b1 ** float(self.t)
+        bc2_sqrt = (1.0 - self.b2 ** float(self.t)) ** 0.5
+        with torch.no_grad():
+            for p, lr, m, v in self.params:
+                if p.grad is None:
+                    continue
+                m.lerp_(p.grad, 1.0 - self.b1)
+                v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1.0 - self.b2)
+                p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-(lr / bc1))
+
+
+@dataclass
+class _Excerpts:
+    """Track ``ti``'s fitting excerpts: window starts (s), their notes (``nb``, ``grp``: each
+    note's window), the target audio (G, n) at the model rate (numpy and torch), and the other
+    pitched tracks of the same audio (a mix) it was isolated from."""
+
+    ti: int
+    starts: list[float]
+    nb: Any
+    grp: np.ndarray
+    target: np.ndarray
+    tgt: Any
+    others: list[int]
+
+
+def _track_excerpts(audio: np.ndarray, sr: int, score: Score, ti: int, pitched: list[int],
+                    samples: tuple[Sample, ...]) -> _Excerpts | None:
+    """The excerpts track ``ti`` is fitted on (None when none of its notes fall in one)."""
+    import torch  # noqa: PLC0415
+
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    starts = _windows(score, ti, audio.shape[0] / sr, samples)
+    on, off, pit, vel, bends, grp = _excerpt_notes(score, ti, starts)
+    if not on:
+        return None
+    n_win = int(FIT_WINDOW_S * ddsp.SR_INT)
+    target = np.zeros((len(starts), n_win), np.float32)
+    for g, st in enumerate(starts):
+        # resample only the excerpt (not the whole input: an hour would cost ~300 MB)
+        a = int(st * sr)
+        seg = dsp.resample(audio[a:a + int(FIT_WINDOW_S * sr) + 64], sr, ddsp.SR_INT)[:n_win]
+        target[g, :seg.shape[0]] = seg
+    others = [tj for tj in pitched if tj != ti]
+    if others:  # one of several tracks of a mix: fit it against its own part of the mix
+        target = _isolate(target, starts, score, ti, others, ddsp.SR_INT)
+    nb = ddsp.NoteBatch(on, off, pit, vel, bends, FIT_WINDOW_S)
+    return _Excerpts(ti, starts, nb, grp, target, torch.from_numpy(target), others)
+
+
+class _Renderer:
+    """The model's rendering of one track's excerpts for an embedding, room and gain (dB)."""
+
+    #: wavetable oscillator of the ``fast`` renderings (see ddsp.render_groups): torch's costs
+    #: ~50 ms more per rendering of a track's excerpts than numba's kernel, which costs ~1.3 s
+    #: of CPU to import and load in every encoding process
+    oscillator = "torch"
+
+    def __init__(self, model, ex: _Excerpts) -> None:
+        self.model, self.ex = model, ex
+        self.n_win = int(ex.target.shape[1])
+
+    def __call__(self, emb, room, gain_db, fast: bool = False):
+        """(G, n) torch tensor; differentiable w.r.t. the parameters unless ``fast``."""
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        G = len(self.ex.starts)
+        y = ddsp.render_groups(self.model, self.ex.nb, self.ex.grp, emb[None].expand(G, -1),
+                               room[None].expand(G, -1), self.n_win, seed=self.ex.ti,
+                               fast=fast, oscillator=self.oscillator)
+        return y * (10.0 ** (gain_db / 20.0))
+
+    def evaluate(self, emb, room, gain_db: float | None = None) -> tuple[float, float]:
+        """(multi-resolution STFT loss against the target, gain dB): the gain level-matches
+        the rendering when not given."""
+        import torch  # noqa: PLC0415
+
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        with torch.no_grad():
+            y = self(emb, room, 0.0, fast=True)
+            g_db = _level_gain_db(y, self.ex.tgt) if gain_db is None else gain_db
+            return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), self.ex.tgt)), g_db
+
+
+#: A fit's best parameters so far: (loss, embedding, room, gain dB).
+_Best = tuple
+
+
+def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy: _Proxy,
+                    deadline: float, settings: FitSettings, workers: int = 1,
+                    report: Callable[[float], None] = _no_report,
+                    ) -> tuple[list[int], int, _Best]:
+    """Steps 1 and 2: (candidates, best program, its parameters and loss) among the proxy's
+    shortlist, the track's own program (the voice programs for a voice) and COMMON_PROGRAMS,
+    each rendered with its stored embedding and room, level-matched; ``workers`` threads
+    render them (the first in candidate order wins a tie, as one thread would choose);
+    ``report`` gets the track's progress (0.3 when all are rendered)."""
+    t_sel = time.monotonic()
+    cand = _shortlist(model, proxy, SHORTLIST, settings.shortlist_rows)
+    voice = is_voice_name(track.name) or track.program in VOICE_PROGRAMS
+    for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
+        if p not in cand:
+            cand.append(p)
+    n_done = [0]
+    lock = threading.Lock()
+
+    def one(p: int):
+        if p != cand[0] and time.monotonic() > deadline:
+            return None
+        emb = model.embedding.weight[p].detach().clone()
+        room = model.room.weight[p].detach().clone()
+        loss, g_db = render.evaluate(emb, room)
+        log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
+        with lock:
+            n_done[0] += 1
+            report(0.3 * n_done[0] / len(cand))
+        return loss, p, emb, room, g_db
+
+    best = None
+    for r in _map(one, cand, workers):
+        if r is not None and (best is None or r[0] < best[0]):
+            best = r
+    loss, program, emb, room, g_db = best
+    log.info("track %d: program selection %.1f s", ex.ti, time.monotonic() - t_sel)
+    return cand, program, (loss, emb, room, float(g_db))
+
+
+def _refine_on_proxy(model, proxy: _Proxy, render: _Renderer, best: _Best, n_steps: int,
+                     deadline: float, settings: FitSettings,
+                     report: Callable[[float], None] = _no_report) -> tuple[_Best, int]:
+    """Step 3a: the embedding on the frame-domain proxy (cheap), kept if a rendering confirms
+    it; returns (best parameters, steps done); ``report``: the track's progress 0.3 -> 0.4."""
+    emb0, room0 = best[1], best[2]
+    emb = emb0.clone().requires_grad_(True)
+    opt = _Adam([(emb, settings.proxy_lr)])
+    proxy_deadline = time.monotonic() + settings.proxy_budget_share * max(0.0, deadline - time.monotonic())
+    step = 0
+    for step in range(n_steps):
+        if step >= settings.proxy_min_steps and time.monotonic() > proxy_deadline:
+            break
+        opt.step(proxy(model, emb[None])[0] + settings.proxy_anchor * ((emb - emb0) ** 2).mean())
+        report(0.3 + 0.1 * (step + 1) / n_steps)
+    cand_loss, g_db = render.evaluate(emb.detach(), room0)
+    if cand_loss < best[0]:
+        best = (cand_loss, emb.detach().clone(), room0.clone(), g_db)
+    return best, step
+
+
+def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: float,
+                      settings: FitSettings, report: Callable[[float], None] = _no_report,
+                      ) -> tuple[_Best, int]:
+    """Step 3b: embedding, room and gain on the spectral loss of the renderings (as many of
+    ``max_steps`` as the deadline allows); returns (best parameters, steps done);
+    ``report``: the track's progress 0.4 -> 0.95."""
+    import torch  # noqa: PLC0415
+
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    emb = best[1].clone().requires_grad_(True)
+    room = best[2].clone().requires_grad_(True)
+    gain = torch.tensor(float(best[3]), requires_grad=True)
+    opt = _Adam([(emb, settings.emb_lr), (room, settings.room_lr), (gain, settings.gain_lr)])
+    step_t, n_steps = 0.0, 0
+    for n_steps in range(max_steps):
+        ts = time.monotonic()
+        if ts + step_t > deadline:
+            break
+        opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt))
+        step_t = time.monotonic() - ts
+        report(0.4 + 0.55 * (n_steps + 1) / max_steps)
+    if n_steps:
+        cand_loss, _ = render.evaluate(emb.detach(), room.detach(), float(gain.detach()))
+        if cand_loss < best[0]:
+            best = (cand_loss, emb.detach().clone(), room.detach().clone(), float(gain.detach()))
+    return best, n_steps
+
+
+def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministic: bool,
+               settings: FitSettings, workers: int = 1, slots: Any = None,
+               report: Callable[[float], None] = _no_report,
+               ) -> tuple[Timbre, int, tuple[str, float] | None]:
+    """Steps 1-3 for one track, then the engine comparison: (its Timbre, its GM program,
+    ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None);
+    ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore); ``report``
+    gets the track's progress (0..1)."""
+    slots = slots if slots is not None else threading.Semaphore(1)
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    t0 = time.monotonic()
+    ti = ex.ti
+    render = _Renderer(model, ex)
+    obs, usable = _harmonic_obs(ex.target, ex.nb, ex.grp, ddsp.SR_INT)
+    proxy = _Proxy(ex.nb, obs, usable)
+    cand, program, best = _select_program(model, ex, render, score.tracks[ti], proxy, deadline,
+                                          settings, workers, report)
+    start_loss, steps = best[0], 0
+    # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
+    fluid_losses = _in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
+                                  engines=("fluidsynth",))
+    # 3a: not for a track of a mix, whose harmonic observations the other instruments
+    # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
+    # no mel gain)
+    if proxy.ok and not ex.others:
+        best, steps = _refine_on_proxy(
+            model, proxy, render, best,
+            settings.det_proxy_steps if deterministic else settings.proxy_steps, deadline, settings,
+            report)
+    with slots:  # step 3b's memory (LONG_INPUT_S)
+        # the renderings before (on other threads too) leave freed memory in the C heap's
+        # per-thread arenas: hand it back first, so that this peak does not come on top of it
+        dsp.release_free_memory()
+        best, n_steps = _refine_on_render(
+            render, best, settings.det_steps if deterministic else settings.max_steps, deadline,
+            settings, report)
+    log.info("track %d: program %d (candidates %s), loss %.3f -> %.3f in %s steps, %.1f s",
+             ti, program, cand, start_loss, best[0], (steps, n_steps), time.monotonic() - t0)
+    timbre = Timbre(track=ti, embedding=tuple(float(v) for v in best[1]), gain_db=float(best[3]),
+                    room=tuple(float(v) for v in best[2]))
+    engine = None
+    losses = _engine_losses(score, ti, ex.starts, timbre, program, ex.tgt, engines=("neural",))
+    fluid = fluid_losses()
+    losses = None if losses is None or fluid is None else {**losses, **fluid}
+    if losses is not None:
+        log.info("track %d: excerpts as decoded: neural loss %.3f, fluidsynth (program %d) "
+                 "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
+        if losses["fluidsynth"][0] < losses["neural"][0]:
+            engine = ("fluidsynth", losses["fluidsynth"][1])
+    report(1.0)
+    return timbre, program, engine
+
+
 def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Sample, ...] = (),
                 budget_s: float | None = None, device: str = "cpu",  # noqa: ARG001
+                settings: FitSettings | None = None,
                 progress: Callable[[float], None] | None = None,
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
@@ -267,9 +611,10 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
 
     ``budget_s`` None (default): a fixed number of steps, deterministic.  A number: a wall-clock
     cap in seconds on the whole fit (all tracks), results then depend on the machine's speed.
+    ``progress(fraction)`` (0..1 over all the pitched tracks, which may be fitted on parallel
+    threads: the mean of their fractions) is called as it goes, from the fitting threads.
 
     Without neural weights/torch, returns no timbres and each track's own program.
-    ``progress(fraction)`` (0..1 over all the pitched tracks, in order) is called as it goes.
     """
     from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
 
@@ -279,143 +624,55 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
         return (), programs, {}
     with torch_threads():
         return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs,
-                            progress or (lambda _frac: None))
+                            settings or FitSettings(), progress)
 
 
-def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, progress):
-    import torch  # noqa: PLC0415
-
-    from semcodec.synth import ddsp  # noqa: PLC0415
+def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, settings, progress):
     from semcodec.synth.neural import load_model  # noqa: PLC0415
 
     # Without a wall-clock budget the fit runs a fixed number of steps, so that encoding the same
     # input twice gives the same bytes (on any machine load); a budget trades that for a cap.
     deterministic = budget_s is None
     total_budget = math.inf if deterministic else budget_s
-    proxy_steps = DET_PROXY_STEPS if deterministic else PROXY_STEPS
-    max_steps = DET_STEPS if deterministic else MAX_STEPS
     model = load_model()
     audio = np.asarray(audio, np.float32)
-    ddsp.warmup()
-    _p = torch.zeros(1, requires_grad=True)  # the first optimizer step imports a lot: do it now
-    _o = torch.optim.Adam([_p])
-    (_p * 2).sum().backward()
-    _o.step()
     t0 = time.monotonic()  # the budget covers the fitting, not imports / model loading
-    duration = audio.shape[0] / sr
+    workers = _n_workers()
+    slots = threading.Semaphore(1 if audio.shape[0] > LONG_INPUT_S * sr else workers)
+    overall = _Progress(progress, len(pitched))
+    if progress is not None:
+        progress(0.0)
+
+    def fit(k: int):
+        ti = pitched[k]
+        ex = _track_excerpts(audio, sr, score, ti, pitched, samples)
+        if ex is None:
+            overall.set(k, 1.0)
+            return None
+        deadline = t0 + total_budget * (k + 1) / len(pitched)
+        # the tracks share the threads; a lone track uses them for its program candidates
+        return _fit_track(model, score, ex, deadline, deterministic, settings,
+                          workers if len(pitched) == 1 else 1, slots, overall.track(k))
+
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
-    for n_done, ti in enumerate(pitched):
-        progress(n_done / len(pitched))
-        deadline = t0 + total_budget * (n_done + 1) / len(pitched)
-        starts = _windows(score, ti, duration, samples)
-        on, off, pit, vel, bends, grp = _excerpt_notes(score, ti, starts)
-        if not on:
-            continue
-        n_win = int(FIT_WINDOW_S * ddsp.SR_INT)
-        target = np.zeros((len(starts), n_win), np.float32)
-        for g, st in enumerate(starts):
-            # resample only the excerpt (not the whole input: an hour would cost ~300 MB)
-            a = int(st * sr)
-            seg = dsp.resample(audio[a:a + int(FIT_WINDOW_S * sr) + 64], sr, ddsp.SR_INT)[:n_win]
-            target[g, :seg.shape[0]] = seg
-        others = [tj for tj in pitched if tj != ti]
-        if others:  # one of several tracks of a mix: fit it against its own part of the mix
-            target = _isolate(target, starts, score, ti, others, ddsp.SR_INT)
-        nb = ddsp.NoteBatch(on, off, pit, vel, bends, FIT_WINDOW_S)
-        tgt = torch.from_numpy(target)
-        G = len(starts)
-
-        def render(emb, room, gain_db, fast=False):
-            y = ddsp.render_groups(model, nb, grp, emb[None].expand(G, -1),
-                                   room[None].expand(G, -1), n_win, seed=ti, fast=fast,
-                                   oscillator="numba")
-            return y * (10.0 ** (gain_db / 20.0))
-
-        def evaluate(emb, room, gain_db=None):
-            with torch.no_grad():
-                y = render(emb, room, 0.0, fast=True)
-                g_db = _level_gain_db(y, tgt) if gain_db is None else gain_db
-                return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), tgt)), g_db
-
-        # 1. shortlist from harmonic spectra; 2. model renderings of the shortlist
-        t_sel = time.monotonic()
-        obs, usable = _harmonic_obs(target, nb, grp, ddsp.SR_INT)
-        proxy = _Proxy(nb, obs, usable)
-        cand = _shortlist(model, proxy, SHORTLIST)
-        track = score.tracks[ti]
-        voice = is_voice_name(track.name) or track.program in VOICE_PROGRAMS
-        for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
-            if p not in cand:
-                cand.append(p)
-        best = None
-        for p in cand:
-            emb = model.embedding.weight[p].detach().clone()
-            room = model.room.weight[p].detach().clone()
-            loss, g_db = evaluate(emb, room)
-            if best is None or loss < best[0]:
-                best = (loss, p, emb, room, g_db)
-            log.debug("program %d: loss %.3f (%.1f s)", p, loss, time.monotonic() - t_sel)
-            progress((n_done + 0.3 * (cand.index(p) + 1) / len(cand)) / len(pitched))
-            if time.monotonic() > deadline:
-                break
-        start_loss, program, emb0, room0, g0 = best
-        programs[ti] = program
-        log.info("track %d: program selection %.1f s", ti, time.monotonic() - t_sel)
-        best_fit = (start_loss, emb0.clone(), room0.clone(), float(g0))
-        step = 0
-        # 3a. embedding on the frame-domain proxy (cheap), checked by a rendering; not for a
-        # track of a mix, whose harmonic observations the other instruments contaminate (on the
-        # bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with no mel gain)
-        if proxy.ok and not others:
-            emb = emb0.clone().requires_grad_(True)
-            opt = torch.optim.Adam([emb], lr=0.05)
-            proxy_deadline = time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
-            for step in range(proxy_steps):
-                if step >= PROXY_MIN_STEPS and time.monotonic() > proxy_deadline:
-                    break
-                loss = proxy(model, emb[None])[0] + 0.01 * ((emb - emb0) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                progress((n_done + 0.3 + 0.1 * (step + 1) / proxy_steps) / len(pitched))
-            cand_loss, g_db = evaluate(emb.detach(), room0)
-            if cand_loss < best_fit[0]:
-                best_fit = (cand_loss, emb.detach().clone(), room0.clone(), g_db)
-        # 3b. embedding + room + gain on the spectral loss of the renderings (time permitting)
-        emb = best_fit[1].clone().requires_grad_(True)
-        room = best_fit[2].clone().requires_grad_(True)
-        gain = torch.tensor(float(best_fit[3]), requires_grad=True)
-        opt = torch.optim.Adam([{"params": [emb], "lr": 0.03}, {"params": [room], "lr": 0.1},
-                                {"params": [gain], "lr": 0.3}])
-        step_t, n_steps = 0.0, 0
-        for n_steps in range(max_steps):
-            ts = time.monotonic()
-            if ts + step_t > deadline:
-                break
-            loss = ddsp.mrstft_loss(render(emb, room, gain), tgt)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step_t = time.monotonic() - ts
-            progress((n_done + 0.4 + 0.55 * (n_steps + 1) / max_steps) / len(pitched))
-        if n_steps:
-            cand_loss, _ = evaluate(emb.detach(), room.detach(), float(gain.detach()))
-            if cand_loss < best_fit[0]:
-                best_fit = (cand_loss, emb.detach().clone(), room.detach().clone(), float(gain.detach()))
-        step = (step, n_steps)
-        log.info("track %d: program %d (candidates %s), loss %.3f -> %.3f in %s steps, %.1f s",
-                 ti, program, cand, start_loss, best_fit[0], step, time.monotonic() - t0)
-        timbres.append(Timbre(track=ti, embedding=tuple(float(v) for v in best_fit[1]),
-                              gain_db=float(best_fit[3]),
-                              room=tuple(float(v) for v in best_fit[2])))
-        losses = _engine_losses(score, ti, starts, timbres[-1], program, tgt)
-        if losses is not None:
-            log.info("track %d: excerpts as decoded: neural loss %.3f, fluidsynth (program %d) "
-                     "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
-            if losses["fluidsynth"][0] < losses["neural"][0]:
-                engines[ti] = ("fluidsynth", losses["fluidsynth"][1])
-    progress(1.0)
+    # only the timbre parameters are optimised: no gradients for the model's own weights
+    # (the cached model is shared with the decoder; its flags are restored afterwards)
+    grads = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        # tracks are independent (each its own excerpts, parameters and noise seed): fitted on
+        # several threads (torch and numpy release the GIL), the results are the same as one
+        # after the other, in track order
+        for ti, r in zip(pitched, _map(fit, range(len(pitched)), workers)):
+            if r is not None:
+                timbre, programs[ti], engine = r
+                timbres.append(timbre)
+                if engine is not None:
+                    engines[ti] = engine
+    finally:
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
     return tuple(timbres), programs, engines
 
 
@@ -436,20 +693,20 @@ ENGINE_GAP_S = 1.0
 ENGINE_CONTEXT_S = 0.5
 
 
-def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, program: int,
-                   tgt) -> dict[str, tuple[float, float]] | None:
+def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | None,
+                   program: int, tgt, engines: tuple[str, ...] = ("neural", "fluidsynth"),
+                   ) -> dict[str, tuple[float, float]] | None:
     """``{"neural": (loss, gain dB), "fluidsynth": (loss, gain dB)}``: track ``ti``'s excerpts
     (windows at ``starts``, with ENGINE_CONTEXT_S of lead-in) rendered as the decoder renders
-    them, by the neural engine with the fitted timbre and by fluidsynth with GM ``program``,
-    each level-matched to ``tgt`` ((G, n) at the model rate) and scored by ``ddsp.mrstft_loss``.
-    None when either engine is unavailable.  All excerpts go through one rendering per engine,
-    ENGINE_GAP_S apart."""
+    them, by the neural engine with the ``fitted`` timbre and by fluidsynth with GM ``program``
+    (``engines``: those of the two to render), each level-matched to ``tgt`` ((G, n) at the
+    model rate) and scored by ``ddsp.mrstft_loss``.  None when an engine is unavailable or
+    renders nothing.  All excerpts go through one rendering per engine, ENGINE_GAP_S apart."""
     import torch  # noqa: PLC0415
 
     from dataclasses import replace  # noqa: PLC0415
 
     from semcodec.errors import SynthError  # noqa: PLC0415
-    from semcodec.events import Track  # noqa: PLC0415
     from semcodec.synth import ddsp  # noqa: PLC0415
     from semcodec.synth.fluid import FluidsynthEngine  # noqa: PLC0415
     from semcodec.synth.neural import NeuralEngine  # noqa: PLC0415
@@ -465,11 +722,12 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
             if st - ENGINE_CONTEXT_S <= n.onset < st + FIT_WINDOW_S:
                 notes.append(replace(n, onset=n.onset + shift, offset=n.offset + shift))
     one = Score(tracks=(Track("t", program).with_notes(notes),))
+    timbres = (replace(fitted, track=0),) if fitted is not None else ()
     out = {}
     try:
-        engines = (("neural", NeuralEngine(device="cpu")), ("fluidsynth", FluidsynthEngine()))
-        for name, eng in engines:
-            y: Any = eng.render(one, sr, hop * G, timbres=(replace(fitted, track=0),))
+        for name in engines:
+            eng = NeuralEngine(device="cpu") if name == "neural" else FluidsynthEngine()
+            y: Any = eng.render(one, sr, hop * G, timbres=timbres)
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
             if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
@@ -481,6 +739,29 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre, p
         log.info("engines not compared: %s", exc)
         return None
     return out
+
+
+def _in_background(fn: Callable, *args, **kwargs) -> Callable[[], Any]:
+    """Start ``fn(*args, **kwargs)`` on a thread; returns a function that waits for its result
+    (or raises its exception)."""
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="semcodec-fit-bg", daemon=True)
+    t.start()
+
+    def result():
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    return result
 
 
 # --- samples ------------------------------------------------------------------------------

@@ -157,6 +157,9 @@ def _get_session():
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = _n_threads()
             opts.inter_op_num_threads = 1
+            # idle pool threads sleep instead of spinning: the encoder imports torch and fits
+            # on the other core meanwhile (30-s stem: 0.80 -> 0.66 s of CPU, wall no slower)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.log_severity_level = 3
             _session = ort.InferenceSession(
                 str(model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
