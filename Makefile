@@ -59,7 +59,7 @@ uninstall:
 	else echo "no link to this checkout's semcodec in $(BINDIR)"; fi
 
 test: setup
-	@$(BIN)/python -m pytest -q tests
+	@$(BIN)/python -m pytest -q -rs tests
 
 lint: setup
 	@$(BIN)/ruff check src

@@ -31,9 +31,9 @@ class Renderer:
     """Holds one loaded soundfont; ``render`` starts every clip from a reset synth."""
 
     def __init__(self, soundfont: Path, sr: int = SR):
-        from semcodec.synth.fluid import _import_fluidsynth
+        from semcodec.synth.fluid import import_fluidsynth
 
-        fluidsynth = _import_fluidsynth()
+        fluidsynth = import_fluidsynth()
         self.sr = sr
         self.synth = fluidsynth.Synth(samplerate=float(sr))
         self.sfid = self.synth.sfload(str(soundfont))

@@ -78,25 +78,25 @@ def opus_tool() -> str:
 def default_commands(semcodec: str | None = None) -> dict[tuple[str, str], Command]:
     """The commands of :data:`STEPS`: semcodec's console script, Opus at OPUS_KBPS."""
     if semcodec is None:
-        from bench.codecs import semcodec_bin
+        from bench.codecs import semcodec_bin  # noqa: PLC0415
 
         semcodec = semcodec_bin()
     if opus_tool() == "opus-tools":
         opus_enc = lambda src, w: ["opusenc", "--quiet", "--bitrate", str(OPUS_KBPS),  # noqa: E731
                                    str(src), str(w / "x.opus")]
-        opus_dec = lambda src, w: ["opusdec", "--quiet", "--rate", "44100",  # noqa: E731
+        opus_dec = lambda _src, w: ["opusdec", "--quiet", "--rate", "44100",  # noqa: E731
                                    str(w / "x.opus"), str(w / "opus.wav")]
     else:
         ff = ["ffmpeg", "-nostdin", "-y", "-hide_banner", "-loglevel", "error"]
         opus_enc = lambda src, w: ff + ["-i", str(src), "-ac", "1", "-c:a", "libopus",  # noqa: E731
                                         "-b:a", f"{OPUS_KBPS}k", str(w / "x.opus")]
-        opus_dec = lambda src, w: ff + ["-i", str(w / "x.opus"), "-ar", "44100",  # noqa: E731
+        opus_dec = lambda _src, w: ff + ["-i", str(w / "x.opus"), "-ar", "44100",  # noqa: E731
                                         str(w / "opus.wav")]
     return {
         ("encode", "semcodec"): lambda src, w: [semcodec, "encode", "-q", "-f", str(src),
                                                 str(w / "x.smc")],
         ("encode", "opus"): opus_enc,
-        ("decode", "semcodec"): lambda src, w: [semcodec, "decode", "-q", "-f", str(w / "x.smc"),
+        ("decode", "semcodec"): lambda _src, w: [semcodec, "decode", "-q", "-f", str(w / "x.smc"),
                                                 str(w / "semcodec.wav")],
         ("decode", "opus"): opus_dec,
     }
@@ -189,9 +189,9 @@ def section(speed: dict | None) -> list[str]:
 
 def main(argv=None) -> int:
     """``python -m bench.speed [--runs N] CLIP ...``: the speed table for audio files."""
-    import argparse
+    import argparse  # noqa: PLC0415
 
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m bench.speed", description=main.__doc__)
     ap.add_argument("clips", nargs="+", type=Path)

@@ -52,9 +52,9 @@ def _child(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def run(out: Path, src: str | None, subs: list[str]) -> None:
-    from bench import metrics
-    from bench.bp import transcribe
-    from bench.run import load_mono
+    from bench import metrics  # noqa: PLC0415
+    from bench.bp import transcribe  # noqa: PLC0415
+    from bench.run import load_mono  # noqa: PLC0415
 
     clips = sorted(p for p in EVAL.glob("slakh_*.flac") if (p.with_suffix(".notes.json")).exists())
     if subs:

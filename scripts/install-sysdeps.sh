@@ -3,12 +3,14 @@
 #   libfluidsynth3                      the FluidSynth library (fluidsynth decoding engine)
 #   fluid-soundfont-gm                  FluidR3_GM, the decoder's default General MIDI soundfont
 #   timgm6mb-soundfont                  TimGM6mb, a second GM soundfont (neural training data)
+#   musescore3                          MuseScore 3: `make test` renders an exported MusicXML with it
+#                                       (headless) and fails on its errors; skipped without it
 #   musescore-general-soundfont-small   MuseScore General, used ONLY by the benchmark to render references
 #   ffmpeg                              libopus reference codec for the benchmark (Opus 6/12 kbps)
 #   opus-tools                          opusenc/opusdec, timed next to semcodec (the speed comparison)
 # Usage: scripts/install-sysdeps.sh [--bench]
 set -euo pipefail
-pkgs=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont)
+pkgs=(libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore3)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(musescore-general-soundfont-small ffmpeg opus-tools); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -40,7 +40,7 @@ from semcodec.container import (  # noqa: E402
     loads,
 )
 from semcodec.errors import ContainerError  # noqa: E402
-from semcodec.events import BendPoint, Note, Sample, Score, Timbre, Track  # noqa: E402
+from semcodec.events import BendPoint, Note, Sample, Score, TempoMap, Timbre, Track  # noqa: E402
 
 TIME_LIMIT_S = 1.0
 INTERESTING_U32 = (0, 1, 2, 3, 4, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 0x7FFFFFFF,
@@ -78,6 +78,9 @@ def generated_containers(rng: random.Random) -> list[Container]:
                 Track("bass", 33, False, notes(20, 0.05, False, 0.5)),
             ),
             tempo_bpm=96.0, time_signature=(3, 4), key="E minor",
+            tempo_map=TempoMap(beats=tuple(round(0.2 + 0.625 * i + 0.003 * (i % 4), 3)
+                                           for i in range(18)), downbeat=1,
+                               time_signature=(3, 4)),
         ),
         timbres=(Timbre(0, tuple(rng.uniform(-1, 1) for _ in range(16)), -3.0, (0.3, 0.5)),
                  Timbre(2, tuple(rng.uniform(-1, 1) for _ in range(8)), 1.5, ())),

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 import semcodec
+from semcodec import api
 from semcodec.errors import InputError, UsageError
 from semcodec.synth import dsp
 
@@ -106,6 +107,65 @@ def test_huge_declared_output_is_refused_cleanly():
 
     with pytest.raises(OutputTooLongError, match="86400 s .* limit of 14400 s"):
         semcodec.decode(c, engine="fluidsynth")
+
+
+def _made_container(seconds=6.0, channels=1, pans=(0.0, 0.0)):
+    """A container built directly (no encoding): two pitched tracks, loudness -20 LUFS."""
+    from semcodec.events import BendPoint, Note, Score, Track
+
+    rng = np.random.default_rng(3)
+    tracks = []
+    for k, pan in enumerate(pans):
+        notes = [Note(t, t + 0.3, 50 + 7 * k + int(rng.integers(0, 5)), 90,
+                      (BendPoint(0.1, 0.5),) if k else ())
+                 for t in np.arange(0.1, seconds - 0.5, 0.4)]
+        tracks.append(Track(f"t{k}", program=(0, 40)[k], pan=pan).with_notes(notes))
+    return semcodec.Container(duration=seconds, sample_rate=44100, channels=channels,
+                              n_samples=int(seconds * 44100), loudness_lufs=-20.0,
+                              score=Score(tracks=tuple(tracks)))
+
+
+@pytest.mark.parametrize("channels,pans", [(1, (0.0, 0.0)), (2, (-0.5, 0.6))])
+def test_decode_stream_exact_equals_decode(monkeypatch, channels, pans):
+    c = _made_container(channels=channels, pans=pans)
+    ref, sr = semcodec.decode(c, engine="neural")
+    monkeypatch.setattr(api, "STREAM_BLOCK", 10000)  # several blocks
+    monkeypatch.setattr(api, "SPOOL_MEMORY_BYTES", 1000)  # the raw mix spooled to a file
+    st = semcodec.decode_stream(c, engine="neural", exact=True)
+    blocks = list(st.blocks)
+    assert len(blocks) > 5 and st.exact_gain and st.sr == sr
+    got = np.concatenate(blocks)
+    assert got.shape == ref.shape
+    if channels == 1:
+        assert np.array_equal(got, ref)
+    else:  # gain and pan applied in the other order: float rounding
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_decode_stream_estimated_gain_is_close():
+    c = _made_container(seconds=8.0)
+    exact = semcodec.decode_stream(c, engine="neural", exact=True)
+    est = semcodec.decode_stream(c, engine="neural", exact=False)
+    assert not est.exact_gain
+    assert abs(20 * np.log10(est.gain / exact.gain)) < 1.0  # dB
+    y = np.concatenate(list(est.blocks))
+    assert y.shape == (c.n_samples,) and np.all(np.isfinite(y)) and np.abs(y).max() <= 1.0
+
+
+def test_decoding_imports_neither_torch_nor_heavy_libraries(tmp_path):
+    import subprocess
+    import sys
+
+    smc = tmp_path / "c.smc"
+    _made_container(seconds=2.0).save(smc)
+    code = ("import sys, semcodec\n"
+            f"a, sr = semcodec.decode(semcodec.load({str(smc)!r}))\n"
+            "assert a.shape[0] == 88200 and abs(a).max() > 0\n"
+            "heavy = {'torch', 'librosa', 'scipy', 'music21', 'sklearn', 'numba'}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 def test_encode_progress_moves_through_every_stage(short_wav):

@@ -211,7 +211,10 @@ def test_stems_encode_to_named_tracks_and_decode_to_stem_files(runner, tmp_path)
     xml = tmp_path / "s.musicxml"
     assert run(runner, "export", smc, "--musicxml", xml).exit_code == 0
     parsed = music21.converter.parse(str(xml))
-    words = [ly.text for n in parsed.parts[1].flatten().notes for ly in n.lyrics]
+    # the voice is the last part (the bass, program 0 without timbre fitting, is written on a
+    # piano's grand staff: two music21 parts)
+    words = [ly.text for n in parsed.parts[-1].flatten().notes for ly in n.lyrics]
+    assert "<work-title>band</work-title>" in xml.read_text()  # no title tag: the file's name
     assert words[:3] == ["Twin", "kle", "twin"]
     assert not any(n.lyrics for n in parsed.parts[0].flatten().notes)
 
@@ -234,6 +237,73 @@ def test_stem_usage_errors(runner, tmp_path):
     r = run(runner, "encode", "--lyrics", bad, paths["bass"], out)
     assert r.exit_code == 2 and "bad.txt" in r.output and "UTF-8" in r.output
     assert not out.exists()
+
+
+def _small_smc(tmp_path):
+    from semcodec.events import Note, Score, Track
+    from semcodec.api import Container
+
+    notes = [Note(0.1 + 0.3 * k, 0.35 + 0.3 * k, 60 + k % 5, 90) for k in range(8)]
+    c = Container(duration=3.0, sample_rate=22050, channels=1, n_samples=66150,
+                  loudness_lufs=-20.0, score=Score(tracks=(Track("t").with_notes(notes),)))
+    smc = tmp_path / "s.smc"
+    c.save(smc)
+    return smc
+
+
+def test_decode_to_stdout_streams_the_same_wav(runner, tmp_path):
+    smc = _small_smc(tmp_path)
+    out = tmp_path / "s.wav"
+    assert run(runner, "decode", "-q", "--engine", "neural", smc, out).exit_code == 0
+    r = runner.invoke(cli, ["decode", "-q", "--engine", "neural", str(smc), "-"])
+    assert r.exit_code == 0
+    assert r.stdout_bytes == out.read_bytes()
+
+
+def test_play_pipes_wav_to_the_player(runner, tmp_path):
+    import sys
+
+    smc = _small_smc(tmp_path)
+    got = tmp_path / "played.wav"
+    player = (f"{sys.executable} -c \"import sys; open({str(got)!r}, 'wb')"
+              ".write(sys.stdin.buffer.read())\"")
+    r = run(runner, "play", "--engine", "neural", "--player", player, smc)
+    assert r.exit_code == 0, r.output
+    ref = tmp_path / "ref.wav"
+    run(runner, "decode", "-q", "--engine", "neural", smc, ref)
+    assert got.read_bytes() == ref.read_bytes()
+    # a player that fails: one clean line, exit status 2
+    r = run(runner, "play", "--engine", "neural", "--player", f"{sys.executable} -c \"import sys; "
+            "sys.stderr.write('no audio device\\n'); sys.exit(3)\"", smc)
+    assert r.exit_code == 2 and "no audio device" in r.output and "Traceback" not in r.output
+
+
+def test_play_without_any_output_is_a_clean_error(runner, tmp_path, monkeypatch):
+    import builtins
+
+    smc = _small_smc(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no player on PATH
+    real_import = builtins.__import__
+
+    def no_sounddevice(name, *a, **k):
+        if name == "sounddevice":
+            raise ImportError("no sounddevice")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_sounddevice)
+    r = run(runner, "play", smc)
+    assert r.exit_code == 2 and "no audio output" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_device_cuda_without_cuda_is_one_clean_line(runner, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    smc = _small_smc(tmp_path)
+    r = run(runner, "decode", "--engine", "neural", "--device", "cuda", smc, tmp_path / "o.wav")
+    assert r.exit_code == 2 and "cuda" in r.output.lower()
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o.wav").exists()
 
 
 # --- issue 13 -----------------------------------------------------------------------------------

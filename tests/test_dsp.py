@@ -82,3 +82,21 @@ def test_decoding_does_not_import_scipy_signal(encoded_chorale):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_loudness_meter_in_pieces_equals_whole():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(100_000) * np.linspace(0.01, 0.3, 100_000)).astype(np.float32)
+    m = dsp.LoudnessMeter(x.shape[0], 22050)
+    pos = 0
+    for k in (1, 5000, 70_000, 24_999):
+        m.push(x[pos:pos + k])
+        pos += k
+    assert m.result() == pytest.approx(dsp.integrated_loudness(x, 22050), abs=1e-9)
+    assert dsp.LoudnessMeter(1000, 22050).result() is None  # nothing pushed: silence
+
+
+def test_flush_tiny_zeros_rounding_noise_only():
+    x = np.array([1e-9, -1e-9, -2e-6, 0.5, -3e-5], np.float32)
+    y = dsp.flush_tiny(x.copy())
+    assert list(y[:2]) == [0.0, 0.0] and y[2] == np.float32(-2e-6) and y[3] == 0.5

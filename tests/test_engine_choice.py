@@ -38,7 +38,8 @@ def test_encoder_prefers_the_engine_that_renders_closer(gm_flute):
 
 def test_preference_is_stored_and_unknown_engines_are_ignored(gm_flute):
     data = gm_flute.to_bytes()
-    assert data[5] == (3 if gm_flute.residual else 2)  # format 1.2 (1.3 with a residual)
+    # format 1.2; 1.3 with a tempo map, 1.4 with a residual
+    assert data[5] == (4 if gm_flute.residual else 3 if gm_flute.score.tempo_map else 2)
     back = Container.from_bytes(data)
     assert back.score.tracks[0].engine == "fluidsynth"
     assert back.score.tracks[0].engine_gain_db == pytest.approx(gm_flute.score.tracks[0].engine_gain_db, abs=0.01)

@@ -69,9 +69,9 @@ def test_importing_pyfluidsynth_prints_nothing():
     import sys
 
     code = (
-        "from semcodec.synth.fluid import _import_fluidsynth, render_notes\n"
+        "from semcodec.synth.fluid import import_fluidsynth, render_notes\n"
         "from semcodec.events import Note\n"
-        "_import_fluidsynth()\n"
+        "import_fluidsynth()\n"
         "render_notes([Note(0.0, 0.1, 60, 90)], 0, 8000, 800)\n"
     )
     env = dict(os.environ, CI="1")

@@ -54,6 +54,40 @@ def test_device_cuda_unavailable_raises():
         neural.NeuralEngine(device="cuda")
 
 
+def test_cuda_unavailable_is_one_clean_error_naming_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(SynthError, match="cuda") as exc:
+        neural.NeuralEngine(device="cuda")
+    assert "\n" not in str(exc.value)
+
+
+def test_auto_and_cpu_run_numpy_and_torch_backend_keeps_tensors_on_its_device(monkeypatch):
+    from semcodec.synth import ddsp
+
+    assert neural.NeuralEngine(device="auto").backend == "numpy"
+    eng = neural.NeuralEngine(device="cpu", backend="torch")
+    assert eng.backend == "torch" and eng.device == "cpu"
+    seen = []
+    real_noise, real_forward = ddsp.noise_from_bands, ddsp.DDSPNet.forward
+
+    def noise(bands, *a, **k):
+        seen.append(("noise", bands.device))
+        return real_noise(bands, *a, **k)
+
+    def forward(self, feats, emb):
+        seen.append(("model", feats.device))
+        seen.append(("weights", next(self.parameters()).device))
+        return real_forward(self, feats, emb)
+
+    monkeypatch.setattr(ddsp, "noise_from_bands", noise)
+    monkeypatch.setattr(ddsp.DDSPNet, "forward", forward)
+    y = eng.render(_score(_melody(n=3)), SR, SR)
+    assert y.shape == (SR,) and np.abs(y).max() > 0
+    assert {k for k, _ in seen} == {"noise", "model", "weights"}
+    assert all(d == torch.device("cpu") for _, d in seen)
+
+
 def test_gradients_reach_embedding():
     from semcodec.synth import ddsp
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Container", "DecodeOptions", "EncodeOptions", "decode", "decode_tracks", "encode",
-           "encode_stems", "load", "__version__"]
+__all__ = ["Container", "DecodeOptions", "EncodeOptions", "decode", "decode_stream",
+           "decode_tracks", "encode", "encode_stems", "load", "__version__"]
 
 
 def __getattr__(name: str):
     # The API pulls numpy/librosa; import it on first use so `semcodec --version` stays fast.
-    if name in {"Container", "DecodeOptions", "EncodeOptions", "decode", "decode_tracks",
-                "encode", "encode_stems", "load", "available_engines"}:
+    if name in {"Container", "DecodeOptions", "EncodeOptions", "decode", "decode_stream",
+                "decode_tracks", "encode", "encode_stems", "load", "available_engines"}:
         from semcodec import api
 
         return getattr(api, name)

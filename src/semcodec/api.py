@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, cast
 
 import numpy as np
 
@@ -44,11 +44,15 @@ from semcodec.errors import (
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
+from semcodec.synth.engine import ENGINES, Engine, available_engines, make_engine, reblock
 from semcodec.transcribe import TranscribeOptions, transcribe
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "neural", "fluidsynth")
+__all__ = ["ENGINES", "Container", "DecodeOptions", "DecodeStream", "EncodeOptions", "Engine",
+           "available_engines", "decode", "decode_stream", "decode_tracks", "encode",
+           "encode_stems", "load", "make_engine", "parse_program_map"]
+
 #: ``progress(stage, fraction)``: ``stage`` is one of the names of :data:`ENCODE_STAGES` /
 #: :data:`DECODE_STAGES`, followed by `` track K/N`` for the per-track stages; ``fraction``
 #: (0..1) is the part of that stage (of that track) done.
@@ -97,9 +101,14 @@ class Container(_container.SmcFile):
             write_midi(self.score, path)
         return to_pretty_midi(self.score)
 
-    def to_musicxml(self, path: str | os.PathLike) -> None:
-        """Write the score as quantized MusicXML (readable sheet music) to ``path``."""
-        write_musicxml(self.score, path, self.texts.get("lyrics"))
+    def to_musicxml(self, path: str | os.PathLike, *, title: str | None = None) -> None:
+        """Write the score as quantized MusicXML (readable sheet music) to ``path``.
+
+        The title is the ``title`` tag, else ``title``, else ``path``'s file name; the
+        composer the ``artist`` (or ``composer``) tag."""
+        write_musicxml(self.score, path, self.texts.get("lyrics"),
+                       title=self.tags.get("title") or title,
+                       composer=self.tags.get("artist") or self.tags.get("composer", ""))
 
     def decode(self, options: DecodeOptions | None = None,
                **overrides: Any) -> tuple[np.ndarray, int]:
@@ -325,6 +334,18 @@ def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions):
     return track, (shots if opts.samples and track is not None else ())
 
 
+def _with_tempo_map(score: Score, inp: AudioInput) -> Score:
+    """``score`` with the beats, downbeats and meter found in the audio (semcodec.beats;
+    ~0.3 s per 30 s): its tempo becomes the beats' in quarter notes per minute."""
+    from semcodec.beats import analyze
+
+    tm = analyze(inp.audio, inp.sample_rate)
+    if tm is None:
+        return score
+    return replace(score, tempo_map=tm, time_signature=tm.time_signature,
+                   tempo_bpm=round(tm.tempo_bpm * tm.quarters_per_beat, 2))
+
+
 def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
               audio_of: dict[int, np.ndarray], drum_samples: tuple[Sample, ...],
               opts: EncodeOptions, report: Progress, drum_indexed: bool = False) -> Container:
@@ -335,6 +356,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     all_notes = tuple(n for t in tracks if not t.is_drum for n in t.notes)
     score = Score(tracks=tuple(tracks), tempo_bpm=estimate_tempo(all_notes),
                   key=estimate_key(all_notes))
+    if loudness is not None:
+        score = _with_tempo_map(score, inp)
     timbres: list = []
     samples: list = list(drum_samples)
     programs = {i: t.program for i, t in enumerate(tracks)}
@@ -494,37 +517,6 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
     return timbres, samples, programs, engines
 
 
-def available_engines() -> list[str]:
-    """Engines usable on this machine, best first."""
-    names = []
-    try:
-        from semcodec.synth import neural
-
-        if neural.weights_available():
-            names.append("neural")
-    except ImportError:
-        pass
-    names.append("fluidsynth")
-    return names
-
-
-def make_engine(name: str = "auto", *, device: str = "auto", soundfont: str | None = None):
-    """An engine object with ``render(score, sr, n_samples, **edits)``."""
-    if name not in ENGINES:
-        raise UsageError(f"unknown engine '{name}' (choose from {', '.join(ENGINES)})")
-    if name == "auto":
-        name = available_engines()[0]
-    if name == "neural":
-        try:
-            from semcodec.synth.neural import NeuralEngine
-        except ImportError as exc:
-            raise SynthError(f"the neural engine is unavailable ({exc})") from None
-        return NeuralEngine(device=device)
-    from semcodec.synth.fluid import FluidsynthEngine
-
-    return FluidsynthEngine(soundfont)
-
-
 @dataclass(frozen=True)
 class DecodeOptions:
     """Decoder settings: the engine, the output format and the decode-time edits.
@@ -580,11 +572,11 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
     if not any(pans):
         mono = renderer.render(c.score)
         report("loudness", 0.0)
-        mono = dsp.match_loudness(mono, out.sr, c.loudness_lufs)
+        mono = dsp.flush_tiny(dsp.match_loudness(mono, out.sr, c.loudness_lufs))
         report("loudness", 1.0)
         mix = out.place(mono)
     else:
-        mix = _mix_by_position(c, renderer, pans, out.sr, report)
+        mix = dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr, report))
     return _add_residual(c, opts, mix, out.sr, report), out.sr
 
 
@@ -598,7 +590,8 @@ def _add_residual(c: _container.SmcFile, opts: DecodeOptions, mix: np.ndarray, s
 
     report("residual", 0.0)
     env = residual.decode_envelope(c.residual, c.duration)
-    out = dsp.soft_clip(residual.apply(mix, sr, env, c.sample_rate, tempo=opts.tempo))
+    out = dsp.flush_tiny(dsp.soft_clip(residual.apply(mix, sr, env, c.sample_rate,
+                                                      tempo=opts.tempo)))
     report("residual", 1.0)
     return out
 
@@ -630,8 +623,9 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *
     report("loudness", 1.0)
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = _sum(placed) if placed else out.place(silent)
-    tracks = [(t.name, dsp.soft_clip(p)) for t, p in zip(c.score.tracks, placed)]
-    return _add_residual(c, opts, dsp.soft_clip(mix), out.sr, report), out.sr, tracks
+    tracks = [(t.name, dsp.flush_tiny(dsp.soft_clip(p))) for t, p in zip(c.score.tracks, placed)]
+    return (_add_residual(c, opts, dsp.flush_tiny(dsp.soft_clip(mix)), out.sr, report), out.sr,
+            tracks)
 
 
 def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
@@ -732,6 +726,30 @@ class _Renderer:
         k = min(n - 1, int(x))
         self.report(f"render track {k + 1}/{n}", min(1.0, x - k))
 
+    def track_blocks(self, i: int, block: int | None = None):
+        """(blocks of track ``i`` alone at the output's rate and length, linear gain), or
+        None for a silent track: the per-track step of the block pipeline.  ``block``: the
+        neural engine's internal block (shorter: the first audio comes sooner)."""
+        o, c = self.opts, self.c
+        t = c.score.tracks[i]
+        if not t.notes:
+            return None
+        use_fallback = (self.fallback is not None and not t.is_drum
+                        and t.engine == "fluidsynth")
+        eng = self.fallback if use_fallback and self.fallback is not None else self.engine
+        gain = 10.0 ** (t.engine_gain_db / 20.0) if use_fallback else 1.0
+        if hasattr(eng, "track_blocks"):
+            it = eng.track_blocks(c.score, i, self.sr, self.n_out, block=block,
+                                  timbres=c.timbres, samples=c.samples, programs=o.programs,
+                                  transpose=o.transpose, tempo=o.tempo)
+            if it is None:
+                return None
+        else:
+            it = eng.blocks(_muted(c.score, {i}), self.sr, self.n_out, timbres=c.timbres,
+                            samples=c.samples, programs=o.programs, transpose=o.transpose,
+                            tempo=o.tempo)
+        return it, gain
+
     def _with(self, engine: Any, score: Score) -> np.ndarray:
         o, c = self.opts, self.c
         m, done = sum(1 for t in score.tracks if t.notes), self.n_rendered
@@ -755,6 +773,249 @@ class _Renderer:
             gain = np.float32(10.0 ** (score.tracks[i].engine_gain_db / 20.0))
             out += self._with(self.fallback, _muted(score, {i})) * gain
         return out
+
+
+#: Output samples per block of :func:`decode_stream`.
+STREAM_BLOCK = 1 << 15
+#: The neural engine's internal block (samples at 22.05 kHz) when streaming with an estimated
+#: gain: short, so that the first block comes at once.
+STREAM_INTERNAL_BLOCK = 1 << 15
+#: decode_stream(exact=None) measures the loudness exactly (render all, then play) up to this
+#: output duration (s); longer outputs get an estimated gain and start at once.
+STREAM_EXACT_S = 40.0
+#: Raw mixes up to this size (bytes) are kept in memory between the two passes of the exact
+#: gain; larger ones are spooled to a temporary file.
+SPOOL_MEMORY_BYTES = 128 * 1024 * 1024
+#: The estimated gain renders this many windows of WINDOW_S seconds (after WARMUP_S of lead-in)
+#: at GAIN_RATE Hz (at most; nothing the K-weighted loudness needs lies above 11 kHz).
+GAIN_WINDOWS, WINDOW_S, WARMUP_S, GAIN_RATE = 8, 2.5, 1.5, 22050
+
+
+@dataclass
+class DecodeStream:
+    """A decoding rendered block by block (bounded memory).
+
+    ``blocks`` yields float32 blocks of ``(m,)`` (mono) or ``(m, 2)`` samples adding up to
+    ``n_samples`` at ``sr`` Hz, with the loudness gain applied and soft-clipped as
+    :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
+    it was measured on the whole rendering (the output then equals :func:`decode`'s) or
+    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).
+    """
+
+    sr: int
+    channels: int
+    n_samples: int
+    blocks: Iterator[np.ndarray]
+    gain: float
+    exact_gain: bool
+
+
+def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *,
+                  exact: bool | None = None, progress: Progress | None = None,
+                  **overrides: Any) -> DecodeStream:
+    """Decode ``c`` block by block: see :class:`DecodeStream`.
+
+    The loudness gain needs the whole decoding's loudness.  ``exact=True`` renders in two
+    passes: every block once (the raw mix kept in memory, or spooled to a temporary file when
+    over :data:`SPOOL_MEMORY_BYTES`) while a streaming BS.1770 meter measures it, then the
+    gained blocks; the first block comes after the whole rendering.  ``exact=False`` starts
+    at once: the gain is measured on :data:`GAIN_WINDOWS` windows of :data:`WINDOW_S` s spread
+    over the piece (each rendered alone with :data:`WARMUP_S` s of lead-in), an estimate of
+    the whole's loudness.  ``exact=None`` (default): exact up to :data:`STREAM_EXACT_S` s of
+    output, estimated beyond.  ``progress(stage, fraction)`` reports ``engine``, ``render``
+    (the first pass of an exact gain) and ``loudness``, as for :func:`decode`.
+    """
+    opts = _decode_options(options, overrides)
+    # the same output-size limit as decode() (memory here stays bounded, but an output that
+    # large would not be usable either)
+    out = _DecodeShape.of(c, opts, per_track=False)
+    n, ch = out.n_out, out.channels
+    if _is_silent(c):
+        shape = (STREAM_BLOCK,) if ch == 1 else (STREAM_BLOCK, 2)
+
+        def silence() -> Iterator[np.ndarray]:
+            for s in range(0, n, STREAM_BLOCK):
+                yield np.zeros((min(STREAM_BLOCK, n - s),) + shape[1:], np.float32)
+
+        return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
+    report = progress or (lambda _stage, _frac: None)
+    renderer = _Renderer(c, opts, out, report)
+    if exact is None:
+        exact = n <= STREAM_EXACT_S * out.sr
+    if exact:
+        meter = dsp.LoudnessMeter(n, out.sr)
+        spool = _Spool(n * ch * 4)
+        done = 0
+        for block in _raw_mix_blocks(c, renderer, out):
+            meter.push(block if ch == 1 else block.mean(axis=1))
+            spool.write(block)
+            done += block.shape[0]
+            report("render", done / max(1, n))
+        report("loudness", 0.0)
+        loud = meter.result()
+        report("loudness", 1.0)
+        gain = 0.0 if c.loudness_lufs is None else (
+            1.0 if loud is None else float(10.0 ** ((c.loudness_lufs - loud) / 20.0)))
+        return DecodeStream(out.sr, ch, n, _gained(spool.read(ch), gain), gain, True)
+    report("loudness", 0.0)
+    gain = _estimated_gain(c, opts, out)
+    report("loudness", 1.0)
+    blocks = _raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK)
+    return DecodeStream(out.sr, ch, n, _gained(blocks, gain), gain, False)
+
+
+def _gained(blocks: Iterator[np.ndarray], gain: float) -> Iterator[np.ndarray]:
+    g = np.float32(gain)
+    for b in blocks:
+        if gain == 1.0:
+            yield dsp.flush_tiny(b)  # as match_loudness: a unit gain leaves the audio as it is
+        else:
+            yield dsp.flush_tiny(dsp.soft_clip((b * g).astype(np.float32)))
+
+
+def _raw_mix_blocks(c: _container.SmcFile, renderer: "_Renderer", out: "_DecodeShape",
+                    internal_block: int | None = None) -> Iterator[np.ndarray]:
+    """The mix before the loudness gain, in STREAM_BLOCK blocks (stereo: tracks panned).
+
+    Every track is rendered alone (``_Renderer.track_blocks``) in a thread of its own a few
+    blocks ahead, then the blocks are summed in track order (the result does not depend on
+    the threads); a post-step per track or on the mix belongs here.
+    """
+    n, ch = out.n_out, out.channels
+    pans = out.pans(c)
+    parts = []
+    for i in range(len(c.score.tracks)):
+        tb = renderer.track_blocks(i, internal_block)
+        if tb is not None:
+            it, gain = tb
+            parts.append((_prefetched(reblock(it, n, STREAM_BLOCK)), np.float32(gain), pans[i]))
+    try:
+        for s in range(0, n, STREAM_BLOCK):
+            m = min(STREAM_BLOCK, n - s)
+            mix = np.zeros(m if ch == 1 else (m, 2), np.float32)
+            for it, g, pan in parts:
+                y = next(it)
+                y = y if g == 1.0 else y * g
+                mix += y if ch == 1 else dsp.pan_stereo(y, pan)
+            yield mix
+    finally:
+        for it, _, _ in parts:
+            it.close()
+
+
+def _prefetched(blocks: Iterator[np.ndarray], depth: int = 4) -> Generator[np.ndarray, None, None]:
+    """``blocks`` produced by a background thread up to ``depth`` ahead (numpy releases the
+    GIL: the tracks of a mix render in parallel); errors are re-raised in the consumer."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for b in blocks:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    th = threading.Thread(target=work, name="semcodec-track", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class _Spool:
+    """Blocks kept for a second pass: in memory up to SPOOL_MEMORY_BYTES, else in a temporary
+    file (deleted when read back or collected)."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.mem: list[np.ndarray] | None = [] if total_bytes <= SPOOL_MEMORY_BYTES else None
+        self.fh: Any = None
+        if self.mem is None:
+            import tempfile
+
+            self.fh = tempfile.TemporaryFile(prefix="semcodec-", suffix=".f32")
+        self.sizes: list[int] = []
+
+    def write(self, block: np.ndarray) -> None:
+        if self.mem is not None:
+            self.mem.append(block)
+        else:
+            np.ascontiguousarray(block, np.float32).tofile(self.fh)
+            self.sizes.append(block.shape[0])
+
+    def read(self, channels: int) -> Iterator[np.ndarray]:
+        if self.mem is not None:
+            while self.mem:
+                yield self.mem.pop(0)
+            return
+        self.fh.seek(0)
+        try:
+            for m in self.sizes:
+                b = np.fromfile(self.fh, np.float32, count=m * channels)
+                yield b if channels == 1 else b.reshape(m, 2)
+        finally:
+            self.fh.close()
+
+
+def _estimated_gain(c: _container.SmcFile, opts: DecodeOptions, out: "_DecodeShape") -> float:
+    """The loudness gain estimated from GAIN_WINDOWS windows of the decoding (mono downmix),
+    each rendered from a score cut around it; see :func:`decode_stream`."""
+    if c.loudness_lufs is None:
+        return 0.0
+    dur = out.n_out / out.sr
+    sr = min(out.sr, GAIN_RATE)
+    tempo = opts.tempo
+    win = WINDOW_S if dur > GAIN_WINDOWS * WINDOW_S else dur / GAIN_WINDOWS
+    starts = np.linspace(0.0, max(0.0, dur - win), GAIN_WINDOWS)
+
+    def window(u0: float) -> np.ndarray:
+        # from the earliest onset of the notes still sounding in the window (a held note
+        # counts in full), at least WARMUP_S of lead-in for the room, at most 10 s
+        w0, s1 = u0 * tempo, (u0 + win) * tempo  # score time
+        s0 = max(0.0, w0 - WARMUP_S * tempo)
+        for t in c.score.tracks:
+            for nt in t.notes:
+                if nt.onset < s0 and nt.offset + 1.0 > w0 and nt.onset >= w0 - 10.0 * tempo:
+                    s0 = nt.onset
+        lead = u0 - s0 / tempo
+        tracks = tuple(replace(t, notes=tuple(
+            replace(nt, onset=nt.onset - s0, offset=nt.offset - s0) for nt in t.notes
+            if s0 <= nt.onset < s1)) for t in c.score.tracks)
+        sub = replace(c, score=replace(c.score, tracks=tracks),
+                      samples=tuple(replace(x, start=x.start - s0) for x in c.samples),
+                      n_samples=int(round((lead + win) * tempo * c.sample_rate)))
+        if sub.score.n_notes == 0:
+            return np.zeros(int(round(win * sr)), np.float32)
+        shape = _DecodeShape(sr, int(round((lead + win) * sr)), 1)
+        y = _Renderer(sub, replace(opts, sample_rate=sr), shape).render(sub.score)
+        return y[int(round(lead * sr)):]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semcodec.synth.neural import render_workers
+
+    with ThreadPoolExecutor(render_workers(GAIN_WINDOWS)) as pool:  # numpy frees the GIL
+        pieces = list(pool.map(window, [float(u) for u in starts]))
+    return dsp.loudness_gain(np.concatenate(pieces), sr, c.loudness_lufs)
 
 
 def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],

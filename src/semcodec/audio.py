@@ -449,6 +449,74 @@ def _write_blocks(target: object, audio: np.ndarray, sr: int, fmt: tuple[str, st
         raise sink.error
 
 
+def write_audio_blocks(path: str | os.PathLike, blocks, sr: int, channels: int, n_frames: int,
+                       fmt: str | None = None,
+                       progress: Callable[[float], None] | None = None) -> int:
+    """Write float32 ``blocks`` (``(m,)`` mono or ``(m, 2)`` stereo, any sizes) to ``path``
+    atomically, as :func:`write_audio` does for one array (the same bytes for the same
+    samples): memory is one block.  ``n_frames``: the total to come (picks RIFF or RF64).
+    ``progress(fraction)`` after each block.  Returns the number of frames written."""
+    import soundfile as sf  # noqa: PLC0415 - imported when used, as elsewhere here
+
+    audio_fmt = output_format(path, fmt)
+    if not isinstance(sr, (int, np.integer)) or not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
+        raise OutputError(f"cannot write audio at {sr} Hz (semcodec writes {MIN_SAMPLE_RATE}"
+                          f"..{MAX_SAMPLE_RATE} Hz)")
+    written = 0
+
+    def write(fh: BinaryIO) -> None:
+        nonlocal written
+        name = audio_fmt[0]
+        if name == "WAV" and n_frames * 4 * channels >= _WAV_MAX_BYTES:
+            name = "RF64"  # as _write_blocks
+        with sf.SoundFile(fh, "w", samplerate=int(sr), channels=int(channels), format=name,
+                          subtype=audio_fmt[1]) as f:
+            for block in blocks:
+                f.write(np.clip(block, -1.0, 1.0).astype(np.float32, copy=False))
+                written += block.shape[0]
+                if progress is not None:
+                    progress(min(1.0, written / max(1, n_frames)))
+        if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
+            fh.seek(0)
+            data = canonical_ogg(fh.read())
+            fh.seek(0)
+            fh.write(data)
+            fh.truncate()
+
+    try:
+        atomic_write(path, write)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        target = Path(os.fspath(path))
+        raise OutputError(f"cannot encode {target} ({audio_fmt[0]} at {sr} Hz): {exc}") from None
+    return written
+
+
+def wav_header(sr: int, channels: int, n_frames: int) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV of ``n_frames`` frames (as libsndfile writes
+    it); for data of 4 GiB or more the sizes say 0xFFFFFFFF (streaming readers read on)."""
+    data = n_frames * channels * 2
+    riff = data + 36
+    if data > 0xFFFFFFFF - 36:
+        data = riff = 0xFFFFFFFF
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, channels, sr, sr * channels * 2, channels * 2, 16) +
+            b"data" + struct.pack("<I", data))
+
+
+def pcm16_bytes(block: np.ndarray) -> bytes:
+    """Float32 samples (``(m,)`` or ``(m, channels)``) as the little-endian 16-bit PCM bytes
+    libsndfile writes for them (clipped to ±1)."""
+    import soundfile as sf  # noqa: PLC0415 - imported when used, as elsewhere here
+
+    block = np.clip(np.asarray(block, np.float32), -1.0, 1.0)
+    ch = 1 if block.ndim == 1 else block.shape[1]
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=44100, channels=ch, format="RAW",
+                      subtype="PCM_16", endian="LITTLE") as f:
+        f.write(block)
+    return buf.getvalue()
+
+
 #: Ogg stream serial number written by :func:`canonical_ogg` (libsndfile picks a random one).
 OGG_SERIAL = 0x534D4331  # "SMC1"
 _BIT_REVERSE = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))

@@ -555,7 +555,8 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
     """
     from semcodec import api
-    from semcodec.audio import encode_audio, output_format, write_audio, written_rate
+    from semcodec.audio import (encode_audio, output_format, write_audio, write_audio_blocks,
+                                written_rate)
 
     if output is None:
         if input == "-":
@@ -571,29 +572,160 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
                              sample_rate=sample_rate, channels=_channels(channels),
                              programs=prog_map, transpose=transpose, tempo=tempo,
                              max_duration_s=max_duration or None, residual=not no_residual)
+    out_sr = api.output_shape(c, opts)[0]
     progress = _Progress("decode", api.DECODE_STAGES)
     try:
         with _flag_hints(input):
-            if stems_dir:
-                audio, sr, parts = api.decode_tracks(c, opts, progress=progress)
+            if stems_dir or written_rate(audio_fmt, out_sr) != out_sr:
+                # per-track files (or a format that needs another rate): whole arrays
+                if stems_dir:
+                    audio, sr, parts = api.decode_tracks(c, opts, progress=progress)
+                else:
+                    (audio, sr), parts = api.decode(c, opts, progress=progress), []
+                n_frames = audio.shape[0]
+                n_files = 1 + len(stem_paths)
+
+                def writing(k: int):
+                    return lambda f: progress("write", (k + f) / n_files)
+
+                if output == "-":
+                    _write_bytes(output, encode_audio(audio, sr, audio_fmt, progress=writing(0)))
+                else:
+                    write_audio(output, audio, sr, fmt, progress=writing(0))
+                for k, (path, (_, part)) in enumerate(zip(stem_paths, parts)):
+                    write_audio(path, part, sr, progress=writing(k + 1))
+            elif output == "-" and audio_fmt[0] == "WAV":
+                # streamed: the first blocks go out while the rest renders
+                stream = api.decode_stream(c, opts, progress=progress)
+                sr, n_frames = stream.sr, stream.n_samples
+                try:
+                    _stream_wav(sys.stdout.buffer, stream, progress)
+                except BrokenPipeError:  # the reader went away: stop quietly, as `cat` does
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    return
             else:
-                (audio, sr), parts = api.decode(c, opts, progress=progress), []
-        n_files = 1 + len(stem_paths)
+                # block by block with the exact loudness gain (two passes, the raw mix kept or
+                # spooled): memory stays bounded whatever the length
+                stream = api.decode_stream(c, opts, exact=True, progress=progress)
+                sr, n_frames = stream.sr, stream.n_samples
+                if output == "-":
+                    import numpy as np
 
-        def writing(k: int):
-            return lambda f: progress("write", (k + f) / n_files)
-
-        if output == "-":
-            _write_bytes(output, encode_audio(audio, sr, audio_fmt, progress=writing(0)))
-        else:
-            write_audio(output, audio, sr, fmt, progress=writing(0))
-        for k, (path, (_, part)) in enumerate(zip(stem_paths, parts)):
-            write_audio(path, part, sr, progress=writing(k + 1))
+                    _write_bytes(output, encode_audio(np.concatenate(list(stream.blocks)), sr,
+                                                      audio_fmt))
+                else:
+                    write_audio_blocks(output, stream.blocks, sr, stream.channels, n_frames, fmt,
+                                       progress=lambda f: progress("write", f))
     finally:
         progress.close()
-    dur = audio.shape[0] / sr
+    dur = n_frames / sr
     _say(f"{input} -> {output}: {dur:.2f} s at {written_rate(audio_fmt, sr)} Hz "
          f"({_timing(dur)})")
+
+
+def _stream_wav(out, stream, progress=None) -> None:
+    """Write a :class:`semcodec.api.DecodeStream` as a 16-bit WAV to the binary file ``out``,
+    block by block (the header first: the length is known)."""
+    from semcodec.audio import pcm16_bytes, wav_header
+
+    out.write(wav_header(stream.sr, stream.channels, stream.n_samples))
+    out.flush()
+    done = 0
+    for block in stream.blocks:
+        out.write(pcm16_bytes(block))
+        out.flush()
+        done += block.shape[0]
+        if progress is not None:
+            progress("write", done / max(1, stream.n_samples))
+
+
+#: Players tried by ``semcodec play`` (each reads a WAV on stdin), in order.
+PLAYERS = (
+    ("ffplay", ["ffplay", "-nodisp", "-autoexit", "-loglevel", "error", "-i", "-"]),
+    ("pw-play", ["pw-play", "-"]),
+    ("paplay", ["paplay"]),
+    ("aplay", ["aplay", "-q", "-"]),
+)
+
+
+@cli.command()
+@click.argument("input", type=str)
+@click.option("--player", type=str, default=None, metavar="COMMAND",
+              help="Command that plays a WAV from its stdin (default: the sounddevice package "
+              "when installed, else the first of ffplay, pw-play, paplay, aplay found).")
+@click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
+              help="Play track TRACK (number from 1, or name) with another GM program.")
+@_synth_options
+@_verbosity
+def play(input: str, player: str | None, engine: str, device: str, soundfont: str | None,
+         sample_rate: int | None, programs, transpose: int, tempo: float, channels: str,
+         max_duration: float) -> None:
+    """Play a .smc container (or - for stdin) as it decodes.
+
+    The audio starts after the first block (files up to 40 s are rendered whole first, for
+    the exact loudness; longer ones start at once with an estimated loudness gain).
+    """
+    import shlex
+    import shutil
+    import subprocess
+
+    from semcodec import api
+
+    c, _ = _read_smc(input)
+    prog_map = api.parse_program_map(programs, len(c.score.tracks),
+                                     [t.name for t in c.score.tracks])
+    opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
+                             sample_rate=sample_rate, channels=_channels(channels),
+                             programs=prog_map, transpose=transpose, tempo=tempo,
+                             max_duration_s=max_duration or None)
+    cmd = shlex.split(player) if player else None
+    use_sd = False
+    if cmd is None:
+        try:
+            import sounddevice  # noqa: F401 - optional audio output
+            use_sd = True
+        except (ImportError, OSError):
+            found = [argv for name, argv in PLAYERS if shutil.which(name)]
+            if not found:
+                raise OutputError("no audio output: install the Python package sounddevice "
+                                  "or a player (ffplay, pw-play, paplay or aplay), or pass "
+                                  "--player COMMAND") from None
+            cmd = found[0]
+    with _flag_hints(input):
+        stream = api.decode_stream(c, opts)
+    if use_sd:
+        _play_sounddevice(stream)
+        return
+    assert cmd is not None  # a player was found (else the error above)
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise OutputError(f"cannot start the player {cmd[0]}: {exc.strerror or exc}") from None
+    try:
+        if proc.stdin is not None:
+            _stream_wav(proc.stdin, stream)
+            proc.stdin.close()
+    except OSError:
+        pass
+    err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+    if proc.wait() != 0:
+        first = err.splitlines()[-1] if err else f"exit status {proc.returncode}"
+        raise OutputError(f"the player {cmd[0]} failed: {first}")
+
+
+def _play_sounddevice(stream) -> None:
+    """Play a DecodeStream through the sounddevice package (PortAudio)."""
+    import numpy as np
+    import sounddevice as sd
+
+    try:
+        with sd.OutputStream(samplerate=stream.sr, channels=stream.channels,
+                             dtype="float32") as out:
+            for block in stream.blocks:
+                out.write(np.ascontiguousarray(block.reshape(block.shape[0], -1)))
+    except sd.PortAudioError as exc:
+        raise OutputError(f"no audio device: {exc}") from None
 
 
 def _channels(choice: str) -> int | None:
@@ -682,7 +814,11 @@ def export(input: str, midi_out: str | None, xml_out: str | None, force: bool) -
         write_midi(c.score, midi_out)
         _say(f"{input} -> {midi_out}")
     if xml_out:
-        write_musicxml(c.score, xml_out, c.texts.get("lyrics"))
+        # title: the title tag, else the input's file name (the output's from stdin);
+        # composer: the artist tag
+        write_musicxml(c.score, xml_out, c.texts.get("lyrics"),
+                       title=c.tags.get("title") or Path(xml_out if input == "-" else input).stem,
+                       composer=c.tags.get("artist") or c.tags.get("composer", ""))
         _say(f"{input} -> {xml_out}")
 
 

@@ -96,13 +96,61 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class TempoMap:
+    """Where the beats fall: ``beats`` (s, increasing), ``downbeat`` (index in ``beats`` of the
+    first bar's first beat, ``0 <= downbeat < beats_per_bar``) and the meter.
+
+    A beat is the counted pulse: a quarter note in 2/4, 3/4 and 4/4, a dotted quarter in 6/8.
+    """
+
+    beats: tuple[float, ...]
+    downbeat: int = 0
+    time_signature: tuple[int, int] = (4, 4)
+
+    @property
+    def beats_per_bar(self) -> int:
+        """Beats in a bar (2 in 6/8, 3 in 9/8, the numerator in simple meters)."""
+        num, den = self.time_signature
+        return num // 3 if den == 8 and num % 3 == 0 else num
+
+    @property
+    def quarters_per_beat(self) -> float:
+        """Quarter notes in one beat (1.5 in 6/8, 1 in x/4)."""
+        num, den = self.time_signature
+        return (num / self.beats_per_bar) * 4.0 / den
+
+    @property
+    def tempo_bpm(self) -> float:
+        """Beat tempo (beats per minute): the median over the beats of the mean gap across the
+        next 8 beats (robust to a misplaced beat, finer than one gap); 120 with < 2 beats."""
+        b = self.beats
+        if len(b) < 2 or b[-1] <= b[0]:
+            return 120.0
+        k = min(8, len(b) - 1)
+        spans = sorted((b[i + k] - b[i]) / k for i in range(len(b) - k))
+        mid = len(spans) // 2
+        gap = spans[mid] if len(spans) % 2 else 0.5 * (spans[mid - 1] + spans[mid])
+        return 60.0 / gap if gap > 0 else 120.0
+
+    @property
+    def downbeats(self) -> tuple[float, ...]:
+        """Times (s) of the bars' first beats."""
+        return self.beats[self.downbeat::self.beats_per_bar]
+
+
+@dataclass(frozen=True)
 class Score:
-    """What is played: tracks plus tempo (BPM), meter and key estimates."""
+    """What is played: tracks plus tempo (BPM), meter and key estimates.
+
+    ``tempo_map`` is the beat grid found in the audio (``None`` when there is none): when set,
+    ``tempo_bpm`` and ``time_signature`` agree with it.
+    """
 
     tracks: tuple[Track, ...] = ()
     tempo_bpm: float = 120.0
     time_signature: tuple[int, int] = (4, 4)
     key: str = "C major"
+    tempo_map: TempoMap | None = None
 
     @property
     def n_notes(self) -> int:

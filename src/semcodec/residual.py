@@ -17,7 +17,8 @@ Units and shapes
 * frames: frame ``t`` covers ``[t * period_s, (t + 1) * period_s)`` seconds of the original
   (divided by the tempo factor on a tempo-changed decode).
 
-The coded envelope is the ``RESD`` chunk's payload (:mod:`semcodec.resd`, docs/FORMAT.md).
+The coded envelope is the ``RESD`` chunk's payload (:mod:`semcodec.container.resd`,
+docs/FORMAT.md section 6c).
 """
 
 from __future__ import annotations

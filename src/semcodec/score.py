@@ -10,7 +10,6 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -18,6 +17,12 @@ from semcodec.constants import VELOCITY_MAX
 from semcodec.errors import OutputError
 from semcodec.events import Note, Score
 from semcodec.io import atomic_write_bytes
+from semcodec.notation import apply_to_midi, beat_phase, lyric_track, music21_key, syllables
+from semcodec.notation import to_music21 as _notation_to_music21
+
+__all__ = ["estimate_key", "estimate_tempo", "beat_phase", "to_pretty_midi", "midi_tempo",
+           "midi_text", "write_midi", "lyric_track", "syllables", "to_music21", "music21_key",
+           "check_notation_size", "write_musicxml", "score_from_music21"]
 
 log = logging.getLogger(__name__)
 
@@ -97,52 +102,38 @@ def estimate_tempo(notes: list[Note] | tuple[Note, ...], *, default: float = 120
     return round(value, 1)
 
 
-def beat_phase(notes: list[Note] | tuple[Note, ...], tempo_bpm: float) -> float:
-    """The time (s, in [0, one beat)) of the beat grid that best fits the onsets."""
-    if not notes:
-        return 0.0
-    beat = 60.0 / tempo_bpm
-    ang = np.array([2 * np.pi * (n.onset % beat) / beat for n in notes])
-    w = np.array([n.velocity for n in notes], dtype=float)
-    mean = math.atan2(float((w * np.sin(ang)).sum()), float((w * np.cos(ang)).sum()))
-    return (mean % (2 * np.pi)) / (2 * np.pi) * beat
-
-
-def to_pretty_midi(score: Score, *, align_to_beat: bool = False):
+def to_pretty_midi(score: Score):
     """A ``pretty_midi.PrettyMIDI`` of ``score`` (one instrument per track, bends as events).
 
-    With ``align_to_beat`` the notes are shifted so that the estimated beat grid starts at a
-    bar line (0 s), which makes a quantized notation readable.
+    Notes keep their times (s); the tempo map (one tempo per beat of ``score.tempo_map``, or
+    ``score.tempo_bpm``), the meter and the key signature make the MIDI bars fall on the
+    music's (:func:`semcodec.notation.apply_to_midi`).
     """
     import pretty_midi  # noqa: PLC0415
 
     tempo = midi_tempo(score.tempo_bpm)
     # every tick count must fit a MIDI delta time (28 bits): fewer ticks per beat on very long
-    # and fast scores (a day at 1000 BPM), never below 24
+    # and fast scores (a day at 1000 BPM), never below 24; a multiple of 4 (16ths)
     beats = (score.end_time + 2.0 * 60.0 / tempo) * tempo / 60.0
-    resolution = max(24, min(_MIDI_RESOLUTION, int(_MIDI_MAX_TICKS // max(beats, 1.0))))
-    pm = pretty_midi.PrettyMIDI(resolution=resolution, initial_tempo=tempo)
+    resolution = max(24, min(_MIDI_RESOLUTION, int(_MIDI_MAX_TICKS // max(2.0 * beats, 1.0))))
+    pm = pretty_midi.PrettyMIDI(resolution=resolution - resolution % 4, initial_tempo=tempo)
     num, den = score.time_signature
     pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), 0.0))
-    shift = 0.0
-    if align_to_beat:
-        all_notes = [n for t in score.tracks for n in t.notes]
-        phase = beat_phase(all_notes, tempo)
-        shift = (60.0 / tempo - phase) % (60.0 / tempo)
     for track in score.tracks:
         inst = pretty_midi.Instrument(program=int(track.program), is_drum=track.is_drum,
                                       name=midi_text(track.name))
         for n in track.notes:
             inst.notes.append(pretty_midi.Note(velocity=int(n.velocity), pitch=int(n.pitch),
-                                               start=n.onset + shift, end=n.offset + shift))
+                                               start=n.onset, end=n.offset))
             if n.bends and not track.is_drum:
                 for bp in n.bends:
                     value = int(round(bp.semitones / 2.0 * 8192))
                     inst.pitch_bends.append(pretty_midi.PitchBend(
-                        max(-8192, min(8191, value)), n.onset + shift + bp.time))
-                inst.pitch_bends.append(pretty_midi.PitchBend(0, n.offset + shift))
+                        max(-8192, min(8191, value)), n.onset + bp.time))
+                inst.pitch_bends.append(pretty_midi.PitchBend(0, n.offset))
         inst.pitch_bends.sort(key=lambda b: b.time)
         pm.instruments.append(inst)
+    apply_to_midi(pm, score)
     return pm
 
 
@@ -174,91 +165,20 @@ def write_midi(score: Score, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def lyric_track(score: Score) -> int | None:
-    """Index of the track that sings the lyrics: a voice by name or program, else the
-    highest pitched (mean MIDI pitch) non-drum track with notes; ``None`` without one."""
-    from semcodec.constants import VOICE_PROGRAMS, is_voice_name  # noqa: PLC0415
-
-    pitched = [i for i, t in enumerate(score.tracks) if t.notes and not t.is_drum]
-    if not pitched:
-        return None
-    for i in pitched:
-        if is_voice_name(score.tracks[i].name) or score.tracks[i].program in VOICE_PROGRAMS:
-            return i
-    return max(pitched, key=lambda i: float(np.mean([n.pitch for n in score.tracks[i].notes])))
-
-
-def syllables(lyrics: str) -> list[tuple[str, str]]:
-    """Lyrics text → ``[(syllable, syllabic), ...]`` with MusicXML's syllabic kinds
-    (``single``, ``begin``, ``middle``, ``end``): words split on white space, syllables of a
-    word joined by hyphens (``hel-lo`` → ``hel`` begin, ``lo`` end)."""
-    out = []
-    for word in lyrics.split():
-        parts = [p for p in word.split("-") if p]
-        if len(parts) == 1:
-            out.append((parts[0], "single"))
-        for k, part in enumerate(parts if len(parts) > 1 else ()):
-            out.append((part, "begin" if k == 0 else ("end" if k == len(parts) - 1 else "middle")))
-    return out
-
-
-def to_music21(score: Score, lyrics: str | None = None):
-    """A ``music21.stream.Score`` quantized to the score's tempo and meter (16ths and triplets).
-
-    ``lyrics`` (plain text) are set one syllable per note or chord on :func:`lyric_track`'s
-    part, in order; syllables left over when the notes run out are dropped (logged).
-    """
-    import music21  # noqa: PLC0415
-
+def to_music21(score: Score, lyrics: str | None = None, *, title: str = "",
+               composer: str = ""):
+    """A ``music21.stream.Score`` of ``score``, quantized to its beat grid with 16ths and
+    triplets, two voices per staff at most (:func:`semcodec.notation.to_music21`);
+    ``lyrics`` (plain text) one syllable per note of :func:`lyric_track`'s part.  Scores too
+    long to typeset are refused (:func:`check_notation_size`)."""
     check_notation_size(score)
-    pm = to_pretty_midi(score, align_to_beat=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        mid = Path(tmp) / "score.mid"
-        pm.write(str(mid))
-        parsed = music21.converter.parse(str(mid), format="midi", quantizePost=True,
-                                         quarterLengthDivisors=(4, 3))
-    written = [t for t in score.tracks if t.notes]  # one part each, in order
-    parts = cast("music21.stream.Score", parsed).parts
-    if len(parts) == len(written):  # the names as text (not MIDI's Latin-1 bytes)
-        for part, t in zip(parts, written):
-            part.partName = "".join(ch for ch in t.name if ch.isprintable())  # XML-safe
-    key = _music21_key(score.key)
-    if key is not None:
-        for part in cast("music21.stream.Score", parsed).parts:
-            first = part.getElementsByClass("Measure").first() or part
-            first.insert(0, key)
-    if lyrics:
-        _attach_lyrics(score, parsed, lyrics)
-    return parsed
+    return _notation_to_music21(score, lyrics, title=_xml_text(title),
+                                composer=_xml_text(composer))
 
 
-def _attach_lyrics(score: Score, parsed, lyrics: str) -> None:
-    target = lyric_track(score)
-    if target is None:
-        log.warning("lyrics not exported: the score has no pitched notes")
-        return
-    # to_pretty_midi writes one instrument per track, in order; music21 gives a part each
-    written = [i for i, t in enumerate(score.tracks) if t.notes]
-    parts = list(parsed.parts)
-    part = parts[written.index(target)] if len(parts) == len(written) else parts[0]
-    sylls = syllables(lyrics)
-    notes = [n for n in part.flatten().notes if not n.tie or n.tie.type == "start"]
-    for el, (text, kind) in zip(notes, sylls):
-        el.addLyric(text)
-        el.lyrics[-1].syllabic = kind
-    if len(sylls) > len(notes):
-        log.warning("lyrics: %d of %d syllables had no note to go with", len(sylls) - len(notes),
-                    len(sylls))
-
-
-def _music21_key(name: str):
-    import music21  # noqa: PLC0415
-
-    try:
-        tonic, mode = name.split()
-        return music21.key.Key(tonic, mode)
-    except Exception:  # noqa: BLE001 - a malformed key name only loses the signature
-        return None
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML cannot hold (control characters)."""
+    return "".join(ch for ch in text if ch.isprintable())
 
 
 def check_notation_size(score: Score) -> None:
@@ -272,8 +192,10 @@ def check_notation_size(score: Score) -> None:
             f"{MAX_NOTATION_BEATS} beats and {MAX_NOTATION_NOTES} notes): export --midi instead")
 
 
-def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None) -> None:
-    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given.
+def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = None, *,
+                   title: str | None = None, composer: str = "") -> None:
+    """Write ``score`` as MusicXML (quantized notation, atomic), with ``lyrics`` if given;
+    ``title`` defaults to the output file's name without its extension.
 
     A meter music21 cannot typeset (e.g. 64/1) is replaced by 4/4 (logged)."""
     from dataclasses import replace  # noqa: PLC0415
@@ -282,14 +204,19 @@ def write_musicxml(score: Score, path: str | os.PathLike, lyrics: str | None = N
         check_notation_size(score)
     except OutputError as exc:
         raise OutputError(f"{os.fspath(path)}: {exc}") from None
+    name = title or Path(os.fspath(path)).stem
+    tm = score.tempo_map
+    plain = replace(score, time_signature=(4, 4), tempo_map=None if tm is None else replace(
+        tm, time_signature=(4, 4), downbeat=tm.downbeat % 4))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "score.musicxml"
-        for attempt in (score, replace(score, time_signature=(4, 4))):
+        for attempt in (score, plain):
             try:
-                to_music21(attempt, lyrics).write("musicxml", fp=str(out))
+                to_music21(attempt, lyrics, title=name, composer=composer).write(
+                    "musicxml", fp=str(out))
                 break
             except Exception as exc:  # noqa: BLE001 - music21 raises many types
-                if attempt.time_signature == (4, 4) or attempt is not score:
+                if attempt is not score:
                     raise OutputError(f"{os.fspath(path)}: cannot write MusicXML ({exc})") from None
                 log.warning("meter %d/%d cannot be typeset (%s); written in 4/4",
                             *score.time_signature, str(exc).splitlines()[0][:80])

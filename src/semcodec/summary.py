@@ -14,7 +14,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     """The summary of container ``c`` read from the bytes ``data`` of file ``name``.
 
     Keys: file, bytes, bitrate_kbps, duration (s), sample_rate (Hz), channels, n_samples,
-    loudness_lufs, tempo_bpm, time_signature, key, encoder, tags, texts (the keys), tracks
+    loudness_lufs, tempo_bpm, time_signature, beats (of the tempo map, 0 without one),
+    key, encoder, tags, texts (the keys), tracks
     (index from 1, name, program, drum, pan, engine, notes, bent_notes, timbre, samples,
     sample_seconds, bytes {score, timbre, samples, total}, kbps), samples (track from 1, start
     and duration in s, codec, sample_rate, bytes, key), chunks (type, offset, bytes) and
@@ -40,6 +41,7 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
         "duration": c.duration, "sample_rate": c.sample_rate, "channels": c.channels,
         "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
         "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
+        "beats": len(c.score.tempo_map.beats) if c.score.tempo_map else 0,
         "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
         "tracks": tracks,
         "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
@@ -75,7 +77,8 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
         f"{' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
         + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
         f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
-        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}",
+        f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}"
+        + (f", tempo map of {summary['beats']} beats" if summary.get("beats") else ""),
     ]
     for k, v in c.tags.items():
         lines.append(f"tag        {k}={v}")

@@ -485,10 +485,11 @@ def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy
             report(0.3 * n_done[0] / len(cand))
         return loss, p, emb, room, g_db
 
-    best = None
+    best: tuple | None = None
     for r in _map(one, cand, workers):
         if r is not None and (best is None or r[0] < best[0]):
             best = r
+    assert best is not None  # the first candidate is always rendered
     loss, program, emb, room, g_db = best
     log.info("track %d: program selection %.1f s", ex.ti, time.monotonic() - t_sel)
     return cand, program, (loss, emb, room, float(g_db))

@@ -2,10 +2,11 @@
 
 A file is: magic, version, a compact JSON header protected by a CRC32, then CRC-protected
 chunks (``SCOR`` score, ``TIMB`` timbres, ``SAMP`` audio samples, ``SKEY`` sample keys,
-``TAGS`` long texts, ``RESD`` residual envelope) and a final ``END`` chunk.  The reader treats
-every byte as hostile: every length is capped by a constant and by the bytes that remain,
-decompression is bounded, the JSON header is depth-checked before it is parsed, and every
-decoded value is range-checked.  Any problem raises :class:`~semcodec.errors.ContainerError` and nothing else.
+``TAGS`` long texts, ``BEAT`` tempo map, ``RESD`` residual envelope) and a final ``END``
+chunk.  The reader treats every byte as hostile: every length is capped by a constant and by
+the bytes that remain, decompression is bounded, the JSON header is depth-checked before it is
+parsed, and every decoded value is range-checked.  Any problem raises
+:class:`~semcodec.errors.ContainerError` and nothing else.
 
 The package imports only the standard library and semcodec's stdlib-only modules.  One module
 per job:
@@ -15,7 +16,8 @@ per job:
 - ``compression``: the codec byte and bounded decompression
 - ``strictjson``: JSON for hostile input
 - ``header``: the JSON header's fields and their validation
-- ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS; ``resd``: RESD
+- ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS; ``beat_chunk``:
+  BEAT; ``resd``: RESD
 - ``framing``: preamble, chunk records and CRCs
 - ``smcfile``: :class:`SmcFile`, everything a file holds (the API's ``semcodec.Container``
   subclasses it)
@@ -33,6 +35,7 @@ from semcodec.container.spec import (
     CHUNK_SAMPLES,
     CHUNK_SCORE,
     CHUNK_TAGS,
+    CHUNK_TEMPO_MAP,
     CHUNK_TIMBRE,
     CODEC_DEFLATE,
     CODEC_LZMA2,
@@ -43,13 +46,17 @@ from semcodec.container.spec import (
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
+    FORMAT_MINOR_TEMPO_MAP,
     LZMA2_DICT_SIZE,
     MAGIC,
+    MAX_BEATS,
+    MAX_BEAT_GAP_MS,
     MAX_BEND_UNITS,
     MAX_DECOMPRESSED_BYTES,
     MAX_ENGINE_GAIN_DB,
     MAX_LOUDNESS_LUFS,
     MAX_TEMPO_BPM,
+    MIN_BEAT_GAP_MS,
     MIN_LOUDNESS_LUFS,
     MIN_TEMPO_BPM,
     PAN_DECIMALS,
@@ -65,6 +72,7 @@ __all__ = [
     "FORMAT_MINOR",
     "FORMAT_MINOR_SAMPLE_KEYS",
     "FORMAT_MINOR_PAN",
+    "FORMAT_MINOR_TEMPO_MAP",
     "FORMAT_MINOR_RESIDUAL",
     "MAGIC",
     "CHUNK_SCORE",
@@ -72,6 +80,7 @@ __all__ = [
     "CHUNK_SAMPLES",
     "CHUNK_TAGS",
     "CHUNK_SAMPLE_KEYS",
+    "CHUNK_TEMPO_MAP",
     "CHUNK_RESIDUAL",
     "CHUNK_END",
     "CODEC_NONE",
@@ -79,6 +88,9 @@ __all__ = [
     "CODEC_LZMA2",
     "END_SLACK_S",
     "LZMA2_DICT_SIZE",
+    "MAX_BEATS",
+    "MAX_BEAT_GAP_MS",
+    "MIN_BEAT_GAP_MS",
     "MAX_BEND_UNITS",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_ENGINE_GAIN_DB",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from semcodec.constants import MAX_DURATION_S, MAX_HEADER_BYTES, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from semcodec.container.beat_chunk import _decode_tempo_map, _encode_tempo_map
 from semcodec.container.chunks import (
     _decode_sample_keys,
     _decode_samples,
@@ -38,12 +39,14 @@ from semcodec.container.spec import (
     CHUNK_SAMPLES,
     CHUNK_SCORE,
     CHUNK_TAGS,
+    CHUNK_TEMPO_MAP,
     CHUNK_TIMBRE,
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
+    FORMAT_MINOR_TEMPO_MAP,
     MAGIC,
 )
 from semcodec.container.strictjson import _dump_json, _parse_json
@@ -100,7 +103,7 @@ class SmcFile:
     texts: dict[str, str] = field(default_factory=dict)
     encoder: str = ""
     extra: dict = field(default_factory=dict)
-    #: The RESD payload (format 1.3; :mod:`semcodec.container.resd`), b"" for none.
+    #: The RESD payload (format 1.4; :mod:`semcodec.container.resd`), b"" for none.
     residual: bytes = b""
 
     # --- writing --------------------------------------------------------------------------
@@ -155,9 +158,11 @@ class SmcFile:
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
+        tempo_map = self.score.tempo_map
         if self.residual:
             resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
-        minor = (FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_PAN if panned
+        minor = (FORMAT_MINOR_RESIDUAL if self.residual
+                 else FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
                  else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
         parts = [pre, _U32.pack(zlib.crc32(pre))]
@@ -172,6 +177,8 @@ class SmcFile:
             parts.append(_chunk(CHUNK_SAMPLE_KEYS, _encode_sample_keys(tuple(self.samples))))
         if self.texts:
             parts.append(_chunk(CHUNK_TAGS, _encode_texts(self.texts)))
+        if tempo_map is not None:
+            parts.append(_chunk(CHUNK_TEMPO_MAP, _encode_tempo_map(tempo_map, duration)))
         if self.residual:
             parts.append(_chunk(CHUNK_RESIDUAL, bytes(self.residual)))
         parts.append(_chunk(CHUNK_END, b""))
@@ -228,6 +235,8 @@ class SmcFile:
             keys = _decode_sample_keys(seen[CHUNK_SAMPLE_KEYS], len(samples))
             samples = tuple(replace(s, key=keys.get(i)) for i, s in enumerate(samples))
         texts = _decode_texts(seen[CHUNK_TAGS]) if CHUNK_TAGS in seen else {}
+        tempo_map = (_decode_tempo_map(seen[CHUNK_TEMPO_MAP], duration)
+                     if CHUNK_TEMPO_MAP in seen else None)
         residual = b""
         if CHUNK_RESIDUAL in seen:
             residual = bytes(seen[CHUNK_RESIDUAL])
@@ -237,6 +246,7 @@ class SmcFile:
             tempo_bpm=hdr.tempo_bpm,
             time_signature=hdr.time_signature,
             key=hdr.key,
+            tempo_map=tempo_map,
         )
         return cls(
             duration=duration,

@@ -17,17 +17,24 @@ CHUNK_TIMBRE = b"TIMB"
 CHUNK_SAMPLES = b"SAMP"
 CHUNK_TAGS = b"TAGS"
 CHUNK_SAMPLE_KEYS = b"SKEY"
+CHUNK_TEMPO_MAP = b"BEAT"
 CHUNK_RESIDUAL = b"RESD"
 CHUNK_END = b"END\x00"
 _KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS,
-                 CHUNK_RESIDUAL)
+                 CHUNK_TEMPO_MAP, CHUNK_RESIDUAL)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
 #: Minor version written when a track has a stereo position or an engine preference ("pan",
 #: "engine" in its header object).
 FORMAT_MINOR_PAN = 2
+#: Minor version written when the file has a tempo map (the BEAT chunk).
+FORMAT_MINOR_TEMPO_MAP = 3
+#: Caps of the BEAT chunk: number of beats, and the gap between two beats (ms).
+MAX_BEATS = 500_000
+MIN_BEAT_GAP_MS = 20
+MAX_BEAT_GAP_MS = 10_000
 #: Minor version written when the file has a residual envelope (the RESD chunk).
-FORMAT_MINOR_RESIDUAL = 3
+FORMAT_MINOR_RESIDUAL = 4
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).

@@ -1,7 +1,9 @@
 """Pure-math parts of the neural synthesizer: the DDSP-style model and its signal stages.
 
 Imports torch at module level: import this module only through :mod:`semcodec.synth.neural`
-(which imports it lazily) or :mod:`semcodec.synth.train`.
+(which imports it lazily) or :mod:`semcodec.synth.train`.  The decoder's CPU path is the numpy
+twin of this module, :mod:`semcodec.synth.ddsp_np`; here everything runs on the device of the
+embeddings passed in (``--device cuda``), the noise being drawn from a CPU generator.
 
 Signal model (per track)
 ------------------------
@@ -25,36 +27,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from semcodec.constants import ANALYSIS_SAMPLE_RATE
 from semcodec.synth import dsp
 
-#: Internal rate of the harmonic synthesizer and of training (Hz).
-SR_INT = ANALYSIS_SAMPLE_RATE
-#: Control hop at SR_INT (samples) and control frame rate (Hz).
-HOP = 128
-FRAME_RATE = SR_INT / HOP
-N_HARM = 48
-#: Harmonics above this frequency are masked (the model is trained at SR_INT).
-HARM_MAX_HZ = 10500.0
-N_BANDS = 32
-#: Noise band centres: log-spaced from 40 Hz to 10.5 kHz.
-BAND_LO_HZ, BAND_HI_HZ = 40.0, 10500.0
-N_FEAT = 7
-EMB_DIM = 24
-N_ROOM = 3
-N_PROGRAMS = 128
-#: Release tail rendered after a note's offset (s), cut earlier when the note has decayed.
-TAIL_S = 1.0
-#: Onset ramp and end-of-tail fade (s).
-ONSET_RAMP_S = 0.002
-END_FADE_S = 0.03
-#: Room impulse response length (s).
-IR_S = 1.0
-NOISE_SEED = 7919
-
-
-def band_centers() -> np.ndarray:
-    return np.geomspace(BAND_LO_HZ, BAND_HI_HZ, N_BANDS)
+# constants, the note layout and the numpy signal helpers are shared with the numpy engine
+from semcodec.synth.ddsp_np import (  # noqa: E402,F401 - re-exported for train/timbre
+    BAND_HI_HZ,
+    BAND_LO_HZ,
+    EMB_DIM,
+    END_FADE_S,
+    FRAME_RATE,
+    HARM_MAX_HZ,
+    HF_TABLE,
+    HOP,
+    IR_S,
+    N_BANDS,
+    N_FEAT,
+    N_HARM,
+    N_PROGRAMS,
+    N_ROOM,
+    NOISE_PSD_PER_M2,
+    NOISE_SEED,
+    ONSET_RAMP_S,
+    SR_INT,
+    TAIL_S,
+    WT_SIZE,
+    NoteBatch,
+    fit_np,
+    one_pole,
+    band_centers,
+    hf_noise,
+)
 
 
 class DDSPNet(nn.Module):
@@ -102,58 +104,6 @@ def scaled_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return 2.0 * torch.sigmoid(x) ** math.log(10.0) + 1e-7
 
 
-# --- note layout ---------------------------------------------------------------------------
-
-class NoteBatch:
-    """Notes of one track laid out on the global frame grid (numpy, built once per render).
-
-    Each note i covers frames ``f0[i] .. f0[i] + n_frames[i]`` (padded to ``max_frames``).
-    """
-
-    def __init__(self, onsets, offsets, pitches, velocities, bends, total_s: float,
-                 tail_s: float = TAIL_S) -> None:
-        onsets = np.asarray(onsets, np.float64)
-        offsets = np.maximum(np.asarray(offsets, np.float64), onsets + 0.01)
-        n = onsets.shape[0]
-        ends = np.minimum(offsets + tail_s, max(total_s, 0.0) + 1e-3)
-        ends = np.maximum(ends, onsets + 0.01)
-        self.f0 = np.floor(onsets * FRAME_RATE).astype(np.int64)
-        f1 = np.ceil(ends * FRAME_RATE).astype(np.int64) + 1
-        self.n_frames = np.maximum(f1 - self.f0, 2)
-        self.max_frames = int(self.n_frames.max()) if n else 2
-        self.onsets, self.offsets, self.ends = onsets, offsets, ends
-        self.pitches = np.asarray(pitches, np.float64)
-        self.velocities = np.asarray(velocities, np.float64)
-        fr = np.arange(self.max_frames)
-        t_abs = (self.f0[:, None] + fr[None, :]) / FRAME_RATE  # (n, F)
-        self.t_abs = t_abs
-        pitch = np.repeat(self.pitches[:, None], self.max_frames, axis=1)
-        for i, bl in enumerate(bends):
-            for (bt, semis) in bl:
-                pitch[i, t_abs[i] >= onsets[i] + bt - 1e-9] = self.pitches[i] + semis
-        self.pitch = pitch
-        self.valid = fr[None, :] < self.n_frames[:, None]
-
-    def features(self) -> np.ndarray:
-        t_on = np.maximum(self.t_abs - self.onsets[:, None], 0.0)
-        dur = (self.offsets - self.onsets)[:, None]
-        t_rel = np.maximum(t_on - dur, 0.0)
-        gate = (t_on < dur).astype(np.float64)
-        f = np.stack([
-            (self.pitch - 64.0) / 24.0,
-            np.broadcast_to(self.velocities[:, None] / 127.0, t_on.shape),
-            np.log1p(t_on / 0.01) / 6.0,
-            np.log1p(t_rel / 0.01) / 6.0,
-            gate,
-            np.broadcast_to(np.log1p(dur / 0.05) / 5.0, t_on.shape),
-            np.minimum(t_on, 0.1) * 10.0,
-        ], axis=-1)
-        return f.astype(np.float32)
-
-    def f0_hz(self) -> np.ndarray:
-        return 440.0 * 2.0 ** ((self.pitch - 69.0) / 12.0)
-
-
 def harmonic_amps(amp: torch.Tensor, harm_logits: torch.Tensor, f0_hz: torch.Tensor) -> torch.Tensor:
     """Per-harmonic amplitudes (N, F, H): softmax distribution masked above HARM_MAX_HZ."""
     k = torch.arange(1, N_HARM + 1, dtype=f0_hz.dtype, device=f0_hz.device)
@@ -187,10 +137,10 @@ def synth_harmonics(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
         phase = torch.cumsum(2.0 * math.pi * f0_s / SR_INT, dim=-1)
         phase = torch.remainder(phase, 2.0 * math.pi).float()
         max_h = int(min(amps.shape[-1], max(1, math.ceil(HARM_MAX_HZ / max(float(f0_hz.min()), 1.0)))))
-        k = torch.arange(1, max_h + 1, dtype=torch.float32)
+        k = torch.arange(1, max_h + 1, dtype=torch.float32, device=amps.device)
         # basis (N, F-1, HOP, H) and its ramp-weighted copy: amplitudes are linear within frames
         basis = torch.sin(phase.view(-1, n_fr - 1, HOP)[..., None] * k)
-        w = (torch.arange(HOP, dtype=torch.float32) / HOP)[None, None, :, None]
+        w = (torch.arange(HOP, dtype=torch.float32, device=amps.device) / HOP)[None, None, :, None]
         basis_w = basis * w
     a = amps[..., :max_h]
     a0, a1 = a[:, :-1], a[:, 1:]
@@ -199,8 +149,6 @@ def synth_harmonics(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
     sig = _fit(sig.reshape(amps.shape[0], T), n_samples)
     return sig * envelope(n_samples, start_offset, end_sample, SR_INT, amps.dtype, amps.device)
 
-
-WT_SIZE = 512
 
 
 def synth_harmonics_wt(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
@@ -214,21 +162,22 @@ def synth_harmonics_wt(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
     f0d = f0_hz.double()
     inc = (f0d[:, :-1] + f0d[:, 1:]) * (0.5 * HOP / SR_INT)
     ph_fr = torch.remainder(torch.cumsum(torch.nn.functional.pad(inc, (1, 0))[:, :-1], dim=1), 1.0)
-    j = torch.arange(1, HOP + 1, dtype=torch.float32)
+    dev = amps.device
+    j = torch.arange(1, HOP + 1, dtype=torch.float32, device=dev)
     a = f0_hz[:, :-1, None] / SR_INT
     b = (f0_hz[:, 1:, None] - f0_hz[:, :-1, None]) / (2 * HOP * SR_INT)
     phase = ph_fr.float()[..., None] + a * j + b * j * j
     phase = torch.remainder(phase.reshape(N, T), 1.0) * WT_SIZE  # table position
-    spec = torch.zeros(N, n_fr, WT_SIZE // 2 + 1, dtype=torch.complex64)
+    spec = torch.zeros(N, n_fr, WT_SIZE // 2 + 1, dtype=torch.complex64, device=dev)
     spec[..., 1:H + 1] = torch.complex(torch.zeros_like(amps), -amps * (WT_SIZE / 2))
     tab = torch.fft.irfft(spec, WT_SIZE, dim=-1)  # (N, F, W)
     tab = torch.cat([tab, tab[..., :1]], dim=-1).reshape(-1)  # wrap column
     i0 = phase.floor().long().clamp(0, WT_SIZE - 1)
     fr = (phase - phase.floor()).float()
-    t = torch.arange(T)
+    t = torch.arange(T, device=dev)
     f = (t // HOP)[None, :]
     w = ((t % HOP).float() / HOP)[None, :]
-    base = (torch.arange(N)[:, None] * n_fr + f) * (WT_SIZE + 1) + i0
+    base = (torch.arange(N, device=dev)[:, None] * n_fr + f) * (WT_SIZE + 1) + i0
     nxt = base + (WT_SIZE + 1)
     v0 = tab[base] * (1 - fr) + tab[base + 1] * fr
     v1 = tab[nxt] * (1 - fr) + tab[nxt + 1] * fr
@@ -308,7 +257,7 @@ def wavetables(amps: torch.Tensor) -> np.ndarray:
     spec = torch.zeros(N, n_fr, WT_SIZE // 2 + 1, dtype=torch.complex64)
     spec[..., 1:H + 1] = torch.complex(torch.zeros_like(amps), -amps * (WT_SIZE / 2))
     tab = torch.fft.irfft(spec, WT_SIZE, dim=-1)
-    return torch.cat([tab, tab[..., :1]], dim=-1).numpy()
+    return torch.cat([tab, tab[..., :1]], dim=-1).cpu().numpy()
 
 
 def eval_sparse(model: DDSPNet, nb: NoteBatch, emb_rows: torch.Tensor, stride: int = 4,
@@ -322,8 +271,9 @@ def eval_sparse(model: DDSPNet, nb: NoteBatch, emb_rows: torch.Tensor, stride: i
     last = (nb.n_frames - 1)[:, None]
     ev = ((t_on < dense_s) | (np.abs(t_off) < dense_s) | (fi % stride == 0) | (fi == last))
     ev &= nb.valid
-    feats = torch.from_numpy(nb.features()[ev])
-    rows = torch.from_numpy(np.nonzero(ev)[0])
+    dev = emb_rows.device
+    feats = torch.from_numpy(nb.features()[ev]).to(dev)
+    rows = torch.from_numpy(np.nonzero(ev)[0]).to(dev)
     amp_e, harm_e, bands_e = model(feats, emb_rows[rows])
     idx = np.where(ev, fi, -1)
     prev = np.maximum.accumulate(idx, axis=1)
@@ -334,12 +284,12 @@ def eval_sparse(model: DDSPNet, nb: NoteBatch, emb_rows: torch.Tensor, stride: i
     prev = np.clip(prev, 0, F - 1)
     nxt = np.clip(nxt, 0, F - 1)
     span = np.maximum(nxt - prev, 1)
-    w = torch.from_numpy(((fi - prev) / span).clip(0, 1).astype(np.float32))
+    w = torch.from_numpy(((fi - prev) / span).clip(0, 1).astype(np.float32)).to(dev)
     # position of (n, frame) in the evaluated rows
     pos = np.full((N, F), 0, np.int64)
     pos[ev] = np.arange(int(ev.sum()))
-    p0 = torch.from_numpy(pos[np.arange(N)[:, None], prev])
-    p1 = torch.from_numpy(pos[np.arange(N)[:, None], nxt])
+    p0 = torch.from_numpy(pos[np.arange(N)[:, None], prev]).to(dev)
+    p1 = torch.from_numpy(pos[np.arange(N)[:, None], nxt]).to(dev)
 
     def interp(x):
         if x.dim() == 1:
@@ -389,14 +339,16 @@ def _welch_psd(y: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.nda
 
 
 def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
-                     generator: torch.Generator | None = None, _calibrate: bool = True
+                     generator: torch.Generator | list[torch.Generator] | None = None,
+                     _calibrate: bool = True
                      ) -> torch.Tensor:
     """Filtered noise (N, n_samples) at ``sr``: band magnitudes (N, F, B) at FRAME_RATE."""
     n_fft = 512 if sr <= 24000 else (1024 if sr <= 96000 else 2048)
     hop = n_fft // 4
     n_st = n_samples // hop + 1
     # interpolate band magnitudes to STFT frame times
-    fr_pos = torch.arange(n_st, dtype=torch.float64) * hop / sr * FRAME_RATE
+    dev = bands.device
+    fr_pos = torch.arange(n_st, dtype=torch.float64, device=dev) * hop / sr * FRAME_RATE
     i0 = torch.clamp(fr_pos.floor().long(), 0, bands.shape[1] - 1)
     i1 = torch.clamp(i0 + 1, 0, bands.shape[1] - 1)
     w = (fr_pos - fr_pos.floor()).to(bands.dtype)[None, :, None]
@@ -408,16 +360,24 @@ def noise_from_bands(bands: torch.Tensor, sr: int, n_samples: int,
     pos = np.interp(lf, lc, np.arange(N_BANDS))
     j0 = np.clip(np.floor(pos).astype(np.int64), 0, N_BANDS - 1)
     j1 = np.clip(j0 + 1, 0, N_BANDS - 1)
-    wj = torch.tensor(pos - np.floor(pos), dtype=bands.dtype)
+    wj = torch.tensor(pos - np.floor(pos), dtype=bands.dtype, device=dev)
     roll = torch.tensor(np.minimum(1.0, BAND_HI_HZ / np.maximum(freqs, 1.0)) ** 1.0,
-                        dtype=bands.dtype)
+                        dtype=bands.dtype, device=dev)
     mag = (b[..., j0] * (1 - wj) + b[..., j1] * wj) * roll  # (N, S, K)
     mag[..., 0] = 0.0
+    # drawn from the (CPU) generator, then moved: every device plays the same noise.  A list
+    # of generators (one per row) draws each row as a batch of one would.
     g = generator
-    re = torch.randn(mag.shape, generator=g, dtype=bands.dtype)
-    im = torch.randn(mag.shape, generator=g, dtype=bands.dtype)
+    if isinstance(g, (list, tuple)):
+        pairs = [(torch.randn(mag.shape[1:], generator=gi, dtype=bands.dtype),
+                  torch.randn(mag.shape[1:], generator=gi, dtype=bands.dtype)) for gi in g]
+        re = torch.stack([p[0] for p in pairs]).to(dev)
+        im = torch.stack([p[1] for p in pairs]).to(dev)
+    else:
+        re = torch.randn(mag.shape, generator=g, dtype=bands.dtype).to(dev)
+        im = torch.randn(mag.shape, generator=g, dtype=bands.dtype).to(dev)
     spec = torch.complex(re * mag, im * mag).transpose(1, 2)  # (N, K, S)
-    win = torch.hann_window(n_fft, dtype=bands.dtype)
+    win = torch.hann_window(n_fft, dtype=bands.dtype, device=dev)
     out = torch.istft(spec, n_fft, hop, window=win, center=True, length=n_samples)
     # scale so that band magnitude ~ amplitude per bin independent of n_fft
     out = out * math.sqrt(n_fft / 512.0)
@@ -433,7 +393,7 @@ def _ir_noise(sr: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(NOISE_SEED)
         white = torch.randn(n, generator=g, dtype=torch.float64)
         a = math.exp(-2 * math.pi * 1500.0 / sr)  # fixed one-pole lowpass (~1.5 kHz)
-        lp = torch.from_numpy(_one_pole(white.numpy(), a))
+        lp = torch.from_numpy(one_pole(white.numpy(), a))
         t = torch.arange(n, dtype=torch.float64) / sr
         onset = torch.clamp(t / 0.005, 0.0, 1.0)
         _IR_NOISE[sr] = ((white / white.std() * onset).float(), (lp / lp.std() * onset).float())
@@ -442,9 +402,10 @@ def _ir_noise(sr: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def room_ir(params: torch.Tensor, sr: int) -> torch.Tensor:
     """Room impulse responses (G, IR_S * sr) from (G, 3) unconstrained params (decay, wet, brightness)."""
-    white, lp = _ir_noise(sr)
+    dev = params.device
+    white, lp = (x.to(dev) for x in _ir_noise(sr))
     n = white.shape[0]
-    t = torch.arange(n, dtype=torch.float32) / sr
+    t = torch.arange(n, dtype=torch.float32, device=dev) / sr
     t60 = 0.05 + 2.5 * torch.sigmoid(params[:, 0:1])
     wet = torch.sigmoid(params[:, 1:2])
     bright = torch.sigmoid(params[:, 2:3])
@@ -452,20 +413,9 @@ def room_ir(params: torch.Tensor, sr: int) -> torch.Tensor:
     tail = env * (bright * white[None, :] + (1 - bright) * lp[None, :])
     tail = tail / torch.sqrt((tail ** 2).sum(dim=1, keepdim=True) + 1e-9)
     ir = wet * tail
-    delta = torch.zeros(n)
+    delta = torch.zeros(n, device=dev)
     delta[0] = 1.0
     return ir + delta[None, :]
-
-
-def _one_pole(x: np.ndarray, a: float) -> np.ndarray:
-    """``y[n] = (1 - a) x[n] + a y[n-1]`` (a one-pole low-pass), float64."""
-    y = np.empty(x.shape[0], dtype=np.float64)
-    acc = 0.0
-    g = 1.0 - a
-    for i, v in enumerate(x.tolist()):
-        acc = g * v + a * acc
-        y[i] = acc
-    return y
 
 
 def fft_convolve(x: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
@@ -496,7 +446,7 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
                   room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
                   seed: int = 0, generator: torch.Generator | None = None,
                   note_chunk: int = 16, resample=None, fast: bool = False,
-                  outputs=None, oscillator: str = "auto") -> torch.Tensor:
+                  outputs=None, oscillator: str = "auto", seeds=None) -> torch.Tensor:
     """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
 
     ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
@@ -510,24 +460,27 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     (vectorised), or ``"auto"``: numba only when the notes add up to at least
     :data:`NUMBA_MIN_NOTE_S` seconds, where its loading time pays off.  The choice depends on
     the notes only, so a given score always renders the same way.
+    ``seeds`` (G ints, decode time): each group's noise drawn as that group rendered alone
+    with ``seed=seeds[g]`` would draw it (batches of many files' tracks).
     """
     G = emb.shape[0]
+    dev = emb.device  # everything runs where the embeddings are (the model must be there too)
     dtype = torch.float32
     n_int = int(math.ceil(n_samples * SR_INT / sr))
     n_fr_total = n_int // HOP + 2
-    feats = torch.from_numpy(nb.features())
-    grp = torch.from_numpy(np.asarray(group, np.int64))
+    grp = torch.from_numpy(np.asarray(group, np.int64)).to(dev)
     if outputs is None:
+        feats = torch.from_numpy(nb.features()).to(dev)
         amp, harm, bands = model(feats, emb[grp][:, None, :])
     else:
         amp, harm, bands = (o[:, :nb.max_frames] for o in outputs)
-    valid = torch.from_numpy(nb.valid)
-    f0 = torch.from_numpy(nb.f0_hz().astype(np.float32))
+    valid = torch.from_numpy(nb.valid).to(dev)
+    f0 = torch.from_numpy(nb.f0_hz().astype(np.float32)).to(dev)
     amp = amp * valid
     bands = bands * valid[..., None]
     amps = harmonic_amps(amp, harm, f0)  # (N, F, H)
     # harmonic part, notes in chunks sorted by length
-    harm_buf = torch.zeros(G * (n_int + nb.max_frames * HOP + HOP), dtype=dtype)
+    harm_buf = torch.zeros(G * (n_int + nb.max_frames * HOP + HOP), dtype=dtype, device=dev)
     stride = n_int + nb.max_frames * HOP + HOP
     order = np.argsort(nb.n_frames if fast else nb.pitches, kind="stable")
     if fast:
@@ -539,7 +492,7 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     if fast and oscillator == "auto":
         note_s = float(nb.n_frames.sum()) * HOP / SR_INT
         oscillator = "numba" if note_s >= NUMBA_MIN_NOTE_S else "torch"
-    if fast and oscillator == "numba":
+    if fast and oscillator == "numba" and dev.type == "cpu":
         try:
             kern = _wt_kernel()
         except ImportError:  # no numba: the torch wavetable oscillator below
@@ -557,87 +510,52 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
                  ca(grp.numpy()[idx] * stride + starts[idx], np.int64),
                  ca(on_off[idx], np.float64), ca(end_off[idx], np.float64), out, HOP,
                  float(SR_INT), ONSET_RAMP_S * SR_INT, END_FADE_S * SR_INT)
-        harm_buf = torch.from_numpy(out)
+        harm_buf = torch.from_numpy(out).to(dev)
     for c in range(0, 0 if fast and kern is not None else len(order), note_chunk):
         idx = order[c:c + note_chunk]
         nf = int(nb.n_frames[idx].max())
         L = (nf - 1) * HOP
-        it = torch.from_numpy(idx)
+        it = torch.from_numpy(idx).to(dev)
         synth = synth_harmonics_wt if fast else synth_harmonics
-        sig = synth(amps[it, :nf], f0[it, :nf], L,
-                              torch.from_numpy(on_off[idx]), torch.from_numpy(end_off[idx]))
-        pos = (grp[it] * stride + torch.from_numpy(starts[idx]))[:, None] + torch.arange(L)[None, :]
+        sig = synth(amps[it, :nf], f0[it, :nf], L, torch.from_numpy(on_off[idx]).to(dev),
+                    torch.from_numpy(end_off[idx]).to(dev))
+        pos = ((grp[it] * stride + torch.from_numpy(starts[idx]).to(dev))[:, None]
+               + torch.arange(L, device=dev)[None, :])
         harm_buf = harm_buf.index_add(0, pos.reshape(-1), sig.reshape(-1))
     harm_sig = harm_buf.view(G, stride)[:, :n_int]
     if sr != SR_INT and (not fast or resample is None):
         raise ValueError("sr != SR_INT needs fast=True and a resample function")
     # noise: band magnitudes summed per group frame, synthesized at SR_INT
-    fidx = torch.from_numpy(nb.f0[:, None] + np.arange(nb.max_frames)[None, :])
+    fidx = torch.from_numpy(nb.f0[:, None] + np.arange(nb.max_frames)[None, :]).to(dev)
     fidx = torch.clamp(fidx, max=n_fr_total - 1)
     flat = (grp[:, None] * n_fr_total + fidx).reshape(-1)
-    gb = torch.zeros(G * n_fr_total, N_BANDS, dtype=dtype).index_add(
+    gb = torch.zeros(G * n_fr_total, N_BANDS, dtype=dtype, device=dev).index_add(
         0, flat, bands.reshape(-1, N_BANDS)).view(G, n_fr_total, N_BANDS)
-    if generator is None:
-        generator = torch.Generator().manual_seed(NOISE_SEED + seed)
-    noise = noise_from_bands(gb, SR_INT, n_int, generator)
+    gens: torch.Generator | list[torch.Generator]
+    if seeds is not None:
+        gens = [torch.Generator().manual_seed(NOISE_SEED + int(sd)) for sd in seeds]
+    else:
+        gens = generator if generator is not None else torch.Generator().manual_seed(NOISE_SEED + seed)
+    noise = noise_from_bands(gb, SR_INT, n_int, gens)
     dry = harm_sig + noise
     if not fast:
         return _fit(fft_convolve(dry, room_ir(room, SR_INT)), n_samples)
-    ir = room_ir(room, SR_INT).numpy()
-    wet = [dsp.fft_convolve(dry[g].numpy(), ir[g], n_int) for g in range(G)]
+    if dev.type != "cpu":  # the room on the device too; resampling stays on the CPU (numpy)
+        wet_t = fft_convolve(dry, room_ir(room, SR_INT))
+        wet = [w for w in wet_t.cpu().numpy()]
+    else:
+        ir = room_ir(room, SR_INT).numpy()
+        wet = [dsp.fft_convolve(dry[g].numpy(), ir[g], n_int) for g in range(G)]
     if sr != SR_INT:
         rng = np.random.default_rng(NOISE_SEED + seed)
         up = [resample(w, SR_INT, sr) for w in wet]
         if sr > 2 * BAND_HI_HZ + 1000:
-            up = [u + hf_noise(gb[g, :, -1].numpy(), sr, u.shape[0], rng) for g, u in enumerate(up)]
+            top = gb[:, :, -1].cpu().numpy()
+            rngs = ([np.random.default_rng(NOISE_SEED + int(sd)) for sd in seeds]
+                    if seeds is not None else [rng] * G)
+            up = [u + hf_noise(top[g], sr, u.shape[0], rngs[g]) for g, u in enumerate(up)]
         wet = up
-    return torch.from_numpy(np.stack([_fit_np(w, n_samples) for w in wet]).astype(np.float32))
-
-
-#: Noise PSD per Hz (one-sided) at SR_INT of a band magnitude m is NOISE_PSD_PER_M2 * m**2.
-NOISE_PSD_PER_M2 = 1.75e-7
-
-
-def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Noise above BAND_HI_HZ (output rates > 2 * SR_INT/2): the top band's level extended with
-    a 1/f rolloff, high-passed white noise shaped by the top band's frame envelope.
-
-    The high-passed noise is one periodic table of :data:`HF_TABLE` samples (~6 s at 44.1 kHz,
-    made in the frequency domain, so it tiles without seams), repeated: a few ms instead of
-    filtering ``n`` samples.
-    """
-    t_fr = np.arange(top.shape[0]) / FRAME_RATE
-    env = np.interp(np.arange(n) / sr, t_fr, top).astype(np.float32)
-    if not np.any(env > 0):
-        return np.zeros(n, np.float32)
-    # mean of (BAND_HI/f)^2 over [BAND_HI, sr/2] times the PSD → white-noise variance
-    hi = sr / 2.0
-    mean_roll = BAND_HI_HZ * (1.0 / BAND_HI_HZ - 1.0 / hi) / (hi - BAND_HI_HZ)
-    sigma = math.sqrt(NOISE_PSD_PER_M2 * mean_roll * hi)
-    table = _hf_table(sr, rng)
-    reps = -(-n // table.shape[0])
-    w = np.tile(table, reps)[:n] if reps > 1 else table[:n].copy()
-    w *= env
-    w *= np.float32(sigma)
-    return w
-
-
-#: Length of the periodic high-passed noise table of :func:`hf_noise` (samples).
-HF_TABLE = 1 << 18
-
-
-def _hf_table(sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-variance white noise with every bin below BAND_HI_HZ removed (periodic, float32)."""
-    spec = rng.standard_normal(HF_TABLE // 2 + 1) + 1j * rng.standard_normal(HF_TABLE // 2 + 1)
-    freqs = np.fft.rfftfreq(HF_TABLE, 1.0 / sr)
-    spec[freqs < BAND_HI_HZ] = 0.0
-    spec[-1] = spec[-1].real
-    t = np.fft.irfft(spec, HF_TABLE)
-    return (t / max(float(np.std(t)), 1e-12)).astype(np.float32)
-
-
-def _fit_np(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
+    return torch.from_numpy(np.stack([fit_np(w, n_samples) for w in wet]).astype(np.float32))
 
 
 def _fit(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -46,7 +46,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     g = math.gcd(int(sr_in), int(sr_out))
     up, down = int(sr_out) // g, int(sr_in) // g
     x = np.asarray(audio, dtype=np.float32)
-    h, pre_remove = _polyphase_filter(up, down)
+    h, pre_remove = polyphase_filter(up, down)
     n_in = x.shape[0]
     n_out = -(-n_in * up // down)
     if up <= 4:  # small up-factor (22.05 <-> 44.1 kHz...): one short direct convolution per
@@ -80,7 +80,7 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 _POLY: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
 
 
-def _polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
+def polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
     """(FIR taps incl. leading zero padding, outputs to drop) as resample_poly designs them."""
     if (up, down) not in _POLY:
         max_rate = max(up, down)
@@ -193,65 +193,110 @@ def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"integrated_loudness expects mono audio (n,), got shape {audio.shape}")
-    n_min = int(_GATE_BLOCK_S * sr) + 1
-    if audio.size < n_min:
-        audio = np.pad(audio.astype(np.float64), (0, n_min - audio.size))
-    n = audio.shape[0]
-    # gating blocks, with the sample bounds pyloudnorm uses (same float expressions)
-    n_blocks = int(np.round((n / sr - _GATE_BLOCK_S) / (_GATE_BLOCK_S * _GATE_STEP))) + 1
-    j = np.arange(max(n_blocks, 1))
-    lo = np.minimum((_GATE_BLOCK_S * (j * _GATE_STEP) * sr).astype(np.int64), n)
-    hi = np.minimum((_GATE_BLOCK_S * (j * _GATE_STEP + 1) * sr).astype(np.int64), n)
-    # prefix sums of the squared K-weighted signal, sampled at the block bounds only
-    points = np.unique(np.concatenate([lo, hi]))
-    prefix = np.zeros(points.shape[0], dtype=np.float64)
-    ir = _k_weighting_ir(sr)
-    nfft = 1 << (_LOUDNESS_CHUNK + ir.shape[0] - 2).bit_length()
-    ir_f = np.fft.rfft(ir, nfft)
-    carry = np.zeros(ir.shape[0] - 1, dtype=np.float64)  # overlap-add tail into the next chunk
-    running = 0.0
-    nonzero = False
-    k = int(np.searchsorted(points, 1))  # points equal to 0 keep prefix 0
-    for s in range(0, n, _LOUDNESS_CHUNK):
-        x = np.asarray(audio[s:s + _LOUDNESS_CHUNK], dtype=np.float64)
-        if not nonzero and np.any(x):
-            nonzero = True
+    meter = LoudnessMeter(audio.shape[0], sr)
+    for s in range(0, audio.shape[0], _LOUDNESS_CHUNK):
+        meter.push(audio[s:s + _LOUDNESS_CHUNK])
+    return meter.result()
+
+
+class LoudnessMeter:
+    """:func:`integrated_loudness` of a signal of ``n`` samples fed in pieces of any size
+    (``push``), then ``result()``: the same value as the whole-array function."""
+
+    def __init__(self, n: int, sr: int) -> None:
+        self.sr = int(sr)
+        self.n_real = int(n)
+        n_min = int(_GATE_BLOCK_S * sr) + 1
+        n = max(int(n), n_min)  # shorter input is zero-padded
+        self.n = n
+        n_blocks = int(np.round((n / sr - _GATE_BLOCK_S) / (_GATE_BLOCK_S * _GATE_STEP))) + 1
+        j = np.arange(max(n_blocks, 1))
+        self.lo = np.minimum((_GATE_BLOCK_S * (j * _GATE_STEP) * sr).astype(np.int64), n)
+        self.hi = np.minimum((_GATE_BLOCK_S * (j * _GATE_STEP + 1) * sr).astype(np.int64), n)
+        # prefix sums of the squared K-weighted signal, sampled at the block bounds only
+        self.points = np.unique(np.concatenate([self.lo, self.hi]))
+        self.prefix = np.zeros(self.points.shape[0], dtype=np.float64)
+        self.ir = _k_weighting_ir(sr)
+        self.nfft = 1 << (_LOUDNESS_CHUNK + self.ir.shape[0] - 2).bit_length()
+        self.ir_f = np.fft.rfft(self.ir, self.nfft)
+        self.carry = np.zeros(self.ir.shape[0] - 1, dtype=np.float64)
+        self.running = 0.0
+        self.nonzero = False
+        self.k = int(np.searchsorted(self.points, 1))  # points equal to 0 keep prefix 0
+        self.pos = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+
+    def push(self, x: np.ndarray) -> None:
+        """Feed the next samples (mono)."""
+        x = np.asarray(x)
+        if x.ndim != 1:
+            raise ValueError(f"LoudnessMeter expects mono blocks (n,), got shape {x.shape}")
+        self._pending.append(x)
+        self._pending_n += x.shape[0]
+        while self._pending_n >= _LOUDNESS_CHUNK:
+            self._step(self._take(_LOUDNESS_CHUNK))
+
+    def _take(self, m: int) -> np.ndarray:
+        buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        out, rest = buf[:m], buf[m:]
+        self._pending = [rest] if rest.shape[0] else []
+        self._pending_n = rest.shape[0]
+        return out
+
+    def _step(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if not self.nonzero and np.any(x):
+            self.nonzero = True
         m = x.shape[0]
-        y = np.fft.irfft(np.fft.rfft(x, nfft) * ir_f, nfft)[: m + carry.shape[0]]
-        y[: carry.shape[0]] += carry
-        x, carry = y[:m], y[m:].copy()
-        if carry.shape[0] < ir.shape[0] - 1:  # last, short chunk
-            carry = np.pad(carry, (0, ir.shape[0] - 1 - carry.shape[0]))
+        ir_len = self.ir.shape[0]
+        y = np.fft.irfft(np.fft.rfft(x, self.nfft) * self.ir_f, self.nfft)[: m + self.carry.shape[0]]
+        y[: self.carry.shape[0]] += self.carry
+        x, self.carry = y[:m], y[m:].copy()
+        if self.carry.shape[0] < ir_len - 1:  # last, short chunk
+            self.carry = np.pad(self.carry, (0, ir_len - 1 - self.carry.shape[0]))
         np.square(x, out=x)
         np.cumsum(x, out=x)
-        x += running
+        x += self.running
+        s = self.pos
         e = s + x.shape[0]
-        k1 = int(np.searchsorted(points, e, side="right"))
-        if k1 > k:
-            prefix[k:k1] = x[points[k:k1] - s - 1]
-            k = k1
-        running = float(x[-1])
-    if not nonzero:
-        return None
-    idx_lo = np.searchsorted(points, lo)
-    idx_hi = np.searchsorted(points, hi)
-    z = np.maximum(prefix[idx_hi] - prefix[idx_lo], 0.0) * (1.0 / (_GATE_BLOCK_S * sr))
-    with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10.0 * np.log10(z)
-    above_abs = block_lufs >= _GATE_ABSOLUTE_LUFS
-    if not np.any(above_abs):
-        return None
-    gamma_r = -0.691 + 10.0 * math.log10(float(np.mean(z[above_abs]))) + _GATE_RELATIVE_LU
-    gated = (block_lufs > gamma_r) & (block_lufs > _GATE_ABSOLUTE_LUFS)
-    if not np.any(gated):
-        return None
-    mean_z = float(np.mean(z[gated]))
-    if mean_z <= 0.0:
-        return None
-    value = -0.691 + 10.0 * math.log10(mean_z)
-    if not math.isfinite(value) or value < SILENCE_LUFS:
-        return None
-    return value
+        k1 = int(np.searchsorted(self.points, e, side="right"))
+        if k1 > self.k:
+            self.prefix[self.k:k1] = x[self.points[self.k:k1] - s - 1]
+            self.k = k1
+        self.running = float(x[-1])
+        self.pos = e
+
+    def result(self) -> float | None:
+        """The integrated loudness (LUFS) of what was pushed, None for silence."""
+        if self._pending_n or self.pos < self.n:
+            rest = self._take(self._pending_n) if self._pending_n else np.zeros(0)
+            if self.pos + rest.shape[0] < self.n:  # zero padding up to n
+                rest = np.concatenate([rest, np.zeros(self.n - self.pos - rest.shape[0])])
+            for s in range(0, rest.shape[0], _LOUDNESS_CHUNK):
+                self._step(rest[s:s + _LOUDNESS_CHUNK])
+        if not self.nonzero:
+            return None
+        idx_lo = np.searchsorted(self.points, self.lo)
+        idx_hi = np.searchsorted(self.points, self.hi)
+        z = np.maximum(self.prefix[idx_hi] - self.prefix[idx_lo], 0.0) * (
+            1.0 / (_GATE_BLOCK_S * self.sr))
+        with np.errstate(divide="ignore"):
+            block_lufs = -0.691 + 10.0 * np.log10(z)
+        above_abs = block_lufs >= _GATE_ABSOLUTE_LUFS
+        if not np.any(above_abs):
+            return None
+        gamma_r = -0.691 + 10.0 * math.log10(float(np.mean(z[above_abs]))) + _GATE_RELATIVE_LU
+        gated = (block_lufs > gamma_r) & (block_lufs > _GATE_ABSOLUTE_LUFS)
+        if not np.any(gated):
+            return None
+        mean_z = float(np.mean(z[gated]))
+        if mean_z <= 0.0:
+            return None
+        value = -0.691 + 10.0 * math.log10(mean_z)
+        if not math.isfinite(value) or value < SILENCE_LUFS:
+            return None
+        return value
 
 
 def soft_clip(audio: np.ndarray, threshold: float = 0.9) -> np.ndarray:
@@ -317,6 +362,21 @@ def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.
         block = (audio[s:s + _LOUDNESS_CHUNK] * gain).astype(np.float32)
         out[s:s + _LOUDNESS_CHUNK] = soft_clip(block)
     return out
+
+
+#: Output samples smaller than this (-120 dBFS, 1/32 of a 16-bit step) are rounding noise.
+TINY = 2.0 ** -20
+
+
+def flush_tiny(audio: np.ndarray, floor: float = TINY) -> np.ndarray:
+    """``audio`` with every sample below ``floor`` in magnitude set to exactly 0 (in place
+    when it is a float32 array).  FFT rounding leaves ~1e-9 noise in silences, and 16-bit
+    writers floor, turning every negative speck into a -1 step: silences must be zeros."""
+    a = np.asarray(audio)
+    if a.dtype != np.float32:
+        a = a.astype(np.float32)
+    a[np.abs(a) < floor] = 0.0
+    return a
 
 
 def pan_stereo(audio: np.ndarray, pan: float) -> np.ndarray:

@@ -12,7 +12,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -22,8 +22,7 @@ from semcodec.constants import (
     env_soundfont,
 )
 from semcodec.errors import SynthError
-from semcodec.events import Note, Score, Track
-from semcodec.synth import dsp
+from semcodec.events import Note, Sample, Score, Timbre, Track
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def find_soundfont(path: str | os.PathLike | None = None) -> str:
     )
 
 
-def _import_fluidsynth():
+def import_fluidsynth():
     """Import pyfluidsynth without letting it write to stdout.
 
     pyfluidsynth prints "'fluidsynth' was found at ..." at import time when $CI is set; the
@@ -74,6 +73,15 @@ def _import_fluidsynth():
         if captured.getvalue().strip():
             log.debug("pyfluidsynth: %s", captured.getvalue().strip())
     return fluidsynth
+
+
+def set_bend_range(synth, chans, semitones: int = SYNTH_BEND_RANGE_SEMITONES) -> None:
+    """Set the pitch-bend range (RPN 0) of ``chans`` to ``semitones`` (the score's bend range)."""
+    for c in chans:
+        synth.cc(c, 101, 0)
+        synth.cc(c, 100, 0)
+        synth.cc(c, 6, int(semitones))
+        synth.cc(c, 38, 0)
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,28 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
     semitones; ``tempo`` > 1 plays faster (note times are divided by it).  ``progress(fraction)``
     is called as the rendering advances (fraction of the output).
     """
-    fluidsynth = _import_fluidsynth()
+    out = np.zeros(int(n_samples), np.float32)
+    pos = 0
+    for y in render_score_blocks(score, sr, n_samples, soundfont=soundfont, programs=programs,
+                                 transpose=transpose, tempo=tempo, gain=gain, progress=progress):
+        out[pos:pos + y.shape[0]] = y
+        pos += y.shape[0]
+    return out
+
+
+#: Samples per block of :func:`render_score_blocks` (at the output rate).
+FLUID_BLOCK = 1 << 17
+
+
+def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
+                        programs: dict[int, int] | None = None, transpose: int = 0,
+                        tempo: float = 1.0, gain: float = 0.5, block: int = FLUID_BLOCK,
+                        progress: Callable[[float], None] | None = None) -> Iterator[np.ndarray]:
+    """:func:`render_score` as consecutive float32 blocks adding up to ``n_samples`` (one synth
+    kept running: memory is one block whatever the length); ``progress`` as there."""
+    fluidsynth = import_fluidsynth()
     sf_path = find_soundfont(soundfont)
+    n_samples = int(n_samples)
     render_sr = min(sr, FLUID_MAX_SR)
     synth = fluidsynth.Synth(gain=gain, samplerate=float(render_sr), channels=N_CHANNELS)
     try:
@@ -150,11 +178,7 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
                 program = (programs or {}).get(i, track.program)
                 for c in chans:
                     synth.program_select(c, sfid, 0, program)
-                    # RPN 0 (pitch-bend sensitivity) = SYNTH_BEND_RANGE_SEMITONES
-                    synth.cc(c, 101, 0)
-                    synth.cc(c, 100, 0)
-                    synth.cc(c, 6, SYNTH_BEND_RANGE_SEMITONES)
-                    synth.cc(c, 38, 0)
+                set_bend_range(synth, chans)
             if not chans:
                 log.warning("track %d (%s): no MIDI channel left, not played", i, track.name)
                 continue
@@ -162,32 +186,55 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
                                         track.is_drum))
         events.sort(key=lambda e: (e.sample, e.order))
         out_len = int(round(n_samples * render_sr / sr))
-        audio = np.zeros(out_len, dtype=np.float32)  # filled in place: one copy of the output
-        pos = 0
+        res = None
+        if render_sr != sr:
+            from semcodec.synth.ddsp_np import StreamResampler  # noqa: PLC0415
+
+            res = StreamResampler(render_sr, sr, out_len)
+        done = 0  # output samples yielded
+
+        def emit(y: np.ndarray, last: bool) -> Iterator[np.ndarray]:
+            nonlocal done
+            if res is not None:
+                y = res.push(y)
+                if last:
+                    y = np.concatenate([y, res.finish()])
+            y = y[:max(0, n_samples - done)]
+            done += y.shape[0]
+            if y.shape[0]:
+                yield y
+
+        pos, k = 0, 0
         next_report = out_len // 20  # about 20 reports over the output
-        for ev in events:
-            if ev.sample >= out_len:
-                break
-            if ev.sample > pos:
-                _pull(synth, audio[pos:ev.sample])
-                pos = ev.sample
-                if progress is not None and pos >= next_report:
-                    progress(pos / out_len)
-                    next_report = pos + out_len // 20
-            if ev.kind == "on":
-                synth.noteon(ev.chan, ev.a, ev.b)
-            elif ev.kind == "off":
-                synth.noteoff(ev.chan, ev.a)
-            else:
-                synth.pitch_bend(ev.chan, ev.a)
-        if out_len > pos:
-            _pull(synth, audio[pos:])
-        if progress is not None:
-            progress(1.0)
+        while pos < out_len:
+            end = min(out_len, pos + block)
+            audio = np.zeros(end - pos, np.float32)
+            at = pos
+            while k < len(events) and events[k].sample < end:
+                ev = events[k]
+                if ev.sample > at:
+                    pull(synth, audio[at - pos:ev.sample - pos])
+                    at = ev.sample
+                    if progress is not None and at >= next_report:
+                        progress(at / out_len)
+                        next_report = at + out_len // 20
+                if ev.kind == "on":
+                    synth.noteon(ev.chan, ev.a, ev.b)
+                elif ev.kind == "off":
+                    synth.noteoff(ev.chan, ev.a)
+                else:
+                    synth.pitch_bend(ev.chan, ev.a)
+                k += 1
+            if end > at:
+                pull(synth, audio[at - pos:])
+            pos = end
+            if progress is not None:
+                progress(pos / out_len)
+            yield from emit(audio, pos >= out_len)
     finally:
         synth.delete()
-    audio = dsp.resample(audio, render_sr, sr)
-    return dsp.fit_length(audio, n_samples)
+    if done < n_samples:
+        yield np.zeros(n_samples - done, np.float32)
 
 
 #: fluid_synth_write_s16 scales by 32766 (pyfluidsynth's get_samples); the float output is
@@ -202,7 +249,7 @@ def _float_writer():
     if _write_float is None:
         import ctypes  # noqa: PLC0415 - only with fluidsynth
 
-        fluidsynth = _import_fluidsynth()
+        fluidsynth = import_fluidsynth()
         fn = getattr(getattr(fluidsynth, "_fl", None), "fluid_synth_write_float", None)
         if fn is None:  # pragma: no cover - every fluidsynth 1.x/2.x has it
             _write_float = False
@@ -214,7 +261,7 @@ def _float_writer():
     return _write_float or None
 
 
-def _pull(synth, out: np.ndarray) -> None:
+def pull(synth, out: np.ndarray) -> None:
     """Fill ``out`` with the synth's next frames as mono float32.
 
     Rendered with ``fluid_synth_write_float``: the 16-bit path (pyfluidsynth's
@@ -248,12 +295,26 @@ class FluidsynthEngine:
     def __init__(self, soundfont: str | os.PathLike | None = None) -> None:
         self.soundfont = find_soundfont(soundfont)
 
-    def render(self, score: Score, sr: int, n_samples: int, *, programs: dict[int, int] | None = None,
-               transpose: int = 0, tempo: float = 1.0,
-               progress: Callable[[float], None] | None = None, **_: object) -> np.ndarray:
-        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller."""
+    def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
+               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
+               samples: tuple[Sample, ...] = (),
+               progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller.
+
+        ``timbres`` and ``samples`` (the neural engine's) are not used: the GM programs play.
+        ``progress(fraction)`` is called as the rendering advances (fraction of the output).
+        """
+        del timbres, samples
         return render_score(score, sr, n_samples, soundfont=self.soundfont, programs=programs,
                             transpose=transpose, tempo=tempo, progress=progress)
+
+    def blocks(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
+               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
+               samples: tuple[Sample, ...] = ()) -> Iterator[np.ndarray]:
+        """:meth:`render` as consecutive float32 blocks (bounded memory)."""
+        del timbres, samples
+        return render_score_blocks(score, sr, n_samples, soundfont=self.soundfont,
+                                   programs=programs, transpose=transpose, tempo=tempo)
 
 
 def render_notes(notes: list[Note] | tuple[Note, ...], program: int, sr: int, n_samples: int, *,

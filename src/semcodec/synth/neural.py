@@ -1,46 +1,52 @@
 """The neural engine: a score-driven harmonic-plus-noise (DDSP-style) synthesizer.
 
-torch is imported lazily: importing this module costs only numpy; torch and the model
-(:mod:`semcodec.synth.ddsp`) are loaded on first use (``NeuralEngine(...)`` or
-:func:`load_model`).  The committed weights live in ``semcodec/weights/`` as
-``neural-<first 12 hex of their sha256>.safetensors``; the loader checks that hash.
+Two implementations of one signal model (see :mod:`semcodec.synth.ddsp`):
 
-Rendering is done on the CPU in float32 and is deterministic (noise generators are seeded from
-the track index).  Drum tracks are played by a sampler (:func:`semcodec.synth.dsp.play_oneshots`)
-from the container's keyed one-shot samples of that track; a drum track without any falls back to
+* ``backend="numpy"`` (the default on the CPU): :mod:`semcodec.synth.ddsp_np`, plain numpy,
+  block by block with bounded memory; decoding then never imports torch.
+* ``backend="torch"``: the torch model of :mod:`semcodec.synth.ddsp` (training, the encoder's
+  fit), on the CPU or, with ``device="cuda"``, with the model and the synthesis on the GPU
+  (the noise is drawn on the CPU generator so that both devices play the same noise).
+
+Both agree to float32 rounding.  The committed weights live in ``semcodec/weights/`` as
+``neural-<first 12 hex of their sha256>.safetensors`` (:mod:`semcodec.synth.weights` checks
+the hash).  Drum tracks are played by a sampler (:func:`semcodec.synth.dsp.play_oneshots`) from
+the container's keyed one-shot samples of that track; a drum track without any falls back to
 fluidsynth's General MIDI kit (silence, with a warning, when fluidsynth is unavailable).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
-import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from semcodec.constants import MIDI_MAX, MIDI_MIN, PACKAGE_DIR
 from semcodec.errors import SynthError
 from semcodec.events import Sample, Score, Timbre, Track
 from semcodec.synth import dsp
+from semcodec.synth.ddsp_np import N_ROOM, NoteArrays, NumpyNet, TrackRenderer
+from semcodec.synth.weights import WEIGHTS_DIR, find_weights, load_arrays, verify_weights
+
+__all__ = ["NeuralEngine", "NoteArrays", "WEIGHTS_DIR", "find_weights", "load_model",
+           "render_drum_track", "render_notes_np", "torch_threads", "verify_weights",
+           "weights_available", "engine_available"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = PACKAGE_DIR / "weights"
-_WEIGHTS_RE = re.compile(r"^neural-([0-9a-f]{12})\.safetensors$")
 _MODEL_CACHE: dict[tuple[str, int, float], object] = {}
-
 
 #: torch intra-op threads while rendering / fitting ($SEMCODEC_TORCH_THREADS, default 1): the
 #: model's ops are small, and on a busy 2-core machine one thread is several times faster.
 THREADS_ENV = "SEMCODEC_TORCH_THREADS"
+BACKENDS = ("numpy", "torch")
+#: Output samples per block of :meth:`NeuralEngine.blocks`.
+STREAM_BLOCK = 1 << 15
 
 
 @contextlib.contextmanager
@@ -60,42 +66,44 @@ def torch_threads():
         torch.set_num_threads(old)
 
 
-def find_weights(directory: Path | None = None) -> Path | None:
-    """The weights file named by ``neural-config.json`` (else the only ``neural-*.safetensors``)."""
-    d = Path(directory) if directory is not None else WEIGHTS_DIR
-    cfg = d / "neural-config.json"
-    if cfg.is_file():
+#: Threads rendering tracks in parallel ($SEMCODEC_THREADS, default: the CPUs this process may
+#: use, at most 4).
+THREADS_ENV_RENDER = "SEMCODEC_THREADS"
+
+
+def render_workers(n_tracks: int) -> int:
+    """How many tracks to render at once (1 = no threads)."""
+    try:
+        n = int(os.environ.get(THREADS_ENV_RENDER, "0"))
+    except ValueError:
+        n = 0
+    if n <= 0:
         try:
-            name = json.loads(cfg.read_text()).get("weights_file")
-        except (OSError, ValueError):
-            name = None
-        if name and (d / name).is_file():
-            return d / name
-    files = sorted(p for p in d.glob("neural-*.safetensors") if _WEIGHTS_RE.match(p.name))
-    return files[-1] if files else None
+            n = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            n = os.cpu_count() or 1
+        n = min(n, 4)
+    return max(1, min(n, n_tracks))
 
 
 def weights_available() -> bool:
-    """True when torch is importable and a weights file is present (the engine can run)."""
-    return importlib.util.find_spec("torch") is not None and find_weights() is not None
+    """True when torch is importable and a weights file is present (the torch model can run:
+    the encoder's timbre fit, ``--device cuda``)."""
+    return torch_available() and find_weights() is not None
 
 
-def verify_weights(path: Path) -> None:
-    """Raise :class:`SynthError` unless the sha256 prefix in the file name matches its content."""
-    m = _WEIGHTS_RE.match(path.name)
-    if not m:
-        raise SynthError(f"{path}: weights file name must be neural-<12 hex of sha256>.safetensors")
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    except OSError as exc:
-        raise SynthError(f"{path}: cannot read neural weights ({exc})") from exc
-    if digest != m.group(1):
-        raise SynthError(f"{path}: neural weights are corrupt (sha256 {digest}..., "
-                         f"name says {m.group(1)})")
+def engine_available() -> bool:
+    """True when the neural engine can decode here (the numpy engine needs only the weights)."""
+    return find_weights() is not None
+
+
+def torch_available() -> bool:
+    """True when torch can be imported (without importing it)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def load_model(path: Path | str | None = None):
-    """Load (and cache) the :class:`~semcodec.synth.ddsp.DDSPNet` from verified weights."""
+    """Load (and cache) the torch :class:`~semcodec.synth.ddsp.DDSPNet` from verified weights."""
     path = Path(path) if path is not None else find_weights()
     if path is None or not path.is_file():
         raise SynthError(f"neural weights not found in {WEIGHTS_DIR} (run: make train)")
@@ -103,16 +111,15 @@ def load_model(path: Path | str | None = None):
     key = (str(path), st.st_size, st.st_mtime)
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
-    verify_weights(path)
+    arrays = load_arrays(path)
     try:
         import torch  # noqa: PLC0415 - lazy: torch is heavy
-        from safetensors.torch import load_file  # noqa: PLC0415
 
         from semcodec.synth import ddsp  # noqa: PLC0415
     except ImportError as exc:
-        raise SynthError(f"the neural engine needs torch and safetensors ({exc})") from exc
+        raise SynthError(f"the torch neural engine needs torch ({exc})") from exc
     try:
-        state = load_file(str(path))
+        state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
         hidden, emb_dim = state["inp.weight"].shape[0], state["embedding.weight"].shape[1]
         model = ddsp.DDSPNet(hidden=hidden, emb_dim=emb_dim)
         model.load_state_dict(state, strict=True)
@@ -125,103 +132,75 @@ def load_model(path: Path | str | None = None):
     return model
 
 
-def _track_notes(track: Track, tempo: float, transpose: int, limit_s: float):
-    """(onsets, offsets, pitches, velocities, bends) of a pitched track, time-scaled/transposed."""
-    on, off, pit, vel, bends = [], [], [], [], []
-    for n in track.notes:
-        p = n.pitch + transpose
-        if not MIDI_MIN <= p <= MIDI_MAX:
-            continue
-        o = n.onset / tempo
-        if o >= limit_s or o < 0:
-            continue
-        on.append(o)
-        off.append(max(o + 0.005, n.offset / tempo))
-        pit.append(p)
-        vel.append(max(1, min(127, n.velocity)))
-        bends.append(tuple((bp.time / tempo, bp.semitones) for bp in n.bends))
-    return on, off, pit, vel, bends
+def resolve_device(device: str) -> tuple[str, str]:
+    """(device, backend) for a ``--device`` value: ``auto`` and ``cpu`` run the numpy engine
+    on the CPU (``auto`` never imports torch to look for a GPU: ask for ``cuda``); ``cuda``
+    runs the torch engine on the GPU, or raises one clean :class:`SynthError` when torch or
+    CUDA is missing."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise SynthError(f"unknown device {device!r} (auto, cpu or cuda)")
+    if device != "cuda":
+        return "cpu", "numpy"
+    if not torch_available():
+        raise SynthError("device cuda requested but torch is not installed")
+    import torch  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        raise SynthError("device cuda requested but CUDA is not available")
+    return "cuda", "torch"
 
 
 class NeuralEngine:
-    """Decoding engine over the DDSP model; see the module docstring."""
+    """Decoding engine over the DDSP model; see the module docstring.
+
+    ``device``: ``auto``/``cpu`` (numpy) or ``cuda`` (torch on the GPU); ``backend`` forces
+    ``numpy`` or ``torch`` (``torch`` on ``cpu`` is the training code's path).
+    """
 
     name = "neural"
 
-    def __init__(self, device: str = "auto", weights: Path | str | None = None) -> None:
-        try:
-            import torch  # noqa: PLC0415
-        except ImportError as exc:
-            raise SynthError(f"the neural engine needs torch ({exc})") from exc
-        if device not in ("auto", "cpu", "cuda"):
-            raise SynthError(f"unknown device {device!r} (auto, cpu or cuda)")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise SynthError("device cuda requested but CUDA is not available")
-        # The model is tiny: the signal path is memory-bound and runs on the CPU in every case,
-        # which keeps the output deterministic and bit-identical across machines.
-        self.device = ("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
-                       else "cpu")
-        self.model = load_model(weights)
+    def __init__(self, device: str = "auto", weights: Path | str | None = None,
+                 backend: str | None = None) -> None:
+        self.device, default = resolve_device(device)
+        self.backend = backend or default
+        if self.backend not in BACKENDS:
+            raise SynthError(f"unknown neural backend {self.backend!r} (numpy or torch)")
+        if self.backend == "numpy" and self.device != "cpu":
+            raise SynthError("the numpy neural backend runs on the CPU only")
+        arrays = load_arrays(weights)
+        self.net = NumpyNet(arrays)
+        self._weights = weights
+        self._model = None
+        if self.backend == "torch":
+            if not torch_available():
+                raise SynthError("the torch neural backend needs torch")
+            self._model = load_model(weights)
+
+    @property
+    def model(self):
+        """The torch model (loaded on first use: the numpy backend never needs it)."""
+        if self._model is None:
+            self._model = load_model(self._weights)
+        return self._model
 
     # -- embeddings ---------------------------------------------------------------------
     def program_embedding(self, program: int) -> tuple[np.ndarray, np.ndarray]:
         """(embedding, room params) the model learned for GM ``program``."""
         p = max(0, min(127, int(program)))
-        m = self.model
-        return (m.embedding.weight[p].detach().numpy().copy(), m.room.weight[p].detach().numpy().copy())
+        return self.net.embedding[p].copy(), self.net.room[p].copy()
 
-    def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
-               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
-               samples: tuple[Sample, ...] = (),
-               progress: Callable[[float], None] | None = None) -> np.ndarray:
-        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller.
-        ``progress(fraction)`` is called after each track."""
-        import torch  # noqa: PLC0415
-
-        if tempo <= 0 or not math.isfinite(tempo):
-            raise SynthError(f"tempo factor must be > 0, got {tempo}")
-        n_samples = int(n_samples)
-        out = np.zeros(n_samples, np.float32)
-        if n_samples == 0:
-            return out
+    def track_params(self, i: int, track: Track, timbres: tuple[Timbre, ...] = (),
+                     programs: dict[int, int] | None = None):
+        """(embedding, room params, gain dB) of track ``i``: its stored timbre, else the
+        learned embedding of its program (a ``programs`` override drops the fitted one)."""
         by_track = {t.track: t for t in timbres}
-        limit_s = n_samples / sr
-        with torch.no_grad(), torch_threads():
-            for i, track in enumerate(score.tracks):
-                if progress is not None and i:
-                    progress(i / len(score.tracks))
-                if track.is_drum and track.notes:
-                    y = render_drum_track(track, [smp for smp in samples if smp.track == i],
-                                          sr, n_samples, tempo=tempo)
-                    tb = by_track.get(i)
-                    if tb is not None and math.isfinite(tb.gain_db):
-                        y = y * 10.0 ** (tb.gain_db / 20.0)
-                    out += y.astype(np.float32)
-                    continue
-                if track.is_drum or not track.notes:
-                    continue
-                on, off, pit, vel, bends = _track_notes(track, tempo, transpose, limit_s)
-                if not on:
-                    continue
-                emb, room, gain_db = self._track_params(i, track, by_track, programs)
-                y = self._render_track(on, off, pit, vel, bends, emb, room, sr, n_samples, seed=i)
-                out += (y * 10.0 ** (gain_db / 20.0)).astype(np.float32)
-        if progress is not None:
-            progress(1.0)
-        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-        return out.astype(np.float32)
-
-    def _track_params(self, i: int, track: Track, by_track: dict[int, Timbre],
-                      programs: dict[int, int] | None):
-        from semcodec.synth import ddsp  # noqa: PLC0415
-
         program = (programs or {}).get(i, track.program)
         emb, room = self.program_embedding(program)
         gain_db = 0.0
         tb = by_track.get(i)
         if tb is not None:
             gain_db = float(tb.gain_db) if math.isfinite(tb.gain_db) else 0.0
-            if len(tb.room) == ddsp.N_ROOM and all(map(math.isfinite, tb.room)):
+            if len(tb.room) == N_ROOM and all(map(math.isfinite, tb.room)):
                 room = np.asarray(tb.room, np.float32)
             overridden = programs is not None and i in programs
             if (not overridden and len(tb.embedding) == emb.shape[0]
@@ -229,28 +208,134 @@ class NeuralEngine:
                 emb = np.asarray(tb.embedding, np.float32)
         return emb, room, gain_db
 
-    def _render_track(self, on, off, pit, vel, bends, emb, room, sr, n_samples, seed=0):
-        return render_notes_np(self.model, on, off, pit, vel, bends, emb, room, sr, n_samples,
-                               seed=seed)
+    # -- rendering ----------------------------------------------------------------------
+    def render(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
+               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
+               samples: tuple[Sample, ...] = (),
+               progress: Callable[[float], None] | None = None) -> np.ndarray:
+        """Mono float32 audio ``(n_samples,)`` at ``sr`` Hz; loudness is left to the caller.
+        ``progress(fraction)`` is called as tracks finish."""
+        n_samples = int(n_samples)
+        out = np.zeros(n_samples, np.float32)
+
+        def one(i: int) -> np.ndarray | None:
+            return self.render_track(score, i, sr, n_samples, timbres=timbres,
+                                     programs=programs, transpose=transpose, tempo=tempo,
+                                     samples=samples)
+
+        live = [i for i, t in enumerate(score.tracks) if t.notes]
+        finished = [0]
+
+        def one_reported(i: int) -> np.ndarray | None:
+            y = one(i)
+            finished[0] += 1
+            if progress is not None and finished[0] < len(live):
+                progress(finished[0] / len(live))
+            return y
+
+        workers = render_workers(len(live)) if self.backend == "numpy" else 1
+        if workers > 1:  # numpy releases the GIL in its heavy loops: tracks in parallel
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="semcodec-track") as pool:
+                parts = list(pool.map(one_reported, live))
+        else:
+            parts = [one_reported(i) for i in live]
+        for y in parts:  # summed in track order: the result does not depend on the threads
+            if y is not None:
+                out += y
+        if progress is not None:
+            progress(1.0)
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def blocks(self, score: Score, sr: int, n_samples: int, *, timbres: tuple[Timbre, ...] = (),
+               programs: dict[int, int] | None = None, transpose: int = 0, tempo: float = 1.0,
+               samples: tuple[Sample, ...] = ()) -> Iterator[np.ndarray]:
+        """:meth:`render` as consecutive float32 blocks (every track block by block, mixed)."""
+        from semcodec.synth.engine import mix_blocks  # noqa: PLC0415
+
+        parts = []
+        for i in range(len(score.tracks)):
+            it = self.track_blocks(score, i, sr, n_samples, timbres=timbres, programs=programs,
+                                   transpose=transpose, tempo=tempo, samples=samples)
+            if it is not None:
+                parts.append((it, 1.0))
+        return mix_blocks(parts, int(n_samples), STREAM_BLOCK)
+
+    def render_track(self, score: Score, i: int, sr: int, n_samples: int, *,
+                     timbres: tuple[Timbre, ...] = (), programs: dict[int, int] | None = None,
+                     transpose: int = 0, tempo: float = 1.0,
+                     samples: tuple[Sample, ...] = ()) -> np.ndarray | None:
+        """Track ``i`` alone, gain included: float32 ``(n_samples,)``, or None when silent."""
+        blocks = self.track_blocks(score, i, sr, n_samples, timbres=timbres, programs=programs,
+                                   transpose=transpose, tempo=tempo, samples=samples)
+        if blocks is None:
+            return None
+        out = np.empty(int(n_samples), np.float32)
+        pos = 0
+        for y in blocks:
+            out[pos:pos + y.shape[0]] = y
+            pos += y.shape[0]
+        return out
+
+    def track_blocks(self, score: Score, i: int, sr: int, n_samples: int, *,
+                     timbres: tuple[Timbre, ...] = (), programs: dict[int, int] | None = None,
+                     transpose: int = 0, tempo: float = 1.0, samples: tuple[Sample, ...] = (),
+                     block: int | None = None) -> Iterator[np.ndarray] | None:
+        """Track ``i`` as consecutive float32 blocks adding up to ``n_samples`` (gain
+        included), or None when the track is silent.  ``block``: samples at the model's rate
+        per step of the numpy backend (bounded memory); the torch backend yields one block."""
+        if tempo <= 0 or not math.isfinite(tempo):
+            raise SynthError(f"tempo factor must be > 0, got {tempo}")
+        n_samples = int(n_samples)
+        track = score.tracks[i]
+        if n_samples == 0 or not track.notes:
+            return None
+        if track.is_drum:
+            y = render_drum_track(track, [s for s in samples if s.track == i], sr, n_samples,
+                                  tempo=tempo)
+            tb = {t.track: t for t in timbres}.get(i)
+            if tb is not None and math.isfinite(tb.gain_db):
+                y = y * np.float32(10.0 ** (tb.gain_db / 20.0))
+            return iter([np.nan_to_num(y.astype(np.float32))])
+        notes = NoteArrays.from_track(track, tempo, transpose, n_samples / sr)
+        if len(notes) == 0:
+            return None
+        emb, room, gain_db = self.track_params(i, track, timbres, programs)
+        gain = np.float32(10.0 ** (gain_db / 20.0))
+        if self.backend == "torch":
+            y = render_notes_np(self.model, notes, emb, room, sr, n_samples, seed=i,
+                                device=self.device)
+            return iter([np.nan_to_num(y * gain)])
+        kw = {} if block is None else {"block": int(block)}
+        rend = TrackRenderer(self.net, notes, emb, room, sr, n_samples, seed=i, **kw)
+        return (np.nan_to_num(y * gain) for y in rend.blocks())
 
 
-def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *, seed=0,
-                    tail_s: float | None = None) -> np.ndarray:
-    """Render one track's notes (no gradients) to float32 numpy ``(n_samples,)`` at ``sr``."""
+def render_notes_np(model, notes: NoteArrays, emb, room, sr, n_samples, *, seed=0,
+                    tail_s: float | None = None, device: str = "cpu") -> np.ndarray:
+    """Render one track's notes with the torch model (no gradients) on ``device``: float32
+    numpy ``(n_samples,)`` at ``sr``.  ``notes`` may also be a tuple of the five parallel lists
+    ``(onsets, offsets, pitches, velocities, bends)``."""
     import torch  # noqa: PLC0415
 
     from semcodec.synth import ddsp  # noqa: PLC0415
 
+    if not isinstance(notes, NoteArrays):
+        notes = NoteArrays.from_lists(*notes)
+    on, off, pit, vel, bends = notes.to_lists()
+    dev = torch.device(device)
     tail = ddsp.TAIL_S if tail_s is None else tail_s
     total_s = n_samples / sr
-    emb_t = torch.as_tensor(np.asarray(emb, np.float32))[None, :]
-    room_t = torch.as_tensor(np.asarray(room, np.float32))[None, :]
-    with torch.no_grad():
+    model = model.to(dev)
+    emb_t = torch.as_tensor(np.asarray(emb, np.float32), device=dev)[None, :]
+    room_t = torch.as_tensor(np.asarray(room, np.float32), device=dev)[None, :]
+    with torch.no_grad(), torch_threads():
         nb = ddsp.NoteBatch(on, off, pit, vel, bends, total_s, tail_s=tail)
         outputs = ddsp.eval_sparse(model, nb, emb_t.expand(len(on), -1))
         amp, _, bands = outputs
         # cut each release tail where the note has decayed (-60 dB re. its peak)
-        level = (amp + bands.sum(-1)).numpy() * nb.valid
+        level = (amp + bands.sum(-1)).cpu().numpy() * nb.valid
         peak = level.max(axis=1, keepdims=True) + 1e-9
         loud = (level > peak * 1e-3) | (nb.t_abs < nb.offsets[:, None])
         loud &= nb.valid
@@ -261,8 +346,59 @@ def render_notes_np(model, on, off, pit, vel, bends, emb, room, sr, n_samples, *
         nb2 = ddsp.NoteBatch(on, off, pit, vel, bends, total_s, tail_s=tails)
         y = ddsp.render_groups(model, nb2, np.zeros(len(on), np.int64), emb_t, room_t, n_samples,
                                sr=sr, seed=seed, resample=dsp.resample, fast=True,
-                               outputs=outputs)
-    return y[0].numpy().astype(np.float32)
+                               outputs=outputs, oscillator="torch" if dev.type != "cpu" else "auto")
+    return y[0].cpu().numpy().astype(np.float32)
+
+
+def render_batch(model, items, sr: int, n_samples: int, *, device: str = "cuda",
+                 seeds=None) -> np.ndarray:
+    """Render many tracks' notes together with the torch model on ``device`` (one model call,
+    one oscillator pass, one noise draw for all): float32 ``(len(items), n_samples)``.
+
+    ``items``: ``[(NoteArrays, embedding (EMB_DIM,), room params (3,)), ...]``, e.g. the
+    tracks of many files (each cut or padded to ``n_samples`` at ``sr``); ``seeds`` (one per
+    item, default 0..): the track index each would have in its file, so that every item's
+    noise is the one it gets when decoded alone.
+    """
+    import torch  # noqa: PLC0415
+
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    dev = torch.device(device)
+    model = model.to(dev)
+    total_s = n_samples / sr
+    on, off, pit, vel, bends, group = [], [], [], [], [], []
+    for g, (notes, _, _) in enumerate(items):
+        o, f, p, v, b = notes.to_lists()
+        on += o
+        off += f
+        pit += p
+        vel += v
+        bends += b
+        group += [g] * len(o)
+    grp = np.asarray(group, np.int64)
+    emb_t = torch.as_tensor(np.stack([np.asarray(e, np.float32) for _, e, _ in items]),
+                            device=dev)
+    room_t = torch.as_tensor(np.stack([np.asarray(r, np.float32) for _, _, r in items]),
+                             device=dev)
+    with torch.no_grad():
+        nb = ddsp.NoteBatch(on, off, pit, vel, bends, total_s)
+        rows = emb_t[torch.from_numpy(grp).to(dev)]
+        outputs = ddsp.eval_sparse(model, nb, rows)
+        amp, _, bands = outputs
+        level = (amp + bands.sum(-1)).cpu().numpy() * nb.valid
+        peak = level.max(axis=1, keepdims=True) + 1e-9
+        loud = ((level > peak * 1e-3) | (nb.t_abs < nb.offsets[:, None])) & nb.valid
+        last = np.where(loud.any(axis=1), loud.shape[1] - 1 - np.argmax(loud[:, ::-1], axis=1), 1)
+        ends = np.minimum(nb.ends, (nb.f0 + last + 1) / ddsp.FRAME_RATE + ddsp.END_FADE_S)
+        ends = np.maximum(ends, nb.offsets + 0.02)
+        tails = np.maximum(ends - nb.offsets, 0.02)
+        nb2 = ddsp.NoteBatch(on, off, pit, vel, bends, total_s, tail_s=tails)
+        y = ddsp.render_groups(model, nb2, grp, emb_t, room_t, n_samples, sr=sr,
+                               resample=dsp.resample, fast=True, outputs=outputs,
+                               oscillator="torch", note_chunk=256,
+                               seeds=list(seeds) if seeds is not None else list(range(len(items))))
+    return y.cpu().numpy().astype(np.float32)
 
 
 def _decode_oneshot(sample: Sample, sr: int) -> np.ndarray | None:

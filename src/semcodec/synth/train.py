@@ -79,20 +79,11 @@ def _rand_clip(rng: random.Random, program: int) -> list[tuple[float, float, int
     return out
 
 
-def _frames(synth, n: int) -> np.ndarray:
-    """The synth's next ``n`` frames, mono float32 (``fluid._pull`` fills an array in place)."""
-    from semcodec.synth.fluid import _pull  # noqa: PLC0415
-
-    out = np.zeros(n, np.float32)
-    _pull(synth, out)
-    return out
-
-
 def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = TRAIN_SOUNDFONT):
     """Render the training set: (audio int16 (n_clips, n), notes list, programs array)."""
-    from semcodec.synth.fluid import _import_fluidsynth  # noqa: PLC0415
+    from semcodec.synth.fluid import import_fluidsynth, pull, set_bend_range  # noqa: PLC0415
 
-    fluidsynth = _import_fluidsynth()
+    fluidsynth = import_fluidsynth()
 
     rng = random.Random(seed)
     n = int(CLIP_S * sr)
@@ -101,11 +92,13 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
     if sfid < 0:
         raise SystemExit(f"cannot load {soundfont}")
     chans = [c for c in range(16) if c != 9]
-    for c in chans:
-        synth.cc(c, 101, 0)
-        synth.cc(c, 100, 0)
-        synth.cc(c, 6, SYNTH_BEND_RANGE_SEMITONES)
-        synth.cc(c, 38, 0)
+    set_bend_range(synth, chans)
+
+    def take(k: int) -> np.ndarray:  # the synth's next k frames, mono float32
+        block = np.zeros(max(0, int(k)), np.float32)
+        pull(synth, block)
+        return block
+
     audio = np.zeros((128 * clips_per_program, n), np.int16)
     all_notes, programs = [], []
     k = 0
@@ -128,7 +121,7 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
             pos = 0
             for e in ev:
                 if e[0] > pos:
-                    blocks.append(_frames(synth, e[0] - pos))
+                    blocks.append(take(e[0] - pos))
                     pos = e[0]
                 if e[2] == "on":
                     synth.noteon(e[3], e[4], e[5])
@@ -137,13 +130,13 @@ def generate_data(clips_per_program: int, seed: int, sr: int, soundfont: str = T
                 else:
                     synth.pitch_bend(e[3], min(16383, max(0, e[4])) - 8192)
             if n > pos:
-                blocks.append(_frames(synth, n - pos))
+                blocks.append(take(n - pos))
             clip = np.concatenate(blocks)[:n]
             audio[k] = np.clip(clip * 32767.0, -32768, 32767).astype(np.int16)
             for c in chans:
                 synth.all_sounds_off(c)
                 synth.pitch_bend(c, 0)
-            _frames(synth, int(1.5 * sr))  # let the reverb die out
+            take(int(1.5 * sr))  # let the reverb die out
             all_notes.append(notes)
             programs.append(program)
             k += 1

@@ -1,0 +1,115 @@
+"""The neural engine's committed weights: finding, verifying and reading them (numpy only).
+
+The weights live in ``semcodec/weights/`` as ``neural-<first 12 hex of their sha256>.safetensors``
+(the file named by ``neural-config.json``).  :func:`load_arrays` reads them with the standard
+library (a safetensors file is an 8-byte little-endian header length, a JSON header and the raw
+little-endian arrays) after checking the hash, so that decoding needs neither torch nor the
+``safetensors`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from semcodec.constants import PACKAGE_DIR
+from semcodec.errors import SynthError
+
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+WEIGHTS_RE = re.compile(r"^neural-([0-9a-f]{12})\.safetensors$")
+#: Largest safetensors JSON header read (bytes).
+MAX_HEADER_BYTES = 1 << 20
+_DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
+_CACHE: dict[tuple[str, int, float], dict[str, np.ndarray]] = {}
+
+
+def find_weights(directory: Path | None = None) -> Path | None:
+    """The weights file named by ``neural-config.json`` (else the only ``neural-*.safetensors``)."""
+    d = Path(directory) if directory is not None else WEIGHTS_DIR
+    cfg = d / "neural-config.json"
+    if cfg.is_file():
+        try:
+            name = json.loads(cfg.read_text()).get("weights_file")
+        except (OSError, ValueError):
+            name = None
+        if name and (d / name).is_file():
+            return d / name
+    files = sorted(p for p in d.glob("neural-*.safetensors") if WEIGHTS_RE.match(p.name))
+    return files[-1] if files else None
+
+
+def _check_digest(path: Path, data: bytes) -> None:
+    m = WEIGHTS_RE.match(path.name)
+    if not m:
+        raise SynthError(f"{path}: weights file name must be neural-<12 hex of sha256>.safetensors")
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    if digest != m.group(1):
+        raise SynthError(f"{path}: neural weights are corrupt (sha256 {digest}..., "
+                         f"name says {m.group(1)})")
+
+
+def verify_weights(path: Path) -> None:
+    """Raise :class:`SynthError` unless the sha256 prefix in the file name matches its content."""
+    path = Path(path)
+    if not WEIGHTS_RE.match(path.name):
+        _check_digest(path, b"")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SynthError(f"{path}: cannot read neural weights ({exc})") from exc
+    _check_digest(path, data)
+
+
+def parse_safetensors(data: bytes, name: str = "weights") -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file's bytes (float32 copies; integer arrays as they are)."""
+    if len(data) < 8:
+        raise SynthError(f"{name}: not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise SynthError(f"{name}: safetensors header length {n} out of range")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError as exc:
+        raise SynthError(f"{name}: bad safetensors header ({exc})") from None
+    base = 8 + n
+    out: dict[str, np.ndarray] = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = np.dtype(_DTYPES[info["dtype"]])
+            shape = tuple(int(s) for s in info["shape"])
+            a, b = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise SynthError(f"{name}: tensor {key!r}: unsupported or malformed entry") from None
+        count = math.prod(shape)
+        if not 0 <= a <= b or base + b > len(data) or b - a != count * dtype.itemsize:
+            raise SynthError(f"{name}: tensor {key!r}: data offsets out of range")
+        arr = np.frombuffer(data, dtype, count=count, offset=base + a).reshape(shape)
+        out[key] = arr.astype(np.float32) if dtype.kind == "f" else arr.copy()
+    return out
+
+
+def load_arrays(path: Path | str | None = None) -> dict[str, np.ndarray]:
+    """The verified weights as ``{name: float32 array}`` (cached per file, size and mtime)."""
+    path = Path(path) if path is not None else find_weights()
+    if path is None or not path.is_file():
+        raise SynthError(f"neural weights not found in {WEIGHTS_DIR} (run: make train)")
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime)
+    if key not in _CACHE:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SynthError(f"{path}: cannot read neural weights ({exc})") from exc
+        _check_digest(path, data)
+        arrays = parse_safetensors(data, str(path))
+        _CACHE.clear()
+        _CACHE[key] = arrays
+    return _CACHE[key]
