@@ -799,7 +799,9 @@ class DecodeStream:
     ``n_samples`` at ``sr`` Hz, with the loudness gain applied and soft-clipped as
     :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
     it was measured on the whole rendering (the output then equals :func:`decode`'s) or
-    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).
+    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).  A file with a
+    residual (played) is decoded whole by :func:`decode` and handed out in blocks (``gain``
+    NaN: not measured separately).
     """
 
     sr: int
@@ -838,6 +840,16 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
                 yield np.zeros((min(STREAM_BLOCK, n - s),) + shape[1:], np.float32)
 
         return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
+    if opts.residual and c.residual:
+        # the residual measures the decode's band energy over whole cells: the decoding is
+        # rendered whole (as decode() does) and handed out in blocks; memory is not bounded
+        audio, sr = decode(c, opts, progress=progress)
+
+        def whole() -> Iterator[np.ndarray]:
+            for s in range(0, audio.shape[0], STREAM_BLOCK):
+                yield audio[s:s + STREAM_BLOCK]
+
+        return DecodeStream(sr, ch, audio.shape[0], whole(), float("nan"), True)
     report = progress or (lambda _stage, _frac: None)
     renderer = _Renderer(c, opts, out, report)
     if exact is None:
