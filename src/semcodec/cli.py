@@ -659,11 +659,12 @@ PLAYERS = (
 @_verbosity
 def play(input: str, player: str | None, engine: str, device: str, soundfont: str | None,
          sample_rate: int | None, programs, transpose: int, tempo: float, channels: str,
-         max_duration: float) -> None:
+         no_residual: bool, max_duration: float) -> None:
     """Play a .smc container (or - for stdin) as it decodes.
 
     The audio starts after the first block (files up to 40 s are rendered whole first, for
-    the exact loudness; longer ones start at once with an estimated loudness gain).
+    the exact loudness; longer ones start at once with an estimated loudness gain; a file
+    with a residual is rendered whole first).
     """
     import shlex
     import shutil
@@ -677,7 +678,7 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
                              programs=prog_map, transpose=transpose, tempo=tempo,
-                             max_duration_s=max_duration or None)
+                             max_duration_s=max_duration or None, residual=not no_residual)
     cmd = shlex.split(player) if player else None
     use_sd = False
     if cmd is None:
