@@ -9,7 +9,7 @@ OUT := out
 # make install links the CLI of .venv here (a folder on most users' PATH)
 BINDIR ?= $(HOME)/.local/bin
 
-.PHONY: help setup sysdeps demo install uninstall test lint bench train fuzz clean
+.PHONY: help setup sysdeps demo install uninstall test lint bench train train-instrument fuzz clean
 
 help:
 	@echo "make demo   encode + decode the bundled example"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint   ruff and mypy on src/ (settings in pyproject.toml)"
 	@echo "make bench  run the benchmark (writes docs/BENCHMARKS.md)"
 	@echo "make train  retrain the neural synthesizer weights"
+	@echo "make train-instrument  retrain the instrument classifier (~5 min on 2 cores)"
 	@echo "make fuzz   fuzz the container parser (FUZZ_SECONDS=60)"
 
 sysdeps:
@@ -64,6 +65,9 @@ test: setup
 lint: setup
 	@$(BIN)/ruff check src
 	@$(BIN)/mypy
+
+train-instrument: setup
+	@$(BIN)/python -m semcodec.instrument_train
 
 fuzz: setup
 	@$(BIN)/python tests/fuzz_container.py --seconds $${FUZZ_SECONDS:-60}

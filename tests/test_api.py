@@ -109,6 +109,73 @@ def test_huge_declared_output_is_refused_cleanly():
         semcodec.decode(c, engine="fluidsynth")
 
 
+# --- one bitrate target; track renders (issue 10) --------------------------------------------
+
+def _melody(sr: int = 22050, seconds: float = 8.0) -> np.ndarray:
+    """A bright monophonic line (many harmonics) with silence between the notes."""
+    from conftest import tone
+
+    out = np.zeros(int(seconds * sr), np.float32)
+    for k, p in enumerate([60, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 60, 62]):
+        y = tone(p, 0.4, sr, harmonics=12)
+        a = int((0.1 + 0.48 * k) * sr)
+        out[a:a + y.shape[0]] += y[:out.shape[0] - a]
+    return out
+
+
+@pytest.fixture(scope="module")
+def melody_encodes():
+    """The melody encoded (no timbre fit: fast) at three bitrate targets: {kbps: bytes}."""
+    sr = 22050
+    x = _melody(sr)
+    out = {}
+    for kbps in (0.3, 1.5, 6.0):
+        c = semcodec.encode(x, sr=sr, options=semcodec.EncodeOptions(fit_timbre=False, kbps=kbps))
+        out[kbps] = c.to_bytes()
+    return out, x.shape[0] / sr
+
+
+def test_the_bitrate_target_is_never_exceeded(melody_encodes):
+    from semcodec.container import part_sizes
+
+    files, duration = melody_encodes
+    for kbps, data in files.items():
+        from dataclasses import replace
+
+        c = semcodec.Container.from_bytes(data)
+        base = len(replace(c, samples=()).to_bytes())
+        # the header, score and timbres are always kept; the rest only within the target
+        assert len(data) <= max(kbps * 125 * duration, base)
+        parts = part_sizes(c, data)
+        assert sum(parts.values()) == len(data)
+    # the low target leaves no room for an excerpt
+    assert not semcodec.Container.from_bytes(files[0.3]).samples
+
+
+def test_a_kept_excerpt_is_played_and_measured_closer(melody_encodes):
+    files, _ = melody_encodes
+    c = semcodec.Container.from_bytes(files[6.0])
+    track = c.score.tracks[0]
+    # the engine (no timbre fit) plays a bright line as near sines: its excerpts, replayed by
+    # the sampler, measure closer, so they are kept and the track says how to play them
+    assert c.samples and track.render is not None and track.render.use == "sampler"
+    with_r, sr = semcodec.decode(c)
+    without, _ = semcodec.decode(c, track_renders=False)
+    assert with_r.shape == without.shape and not np.allclose(with_r, without)
+    # a re-orchestrated track is played by the engine alone
+    prog = {0: 40}
+    a, _ = semcodec.decode(c, programs=prog)
+    b, _ = semcodec.decode(c, programs=prog, track_renders=False)
+    assert np.allclose(a, b)
+
+
+def test_max_kbps_is_the_old_name_of_kbps():
+    assert semcodec.EncodeOptions(max_kbps=2.5).target_kbps == 2.5
+    assert semcodec.EncodeOptions(kbps=0.5).target_kbps == 0.5
+    with pytest.raises(UsageError):
+        semcodec.EncodeOptions(kbps=-1.0)
+
+
 def _made_container(seconds=6.0, channels=1, pans=(0.0, 0.0)):
     """A container built directly (no encoding): two pitched tracks, loudness -20 LUFS."""
     from semcodec.events import BendPoint, Note, Score, Track

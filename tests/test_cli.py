@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+import semcodec
 from semcodec import __version__
 from semcodec.cli import cli
 
@@ -42,10 +43,22 @@ def test_encode_info_test_decode_export(runner, encoded_chorale, tmp_path):
 
     r = run(runner, "info", smc)
     assert r.exit_code == 0 and "kbps" in r.output and "SCOR" in r.output and "track1" in r.output
+    assert "parts" in r.output and "oneshots" in r.output
     r = run(runner, "info", "--json", smc)
     info = json.loads(r.stdout)
     assert info["bitrate_kbps"] < 1.0 and info["tracks"][0]["notes"] > 10
     assert info["sample_rate"] == 44100
+    # what each part costs, adding up to the file
+    assert sum(p["bytes"] for p in info["parts"].values()) == info["bytes"]
+    assert info["parts"]["score"]["bytes"] > 0 and info["parts"]["score"]["kbps"] > 0
+
+    # one bitrate target; --max-kbps is its old name
+    for flag, kbps in (("--kbps", 0.3), ("--max-kbps", 0.3)):
+        low = tmp_path / f"low{flag}.smc"
+        r = run(runner, "encode", "--no-timbre", flag, kbps, wav, low)
+        assert r.exit_code == 0, r.output
+        c = semcodec.load(low)
+        assert not [s for s in c.samples if s.key is None]  # no room for an excerpt
 
     r = run(runner, "test", smc)
     assert r.exit_code == 0 and "ok" in r.output

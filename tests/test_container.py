@@ -792,3 +792,61 @@ def test_bad_sample_keys_are_rejected(payload, message):
     chunks = [(t, payload if t == b"SKEY" else p) for t, p in chunks]
     with pytest.raises(ContainerError, match=message):
         Container.from_bytes(build(header, chunks, minor=1))
+
+
+# --- format 1.4: a track's "render" object --------------------------------------------------
+
+def _rendered(render, samples=()):
+    from semcodec.events import TrackRender  # noqa: F401
+
+    t = Track("vocals", 53, notes=(Note(0.1, 0.9, 60, 90),), render=render)
+    return Container(duration=2.0, sample_rate=8000, score=Score(tracks=(t,)), samples=samples)
+
+
+def test_track_render_round_trips_with_minor_version_4():
+    from semcodec.events import TrackRender
+
+    r = TrackRender(use="voice", gain_db=-2.5, eq_db=(1.0, -3.0, 12.0), room=(1.5, 0.5),
+                    voice=(0.0, -6.0, -20.0, -3.0))
+    data = _rendered(r).to_bytes()
+    assert data[4:6] == b"\x01\x04"
+    assert loads(data).score.tracks[0].render == r
+    assert header_dict(data)["tracks"][0]["render"] == {
+        "use": "voice", "gain_db": -2.5, "eq": [1, -3, 12], "room": [1.5, 0.5],
+        "voice": [0, -6, -20, -3]}
+    # a render that says nothing is not written (and the file stays 1.0)
+    plain = _rendered(TrackRender()).to_bytes()
+    assert "render" not in header_dict(plain)["tracks"][0] and plain[4:6] == b"\x01\x00"
+
+
+def test_track_render_rules():
+    from semcodec.events import TrackRender
+
+    data = _rendered(TrackRender(use="voice")).to_bytes()
+    # an unknown use (a newer writer's) is read as none: the engine, eq and room still apply
+    newer = with_header(data, tracks=[{"name": "vocals", "program": 53, "drum": False, "notes": 1,
+                                       "render": {"use": "granular", "eq": [2]}}])
+    assert loads(newer).score.tracks[0].render == TrackRender(eq_db=(2.0,))
+    for bad in ({"eq": [1e3]}, {"eq": "loud"}, {"eq": [0] * 65}, {"room": [1.0]},
+                {"room": [20.0, 0.5]}, {"gain_db": 1e9}, {"use": 3}, [], {"voice": [0] * 3},
+                {"voice": [500, 0]}, {"voice": [0] * 258}):
+        broken = with_header(data, tracks=[{"name": "vocals", "program": 53, "drum": False,
+                                            "notes": 1, "render": bad}])
+        with pytest.raises(ContainerError, match="render"):
+            loads(broken)
+    with pytest.raises(ContainerError, match="unknown sample use"):
+        _rendered(TrackRender(use="granular")).to_bytes()
+
+
+def test_part_sizes_add_up():
+    from semcodec.container import part_sizes
+    from semcodec.events import TrackRender
+
+    smp = (Sample(0, 0.1, 0.5, 8000, "opus", b"x" * 300),
+           Sample(0, 0.5, 0.2, 8000, "opus", b"y" * 50, key=38))
+    c = _rendered(TrackRender(use="sampler", eq_db=(1.0,) * 24), samples=smp)
+    data = c.to_bytes()
+    parts = part_sizes(c, data)
+    assert sum(parts.values()) == len(data)
+    assert parts["samples"] > 300 and 50 < parts["oneshots"] < 100
+    assert parts["timbres"] > 24  # the eq travels in the header: counted with the timbres

@@ -38,8 +38,9 @@ def test_encoder_prefers_the_engine_that_renders_closer(gm_flute):
 
 def test_preference_is_stored_and_unknown_engines_are_ignored(gm_flute):
     data = gm_flute.to_bytes()
-    # format 1.2; 1.3 with a tempo map, 1.4 with a residual
-    assert data[5] == (4 if gm_flute.residual else 3 if gm_flute.score.tempo_map else 2)
+    # format 1.2 (1.3: a tempo map; 1.4: the track also has a measured render; 1.5: a residual)
+    assert data[5] == (5 if gm_flute.residual else 4 if gm_flute.score.tracks[0].render is not None
+                       else 3 if gm_flute.score.tempo_map else 2)
     back = Container.from_bytes(data)
     assert back.score.tracks[0].engine == "fluidsynth"
     assert back.score.tracks[0].engine_gain_db == pytest.approx(gm_flute.score.tracks[0].engine_gain_db, abs=0.01)
@@ -57,7 +58,8 @@ def test_preference_is_stored_and_unknown_engines_are_ignored(gm_flute):
 
 
 def test_auto_decoding_honours_the_preference(gm_flute):
-    auto, _ = semcodec.decode(gm_flute)
+    # the engine choice alone (a measured track render, format 1.4, is played on top of it)
+    auto, _ = semcodec.decode(gm_flute, track_renders=False)
     fluid, _ = semcodec.decode(gm_flute, engine="fluidsynth")
     neural, _ = semcodec.decode(gm_flute, engine="neural")
     assert np.allclose(auto, fluid, atol=1e-5)  # one track: the loudness match absorbs the gain

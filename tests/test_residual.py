@@ -221,7 +221,7 @@ def test_chunk_round_trip_and_minor_version():
 
     payload = resd.encode(_random_grid(np.random.default_rng(5)))
     data = _small_file(payload).to_bytes()
-    assert data[4:6] == b"\x01\x04"
+    assert data[4:6] == b"\x01\x05"
     assert "RESD" in [c.type for c in chunk_table(data)]
     assert SmcFile.from_bytes(data).residual == payload
     plain = _small_file().to_bytes()
@@ -242,12 +242,12 @@ def test_corrupt_or_oversized_chunk_rejected_on_read_and_write():
     header, chunks = split(_small_file(payload).to_bytes())
     for bad in (payload[:-2], payload + b"\x00", bytes([40]) + payload[1:],
                 bytes([8, 10, 6, 0]) + b"\x00" * resd.MAX_PAYLOAD_BYTES):
-        crafted = build(header, [(t, bad if t == b"RESD" else p) for t, p in chunks], minor=4)
+        crafted = build(header, [(t, bad if t == b"RESD" else p) for t, p in chunks], minor=5)
         with pytest.raises(ContainerError, match="RESD"):
             SmcFile.from_bytes(crafted)
     with pytest.raises(ContainerError, match="RESD"):
         _small_file(payload[:-2]).to_bytes()
-    dup = build(header, chunks + [(b"RESD", payload)], minor=4)
+    dup = build(header, chunks + [(b"RESD", payload)], minor=5)
     with pytest.raises(ContainerError, match="duplicate RESD"):
         SmcFile.from_bytes(dup)
 

@@ -41,7 +41,7 @@ from semcodec.errors import (
     SynthError,
     UsageError,
 )
-from semcodec.events import Note, Sample, Score, Track
+from semcodec.events import Note, Sample, Score, Track, TrackRender
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
 from semcodec.synth.engine import ENGINES, Engine, available_engines, make_engine, reblock
@@ -129,9 +129,16 @@ class EncodeOptions:
     fit_timbre: bool = True  # fit neural timbre + GM program (when torch and weights exist)
     samples: bool = True  # keep short Opus samples of the cleanest notes
     fit_budget_s: float | None = None  # wall-clock cap of the whole timbre fit (s); None = auto
-    #: Samples are kept only while the whole container stays within this bitrate (kbps); the
-    #: score and timbres are always kept.
-    max_kbps: float = 1.0
+    #: The bitrate target (kbit/s): the file is filled, part by part in order of measured
+    #: benefit per byte (semcodec.budget), up to and never beyond it; the header, score and
+    #: timbres are always kept (a file that needs more than the target for them exceeds it).
+    kbps: float = 1.0
+    #: Old name of ``kbps`` (when given, it wins).
+    max_kbps: float | None = None
+    #: Measure, per pitched track, how its excerpt and a spectral correction are best played
+    #: (semcodec.sampleuse) and store the choice; False: excerpts are stored unplayed, as in
+    #: format 1.2.
+    track_renders: bool = True
     tags: dict[str, str] = field(default_factory=dict)
     #: Instrument tracks to split a mix into: None = automatic (1 for a solo), or a number.
     tracks: int | None = None
@@ -143,7 +150,14 @@ class EncodeOptions:
     #: bytes the budget leaves.
     residual: bool = True
 
+    @property
+    def target_kbps(self) -> float:
+        """The bitrate target in kbit/s (``max_kbps`` when given, else ``kbps``)."""
+        return float(self.kbps if self.max_kbps is None else self.max_kbps)
+
     def __post_init__(self) -> None:
+        if not 0.0 <= self.target_kbps <= 1000.0:
+            raise UsageError(f"kbps must be 0..1000, got {self.target_kbps}")
         if self.tracks is not None and not 1 <= self.tracks <= MAX_TRACKS:
             raise UsageError(f"tracks must be 1..{MAX_TRACKS} or auto, got {self.tracks}")
         if self.drums not in ("auto", "off"):
@@ -409,15 +423,12 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         texts=texts,
         encoder=f"semcodec {__version__}",
     )
-    if samples:
-        # within the budget: drum one-shots first (short, and the sampler needs them), then
-        # the excerpts of the tracks with the most notes
-        order = sorted(samples, key=lambda x: (x.key is None, -len(tracks[x.track].notes), x.track))
-        kept = set(id(x) for x in _samples_within(c, tuple(order), opts.max_kbps))
-        c = replace(c, samples=tuple(x for x in samples if id(x) in kept))
+    c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
+               inp.sample_rate, tuple(samples), opts)
     if opts.residual and c.loudness_lufs is not None:
+        # the residual is coded last, against the final decode, with the bytes left
         report("residual", 0.0)
-        c = _with_residual(c, inp.audio, _bytes_left(c, opts.max_kbps))
+        c = _with_residual(c, inp.audio, _bytes_left(c, opts.target_kbps))
         report("residual", 1.0)
     return c
 
@@ -466,6 +477,148 @@ def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
     return tuple(kept)
 
 
+#: Bytes a sample adds to the SAMP chunk besides its data (track, times, rate, codec name).
+SAMPLE_FIELD_BYTES = 24
+
+
+def _spend(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: int,
+           samples: tuple[Sample, ...], opts: EncodeOptions,
+           residual_for: Callable[[Container], Any] | None = None) -> Container:
+    """``c`` completed within the bitrate target: each pitched track gets the render the
+    encoder measured best (semcodec.sampleuse), and the candidate ``samples`` (excerpts of
+    the tracks of ``groups``, whose audio at ``sr`` is ``audios``; drum one-shots) are kept
+    in order of measured benefit per byte while they fit (semcodec.budget).
+
+    ``residual_for(base)`` is the seam of the residual layer (issue 10 item 1): given the file
+    without excerpts, it returns a :class:`semcodec.budget.ResidualCoder` (``code(max_bytes)``,
+    ``benefit(payload)``) over the original and that file's decode, or None; an excerpt is
+    then kept only if it gains more than the residual would with its bytes.  The residual
+    itself is coded afterwards against the final decode with the bytes left (not in this
+    module).  None (the default here, until the residual layer is in this build): excerpts
+    compete with each other only."""
+    from semcodec import budget
+
+    total = budget.budget_bytes(opts.target_kbps, c.duration)
+    first: dict[int, Sample] = {}
+    for s in samples:
+        if s.key is None:
+            first.setdefault(s.track, s)
+    several = len(first) < sum(1 for s in samples if s.key is None)
+    # each track's first (best) excerpt is measured alone; a track with several is measured
+    # with all of them too, offered as an upgrade (the increment over the first)
+    one = {}
+    choices = {}
+    if opts.track_renders:
+        one = _measure_renders(c, audios, groups, sr, tuple(first.values()))
+        choices = (_measure_renders(c, audios, groups, sr, samples) if several else one)
+    # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
+    # brings its own render
+    base_score = replace(c.score, tracks=tuple(
+        replace(t, render=one[i].plain) if i in one else t
+        for i, t in enumerate(c.score.tracks)))
+    base = replace(c, score=base_score, samples=())
+    base_bytes = len(base.to_bytes())
+    parts = [budget.Part("base", "score", base_bytes, required=True)]
+    for k, smp in enumerate(samples):
+        if smp.key is not None:
+            parts.append(budget.Part(f"oneshot{k}", "oneshot", len(smp.data) + SAMPLE_FIELD_BYTES))
+
+    def render_bytes(i: int, render) -> int:  # header bytes the track's render adds
+        tracks = tuple(replace(t, render=render) if j == i else t
+                       for j, t in enumerate(base.score.tracks))
+        return max(0, len(replace(base, score=replace(base.score, tracks=tracks)).to_bytes())
+                   - base_bytes)
+
+    variants: dict[str, tuple[int, TrackRender | None, tuple[Sample, ...]]] = {}
+    for i, ch in one.items():
+        if i not in first:
+            continue
+        base_kept = ch.uses_sample
+        if base_kept:
+            cost = len(first[i].data) + SAMPLE_FIELD_BYTES + render_bytes(i, ch.render)
+            variants[f"sample{i}"] = (i, ch.render, (first[i],))
+            parts.append(budget.Part(f"sample{i}", "sample", cost, ch.sample_benefit))
+        more = choices.get(i)
+        mine = tuple(s for s in samples if s.track == i and s.key is None)
+        if more is None or more is ch or not more.uses_sample or len(mine) < 2:
+            continue
+        variants[f"sample{i}+"] = (i, more.render, mine)
+        full = sum(len(s.data) + SAMPLE_FIELD_BYTES for s in mine) + render_bytes(i, more.render)
+        if base_kept:  # an upgrade: the increment over the first excerpt
+            parts.append(budget.Part(f"sample{i}+", "sample", max(0, full - parts[-1].nbytes),
+                                     more.sample_benefit - ch.sample_benefit,
+                                     requires=f"sample{i}"))
+        else:  # only the excerpts together pay
+            parts.append(budget.Part(f"sample{i}+", "sample", full, more.sample_benefit))
+    if not opts.track_renders:  # excerpts stored unplayed (format 1.2): by the old order
+        for k, smp in enumerate(samples):
+            if smp.key is None:
+                parts.append(budget.Part(f"excerpt{k}", "sample",
+                                         len(smp.data) + SAMPLE_FIELD_BYTES, 1e-9))
+    coder = residual_for(base) if residual_for is not None else None
+    alloc = budget.allocate(total, parts,
+                            residual=coder.code if coder is not None else None,
+                            residual_benefit=coder.benefit if coder is not None else None)
+
+    def build(keep: set[str]) -> Container:
+        tracks = list(base.score.tracks)
+        kept = [s for k, s in enumerate(samples)
+                if f"oneshot{k}" in keep or f"excerpt{k}" in keep]
+        for name in sorted(keep & set(variants)):
+            i, render, excerpts = variants[name]
+            if name.endswith("+") or f"sample{i}+" not in keep:
+                tracks[i] = replace(tracks[i], render=render)
+                kept += list(excerpts)
+        kept.sort(key=lambda s: (s.track, s.key is not None, s.start))
+        return replace(base, score=replace(base.score, tracks=tuple(tracks)),
+                       samples=tuple(kept))
+
+    keep = {p.name for p in alloc.kept}
+    out = build(keep)
+    # the estimates above leave out a few bytes of chunk framing: drop the least useful part
+    # (an upgrade before its base) until the file is within the target (never beyond it)
+    optional = sorted((p for p in alloc.kept if not p.required),
+                      key=lambda p: (p.requires is None, p.density))
+    while len(out.to_bytes()) > total and optional:
+        keep.discard(optional.pop(0).name)
+        out = build(keep)
+    return out
+
+
+def _measure_renders(c: Container, audios: list[np.ndarray], groups: list[list[int]], sr: int,
+                     samples: tuple[Sample, ...]) -> dict:
+    """{track: sampleuse.Choice} for the pitched tracks of ``groups`` (empty when the
+    engines are unavailable or the file is silent)."""
+    from semcodec import sampleuse
+
+    if c.loudness_lufs is None or not groups:
+        return {}
+    m_sr = sampleuse.MEASURE_SR
+    n = int(round(c.n_samples * m_sr / c.sample_rate))
+    try:
+        shape = _DecodeShape(m_sr, n, 1)
+        renderer = _Renderer(c, DecodeOptions(sample_rate=m_sr, channels=1,
+                                              track_renders=False), shape)
+    except SynthError as exc:
+        log.info("track renders not measured: %s", exc)
+        return {}
+
+    def engine(i: int, track: Track) -> np.ndarray:
+        tracks = tuple(track if j == i else replace(t, notes=())
+                       for j, t in enumerate(c.score.tracks))
+        return renderer.render(replace(c.score, tracks=tracks))
+
+    out = {}
+    for audio, members in zip(audios, groups):
+        try:
+            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine):
+                out[ch.track] = ch
+        except SynthError as exc:
+            log.warning("track renders of tracks %s not measured: %s",
+                        ", ".join(str(i + 1) for i in members), exc)
+    return out
+
+
 def _prefetch(*modules: str) -> None:
     """Import ``modules`` in a background thread (a pure speed-up: errors are ignored here and
     surface, if at all, where the modules are really used)."""
@@ -488,9 +641,11 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
          samples_progress: Callable[[float], None] | None = None,
          fit_progress: Callable[[float], None] | None = None):
     """(timbres, samples, {track: GM program}, {track: (engine, gain dB)}) of ``score``'s
-    tracks fitted against ``inp``; without torch, no timbres (a log line), the tracks' own
-    programs and no engine preferences."""
+    tracks fitted against ``inp``; without torch, no timbres (a log line), the instrument
+    classifier's programs (else the tracks' own) and no engine preferences."""
+    guesses = _classify_instruments(inp, score)
     programs = {i: t.program for i, t in enumerate(score.tracks)}
+    programs.update({i: g.program for i, g in guesses.items()})  # when nothing is fitted
     engines: dict = {}
     try:
         from semcodec import timbre
@@ -501,7 +656,8 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
     if opts.samples:
         if samples_progress is not None:
             samples_progress(0.0)
-        samples = timbre.extract_samples(inp.audio, inp.sample_rate, score)
+        samples = timbre.extract_samples(inp.audio, inp.sample_rate, score,
+                                         count=_excerpts_per_track(inp, score, opts))
         if samples_progress is not None:
             samples_progress(1.0)
     timbres: tuple = ()
@@ -514,7 +670,68 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
                 progress=fit_progress)
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
-    return timbres, samples, programs, engines
+    return timbres, samples, _instrument_programs(programs, guesses, timbres, engines), engines
+
+
+def _instrument_programs(programs: dict[int, int], guesses: dict, timbres: tuple,
+                         engines: dict) -> dict[int, int]:
+    """The stored GM program per track (the MIDI/MusicXML instrument, the fluidsynth patch):
+    the instrument classifier's where no timbre was fitted; where one was, the fit's program
+    unless the classifier finds another family much likelier
+    (:func:`semcodec.instrument.overrides`), then the classifier's.  A track the fit gave to
+    the fluidsynth engine keeps the fit's program (the engine choice was made with it); a track
+    the neural engine plays sounds the same with either program (its fitted embedding is used,
+    not the program's)."""
+    from semcodec import instrument
+
+    fitted = {t.track for t in timbres}
+    out = dict(programs)
+    for i, g in guesses.items():
+        if i not in fitted:
+            out[i] = g.program
+        elif engines.get(i, ("",))[0] != "fluidsynth" and instrument.overrides(g, out[i]):
+            log.info("track %d: GM program %d (fit) -> %d (instrument classifier)", i, out[i],
+                     g.program)
+            out[i] = g.program
+    return out
+
+
+def _classify_instruments(inp: AudioInput, score: Score) -> dict:
+    """``{track: semcodec.instrument.Guess}`` for the pitched tracks that are not voices;
+    empty without the classifier's weights."""
+    from semcodec import instrument
+
+    if not instrument.weights_available():
+        return {}
+    todo = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes
+            and not is_voice_name(t.name) and t.program not in VOICE_PROGRAMS]
+    out = {}
+    try:
+        for i in todo:
+            g = instrument.classify_track(inp.audio, inp.sample_rate, score.tracks[i].notes)
+            if g is not None:
+                out[i] = g
+                log.info("track %d: instrument %s (%s, p %.2f)", i,
+                         instrument.program_name(g.program), instrument.FAMILY_NAMES[g.family],
+                         g.family_p)
+    except SynthError as exc:
+        log.warning("instrument classifier skipped: %s", exc)
+        return {}
+    return out
+
+
+#: Bytes of one 2-s Opus excerpt (about), for sizing the candidates to the budget.
+EXCERPT_BYTES = 1700
+
+
+def _excerpts_per_track(inp: AudioInput, score: Score, opts: EncodeOptions) -> int:
+    """Candidate excerpts per pitched track: as many as the bitrate target could pay for
+    (a long input affords several; 1..8), each then kept only if it measures worth its bytes."""
+    from semcodec.budget import budget_bytes
+
+    pitched = sum(1 for t in score.tracks if t.notes and not t.is_drum) or 1
+    spare = budget_bytes(opts.target_kbps, inp.duration) - 300 - 8 * score.n_notes
+    return int(max(1, min(8, spare // (EXCERPT_BYTES * pitched))))
 
 
 @dataclass(frozen=True)
@@ -544,6 +761,11 @@ class DecodeOptions:
     tempo: float = 1.0
     max_duration_s: float | None = DEFAULT_MAX_DECODE_S
     residual: bool = True
+    #: Play each track as its stored ``render`` says (its excerpt as a sampler or a voice, its
+    #: spectral correction and room; format 1.4); False: the engines alone.  Only with the
+    #: automatic engine choice (they were measured with it): an explicitly chosen engine, or a
+    #: track whose program is overridden by ``programs``, is played by the engines alone.
+    track_renders: bool = True
 
 
 def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
@@ -734,6 +956,8 @@ class _Renderer:
         t = c.score.tracks[i]
         if not t.notes:
             return None
+        if self._has_render(i, t):  # a track render (format 1.4) is made whole, one block
+            return iter([self._track_render(c.score, i)]), 1.0
         use_fallback = (self.fallback is not None and not t.is_drum
                         and t.engine == "fluidsynth")
         eng = self.fallback if use_fallback and self.fallback is not None else self.engine
@@ -763,6 +987,44 @@ class _Renderer:
 
     def render(self, score: Score) -> np.ndarray:
         """``score`` rendered at the output's rate and length, mono float32."""
+        # --- track renders (format 1.3): the tracks with a stored ``render`` are played by
+        # semcodec.synth.sampler.render_track on top of (or instead of) the engines ---
+        special = {i for i, t in enumerate(score.tracks) if self._has_render(i, t)}
+        if not special:
+            return self._engines(score)
+        rest = _muted(score, set(range(len(score.tracks))) - special)
+        out = self._engines(rest) if rest.n_notes else np.zeros(self.n_out, np.float32)
+        for i in sorted(special):
+            out += self._track_render(score, i)
+        return out
+
+    def _has_render(self, i: int, t: Track) -> bool:
+        # the renders were measured with the automatic engine choice: an explicitly chosen
+        # engine (or program) plays the track alone, as the user asked
+        return (self.opts.track_renders and self.opts.engine == "auto" and t.render is not None
+                and bool(t.notes) and not t.is_drum and i not in (self.opts.programs or {}))
+
+    def _track_render(self, score: Score, i: int) -> np.ndarray:
+        from semcodec.synth import sampler  # noqa: PLC0415
+
+        excerpts = []
+        for smp in self.c.samples:
+            if smp.track == i and smp.key is None:
+                x = sampler.decode_excerpt(smp, self.sr)
+                if x is not None and x.size:
+                    excerpts.append((x, smp.start))
+
+        def engine(track: Track) -> np.ndarray:
+            tracks = tuple(track if j == i else replace(t, notes=())
+                           for j, t in enumerate(score.tracks))
+            return self._engines(replace(score, tracks=tracks))
+
+        y = sampler.render_track(score.tracks[i], excerpts, self.sr, self.n_out, engine,
+                                 transpose=self.opts.transpose, tempo=self.opts.tempo, seed=i)
+        return dsp.fit_length(np.asarray(y, np.float32), self.n_out)
+
+    def _engines(self, score: Score) -> np.ndarray:
+        """``score`` rendered by the engines alone."""
         pref = {i for i, t in enumerate(score.tracks) if self.fallback is not None
                 and t.notes and not t.is_drum and t.engine == "fluidsynth"}
         if not pref:

@@ -301,9 +301,12 @@ def _encode_options(f):
         click.option("--no-residual", is_flag=True,
                      help="Do not code the residual (the band energy the score's synthesis "
                      "misses or has too much of)."),
-        click.option("--max-kbps", type=click.FloatRange(0.0, 64.0), default=1.0,
-                     show_default=True,
-                     help="Keep audio samples only while the file stays within this bitrate."),
+        click.option("--kbps", "--max-kbps", "max_kbps", type=click.FloatRange(0.0, 64.0),
+                     default=1.0, show_default=True, metavar="TARGET",
+                     help="Bitrate target (kbit/s): the file is filled up to it, never beyond, "
+                          "with the parts that bring the decode closest per byte (excerpts, "
+                          "one-shots); header, score and timbres are always kept. "
+                          "--max-kbps is the old name."),
         click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
                      help="Store a tag (repeatable)."),
         click.option("--tracks", "n_tracks", default="auto", show_default=True,
@@ -415,7 +418,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
             raise UsageError(f"--tracks {n_tracks!r}: expected auto or a number") from None
     return api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
                              fit_timbre=not no_timbre, samples=not no_samples,
-                             max_kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
+                             kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
                              lyrics=_read_lyrics(lyrics_file), residual=not no_residual)
 
 

@@ -39,6 +39,28 @@ class Note:
 
 
 @dataclass(frozen=True)
+class TrackRender:
+    """How the decoder plays a pitched track beyond its engine (format 1.3, measured by the
+    encoder, see :mod:`semcodec.sampleuse`).
+
+    ``use``: ``""`` (the engine), ``"sampler"`` (the notes its stored excerpt covers are played
+    from the excerpt, the others by the engine) or ``"voice"`` (sung from the excerpt's
+    spectral envelope, :mod:`semcodec.synth.voice`).  ``gain_db``: gain (dB) of that rendering.
+    ``eq_db``: correction gains (dB) on log-spaced bands (empty: none).  ``room``:
+    ``(rt60_s, wet)`` of an added diffuse room (empty: none).  ``voice``: the singer's
+    spectral envelope then aperiodicity (dB) on a log-frequency grid, measured by the encoder
+    on the original (:meth:`semcodec.synth.voice.VoiceModel.to_params`); with it, ``"voice"``
+    needs no excerpt.
+    """
+
+    use: str = ""
+    gain_db: float = 0.0
+    eq_db: tuple[float, ...] = ()
+    room: tuple[float, ...] = ()
+    voice: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class Track:
     """One instrument: its notes (sorted by onset), General MIDI program and drum flag.
 
@@ -56,6 +78,7 @@ class Track:
     pan: float = 0.0
     engine: str = ""
     engine_gain_db: float = 0.0
+    render: TrackRender | None = None
 
     def with_notes(self, notes: tuple[Note, ...] | list[Note]) -> "Track":
         """A copy with other notes, sorted by (onset, pitch)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from semcodec.container import SmcFile, bitrate_kbps, chunk_table, resd, track_sizes
+from semcodec.container import SmcFile, bitrate_kbps, chunk_table, part_sizes, resd, track_sizes
 
 
 def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
@@ -17,8 +17,10 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     loudness_lufs, tempo_bpm, time_signature, beats (of the tempo map, 0 without one),
     key, encoder, tags, texts (the keys), tracks
     (index from 1, name, program, drum, pan, engine, notes, bent_notes, timbre, samples,
-    sample_seconds, bytes {score, timbre, samples, total}, kbps), samples (track from 1, start
-    and duration in s, codec, sample_rate, bytes, key), chunks (type, offset, bytes) and
+    sample_seconds, bytes {score, timbre, samples, total}, kbps, render: how the track is played
+    beyond its engine, in words, or None), samples (track from 1, start and duration in s, codec,
+    sample_rate, bytes, key), chunks (type, offset, bytes) and parts ({header, score, timbres,
+    samples, oneshots, residual, texts: {bytes, kbps}}, adding up to the file), and
     residual (None, or the RESD grid: bands, period_s, step_db, cells, coded_cells, bytes).
     """
     scor = [ch for ch in chunk_table(data) if ch.type == "SCOR"]  # its payload: less framing
@@ -29,7 +31,7 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
         smp = [s for s in c.samples if s.track == i]
         tracks.append({
             "index": i + 1, "name": t.name, "program": t.program, "drum": t.is_drum,
-            "pan": t.pan, "engine": t.engine or None,
+            "pan": t.pan, "engine": t.engine or None, "render": _render_words(t.render),
             "notes": len(t.notes), "bent_notes": sum(1 for n in t.notes if n.bends),
             "timbre": i in timbre_tracks, "samples": len(smp),
             "sample_seconds": round(sum(s.duration for s in smp), 3),
@@ -50,6 +52,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
                     for s in c.samples],
         "chunks": [{"type": ch.type, "offset": ch.offset, "bytes": ch.length}
                    for ch in chunk_table(data)],
+        "parts": {k: {"bytes": v, "kbps": round(bitrate_kbps(v, c.duration), 4)}
+                  for k, v in part_sizes(c, data).items()},
         "residual": residual_summary(c),
     }
 
@@ -94,6 +98,8 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
                                                   f"{'L' if t['pan'] < 0 else 'R'}{abs(t['pan']):.2f}")
         if t["engine"]:
             pan += f"  plays with {t['engine']}"
+        if t["render"]:
+            pan += f"  {t['render']}"
         lines.append(f"  {t['index']:2d} {t['name']:<12} {kind:<38} {t['notes']:6d} notes{pan}"
                      f"  timbre {'yes' if t['timbre'] else 'no '}  samples {t['samples']}"
                      f" ({t['sample_seconds']:.2f} s)  {b['total']} bytes = {t['kbps']:.3f} kbps"
@@ -109,11 +115,24 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
         lines.append(f"residual   {r['bands']} bands x {r['period_s'] * 1000:g} ms frames, "
                      f"{r['step_db']:g} dB steps, {r['coded_cells']} of {r['cells']} cells "
                      f"coded, {r['bytes']} bytes")
+    lines.append("parts")
+    for k, v in summary["parts"].items():
+        lines.append(f"  {k:<9} {v['bytes']:8d} bytes  {v['kbps']:.3f} kbps")
     lines.append("chunks")
     for ch in summary["chunks"]:
         share = bitrate_kbps(ch["bytes"], c.duration)
         lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
     return lines
+
+
+def _render_words(r: Any) -> str | None:
+    """A track's stored render (``events.TrackRender``) in words; None when it has none."""
+    if r is None:
+        return None
+    words = {"voice": "sung from its excerpt", "sampler": "excerpt as sampler"}.get(r.use, "")
+    extra = [w for w in (words, f"eq {len(r.eq_db)} bands" if r.eq_db else "",
+                         f"room {r.room[0]:g} s" if r.room else "") if w]
+    return ", ".join(extra) or None
 
 
 def _gm_names() -> Callable[[int], str]:

@@ -768,14 +768,13 @@ def _in_background(fn: Callable, *args, **kwargs) -> Callable[[], Any]:
 # --- samples ------------------------------------------------------------------------------
 
 def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
-                    max_total_s: float = 3.0) -> tuple[Sample, ...]:
-    """Per pitched track, one excerpt of at most ``min(max_total_s, SAMPLE_SEGMENT_S)`` seconds
-    where its notes sound most cleanly (few notes of other tracks, little self-overlap, enough
-    energy), coded as Opus (OGG, 24 kHz, lowest bitrate setting, ~8 kbps + ~0.1 kB of stream
-    headers once canonical_ogg has shrunk the comment header): ``Sample(codec="opus")``.  One stream
-    per track keeps the header overhead down."""
-    import soundfile as sf  # noqa: PLC0415
-
+                    max_total_s: float = 3.0, count: int = 1) -> tuple[Sample, ...]:
+    """Per pitched track, up to ``count`` non-overlapping excerpts of at most
+    ``min(max_total_s, SAMPLE_SEGMENT_S)`` seconds each where its notes sound most cleanly (few
+    notes of other tracks, little self-overlap, enough energy), best first, coded as Opus (OGG,
+    24 kHz, lowest bitrate setting, ~8 kbps + ~0.1 kB of stream headers once canonical_ogg has
+    shrunk the comment header): ``Sample(codec="opus")``.  One stream per excerpt keeps the
+    header overhead down; a long input may afford several (the encoder's budget decides)."""
     audio = np.asarray(audio, np.float32)
     duration = audio.shape[0] / sr
     out = []
@@ -791,7 +790,7 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
         mine = np.zeros(n_frames, np.int32)
         for n in track.notes:
             mine[max(0, int(n.onset * fps)):max(0, min(n_frames, int(math.ceil(n.offset * fps))))] += 1
-        best = None
+        cands = []
         for n in track.notes:
             st = max(0.0, n.onset - 0.01)
             ln = min(seg_s, duration - st)
@@ -809,20 +808,30 @@ def extract_samples(audio: np.ndarray, sr: int, score: Score, *,
             # prefer full-length excerpts: a 0.2-s sample costs the same stream headers
             value = (clean + 0.5 * busy - 0.3 * poly - 0.3 * held + 0.05 * math.log10(rms)
                      + 0.5 * min(ln / seg_s, 1.0))
-            if best is None or value > best[0]:
-                best = (value, st, ln)
-        if best is None:
-            continue
-        _, st, ln = best
-        seg = audio[int(round(st * sr)):int(round((st + ln) * sr))]
-        seg = dsp.resample(seg, sr, SAMPLE_RATE_OPUS)
-        seg = dsp.fade_edges(np.clip(seg, -1.0, 1.0), SAMPLE_RATE_OPUS, 0.005)
-        buf = io.BytesIO()
-        sf.write(buf, seg, SAMPLE_RATE_OPUS, format="OGG", subtype="OPUS", compression_level=1.0)
-        out.append(Sample(track=ti, start=float(st), duration=float(seg.shape[0] / SAMPLE_RATE_OPUS),
-                          sample_rate=SAMPLE_RATE_OPUS, codec="opus",
-                          data=canonical_ogg(buf.getvalue())))
+            cands.append((value, st, ln))
+        cands.sort(key=lambda c: -c[0])
+        chosen: list[tuple[float, float, float]] = []
+        for cand in cands:
+            if all(cand[1] + cand[2] <= c[1] or c[1] + c[2] <= cand[1] for c in chosen):
+                chosen.append(cand)
+            if len(chosen) >= max(1, count):
+                break
+        for _, st, ln in chosen:
+            out.append(_opus_sample(audio, sr, ti, st, ln))
     return tuple(out)
+
+
+def _opus_sample(audio: np.ndarray, sr: int, ti: int, st: float, ln: float) -> Sample:
+    """The excerpt ``[st, st + ln)`` (s) of ``audio`` as an Opus ``Sample`` of track ``ti``."""
+    import soundfile as sf  # noqa: PLC0415
+
+    seg = audio[int(round(st * sr)):int(round((st + ln) * sr))]
+    seg = dsp.resample(seg, sr, SAMPLE_RATE_OPUS)
+    seg = dsp.fade_edges(np.clip(seg, -1.0, 1.0), SAMPLE_RATE_OPUS, 0.005)
+    buf = io.BytesIO()
+    sf.write(buf, seg, SAMPLE_RATE_OPUS, format="OGG", subtype="OPUS", compression_level=1.0)
+    return Sample(track=ti, start=float(st), duration=float(seg.shape[0] / SAMPLE_RATE_OPUS),
+                  sample_rate=SAMPLE_RATE_OPUS, codec="opus", data=canonical_ogg(buf.getvalue()))
 
 
 def decode_sample(sample: Sample) -> tuple[np.ndarray, int]:

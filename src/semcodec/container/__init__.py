@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from semcodec.container.framing import ChunkInfo, chunk_table, header_dict
 from semcodec.container.header import TrackHeader
-from semcodec.container.smcfile import SmcFile, bitrate_kbps, dumps, loads, track_sizes
+from semcodec.container.smcfile import (PARTS, SmcFile, bitrate_kbps, dumps, loads, part_sizes,
+                                        track_sizes)
 from semcodec.container.spec import (
     CHUNK_END,
     CHUNK_RESIDUAL,
@@ -109,4 +110,6 @@ __all__ = [
     "chunk_table",
     "header_dict",
     "track_sizes",
+    "part_sizes",
+    "PARTS",
 ]

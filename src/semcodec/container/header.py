@@ -25,14 +25,22 @@ from semcodec.container.spec import (
     _RESERVED_KEYS,
     _TIME_SIG_DENOMINATORS,
     MAX_ENGINE_GAIN_DB,
+    MAX_EQ_BANDS,
+    MAX_EQ_DB,
+    MAX_RENDER_GAIN_DB,
+    MAX_ROOM_RT60_S,
+    MAX_ROOM_WET,
+    MAX_VOICE_DB,
+    MAX_VOICE_PARAMS,
     MAX_LOUDNESS_LUFS,
     MAX_TEMPO_BPM,
     MIN_LOUDNESS_LUFS,
     MIN_TEMPO_BPM,
     PAN_DECIMALS,
+    RENDER_USES,
     TRACK_ENGINES,
 )
-from semcodec.events import Track
+from semcodec.events import Track, TrackRender
 
 
 def _int_field(h: dict, key: str, lo: int, hi: int) -> int:
@@ -75,7 +83,63 @@ def _track_object(t: Track) -> dict[str, Any]:
             raise _fail(f"track {t.name!r}: unknown engine {t.engine!r} (known: {TRACK_ENGINES})")
         obj["engine"] = t.engine
         obj["engine_gain_db"] = _round_float(float(t.engine_gain_db), 2)
+    if t.render is not None:
+        r = _render_object(t.render, t.name)
+        if r:
+            obj["render"] = r
     return obj
+
+
+def _render_object(r: TrackRender, name: str) -> dict[str, Any]:
+    """A track's "render" object (format 1.3); keys only when they say something."""
+    obj: dict[str, Any] = {}
+    if r.use:
+        if r.use not in RENDER_USES:
+            raise _fail(f"track {name!r}: unknown sample use {r.use!r} (known: {RENDER_USES})")
+        obj["use"] = r.use
+    gain = _round_float(float(r.gain_db), 2)
+    if gain:
+        obj["gain_db"] = gain
+    if r.eq_db:
+        obj["eq"] = [_round_float(float(v), 1) for v in r.eq_db]
+    if r.room:
+        obj["room"] = [_round_float(float(v), 2) for v in r.room]
+    if r.voice:
+        obj["voice"] = [_round_float(float(v), 1) for v in r.voice]
+    return obj
+
+
+def _parse_render(value: Any, i: int) -> TrackRender | None:
+    """Validate a track's "render" object; None when it says nothing this reader plays."""
+    what = f"header: track {i} 'render'"
+    if not isinstance(value, dict):
+        raise _fail(f"{what} must be an object")
+    use = _str_field(value.get("use", ""), f"{what} 'use'", MAX_NAME_CHARS)
+    if use not in RENDER_USES:
+        use = ""  # a use this reader does not know: the engine
+    gain = value.get("gain_db", 0.0)
+    if not _is_num(gain) or abs(gain) > MAX_RENDER_GAIN_DB:
+        raise _fail(f"{what} 'gain_db' must be a number in -{MAX_RENDER_GAIN_DB:g}.."
+                    f"{MAX_RENDER_GAIN_DB:g}, got {gain!r}")
+    eq = value.get("eq", [])
+    if (not isinstance(eq, list) or len(eq) > MAX_EQ_BANDS
+            or not all(_is_num(v) and abs(v) <= MAX_EQ_DB for v in eq)):
+        raise _fail(f"{what} 'eq' must be a list of at most {MAX_EQ_BANDS} numbers in "
+                    f"-{MAX_EQ_DB:g}..{MAX_EQ_DB:g}")
+    room = value.get("room", [])
+    if (not isinstance(room, list) or len(room) not in (0, 2)
+            or not all(_is_num(v) for v in room)
+            or (room and not (0 <= room[0] <= MAX_ROOM_RT60_S and 0 <= room[1] <= MAX_ROOM_WET))):
+        raise _fail(f"{what} 'room' must be [rt60 0..{MAX_ROOM_RT60_S:g} s, "
+                    f"wet 0..{MAX_ROOM_WET:g}]")
+    voice = value.get("voice", [])
+    if (not isinstance(voice, list) or len(voice) % 2 or len(voice) > MAX_VOICE_PARAMS
+            or not all(_is_num(v) and abs(v) <= MAX_VOICE_DB for v in voice)):
+        raise _fail(f"{what} 'voice' must be an even-length list of at most {MAX_VOICE_PARAMS} "
+                    f"numbers in -{MAX_VOICE_DB:g}..{MAX_VOICE_DB:g}")
+    r = TrackRender(use=use, gain_db=float(gain), eq_db=tuple(float(v) for v in eq),
+                    room=tuple(float(v) for v in room), voice=tuple(float(v) for v in voice))
+    return r if r != TrackRender() else None
 
 
 class TrackHeader(NamedTuple):
@@ -88,6 +152,7 @@ class TrackHeader(NamedTuple):
     pan: float
     engine: str
     engine_gain_db: float
+    render: TrackRender | None = None
 
 
 class _Header(NamedTuple):
@@ -129,7 +194,9 @@ def _track_header(i: int, t: Any, notes_left: int) -> TrackHeader:
                     f"-{MAX_ENGINE_GAIN_DB:g}..{MAX_ENGINE_GAIN_DB:g}, got {engine_gain!r}")
     if engine not in TRACK_ENGINES:
         engine, engine_gain = "", 0.0  # an engine this reader does not know: none
-    return TrackHeader(name, program, t["drum"], n_notes, float(pan), engine, float(engine_gain))
+    render = _parse_render(t["render"], i) if "render" in t else None
+    return TrackHeader(name, program, t["drum"], n_notes, float(pan), engine, float(engine_gain),
+                       render)
 
 
 def _validate_header(h: Any) -> _Header:

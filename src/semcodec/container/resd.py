@@ -1,4 +1,4 @@
-"""The ``RESD`` chunk payload (format 1.4): a residual band-energy grid, range-coded.
+"""The ``RESD`` chunk payload (format 1.5): a residual band-energy grid, range-coded.
 
 Standard library only (the container reads and validates it without numpy); the analysis and
 the synthesis that use the grid live in :mod:`semcodec.residual`.  Byte layout (docs/FORMAT.md,

@@ -44,6 +44,7 @@ from semcodec.container.spec import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
+    FORMAT_MINOR_RENDER,
     FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
     FORMAT_MINOR_TEMPO_MAP,
@@ -87,6 +88,56 @@ def track_sizes(c: "SmcFile", score_bytes: int | None = None) -> list[dict[str, 
     return out
 
 
+#: The parts ``part_sizes`` reports, in the order ``semcodec info`` lists them.
+PARTS = ("header", "score", "timbres", "samples", "oneshots", "residual", "texts")
+
+
+def part_sizes(c: "SmcFile", data: bytes) -> dict[str, int]:
+    """Bytes each part of the file ``data`` (the serialization of ``c``) costs, adding up to
+    ``len(data)``: ``header`` (preamble, JSON header less the tracks' "render" objects, header
+    CRC, END chunk and any unknown chunk), ``score`` (SCOR), ``timbres`` (TIMB plus the
+    "render" objects: spectral corrections, rooms), ``samples`` (the pitched excerpts' share of
+    SAMP), ``oneshots`` (the drum one-shots' share of SAMP, and SKEY), ``residual`` (RESD,
+    the residual layer) and ``texts`` (TAGS)."""
+    from semcodec.container.framing import chunk_table  # noqa: PLC0415
+
+    out = dict.fromkeys(PARTS, 0)
+    renders = 0
+    for t in c.score.tracks:
+        if t.render is not None:
+            obj = _track_object(t)
+            if "render" in obj:
+                renders += len(_dump_json({"render": obj["render"]}, "render")) - 1  # ,"render":{..}
+    duration = _exact_duration(c.n_samples, c.sample_rate)
+    per = [len(_encode_samples((replace(s, track=0),), 1, duration)) - 1 for s in c.samples]
+    pitched = sum(n for n, s in zip(per, c.samples) if s.key is None)
+    keyed = sum(n for n, s in zip(per, c.samples) if s.key is not None)
+    for ch in chunk_table(data):
+        if ch.type == "SCOR":
+            out["score"] += ch.length
+        elif ch.type == "TIMB":
+            out["timbres"] += ch.length
+        elif ch.type == "SAMP":
+            framing = ch.length - pitched - keyed  # chunk head, CRC and the sample count
+            if pitched:
+                out["samples"] += pitched + framing
+                out["oneshots"] += keyed
+            else:
+                out["oneshots"] += keyed + framing
+        elif ch.type == "SKEY":
+            out["oneshots"] += ch.length
+        elif ch.type == "RESD":
+            out["residual"] += ch.length
+        elif ch.type == "TAGS":
+            out["texts"] += ch.length
+        else:
+            out["header"] += ch.length
+    renders = min(renders, out["header"])
+    out["header"] -= renders
+    out["timbres"] += renders
+    return out
+
+
 @dataclass
 class SmcFile:
     """Everything a ``.smc`` file holds; see docs/FORMAT.md for the encoding."""
@@ -103,7 +154,7 @@ class SmcFile:
     texts: dict[str, str] = field(default_factory=dict)
     encoder: str = ""
     extra: dict = field(default_factory=dict)
-    #: The RESD payload (format 1.4; :mod:`semcodec.container.resd`), b"" for none.
+    #: The RESD payload (format 1.5; :mod:`semcodec.container.resd`), b"" for none.
     residual: bytes = b""
 
     # --- writing --------------------------------------------------------------------------
@@ -158,10 +209,11 @@ class SmcFile:
         n_tracks = len(self.score.tracks)
         keyed = any(s.key is not None for s in self.samples)
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
+        rendered = any("render" in t for t in h["tracks"])
         tempo_map = self.score.tempo_map
         if self.residual:
             resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
-        minor = (FORMAT_MINOR_RESIDUAL if self.residual
+        minor = (FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_RENDER if rendered
                  else FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
                  else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
@@ -223,7 +275,8 @@ class SmcFile:
                 raise _fail(f"track {i}: header says {th.n_notes} notes, SCOR chunk holds "
                             f"{len(notes)}")
             tracks.append(Track(name=th.name, program=th.program, is_drum=th.drum, notes=notes,
-                                pan=th.pan, engine=th.engine, engine_gain_db=th.engine_gain_db))
+                                pan=th.pan, engine=th.engine, engine_gain_db=th.engine_gain_db,
+                                render=th.render))
         n_tracks = len(tracks)
         timbres = _decode_timbres(seen[CHUNK_TIMBRE], n_tracks) if CHUNK_TIMBRE in seen else ()
         samples = (

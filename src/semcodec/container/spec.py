@@ -33,8 +33,23 @@ FORMAT_MINOR_TEMPO_MAP = 3
 MAX_BEATS = 500_000
 MIN_BEAT_GAP_MS = 20
 MAX_BEAT_GAP_MS = 10_000
+#: Minor version written when a track says how its excerpt is played or carries a spectral
+#: correction / room (the "render" object of its header entry).
+FORMAT_MINOR_RENDER = 4
+#: Uses of a track's excerpt a "render" object may name (others, from newer writers, are read
+#: as none: the engine, with the eq and room still applied).
+RENDER_USES = ("sampler", "voice")
+#: Bounds of a "render" object: gain and eq values (dB), eq bands, room rt60 (s) and wet gain.
+MAX_RENDER_GAIN_DB = 100.0
+MAX_EQ_DB = 60.0
+MAX_EQ_BANDS = 64
+MAX_ROOM_RT60_S = 10.0
+MAX_ROOM_WET = 4.0
+#: Bounds of a "render" object's "voice" list: numbers (even count) and their range (dB).
+MAX_VOICE_PARAMS = 256
+MAX_VOICE_DB = 120.0
 #: Minor version written when the file has a residual envelope (the RESD chunk).
-FORMAT_MINOR_RESIDUAL = 4
+FORMAT_MINOR_RESIDUAL = 5
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).

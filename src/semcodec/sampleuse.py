@@ -1,0 +1,247 @@
+"""Encode-time choice of how each pitched track is played: analysis by synthesis.
+
+For every pitched track the encoder renders what the decoder would play and measures, on the
+track's own audio (its stem, or the mix with the other tracks' renderings in place), a log-mel
+distance for each way of playing it (:mod:`semcodec.synth.sampler`):
+
+* the engine alone;
+* the engine with a spectral correction (``eq``) fitted on the whole track — no excerpt needed;
+* the ``sampler``: the notes the excerpt covers played from it, the rest by the engine (+ eq);
+* the ``voice`` (a track that may be sung): the track sung with the singer's spectral envelope
+  and breathiness measured on its own audio and stored in the file (~100 bytes, no excerpt),
+  with a room (+ eq).
+
+The excerpt is kept only when the sampler, which plays it, measures closer than the best use
+without it by more than :data:`MIN_GAIN`; :class:`Choice` records the measured benefit, which the
+bitrate allocator (:mod:`semcodec.budget`) weighs against the excerpt's bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from semcodec.events import Sample, Score, Track, TrackRender
+from semcodec.synth import dsp, sampler, voice
+
+log = logging.getLogger(__name__)
+
+#: Sample rate of the measurements (Hz).
+MEASURE_SR = 22050
+#: A use that plays the excerpt must beat the best use without it by this much (mel distance).
+MIN_GAIN = 0.005
+#: Rooms tried for the voice: (rt60 s, wet).
+VOICE_ROOMS = ((0.0, 0.0), (0.5, 0.3), (1.0, 0.5), (1.5, 0.5))
+#: Strengths of the fitted eq tried (fractions of the full correction).
+EQ_SCALES = (0.5, 1.0)
+#: Quantisation of stored EQ gains (dB).
+EQ_STEP_DB = 1.0
+
+
+_FB: dict[tuple[int, int], np.ndarray] = {}
+
+
+def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
+    """``log10(max(mel, 1e-5))`` (64 bands, magnitude) of ``x`` at n_fft 1024 and 2048 (hop
+    n_fft / 4): the features of :func:`mel_distance`."""
+    out = []
+    for n_fft in (1024, 2048):
+        if (sr, n_fft) not in _FB:
+            import librosa  # noqa: PLC0415 - encode side only
+
+            _FB[(sr, n_fft)] = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
+        mag = sampler.stft_mag(x, n_fft, n_fft // 4)
+        out.append(np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5)))
+    return out
+
+
+def mel_distance(ref, est: np.ndarray, sr: int = MEASURE_SR) -> float:
+    """Mean |log10 mel| difference (64 bands; n_fft 1024 and 2048, hop n_fft/4), a cheap
+    stand-in for the benchmark's multi-resolution mel distance.  ``ref``: mono audio at
+    ``sr`` or its :func:`log_mels` (computed once per target); ``est``: mono audio of the
+    same length."""
+    la = log_mels(ref, sr) if isinstance(ref, np.ndarray) else ref
+    lb = log_mels(est, sr)
+    return float(np.mean([np.mean(np.abs(a[:b.shape[0]] - b[:a.shape[0]]))
+                          for a, b in zip(la, lb)]))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The measured choice for one track: its ``render`` (None: the engine alone), whether
+    its excerpt is played (``uses_sample``), and the mel distances of the group's decode
+    with the chosen use (``dist``) and with the best use that needs no excerpt
+    (``dist_without_sample``, with render ``plain``)."""
+
+    track: int
+    render: TrackRender | None
+    uses_sample: bool
+    dist: float
+    dist_without_sample: float
+    #: The best render that needs no excerpt (None: the engine alone): the track's render
+    #: when its excerpt is not kept.
+    plain: TrackRender | None = None
+
+    @property
+    def sample_benefit(self) -> float:
+        """How much closer (mel distance) the excerpt makes the decode; 0 when unused."""
+        return max(0.0, self.dist_without_sample - self.dist) if self.uses_sample else 0.0
+
+
+def maybe_sung(track: Track) -> bool:
+    """True when ``track`` may be a sung line: named or programmed as a voice, or most of its
+    notes carry pitch bends (vibrato, glides) in a singing register (MIDI 40..84)."""
+    from semcodec.constants import VOICE_PROGRAMS, is_voice_name  # noqa: PLC0415
+
+    if is_voice_name(track.name) or track.program in VOICE_PROGRAMS:
+        return True
+    if not track.notes:
+        return False
+    bent = sum(1 for n in track.notes if n.bends) / len(track.notes)
+    mid = float(np.median([n.pitch for n in track.notes]))
+    return bent >= 0.5 and 40 <= mid <= 84
+
+
+#: Audio the voice is measured on: the whole track when it is at most this long (s), else
+#: windows of VOICE_WINDOW_S around its excerpts.
+VOICE_WHOLE_S = 60.0
+VOICE_WINDOW_S = 6.0
+
+
+def _voice_candidate(i: int, track: Track, target: np.ndarray, starts: list[float], solo: bool,
+                     engine_part: np.ndarray, dist_with, finish, tried: dict):
+    """(distance, TrackRender, rendering) of track ``i`` sung with the voice measured on its
+    own audio ``target`` (at MEASURE_SR), with the best room and eq; None when no voiced
+    frame is found.  The model is measured on the whole track when it is short, else on
+    windows at the excerpts' ``starts``; it is rendered as the decoder will (from the stored
+    parameters)."""
+    n = target.shape[0]
+    if n <= VOICE_WHOLE_S * MEASURE_SR or not starts:
+        segs = [(target[:int(VOICE_WHOLE_S * MEASURE_SR)], 0.0)]
+    else:
+        segs = [(target[int(st * MEASURE_SR):int((st + VOICE_WINDOW_S) * MEASURE_SR)], st)
+                for st in starts]
+    model = voice.analyze_excerpts(segs, MEASURE_SR, track)
+    if model is None:
+        return None
+    params = model.to_params()
+    v = voice.render(voice.VoiceModel.from_params(params), track, MEASURE_SR, n, seed=i)
+    v = dsp.fit_length(v, n)
+    ry = float(np.sqrt(np.mean(v.astype(np.float64) ** 2)))
+    rr = float(np.sqrt(np.mean(engine_part.astype(np.float64) ** 2)))
+    g = 0.0 if solo or ry <= 0 or rr <= 0 else 20.0 * np.log10(rr / ry)
+    rooms = []  # the room first (without eq: cheaper), then the eq on the best room
+    for rt, wet in VOICE_ROOMS:
+        y = sampler.apply_room(v, MEASURE_SR, rt, wet, seed=i)
+        d = dist_with(i, y * np.float32(10.0 ** (g / 20.0)))
+        tried[f"voice{rt:g}"] = round(d, 4)
+        rooms.append((d, rt, wet, y))
+    _, rt, wet, y = min(rooms, key=lambda r: r[0])
+    d, spec, y = finish(y, "voice", (rt, wet) if wet > 0 else ())
+    tried["voice+eq"] = round(d, 4)
+    return d, replace(spec, voice=params), y
+
+
+def _quant(db: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.round(np.asarray(db) / EQ_STEP_DB) * EQ_STEP_DB)
+
+
+def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
+           samples: tuple[Sample, ...], engine: Callable[[int, Track], np.ndarray],
+           loudness_lufs: float | None = None) -> list[Choice]:
+    """Choose how to play each of ``members`` (track indices of ``score`` sharing ``audio``,
+    mono float32 at ``sr`` Hz: their stem, or the mix they were transcribed from).
+
+    ``engine(i, track)`` renders track ``track`` (track ``i`` or some of its notes) alone as
+    the decoder's engine would, mono float32 at MEASURE_SR with ``audio``'s duration.
+    ``samples`` are the candidate excerpts (those of these tracks are used).  The decodes are
+    matched to ``loudness_lufs`` (None: the loudness of ``audio``), as the decoder matches the
+    original's.  The voice is tried only for a track that may be sung (:func:`maybe_sung`).
+    Returns one :class:`Choice` per member that has notes.
+    """
+    target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+    if loudness_lufs is None:
+        loudness_lufs = dsp.integrated_loudness(target, MEASURE_SR)
+    n = target.shape[0]
+    solo = len(members) == 1
+    target_mels = log_mels(target)
+
+    def fit(y: np.ndarray) -> np.ndarray:
+        return dsp.fit_length(np.asarray(y, np.float32), n)
+
+    parts = {i: fit(engine(i, score.tracks[i])) for i in members if score.tracks[i].notes}
+
+    def dist_with(i: int, y: np.ndarray) -> float:
+        mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
+        return mel_distance(target_mels, dsp.match_loudness(mix, MEASURE_SR, loudness_lufs))
+
+    def level_db(y: np.ndarray, ref: np.ndarray) -> float:
+        ry = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+        rr = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+        return 20.0 * np.log10(max(rr, 1e-9) / max(ry, 1e-9)) if ry > 0 and rr > 0 else 0.0
+
+    def finish(y: np.ndarray, use: str, room=()) -> tuple[float, TrackRender, np.ndarray]:
+        """The level (a mix: that of the engine's fitted rendering) and, for a solo, the eq
+        fitted on the track's own audio at the strength (of EQ_SCALES) that measures best."""
+        g = 0.0 if solo else round(level_db(y, parts[i]), 2)
+        y = y * np.float32(10.0 ** (g / 20.0))
+        best: tuple[float, tuple[float, ...], np.ndarray] = (dist_with(i, y), (), y)
+        if solo:
+            full = sampler.eq_correction(target, y, MEASURE_SR)
+            for scale in EQ_SCALES:
+                eq = _quant(full * scale)
+                if not any(eq):
+                    continue
+                ye = sampler.apply_eq(y, MEASURE_SR, np.asarray(eq))
+                d = dist_with(i, ye)
+                if d < best[0]:
+                    best = (d, eq, ye)
+        return best[0], TrackRender(use=use, gain_db=g, eq_db=best[1], room=tuple(room)), best[2]
+
+    out = []
+    for i in parts:
+        track = score.tracks[i]
+        base = dist_with(i, parts[i])
+        best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, parts[i])
+        d_eq, spec_eq, y_eq = finish(parts[i], "")
+        if d_eq < best_plain[0]:
+            best_plain = (d_eq, spec_eq, y_eq)
+        tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
+        mine = [s for s in samples if s.track == i and s.key is None]
+        if maybe_sung(track):  # sung from its own voice: the singer's envelope, no excerpt
+            sung = _voice_candidate(i, track, target, [s.start for s in mine], solo, parts[i],
+                                    dist_with, finish, tried)
+            if sung is not None and sung[0] < best_plain[0]:
+                best_plain = sung
+        best = best_plain
+        excerpts = []
+        for s in mine:
+            x = sampler.decode_excerpt(s, MEASURE_SR)
+            if x is not None and x.size:
+                excerpts.append((x, s.start))
+        if excerpts:
+            zs = [z for x, st in excerpts
+                  for z in sampler.zones(x, MEASURE_SR,
+                                         sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
+            if zs:
+                y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)
+                rest = [track.notes[k] for k in range(len(track.notes)) if k not in set(played)]
+                if rest:
+                    y = y + fit(engine(i, replace(track, notes=tuple(rest))))
+                d, spec, y = finish(fit(y), "sampler")
+                tried["sampler"] = round(d, 4)
+                if d < best[0]:
+                    best = (d, spec, y)
+        uses = best is not best_plain  # the sampler won: the excerpt is played
+        if uses and best[0] > best_plain[0] - MIN_GAIN:
+            best, uses = best_plain, False
+        log.info("track %d: mel distances %s -> %s", i + 1, tried,
+                 best[1].use if best[1] is not None and best[1].use else
+                 ("eq" if best[1] is not None else "engine"))
+        out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
+                          dist_without_sample=best_plain[0], plain=best_plain[1]))
+        parts[i] = best[2]  # later tracks are measured against this one as chosen
+    return out

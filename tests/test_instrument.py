@@ -1,0 +1,135 @@
+"""Instrument recognition: the committed classifier, its weights check, its training recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from semcodec import api, instrument_train
+from semcodec import instrument as ins
+from semcodec.errors import SynthError
+from semcodec.events import Note
+
+SR = 44100
+TIMGM = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+
+
+def _phrase(pitches, step=0.45, dur=0.4):
+    return [Note(0.2 + step * i, 0.2 + step * i + dur, p, 70 + 5 * (i % 5)) for i, p in enumerate(pitches)]
+
+
+def _render(notes, program, soundfont=TIMGM, seconds=None):
+    fluid = pytest.importorskip("semcodec.synth.fluid")
+    seconds = seconds or notes[-1].offset + 1.0
+    try:
+        return fluid.render_notes(notes, program, SR, int(seconds * SR), soundfont=soundfont)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"fluidsynth or {soundfont} unavailable: {exc}")
+
+
+@pytest.fixture(scope="module")
+def model():
+    if not ins.weights_available():
+        pytest.fail("the committed instrument weights are missing (make train-instrument)")
+    return ins.load_model()
+
+
+def test_flute_and_bass_are_told_apart(model):
+    flute = _phrase([72, 74, 76, 77, 79, 77, 76, 74, 72, 71])
+    bass = _phrase([36, 38, 40, 41, 43, 41, 40, 38, 36, 35])
+    g_flute = ins.classify_track(_render(flute, 73), SR, flute, model=model)
+    g_bass = ins.classify_track(_render(bass, 33), SR, bass, model=model)
+    assert ins.FAMILY_NAMES[g_flute.family] == "Pipe"
+    assert ins.FAMILY_NAMES[g_bass.family] == "Bass"
+    assert g_flute.family_proba.sum() == pytest.approx(1.0)
+    assert 72 <= g_flute.program < 80 and 32 <= g_bass.program < 40
+
+
+def test_features_have_one_row_per_note_and_are_finite():
+    notes = _phrase([60, 64, 67])
+    x = ins.note_features(_render(notes, 0), SR, notes)
+    assert x.shape == (3, len(ins.feature_names()))
+    assert np.isfinite(x).all()
+    assert ins.note_features(np.zeros(SR, np.float32), SR, []).shape == (0, len(ins.feature_names()))
+
+
+def test_weights_hash_is_verified(tmp_path):
+    path = ins.find_weights()
+    assert path is not None
+    good = tmp_path / path.name
+    shutil.copy(path, good)
+    ins.load_model(good)  # a faithful copy loads
+    data = bytearray(good.read_bytes())
+    data[-5] ^= 0xFF
+    good.write_bytes(bytes(data))
+    with pytest.raises(SynthError, match="corrupt"):
+        ins.load_model(good)
+    renamed = tmp_path / "instrument.safetensors"
+    shutil.copy(path, renamed)
+    with pytest.raises(SynthError, match="name"):
+        ins.load_model(renamed)
+
+
+def _guess(family_p):
+    pp = np.zeros(ins.N_PROGRAMS)
+    for f, p in family_p.items():
+        pp[f * 8:(f + 1) * 8] = p / 8.0
+        pp[f * 8 + 1] += 0.01  # one program of the family stands out
+    pp = pp / pp.sum()
+    return ins.guess_from_log_proba(np.log(np.maximum(pp, 1e-12))[None])
+
+
+def test_override_only_when_much_likelier():
+    sure = _guess({4: 0.9, 3: 0.1})
+    assert sure.family == 4 and sure.program == 33
+    assert ins.overrides(sure, 16) and ins.overrides(sure, 27)  # organ (p 0), guitar (p 0.1)
+    assert not ins.overrides(sure, 38)  # the same family
+    close = _guess({0: 0.45, 3: 0.4, 2: 0.15})
+    assert not ins.overrides(close, 25) and ins.overrides(close, 16)
+    flat = _guess({f: 1.0 for f in range(14)})
+    assert not ins.overrides(flat, 40)
+    assert ins.overrides(sure, 120)  # a non-class program (p 0)
+
+
+def test_training_recipe_runs_small_and_is_deterministic(tmp_path):
+    pytest.importorskip("fluidsynth")
+    args = ["--programs", "2", "--passes", "1", "--views", "1", "--steps", "30",
+            "--soundfont", TIMGM]
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert instrument_train.main([*args, "--out", str(out)]) == 0
+        cfg = json.loads((out / ins.CONFIG_NAME).read_text())
+        assert (out / cfg["weights_file"]).is_file()
+        assert cfg["seed"] == 1234 and cfg["soundfonts"] == ["TimGM6mb.sf2"]
+        model = ins.load_model(ins.find_weights(out))
+        assert model.w2.shape[1] == ins.N_PROGRAMS
+        digests.append(cfg["sha256_12"])
+    assert digests[0] == digests[1]
+
+
+def test_encode_stores_the_classified_program():
+    notes = _phrase([36, 38, 40, 41, 43, 41, 40, 38, 36, 35, 33, 36], step=0.35, dur=0.3)
+    audio = _render(notes, 33, soundfont="/usr/share/sounds/sf2/FluidR3_GM.sf2")
+    c = api.encode(audio, SR, options=api.EncodeOptions(fit_timbre=False, samples=True, tracks=1))
+    tracks = [t for t in c.score.tracks if not t.is_drum]
+    assert tracks and 32 <= tracks[0].program < 40
+
+
+def test_stored_program_rule():
+    from semcodec.events import Timbre
+
+    fitted = tuple(Timbre(track=i, embedding=(0.0,), gain_db=0.0, room=()) for i in (0, 1, 2, 3))
+    guesses = {0: _guess({4: 0.9, 3: 0.1}), 1: _guess({4: 0.9, 3: 0.1}),
+               2: _guess({3: 0.45, 0: 0.4, 2: 0.15}), 3: _guess({f: 1.0 for f in range(14)}),
+               4: _guess({9: 0.9, 4: 0.1})}
+    fit = {0: 16, 1: 16, 2: 1, 3: 0, 4: 0}
+    out = api._instrument_programs(fit, guesses, fitted, {1: ("fluidsynth", 0.0)})
+    assert out[0] == 33  # the classifier's family is far likelier than the fit's: its program
+    assert out[1] == 16  # played by fluidsynth: the engine choice was made with the fit's program
+    assert out[2] == 1  # the fit's family is nearly as likely: kept
+    assert out[3] == 0  # not confident: the fit's
+    assert out[4] == 73  # nothing fitted: the classifier's

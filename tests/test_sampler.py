@@ -1,0 +1,130 @@
+"""Samples that pay for themselves: the sampler, the eq, and the encoder's measured choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semcodec.events import BendPoint, Note, Score, Track
+from semcodec.synth import sampler
+
+SR = 22050
+
+
+def _tone(pitch: float, seconds: float, harmonics: int, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    sig = sum(np.sin(2 * np.pi * f0 * k * t) / k ** 0.7 for k in range(1, harmonics + 1)
+              if f0 * k < sr / 2)
+    env = np.minimum(1.0, t / 0.01) * np.exp(-t * 1.2)
+    return (0.2 * env * sig).astype(np.float32)
+
+
+def _render(notes, harmonics: int, seconds: float) -> np.ndarray:
+    out = np.zeros(int(seconds * SR), np.float32)
+    for n in notes:
+        y = _tone(n.pitch, n.duration, harmonics) * (n.velocity / 100) ** 2
+        a = int(n.onset * SR)
+        out[a:a + y.shape[0]] += y[:out.shape[0] - a]
+    return out
+
+
+def _f0(y: np.ndarray, lo: float, hi: float) -> float:
+    n = min(8192, y.shape[0])
+    spec = np.abs(np.fft.rfft(y[:n] * np.hanning(n), 4 * n))
+    f = np.fft.rfftfreq(4 * n, 1 / SR)
+    sel = (f > lo) & (f < hi)
+    return float(f[sel][np.argmax(spec[sel])])
+
+
+def test_play_note_shifts_pitch_loops_and_bends():
+    z = sampler.zones(_tone(60, 0.5, 8), SR, [Note(0.0, 0.5, 60, 100)], 0.0)[0]
+    y = sampler.play_note(z, Note(0.0, 2.0, 62, 100), SR)
+    assert y.shape[0] == int(round((2.0 + sampler.RELEASE_S) * SR))
+    assert abs(_f0(y[:4096], 250, 320) - 293.66) < 3.0
+    # the loop keeps it sounding to the end (no silence after the 0.5-s zone runs out)
+    rms = [float(np.sqrt(np.mean(y[s:s + 2205] ** 2))) for s in range(0, int(1.9 * SR), 2205)]
+    assert min(rms) > 0.05 * max(rms)
+    bent = sampler.play_note(z, Note(0.0, 1.0, 60, 100, bends=(BendPoint(0.0, 0.0),
+                                                               BendPoint(0.5, 1.0))), SR)
+    assert abs(_f0(bent[int(0.6 * SR):], 250, 300) - 277.18) < 4.0
+    # velocity scales the level
+    soft = sampler.play_note(z, Note(0.0, 1.0, 62, 50), SR)
+    loud = sampler.play_note(z, Note(0.0, 1.0, 62, 100), SR)
+    assert np.sqrt(np.mean(soft ** 2)) == pytest.approx(0.25 * np.sqrt(np.mean(loud ** 2)), rel=0.01)
+
+
+def test_eq_correction_recovers_a_tilt():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(2 * SR).astype(np.float32) * 0.1
+    gains = np.linspace(-10, 10, sampler.N_BANDS)
+    target = sampler.apply_eq(x, SR, gains)
+    est = sampler.eq_correction(target, x, SR)
+    # the level is free (the decoder matches loudness): compare the shape
+    mid = slice(2, -2)
+    assert np.allclose(est[mid] - est[mid].mean(), gains[mid] - gains[mid].mean(), atol=2.5)
+    assert np.array_equal(sampler.apply_eq(x, SR, np.zeros(sampler.N_BANDS)), x)
+
+
+def _line():
+    pitches = [60, 62, 64, 65, 64, 62, 60, 62, 63, 61, 60, 64]
+    return [Note(0.1 + 0.45 * k, 0.1 + 0.45 * k + 0.4, p, 90) for k, p in enumerate(pitches)]
+
+
+def test_a_kept_excerpt_brings_the_decode_closer():
+    pytest.importorskip("librosa")
+    from semcodec import sampleuse
+    from semcodec.timbre import extract_samples
+
+    notes = _line()
+    seconds = 6.0
+    score = Score(tracks=(Track("lead").with_notes(notes),))
+    original = _render(notes, harmonics=14, seconds=seconds)  # a bright instrument
+    samples = extract_samples(original, SR, score)
+    assert samples
+
+    def engine(i, track):  # an engine with the wrong timbre: nearly pure sines
+        return _render(track.notes, harmonics=1, seconds=seconds)
+
+    (choice,) = sampleuse.choose(original, SR, score, [0], samples, engine, -20.0)
+    assert choice.uses_sample and choice.render.use in ("sampler", "voice")
+    assert choice.dist < choice.dist_without_sample - sampleuse.MIN_GAIN
+    assert choice.sample_benefit > 0
+
+    # the engine already plays it as the original: the excerpt does not pay, it is not kept
+    def perfect(i, track):
+        return _render(track.notes, harmonics=14, seconds=seconds)
+
+    (same,) = sampleuse.choose(original, SR, score, [0], samples, perfect, -20.0)
+    assert not same.uses_sample and same.sample_benefit == 0.0
+
+
+def test_render_track_hook_plays_the_stored_choice():
+    from semcodec.events import TrackRender
+    from semcodec.timbre import extract_samples
+
+    notes = _line()
+    seconds = 6.0
+    original = _render(notes, harmonics=14, seconds=seconds)
+    track = Track("lead").with_notes(notes)
+    (smp,) = extract_samples(original, SR, Score(tracks=(track,)))
+    x = sampler.decode_excerpt(smp, SR)
+    calls = []
+
+    def engine(t):
+        calls.append(len(t.notes))
+        return _render(t.notes, harmonics=1, seconds=seconds)
+
+    n = int(seconds * SR)
+    plain = sampler.render_track(track, [(x, smp.start)], SR, n, engine)
+    assert calls == [len(notes)] and np.allclose(plain, engine(track))
+    calls.clear()
+    from dataclasses import replace
+
+    sampled = replace(track, render=TrackRender(use="sampler", eq_db=(0.0,) * 23 + (3.0,)))
+    y = sampler.render_track(sampled, [(x, smp.start)], SR, n, engine)
+    assert y.shape == (n,) and np.isfinite(y).all()
+    # only the notes the excerpt does not cover went to the engine
+    assert not calls or calls[0] < len(notes)
+    # without its excerpt the track falls back to the engine
+    assert np.allclose(sampler.render_track(sampled, [], SR, n, engine), engine(track))
