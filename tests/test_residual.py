@@ -285,12 +285,12 @@ def test_encoder_spends_only_what_the_budget_leaves():
     from semcodec import api
 
     x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, amp=0.08)
-    c = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False))
-    assert c.residual and c.bitrate_kbps <= 1.0
+    c = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False, kbps=2.0))
+    assert c.residual and c.bitrate_kbps <= 2.0
     # the same score with a tighter target: nothing left for a residual
     assert api._bytes_left(replace(c, residual=b""), 0.3) < 0
     off = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False,
-                                                     residual=False))
+                                                     kbps=2.0, residual=False))
     assert not off.residual and off.score == c.score
 
 
