@@ -31,7 +31,7 @@ def test_end_to_end_chorale(encoded_chorale):
     truth_notes = [n for t in truth.tracks for n in t.notes]
     est = [n for t in c.score.tracks for n in t.notes]
     assert _note_f1(truth_notes, est) >= 0.8
-    assert c.bitrate_kbps < 1.0
+    assert c.bitrate_kbps <= 1.0  # the target: never beyond (the residual fills it)
     audio, sr = semcodec.decode(c, engine="fluidsynth")
     info = sf.info(wav)
     assert sr == info.samplerate
