@@ -130,6 +130,7 @@ def run_semcodec(src: Path, work: Path, engines: list[str], extra_args: tuple[st
         out["export_midi"] = str(mid)
     else:
         out["export_error"] = _fail("export", r)["error"]
+    out["encode"]["parts"] = part_bytes(smc)
     for e in engines:
         wav = work / f"semcodec_{e}.wav"
         r = measured([exe, "decode", "-q", str(smc), str(wav), "--engine", e])
@@ -137,6 +138,38 @@ def run_semcodec(src: Path, work: Path, engines: list[str], extra_args: tuple[st
             out["engines"][e] = _fail(f"decode --engine {e}", r) | dict(wall_s=r["wall_s"])
         else:
             out["engines"][e] = dict(status="ok", wall_s=r["wall_s"], rss_mb=r["rss_mb"], wav=str(wav))
+    if NO_RESIDUAL_ENGINE in engines and not out["encode"]["parts"].get("RESD"):
+        out["no_residual"] = dict(out["engines"][NO_RESIDUAL_ENGINE])  # nothing to leave out
+    elif NO_RESIDUAL_ENGINE in engines:
+        # the default decoding without the file's residual (the pure synthesis)
+        wav = work / "semcodec_no_residual.wav"
+        r = measured([exe, "decode", "-q", "--no-residual", str(smc), str(wav),
+                      "--engine", NO_RESIDUAL_ENGINE])
+        if r["rc"] != 0 or not wav.exists():
+            out["no_residual"] = _fail("decode --no-residual", r) | dict(wall_s=r["wall_s"])
+        else:
+            out["no_residual"] = dict(status="ok", wall_s=r["wall_s"], rss_mb=r["rss_mb"],
+                                      wav=str(wav))
+    return out
+
+
+#: The engine whose decoding is also measured with ``--no-residual``.
+NO_RESIDUAL_ENGINE = "auto"
+
+
+def part_bytes(smc: Path) -> dict[str, int]:
+    """Bytes of every record of a ``.smc`` file by type (``HEAD``, ``SCOR``, ``TIMB``, ``SAMP``,
+    ``SKEY``, ``TAGS``, ``RESD``, ``END``: framing and CRCs included, so they add up to the
+    file size); {} when the file cannot be read."""
+    from semcodec.container import chunk_table
+
+    try:
+        table = chunk_table(smc.read_bytes())
+    except Exception:  # noqa: BLE001 - reported as no parts
+        return {}
+    out: dict[str, int] = {}
+    for rec in table:
+        out[rec.type] = out.get(rec.type, 0) + rec.length
     return out
 
 

@@ -339,6 +339,7 @@ def render_markdown(info: dict, per_clip: list[dict], figures: list[str]) -> str
         lines += drums_section(per_clip, codecs)
     if counts[STEREO_GROUP]:
         lines += stereo_section(per_clip, codecs)
+    lines += parts_section(per_clip)
     fails = failures(per_clip, codecs)
     if fails:
         lines += ["## Failures", "", "| codec | status | clips | message |", "|---|---|---:|---|"]
@@ -385,6 +386,41 @@ def drums_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
                      + " | ".join(_fmt(v, "{:.3f}") for v in vals) + " |")
     lines.append("")
     return lines
+
+
+#: The row whose bytes per part are tabled (the default decoding).
+PARTS_CODEC = "semcodec auto"
+#: Record types of a .smc file, in file order (docs/FORMAT.md).
+PART_TYPES = ("HEAD", "SCOR", "TIMB", "SAMP", "SKEY", "TAGS", "RESD", "END")
+
+
+def parts_section(per_clip: list[dict]) -> list[str]:
+    """Markdown lines: mean bytes per part of the default encoding, by group (empty when the
+    run has no part sizes)."""
+    groups = [g for g in GROUPS + (DRUM_GROUP, STEREO_GROUP)
+              if any(c["group"] == g for c in per_clip)]
+    table = []
+    for g in groups:
+        rows = [c.get("rows", {}).get(PARTS_CODEC) for c in per_clip if c["group"] == g]
+        parts = [r["part_bytes"] for r in rows if r and r.get("status") == "ok"
+                 and r.get("part_bytes")]
+        if parts:
+            table.append((g, len(parts), {t: float(np.mean([p.get(t, 0) for p in parts]))
+                                          for t in PART_TYPES}))
+    if not table:
+        return []
+    used = [t for t in PART_TYPES if any(m[t] for _, _, m in table)]
+    lines = ["## Bytes per part", "",
+             f"Mean bytes of each part of the `{PARTS_CODEC}` files (a record's framing and CRC "
+             "included; HEAD is the preamble and JSON header, RESD the residual). The row "
+             "*semcodec auto, no residual* above is the same file decoded with "
+             "`--no-residual`, counted without its RESD chunk.", "",
+             "| group | files | " + " | ".join(used) + " | total |",
+             "|---|---:|" + "---:|" * (len(used) + 1)]
+    for g, n, m in table:
+        lines.append(f"| {g} | {n} | " + " | ".join(f"{m[t]:.0f}" for t in used)
+                     + f" | {sum(m.values()):.0f} |")
+    return lines + [""]
 
 
 def stereo_section(per_clip: list[dict], codecs: list[str]) -> list[str]:
@@ -522,5 +558,8 @@ def print_tables(info: dict, per_clip: list[dict]) -> None:
         print("\n" + "\n".join(drums_section(per_clip, info["codecs"])))
     if any(c["group"] == STEREO_GROUP for c in per_clip):
         print("\n" + "\n".join(stereo_section(per_clip, info["codecs"])))
+    parts = parts_section(per_clip)
+    if parts:
+        print("\n" + "\n".join(parts))
     if info.get("speed"):
         print("\n" + "\n".join(speed.section(info["speed"])))

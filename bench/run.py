@@ -50,15 +50,21 @@ ONE_TRACK_ARGS = ("--tracks", "1", "--drums", "off")
 ONE_TRACK_GROUPS = ("ensemble", "band")
 
 
+#: The default decoding without the file's residual (``decode --no-residual``); its bytes are
+#: the file's without the RESD chunk.
+NO_RESIDUAL = "semcodec auto, no residual"
+
+
 def semcodec_row(engine: str) -> str:
     return f"semcodec {engine}"
 
 
 def codec_order(engines: list[str]) -> list[str]:
-    from bench.codecs import OPUS_KBPS
+    from bench.codecs import NO_RESIDUAL_ENGINE, OPUS_KBPS
 
     one = [ONE_TRACK] if "neural" in engines else []
-    return ([ORIGINAL] + [semcodec_row(e) for e in engines] + one
+    pure = [NO_RESIDUAL] if NO_RESIDUAL_ENGINE in engines else []
+    return ([ORIGINAL] + [semcodec_row(e) for e in engines] + pure + one
             + [OPUS.format(k) for k in OPUS_KBPS] + [PLAIN, PLAIN_LM])
 
 
@@ -266,13 +272,26 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
             if enc.get("status") == "ok" and er.get("status") == "ok":
                 row = audio_row(semcodec_row(e), er["wav"], bytes=enc["bytes"],
                                 kbps=metrics.bitrate_kbps(enc["bytes"], dur), score_f1=score_f1,
-                                drum_f1=drum_f1)
+                                drum_f1=drum_f1, part_bytes=enc.get("parts", {}))
                 if score_error:
                     row["score_error"] = score_error
                 speeds(row, enc["wall_s"], er["wall_s"], enc["rss_mb"], er["rss_mb"])
             else:
                 row = dict(status=er.get("status", "error"), error=er.get("error"), stderr=er.get("stderr"))
             rows[semcodec_row(e)] = row
+
+        # the default decoding without the residual: the file's bytes less its RESD chunk
+        nr = sc.get("no_residual")
+        if nr is not None:
+            if nr.get("status") == "ok":
+                pure_bytes = enc["bytes"] - enc.get("parts", {}).get("RESD", 0)
+                row = audio_row(NO_RESIDUAL, nr["wav"], bytes=pure_bytes,
+                                kbps=metrics.bitrate_kbps(pure_bytes, dur), score_f1=score_f1,
+                                drum_f1=drum_f1)
+                speeds(row, enc["wall_s"], nr["wall_s"], enc["rss_mb"], nr["rss_mb"])
+            else:
+                row = dict(status=nr.get("status", "error"), error=nr.get("error"))
+            rows[NO_RESIDUAL] = row
 
         # the same mix as one track, no drums
         if clip.get("group") in ONE_TRACK_GROUPS and "neural" in engines:

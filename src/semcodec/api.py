@@ -63,9 +63,10 @@ Progress = Callable[[str, float], None]
 #: synthesizer: torch and the model, ~4 s), ``render track K/N`` per sounding track,
 #: ``loudness``; "write" is the caller's (the CLI reports writing the file under that name).
 #: Weights measured on a 30-s clip; rendering grows with the length, loading does not.
-DECODE_STAGES = (("engine", 0.40), ("render", 0.45), ("loudness", 0.05), ("write", 0.10))
-ENCODE_STAGES = (("loudness", 0.05), ("drums", 0.09), ("transcribe", 0.16), ("split", 0.10),
-                 ("samples", 0.01), ("fit", 0.59))
+DECODE_STAGES = (("engine", 0.40), ("render", 0.40), ("loudness", 0.05), ("residual", 0.05),
+                 ("write", 0.10))
+ENCODE_STAGES = (("loudness", 0.04), ("drums", 0.07), ("transcribe", 0.13), ("split", 0.08),
+                 ("samples", 0.01), ("fit", 0.47), ("residual", 0.20))
 
 
 def progress_fraction(stage: str, frac: float,
@@ -145,6 +146,9 @@ class EncodeOptions:
     drums: str = "auto"
     #: Lyrics text stored in the container (TAGS chunk, key "lyrics"); exported to MusicXML.
     lyrics: str | None = None
+    #: Code what the decode still misses (the RESD chunk, :mod:`semcodec.residual`) with the
+    #: bytes the budget leaves.
+    residual: bool = True
 
     @property
     def target_kbps(self) -> float:
@@ -419,8 +423,58 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         texts=texts,
         encoder=f"semcodec {__version__}",
     )
-    return _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
-                  inp.sample_rate, tuple(samples), opts)
+    c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
+               inp.sample_rate, tuple(samples), opts)
+    if opts.residual and c.loudness_lufs is not None:
+        # the residual is coded last, against the final decode, with the bytes left
+        report("residual", 0.0)
+        c = _with_residual(c, inp.audio, _bytes_left(c, opts.target_kbps))
+        report("residual", 1.0)
+    return c
+
+
+#: Bytes of a chunk's framing (type, length, CRC32).
+_CHUNK_FRAMING = 12
+
+
+def _bytes_left(c: Container, max_kbps: float) -> int:
+    """Bytes ``c`` may still grow by within ``max_kbps``."""
+    return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes())
+
+
+def _with_residual(c: Container, original: np.ndarray, max_bytes: int) -> Container:
+    """``c`` with a RESD chunk of at most ``max_bytes`` (framing included) coding what its
+    default decode still misses of ``original`` (mono float32 at ``c.sample_rate``); ``c``
+    unchanged when nothing helps, nothing fits or the decode fails."""
+    from semcodec import residual
+
+    room = max_bytes - _CHUNK_FRAMING
+    if room < 8:
+        log.info("residual: no room left in the budget (%d bytes)", max_bytes)
+        return c
+    try:
+        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1, max_duration_s=None))
+    except SynthError as exc:
+        log.warning("residual skipped: the decode failed (%s)", exc)
+        return c
+    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room)
+    log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
+    return replace(c, residual=payload) if payload else c
+
+
+def _samples_within(c: Container, samples: tuple, max_kbps: float) -> tuple:
+    """The samples (in order) that fit into ``max_kbps`` on top of the rest of ``c``."""
+    budget = max_kbps * 1000.0 / 8.0 * c.duration - len(c.to_bytes())
+    kept = []
+    for smp in samples:
+        cost = len(smp.data) + 24  # per-sample fields in the SAMP chunk, plus its framing
+        if cost <= budget:
+            kept.append(smp)
+            budget -= cost
+        else:
+            log.info("sample of track %d (%d bytes) dropped: over the %.2f kbps budget",
+                     smp.track + 1, len(smp.data), max_kbps)
+    return tuple(kept)
 
 
 #: Bytes a sample adds to the SAMP chunk besides its data (track, times, rate, codec name).
@@ -691,8 +745,10 @@ class DecodeOptions:
     original had two or more); ``programs``: track index -> GM program (re-orchestration);
     ``transpose``: semitones for the pitched tracks; ``tempo``: > 1 plays faster;
     ``max_duration_s``: longest output rendered (s, after ``tempo``; None: no limit), longer
-    ones raise :class:`~semcodec.errors.OutputTooLongError` before any work.
-    Values are checked when a container is decoded.
+    ones raise :class:`~semcodec.errors.OutputTooLongError` before any work;
+    ``residual``: add the file's residual (RESD chunk: shaped noise where the synthesis lacks
+    energy, attenuation where it has too much); it follows a tempo change and ignores
+    ``programs``/``transpose``.  Values are checked when a container is decoded.
     """
 
     engine: str = "auto"
@@ -704,6 +760,7 @@ class DecodeOptions:
     transpose: int = 0
     tempo: float = 1.0
     max_duration_s: float | None = DEFAULT_MAX_DECODE_S
+    residual: bool = True
     #: Play each track as its stored ``render`` says (its excerpt as a sampler or a voice, its
     #: spectral correction and room; format 1.4); False: the engines alone.  Only with the
     #: automatic engine choice (they were measured with it): an explicitly chosen engine, or a
@@ -730,8 +787,8 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
     opts = _decode_options(options, overrides)
     report = progress or (lambda _stage, _frac: None)
     out = _DecodeShape.of(c, opts, per_track=False)
-    if _is_silent(c):
-        return out.place(out.silence()), out.sr
+    if _is_silent(c):  # no notes: the residual (if any) is all there is
+        return _add_residual(c, opts, out.place(out.silence()), out.sr, report), out.sr
     renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     if not any(pans):
@@ -739,8 +796,26 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
         report("loudness", 0.0)
         mono = dsp.flush_tiny(dsp.match_loudness(mono, out.sr, c.loudness_lufs))
         report("loudness", 1.0)
-        return out.place(mono), out.sr
-    return dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr, report)), out.sr
+        mix = out.place(mono)
+    else:
+        mix = dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr, report))
+    return _add_residual(c, opts, mix, out.sr, report), out.sr
+
+
+def _add_residual(c: _container.SmcFile, opts: DecodeOptions, mix: np.ndarray, sr: int,
+                  report: Progress) -> np.ndarray:
+    """``mix`` (the decode at ``sr`` Hz, mono or stereo) with ``c``'s residual, when it has one
+    and ``opts.residual``."""
+    if not (opts.residual and c.residual):
+        return mix
+    from semcodec import residual
+
+    report("residual", 0.0)
+    env = residual.decode_envelope(c.residual, c.duration)
+    out = dsp.flush_tiny(dsp.soft_clip(residual.apply(mix, sr, env, c.sample_rate,
+                                                      tempo=opts.tempo)))
+    report("residual", 1.0)
+    return out
 
 
 def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *,
@@ -749,8 +824,8 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *
     """Synthesize a container track by track: ``(mix, sr, [(track name, audio), ...])``.
 
     Each track is rendered alone (the other tracks muted) and scaled by the mix's loudness
-    gain, so the tracks add up to the mix (before the mix's soft clipping).  Settings and
-    shapes as for :func:`decode`.
+    gain, so the tracks add up to the mix (before the mix's soft clipping and its residual,
+    which is in the mix only).  Settings and shapes as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
     report = progress or (lambda _stage, _frac: None)
@@ -758,7 +833,8 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *
     silent = out.silence()
     if _is_silent(c):
         placed_silence = out.place(silent)
-        return placed_silence, out.sr, [(t.name, placed_silence) for t in c.score.tracks]
+        return (_add_residual(c, opts, placed_silence, out.sr, report), out.sr,
+                [(t.name, placed_silence) for t in c.score.tracks])
     renderer = _Renderer(c, opts, out, report)
     pans = out.pans(c)
     parts = [renderer.render(_muted(c.score, {i})) if t.notes else silent
@@ -770,7 +846,8 @@ def decode_tracks(c: _container.SmcFile, options: DecodeOptions | None = None, *
     placed = [out.place((p * gain).astype(np.float32), pan) for p, pan in zip(parts, pans)]
     mix = _sum(placed) if placed else out.place(silent)
     tracks = [(t.name, dsp.flush_tiny(dsp.soft_clip(p))) for t, p in zip(c.score.tracks, placed)]
-    return dsp.flush_tiny(dsp.soft_clip(mix)), out.sr, tracks
+    return (_add_residual(c, opts, dsp.flush_tiny(dsp.soft_clip(mix)), out.sr, report), out.sr,
+            tracks)
 
 
 def output_shape(c: _container.SmcFile, options: DecodeOptions) -> tuple[int, int, int]:
@@ -984,7 +1061,9 @@ class DecodeStream:
     ``n_samples`` at ``sr`` Hz, with the loudness gain applied and soft-clipped as
     :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
     it was measured on the whole rendering (the output then equals :func:`decode`'s) or
-    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).
+    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).  A file with a
+    residual (played) is decoded whole by :func:`decode` and handed out in blocks (``gain``
+    NaN: not measured separately).
     """
 
     sr: int
@@ -1023,6 +1102,16 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
                 yield np.zeros((min(STREAM_BLOCK, n - s),) + shape[1:], np.float32)
 
         return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
+    if opts.residual and c.residual:
+        # the residual measures the decode's band energy over whole cells: the decoding is
+        # rendered whole (as decode() does) and handed out in blocks; memory is not bounded
+        audio, sr = decode(c, opts, progress=progress)
+
+        def whole() -> Iterator[np.ndarray]:
+            for s in range(0, audio.shape[0], STREAM_BLOCK):
+                yield audio[s:s + STREAM_BLOCK]
+
+        return DecodeStream(sr, ch, audio.shape[0], whole(), float("nan"), True)
     report = progress or (lambda _stage, _frac: None)
     renderer = _Renderer(c, opts, out, report)
     if exact is None:

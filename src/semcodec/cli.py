@@ -311,6 +311,9 @@ def _encode_options(f):
         click.option("--no-bends", is_flag=True, help="Do not store pitch bends."),
         click.option("--no-timbre", is_flag=True, help="Skip timbre fitting (score only)."),
         click.option("--no-samples", is_flag=True, help="Do not store short audio samples."),
+        click.option("--no-residual", is_flag=True,
+                     help="Do not code the residual (the band energy the score's synthesis "
+                     "misses or has too much of)."),
         click.option("--kbps", "--max-kbps", "max_kbps", type=click.FloatRange(0.0, 64.0),
                      default=1.0, show_default=True, metavar="TARGET",
                      help="Bitrate target (kbit/s): the file is filled up to it, never beyond, "
@@ -350,14 +353,20 @@ def _synth_options(f):
         click.option("--transpose",
                      type=click.IntRange(-TRANSPOSE_MAX_SEMITONES, TRANSPOSE_MAX_SEMITONES),
                      default=0,
-                     help="Transpose pitched tracks by SEMITONES."),
+                     help="Transpose pitched tracks by SEMITONES (the residual is not "
+                     "transposed)."),
         click.option("--tempo", type=click.FloatRange(TEMPO_FACTOR_MIN, TEMPO_FACTOR_MAX),
                      default=1.0,
-                     help="Tempo factor (2 = twice as fast)."),
+                     help="Tempo factor (2 = twice as fast); the residual follows it."),
         click.option("--channels", type=click.Choice(["auto", "1", "2"]), default="auto",
                      show_default=True,
                      help="Output channels: auto = stereo when the original was (each track "
                      "at its measured position), 1 = mono, 2 = stereo."),
+        click.option("--no-residual", is_flag=True,
+                     help="Play the pure synthesis, without the file's residual (noise where "
+                     "the synthesis lacks energy, attenuation where it has too much). The "
+                     "residual follows --tempo and stays as it is with --transpose and "
+                     "--program."),
         click.option("--max-duration", type=click.FloatRange(min=0), default=DEFAULT_MAX_DECODE_S,
                      show_default=True, metavar="SECONDS",
                      help="Refuse to render more than SECONDS of audio (a tiny file may "
@@ -396,7 +405,7 @@ def _read_lyrics(path: str | None) -> str | None:
 def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends: bool,
                          no_timbre: bool, no_samples: bool, max_kbps: float, tags,
                          n_tracks: str = "auto", drums: str = "auto",
-                         lyrics_file: str | None = None):
+                         lyrics_file: str | None = None, no_residual: bool = False):
     """``api.EncodeOptions`` from the values of :func:`_encode_options`."""
     from dataclasses import replace
 
@@ -423,7 +432,7 @@ def _encode_options_from(onset_threshold, frame_threshold, min_note_ms, no_bends
     return api.EncodeOptions(transcribe=replace(api.TranscribeOptions(), **changes),
                              fit_timbre=not no_timbre, samples=not no_samples,
                              kbps=max_kbps, tags=tag_map, tracks=tracks, drums=drums,
-                             lyrics=_read_lyrics(lyrics_file))
+                             lyrics=_read_lyrics(lyrics_file), residual=not no_residual)
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -546,15 +555,17 @@ def encode(paths: tuple[str, ...], force: bool, stems: tuple[str, ...], **option
               help="Output format (default: from OUTPUT's extension; wav for stdout). "
               "opus and mp3 resample to a rate they take (Opus: 48 kHz).")
 @click.option("--program", "programs", multiple=True, metavar="TRACK=GM_PROGRAM",
-              help="Play track TRACK (number from 1, or name) with another GM program.")
+              help="Play track TRACK (number from 1, or name) with another GM program (the "
+              "residual stays as it is).")
 @click.option("--stems", "stems_dir", type=str, default=None, metavar="DIR",
-              help="Also write one file per track into DIR (NN-NAME.EXT, same format).")
+              help="Also write one file per track into DIR (NN-NAME.EXT, same format): the "
+              "pure synthesis of each track (the residual is in the mix only).")
 @_synth_options
 @_verbosity
 def decode(input: str, output: str | None, force: bool, engine: str, device: str,
            soundfont: str | None, sample_rate: int | None, fmt: str | None, programs,
            transpose: int, tempo: float, channels: str, stems_dir: str | None,
-           max_duration: float) -> None:
+           no_residual: bool, max_duration: float) -> None:
     """Decode a .smc container (or - for stdin) into audio (.wav, .flac, .ogg, .opus, .mp3).
 
     OUTPUT defaults to INPUT with the extension .wav; - writes WAV to stdout.
@@ -576,7 +587,7 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
                              programs=prog_map, transpose=transpose, tempo=tempo,
-                             max_duration_s=max_duration or None)
+                             max_duration_s=max_duration or None, residual=not no_residual)
     out_sr = api.output_shape(c, opts)[0]
     progress = _Progress("decode", api.DECODE_STAGES)
     try:
@@ -663,11 +674,12 @@ PLAYERS = (
 @_verbosity
 def play(input: str, player: str | None, engine: str, device: str, soundfont: str | None,
          sample_rate: int | None, programs, transpose: int, tempo: float, channels: str,
-         max_duration: float) -> None:
+         no_residual: bool, max_duration: float) -> None:
     """Play a .smc container (or - for stdin) as it decodes.
 
     The audio starts after the first block (files up to 40 s are rendered whole first, for
-    the exact loudness; longer ones start at once with an estimated loudness gain).
+    the exact loudness; longer ones start at once with an estimated loudness gain; a file
+    with a residual is rendered whole first).
     """
     import shlex
     import shutil
@@ -681,7 +693,7 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,
                              sample_rate=sample_rate, channels=_channels(channels),
                              programs=prog_map, transpose=transpose, tempo=tempo,
-                             max_duration_s=max_duration or None)
+                             max_duration_s=max_duration or None, residual=not no_residual)
     cmd = shlex.split(player) if player else None
     use_sd = False
     if cmd is None:
@@ -978,7 +990,7 @@ def batch_encode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
 def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, scheduler,
                  follow_symlinks: bool, fmt: str, engine: str, device: str, soundfont,
                  sample_rate, transpose: int, tempo: float, channels: str,
-                 max_duration: float) -> None:
+                 no_residual: bool, max_duration: float) -> None:
     """Decode every .smc under SRC_DIR to DST_DIR/**.wav (or --format flac|ogg)."""
     from semcodec import batch
 
@@ -987,7 +999,8 @@ def batch_decode(src_dir: str, dst_dir: str, jobs, force: bool, report_path, sch
     settings = batch.DecodeSettings(engine=engine, device=device, soundfont=soundfont,
                                     sample_rate=sample_rate, fmt=fmt, transpose=transpose,
                                     tempo=tempo, channels=_channels(channels),
-                                    max_duration_s=max_duration or None)
+                                    max_duration_s=max_duration or None,
+                                    residual=not no_residual)
     _run_batch("decode", src_dir, dst_dir, fmt, jobs, force, report_path, scheduler,
                follow_symlinks, decode_settings=settings)
 

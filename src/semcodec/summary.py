@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from semcodec.container import SmcFile, bitrate_kbps, chunk_table, part_sizes, track_sizes
+from semcodec.container import SmcFile, bitrate_kbps, chunk_table, part_sizes, resd, track_sizes
 
 
 def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
@@ -20,7 +20,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     sample_seconds, bytes {score, timbre, samples, total}, kbps, render: how the track is played
     beyond its engine, in words, or None), samples (track from 1, start and duration in s, codec,
     sample_rate, bytes, key), chunks (type, offset, bytes) and parts ({header, score, timbres,
-    samples, oneshots, residual, texts: {bytes, kbps}}, adding up to the file).
+    samples, oneshots, residual, texts: {bytes, kbps}}, adding up to the file), and
+    residual (None, or the RESD grid: bands, period_s, step_db, cells, coded_cells, bytes).
     """
     scor = [ch for ch in chunk_table(data) if ch.type == "SCOR"]  # its payload: less framing
     sizes = track_sizes(c, scor[0].length - 12 if scor else None)
@@ -53,7 +54,18 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
                    for ch in chunk_table(data)],
         "parts": {k: {"bytes": v, "kbps": round(bitrate_kbps(v, c.duration), 4)}
                   for k, v in part_sizes(c, data).items()},
+        "residual": residual_summary(c),
     }
+
+
+def residual_summary(c: SmcFile) -> dict[str, Any] | None:
+    """The RESD chunk's grid in numbers (None when the file has none)."""
+    if not c.residual:
+        return None
+    g = resd.decode(c.residual, c.duration)
+    return {"bands": g.n_bands, "period_s": g.period_s, "step_db": g.step_db,
+            "cells": g.n_bands * len(g.mask[0]), "coded_cells": sum(sum(row) for row in g.mask),
+            "bytes": len(c.residual)}
 
 
 def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
@@ -98,6 +110,11 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
             key = f"  key {s['key']}" if s["key"] is not None else ""
             lines.append(f"  track {s['track']:2d} at {s['start']:8.3f} s  {s['duration']:.3f} s  "
                          f"{s['codec']} {s['sample_rate']} Hz  {s['bytes']} bytes{key}")
+    r = summary.get("residual")
+    if r:
+        lines.append(f"residual   {r['bands']} bands x {r['period_s'] * 1000:g} ms frames, "
+                     f"{r['step_db']:g} dB steps, {r['coded_cells']} of {r['cells']} cells "
+                     f"coded, {r['bytes']} bytes")
     lines.append("parts")
     for k, v in summary["parts"].items():
         lines.append(f"  {k:<9} {v['bytes']:8d} bytes  {v['kbps']:.3f} kbps")

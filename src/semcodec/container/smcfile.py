@@ -22,6 +22,7 @@ from semcodec.container.chunks import (
     _encode_texts,
     _encode_timbres,
 )
+from semcodec.container import resd
 from semcodec.container.framing import _as_bytes, _chunk, _parse_chunks, _parse_preamble
 from semcodec.container.header import _track_object, _validate_header
 from semcodec.container.primitives import _exact_duration, _fail, _is_int, _is_num, _round_float
@@ -33,6 +34,7 @@ from semcodec.container.spec import (
     _RESERVED_KEYS,
     _U32,
     CHUNK_END,
+    CHUNK_RESIDUAL,
     CHUNK_SAMPLE_KEYS,
     CHUNK_SAMPLES,
     CHUNK_SCORE,
@@ -43,6 +45,7 @@ from semcodec.container.spec import (
     FORMAT_MINOR,
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_RENDER,
+    FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
     FORMAT_MINOR_TEMPO_MAP,
     MAGIC,
@@ -151,6 +154,8 @@ class SmcFile:
     texts: dict[str, str] = field(default_factory=dict)
     encoder: str = ""
     extra: dict = field(default_factory=dict)
+    #: The RESD payload (format 1.5; :mod:`semcodec.container.resd`), b"" for none.
+    residual: bytes = b""
 
     # --- writing --------------------------------------------------------------------------
 
@@ -206,7 +211,9 @@ class SmcFile:
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
         rendered = any("render" in t for t in h["tracks"])
         tempo_map = self.score.tempo_map
-        minor = (FORMAT_MINOR_RENDER if rendered
+        if self.residual:
+            resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
+        minor = (FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_RENDER if rendered
                  else FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
                  else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
@@ -224,6 +231,8 @@ class SmcFile:
             parts.append(_chunk(CHUNK_TAGS, _encode_texts(self.texts)))
         if tempo_map is not None:
             parts.append(_chunk(CHUNK_TEMPO_MAP, _encode_tempo_map(tempo_map, duration)))
+        if self.residual:
+            parts.append(_chunk(CHUNK_RESIDUAL, bytes(self.residual)))
         parts.append(_chunk(CHUNK_END, b""))
         return b"".join(parts)
 
@@ -281,6 +290,10 @@ class SmcFile:
         texts = _decode_texts(seen[CHUNK_TAGS]) if CHUNK_TAGS in seen else {}
         tempo_map = (_decode_tempo_map(seen[CHUNK_TEMPO_MAP], duration)
                      if CHUNK_TEMPO_MAP in seen else None)
+        residual = b""
+        if CHUNK_RESIDUAL in seen:
+            residual = bytes(seen[CHUNK_RESIDUAL])
+            resd.decode(residual, duration)  # every rule of the chunk, checked now
         score = Score(
             tracks=tuple(tracks),
             tempo_bpm=hdr.tempo_bpm,
@@ -301,6 +314,7 @@ class SmcFile:
             texts=texts,
             encoder=hdr.encoder,
             extra=hdr.extra,
+            residual=residual,
         )
 
     # --- files ----------------------------------------------------------------------------

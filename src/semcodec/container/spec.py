@@ -18,9 +18,10 @@ CHUNK_SAMPLES = b"SAMP"
 CHUNK_TAGS = b"TAGS"
 CHUNK_SAMPLE_KEYS = b"SKEY"
 CHUNK_TEMPO_MAP = b"BEAT"
+CHUNK_RESIDUAL = b"RESD"
 CHUNK_END = b"END\x00"
 _KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS,
-                 CHUNK_TEMPO_MAP)
+                 CHUNK_TEMPO_MAP, CHUNK_RESIDUAL)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
 #: Minor version written when a track has a stereo position or an engine preference ("pan",
@@ -47,6 +48,8 @@ MAX_ROOM_WET = 4.0
 #: Bounds of a "render" object's "voice" list: numbers (even count) and their range (dB).
 MAX_VOICE_PARAMS = 256
 MAX_VOICE_DB = 120.0
+#: Minor version written when the file has a residual envelope (the RESD chunk).
+FORMAT_MINOR_RESIDUAL = 5
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).

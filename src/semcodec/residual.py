@@ -1,0 +1,588 @@
+"""The residual layer: what the score's synthesis misses, as a coarse band-energy envelope.
+
+The encoder renders what the decoder will produce, measures the band energies of the original
+and of that decode on a coarse grid (``n_bands`` mel-spaced bands x frames of ``period_s``),
+and codes, for the cells where it measurably helps, the original's band level.  The decoder
+measures its own decode on the same grid and, in those cells, adds seeded noise for the energy
+the decode lacks, or attenuates the decode where it is too loud (a band-limited original, an
+over-bright timbre).  Everything here is numpy + the standard library (no torch, librosa or
+scipy), so decoding stays light.
+
+Units and shapes
+----------------
+* audio: float32 ``(n,)`` mono or ``(n, 2)`` stereo, at ``sr`` Hz;
+* levels: integers, the band's mean power per STFT bin in dB divided by ``step_db``
+  (``level * step_db`` dB); ``mask``: bool ``(n_bands, n_frames)``, True where a level is coded;
+* band edges in Hz, mel-spaced (HTK formula) from 0 Hz to half the *original's* sample rate;
+* frames: frame ``t`` covers ``[t * period_s, (t + 1) * period_s)`` seconds of the original
+  (divided by the tempo factor on a tempo-changed decode).
+
+The coded envelope is the ``RESD`` chunk's payload (:mod:`semcodec.container.resd`,
+docs/FORMAT.md section 6c).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from semcodec.container import resd
+
+log = logging.getLogger(__name__)
+
+#: Default grid: 20 mel bands, 100 ms frames, 3 dB steps (see docs/FORMAT.md, "RESD").
+DEFAULT_BANDS = 20
+DEFAULT_PERIOD_S = 0.1
+DEFAULT_STEP_DB = 3.0
+#: Seed of the decoder's noise generator (numpy PCG64).
+NOISE_SEED = 0x5EC0DEC
+#: Deepest attenuation the decoder applies (dB).
+MAX_CUT_DB = 60.0
+#: Analysis STFT at 44.1 kHz: 1024-sample sine windows, hop 512 (scaled with the rate).
+REF_SR = 44100
+REF_N_FFT = 1024
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A coded residual: ``levels`` int ``(n_bands, n_frames)`` (only meaningful where
+    ``mask``), ``mask`` bool of the same shape, frame period (s), quantizer step (dB)."""
+
+    levels: np.ndarray
+    mask: np.ndarray
+    period_s: float
+    step_db: float
+
+    @property
+    def n_bands(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.mask.shape[1])
+
+
+# ------------------------------------------------------------------------------------------
+# grid and STFT
+# ------------------------------------------------------------------------------------------
+
+
+def stft_size(sr: int) -> tuple[int, int]:
+    """(n_fft, hop) of the analysis STFT at ``sr`` Hz: sine windows of ~23 ms (1024 samples at
+    44.1 kHz, a multiple of 64 samples elsewhere), 50 % overlap.  The bins are ~43 Hz wide at
+    every rate, so that band levels mean the same whatever the output rate."""
+    n_fft = max(64, 64 * int(round(REF_N_FFT * sr / REF_SR / 64)))
+    return n_fft, n_fft // 2
+
+
+def _window(n_fft: int) -> np.ndarray:
+    return np.sin(np.pi * (np.arange(n_fft) + 0.5) / n_fft).astype(np.float32)
+
+
+def stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Complex STFT ``(n_frames, n_fft // 2 + 1)`` of mono ``x`` (n,), sine window, divided by
+    the window's sum (a full-scale sine peaks at 0.5 whatever ``n_fft``); the signal is padded
+    by ``hop`` zeros at the start and up to a whole frame at the end; frame ``k`` is centred on
+    sample ``k * hop``."""
+    x = np.asarray(x, np.float32)
+    n_frames = len(x) // hop + 2
+    pad = np.zeros((n_frames + 1) * hop, np.float32)
+    pad[hop:hop + len(x)] = x
+    frames = np.lib.stride_tricks.as_strided(
+        pad, shape=(n_frames, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
+    win = _window(n_fft)
+    spec = np.fft.rfft(frames * (win / np.float32(win.sum())), axis=1)
+    return spec.astype(np.complex64, copy=False)
+
+
+def istft(spec: np.ndarray, n_fft: int, hop: int, n: int) -> np.ndarray:
+    """Inverse of :func:`stft` (overlap-add with the same sine window): float32 ``(n,)``."""
+    win = _window(n_fft)
+    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * (win * win.sum())
+    n_frames = frames.shape[0]
+    out = np.zeros((n_frames + 1) * hop, np.float32)
+    out[:n_frames * hop] += frames[:, :hop].reshape(-1)
+    out[hop:(n_frames + 1) * hop] += frames[:, hop:].reshape(-1)
+    return out[hop:hop + n]
+
+
+def band_edges(n_bands: int, sr_original: int) -> np.ndarray:
+    """``n_bands + 1`` band edges (Hz), equally spaced in mel from 0 to ``sr_original / 2``."""
+    top = 2595.0 * math.log10(1.0 + (sr_original / 2.0) / 700.0)
+    mels = np.linspace(0.0, top, n_bands + 1)
+    return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+
+
+def _bin_bands(edges: np.ndarray, n_fft: int, sr: int) -> np.ndarray:
+    """Band index of every STFT bin (``n_fft // 2 + 1``,), -1 above the last edge."""
+    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
+    idx = np.searchsorted(edges, freqs, side="right") - 1
+    idx[freqs >= edges[-1]] = -1
+    idx[0] = 0
+    # a band narrower than a bin gets the nearest bin, so that no band is empty
+    for b in range(len(edges) - 1):
+        if not np.any(idx == b):
+            centre = 0.5 * (edges[b] + edges[b + 1])
+            k = int(round(centre * n_fft / sr))
+            if k < len(idx):
+                idx[k] = b
+    return idx
+
+
+def _frame_of(n_stft: int, hop: int, sr: int, period_s: float, n_frames: int) -> np.ndarray:
+    """Grid frame of every STFT frame (centre ``k * hop / sr`` seconds), clipped to the grid."""
+    t = np.arange(n_stft) * hop / sr
+    return np.clip((t / period_s).astype(np.int64), 0, n_frames - 1)
+
+
+n_grid_frames = resd.n_frames
+
+
+def band_power(power: np.ndarray, bins: np.ndarray, frames: np.ndarray, n_bands: int,
+               n_frames: int) -> np.ndarray:
+    """Mean of ``power`` ``(n_stft, n_bins)`` over each (band, grid frame) cell:
+    ``(n_bands, n_frames)``; 0 for a cell with no STFT frame.  ``frames`` (n_stft,) must be
+    non-decreasing (it is: grid frames follow time)."""
+    onehot = np.zeros((len(bins), n_bands), np.float32)
+    ok = np.nonzero(bins >= 0)[0]
+    onehot[ok, bins[ok]] = 1.0
+    counts_b = np.maximum(onehot.sum(axis=0), 1.0)
+    per_band = np.asarray(power, np.float32) @ (onehot / counts_b)  # (n_stft, n_bands)
+    counts_t = np.bincount(frames, minlength=n_frames)
+    starts = np.concatenate([[0], np.cumsum(counts_t)[:-1]])
+    cell = np.zeros((n_frames, n_bands), np.float64)
+    have = counts_t > 0
+    cell[have] = np.add.reduceat(per_band.astype(np.float64), starts[have], axis=0)
+    return (cell / np.maximum(counts_t, 1)[:, None]).T
+
+
+# ------------------------------------------------------------------------------------------
+# synthesis (decoder)
+# ------------------------------------------------------------------------------------------
+
+
+class _Plan:
+    """The grid of an envelope laid over a decode of ``n`` samples at ``sr`` Hz."""
+
+    def __init__(self, env: Envelope, sr: int, sr_original: int, n: int, tempo: float) -> None:
+        self.n_fft, self.hop = stft_size(sr)
+        self.n = n
+        n_stft = n // self.hop + 2
+        period = env.period_s / tempo
+        self.bins = _bin_bands(band_edges(env.n_bands, sr_original), self.n_fft, sr)
+        self.frames = _frame_of(n_stft, self.hop, sr, period, env.n_frames)
+
+
+def cell_actions(env: Envelope, decoded_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(noise power per bin, gain in dB), both ``(n_bands, n_frames)``, that bring the
+    decode's band power ``decoded_power`` to the coded levels in the masked cells.
+
+    Where the target exceeds the decode by more than one step, noise of the missing power is
+    added; where it is more than one step below, the decode is attenuated (down to
+    -MAX_CUT_DB); elsewhere, and outside the mask, nothing changes.
+    """
+    target = 10.0 ** (env.levels.astype(np.float64) * env.step_db / 10.0)
+    have = np.maximum(decoded_power, 1e-30)
+    ratio_db = 10.0 * np.log10(np.maximum(target, 1e-30) / have)
+    noise = np.where(env.mask & (ratio_db > env.step_db), target - decoded_power, 0.0)
+    gain = np.where(env.mask & (ratio_db < -env.step_db), np.maximum(ratio_db, -MAX_CUT_DB), 0.0)
+    return np.maximum(noise, 0.0), gain
+
+
+#: STFT frames processed at a time by :func:`apply` (~24 s at 44.1 kHz): memory stays bounded
+#: on long decodes, and the noise of a block depends only on the block's index.
+BLOCK_FRAMES = 2048
+#: Blocks of a mono decode whose spectra are kept between the two passes (~3 min at 44.1 kHz).
+KEEP_BLOCKS = 8
+
+
+def _frames(x: np.ndarray, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+    """Windowed frames ``k0 .. k1-1`` of :func:`stft` (``(k1 - k0, n_fft)`` float32) of mono
+    ``x``, without padding the whole signal: frame ``k`` covers samples
+    ``(k - 1) * hop .. (k + 1) * hop``."""
+    start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+    seg = np.zeros(stop - start, np.float32)
+    lo, hi = max(start, 0), min(stop, len(x))
+    if hi > lo:
+        seg[lo - start:hi - start] = x[lo:hi]
+    frames = np.lib.stride_tricks.as_strided(
+        seg, shape=(k1 - k0, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+    """STFT frames ``k0 .. k1-1`` (as :func:`stft` makes them) of white noise seeded by the
+    block index, divided by their expected magnitude per bin (``|N|²`` is 1 on average)."""
+    rng = np.random.default_rng([NOISE_SEED, block])
+    w = rng.standard_normal((k1 - k0 + 1) * hop, dtype=np.float32)
+    win = _window(n_fft)
+    norm = np.float32(np.sqrt(np.sum(win.astype(np.float64) ** 2)) / np.sum(win))
+    frames = np.lib.stride_tricks.as_strided(
+        w, shape=(k1 - k0, n_fft), strides=(w.strides[0] * hop, w.strides[0]))
+    return np.fft.rfft(frames * (win / np.float32(win.sum() * norm)), axis=1)
+
+
+def _overlap_add(out: np.ndarray, spec: np.ndarray, k0: int, n_fft: int, hop: int) -> None:
+    """Add the inverse of frames ``k0 ..`` (``spec``, as :func:`stft` makes them) into ``out``."""
+    win = _window(n_fft)
+    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * (win * win.sum())
+    m = frames.shape[0]
+    buf = np.zeros((m + 1) * hop, np.float32)
+    buf[:m * hop] += frames[:, :hop].reshape(-1)
+    buf[hop:] += frames[:, hop:].reshape(-1)
+    start = (k0 - 1) * hop
+    lo, hi = max(start, 0), min(start + len(buf), len(out))
+    if hi > lo:
+        out[lo:hi] += buf[lo - start:hi - start]
+
+
+def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
+          tempo: float = 1.0) -> np.ndarray:
+    """``audio`` (the decode, float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz) with the residual:
+    shaped noise where the decode lacks energy, attenuation where it has too much.
+
+    The grid follows a tempo change (``tempo`` > 1: frames ``period_s / tempo`` long); band
+    edges are those of the original (``sr_original``), so bands above ``sr / 2`` are dropped.
+    Stereo: the cells are measured on the downmix ``(left + right) / 2``; both channels get
+    the same gains and the same noise (the noise sits in the centre).  Works BLOCK_FRAMES
+    STFT frames at a time: besides the input, memory holds the output and one block.
+    """
+    audio = np.asarray(audio, np.float32)
+    if not np.any(env.mask) or audio.shape[0] == 0:
+        return audio
+    n = audio.shape[0]
+    plan = _Plan(env, sr, sr_original, n, tempo)
+    n_fft, hop = plan.n_fft, plan.hop
+    n_stft = len(plan.frames)
+    mono = audio if audio.ndim == 1 else audio.mean(axis=1)
+    blocks = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
+    # pass 1: the decode's mean power per cell
+    onehot = np.zeros((len(plan.bins), env.n_bands), np.float32)
+    ok = np.nonzero(plan.bins >= 0)[0]
+    onehot[ok, plan.bins[ok]] = 1.0
+    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    per_frame = np.empty((n_stft, env.n_bands), np.float32)
+    # a short mono decode keeps its spectra for pass 2 (no second FFT)
+    kept: list[np.ndarray] | None = [] if audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS else None
+    for k0, k1 in blocks:
+        spec = np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1)
+        per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
+        if kept is not None:
+            kept.append(spec)
+    gain_cell, amp_cell = _cell_gains(env, _cell_means(per_frame, plan.frames, env.n_frames))
+    if gain_cell is None and amp_cell is None:
+        return audio
+    bins = np.where(plan.bins >= 0, plan.bins, env.n_bands)  # a spare row: above the top band
+    channels = [mono] if audio.ndim == 1 else [audio[:, ch] for ch in range(audio.shape[1])]
+    outs = [np.zeros(n, np.float32) for _ in channels]
+    # pass 2: gains and noise, block by block
+    for j, (k0, k1) in enumerate(blocks):
+        cells = plan.frames[k0:k1]
+        gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
+        add = (_noise_block(j, k0, k1, n_fft, hop) * amp_cell[:, cells][bins].T
+               if amp_cell is not None else None)
+        for x, out in zip(channels, outs):
+            spec = kept[j] if kept is not None else np.fft.rfft(_frames(x, k0, k1, n_fft, hop),
+                                                                axis=1)
+            if gain is not None:
+                spec *= gain
+            if add is not None:
+                spec += add
+            _overlap_add(out, spec, k0, n_fft, hop)
+    return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
+
+
+def _cell_means(per_frame: np.ndarray, frames: np.ndarray, n_frames: int) -> np.ndarray:
+    """``(n_bands, n_frames)`` means of ``per_frame`` ``(n_stft, n_bands)`` over each grid
+    frame's STFT frames (``frames`` non-decreasing); 0 for a frame with none."""
+    counts = np.bincount(frames, minlength=n_frames)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    cell = np.zeros((n_frames, per_frame.shape[1]), np.float64)
+    have = counts > 0
+    cell[have] = np.add.reduceat(per_frame.astype(np.float64), starts[have], axis=0)
+    return (cell / np.maximum(counts, 1)[:, None]).T
+
+
+def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(linear gain, noise magnitude per bin) per cell, each ``(n_bands + 1, n_frames)``
+    float32 with a last row for the bins above the top band (gain 1, no noise); None when no
+    cell is cut, or none is filled."""
+    noise, gain_db = cell_actions(env, dec)
+    gain = amp = None
+    if np.any(gain_db < 0):
+        gain = np.vstack([10.0 ** (gain_db / 20.0), np.ones((1, env.n_frames))]).astype(np.float32)
+    if np.any(noise > 0):
+        amp = np.vstack([np.sqrt(noise), np.zeros((1, env.n_frames))]).astype(np.float32)
+    return gain, amp
+
+
+
+# ------------------------------------------------------------------------------------------
+# analysis (encoder)
+# ------------------------------------------------------------------------------------------
+
+
+#: The encoder's judge: the multi-resolution log-mel distance of the benchmark
+#: (bench/metrics.py): Hann STFTs of JUDGE_N_FFTS (at 44.1 kHz, scaled with the rate; hop
+#: n_fft / 4), JUDGE_MELS Slaney mel bands of the magnitude, log10 floored at JUDGE_FLOOR.
+JUDGE_N_FFTS = (1024, 2048, 4096)
+JUDGE_MELS = 128
+JUDGE_FLOOR = 1e-5
+
+
+class _Judge:
+    """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
+        import librosa  # noqa: PLC0415 - the encoder only: decoding must not import librosa
+
+        self.sr = sr
+        self.res = []
+        for ref in JUDGE_N_FFTS:
+            n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
+            hop = n_fft // 4
+            window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+            mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
+            centres = librosa.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
+            lx = self._logmel(x, n_fft, hop, window, mel)
+            ly = self._logmel(y, n_fft, hop, window, mel)
+            # each resolution counts as the mean over its frames and mel bands (the metric)
+            weight = 1.0 / (lx.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
+            self.res.append((n_fft, hop, window, mel, centres, lx, np.abs(lx - ly), weight))
+
+    @staticmethod
+    def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
+                mel: np.ndarray) -> np.ndarray:
+        pad = np.pad(np.asarray(v, np.float32), n_fft // 2)
+        n = 1 + (len(pad) - n_fft) // hop
+        frames = np.lib.stride_tricks.as_strided(
+            pad, shape=(n, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
+        mag = np.abs(np.fft.rfft(frames * window, axis=1))
+        return np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+
+    def benefit(self, z: np.ndarray, edges: np.ndarray, period_s: float,
+                n_frames: int) -> np.ndarray:
+        """``(n_bands, n_frames)``: the distance of the decode minus that of ``z``, split over
+        the cells of the grid (band ``edges`` in Hz, frames of ``period_s``); a positive cell
+        brings ``z`` closer to the original than the decode."""
+        n_bands = len(edges) - 1
+        out = np.zeros((n_bands, n_frames))
+        for n_fft, hop, window, mel, centres, lx, base, weight in self.res:
+            band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, n_bands - 1)
+            frames = np.clip((np.arange(lx.shape[0]) * hop / self.sr / period_s).astype(np.int64),
+                             0, n_frames - 1)
+            diff = base - np.abs(lx - self._logmel(z, n_fft, hop, window, mel))
+            onehot = np.zeros((JUDGE_MELS, n_bands), np.float32)
+            onehot[np.arange(JUDGE_MELS), band] = 1.0
+            per_band = diff @ onehot  # (frames, n_bands)
+            counts = np.bincount(frames, minlength=n_frames)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            have = counts > 0
+            cell = np.zeros((n_frames, n_bands))
+            cell[have] = np.add.reduceat(per_band.astype(np.float64), starts[have], axis=0)
+            out += cell.T * weight
+        return out
+
+
+@dataclass
+class Analysis:
+    """What the encoder measured: ``levels`` int ``(n_bands, n_frames)`` (the original's band
+    levels in steps), ``benefit`` float ``(n_bands, n_frames)`` (how much coding the cell
+    lowers the log-mel distance, summed over its fine-mel bins and STFT frames; <= 0: it does
+    not help), and the grid parameters."""
+
+    levels: np.ndarray
+    benefit: np.ndarray
+    period_s: float
+    step_db: float
+
+    def envelope(self, mask: np.ndarray) -> Envelope:
+        return Envelope(levels=np.where(mask, self.levels, 0), mask=mask.copy(),
+                        period_s=self.period_s, step_db=self.step_db)
+
+
+def _mono(audio: np.ndarray) -> np.ndarray:
+    a = np.asarray(audio, np.float32)
+    return a if a.ndim == 1 else a.mean(axis=1)
+
+
+def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
+            n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
+            step_db: float = DEFAULT_STEP_DB, passes: int = 4,
+            judge: "_Judge | None" = None) -> Analysis:
+    """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
+    ``sr`` Hz, same length; stereo is measured on the downmix).
+
+    Analysis by synthesis: the decode is rendered with the levels of every cell exactly as
+    :func:`apply` renders it (same noise), and a cell's benefit is how much that lowers the
+    benchmark's multi-resolution log-mel distance to the original within the cell
+    (:class:`_Judge`).  Each further pass (up to ``passes``) renders with the cells that
+    helped only and drops those that no longer do, so that a cell's neighbours are as they
+    will be.
+    """
+    x, y = _mono(original), _mono(decoded)
+    n = min(len(x), len(y))
+    x, y = x[:n], y[:n]
+    n_frames = n_grid_frames(n / sr, period_s)
+    shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
+                     mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
+    plan = _Plan(shell, sr, sr, n, 1.0)
+    px = band_power(np.abs(stft(x, plan.n_fft, plan.hop)) ** 2, plan.bins, plan.frames,
+                    n_bands, n_frames)
+    lo, hi = resd.level_range(step_db)
+    db = 10.0 * np.log10(np.maximum(px, 1e-30))
+    levels = np.clip(np.round(db / step_db), lo, hi).astype(np.int64)
+    judge = judge or _Judge(x, y, sr)
+    edges = band_edges(n_bands, sr)
+    mask = np.ones((n_bands, n_frames), bool)
+    benefit = np.zeros((n_bands, n_frames))
+    for _ in range(max(1, passes)):
+        env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
+        benefit = judge.benefit(apply(y, sr, env, sr), edges, period_s, n_frames)
+        keep = mask & (benefit > 0)
+        if np.array_equal(keep, mask):
+            break
+        mask = keep
+        if not np.any(mask):
+            break
+    return Analysis(levels=levels, benefit=np.where(mask, benefit, 0.0), period_s=period_s,
+                    step_db=step_db)
+
+
+# ------------------------------------------------------------------------------------------
+# coding
+# ------------------------------------------------------------------------------------------
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    """The RESD payload of ``env`` (:func:`semcodec.resd.encode`)."""
+    levels = np.where(env.mask, env.levels, 0).astype(np.int64)
+    return resd.encode(resd.Grid(env.n_bands, env.period_s, env.step_db, levels.tolist(),
+                                 env.mask.astype(bool).tolist()))
+
+
+def decode_envelope(payload: bytes, duration_s: float) -> Envelope:
+    """Parse a RESD payload for a clip of ``duration_s`` seconds (ContainerError if invalid)."""
+    g = resd.decode(payload, duration_s)
+    return Envelope(levels=np.asarray(g.levels, np.int64).reshape(g.n_bands, -1),
+                    mask=np.asarray(g.mask, bool).reshape(g.n_bands, -1),
+                    period_s=g.period_s, step_db=g.step_db)
+
+
+#: Grids the encoder tries, finest first: (bands, frame period s).  With the 3 dB step, the
+#: one whose cells within the byte budget lower the distance most is kept.
+GRIDS = ((DEFAULT_BANDS, 0.05), (DEFAULT_BANDS, DEFAULT_PERIOD_S), (DEFAULT_BANDS, 0.2),
+         (12, 0.4))
+
+
+def _within(a: Analysis, max_bytes: int | None) -> tuple[bytes, bool]:
+    """(payload, complete) of the most beneficial cells of ``a`` whose payload fits
+    ``max_bytes`` (b"" when none fits); ``complete``: every cell that helps is in it."""
+    mask = a.benefit > 0
+    if not np.any(mask):
+        return b"", True
+    data = encode_envelope(a.envelope(mask))
+    if max_bytes is None or len(data) <= max_bytes:
+        return data, True
+    order = np.argsort(-a.benefit, axis=None)
+    k_lo, k_hi = 0, int(mask.sum())  # k_lo cells fit, k_hi do not
+    best = b""
+    while k_hi - k_lo > max(1, k_hi // 50):
+        k = (k_lo + k_hi) // 2
+        m = np.zeros(a.benefit.size, bool)
+        m[order[:k]] = True
+        trial = encode_envelope(a.envelope(m.reshape(a.benefit.shape)))
+        if len(trial) <= max_bytes:
+            k_lo, best = k, trial
+        else:
+            k_hi = k
+    return best, False
+
+
+class ResidualCoder:
+    """Codes the residual of one decode within byte budgets, and measures what a payload buys.
+
+    ``original`` and ``decoded`` (what the decoder plays without the residual): float32 ``(n,)``
+    or ``(n, 2)`` at ``sr`` Hz, the same length (stereo is measured on the downmix).  The
+    analyses are made once per grid and reused by every :meth:`code` call, so a budget
+    allocator may ask for several sizes.  Benefits are in units of the benchmark's mel
+    distance (``bench/metrics.py``): how much lower the distance to the original is when the
+    decoder plays the payload.
+    """
+
+    def __init__(self, original: np.ndarray, decoded: np.ndarray, sr: int, *,
+                 grids: tuple[tuple[int, float], ...] = GRIDS,
+                 step_db: float = DEFAULT_STEP_DB) -> None:
+        x, y = _mono(original), _mono(decoded)
+        n = min(len(x), len(y))
+        self.x, self.y, self.sr, self.n = x[:n], y[:n], sr, n
+        self.grids, self.step_db = tuple(grids), step_db
+        self._judge: _Judge | None = None
+        self._analyses: dict[tuple[int, float], Analysis] = {}
+
+    @property
+    def judge(self) -> "_Judge":
+        if self._judge is None:
+            self._judge = _Judge(self.x, self.y, self.sr)
+        return self._judge
+
+    def analysis(self, n_bands: int, period_s: float) -> Analysis:
+        """The (cached) :func:`analyse` of one grid."""
+        key = (n_bands, period_s)
+        if key not in self._analyses:
+            self._analyses[key] = analyse(self.x, self.y, self.sr, n_bands=n_bands,
+                                          period_s=period_s, step_db=self.step_db,
+                                          judge=self.judge)
+        return self._analyses[key]
+
+    def benefit(self, payload: bytes) -> float:
+        """How much lower the mel distance to the original is when the decoder plays
+        ``payload`` (0 for b"")."""
+        if not payload:
+            return 0.0
+        env = decode_envelope(payload, self.n / self.sr)
+        z = apply(self.y, self.sr, env, self.sr)
+        return float(self.judge.benefit(z, band_edges(env.n_bands, self.sr), env.period_s,
+                                        env.n_frames).sum())
+
+    def code(self, max_bytes: int | None = None) -> bytes:
+        """The most beneficial payload of at most ``max_bytes`` bytes (None: no limit); b""
+        when nothing helps or nothing fits.  Each grid (finest first) keeps its most
+        beneficial cells that fit; the grid whose payload, as the decoder plays it, lowers the
+        distance most wins (so a small budget gets a coarser grid).  Once a grid fits whole,
+        the coarser ones are not tried."""
+        if self.n == 0 or (max_bytes is not None and max_bytes < resd.HEAD_BYTES + 4):
+            return b""
+        best, best_gain = b"", 0.0
+        for n_bands, period in self.grids:
+            data, complete = _within(self.analysis(n_bands, period), max_bytes)
+            gain = self.benefit(data)
+            log.debug("residual grid %d bands x %.2f s: %d bytes, distance lowered by %.4f",
+                      n_bands, period, len(data), gain)
+            if data and gain > best_gain:
+                best, best_gain = data, gain
+            if complete:
+                break  # all of this grid fits: the coarser grids that follow cannot do better
+        return best
+
+
+def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
+                    max_bytes: int | None = None, *,
+                    grids: tuple[tuple[int, float], ...] = GRIDS,
+                    step_db: float = DEFAULT_STEP_DB) -> bytes:
+    """The RESD payload for ``decoded`` (what the decoder plays without the residual) against
+    ``original`` (float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz, same length), at most
+    ``max_bytes`` long (None: no limit); b"" when nothing helps or nothing fits.
+    Shortcut for ``ResidualCoder(original, decoded, sr).code(max_bytes)``.
+    """
+    return ResidualCoder(original, decoded, sr, grids=grids, step_db=step_db).code(max_bytes)
+
+
+def apply_payload(audio: np.ndarray, sr: int, payload: bytes, duration_s: float,
+                  sr_original: int, tempo: float = 1.0) -> np.ndarray:
+    """:func:`apply` of a RESD payload to a decode (ContainerError if the payload is invalid)."""
+    return apply(audio, sr, decode_envelope(payload, duration_s), sr_original, tempo)

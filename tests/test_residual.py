@@ -1,0 +1,368 @@
+"""The residual layer: coding, budget, analysis by synthesis, synthesis (semcodec.residual,
+semcodec.resd)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from semcodec import residual
+from semcodec.container import resd
+from semcodec.errors import ContainerError
+
+SR = 22050
+
+
+def _tone(seconds: float, hz: float = 440.0, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _burst(n: int, start_s: float, end_s: float, amp: float = 0.1, seed: int = 1) -> np.ndarray:
+    out = np.zeros(n, np.float32)
+    a, b = int(start_s * SR), int(end_s * SR)
+    out[a:b] = amp * np.random.default_rng(seed).standard_normal(b - a).astype(np.float32)
+    return out
+
+
+def _band_db(x: np.ndarray, lo_hz: float, hi_hz: float, t0: float, t1: float) -> float:
+    """Mean power (dB) of ``x`` between lo_hz..hi_hz and t0..t1 s."""
+    seg = x[int(t0 * SR):int(t1 * SR)]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2
+    f = np.fft.rfftfreq(len(seg), 1 / SR)
+    return float(10 * np.log10(np.mean(spec[(f >= lo_hz) & (f < hi_hz)]) + 1e-20))
+
+
+def _random_grid(rng, n_bands=12, frames=37, step=3.0) -> resd.Grid:
+    lo, hi = resd.level_range(step)
+    mask = rng.random((n_bands, frames)) < 0.6
+    levels = np.where(mask, rng.integers(-40, 5, (n_bands, frames)), 0)
+    levels[0, 0], mask[0, 0] = lo, True  # extremes take the escape path
+    levels[1, 0], mask[1, 0] = hi, True
+    return resd.Grid(n_bands, 0.1, step, levels.tolist(), mask.tolist())
+
+
+def test_coding_round_trip_is_exact():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        g = _random_grid(rng)
+        back = resd.decode(resd.encode(g), duration_s=3.65)
+        assert back.levels == g.levels and back.mask == g.mask
+        assert (back.n_bands, back.period_s, back.step_db) == (12, 0.1, 3.0)
+
+
+def test_empty_mask_codes_to_a_few_bytes():
+    g = resd.Grid(20, 0.1, 3.0, [[0] * 300 for _ in range(20)], [[False] * 300 for _ in range(20)])
+    data = resd.encode(g)
+    assert len(data) < 40  # 6000 cells
+    assert resd.decode(data, 30.0).mask == g.mask
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d[:-1],                                  # truncated
+    lambda d: d + b"\x00",                             # trailing byte
+    lambda d: bytes([3]) + d[1:],                      # too few bands
+    lambda d: bytes([d[0], 0]) + d[2:],                # zero frame period
+    lambda d: bytes([d[0], d[1], 99]) + d[3:],         # step out of range
+    lambda d: d[:3] + b"\x01" + d[4:],                 # unknown flags
+    lambda d: d[:4],                                   # no range code
+])
+def test_corrupt_payload_is_rejected(mutate):
+    data = resd.encode(_random_grid(np.random.default_rng(1)))
+    with pytest.raises(ContainerError):
+        resd.decode(mutate(data), duration_s=3.65)
+
+
+def test_flipped_bits_never_escape_as_other_errors():
+    data = bytearray(resd.encode(_random_grid(np.random.default_rng(2))))
+    rejected = 0
+    for i in range(4, len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x5A
+        try:
+            resd.decode(bytes(bad), duration_s=3.65)
+        except ContainerError:
+            rejected += 1
+    assert rejected >= (len(data) - 4) // 2  # most corruptions are caught by the code itself
+
+
+def test_oversized_payload_and_grid_are_rejected():
+    with pytest.raises(ContainerError, match="cap"):
+        resd.decode(bytes([8, 10, 6, 0]) + b"\x00" * resd.MAX_PAYLOAD_BYTES, 10.0)
+    with pytest.raises(ContainerError, match="cells"):
+        resd.decode(bytes([32, 2, 6, 0, 0, 0, 0, 0]), duration_s=10.0 ** 8)
+
+
+def test_budget_is_respected():
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, amp=0.05)
+    y = _tone(3.0)
+    coder = residual.ResidualCoder(x, y, SR)
+    full = coder.code()
+    assert len(full) > 40 and coder.benefit(full) > 0
+    gains = []
+    for budget in (len(full) - 1, len(full) // 2, 25, 5):
+        data = coder.code(max_bytes=budget)
+        assert len(data) <= budget
+        if data:
+            residual.decode_envelope(data, 3.0)
+        gains.append(coder.benefit(data))
+    assert gains[0] >= gains[2] > 0 and gains[-1] == 0.0  # more bytes buy more
+
+
+def test_noise_fill_restores_a_missed_noise_burst():
+    n = 3 * SR
+    x = _tone(3.0) + _burst(n, 1.0, 2.0, amp=0.05)
+    y = _tone(3.0)  # the score's synthesis: the burst is missing
+    data = residual.encode_residual(x, y, SR)
+    z = residual.apply_payload(y, SR, data, 3.0, SR)
+    for lo, hi in ((2000, 4000), (5000, 9000)):
+        err_before = abs(_band_db(x, lo, hi, 1.2, 1.8) - _band_db(y, lo, hi, 1.2, 1.8))
+        err_after = abs(_band_db(x, lo, hi, 1.2, 1.8) - _band_db(z, lo, hi, 1.2, 1.8))
+        assert err_before > 20 and err_after < 4
+    # outside the burst the tone is left as it was
+    assert np.allclose(z[:int(0.7 * SR)], y[:int(0.7 * SR)], atol=1e-3)
+
+
+def test_no_fill_where_the_decode_already_matches():
+    x = _tone(2.0) + _tone(2.0, 1320.0, 0.1)
+    assert residual.encode_residual(x, x.copy(), SR) == b""
+    env = residual.analyse(x, x, SR)
+    assert not np.any(env.benefit > 0)
+
+
+def test_tonal_decode_is_not_washed_out():
+    # the decode's tone sits one semitone off: whatever the residual does must not make the
+    # decode farther from the original, nor bury the tone in noise
+    from bench.metrics import mel_distance
+
+    x = _tone(2.0, 440.0) + _tone(2.0, 1760.0, 0.05)
+    y = _tone(2.0, 466.16) + _tone(2.0, 1864.7, 0.05)
+    data = residual.encode_residual(x, y, SR)
+    z = residual.apply_payload(y, SR, data, 2.0, SR) if data else y
+    assert mel_distance(x, z, SR) <= mel_distance(x, y, SR) + 1e-3
+    assert np.sum((z - y) ** 2) < 0.1 * np.sum(y ** 2)
+
+
+def test_attenuates_above_a_band_limited_original():
+    rng = np.random.default_rng(3)
+    bright = rng.standard_normal(2 * SR).astype(np.float32) * 0.1
+    spec = np.fft.rfft(bright)
+    spec[np.fft.rfftfreq(len(bright), 1 / SR) > 4000] = 0
+    dull = np.fft.irfft(spec, len(bright)).astype(np.float32)  # the original, low-passed
+    data = residual.encode_residual(dull, bright, SR)
+    z = residual.apply_payload(bright, SR, data, 2.0, SR)
+    above_before = _band_db(bright, 6000, 10000, 0.3, 1.7)
+    above_after = _band_db(z, 6000, 10000, 0.3, 1.7)
+    assert above_before - above_after > 30
+    # below the cut-off the decode is kept
+    assert abs(_band_db(z, 500, 3000, 0.3, 1.7) - _band_db(bright, 500, 3000, 0.3, 1.7)) < 1.5
+
+
+def test_envelope_follows_a_tempo_change():
+    n = 4 * SR
+    x = _tone(4.0) + _burst(n, 2.0, 3.0, amp=0.05)
+    y = _tone(4.0)
+    data = residual.encode_residual(x, y, SR)
+    fast = _tone(2.0)  # the decode at tempo 2: half as long
+    z = residual.apply_payload(fast, SR, data, 4.0, SR, tempo=2.0)
+    assert len(z) == len(fast)
+    burst = _band_db(z, 3000, 8000, 1.05, 1.45)
+    before = _band_db(z, 3000, 8000, 0.2, 0.8)
+    assert burst - before > 20  # the burst sits at 1.0..1.5 s of the faster decode
+
+
+def test_stereo_gets_the_same_gains_and_noise_in_both_channels():
+    n = 2 * SR
+    x = _tone(2.0) + _burst(n, 0.5, 1.5, amp=0.05)
+    y = _tone(2.0)
+    data = residual.encode_residual(x, y, SR)
+    stereo = np.stack([y * 0.5, y * 1.5], axis=1)
+    z = residual.apply_payload(stereo, SR, data, 2.0, SR)
+    assert z.shape == stereo.shape
+    mono = residual.apply_payload(y, SR, data, 2.0, SR)
+    assert np.allclose(z.mean(axis=1), mono, atol=1e-4)
+
+
+def test_synthesis_is_deterministic_and_keeps_the_length():
+    x = _tone(1.5) + _burst(int(1.5 * SR), 0.2, 1.2, amp=0.05)
+    y = _tone(1.5)
+    data = residual.encode_residual(x, y, SR)
+    a = residual.apply_payload(y, SR, data, 1.5, SR)
+    b = residual.apply_payload(y, SR, data, 1.5, SR)
+    assert np.array_equal(a, b) and a.dtype == np.float32 and len(a) == len(y)
+    # another output rate: the bands are the original's, the length the decode's
+    y2 = _tone(1.5)[::2].copy()
+    assert len(residual.apply_payload(y2, SR // 2, data, 1.5, SR)) == len(y2)
+
+
+def test_stft_round_trip():
+    x = np.random.default_rng(4).standard_normal(5000).astype(np.float32)
+    n_fft, hop = residual.stft_size(SR)
+    back = residual.istft(residual.stft(x, n_fft, hop), n_fft, hop, len(x))
+    assert np.allclose(back, x, atol=1e-4)
+
+
+# --- the RESD chunk in the container ---------------------------------------------------------
+
+
+def _small_file(residual_payload: bytes = b""):
+    from semcodec.container import SmcFile
+    from semcodec.events import Note, Score, Track
+
+    score = Score(tracks=(Track("lead", 0, False, (Note(0.1, 0.9, 60, 100),)),))
+    return SmcFile(duration=3.65, sample_rate=SR, n_samples=int(round(3.65 * SR)),
+                   loudness_lufs=-20.0, score=score, residual=residual_payload)
+
+
+def test_chunk_round_trip_and_minor_version():
+    from semcodec.container import SmcFile, chunk_table
+
+    payload = resd.encode(_random_grid(np.random.default_rng(5)))
+    data = _small_file(payload).to_bytes()
+    assert data[4:6] == b"\x01\x05"
+    assert "RESD" in [c.type for c in chunk_table(data)]
+    assert SmcFile.from_bytes(data).residual == payload
+    plain = _small_file().to_bytes()
+    assert b"RESD" not in plain and plain[4:6] == b"\x01\x00"
+    assert SmcFile.from_bytes(plain).residual == b""
+
+
+def test_corrupt_or_oversized_chunk_rejected_on_read_and_write():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from smc_bytes import build, split
+
+    from semcodec.container import SmcFile
+
+    payload = resd.encode(_random_grid(np.random.default_rng(6)))
+    header, chunks = split(_small_file(payload).to_bytes())
+    for bad in (payload[:-2], payload + b"\x00", bytes([40]) + payload[1:],
+                bytes([8, 10, 6, 0]) + b"\x00" * resd.MAX_PAYLOAD_BYTES):
+        crafted = build(header, [(t, bad if t == b"RESD" else p) for t, p in chunks], minor=5)
+        with pytest.raises(ContainerError, match="RESD"):
+            SmcFile.from_bytes(crafted)
+    with pytest.raises(ContainerError, match="RESD"):
+        _small_file(payload[:-2]).to_bytes()
+    dup = build(header, chunks + [(b"RESD", payload)], minor=5)
+    with pytest.raises(ContainerError, match="duplicate RESD"):
+        SmcFile.from_bytes(dup)
+
+
+def test_decode_with_and_without_residual(monkeypatch):
+    from semcodec import api
+
+    calls = []
+
+    class FakeEngine:  # a fixed tone: the test is about the residual, not the synthesis
+        name = "fluidsynth"
+
+        def render(self, score, sr, n, **edits):
+            calls.append(edits["tempo"])
+            return _tone(n / sr)[:n] if sr == SR else np.zeros(n, np.float32)
+
+    monkeypatch.setattr(api, "make_engine", lambda *a, **k: FakeEngine())
+    c = _small_file()
+    pure, sr = api.decode(c)
+    assert sr == SR
+    x = pure + _burst(len(pure), 1.0, 2.0, amp=0.05)
+    c.residual = residual.encode_residual(x, pure, SR)
+    assert c.residual
+    with_res, _ = api.decode(c)
+    without, _ = api.decode(c, residual=False)
+    assert np.array_equal(without, pure)
+    assert _band_db(with_res, 3000, 8000, 1.2, 1.8) - _band_db(without, 3000, 8000, 1.2, 1.8) > 20
+    fast, _ = api.decode(c, tempo=2.0)
+    assert len(fast) == len(pure) // 2 or abs(len(fast) - len(pure) / 2) <= 1
+    mix, _, tracks = api.decode_tracks(c)
+    assert np.allclose(mix, with_res, atol=1e-5) and np.allclose(tracks[0][1], pure, atol=1e-5)
+
+
+def test_encoder_spends_only_what_the_budget_leaves():
+    from semcodec import api
+
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, amp=0.08)
+    c = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False, kbps=2.0))
+    assert c.residual and c.bitrate_kbps <= 2.0
+    # the same score with a tighter target: nothing left for a residual
+    assert api._bytes_left(replace(c, residual=b""), 0.3) < 0
+    off = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False,
+                                                     kbps=2.0, residual=False))
+    assert not off.residual and off.score == c.score
+
+
+def test_levels_mean_the_same_at_another_output_rate():
+    x = _tone(2.0) + _burst(2 * SR, 0.5, 1.5, amp=0.05)
+    y = _tone(2.0)
+    data = residual.encode_residual(x, y, SR)
+    half = SR // 2
+    t = np.arange(2 * half) / half
+    y_half = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)  # the decode at SR / 2
+    z_full = residual.apply_payload(y, SR, data, 2.0, SR)
+    z_half = residual.apply_payload(y_half, half, data, 2.0, SR)
+
+    def level(v, sr):
+        seg = v[int(0.7 * sr):int(1.3 * sr)]
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2 / len(seg)
+        f = np.fft.rfftfreq(len(seg), 1 / sr)
+        return 10 * np.log10(np.mean(spec[(f >= 2000) & (f < 4500)]) / sr)
+
+    assert abs(level(z_full, SR) - level(z_half, half)) < 1.5
+
+
+def test_cli_decode_no_residual_and_info(tmp_path):
+    import json
+
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from semcodec.cli import cli
+
+    c = _small_file()
+    x = _tone(3.65) + _burst(len(_tone(3.65)), 1.0, 2.0, amp=0.05)
+    c.residual = residual.encode_residual(x, _tone(3.65), SR)
+    smc = tmp_path / "r.smc"
+    c.save(smc)
+    runner = CliRunner()
+    for args, name in (([], "res.wav"), (["--no-residual"], "pure.wav")):
+        r = runner.invoke(cli, ["decode", "-q", "--engine", "fluidsynth", *args, str(smc),
+                                str(tmp_path / name)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    res, _ = sf.read(tmp_path / "res.wav", dtype="float32")
+    pure, _ = sf.read(tmp_path / "pure.wav", dtype="float32")
+    assert _band_db(res, 3000, 8000, 1.2, 1.8) - _band_db(pure, 3000, 8000, 1.2, 1.8) > 10
+    r = runner.invoke(cli, ["info", "--json", str(smc)], catch_exceptions=False)
+    info = json.loads(r.output)
+    assert info["residual"]["bytes"] == len(c.residual) and info["residual"]["bands"] >= 4
+    assert "RESD" in [ch["type"] for ch in info["chunks"]]
+
+
+def test_blocks_do_not_show(monkeypatch):
+    # attenuation only: the output cannot depend on how the decode is cut into blocks
+    rng = np.random.default_rng(7)
+    bright = rng.standard_normal(2 * SR).astype(np.float32) * 0.1
+    spec = np.fft.rfft(bright)
+    spec[np.fft.rfftfreq(len(bright), 1 / SR) > 4000] = 0
+    dull = np.fft.irfft(spec, len(bright)).astype(np.float32)
+    env = residual.decode_envelope(residual.encode_residual(dull, bright, SR), 2.0)
+    whole = residual.apply(bright, SR, env, SR)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 7)
+    assert np.allclose(residual.apply(bright, SR, env, SR), whole, atol=1e-5)
+    # unchanged cells pass through exactly (perfect reconstruction)
+    none = residual.Envelope(env.levels, np.zeros_like(env.mask), env.period_s, env.step_db)
+    assert np.array_equal(residual.apply(bright, SR, none, SR), bright)
+
+
+def test_a_file_without_notes_decodes_its_residual():
+    # noise the transcriber finds no notes in: the residual is all the decode has
+    from semcodec import api
+
+    x = _burst(3 * SR, 0.0, 3.0, amp=0.1, seed=9)
+    c = api.encode(x, SR, options=api.EncodeOptions(fit_timbre=False, samples=False))
+    assert c.score.n_notes == 0 and c.residual and c.bitrate_kbps <= 1.0
+    out, _ = api.decode(c)
+    assert np.sqrt(np.mean(out ** 2)) > 0.02
+    assert not np.any(api.decode(c, residual=False)[0])
