@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import click
 
 from semcodec import __version__
+from semcodec.container.spec import FORMAT_MAJOR, FORMAT_MINOR_LATEST
 from semcodec.constants import (
     DEFAULT_MAX_DECODE_S,
     MAX_SAMPLE_RATE,
@@ -474,7 +475,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="semcodec",
-                      message="%(prog)s %(version)s (.smc format 1.2)")
+                      message=f"%(prog)s %(version)s (.smc format {FORMAT_MAJOR}.{FORMAT_MINOR_LATEST})")
 @_verbosity
 def cli() -> None:
     """semcodec — a semantic music codec.

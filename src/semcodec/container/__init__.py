@@ -44,6 +44,7 @@ from semcodec.container.spec import (
     END_SLACK_S,
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    FORMAT_MINOR_LATEST,
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
@@ -71,6 +72,7 @@ Container = SmcFile
 __all__ = [
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
+    "FORMAT_MINOR_LATEST",
     "FORMAT_MINOR_SAMPLE_KEYS",
     "FORMAT_MINOR_PAN",
     "FORMAT_MINOR_TEMPO_MAP",

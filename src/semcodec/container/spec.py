@@ -50,6 +50,8 @@ MAX_VOICE_PARAMS = 256
 MAX_VOICE_DB = 120.0
 #: Minor version written when the file has a residual envelope (the RESD chunk).
 FORMAT_MINOR_RESIDUAL = 5
+#: The newest minor version this reader and writer know (``--version`` names it).
+FORMAT_MINOR_LATEST = FORMAT_MINOR_RESIDUAL
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).
