@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from semcodec.api import DecodeOptions, output_shape
+from semcodec.decoder import DecodeOptions, output_shape
 from semcodec.container import bitrate_kbps
 from semcodec.errors import InputError, OutputError, SemcodecError, UsageError
 from semcodec.runtime import configure_logging, usable_cpus
