@@ -430,7 +430,6 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
                file_progress: FileProgress | None = None) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
     # biggest files first: the long ones do not end up alone at the end
@@ -482,31 +481,45 @@ def _run_local(plan: BatchPlan, todo: list[Job], jobs: int, args: _TaskArgs,
                 poll(list(inflight.values()))
                 for fut in done:
                     job, alone = inflight.pop(fut)
-                    exc = fut.exception()
-                    if isinstance(exc, BrokenProcessPool):
-                        broken = True
-                        if alone:
-                            emit(_died(job))
-                        else:
-                            suspects.append(job)
-                    elif exc is not None:
-                        emit(FileResult(job.src, job.dst, job.rel, "failed",
-                                        f"internal error: {type(exc).__name__}: {exc}"))
-                    else:
-                        emit(fut.result())
+                    broken = _collect(fut, job, alone, suspects, emit) or broken
                 if broken and not inflight:
                     break
         except BaseException:
-            # interrupted: stop the files in progress (their temporary files are removed),
-            # drop the queue, wait for the workers to exit
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                try:
-                    os.kill(proc.pid, signal.SIGINT)
-                except (OSError, AttributeError):
-                    pass
-            pool.shutdown(wait=True, cancel_futures=True)
+            _stop_pool(pool)
             raise
         pool.shutdown(wait=True)
+
+
+def _collect(fut: Any, job: Job, alone: bool, suspects: deque[Job],
+             emit: Callable[[FileResult], None]) -> bool:
+    """Emit the result of a finished task (or queue its file as a suspect when its worker
+    died among others); True when the pool broke."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    exc = fut.exception()
+    if isinstance(exc, BrokenProcessPool):
+        if alone:
+            emit(_died(job))
+        else:
+            suspects.append(job)
+        return True
+    if exc is not None:
+        emit(FileResult(job.src, job.dst, job.rel, "failed",
+                        f"internal error: {type(exc).__name__}: {exc}"))
+    else:
+        emit(fut.result())
+    return False
+
+
+def _stop_pool(pool: Any) -> None:
+    """Interrupted: stop the files in progress (their temporary files are removed), drop the
+    queue, wait for the workers to exit."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            os.kill(proc.pid, signal.SIGINT)
+        except (OSError, AttributeError):
+            pass
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_dask(plan: BatchPlan, todo: list[Job], scheduler: str, args: _TaskArgs,

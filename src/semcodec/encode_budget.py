@@ -115,13 +115,44 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
         if smp.key is not None:
             parts.append(budget.Part(f"oneshot{k}", "oneshot", len(smp.data) + SAMPLE_FIELD_BYTES))
 
+    variants = _excerpt_parts(base, base_bytes, samples, first, one, choices,
+                              opts.track_renders, parts)
+    coder = residual_for(base) if residual_for is not None else None
+    alloc = budget.allocate(total, parts,
+                            residual=coder.code if coder is not None else None,
+                            residual_benefit=coder.benefit if coder is not None else None)
+
+    keep = {p.name for p in alloc.kept}
+    out = _build(base, samples, variants, keep)
+    # the estimates above leave out a few bytes of chunk framing: drop the least useful part
+    # (an upgrade before its base) until the file is within the target (never beyond it)
+    optional = sorted((p for p in alloc.kept if not p.required),
+                      key=lambda p: (p.requires is None, p.density))
+    while len(out.to_bytes()) > total and optional:
+        keep.discard(optional.pop(0).name)
+        out = _build(base, samples, variants, keep)
+    return out
+
+
+#: What a kept sample part brings: (track, its render, its excerpts).
+_Variant = tuple[int, TrackRender | None, tuple[Sample, ...]]
+
+
+def _excerpt_parts(base: SmcFile, base_bytes: int, samples: tuple[Sample, ...],
+                   first: dict[int, Sample], one: dict, choices: dict, track_renders: bool,
+                   parts: list) -> dict[str, _Variant]:
+    """Append to ``parts`` the budget parts of the excerpts (``sample{i}``: a track's first
+    excerpt with its render; ``sample{i}+``: all its excerpts, as an upgrade or alone;
+    ``excerpt{k}``: unplayed, without track renders) and return what each brings."""
+    from semcodec import budget
+
     def render_bytes(i: int, render) -> int:  # header bytes the track's render adds
         tracks = tuple(replace(t, render=render) if j == i else t
                        for j, t in enumerate(base.score.tracks))
         return max(0, len(replace(base, score=replace(base.score, tracks=tracks)).to_bytes())
                    - base_bytes)
 
-    variants: dict[str, tuple[int, TrackRender | None, tuple[Sample, ...]]] = {}
+    variants: dict[str, _Variant] = {}
     for i, ch in one.items():
         if i not in first:
             continue
@@ -142,39 +173,28 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
                                      requires=f"sample{i}"))
         else:  # only the excerpts together pay
             parts.append(budget.Part(f"sample{i}+", "sample", full, more.sample_benefit))
-    if not opts.track_renders:  # excerpts stored unplayed (format 1.2): by the old order
+    if not track_renders:  # excerpts stored unplayed (format 1.2): by the old order
         for k, smp in enumerate(samples):
             if smp.key is None:
                 parts.append(budget.Part(f"excerpt{k}", "sample",
                                          len(smp.data) + SAMPLE_FIELD_BYTES, 1e-9))
-    coder = residual_for(base) if residual_for is not None else None
-    alloc = budget.allocate(total, parts,
-                            residual=coder.code if coder is not None else None,
-                            residual_benefit=coder.benefit if coder is not None else None)
+    return variants
 
-    def build(keep: set[str]) -> _C:
-        tracks = list(base.score.tracks)
-        kept = [s for k, s in enumerate(samples)
-                if f"oneshot{k}" in keep or f"excerpt{k}" in keep]
-        for name in sorted(keep & set(variants)):
-            i, render, excerpts = variants[name]
-            if name.endswith("+") or f"sample{i}+" not in keep:
-                tracks[i] = replace(tracks[i], render=render)
-                kept += list(excerpts)
-        kept.sort(key=lambda s: (s.track, s.key is not None, s.start))
-        return replace(base, score=replace(base.score, tracks=tuple(tracks)),
-                       samples=tuple(kept))
 
-    keep = {p.name for p in alloc.kept}
-    out = build(keep)
-    # the estimates above leave out a few bytes of chunk framing: drop the least useful part
-    # (an upgrade before its base) until the file is within the target (never beyond it)
-    optional = sorted((p for p in alloc.kept if not p.required),
-                      key=lambda p: (p.requires is None, p.density))
-    while len(out.to_bytes()) > total and optional:
-        keep.discard(optional.pop(0).name)
-        out = build(keep)
-    return out
+def _build(base: _C, samples: tuple[Sample, ...], variants: dict[str, _Variant],
+           keep: set[str]) -> _C:
+    """``base`` with the kept parts' samples and renders."""
+    tracks = list(base.score.tracks)
+    kept = [s for k, s in enumerate(samples)
+            if f"oneshot{k}" in keep or f"excerpt{k}" in keep]
+    for name in sorted(keep & set(variants)):
+        i, render, excerpts = variants[name]
+        if name.endswith("+") or f"sample{i}+" not in keep:
+            tracks[i] = replace(tracks[i], render=render)
+            kept += list(excerpts)
+    kept.sort(key=lambda s: (s.track, s.key is not None, s.start))
+    return replace(base, score=replace(base.score, tracks=tuple(tracks)),
+                   samples=tuple(kept))
 
 
 def _measure_renders(c: SmcFile, audios: list[np.ndarray], groups: list[list[int]], sr: int,
