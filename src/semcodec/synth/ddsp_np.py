@@ -360,6 +360,48 @@ def _sin_basis() -> np.ndarray:
     return _SIN_BASIS
 
 
+def _noise_frames(mag: np.ndarray, gen_re: TorchNormals, gen_im: TorchNormals, win: np.ndarray,
+                  win2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The noise STFT frames of band magnitudes ``mag`` (S, NOISE_NFFT // 2 + 1), windowed and
+    overlap-added in quarters: ``(signal, window-squared sum)``, each ``(S + 3, NOISE_NFFT // 4)``
+    (quarter c of frame s lands at hop s + c)."""
+    K = NOISE_NFFT // 2 + 1
+    S = mag.shape[0]
+    live = mag.any(axis=1)  # silent frames: no normals, no FFT
+    need = np.repeat(live, K)
+    re = gen_re.take(S * K, need).reshape(S, K)
+    im = gen_im.take(S * K, need).reshape(S, K)
+    frames = np.zeros((S + 3, NOISE_NFFT), np.float32)
+    if live.any():
+        spec = (re[live] * mag[live]) + 1j * (im[live] * mag[live])
+        frames[:S][live] = np.fft.irfft(spec, NOISE_NFFT, axis=1) * win
+    # overlap-add with hop NOISE_NFFT / 4: quarter c of frame s lands at hop s + c
+    q = NOISE_NFFT // 4
+    acc = np.zeros((S + 3, q), np.float32)
+    wacc = np.zeros((S + 3, q), np.float32)
+    for c_ in range(4):
+        acc[c_:c_ + S] += frames[:S, c_ * q:(c_ + 1) * q]
+        wacc[c_:c_ + S] += win2[c_ * q:(c_ + 1) * q]
+    return acc, wacc
+
+
+def _with_hf(y: np.ndarray, out_pos: int, sr: int, top: _Accumulator, hf_tab: np.ndarray | None,
+             hf_s: np.float32 | None) -> np.ndarray:
+    """Output block ``y`` (starting at output sample ``out_pos``, rate ``sr``) with the noise
+    above the model's bands, following the top band's magnitudes ``top`` (per frame)."""
+    m_idx = np.arange(out_pos, out_pos + y.shape[0])
+    fr_hi = int(m_idx[-1] / sr * FRAME_RATE) + 2
+    tf = top.take(top.base, max(fr_hi, top.base + 1))
+    t_fr = (top.base + np.arange(tf.shape[0])) / FRAME_RATE
+    # frames not synthesized yet are zeros (only past the end of the noise STFT)
+    envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
+    if np.any(envh > 0) and hf_tab is not None:
+        tab = hf_tab[m_idx & (HF_TABLE - 1)]
+        y = y + tab * envh * hf_s
+    top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))
+    return y
+
+
 class TrackRenderer:
     """One pitched track of the neural engine, rendered block by block at the output rate.
 
@@ -447,10 +489,17 @@ class TrackRenderer:
         e = np.exp(lg)
         dist = e / e.sum(axis=1, keepdims=True) * mask
         amps = (amp[:, None] * dist).astype(np.float32)
+        self._bands_into(bands, bnd, f0, fi, row_note, starts_row, nfr2)
+        self._oscillators_into(harm, amps, f0_hz, f0, fi, row_note, nfr2, on, ends2)
+
+    def _bands_into(self, bands: _Accumulator, bnd: np.ndarray, f0: np.ndarray, fi: np.ndarray,
+                    row_note: np.ndarray, starts_row: np.ndarray, nfr2: np.ndarray) -> None:
+        """Add the notes' band magnitudes ``bnd`` (rows: the notes' frames, consecutive per
+        note) to ``bands`` at their global frames."""
         # noise bands per global frame (each note's frames are consecutive)
         fidx = f0[row_note] + fi
         last_fr = self.n_fr_total - 1
-        for i in range(N):
+        for i in range(nfr2.shape[0]):
             s_, e_ = starts_row[i], starts_row[i] + nfr2[i]
             g0_ = int(f0[i])
             n_in = max(0, min(e_ - s_, last_fr - g0_))
@@ -458,6 +507,12 @@ class TrackRenderer:
                 bands.add(g0_, bnd[s_:s_ + n_in])
             if s_ + n_in < e_:  # frames past the end fold into the last one (as torch clamps)
                 bands.add_at(np.minimum(fidx[s_ + n_in:e_], last_fr), bnd[s_ + n_in:e_])
+
+    def _oscillators_into(self, harm: _Accumulator, amps: np.ndarray, f0_hz: np.ndarray,
+                          f0: np.ndarray, fi: np.ndarray, row_note: np.ndarray, nfr2: np.ndarray,
+                          on: np.ndarray, ends2: np.ndarray) -> None:
+        """Add the notes' harmonic signal (wavetable oscillators over the intervals between
+        consecutive frames of each note, onset ramp and end fade) to ``harm``."""
         # wavetable oscillators over the intervals between consecutive frames of each note
         iv = np.flatnonzero(fi < nfr2[row_note] - 1)  # interval rows (frame f -> f + 1)
         iv_note = row_note[iv]
@@ -565,22 +620,7 @@ class TrackRenderer:
                 top.add(next_frame, fb[:, -1].copy())
                 mag = (fb[:, j0] * (1 - wj) + fb[:, j1] * wj) * roll
                 mag[:, 0] = 0.0
-                S = s_end - next_frame
-                live = mag.any(axis=1)  # silent frames: no normals, no FFT
-                need = np.repeat(live, K)
-                re = gen_re.take(S * K, need).reshape(S, K)
-                im = gen_im.take(S * K, need).reshape(S, K)
-                frames = np.zeros((S + 3, NOISE_NFFT), np.float32)
-                if live.any():
-                    spec = (re[live] * mag[live]) + 1j * (im[live] * mag[live])
-                    frames[:S][live] = np.fft.irfft(spec, NOISE_NFFT, axis=1) * win
-                # overlap-add with hop NOISE_NFFT / 4: quarter c of frame s lands at hop s + c
-                q = NOISE_NFFT // 4
-                acc = np.zeros((S + 3, q), np.float32)
-                wacc = np.zeros((S + 3, q), np.float32)
-                for c_ in range(4):
-                    acc[c_:c_ + S] += frames[:S, c_ * q:(c_ + 1) * q]
-                    wacc[c_:c_ + S] += win2[c_ * q:(c_ + 1) * q]
+                acc, wacc = _noise_frames(mag, gen_re, gen_im, win, win2)
                 ola.add(next_frame * NOISE_HOP - half, acc.reshape(-1))
                 wsum.add(next_frame * NOISE_HOP - half, wacc.reshape(-1))
                 next_frame = s_end
@@ -598,16 +638,7 @@ class TrackRenderer:
             else:
                 y = res.push(wet) if b1 < n_int else np.concatenate([res.push(wet), res.finish()])
             if hf and y.shape[0]:
-                m_idx = np.arange(out_pos, out_pos + y.shape[0])
-                fr_hi = int(m_idx[-1] / sr * FRAME_RATE) + 2
-                tf = top.take(top.base, max(fr_hi, top.base + 1))
-                t_fr = (top.base + np.arange(tf.shape[0])) / FRAME_RATE
-                # frames not synthesized yet are zeros (only past the end of the noise STFT)
-                envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
-                if np.any(envh > 0) and hf_tab is not None:
-                    tab = hf_tab[m_idx & (HF_TABLE - 1)]
-                    y = y + tab * envh * hf_s
-                top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))
+                y = _with_hf(y, out_pos, sr, top, hf_tab, hf_s)
             if out_pos + y.shape[0] > self.n_samples:
                 y = y[:self.n_samples - out_pos]
             out_pos += y.shape[0]
