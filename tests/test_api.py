@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 import semcodec
-from semcodec import api
+from semcodec import decoder
 from semcodec.errors import InputError, UsageError
 from semcodec.synth import dsp
 
@@ -196,8 +196,8 @@ def _made_container(seconds=6.0, channels=1, pans=(0.0, 0.0)):
 def test_decode_stream_exact_equals_decode(monkeypatch, channels, pans):
     c = _made_container(channels=channels, pans=pans)
     ref, sr = semcodec.decode(c, engine="neural")
-    monkeypatch.setattr(api, "STREAM_BLOCK", 10000)  # several blocks
-    monkeypatch.setattr(api, "SPOOL_MEMORY_BYTES", 1000)  # the raw mix spooled to a file
+    monkeypatch.setattr(decoder, "STREAM_BLOCK", 10000)  # several blocks
+    monkeypatch.setattr(decoder, "SPOOL_MEMORY_BYTES", 1000)  # the raw mix spooled to a file
     st = semcodec.decode_stream(c, engine="neural", exact=True)
     blocks = list(st.blocks)
     assert len(blocks) > 5 and st.exact_gain and st.sr == sr

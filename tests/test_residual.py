@@ -253,7 +253,7 @@ def test_corrupt_or_oversized_chunk_rejected_on_read_and_write():
 
 
 def test_decode_with_and_without_residual(monkeypatch):
-    from semcodec import api
+    from semcodec import api, decoder
 
     calls = []
 
@@ -264,7 +264,7 @@ def test_decode_with_and_without_residual(monkeypatch):
             calls.append(edits["tempo"])
             return _tone(n / sr)[:n] if sr == SR else np.zeros(n, np.float32)
 
-    monkeypatch.setattr(api, "make_engine", lambda *a, **k: FakeEngine())
+    monkeypatch.setattr(decoder, "make_engine", lambda *a, **k: FakeEngine())
     c = _small_file()
     pure, sr = api.decode(c)
     assert sr == SR

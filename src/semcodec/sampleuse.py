@@ -178,15 +178,10 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
         return mel_distance(target_mels, dsp.match_loudness(mix, MEASURE_SR, loudness_lufs))
 
-    def level_db(y: np.ndarray, ref: np.ndarray) -> float:
-        ry = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
-        rr = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
-        return 20.0 * np.log10(max(rr, 1e-9) / max(ry, 1e-9)) if ry > 0 and rr > 0 else 0.0
-
     def finish(y: np.ndarray, use: str, room=()) -> tuple[float, TrackRender, np.ndarray]:
         """The level (a mix: that of the engine's fitted rendering) and, for a solo, the eq
         fitted on the track's own audio at the strength (of EQ_SCALES) that measures best."""
-        g = 0.0 if solo else round(level_db(y, parts[i]), 2)
+        g = 0.0 if solo else round(_level_db(y, parts[i]), 2)
         y = y * np.float32(10.0 ** (g / 20.0))
         best: tuple[float, tuple[float, ...], np.ndarray] = (dist_with(i, y), (), y)
         if solo:
@@ -217,24 +212,9 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
             if sung is not None and sung[0] < best_plain[0]:
                 best_plain = sung
         best = best_plain
-        excerpts = []
-        for s in mine:
-            x = sampler.decode_excerpt(s, MEASURE_SR)
-            if x is not None and x.size:
-                excerpts.append((x, s.start))
-        if excerpts:
-            zs = [z for x, st in excerpts
-                  for z in sampler.zones(x, MEASURE_SR,
-                                         sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
-            if zs:
-                y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)
-                rest = [track.notes[k] for k in range(len(track.notes)) if k not in set(played)]
-                if rest:
-                    y = y + fit(engine(i, replace(track, notes=tuple(rest))))
-                d, spec, y = finish(fit(y), "sampler")
-                tried["sampler"] = round(d, 4)
-                if d < best[0]:
-                    best = (d, spec, y)
+        played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
+        if played_by_sampler is not None and played_by_sampler[0] < best[0]:
+            best = played_by_sampler
         uses = best is not best_plain  # the sampler won: the excerpt is played
         if uses and best[0] > best_plain[0] - MIN_GAIN:
             best, uses = best_plain, False
@@ -245,3 +225,39 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                           dist_without_sample=best_plain[0], plain=best_plain[1]))
         parts[i] = best[2]  # later tracks are measured against this one as chosen
     return out
+
+
+def _level_db(y: np.ndarray, ref: np.ndarray) -> float:
+    """The gain (dB) that brings ``y``'s RMS level to ``ref``'s (0 when either is silent)."""
+    ry = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+    rr = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+    return 20.0 * np.log10(max(rr, 1e-9) / max(ry, 1e-9)) if ry > 0 and rr > 0 else 0.0
+
+
+def _sampler_candidate(i: int, track: Track, mine: list[Sample], n: int,
+                       engine: Callable[[int, Track], np.ndarray],
+                       fit: Callable[[np.ndarray], np.ndarray],
+                       finish: Callable[..., tuple[float, TrackRender, np.ndarray]],
+                       tried: dict[str, float]) -> tuple[float, TrackRender, np.ndarray] | None:
+    """Track ``i`` played by the sampler from its excerpts ``mine`` (the notes no excerpt
+    covers by the engine), finished by ``finish`` (level, eq) and measured: ``(mel distance,
+    render, audio)``, None without a usable excerpt.  Its distance is noted in ``tried``."""
+    excerpts = []
+    for s in mine:
+        x = sampler.decode_excerpt(s, MEASURE_SR)
+        if x is not None and x.size:
+            excerpts.append((x, s.start))
+    if not excerpts:
+        return None
+    zs = [z for x, st in excerpts
+          for z in sampler.zones(x, MEASURE_SR,
+                                 sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
+    if not zs:
+        return None
+    y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)
+    rest = [track.notes[k] for k in range(len(track.notes)) if k not in set(played)]
+    if rest:
+        y = y + fit(engine(i, replace(track, notes=tuple(rest))))
+    d, spec, y = finish(fit(y), "sampler")
+    tried["sampler"] = round(d, 4)
+    return d, spec, y

@@ -442,43 +442,12 @@ def mrstft_loss(pred: torch.Tensor, target: torch.Tensor,
 
 # --- whole-track rendering -----------------------------------------------------------------
 
-def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.Tensor,
-                  room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
-                  seed: int = 0, generator: torch.Generator | None = None,
-                  note_chunk: int = 16, resample=None, fast: bool = False,
-                  outputs=None, oscillator: str = "auto", seeds=None) -> torch.Tensor:
-    """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
-
-    ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
-    harmonic part is synthesized at SR_INT; for another ``sr`` a ``resample(x, sr_in, sr_out)``
-    numpy function must be given (used without gradients at decode time).
-    ``fast`` uses the wavetable oscillator (decode time, no gradients); ``outputs`` are
-    precomputed model outputs (amp, harm, bands) on ``nb``'s frame grid (e.g. from
-    :func:`eval_sparse`), possibly wider than ``nb.max_frames``.
-    ``oscillator`` (with ``fast``) picks the wavetable implementation: ``"numba"`` (compiled
-    kernel, fastest per sample but ~1.5 s to load in a fresh process), ``"torch"``
-    (vectorised), or ``"auto"``: numba only when the notes add up to at least
-    :data:`NUMBA_MIN_NOTE_S` seconds, where its loading time pays off.  The choice depends on
-    the notes only, so a given score always renders the same way.
-    ``seeds`` (G ints, decode time): each group's noise drawn as that group rendered alone
-    with ``seed=seeds[g]`` would draw it (batches of many files' tracks).
-    """
-    G = emb.shape[0]
-    dev = emb.device  # everything runs where the embeddings are (the model must be there too)
+def _harmonic_signal(nb: NoteBatch, amps: torch.Tensor, f0: torch.Tensor, grp: torch.Tensor,
+                     G: int, n_int: int, dev: torch.device, *, fast: bool, oscillator: str,
+                     note_chunk: int) -> torch.Tensor:
+    """The harmonic part of :func:`render_groups` at SR_INT, (G, n_int): the notes' harmonics
+    (``amps`` (N, F, H), ``f0`` (N, F) Hz) synthesized in chunks and added into their groups."""
     dtype = torch.float32
-    n_int = int(math.ceil(n_samples * SR_INT / sr))
-    n_fr_total = n_int // HOP + 2
-    grp = torch.from_numpy(np.asarray(group, np.int64)).to(dev)
-    if outputs is None:
-        feats = torch.from_numpy(nb.features()).to(dev)
-        amp, harm, bands = model(feats, emb[grp][:, None, :])
-    else:
-        amp, harm, bands = (o[:, :nb.max_frames] for o in outputs)
-    valid = torch.from_numpy(nb.valid).to(dev)
-    f0 = torch.from_numpy(nb.f0_hz().astype(np.float32)).to(dev)
-    amp = amp * valid
-    bands = bands * valid[..., None]
-    amps = harmonic_amps(amp, harm, f0)  # (N, F, H)
     # harmonic part, notes in chunks sorted by length
     harm_buf = torch.zeros(G * (n_int + nb.max_frames * HOP + HOP), dtype=dtype, device=dev)
     stride = n_int + nb.max_frames * HOP + HOP
@@ -522,7 +491,48 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
         pos = ((grp[it] * stride + torch.from_numpy(starts[idx]).to(dev))[:, None]
                + torch.arange(L, device=dev)[None, :])
         harm_buf = harm_buf.index_add(0, pos.reshape(-1), sig.reshape(-1))
-    harm_sig = harm_buf.view(G, stride)[:, :n_int]
+    return harm_buf.view(G, stride)[:, :n_int]
+
+
+def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.Tensor,
+                  room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
+                  seed: int = 0, generator: torch.Generator | None = None,
+                  note_chunk: int = 16, resample=None, fast: bool = False,
+                  outputs=None, oscillator: str = "auto", seeds=None) -> torch.Tensor:
+    """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
+
+    ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
+    harmonic part is synthesized at SR_INT; for another ``sr`` a ``resample(x, sr_in, sr_out)``
+    numpy function must be given (used without gradients at decode time).
+    ``fast`` uses the wavetable oscillator (decode time, no gradients); ``outputs`` are
+    precomputed model outputs (amp, harm, bands) on ``nb``'s frame grid (e.g. from
+    :func:`eval_sparse`), possibly wider than ``nb.max_frames``.
+    ``oscillator`` (with ``fast``) picks the wavetable implementation: ``"numba"`` (compiled
+    kernel, fastest per sample but ~1.5 s to load in a fresh process), ``"torch"``
+    (vectorised), or ``"auto"``: numba only when the notes add up to at least
+    :data:`NUMBA_MIN_NOTE_S` seconds, where its loading time pays off.  The choice depends on
+    the notes only, so a given score always renders the same way.
+    ``seeds`` (G ints, decode time): each group's noise drawn as that group rendered alone
+    with ``seed=seeds[g]`` would draw it (batches of many files' tracks).
+    """
+    G = emb.shape[0]
+    dev = emb.device  # everything runs where the embeddings are (the model must be there too)
+    dtype = torch.float32
+    n_int = int(math.ceil(n_samples * SR_INT / sr))
+    n_fr_total = n_int // HOP + 2
+    grp = torch.from_numpy(np.asarray(group, np.int64)).to(dev)
+    if outputs is None:
+        feats = torch.from_numpy(nb.features()).to(dev)
+        amp, harm, bands = model(feats, emb[grp][:, None, :])
+    else:
+        amp, harm, bands = (o[:, :nb.max_frames] for o in outputs)
+    valid = torch.from_numpy(nb.valid).to(dev)
+    f0 = torch.from_numpy(nb.f0_hz().astype(np.float32)).to(dev)
+    amp = amp * valid
+    bands = bands * valid[..., None]
+    amps = harmonic_amps(amp, harm, f0)  # (N, F, H)
+    harm_sig = _harmonic_signal(nb, amps, f0, grp, G, n_int, dev, fast=fast, oscillator=oscillator,
+                                note_chunk=note_chunk)
     if sr != SR_INT and (not fast or resample is None):
         raise ValueError("sr != SR_INT needs fast=True and a resample function")
     # noise: band magnitudes summed per group frame, synthesized at SR_INT

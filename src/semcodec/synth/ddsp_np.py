@@ -30,48 +30,52 @@ from typing import Iterator
 
 import numpy as np
 
-from semcodec.constants import ANALYSIS_SAMPLE_RATE, MIDI_MAX, MIDI_MIN
+from semcodec.constants import MIDI_MAX, MIDI_MIN
 from semcodec.errors import SynthError
-from semcodec.synth import dsp
-
-#: Internal rate of the harmonic synthesizer and of training (Hz).
-SR_INT = ANALYSIS_SAMPLE_RATE
-#: Control hop at SR_INT (samples) and control frame rate (Hz).
-HOP = 128
-FRAME_RATE = SR_INT / HOP
-N_HARM = 48
-#: Harmonics above this frequency are masked (the model is trained at SR_INT).
-HARM_MAX_HZ = 10500.0
-N_BANDS = 32
-#: Noise band centres: log-spaced from 40 Hz to 10.5 kHz.
-BAND_LO_HZ, BAND_HI_HZ = 40.0, 10500.0
-N_FEAT = 7
-EMB_DIM = 24
-N_ROOM = 3
-N_PROGRAMS = 128
-#: Release tail rendered after a note's offset (s), cut earlier when the note has decayed.
-TAIL_S = 1.0
-#: Onset ramp and end-of-tail fade (s).
-ONSET_RAMP_S = 0.002
-END_FADE_S = 0.03
-#: Room impulse response length (s).
-IR_S = 1.0
-NOISE_SEED = 7919
-WT_SIZE = 512
-#: Noise PSD per Hz (one-sided) at SR_INT of a band magnitude m is NOISE_PSD_PER_M2 * m**2.
-NOISE_PSD_PER_M2 = 1.75e-7
-#: Length of the periodic high-passed noise table of :func:`hf_noise` (samples).
-HF_TABLE = 1 << 18
-#: Noise STFT at SR_INT: size and hop (the hop equals HOP: one STFT frame per control frame).
-NOISE_NFFT = 512
-NOISE_HOP = 128
-#: Default block length of :class:`TrackRenderer` (samples at SR_INT, ~11.9 s).
-BLOCK = 1 << 18
-
-
-def band_centers() -> np.ndarray:
-    return np.geomspace(BAND_LO_HZ, BAND_HI_HZ, N_BANDS)
-
+from semcodec.synth.ddsp_consts import (
+    BAND_HI_HZ as BAND_HI_HZ,
+    BAND_LO_HZ as BAND_LO_HZ,
+    BLOCK as BLOCK,
+    EMB_DIM as EMB_DIM,
+    END_FADE_S as END_FADE_S,
+    FRAME_RATE as FRAME_RATE,
+    HARM_MAX_HZ as HARM_MAX_HZ,
+    HF_TABLE as HF_TABLE,
+    HOP as HOP,
+    IR_S as IR_S,
+    N_BANDS as N_BANDS,
+    N_FEAT as N_FEAT,
+    N_HARM as N_HARM,
+    N_PROGRAMS as N_PROGRAMS,
+    N_ROOM as N_ROOM,
+    NOISE_HOP as NOISE_HOP,
+    NOISE_NFFT as NOISE_NFFT,
+    NOISE_PSD_PER_M2 as NOISE_PSD_PER_M2,
+    NOISE_SEED as NOISE_SEED,
+    ONSET_RAMP_S as ONSET_RAMP_S,
+    SR_INT as SR_INT,
+    TAIL_S as TAIL_S,
+    WT_SIZE as WT_SIZE,
+    band_centers as band_centers,
+)
+from semcodec.synth.ddsp_noise import (
+    TorchNormals as TorchNormals,
+    _sigmoid as _sigmoid,
+    _torch_randn_f64 as _torch_randn_f64,
+    fit_np as fit_np,
+    hf_noise as hf_noise,
+    hf_sigma as hf_sigma,
+    hf_table as hf_table,
+    ir_noise as ir_noise,
+    one_pole as one_pole,
+    room_ir as room_ir,
+    torch_randn as torch_randn,
+)
+from semcodec.synth.ddsp_stream import (
+    StreamConvolver as StreamConvolver,
+    StreamResampler as StreamResampler,
+    _Accumulator as _Accumulator,
+)
 
 # --- notes ---------------------------------------------------------------------------------
 
@@ -276,10 +280,6 @@ class _BlasOneThread:
 
 blas_one_thread = _BlasOneThread()
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
-
-
 def scaled_sigmoid(x: np.ndarray) -> np.ndarray:
     return (2.0 * _sigmoid(x) ** np.float32(math.log(10.0)) + 1e-7).astype(np.float32)
 
@@ -342,346 +342,6 @@ class NumpyNet:
         return amp, harm, noise
 
 
-# --- torch-compatible noise ----------------------------------------------------------------
-
-class TorchNormals:
-    """Standard normals exactly as ``torch.randn(n, generator=torch.Generator().manual_seed(seed),
-    dtype=torch.float32)`` draws them on the CPU, produced in order, a few at a time.
-
-    ``skip`` raw 32-bit draws are discarded first (a second ``randn`` from the same generator
-    starts after the first one's ``n + (16 if n % 16 else 0)`` draws).  torch fills uniforms
-    ``(u & 0xffffff) / 2**24``, turns each group of 16 into normals by Box-Muller and, when
-    ``n % 16``, redoes the last 16 from 16 fresh draws.
-    """
-
-    def __init__(self, seed: int, n: int, skip: int = 0) -> None:
-        self._rs = np.random.RandomState(int(seed) & 0xFFFFFFFF)
-        while skip > 0:
-            k = min(skip, 1 << 22)
-            self._rs.randint(0, 1 << 32, size=k, dtype=np.uint32)
-            skip -= k
-        self.n = int(n)
-        self.n_full = self.n - self.n % 16
-        self.pos = 0  # next index to hand out
-        self._made = 0  # normals made so far (index of _buf[0] is pos)
-        self._buf = np.zeros(0, np.float32)
-
-    @staticmethod
-    def draws(n: int) -> int:
-        """Raw draws a ``randn`` of ``n`` values consumes."""
-        return n + (16 if n % 16 else 0)
-
-    @staticmethod
-    def _box_muller(raw: np.ndarray) -> np.ndarray:
-        u = (raw & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(2.0 ** -24)
-        d = u.reshape(-1, 16)
-        r = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - d[:, :8]))
-        th = np.float32(2.0 * math.pi) * d[:, 8:]
-        return np.concatenate([r * np.cos(th), r * np.sin(th)], axis=1).reshape(-1)
-
-    def take(self, m: int, need: np.ndarray | None = None) -> np.ndarray:
-        """The next ``m`` normals (float32).  ``need`` (m,) bool: values that will be used;
-        groups of 16 without any are left at 0 (the draws still advance the stream)."""
-        end = self.pos + m
-        if end > self.n:
-            raise ValueError("TorchNormals: more values than the stream holds")
-        tail_start = self.n - 16 if self.n % 16 else self.n
-        target = self.n_full if end > tail_start else -(-end // 16) * 16
-        parts = [self._buf]
-        if target > self._made:
-            raw = self._rs.randint(0, 1 << 32, size=target - self._made, dtype=np.uint32)
-            if need is None:
-                parts.append(self._box_muller(raw))
-            else:
-                vm = np.ones(target - self._made, bool)
-                k = min(end, target) - self._made
-                if k > 0:
-                    vm[:k] = need[self._made - self.pos:self._made - self.pos + k]
-                groups = vm.reshape(-1, 16).any(axis=1)
-                vals = np.zeros((groups.shape[0], 16), np.float32)
-                if groups.any():
-                    vals[groups] = self._box_muller(raw.reshape(-1, 16)[groups]).reshape(-1, 16)
-                parts.append(vals.reshape(-1))
-            self._made = target
-        if end > tail_start and self._made < self.n:
-            # the partial last group's uniforms are drawn, then the last 16 values redone
-            self._rs.randint(0, 1 << 32, size=self.n - self._made, dtype=np.uint32)
-            tail = self._box_muller(self._rs.randint(0, 1 << 32, size=16, dtype=np.uint32))
-            buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            buf = np.concatenate([buf[:tail_start - self.pos], tail])
-            parts = [buf]
-            self._made = self.n
-        buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        out, self._buf = buf[:m], buf[m:]
-        self.pos = end
-        return out
-
-
-def torch_randn(seed: int, n: int, skip: int = 0) -> np.ndarray:
-    """``n`` float32 normals as torch's CPU generator seeded with ``seed`` draws them."""
-    return TorchNormals(seed, n, skip).take(n)
-
-
-# --- room ----------------------------------------------------------------------------------
-
-def one_pole(x: np.ndarray, a: float) -> np.ndarray:
-    """``y[n] = (1 - a) x[n] + a y[n-1]`` (a one-pole low-pass), float64."""
-    y = np.empty(x.shape[0], dtype=np.float64)
-    acc = 0.0
-    g = 1.0 - a
-    for i, v in enumerate(x.tolist()):
-        acc = g * v + a * acc
-        y[i] = acc
-    return y
-
-
-_IR_NOISE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _torch_randn_f64(seed: int, n: int) -> np.ndarray:
-    """``torch.randn(n, dtype=float64)`` of a fresh generator (53-bit uniforms, two draws each)."""
-    total = n + (16 if n % 16 else 0)
-    raw = np.random.RandomState(seed).randint(0, 1 << 32, size=2 * total,
-                                              dtype=np.uint32).astype(np.uint64)
-    r64 = (raw[0::2] << np.uint64(32)) | raw[1::2]
-    u = (r64 & np.uint64((1 << 53) - 1)).astype(np.float64) * 2.0 ** -53
-
-    def bm(d):
-        d = d.reshape(-1, 16)
-        r = np.sqrt(-2.0 * np.log(1.0 - d[:, :8]))
-        th = 2.0 * math.pi * d[:, 8:]
-        return np.concatenate([r * np.cos(th), r * np.sin(th)], axis=1).reshape(-1)
-
-    nf = n - n % 16
-    out = u[:n].copy()
-    out[:nf] = bm(u[:nf])
-    if n % 16:
-        out[n - 16:] = bm(u[n:n + 16])
-    return out
-
-
-def ir_noise(sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """(white, low-passed) unit-std noises of IR_S s with a 5-ms onset ramp (float32)."""
-    if sr not in _IR_NOISE:
-        n = int(IR_S * sr)
-        white = _torch_randn_f64(NOISE_SEED, n)
-        a = math.exp(-2 * math.pi * 1500.0 / sr)  # fixed one-pole lowpass (~1.5 kHz)
-        lp = one_pole(white, a)
-        t = np.arange(n, dtype=np.float64) / sr
-        onset = np.clip(t / 0.005, 0.0, 1.0)
-        _IR_NOISE[sr] = ((white / white.std(ddof=1) * onset).astype(np.float32),
-                         (lp / lp.std(ddof=1) * onset).astype(np.float32))
-    return _IR_NOISE[sr]
-
-
-def room_ir(params: np.ndarray, sr: int = SR_INT) -> np.ndarray:
-    """Room impulse response (IR_S * sr,) float32 from 3 unconstrained params (decay, wet,
-    brightness): ``delta + wet * exp-decaying filtered noise`` of unit energy."""
-    white, lp = ir_noise(sr)
-    p = np.asarray(params, np.float32).reshape(3)
-    t = np.arange(white.shape[0], dtype=np.float32) / np.float32(sr)
-    t60 = np.float32(0.05) + np.float32(2.5) * _sigmoid(p[0:1])
-    wet = _sigmoid(p[1:2]).astype(np.float32)
-    bright = _sigmoid(p[2:3]).astype(np.float32)
-    env = np.exp(np.float32(-6.91) * t / t60.astype(np.float32))
-    tail = env * (bright * white + (np.float32(1) - bright) * lp)
-    tail = tail / np.sqrt(np.sum(tail * tail) + np.float32(1e-9))
-    ir = (wet * tail).astype(np.float32)
-    ir[0] += np.float32(1.0)
-    return ir
-
-
-# --- high-frequency noise (output rates above 2 * BAND_HI_HZ) -------------------------------
-
-def hf_table(sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-variance white noise with every bin below BAND_HI_HZ removed (periodic, float32)."""
-    spec = rng.standard_normal(HF_TABLE // 2 + 1) + 1j * rng.standard_normal(HF_TABLE // 2 + 1)
-    freqs = np.fft.rfftfreq(HF_TABLE, 1.0 / sr)
-    spec[freqs < BAND_HI_HZ] = 0.0
-    spec[-1] = spec[-1].real
-    t = np.fft.irfft(spec, HF_TABLE)
-    return (t / max(float(np.std(t)), 1e-12)).astype(np.float32)
-
-
-def hf_sigma(sr: int) -> float:
-    """Std of white noise above BAND_HI_HZ for a unit top-band magnitude (1/f rolloff)."""
-    hi = sr / 2.0
-    mean_roll = BAND_HI_HZ * (1.0 / BAND_HI_HZ - 1.0 / hi) / (hi - BAND_HI_HZ)
-    return math.sqrt(NOISE_PSD_PER_M2 * mean_roll * hi)
-
-
-def hf_noise(top: np.ndarray, sr: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Noise above BAND_HI_HZ (output rates > 2 * SR_INT/2): the top band's level extended with
-    a 1/f rolloff, high-passed white noise shaped by the top band's frame envelope.
-
-    The high-passed noise is one periodic table of :data:`HF_TABLE` samples (~6 s at 44.1 kHz,
-    made in the frequency domain, so it tiles without seams), repeated.
-    """
-    t_fr = np.arange(top.shape[0]) / FRAME_RATE
-    env = np.interp(np.arange(n) / sr, t_fr, top).astype(np.float32)
-    if not np.any(env > 0):
-        return np.zeros(n, np.float32)
-    table = hf_table(sr, rng)
-    reps = -(-n // table.shape[0])
-    w = np.tile(table, reps)[:n] if reps > 1 else table[:n].copy()
-    w *= env
-    w *= np.float32(hf_sigma(sr))
-    return w
-
-
-def fit_np(x: np.ndarray, n: int) -> np.ndarray:
-    return x[:n] if x.shape[0] >= n else np.pad(x, (0, n - x.shape[0]))
-
-
-# --- streaming pieces ----------------------------------------------------------------------
-
-class _Accumulator:
-    """A growing float32 signal indexed by absolute position; the consumed front is dropped."""
-
-    def __init__(self, width: int | None = None) -> None:
-        self.base = 0
-        self.width = width
-        shape = (0,) if width is None else (0, width)
-        self.buf = np.zeros(shape, np.float32)
-
-    def _ensure(self, end: int) -> None:
-        need = end - self.base
-        if need > self.buf.shape[0]:
-            size = max(need, int(self.buf.shape[0] * 1.5) + 1024)
-            shape = (size,) if self.width is None else (size, self.width)
-            nb = np.zeros(shape, np.float32)
-            nb[:self.buf.shape[0]] = self.buf
-            self.buf = nb
-
-    def add(self, start: int, x: np.ndarray) -> None:
-        start = int(start)
-        if start < self.base:
-            x = x[self.base - start:]
-            start = self.base
-        if x.shape[0] == 0:
-            return
-        self._ensure(start + x.shape[0])
-        self.buf[start - self.base:start - self.base + x.shape[0]] += x
-
-    def add_at(self, idx: np.ndarray, x: np.ndarray) -> None:
-        """Add rows ``x`` at absolute positions ``idx`` (repeats are summed)."""
-        if idx.size == 0:
-            return
-        self._ensure(int(idx.max()) + 1)
-        np.add.at(self.buf, idx - self.base, x)
-
-    def take(self, start: int, end: int) -> np.ndarray:
-        """A copy of positions [start, end) (zeros where nothing was added)."""
-        self._ensure(end)
-        return self.buf[start - self.base:end - self.base].copy()
-
-    def drop(self, upto: int) -> None:
-        k = upto - self.base
-        if k > 0:
-            self.buf = self.buf[k:].copy() if k < self.buf.shape[0] else self.buf[:0].copy()
-            self.base = upto
-
-
-class StreamConvolver:
-    """Causal convolution with FIR ``h`` by overlap-add, block by block (float32 FFTs: the
-    error is ~1e-7 of the signal)."""
-
-    def __init__(self, h: np.ndarray) -> None:
-        self.h = np.asarray(h, np.float32)
-        self.carry = np.zeros(self.h.shape[0] - 1, np.float32)
-        self._hf: dict[int, np.ndarray] = {}
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        m = x.shape[0]
-        if m == 0:
-            return np.zeros(0, np.float32)
-        L = self.h.shape[0]
-        nfft = 1 << (m + L - 2).bit_length()
-        if nfft not in self._hf:
-            self._hf = {nfft: np.fft.rfft(self.h, nfft)}
-        y = np.fft.irfft(np.fft.rfft(np.asarray(x, np.float32), nfft) * self._hf[nfft],
-                         nfft)[:m + L - 1]
-        y[:L - 1] += self.carry
-        out = y[:m]
-        self.carry = y[m:].copy()
-        return out.astype(np.float32)
-
-
-class StreamResampler:
-    """:func:`semcodec.synth.dsp.resample` (polyphase FIR, as scipy's resample_poly) block by
-    block: ``push`` input blocks, get every output whose inputs are all known; ``finish`` for
-    the rest (inputs past the end are zeros).  Total output ``ceil(n_in * up / down)``."""
-
-    def __init__(self, sr_in: int, sr_out: int, n_in: int) -> None:
-        g = math.gcd(int(sr_in), int(sr_out))
-        self.up, self.down = int(sr_out) // g, int(sr_in) // g
-        h, self.pre = dsp.polyphase_filter(self.up, self.down)
-        T = -(-h.shape[0] // self.up)
-        hp = np.zeros(T * self.up, np.float64)
-        hp[:h.shape[0]] = h
-        self.T = T
-        self.taps = hp.reshape(T, self.up).T.astype(np.float32)  # taps[r, t] = h[r + t * up]
-        self.n_in = int(n_in)
-        self.n_out = -(-self.n_in * self.up // self.down)
-        self.x = np.zeros(0, np.float32)
-        self.x0 = 0  # absolute index of self.x[0]
-        self.got = 0  # inputs received
-        self.m = 0  # next output
-
-    def _jmax(self, m):
-        return (np.asarray(m, np.int64) + self.pre) * self.down // self.up
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        self.x = np.concatenate([self.x, np.asarray(x, np.float32)])
-        self.got += x.shape[0]
-        # outputs m with jmax(m) < got (all their inputs known)
-        m1 = (self.got * self.up - 1) // self.down - self.pre + 1 if self.got else 0
-        if self.got >= self.n_in:
-            m1 = self.n_out
-        return self._emit(min(max(m1, self.m), self.n_out))
-
-    def finish(self) -> np.ndarray:
-        self.got = max(self.got, self.n_in)
-        return self._emit(self.n_out)
-
-    def _emit(self, m1: int) -> np.ndarray:
-        m0 = self.m
-        if m1 <= m0:
-            return np.zeros(0, np.float32)
-        T, up, down = self.T, self.up, self.down
-        lo = int(self._jmax(m0)) - T + 1
-        hi = int(self._jmax(m1 - 1)) + 1
-        # input segment [lo, hi) with zeros outside what exists
-        seg = np.zeros(hi - lo, np.float32)
-        a, b = max(lo, self.x0), min(hi, self.x0 + self.x.shape[0])
-        if b > a:
-            seg[a - lo:b - lo] = self.x[a - self.x0:b - self.x0]
-        out = np.empty(m1 - m0, np.float32)
-        if up <= 4 and down == 1:
-            for n0 in range(m0, min(m0 + up, m1)):
-                q0, ph = divmod((n0 + self.pre) * down, up)
-                taps = self.taps[ph]  # y[m] = sum_t taps[t] x[q - t]
-                cnt = len(range(n0, m1, up))
-                xs = seg[q0 - T + 1 - lo:q0 - T + 1 - lo + cnt + T - 1]
-                out[n0 - m0::up] = np.convolve(xs, taps, mode="valid")[:cnt]
-        else:
-            t_idx = np.arange(T)
-            step = max(1, (1 << 20) // T)
-            for s in range(m0, m1, step):
-                m = np.arange(s, min(m1, s + step), dtype=np.int64)
-                jmax, r = np.divmod((m + self.pre) * down, up)
-                idx = jmax[:, None] - t_idx[None, :] - lo
-                out[s - m0:s - m0 + m.shape[0]] = np.einsum("nt,nt->n", seg[idx], self.taps[r])
-        self.m = m1
-        # keep the inputs the next outputs need
-        keep = int(self._jmax(m1)) - T + 1
-        if keep > self.x0:
-            k = min(keep - self.x0, self.x.shape[0])
-            self.x = self.x[k:]
-            self.x0 += k
-        return out
-
-
 # --- one track -----------------------------------------------------------------------------
 
 _SIN_BASIS: np.ndarray | None = None
@@ -698,6 +358,48 @@ def _sin_basis() -> np.ndarray:
         k = np.arange(1, N_HARM + 1)
         _SIN_BASIS = np.sin(2.0 * math.pi * k[:, None] * x[None, :] / WT_SIZE).astype(np.float32)
     return _SIN_BASIS
+
+
+def _noise_frames(mag: np.ndarray, gen_re: TorchNormals, gen_im: TorchNormals, win: np.ndarray,
+                  win2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The noise STFT frames of band magnitudes ``mag`` (S, NOISE_NFFT // 2 + 1), windowed and
+    overlap-added in quarters: ``(signal, window-squared sum)``, each ``(S + 3, NOISE_NFFT // 4)``
+    (quarter c of frame s lands at hop s + c)."""
+    K = NOISE_NFFT // 2 + 1
+    S = mag.shape[0]
+    live = mag.any(axis=1)  # silent frames: no normals, no FFT
+    need = np.repeat(live, K)
+    re = gen_re.take(S * K, need).reshape(S, K)
+    im = gen_im.take(S * K, need).reshape(S, K)
+    frames = np.zeros((S + 3, NOISE_NFFT), np.float32)
+    if live.any():
+        spec = (re[live] * mag[live]) + 1j * (im[live] * mag[live])
+        frames[:S][live] = np.fft.irfft(spec, NOISE_NFFT, axis=1) * win
+    # overlap-add with hop NOISE_NFFT / 4: quarter c of frame s lands at hop s + c
+    q = NOISE_NFFT // 4
+    acc = np.zeros((S + 3, q), np.float32)
+    wacc = np.zeros((S + 3, q), np.float32)
+    for c_ in range(4):
+        acc[c_:c_ + S] += frames[:S, c_ * q:(c_ + 1) * q]
+        wacc[c_:c_ + S] += win2[c_ * q:(c_ + 1) * q]
+    return acc, wacc
+
+
+def _with_hf(y: np.ndarray, out_pos: int, sr: int, top: _Accumulator, hf_tab: np.ndarray | None,
+             hf_s: np.float32 | None) -> np.ndarray:
+    """Output block ``y`` (starting at output sample ``out_pos``, rate ``sr``) with the noise
+    above the model's bands, following the top band's magnitudes ``top`` (per frame)."""
+    m_idx = np.arange(out_pos, out_pos + y.shape[0])
+    fr_hi = int(m_idx[-1] / sr * FRAME_RATE) + 2
+    tf = top.take(top.base, max(fr_hi, top.base + 1))
+    t_fr = (top.base + np.arange(tf.shape[0])) / FRAME_RATE
+    # frames not synthesized yet are zeros (only past the end of the noise STFT)
+    envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
+    if np.any(envh > 0) and hf_tab is not None:
+        tab = hf_tab[m_idx & (HF_TABLE - 1)]
+        y = y + tab * envh * hf_s
+    top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))
+    return y
 
 
 class TrackRenderer:
@@ -787,10 +489,17 @@ class TrackRenderer:
         e = np.exp(lg)
         dist = e / e.sum(axis=1, keepdims=True) * mask
         amps = (amp[:, None] * dist).astype(np.float32)
+        self._bands_into(bands, bnd, f0, fi, row_note, starts_row, nfr2)
+        self._oscillators_into(harm, amps, f0_hz, f0, fi, row_note, nfr2, on, ends2)
+
+    def _bands_into(self, bands: _Accumulator, bnd: np.ndarray, f0: np.ndarray, fi: np.ndarray,
+                    row_note: np.ndarray, starts_row: np.ndarray, nfr2: np.ndarray) -> None:
+        """Add the notes' band magnitudes ``bnd`` (rows: the notes' frames, consecutive per
+        note) to ``bands`` at their global frames."""
         # noise bands per global frame (each note's frames are consecutive)
         fidx = f0[row_note] + fi
         last_fr = self.n_fr_total - 1
-        for i in range(N):
+        for i in range(nfr2.shape[0]):
             s_, e_ = starts_row[i], starts_row[i] + nfr2[i]
             g0_ = int(f0[i])
             n_in = max(0, min(e_ - s_, last_fr - g0_))
@@ -798,6 +507,12 @@ class TrackRenderer:
                 bands.add(g0_, bnd[s_:s_ + n_in])
             if s_ + n_in < e_:  # frames past the end fold into the last one (as torch clamps)
                 bands.add_at(np.minimum(fidx[s_ + n_in:e_], last_fr), bnd[s_ + n_in:e_])
+
+    def _oscillators_into(self, harm: _Accumulator, amps: np.ndarray, f0_hz: np.ndarray,
+                          f0: np.ndarray, fi: np.ndarray, row_note: np.ndarray, nfr2: np.ndarray,
+                          on: np.ndarray, ends2: np.ndarray) -> None:
+        """Add the notes' harmonic signal (wavetable oscillators over the intervals between
+        consecutive frames of each note, onset ramp and end fade) to ``harm``."""
         # wavetable oscillators over the intervals between consecutive frames of each note
         iv = np.flatnonzero(fi < nfr2[row_note] - 1)  # interval rows (frame f -> f + 1)
         iv_note = row_note[iv]
@@ -905,22 +620,7 @@ class TrackRenderer:
                 top.add(next_frame, fb[:, -1].copy())
                 mag = (fb[:, j0] * (1 - wj) + fb[:, j1] * wj) * roll
                 mag[:, 0] = 0.0
-                S = s_end - next_frame
-                live = mag.any(axis=1)  # silent frames: no normals, no FFT
-                need = np.repeat(live, K)
-                re = gen_re.take(S * K, need).reshape(S, K)
-                im = gen_im.take(S * K, need).reshape(S, K)
-                frames = np.zeros((S + 3, NOISE_NFFT), np.float32)
-                if live.any():
-                    spec = (re[live] * mag[live]) + 1j * (im[live] * mag[live])
-                    frames[:S][live] = np.fft.irfft(spec, NOISE_NFFT, axis=1) * win
-                # overlap-add with hop NOISE_NFFT / 4: quarter c of frame s lands at hop s + c
-                q = NOISE_NFFT // 4
-                acc = np.zeros((S + 3, q), np.float32)
-                wacc = np.zeros((S + 3, q), np.float32)
-                for c_ in range(4):
-                    acc[c_:c_ + S] += frames[:S, c_ * q:(c_ + 1) * q]
-                    wacc[c_:c_ + S] += win2[c_ * q:(c_ + 1) * q]
+                acc, wacc = _noise_frames(mag, gen_re, gen_im, win, win2)
                 ola.add(next_frame * NOISE_HOP - half, acc.reshape(-1))
                 wsum.add(next_frame * NOISE_HOP - half, wacc.reshape(-1))
                 next_frame = s_end
@@ -938,16 +638,7 @@ class TrackRenderer:
             else:
                 y = res.push(wet) if b1 < n_int else np.concatenate([res.push(wet), res.finish()])
             if hf and y.shape[0]:
-                m_idx = np.arange(out_pos, out_pos + y.shape[0])
-                fr_hi = int(m_idx[-1] / sr * FRAME_RATE) + 2
-                tf = top.take(top.base, max(fr_hi, top.base + 1))
-                t_fr = (top.base + np.arange(tf.shape[0])) / FRAME_RATE
-                # frames not synthesized yet are zeros (only past the end of the noise STFT)
-                envh = np.interp(m_idx / sr, t_fr, tf).astype(np.float32)
-                if np.any(envh > 0) and hf_tab is not None:
-                    tab = hf_tab[m_idx & (HF_TABLE - 1)]
-                    y = y + tab * envh * hf_s
-                top.drop(max(0, int(out_pos / sr * FRAME_RATE) - 2))
+                y = _with_hf(y, out_pos, sr, top, hf_tab, hf_s)
             if out_pos + y.shape[0] > self.n_samples:
                 y = y[:self.n_samples - out_pos]
             out_pos += y.shape[0]

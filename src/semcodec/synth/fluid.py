@@ -12,7 +12,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -148,6 +148,35 @@ def render_score(score: Score, sr: int, n_samples: int, *, soundfont: str | None
 FLUID_BLOCK = 1 << 17
 
 
+def _schedule(synth: Any, sfid: int, score: Score, programs: dict[int, int] | None,
+              render_sr: int, tempo: float, transpose: int) -> list[_Event]:
+    """Give each track its MIDI channels on ``synth`` (programs selected, bend range set; a
+    drum track one of the drum channels) and return all the tracks' events in time order."""
+    melodic = [c for c in range(N_CHANNELS) if c % 16 != 9]
+    drums = [c for c in range(N_CHANNELS) if c % 16 == 9]
+    per_track = max(1, min(CHANNELS_PER_TRACK_MAX, len(melodic) // max(1, len(score.tracks))))
+    events: list[_Event] = []
+    for i, track in enumerate(score.tracks):
+        if track.is_drum:
+            chans, drums = drums[:1], drums[1:] or drums
+            program = (programs or {}).get(i, 0)
+            for c in chans:
+                synth.program_select(c, sfid, 128, program)
+        else:
+            chans, melodic = melodic[:per_track], melodic[per_track:]
+            program = (programs or {}).get(i, track.program)
+            for c in chans:
+                synth.program_select(c, sfid, 0, program)
+            set_bend_range(synth, chans)
+        if not chans:
+            log.warning("track %d (%s): no MIDI channel left, not played", i, track.name)
+            continue
+        events.extend(_track_events(track.notes, chans, render_sr, tempo, transpose,
+                                    track.is_drum))
+    events.sort(key=lambda e: (e.sample, e.order))
+    return events
+
+
 def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str | None = None,
                         programs: dict[int, int] | None = None, transpose: int = 0,
                         tempo: float = 1.0, gain: float = 0.5, block: int = FLUID_BLOCK,
@@ -163,28 +192,7 @@ def render_score_blocks(score: Score, sr: int, n_samples: int, *, soundfont: str
         sfid = synth.sfload(sf_path)
         if sfid < 0:
             raise SynthError(f"{sf_path}: fluidsynth cannot load this soundfont")
-        melodic = [c for c in range(N_CHANNELS) if c % 16 != 9]
-        drums = [c for c in range(N_CHANNELS) if c % 16 == 9]
-        per_track = max(1, min(CHANNELS_PER_TRACK_MAX, len(melodic) // max(1, len(score.tracks))))
-        events: list[_Event] = []
-        for i, track in enumerate(score.tracks):
-            if track.is_drum:
-                chans, drums = drums[:1], drums[1:] or drums
-                program = (programs or {}).get(i, 0)
-                for c in chans:
-                    synth.program_select(c, sfid, 128, program)
-            else:
-                chans, melodic = melodic[:per_track], melodic[per_track:]
-                program = (programs or {}).get(i, track.program)
-                for c in chans:
-                    synth.program_select(c, sfid, 0, program)
-                set_bend_range(synth, chans)
-            if not chans:
-                log.warning("track %d (%s): no MIDI channel left, not played", i, track.name)
-                continue
-            events.extend(_track_events(track.notes, chans, render_sr, tempo, transpose,
-                                        track.is_drum))
-        events.sort(key=lambda e: (e.sample, e.order))
+        events = _schedule(synth, sfid, score, programs, render_sr, tempo, transpose)
         out_len = int(round(n_samples * render_sr / sr))
         res = None
         if render_sr != sr:

@@ -24,6 +24,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,7 @@ def save_weights(state: dict, out_dir: Path, config: dict) -> Path:
     return final
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m semcodec.synth.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=85.0, help="wall-clock budget (default 85)")
@@ -172,7 +173,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _note_batch(ddsp: Any, notes: list, idx: np.ndarray) -> tuple[Any, list[int]]:
+    """The notes of clips ``idx`` as one ``ddsp.NoteBatch`` and each note's place in the
+    batch (its group)."""
+    on, off, pit, vel, bends, grp = [], [], [], [], [], []
+    for b, i in enumerate(idx):
+        for (o, f, p, v, bl) in notes[i]:
+            on.append(o)
+            off.append(f)
+            pit.append(p)
+            vel.append(v)
+            bends.append(bl)
+            grp.append(b)
+    return ddsp.NoteBatch(on, off, pit, vel, bends, CLIP_S), grp
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     t_start = time.monotonic()
     deadline = t_start + args.minutes * 60.0
 
@@ -221,16 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.choice(audio.shape[0], args.batch, replace=False)
-        on, off, pit, vel, bends, grp = [], [], [], [], [], []
-        for b, i in enumerate(idx):
-            for (o, f, p, v, bl) in notes[i]:
-                on.append(o)
-                off.append(f)
-                pit.append(p)
-                vel.append(v)
-                bends.append(bl)
-                grp.append(b)
-        nb = ddsp.NoteBatch(on, off, pit, vel, bends, CLIP_S)
+        nb, grp = _note_batch(ddsp, notes, idx)
         progs = torch.from_numpy(programs[idx])
         target = torch.from_numpy(audio[idx].astype(np.float32) / 32767.0)
         pred = ddsp.render_groups(model, nb, np.asarray(grp), model.embedding(progs),

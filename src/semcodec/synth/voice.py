@@ -96,6 +96,44 @@ def _frame_f0(notes: list[Note], start: float, n_frames: int) -> np.ndarray:
     return f0
 
 
+def _frame_harmonics(spec: np.ndarray, f0_guess: float, cents: np.ndarray, bin_hz: float,
+                     top_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One voiced frame's harmonics (magnitude spectrum ``spec``, the score's f0 ``f0_guess``
+    Hz refined within ``cents``): their frequencies (Hz), levels (dB re. the frame's harmonic
+    energy) and aperiodicity (dB); None with fewer than two harmonics under ``top_hz``."""
+    # refine f0: the candidate whose first harmonics sit on the largest magnitudes
+    best, best_v = f0_guess, -np.inf
+    for c in cents:
+        f = f0_guess * 2 ** (c / 1200)
+        k = np.arange(1, 7) * f / bin_hz
+        k = k[k < spec.shape[0] - 1]
+        v = float(np.log(spec[np.round(k).astype(int)] + 1e-9).sum())
+        if v > best_v:
+            best, best_v = f, v
+    f0 = best
+    kk = np.arange(1, MAX_HARM + 1)
+    fk = kk * f0
+    fk = fk[fk < top_hz]
+    if fk.shape[0] < 2:
+        return None
+    b = np.round(fk / bin_hz).astype(int)
+    w = max(1, int(0.15 * f0 / bin_hz))
+    lo, hi = np.maximum(b - w, 0), np.minimum(b + w + 1, spec.shape[0])
+    peaks = np.array([spec[a:e].max() for a, e in zip(lo, hi)])
+    # between two harmonics: the RMS magnitude around the midpoint (noise floor), as an
+    # amplitude ratio per harmonic spacing (white noise of std s windowed by Hann(N) has
+    # RMS |X| = s·sqrt(3N/8); a sinusoid of amplitude A peaks at A·N/4)
+    mid = (fk + 0.5 * f0) / bin_hz
+    mw = max(1, int(0.25 * f0 / bin_hz))
+    mi = np.round(mid).astype(int)
+    troughs = np.array([np.sqrt(np.mean(spec[max(0, m - mw):m + mw + 1] ** 2))
+                        if m + mw < spec.shape[0] else np.nan for m in mi])
+    ratio = troughs / (peaks + 1e-12) / math.sqrt(1.5 * ANALYSIS_SR / (N_FFT * f0))
+    norm = math.sqrt(float((peaks ** 2).sum())) + 1e-12
+    ok = np.isfinite(ratio)
+    return fk[ok], 20 * np.log10(peaks[ok] / norm + 1e-9), 20 * np.log10(ratio[ok] + 1e-9)
+
+
 def analyze(excerpt: np.ndarray, sr: int, notes: list[Note], start: float) -> VoiceModel | None:
     """The :class:`VoiceModel` of a sung excerpt (mono at ``sr`` Hz, beginning at ``start``
     s of the original) with the score's ``notes`` over it; None when it has no usable voiced
@@ -111,40 +149,12 @@ def analyze(excerpt: np.ndarray, sr: int, notes: list[Note], start: float) -> Vo
     fs, hs, ns = [], [], []
     cents = np.linspace(-50, 50, 11)
     for j in np.nonzero((f0s > 0) & loud)[0]:
-        spec = mag[j]
-        # refine f0: the candidate whose first harmonics sit on the largest magnitudes
-        best, best_v = f0s[j], -np.inf
-        for c in cents:
-            f = f0s[j] * 2 ** (c / 1200)
-            k = np.arange(1, 7) * f / bin_hz
-            k = k[k < spec.shape[0] - 1]
-            v = float(np.log(spec[np.round(k).astype(int)] + 1e-9).sum())
-            if v > best_v:
-                best, best_v = f, v
-        f0 = best
-        kk = np.arange(1, MAX_HARM + 1)
-        fk = kk * f0
-        fk = fk[fk < top_hz]
-        if fk.shape[0] < 2:
+        got = _frame_harmonics(mag[j], f0s[j], cents, bin_hz, top_hz)
+        if got is None:
             continue
-        b = np.round(fk / bin_hz).astype(int)
-        w = max(1, int(0.15 * f0 / bin_hz))
-        lo, hi = np.maximum(b - w, 0), np.minimum(b + w + 1, spec.shape[0])
-        peaks = np.array([spec[a:e].max() for a, e in zip(lo, hi)])
-        # between two harmonics: the RMS magnitude around the midpoint (noise floor), as an
-        # amplitude ratio per harmonic spacing (white noise of std s windowed by Hann(N) has
-        # RMS |X| = s·sqrt(3N/8); a sinusoid of amplitude A peaks at A·N/4)
-        mid = (fk + 0.5 * f0) / bin_hz
-        mw = max(1, int(0.25 * f0 / bin_hz))
-        mi = np.round(mid).astype(int)
-        troughs = np.array([np.sqrt(np.mean(spec[max(0, m - mw):m + mw + 1] ** 2))
-                            if m + mw < spec.shape[0] else np.nan for m in mi])
-        ratio = troughs / (peaks + 1e-12) / math.sqrt(1.5 * ANALYSIS_SR / (N_FFT * f0))
-        norm = math.sqrt(float((peaks ** 2).sum())) + 1e-12
-        ok = np.isfinite(ratio)
-        fs.append(fk[ok])
-        hs.append(20 * np.log10(peaks[ok] / norm + 1e-9))
-        ns.append(20 * np.log10(ratio[ok] + 1e-9))
+        fs.append(got[0])
+        hs.append(got[1])
+        ns.append(got[2])
     if not fs:
         return None
     fa, ha, na = np.concatenate(fs), np.concatenate(hs), np.concatenate(ns)

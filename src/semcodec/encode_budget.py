@@ -1,0 +1,231 @@
+"""The encoder's bitrate budget: what a file keeps within its target (the track renders the
+encoder measured best, the excerpts and one-shots by benefit per byte, then the residual with
+the bytes left).  Internal to :func:`semcodec.api.encode`; sizes in bytes, rates in Hz."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import numpy as np
+
+from semcodec.container import SmcFile
+from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode
+from semcodec.errors import SynthError
+from semcodec.events import Sample, Track, TrackRender
+
+if TYPE_CHECKING:
+    from semcodec.api import EncodeOptions
+
+log = logging.getLogger(__name__)
+
+#: A container (the API's :class:`semcodec.api.Container` or the format's SmcFile): the
+#: steps return the class they were given.
+_C = TypeVar("_C", bound=SmcFile)
+
+
+#: Bytes of a chunk's framing (type, length, CRC32).
+_CHUNK_FRAMING = 12
+
+
+def _bytes_left(c: SmcFile, max_kbps: float) -> int:
+    """Bytes ``c`` may still grow by within ``max_kbps``."""
+    return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes())
+
+
+def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
+    """``c`` with a RESD chunk of at most ``max_bytes`` (framing included) coding what its
+    default decode still misses of ``original`` (mono float32 at ``c.sample_rate``); ``c``
+    unchanged when nothing helps, nothing fits or the decode fails."""
+    from semcodec import residual
+
+    room = max_bytes - _CHUNK_FRAMING
+    if room < 8:
+        log.info("residual: no room left in the budget (%d bytes)", max_bytes)
+        return c
+    try:
+        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1, max_duration_s=None))
+    except SynthError as exc:
+        log.warning("residual skipped: the decode failed (%s)", exc)
+        return c
+    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room)
+    log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
+    return replace(c, residual=payload) if payload else c
+
+
+def _samples_within(c: SmcFile, samples: tuple, max_kbps: float) -> tuple:
+    """The samples (in order) that fit into ``max_kbps`` on top of the rest of ``c``."""
+    budget = max_kbps * 1000.0 / 8.0 * c.duration - len(c.to_bytes())
+    kept = []
+    for smp in samples:
+        cost = len(smp.data) + 24  # per-sample fields in the SAMP chunk, plus its framing
+        if cost <= budget:
+            kept.append(smp)
+            budget -= cost
+        else:
+            log.info("sample of track %d (%d bytes) dropped: over the %.2f kbps budget",
+                     smp.track + 1, len(smp.data), max_kbps)
+    return tuple(kept)
+
+
+#: Bytes a sample adds to the SAMP chunk besides its data (track, times, rate, codec name).
+SAMPLE_FIELD_BYTES = 24
+
+
+def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
+           samples: tuple[Sample, ...], opts: EncodeOptions,
+           residual_for: Callable[[_C], Any] | None = None) -> _C:
+    """``c`` completed within the bitrate target: each pitched track gets the render the
+    encoder measured best (semcodec.sampleuse), and the candidate ``samples`` (excerpts of
+    the tracks of ``groups``, whose audio at ``sr`` is ``audios``; drum one-shots) are kept
+    in order of measured benefit per byte while they fit (semcodec.budget).
+
+    ``residual_for(base)`` is the seam of the residual layer (issue 10 item 1): given the file
+    without excerpts, it returns a :class:`semcodec.budget.ResidualCoder` (``code(max_bytes)``,
+    ``benefit(payload)``) over the original and that file's decode, or None; an excerpt is
+    then kept only if it gains more than the residual would with its bytes.  The residual
+    itself is coded afterwards against the final decode with the bytes left (not in this
+    module).  None (the default here, until the residual layer is in this build): excerpts
+    compete with each other only."""
+    from semcodec import budget
+
+    total = budget.budget_bytes(opts.target_kbps, c.duration)
+    first: dict[int, Sample] = {}
+    for s in samples:
+        if s.key is None:
+            first.setdefault(s.track, s)
+    several = len(first) < sum(1 for s in samples if s.key is None)
+    # each track's first (best) excerpt is measured alone; a track with several is measured
+    # with all of them too, offered as an upgrade (the increment over the first)
+    one = {}
+    choices = {}
+    if opts.track_renders:
+        one = _measure_renders(c, audios, groups, sr, tuple(first.values()))
+        choices = (_measure_renders(c, audios, groups, sr, samples) if several else one)
+    # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
+    # brings its own render
+    base_score = replace(c.score, tracks=tuple(
+        replace(t, render=one[i].plain) if i in one else t
+        for i, t in enumerate(c.score.tracks)))
+    base = replace(c, score=base_score, samples=())
+    base_bytes = len(base.to_bytes())
+    parts = [budget.Part("base", "score", base_bytes, required=True)]
+    for k, smp in enumerate(samples):
+        if smp.key is not None:
+            parts.append(budget.Part(f"oneshot{k}", "oneshot", len(smp.data) + SAMPLE_FIELD_BYTES))
+
+    variants = _excerpt_parts(base, base_bytes, samples, first, one, choices,
+                              opts.track_renders, parts)
+    coder = residual_for(base) if residual_for is not None else None
+    alloc = budget.allocate(total, parts,
+                            residual=coder.code if coder is not None else None,
+                            residual_benefit=coder.benefit if coder is not None else None)
+
+    keep = {p.name for p in alloc.kept}
+    out = _build(base, samples, variants, keep)
+    # the estimates above leave out a few bytes of chunk framing: drop the least useful part
+    # (an upgrade before its base) until the file is within the target (never beyond it)
+    optional = sorted((p for p in alloc.kept if not p.required),
+                      key=lambda p: (p.requires is None, p.density))
+    while len(out.to_bytes()) > total and optional:
+        keep.discard(optional.pop(0).name)
+        out = _build(base, samples, variants, keep)
+    return out
+
+
+#: What a kept sample part brings: (track, its render, its excerpts).
+_Variant = tuple[int, TrackRender | None, tuple[Sample, ...]]
+
+
+def _excerpt_parts(base: SmcFile, base_bytes: int, samples: tuple[Sample, ...],
+                   first: dict[int, Sample], one: dict, choices: dict, track_renders: bool,
+                   parts: list) -> dict[str, _Variant]:
+    """Append to ``parts`` the budget parts of the excerpts (``sample{i}``: a track's first
+    excerpt with its render; ``sample{i}+``: all its excerpts, as an upgrade or alone;
+    ``excerpt{k}``: unplayed, without track renders) and return what each brings."""
+    from semcodec import budget
+
+    def render_bytes(i: int, render) -> int:  # header bytes the track's render adds
+        tracks = tuple(replace(t, render=render) if j == i else t
+                       for j, t in enumerate(base.score.tracks))
+        return max(0, len(replace(base, score=replace(base.score, tracks=tracks)).to_bytes())
+                   - base_bytes)
+
+    variants: dict[str, _Variant] = {}
+    for i, ch in one.items():
+        if i not in first:
+            continue
+        base_kept = ch.uses_sample
+        if base_kept:
+            cost = len(first[i].data) + SAMPLE_FIELD_BYTES + render_bytes(i, ch.render)
+            variants[f"sample{i}"] = (i, ch.render, (first[i],))
+            parts.append(budget.Part(f"sample{i}", "sample", cost, ch.sample_benefit))
+        more = choices.get(i)
+        mine = tuple(s for s in samples if s.track == i and s.key is None)
+        if more is None or more is ch or not more.uses_sample or len(mine) < 2:
+            continue
+        variants[f"sample{i}+"] = (i, more.render, mine)
+        full = sum(len(s.data) + SAMPLE_FIELD_BYTES for s in mine) + render_bytes(i, more.render)
+        if base_kept:  # an upgrade: the increment over the first excerpt
+            parts.append(budget.Part(f"sample{i}+", "sample", max(0, full - parts[-1].nbytes),
+                                     more.sample_benefit - ch.sample_benefit,
+                                     requires=f"sample{i}"))
+        else:  # only the excerpts together pay
+            parts.append(budget.Part(f"sample{i}+", "sample", full, more.sample_benefit))
+    if not track_renders:  # excerpts stored unplayed (format 1.2): by the old order
+        for k, smp in enumerate(samples):
+            if smp.key is None:
+                parts.append(budget.Part(f"excerpt{k}", "sample",
+                                         len(smp.data) + SAMPLE_FIELD_BYTES, 1e-9))
+    return variants
+
+
+def _build(base: _C, samples: tuple[Sample, ...], variants: dict[str, _Variant],
+           keep: set[str]) -> _C:
+    """``base`` with the kept parts' samples and renders."""
+    tracks = list(base.score.tracks)
+    kept = [s for k, s in enumerate(samples)
+            if f"oneshot{k}" in keep or f"excerpt{k}" in keep]
+    for name in sorted(keep & set(variants)):
+        i, render, excerpts = variants[name]
+        if name.endswith("+") or f"sample{i}+" not in keep:
+            tracks[i] = replace(tracks[i], render=render)
+            kept += list(excerpts)
+    kept.sort(key=lambda s: (s.track, s.key is not None, s.start))
+    return replace(base, score=replace(base.score, tracks=tuple(tracks)),
+                   samples=tuple(kept))
+
+
+def _measure_renders(c: SmcFile, audios: list[np.ndarray], groups: list[list[int]], sr: int,
+                     samples: tuple[Sample, ...]) -> dict:
+    """{track: sampleuse.Choice} for the pitched tracks of ``groups`` (empty when the
+    engines are unavailable or the file is silent)."""
+    from semcodec import sampleuse
+
+    if c.loudness_lufs is None or not groups:
+        return {}
+    m_sr = sampleuse.MEASURE_SR
+    n = int(round(c.n_samples * m_sr / c.sample_rate))
+    try:
+        shape = _DecodeShape(m_sr, n, 1)
+        renderer = _Renderer(c, DecodeOptions(sample_rate=m_sr, channels=1,
+                                              track_renders=False), shape)
+    except SynthError as exc:
+        log.info("track renders not measured: %s", exc)
+        return {}
+
+    def engine(i: int, track: Track) -> np.ndarray:
+        tracks = tuple(track if j == i else replace(t, notes=())
+                       for j, t in enumerate(c.score.tracks))
+        return renderer.render(replace(c.score, tracks=tracks))
+
+    out = {}
+    for audio, members in zip(audios, groups):
+        try:
+            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine):
+                out[ch.track] = ch
+        except SynthError as exc:
+            log.warning("track renders of tracks %s not measured: %s",
+                        ", ".join(str(i + 1) for i in members), exc)
+    return out
