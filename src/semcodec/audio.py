@@ -472,7 +472,6 @@ def write_audio_blocks(path: str | os.PathLike, blocks, sr: int, channels: int, 
     atomically, as :func:`write_audio` does for one array (the same bytes for the same
     samples): memory is one block.  ``n_frames``: the total to come (picks RIFF or RF64).
     ``progress(fraction)`` after each block.  Returns the number of frames written."""
-    import soundfile as sf  # noqa: PLC0415 - imported when used, as elsewhere here
 
     audio_fmt = output_format(path, fmt)
     if not isinstance(sr, (int, np.integer)) or not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
@@ -487,18 +486,8 @@ def write_audio_blocks(path: str | os.PathLike, blocks, sr: int, channels: int, 
             name = "RF64"  # as _write_blocks
         written = _encode_blocks(fh, blocks, int(sr), int(channels), (name, audio_fmt[1]),
                                  n_frames, progress)
-        if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
-            fh.seek(0)
-            data = canonical_ogg(fh.read())
-            fh.seek(0)
-            fh.write(data)
-            fh.truncate()
 
-    try:
-        atomic_write(path, write)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        target = Path(os.fspath(path))
-        raise OutputError(f"cannot encode {target} ({audio_fmt[0]} at {sr} Hz): {exc}") from None
+    _atomic_audio(path, audio_fmt, sr, write)
     return written
 
 
@@ -636,13 +625,22 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
     On any failure or interrupt the temporary file is removed and an existing ``path`` is
     left untouched; problems become :class:`OutputError`.
     """
-    import soundfile as sf  # noqa: PLC0415
 
     audio_fmt = output_format(path, fmt)
 
-    def write(fh: BinaryIO) -> None:
-        _write_blocks(fh, audio, sr, audio_fmt, progress)
-        if audio_fmt[0] == "OGG":  # a few MB at most: make the bytes reproducible
+    _atomic_audio(path, audio_fmt, sr, lambda fh: _write_blocks(fh, audio, sr, audio_fmt, progress))
+
+
+def _atomic_audio(path: str | os.PathLike, audio_fmt: tuple[str, str], sr: int,
+                  write: Callable[[BinaryIO], None]) -> None:
+    """Run ``write(fh)`` into a temporary file renamed over ``path`` (:func:`atomic_write`);
+    an Ogg file (a few MB at most) is then made reproducible (:func:`canonical_ogg`).
+    Encoder failures become :class:`OutputError` naming ``path``."""
+    import soundfile as sf  # noqa: PLC0415
+
+    def write_file(fh: BinaryIO) -> None:
+        write(fh)
+        if audio_fmt[0] == "OGG":
             fh.seek(0)
             data = canonical_ogg(fh.read())
             fh.seek(0)
@@ -650,7 +648,7 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, fmt: str | 
             fh.truncate()
 
     try:
-        atomic_write(path, write)
+        atomic_write(path, write_file)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         target = Path(os.fspath(path))
         raise OutputError(f"cannot encode {target} ({audio_fmt[0]} at {sr} Hz): {exc}") from None
