@@ -24,11 +24,8 @@ no pickle) with ``instrument-config.json`` recording the run; the loader checks 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +34,13 @@ import numpy as np
 from semcodec.errors import SynthError
 from semcodec.events import Note, Score
 from semcodec.synth import dsp
+from semcodec.synth import weights as _weights
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-CONFIG_NAME = "instrument-config.json"
-_WEIGHTS_RE = re.compile(r"^instrument-([0-9a-f]{12})\.safetensors$")
+WEIGHTS_DIR = _weights.WEIGHTS_DIR
+WEIGHTS_KIND = "instrument"
+CONFIG_NAME = f"{WEIGHTS_KIND}-config.json"
 
 #: Classes: GM programs 0..N_PROGRAMS-1 (the pitched ones); families of 8 programs.
 N_PROGRAMS = 112
@@ -205,30 +203,14 @@ class Model:
 
 
 def find_weights(directory: Path | None = None) -> Path | None:
-    """The weights file named by ``instrument-config.json`` in ``directory`` (default: the
-    package's weights), else the only ``instrument-*.safetensors`` there; None when absent."""
-    d = Path(directory) if directory is not None else WEIGHTS_DIR
-    cfg = d / CONFIG_NAME
-    if cfg.is_file():
-        try:
-            name = json.loads(cfg.read_text()).get("weights_file")
-        except (OSError, ValueError):
-            name = None
-        if name and (d / name).is_file():
-            return d / name
-    files = sorted(p for p in d.glob("instrument-*.safetensors") if _WEIGHTS_RE.match(p.name))
-    return files[0] if len(files) == 1 else None
+    """The classifier's weights file in ``directory`` (default: the package's weights), as
+    :func:`semcodec.synth.weights.find_weights` finds them; None when absent."""
+    return _weights.find_weights(directory, kind=WEIGHTS_KIND)
 
 
 def verify_weights(path: Path) -> None:
     """Raise :class:`SynthError` unless the sha256 prefix in the file name matches its content."""
-    m = _WEIGHTS_RE.match(Path(path).name)
-    if not m:
-        raise SynthError(f"{path}: weights file name must be instrument-<12 hex of sha256>.safetensors")
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
-    if digest != m.group(1):
-        raise SynthError(f"{path}: instrument weights are corrupt (sha256 {digest}..., "
-                         f"expected {m.group(1)}...)")
+    _weights.verify_weights(Path(path), kind=WEIGHTS_KIND)
 
 
 def load_model(path: Path | str | None = None) -> Model:

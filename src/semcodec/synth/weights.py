@@ -22,17 +22,22 @@ from semcodec.constants import PACKAGE_DIR
 from semcodec.errors import SynthError
 
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
-WEIGHTS_RE = re.compile(r"^neural-([0-9a-f]{12})\.safetensors$")
 #: Largest safetensors JSON header read (bytes).
 MAX_HEADER_BYTES = 1 << 20
 _DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
 _CACHE: dict[tuple[str, int, float], dict[str, np.ndarray]] = {}
 
 
-def find_weights(directory: Path | None = None) -> Path | None:
-    """The weights file named by ``neural-config.json`` (else the only ``neural-*.safetensors``)."""
+def weights_pattern(kind: str) -> re.Pattern[str]:
+    """File names of committed ``kind`` weights: ``<kind>-<12 hex of sha256>.safetensors``."""
+    return re.compile(rf"^{re.escape(kind)}-([0-9a-f]{{12}})\.safetensors$")
+
+
+def find_weights(directory: Path | None = None, kind: str = "neural") -> Path | None:
+    """The ``kind`` weights file named by ``<kind>-config.json`` in ``directory`` (default: the
+    package's weights), else the last ``<kind>-*.safetensors`` there by name; None when absent."""
     d = Path(directory) if directory is not None else WEIGHTS_DIR
-    cfg = d / "neural-config.json"
+    cfg = d / f"{kind}-config.json"
     if cfg.is_file():
         try:
             name = json.loads(cfg.read_text()).get("weights_file")
@@ -40,30 +45,31 @@ def find_weights(directory: Path | None = None) -> Path | None:
             name = None
         if name and (d / name).is_file():
             return d / name
-    files = sorted(p for p in d.glob("neural-*.safetensors") if WEIGHTS_RE.match(p.name))
+    pattern = weights_pattern(kind)
+    files = sorted(p for p in d.glob(f"{kind}-*.safetensors") if pattern.match(p.name))
     return files[-1] if files else None
 
 
-def _check_digest(path: Path, data: bytes) -> None:
-    m = WEIGHTS_RE.match(path.name)
+def _check_digest(path: Path, data: bytes, kind: str = "neural") -> None:
+    m = weights_pattern(kind).match(path.name)
     if not m:
-        raise SynthError(f"{path}: weights file name must be neural-<12 hex of sha256>.safetensors")
+        raise SynthError(f"{path}: weights file name must be {kind}-<12 hex of sha256>.safetensors")
     digest = hashlib.sha256(data).hexdigest()[:12]
     if digest != m.group(1):
-        raise SynthError(f"{path}: neural weights are corrupt (sha256 {digest}..., "
+        raise SynthError(f"{path}: {kind} weights are corrupt (sha256 {digest}..., "
                          f"name says {m.group(1)})")
 
 
-def verify_weights(path: Path) -> None:
+def verify_weights(path: Path, kind: str = "neural") -> None:
     """Raise :class:`SynthError` unless the sha256 prefix in the file name matches its content."""
     path = Path(path)
-    if not WEIGHTS_RE.match(path.name):
-        _check_digest(path, b"")
+    if not weights_pattern(kind).match(path.name):
+        _check_digest(path, b"", kind)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SynthError(f"{path}: cannot read neural weights ({exc})") from exc
-    _check_digest(path, data)
+        raise SynthError(f"{path}: cannot read {kind} weights ({exc})") from exc
+    _check_digest(path, data, kind)
 
 
 def parse_safetensors(data: bytes, name: str = "weights") -> dict[str, np.ndarray]:
