@@ -3,8 +3,8 @@
 Three sources:
 
 * the development clips in ``$SEMCODEC_EVAL_DIR`` (default ``../shared/eval`` relative to the
-  repository root): Slakh stems ("solo"), Slakh mixes ("ensemble") and a real trumpet
-  ("real", no ground truth);
+  repository root): Slakh stems ("solo"), sung voice ("singing", vocadito), Slakh mixes
+  ("ensemble") and a real trumpet ("real", no ground truth);
 * excerpts of scores from music21's bundled corpus, rendered deterministically to mono
   44.1 kHz through pyfluidsynth with MuseScore General (the *benchmark* soundfont, never the
   decoder's default), with ground-truth notes taken from the score at the rendered tempo;
@@ -53,9 +53,17 @@ def eval_dir() -> Path:
     return Path(env).expanduser().resolve() if env else (REPO / ".." / "shared" / "eval").resolve()
 
 
+#: Group of the development clips of sung voice (name contains ``_singing``): a table of their
+#: own, so that the solo instruments' means are Slakh stems only and the singing row can be
+#: read against Opus.
+SINGING_GROUP = "singing"
+
+
 def _eval_group(name: str) -> str:
     if name.startswith("real_"):
         return "real"
+    if "singing" in name.split("_"):
+        return SINGING_GROUP
     if name.endswith("_mix") or "mix" in name.split("_"):
         return "ensemble"
     return "solo"

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 MD = DOCS / "BENCHMARKS.md"
 OUTDIR = DOCS / "bench"
-GROUPS = ("solo", "ensemble", "real")
+GROUPS = ("solo", "singing", "ensemble", "real")
 #: The drum clips (GM drum patterns, and one band clip) get a table of their own.
 DRUM_GROUP = "drums"
 HISTORY = "## History"
@@ -188,7 +188,7 @@ def scatter_plot(per_clip: list[dict], codecs: list[str], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     cmap = plt.get_cmap("tab10")
-    markers = {"solo": "o", "ensemble": "s", "real": "^"}
+    markers = {"solo": "o", "singing": "D", "ensemble": "s", "real": "^"}
     for i, codec in enumerate(c for c in codecs if not c.startswith("original")):
         color = cmap(i % 10)
         xs, ys = [], []

@@ -442,8 +442,9 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
                                           settings, workers, report)
     start_loss, steps = best[0], 0
     # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
+    renders: dict = {}
     fluid_losses = _in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
-                                  engines=("fluidsynth",))
+                                  engines=("fluidsynth",), keep=renders)
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
     # no mel gain)
@@ -464,13 +465,16 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     timbre = Timbre(track=ti, embedding=tuple(float(v) for v in best[1]), gain_db=float(best[3]),
                     room=tuple(float(v) for v in best[2]))
     engine = None
-    losses = _engine_losses(score, ti, ex.starts, timbre, program, ex.tgt, engines=("neural",))
+    neural_renders: dict = {}
+    losses = _engine_losses(score, ti, ex.starts, timbre, program, ex.tgt, engines=("neural",),
+                            keep=neural_renders)
     fluid = fluid_losses()
     losses = None if losses is None or fluid is None else {**losses, **fluid}
     if losses is not None:
         log.info("track %d: excerpts as decoded: neural loss %.3f, fluidsynth (program %d) "
                  "%.3f", ti, losses["neural"][0], program, losses["fluidsynth"][0])
-        if losses["fluidsynth"][0] < losses["neural"][0]:
+        if (losses["fluidsynth"][0] < losses["neural"][0]
+                and _fluid_keeps_notes(ti, {**renders, **neural_renders})):
             engine = ("fluidsynth", losses["fluidsynth"][1])
     report(1.0)
     return timbre, program, engine
@@ -573,13 +577,15 @@ ENGINE_CONTEXT_S = 0.5
 
 def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | None,
                    program: int, tgt, engines: tuple[str, ...] = ("neural", "fluidsynth"),
-                   ) -> dict[str, tuple[float, float]] | None:
+                   keep: dict | None = None) -> dict[str, tuple[float, float]] | None:
     """``{"neural": (loss, gain dB), "fluidsynth": (loss, gain dB)}``: track ``ti``'s excerpts
     (windows at ``starts``, with ENGINE_CONTEXT_S of lead-in) rendered as the decoder renders
     them, by the neural engine with the ``fitted`` timbre and by fluidsynth with GM ``program``
     (``engines``: those of the two to render), each level-matched to ``tgt`` ((G, n) at the
     model rate) and scored by ``ddsp.mrstft_loss``.  None when an engine is unavailable or
-    renders nothing.  All excerpts go through one rendering per engine, ENGINE_GAP_S apart."""
+    renders nothing.  All excerpts go through one rendering per engine, ENGINE_GAP_S apart.
+    ``keep`` (a dict), if given, receives ``"notes"`` (the rendered notes, times in the
+    rendering) and, per engine, its whole rendering (float32 at ``ddsp.SR_INT``)."""
     import torch  # noqa: PLC0415
 
     from dataclasses import replace  # noqa: PLC0415
@@ -606,6 +612,8 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
         for name in engines:
             eng = NeuralEngine(device="cpu") if name == "neural" else FluidsynthEngine()
             y: Any = eng.render(one, sr, hop * G, timbres=timbres)
+            if keep is not None:
+                keep["notes"], keep[name] = notes, np.asarray(y, np.float32)
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
             if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
@@ -617,6 +625,24 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
         log.info("engines not compared: %s", exc)
         return None
     return out
+
+
+def _fluid_keeps_notes(ti: int, renders: dict) -> bool:
+    """The round-trip check of the engine choice (:mod:`semcodec.roundtrip`): True unless
+    fluidsynth's rendering of the excerpts (``renders["fluidsynth"]``) lets their notes
+    (``renders["notes"]``) be transcribed back clearly worse than the neural engine's
+    (``renders["neural"]``), at ``ddsp.SR_INT``."""
+    from semcodec import roundtrip  # noqa: PLC0415
+    from semcodec.synth import ddsp  # noqa: PLC0415
+
+    if not all(k in renders for k in ("notes", "neural", "fluidsynth")):
+        return True
+    f1 = {k: roundtrip.agreement(renders[k], ddsp.SR_INT, renders["notes"])
+          for k in ("neural", "fluidsynth")}
+    ok = roundtrip.keeps_notes(f1["fluidsynth"], f1["neural"])
+    log.info("track %d: excerpts transcribed back: note F1 neural %s, fluidsynth %s%s", ti,
+             f1["neural"], f1["fluidsynth"], "" if ok else ": fluidsynth refused")
+    return ok
 
 
 def _in_background(fn: Callable, *args, **kwargs) -> Callable[[], Any]:
