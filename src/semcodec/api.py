@@ -51,6 +51,7 @@ from semcodec.encode_budget import (
     SAMPLE_FIELD_BYTES as SAMPLE_FIELD_BYTES,
     _bytes_left,
     _spend,
+    _with_clear_notes,
     _with_residual,
 )
 from semcodec.events import Note, Sample, Score, Track
@@ -407,6 +408,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     )
     c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                inp.sample_rate, tuple(samples), opts)
+    # notes that the decode hides under a note an octave below are made audible again
+    c = _with_clear_notes(c, inp.audio)
     if opts.residual and c.loudness_lufs is not None:
         # the residual is coded last, against the final decode, with the bytes left
         report("residual", 0.0)

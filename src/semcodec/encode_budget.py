@@ -54,6 +54,32 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
     return replace(c, residual=payload) if payload else c
 
 
+def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
+    """``c`` with the velocities of the notes its decode hides under a note an octave below
+    raised (:func:`semcodec.roundtrip.repair`, measured on the decode without the residual
+    at the transcriber's rate against ``original``, mono float32 at ``c.sample_rate``); ``c``
+    unchanged when nothing is masked, nothing is accepted or the decode fails."""
+    from semcodec import roundtrip
+    from semcodec.errors import SemcodecError
+    from semcodec.synth import dsp
+
+    sr = roundtrip.MEASURE_SR
+    mono = np.asarray(original, np.float32)
+    target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
+    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=sr)
+
+    def render(tracks: tuple) -> np.ndarray:
+        y, _ = decode(replace(c, score=replace(c.score, tracks=tracks)), opts)
+        return dsp.fit_length(np.asarray(y, np.float32), target.shape[0])
+
+    try:
+        tracks = roundtrip.repair(c.score.tracks, target, sr, render)
+    except SemcodecError as exc:
+        log.warning("round-trip repair skipped: %s", exc)
+        return c
+    return c if tracks == c.score.tracks else replace(c, score=replace(c.score, tracks=tracks))
+
+
 def _samples_within(c: SmcFile, samples: tuple, max_kbps: float) -> tuple:
     """The samples (in order) that fit into ``max_kbps`` on top of the rest of ``c``."""
     budget = max_kbps * 1000.0 / 8.0 * c.duration - len(c.to_bytes())

@@ -14,7 +14,7 @@ as recognisable.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -75,3 +75,131 @@ def keeps_notes(candidate: float | None, safer: float | None,
     if candidate is None or safer is None:
         return True
     return candidate >= safer - max_loss
+
+
+# ------------------------------------------------------------------------------------------
+# repair: notes masked by a note an octave below
+# ------------------------------------------------------------------------------------------
+
+#: Intervals (semitones) of a lower note that can mask a note: its 2nd and 4th harmonics
+#: fall on the masked note's fundamental.
+MASKING_INTERVALS = (12, 24)
+#: Velocity factors tried, in turn, on the masked notes (and, second, on their maskers).
+RAISE_FACTOR = 1.5
+LOWER_FACTOR = 0.7
+#: A repair may cost at most this much of the measured mel distance (sampleuse's
+#: 64-band log-mel distance at 22.05 kHz, before the residual).
+MAX_MEL_COST = 0.01
+#: ... and must raise the agreement by at least this much (note F1).
+MIN_F1_GAIN = 0.02
+
+
+def masked_notes(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[Note],
+                 tol_s: float = ONSET_TOLERANCE_S) -> tuple[set, set]:
+    """(masked, maskers): keys ``(track, index)`` of the notes of ``score_notes`` (``(track,
+    index, note)``) that the transcription ``heard`` missed while it heard, at the same onset
+    (within ``tol_s``), a score note MASKING_INTERVALS below; and of those lower notes."""
+    import bisect  # noqa: PLC0415
+
+    def by_pitch(items) -> dict[int, tuple[list[float], list]]:
+        out: dict[int, tuple[list[float], list]] = {}
+        for onset, pitch, key in sorted(items, key=lambda r: r[0]):
+            ons, keys = out.setdefault(pitch, ([], []))
+            ons.append(onset)
+            keys.append(key)
+        return out
+
+    def near(table, pitch: int, t: float) -> list:
+        ons, keys = table.get(pitch, ([], []))
+        lo, hi = bisect.bisect_left(ons, t - tol_s), bisect.bisect_right(ons, t + tol_s)
+        return keys[lo:hi]
+
+    heard_t = by_pitch((float(h.onset), int(h.pitch), None) for h in heard)
+    score_t = by_pitch((float(n.onset), int(n.pitch), (ti, k, n)) for ti, k, n in score_notes)
+    masked: set = set()
+    maskers: set = set()
+    for ti, k, n in score_notes:
+        if near(heard_t, int(n.pitch), float(n.onset)):
+            continue
+        for iv in MASKING_INTERVALS:
+            for tj, j, m in near(score_t, int(n.pitch) - iv, float(n.onset)):
+                if near(heard_t, int(m.pitch), float(m.onset)):
+                    masked.add((ti, k))
+                    maskers.add((tj, j))
+    return masked, maskers
+
+
+def scaled(tracks: Sequence, keys: set, factor: float) -> tuple:
+    """``tracks`` (:class:`semcodec.events.Track`) with the velocity of the notes ``keys``
+    (``(track, index)``) multiplied by ``factor`` (rounded, kept within 1..127)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    out = []
+    for ti, t in enumerate(tracks):
+        if not any(key[0] == ti for key in keys):
+            out.append(t)
+            continue
+        notes = tuple(replace(n, velocity=int(min(127, max(1, round(n.velocity * factor)))))
+                      if (ti, k) in keys else n for k, n in enumerate(t.notes))
+        out.append(replace(t, notes=notes))
+    return tuple(out)
+
+
+#: Rate of :func:`repair`'s renderings and measurements (Hz): the transcriber's.
+MEASURE_SR = 22050
+#: Rounds of :func:`repair` at most (each renders and transcribes two candidates).
+MAX_ROUNDS = 2
+
+
+def repair(tracks: Sequence, original: np.ndarray, sr: int,
+           render: Callable[[tuple], np.ndarray]) -> tuple:
+    """``tracks`` with the velocities of notes that a note an octave (or two) below masks
+    raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
+    masked or no change is accepted.
+
+    ``render(tracks)`` is the decode of those tracks (mono float32 at ``sr`` Hz, the length of
+    ``original``, the mono original at ``sr``).  The decode is transcribed again
+    (:func:`agreement`'s transcriber); the score notes it misses while it hears, at their
+    onset, a score note 12 or 24 semitones below are *masked* (that lower note's harmonics
+    cover them).  Each round tries the masked notes' velocities times RAISE_FACTOR, then that
+    with their maskers' times LOWER_FACTOR, and keeps the candidate that raises the agreement
+    most (by MIN_F1_GAIN at least) while the mel distance to ``original`` grows by at most
+    MAX_MEL_COST over the unrepaired decode's.
+    """
+    from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
+    from semcodec.transcribe import transcribe  # noqa: PLC0415
+
+    tracks = tuple(tracks)
+
+    def notes_of(ts: tuple) -> list[tuple[int, int, Note]]:
+        return [(ti, k, n) for ti, t in enumerate(ts) if not t.is_drum
+                for k, n in enumerate(t.notes)]
+
+    def measure(ts: tuple) -> tuple[float, float, tuple[Note, ...]]:
+        y = np.asarray(render(ts), np.float32)
+        heard = transcribe(y, sr)
+        ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
+        return (note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]),
+                mel_distance(ref_mels, y, sr), heard)
+
+    if not notes_of(tracks):
+        return tracks
+    ref_mels = log_mels(np.asarray(original, np.float32), sr)
+    f1, mel0, heard = measure(tracks)
+    log.info("round trip of the decode: note F1 %.3f, mel %.3f", f1, mel0)
+    for _ in range(MAX_ROUNDS):
+        masked, maskers = masked_notes(notes_of(tracks), heard)
+        if not masked:
+            break
+        raised = scaled(tracks, masked, RAISE_FACTOR)
+        best = None
+        for cand in (raised, scaled(raised, maskers, LOWER_FACTOR)):
+            f1c, melc, heardc = measure(cand)
+            log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c, melc)
+            if (f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
+                    and (best is None or f1c > best[0])):
+                best = (f1c, cand, heardc)
+        if best is None:
+            break
+        f1, tracks, heard = best
+    return tracks
