@@ -1,0 +1,135 @@
+"""The round-trip checks of the encoder (semcodec.roundtrip): note F1, the acceptance rule,
+masked-note detection, the velocity repair, and the engine choice's refusal of a rendering
+that hides its notes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semcodec import roundtrip
+from semcodec.events import Note, Track
+
+SR = roundtrip.MEASURE_SR
+
+
+def _pairs(n: int = 6, low: int = 48, gap: float = 0.5, v_low: int = 100, v_up: int = 60):
+    """``n`` octave pairs: a loud note and a quieter one an octave above, same onsets."""
+    notes = []
+    for k in range(n):
+        t = 0.2 + k * gap
+        notes += [Note(t, t + 0.4, low, v_low), Note(t, t + 0.4, low + 12, v_up)]
+    return (Track("t", 0, notes=tuple(sorted(notes, key=lambda x: (x.onset, x.pitch)))),)
+
+
+def test_note_f1_matches_pitch_and_onset_within_tolerance():
+    ref = [(0.0, 60), (1.0, 62), (2.0, 64)]
+    assert roundtrip.note_f1(ref, ref) == 1.0
+    assert roundtrip.note_f1(ref, [(0.04, 60), (1.0, 62), (2.0, 64)]) == 1.0
+    # a late onset or an octave error is a miss (and a false note)
+    assert roundtrip.note_f1(ref, [(0.06, 60), (1.0, 50), (2.0, 64)]) == pytest.approx(1 / 3)
+    # one estimate matches one reference only
+    assert roundtrip.note_f1([(0.0, 60), (0.01, 60)], [(0.0, 60)]) == pytest.approx(2 / 3)
+    assert roundtrip.note_f1([], []) == 1.0
+    assert roundtrip.note_f1(ref, []) == 0.0
+
+
+def test_acceptance_rule():
+    assert roundtrip.keeps_notes(0.80, 0.82)
+    assert not roundtrip.keeps_notes(0.10, 0.80)
+    assert roundtrip.keeps_notes(None, 0.80)  # unknown: no refusal
+    assert roundtrip.keeps_notes(0.10, None)
+
+
+def test_masked_notes_are_those_missed_under_a_heard_lower_octave():
+    tracks = _pairs(3)
+    keyed = [(0, k, n) for k, n in enumerate(tracks[0].notes)]
+    lows = [n for n in tracks[0].notes if n.pitch == 48]
+    masked, maskers = roundtrip.masked_notes(keyed, lows)  # only the low notes heard
+    assert {tracks[0].notes[k].pitch for _, k in masked} == {60}
+    assert len(masked) == 3 and {tracks[0].notes[k].pitch for _, k in maskers} == {48}
+    # all heard: nothing is masked; the lower note not heard either: not masked by it
+    assert roundtrip.masked_notes(keyed, tracks[0].notes) == (set(), set())
+    assert roundtrip.masked_notes(keyed, []) == (set(), set())
+
+
+def test_scaled_keeps_velocities_in_range():
+    t = _pairs(1, v_up=100)
+    up = {(0, k) for k, n in enumerate(t[0].notes) if n.pitch == 60}
+    out = roundtrip.scaled(t, up, 1.5)
+    assert [n.velocity for n in out[0].notes] == [100, 127]
+    assert roundtrip.scaled(t, up, 0.0)[0].notes[1].velocity == 1
+
+
+def _fake_transcriber(monkeypatch, ratio: float = 0.8):
+    """A transcriber that hears the upper note of an octave pair only when its velocity is at
+    least ``ratio`` times the lower's (the velocities are read from the last rendering)."""
+    last: dict = {}
+
+    def render(tracks):
+        last["tracks"] = tracks
+        rng = np.random.default_rng(0)
+        return (0.05 * rng.standard_normal(SR * 4)).astype(np.float32)
+
+    def transcribe(audio, sr):  # noqa: ARG001
+        notes = last["tracks"][0].notes
+        heard = []
+        for n in notes:
+            lower = [m for m in notes if m.pitch == n.pitch - 12 and m.onset == n.onset]
+            if not lower or n.velocity >= ratio * lower[0].velocity:
+                heard.append(n)
+        return tuple(heard)
+
+    monkeypatch.setattr("semcodec.transcribe.transcribe", transcribe)
+    return render
+
+
+def test_repair_raises_the_masked_notes(monkeypatch):
+    render = _fake_transcriber(monkeypatch)
+    tracks = _pairs(6)
+    target = render(tracks)
+    out = roundtrip.repair(tracks, target, SR, render)
+    before = {n.pitch: n.velocity for n in tracks[0].notes}
+    after = {n.pitch: n.velocity for n in out[0].notes}
+    assert after[60] > before[60]
+    assert after[60] >= 0.8 * after[48]  # now heard
+    assert after[48] <= before[48]
+
+
+def test_repair_refused_when_it_costs_mel(monkeypatch):
+    _fake_transcriber(monkeypatch)
+    tracks = _pairs(6)
+    rng = np.random.default_rng(0)
+    target = (0.05 * rng.standard_normal(SR * 4)).astype(np.float32)
+
+    def render(ts):  # a repaired score plays 20 dB too loud: the mel distance forbids it
+        loud = ts != tracks
+        y = target * (10.0 if loud else 1.0)
+        _fake_state["tracks"] = ts
+        return y
+
+    _fake_state: dict = {}
+    monkeypatch.setattr("semcodec.transcribe.transcribe", lambda audio, sr: tuple(
+        n for n in _fake_state["tracks"][0].notes if n.pitch == 48
+        or n.velocity >= 0.8 * 100))
+    assert roundtrip.repair(tracks, target, SR, render) == tracks
+
+
+def test_repair_leaves_a_clear_decode_alone(monkeypatch):
+    render = _fake_transcriber(monkeypatch, ratio=0.1)
+    tracks = _pairs(4)
+    assert roundtrip.repair(tracks, render(tracks), SR, render) == tracks
+
+
+def test_engine_choice_refuses_a_rendering_that_hides_its_notes(monkeypatch):
+    from semcodec import timbre
+
+    renders = {"notes": [Note(0.1, 0.5, 60, 90)], "neural": np.zeros(SR, np.float32),
+               "fluidsynth": np.ones(SR, np.float32)}
+    f1 = {"neural": 0.9, "fluidsynth": 0.2}
+    monkeypatch.setattr(roundtrip, "agreement",
+                        lambda y, sr, notes: f1["fluidsynth" if y[0] else "neural"])
+    assert not timbre._fluid_keeps_notes(0, renders)
+    f1["fluidsynth"] = 0.88
+    assert timbre._fluid_keeps_notes(0, renders)
+    assert timbre._fluid_keeps_notes(0, {"notes": []})  # nothing to compare: no refusal
