@@ -39,6 +39,10 @@ def test_acceptance_rule():
     assert not roundtrip.keeps_notes(0.10, 0.80)
     assert roundtrip.keeps_notes(None, 0.80)  # unknown: no refusal
     assert roundtrip.keeps_notes(0.10, None)
+    # on few notes, one note missed is no evidence: 9 notes, 1 missed (F1 0.89) passes
+    assert roundtrip.keeps_notes(0.89, 1.0, n_notes=9)
+    assert not roundtrip.keeps_notes(0.89, 1.0, n_notes=100)
+    assert not roundtrip.keeps_notes(0.40, 1.0, n_notes=9)
 
 
 def test_masked_notes_are_those_missed_under_a_heard_lower_octave():
@@ -71,7 +75,7 @@ def _fake_transcriber(monkeypatch, ratio: float = 0.8):
         rng = np.random.default_rng(0)
         return (0.05 * rng.standard_normal(SR * 4)).astype(np.float32)
 
-    def transcribe(audio, sr):  # noqa: ARG001
+    def transcribe(audio, sr, options=None):  # noqa: ARG001
         notes = last["tracks"][0].notes
         heard = []
         for n in notes:
@@ -109,7 +113,7 @@ def test_repair_refused_when_it_costs_mel(monkeypatch):
         return y
 
     _fake_state: dict = {}
-    monkeypatch.setattr("semcodec.transcribe.transcribe", lambda audio, sr: tuple(
+    monkeypatch.setattr("semcodec.transcribe.transcribe", lambda audio, sr, options=None: tuple(
         n for n in _fake_state["tracks"][0].notes if n.pitch == 48
         or n.velocity >= 0.8 * 100))
     assert roundtrip.repair(tracks, target, SR, render) == tracks
@@ -124,7 +128,7 @@ def test_repair_leaves_a_clear_decode_alone(monkeypatch):
 def test_engine_choice_refuses_a_rendering_that_hides_its_notes(monkeypatch):
     from semcodec import timbre
 
-    renders = {"notes": [Note(0.1, 0.5, 60, 90)], "neural": np.zeros(SR, np.float32),
+    renders = {"notes": [Note(0.1 + k, 0.5 + k, 60, 90) for k in range(40)], "neural": np.zeros(SR, np.float32),
                "fluidsynth": np.ones(SR, np.float32)}
     f1 = {"neural": 0.9, "fluidsynth": 0.2}
     monkeypatch.setattr(roundtrip, "agreement",

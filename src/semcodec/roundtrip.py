@@ -24,6 +24,29 @@ log = logging.getLogger(__name__)
 
 #: Onset tolerance of a match (s): that of the benchmark's note F1 (mir_eval's default).
 ONSET_TOLERANCE_S = 0.05
+#: The transcriber's settings for the check: basic-pitch's published defaults (onset 0.5,
+#: frame 0.3, notes of >= 127.7 ms, the melodia trick on), i.e. how a generic listener
+#: transcribes, not the encoder's own tuned settings (which hear more notes than it does).
+CHECK_ONSET = 0.5
+CHECK_FRAME = 0.3
+CHECK_MIN_NOTE_S = 0.1277
+
+
+def check_options():
+    """:class:`semcodec.transcribe.TranscribeOptions` of the round-trip check."""
+    from semcodec.transcribe import TranscribeOptions  # noqa: PLC0415
+
+    return TranscribeOptions(onset_threshold=CHECK_ONSET, frame_threshold=CHECK_FRAME,
+                             min_note_s=CHECK_MIN_NOTE_S, melodia_trick=True, keep_bends=False)
+
+
+def transcribe_back(audio: np.ndarray, sr: int) -> tuple[Note, ...]:
+    """The notes the check's transcriber hears in ``audio`` (mono float32 at ``sr`` Hz)."""
+    from semcodec import transcribe as tr  # noqa: PLC0415 - looked up at call time (tests)
+
+    return tuple(tr.transcribe(np.asarray(audio, np.float32), sr, check_options()))
+
+
 #: How much lower (note F1, 0..1) a rendering's agreement may be than the safer rendering's
 #: before it is refused, whatever its spectral gain.
 MAX_F1_LOSS = 0.05
@@ -58,23 +81,29 @@ def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note]) -> float | None
     if not ref:
         return None
     from semcodec.errors import SemcodecError  # noqa: PLC0415
-    from semcodec.transcribe import transcribe  # noqa: PLC0415
 
     try:
-        heard = transcribe(np.asarray(audio, np.float32), sr)
+        heard = transcribe_back(audio, sr)
     except SemcodecError as exc:  # no onnxruntime / model: the check is skipped
         log.info("round-trip check skipped: %s", exc)
         return None
     return note_f1(ref, [(float(n.onset), int(n.pitch)) for n in heard])
 
 
-def keeps_notes(candidate: float | None, safer: float | None,
+#: ... or than this many notes' worth of F1 on few notes (2 / n_notes): one note missed at
+#: an excerpt's edge is no evidence against a rendering.
+MIN_NOTES_LOST = 2.0
+
+
+def keeps_notes(candidate: float | None, safer: float | None, n_notes: int = 0,
                 max_loss: float = MAX_F1_LOSS) -> bool:
     """The acceptance rule: True unless both agreements are known and ``candidate``'s is more
-    than ``max_loss`` below ``safer``'s."""
+    than ``max_loss`` (or, on ``n_notes`` reference notes, MIN_NOTES_LOST / n_notes) below
+    ``safer``'s."""
     if candidate is None or safer is None:
         return True
-    return candidate >= safer - max_loss
+    margin = max(max_loss, MIN_NOTES_LOST / n_notes) if n_notes > 0 else max_loss
+    return candidate >= safer - margin
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,7 +196,6 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     MAX_MEL_COST over the unrepaired decode's.
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
-    from semcodec.transcribe import transcribe  # noqa: PLC0415
 
     tracks = tuple(tracks)
 
@@ -177,7 +205,7 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
 
     def measure(ts: tuple) -> tuple[float, float, tuple[Note, ...]]:
         y = np.asarray(render(ts), np.float32)
-        heard = transcribe(y, sr)
+        heard = transcribe_back(y, sr)
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
         return (note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]),
                 mel_distance(ref_mels, y, sr), heard)

@@ -174,9 +174,12 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
 
     parts = {i: fit(engine(i, score.tracks[i])) for i in members if score.tracks[i].notes}
 
-    def dist_with(i: int, y: np.ndarray) -> float:
+    def mix_of(i: int, y: np.ndarray) -> np.ndarray:
         mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
-        return mel_distance(target_mels, dsp.match_loudness(mix, MEASURE_SR, loudness_lufs))
+        return dsp.match_loudness(mix, MEASURE_SR, loudness_lufs)
+
+    def dist_with(i: int, y: np.ndarray) -> float:
+        return mel_distance(target_mels, mix_of(i, y))
 
     def finish(y: np.ndarray, use: str, room=()) -> tuple[float, TrackRender, np.ndarray]:
         """The level (a mix: that of the engine's fitted rendering) and, for a solo, the eq
@@ -218,6 +221,13 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         uses = best is not best_plain  # the sampler won: the excerpt is played
         if uses and best[0] > best_plain[0] - MIN_GAIN:
             best, uses = best_plain, False
+        if best[1] is not None:  # the round-trip check against the engine alone
+            keeps = _NoteCheck(i, parts[i], mix_of,
+                               [nt for j in members for nt in score.tracks[j].notes], tried)
+            if best_plain[1] is not None and not keeps(best_plain):
+                best_plain = (base, None, parts[i])
+            if not uses or not keeps(best):
+                best, uses = best_plain, False
         log.info("track %d: mel distances %s -> %s", i + 1, tried,
                  best[1].use if best[1] is not None and best[1].use else
                  ("eq" if best[1] is not None else "engine"))
@@ -225,6 +235,36 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                           dist_without_sample=best_plain[0], plain=best_plain[1]))
         parts[i] = best[2]  # later tracks are measured against this one as chosen
     return out
+
+
+class _NoteCheck:
+    """The round-trip check of a track's render (:mod:`semcodec.roundtrip`): a candidate
+    ``(distance, render, audio)`` of track ``i`` is kept only if its group mix
+    (``mix_of(i, audio)``) lets the group's ``notes`` be transcribed back about as well as the
+    engine alone (``engine``, the track's plain rendering) does.  A render can be closer in
+    mel and still hide its notes (a sub-octave, an excerpt whose other notes cover the played
+    ones).  The agreements are noted in ``tried``."""
+
+    def __init__(self, i: int, engine: np.ndarray, mix_of: Callable, notes: list,
+                 tried: dict) -> None:
+        self.i, self.engine, self.mix_of, self.notes, self.tried = i, engine, mix_of, notes, tried
+        self._base: float | None = None
+        self._measured = False
+
+    def _f1(self, y: np.ndarray) -> float | None:
+        from semcodec import roundtrip  # noqa: PLC0415
+
+        return roundtrip.agreement(self.mix_of(self.i, y), MEASURE_SR, self.notes)
+
+    def __call__(self, cand: tuple) -> bool:
+        from semcodec import roundtrip  # noqa: PLC0415
+
+        if not self._measured:
+            self._base, self._measured = self._f1(self.engine), True
+            self.tried["engine F1"] = None if self._base is None else round(self._base, 3)
+        f1 = self._f1(cand[2])
+        self.tried[f"{cand[1].use or 'eq'} F1"] = None if f1 is None else round(f1, 3)
+        return roundtrip.keeps_notes(f1, self._base, len(self.notes))
 
 
 def _level_db(y: np.ndarray, ref: np.ndarray) -> float:

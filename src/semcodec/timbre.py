@@ -639,7 +639,7 @@ def _fluid_keeps_notes(ti: int, renders: dict) -> bool:
         return True
     f1 = {k: roundtrip.agreement(renders[k], ddsp.SR_INT, renders["notes"])
           for k in ("neural", "fluidsynth")}
-    ok = roundtrip.keeps_notes(f1["fluidsynth"], f1["neural"])
+    ok = roundtrip.keeps_notes(f1["fluidsynth"], f1["neural"], len(renders["notes"]))
     log.info("track %d: excerpts transcribed back: note F1 neural %s, fluidsynth %s%s", ti,
              f1["neural"], f1["fluidsynth"], "" if ok else ": fluidsynth refused")
     return ok
