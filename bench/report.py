@@ -550,10 +550,36 @@ def rewrite_from_results(docs: Path | None = None) -> None:
     write_all(info, per_clip, docs=docs)
 
 
+#: Rows of the per-clip table printed with ``--no-report``: (codec, short name).
+PER_CLIP_ROWS = ((None, "original"), (PARTS_CODEC, "auto"), ("semcodec auto, no residual", "no resid."))
+
+
+def per_clip_table(per_clip: list[dict]) -> str:
+    """Markdown table, one line per clip: kbit/s, mel, chroma and round-trip F1 of the default
+    decoding (with and without the residual) and basic-pitch's F1 on the original."""
+    head = ["clip", "group", "original rt F1"]
+    for _, short in PER_CLIP_ROWS[1:]:
+        head += [f"{short} kbit/s", f"{short} mel", f"{short} chroma", f"{short} rt F1"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for c in per_clip:
+        rows = c.get("rows", {})
+        orig = next((r for k, r in rows.items() if k.startswith("original")), {}) or {}
+        cells = [c["name"], c["group"], _fmt(orig.get("rt_f1"), "{:.3f}")]
+        for codec, _ in PER_CLIP_ROWS[1:]:
+            r = rows.get(codec) or {}
+            ok = r.get("status") == "ok"
+            cells += [_fmt(r.get(k) if ok else None, f) for k, f in
+                      (("kbps", "{:.3f}"), ("mel", "{:.3f}"), ("chroma", "{:.3f}"), ("rt_f1", "{:.3f}"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def print_tables(info: dict, per_clip: list[dict]) -> None:
     for g in GROUPS:
         if any(c["group"] == g for c in per_clip):
             print(f"\n{g}\n" + group_table(aggregate(per_clip, info["codecs"], g)))
+    if per_clip:
+        print("\nper clip\n" + per_clip_table(per_clip))
     if any(c["group"] == DRUM_GROUP for c in per_clip):
         print("\n" + "\n".join(drums_section(per_clip, info["codecs"])))
     if any(c["group"] == STEREO_GROUP for c in per_clip):
