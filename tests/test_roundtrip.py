@@ -39,8 +39,8 @@ def test_acceptance_rule():
     assert not roundtrip.keeps_notes(0.10, 0.80)
     assert roundtrip.keeps_notes(None, 0.80)  # unknown: no refusal
     assert roundtrip.keeps_notes(0.10, None)
-    # on few notes, one note missed is no evidence: 9 notes, 1 missed (F1 0.89) passes
-    assert roundtrip.keeps_notes(0.89, 1.0, n_notes=9)
+    # on few notes, a note or two missed is no evidence: 9 notes, 2 missed (F1 0.78) passes
+    assert roundtrip.keeps_notes(0.78, 1.0, n_notes=9)
     assert not roundtrip.keeps_notes(0.89, 1.0, n_notes=100)
     assert not roundtrip.keeps_notes(0.40, 1.0, n_notes=9)
 
@@ -137,3 +137,20 @@ def test_engine_choice_refuses_a_rendering_that_hides_its_notes(monkeypatch):
     f1["fluidsynth"] = 0.88
     assert timbre._fluid_keeps_notes(0, renders)
     assert timbre._fluid_keeps_notes(0, {"notes": []})  # nothing to compare: no refusal
+
+
+def test_render_check_compares_with_the_engine_or_the_original_if_that_is_less_clear(monkeypatch):
+    from semcodec import sampleuse
+    from semcodec.events import TrackRender
+
+    engine, original, cand = (np.full(SR, v, np.float32) for v in (1.0, 2.0, 3.0))
+    f1 = {1.0: 1.0, 2.0: 0.9, 3.0: 0.5}
+    monkeypatch.setattr(roundtrip, "agreement", lambda y, sr, notes: f1[float(y[0])])
+    notes = [Note(0.1 + k, 0.5 + k, 60, 90) for k in range(40)]
+    tried: dict = {}
+    check = sampleuse._NoteCheck(0, engine, original, lambda i, y: y, notes, tried)
+    render = TrackRender(use="sampler")
+    assert not check((0.1, render, cand))  # 0.5: far below the original's 0.9
+    f1[3.0] = 0.87  # within 0.05 of the original's (less clear than the engine's 1.0)
+    assert check((0.1, render, cand))
+    assert tried["engine F1"] == 1.0 and tried["original F1"] == 0.9

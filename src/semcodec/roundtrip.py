@@ -90,9 +90,9 @@ def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note]) -> float | None
     return note_f1(ref, [(float(n.onset), int(n.pitch)) for n in heard])
 
 
-#: ... or than this many notes' worth of F1 on few notes (2 / n_notes): one note missed at
-#: an excerpt's edge is no evidence against a rendering.
-MIN_NOTES_LOST = 2.0
+#: ... or than this many notes' worth of F1 on few notes (3 / n_notes): a note or two missed
+#: at an excerpt's edges is no evidence against a rendering.
+MIN_NOTES_LOST = 3.0
 
 
 def keeps_notes(candidate: float | None, safer: float | None, n_notes: int = 0,

@@ -222,7 +222,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         if uses and best[0] > best_plain[0] - MIN_GAIN:
             best, uses = best_plain, False
         if best[1] is not None:  # the round-trip check against the engine alone
-            keeps = _NoteCheck(i, parts[i], mix_of,
+            keeps = _NoteCheck(i, parts[i], target, mix_of,
                                [nt for j in members for nt in score.tracks[j].notes], tried)
             if best_plain[1] is not None and not keeps(best_plain):
                 best_plain = (base, None, parts[i])
@@ -241,13 +241,16 @@ class _NoteCheck:
     """The round-trip check of a track's render (:mod:`semcodec.roundtrip`): a candidate
     ``(distance, render, audio)`` of track ``i`` is kept only if its group mix
     (``mix_of(i, audio)``) lets the group's ``notes`` be transcribed back about as well as the
-    engine alone (``engine``, the track's plain rendering) does.  A render can be closer in
-    mel and still hide its notes (a sub-octave, an excerpt whose other notes cover the played
-    ones).  The agreements are noted in ``tried``."""
+    engine alone (``engine``, the track's plain rendering) does, or as the ``original`` (the
+    group's audio at MEASURE_SR) does when that is lower: a render need not be clearer than
+    the original.  A render can be closer in mel and still hide its notes (a sub-octave, an
+    excerpt whose other notes cover the played ones).  The agreements are noted in
+    ``tried``."""
 
-    def __init__(self, i: int, engine: np.ndarray, mix_of: Callable, notes: list,
-                 tried: dict) -> None:
+    def __init__(self, i: int, engine: np.ndarray, original: np.ndarray, mix_of: Callable,
+                 notes: list, tried: dict) -> None:
         self.i, self.engine, self.mix_of, self.notes, self.tried = i, engine, mix_of, notes, tried
+        self.original = original
         self._base: float | None = None
         self._measured = False
 
@@ -262,6 +265,10 @@ class _NoteCheck:
         if not self._measured:
             self._base, self._measured = self._f1(self.engine), True
             self.tried["engine F1"] = None if self._base is None else round(self._base, 3)
+            if self._base is not None:
+                orig = roundtrip.agreement(self.original, MEASURE_SR, self.notes)
+                self.tried["original F1"] = None if orig is None else round(orig, 3)
+                self._base = self._base if orig is None else min(self._base, orig)
         f1 = self._f1(cand[2])
         self.tried[f"{cand[1].use or 'eq'} F1"] = None if f1 is None else round(f1, 3)
         return roundtrip.keeps_notes(f1, self._base, len(self.notes))
