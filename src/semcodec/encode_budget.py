@@ -49,7 +49,10 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
-    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room)
+    notes = [(n.onset, n.offset, 440.0 * 2.0 ** ((n.pitch - 69) / 12.0))
+             for t in c.score.tracks if not t.is_drum for n in t.notes]
+    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room,
+                                       notes=notes)
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
 

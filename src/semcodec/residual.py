@@ -410,10 +410,34 @@ def _mono(audio: np.ndarray) -> np.ndarray:
     return a if a.ndim == 1 else a.mean(axis=1)
 
 
+#: Harmonics of a score note whose bands :func:`protected_cells` keeps free of added noise.
+PROTECTED_HARMONICS = (1, 2)
+
+
+def protected_cells(notes, n_bands: int, sr: int, period_s: float,
+                    n_frames: int) -> np.ndarray:
+    """bool ``(n_bands, n_frames)``: the cells where noise would cover a score note, so that
+    the residual adds none there: the bands of each note's PROTECTED_HARMONICS from the frame
+    before its onset (its attack must stand out) to the frame of its offset.  ``notes``:
+    ``(onset s, offset s, f0 Hz)`` triples; band edges as :func:`band_edges` for ``sr``."""
+    out = np.zeros((n_bands, n_frames), bool)
+    edges = band_edges(n_bands, sr)
+    for onset, offset, f0 in notes:
+        t0 = max(0, int(onset / period_s) - 1)
+        t1 = min(n_frames - 1, int(max(offset, onset) / period_s))
+        if t0 > t1:
+            continue
+        for h in PROTECTED_HARMONICS:
+            f = f0 * h
+            if 0 < f < edges[-1]:
+                out[int(np.searchsorted(edges, f, side="right")) - 1, t0:t1 + 1] = True
+    return out
+
+
 def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
-            judge: "_Judge | None" = None) -> Analysis:
+            judge: "_Judge | None" = None, notes=()) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -422,7 +446,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     benchmark's multi-resolution log-mel distance to the original within the cell
     (:class:`_Judge`).  Each further pass (up to ``passes``) renders with the cells that
     helped only and drops those that no longer do, so that a cell's neighbours are as they
-    will be.
+    will be.  ``notes`` (``(onset s, offset s, f0 Hz)``, the score's): no cell that would add
+    noise over them (:func:`protected_cells`) is coded; attenuation there still is.
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
@@ -439,6 +464,11 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     judge = judge or _Judge(x, y, sr)
     edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
+    if len(notes):
+        py = band_power(np.abs(stft(y, plan.n_fft, plan.hop)) ** 2, plan.bins, plan.frames,
+                        n_bands, n_frames)
+        fills = levels * step_db > 10.0 * np.log10(np.maximum(py, 1e-30)) + step_db
+        mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
     benefit = np.zeros((n_bands, n_frames))
     for _ in range(max(1, passes)):
         env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
@@ -516,8 +546,9 @@ class ResidualCoder:
 
     def __init__(self, original: np.ndarray, decoded: np.ndarray, sr: int, *,
                  grids: tuple[tuple[int, float], ...] = GRIDS,
-                 step_db: float = DEFAULT_STEP_DB) -> None:
+                 step_db: float = DEFAULT_STEP_DB, notes=()) -> None:
         x, y = _mono(original), _mono(decoded)
+        self.notes = tuple(notes)
         n = min(len(x), len(y))
         self.x, self.y, self.sr, self.n = x[:n], y[:n], sr, n
         self.grids, self.step_db = tuple(grids), step_db
@@ -536,7 +567,7 @@ class ResidualCoder:
         if key not in self._analyses:
             self._analyses[key] = analyse(self.x, self.y, self.sr, n_bands=n_bands,
                                           period_s=period_s, step_db=self.step_db,
-                                          judge=self.judge)
+                                          judge=self.judge, notes=self.notes)
         return self._analyses[key]
 
     def benefit(self, payload: bytes) -> float:
@@ -573,13 +604,15 @@ class ResidualCoder:
 def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
                     max_bytes: int | None = None, *,
                     grids: tuple[tuple[int, float], ...] = GRIDS,
-                    step_db: float = DEFAULT_STEP_DB) -> bytes:
+                    step_db: float = DEFAULT_STEP_DB, notes=()) -> bytes:
     """The RESD payload for ``decoded`` (what the decoder plays without the residual) against
     ``original`` (float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz, same length), at most
     ``max_bytes`` long (None: no limit); b"" when nothing helps or nothing fits.
-    Shortcut for ``ResidualCoder(original, decoded, sr).code(max_bytes)``.
+    ``notes``: the score's ``(onset s, offset s, f0 Hz)``, kept free of added noise.
+    Shortcut for ``ResidualCoder(original, decoded, sr, notes=notes).code(max_bytes)``.
     """
-    return ResidualCoder(original, decoded, sr, grids=grids, step_db=step_db).code(max_bytes)
+    return ResidualCoder(original, decoded, sr, grids=grids, step_db=step_db,
+                         notes=notes).code(max_bytes)
 
 
 def apply_payload(audio: np.ndarray, sr: int, payload: bytes, duration_s: float,
