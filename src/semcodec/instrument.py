@@ -287,6 +287,11 @@ def guess_from_log_proba(logp: np.ndarray) -> Guess:
                  program_proba=pp, family_proba=fam, n_notes=int(logp.shape[0]))
 
 
+def classify_features(feats: np.ndarray, *, model: Model | None = None) -> np.ndarray:
+    """Per-note program log probabilities ``(n, N_PROGRAMS)`` of :func:`note_features` rows."""
+    return (model or _default_model()).log_proba(feats)
+
+
 def classify_notes(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...], *,
                    model: Model | None = None) -> np.ndarray:
     """Per-note program log probabilities ``(len(notes), N_PROGRAMS)``."""
