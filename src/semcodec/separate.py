@@ -106,7 +106,8 @@ class Assignment:
     labels: np.ndarray
     n_tracks: int
     bic: dict[int, float]
-    #: The instrument classifier's GM family (0..15) per track, or -1 per track without it.
+    #: The instrument classifier's GM family (0..15) per track; -1 where it was not asked
+    #: (no weights, or a single track: the encoder classifies every track later anyway).
     families: tuple[int, ...] = ()
 
 
