@@ -82,9 +82,8 @@ FEATURE_WEIGHTS = np.array([0.6] * (N_HARMONICS - 1) + [1.0, 0.8, 0.8, 3.0, 0.5]
 PAN_WEIGHT = 5.0
 PAN_MIN_SPREAD = 0.05
 #: Weight of the classifier's family log probabilities (each of the 14 pitched families one
-#: column, standardised; counted as timbre) and the floor of a family's probability.
+#: column, standardised; counted as timbre).
 FAMILY_WEIGHT = 1.5
-FAMILY_FLOOR = 1e-4
 #: The ensemble gate (:func:`ensemble_share`): two notes sound together when they overlap
 #: by at least ENSEMBLE_OVERLAP_S (s), started more than ENSEMBLE_ONSET_GAP_S (s) apart and
 #: lie at least ENSEMBLE_INTERVAL semitones apart; ``"auto"`` splits only when at least
@@ -353,10 +352,9 @@ def _family_log_proba(audio: np.ndarray, sr: int,
 def _family_columns(logp: np.ndarray) -> np.ndarray:
     """Standardised, weighted family log probabilities ``(n, 14)`` of program log
     probabilities ``logp`` ``(n, 112)``."""
-    from semcodec.instrument import PROGRAMS_PER_FAMILY  # noqa: PLC0415
+    from semcodec.instrument import note_family_log_proba  # noqa: PLC0415
 
-    p = np.exp(logp).reshape(logp.shape[0], -1, PROGRAMS_PER_FAMILY).sum(axis=2)
-    return _standardise(np.log(np.clip(p, FAMILY_FLOOR, 1.0))) * FAMILY_WEIGHT
+    return _standardise(note_family_log_proba(logp)) * FAMILY_WEIGHT
 
 
 def _track_families(logp: np.ndarray | None, labels: np.ndarray, k: int) -> tuple[int, ...]:
