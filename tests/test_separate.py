@@ -120,3 +120,19 @@ def test_families_name_each_track():
         assert all(0 <= f < instrument.N_FAMILIES for f in a.families)
     else:
         assert set(a.families) == {-1}
+
+
+def test_long_inputs_are_measured_block_by_block_alike():
+    rng = np.random.default_rng(3)
+    seconds = separate.FEATURE_BLOCK_S + separate.FEATURE_TAIL_S + 20.0
+    audio = np.zeros(int(seconds * SR), np.float32)
+    notes = []
+    for i, on in enumerate(np.arange(0.5, seconds - 2.0, 3.1)):
+        pitch = 45 + (i * 5) % 20
+        x = _voice(pitch, 0.8, bool(i % 2), rng)
+        audio[int(on * SR):int(on * SR) + x.shape[0]] += x
+        notes.append(Note(float(on), float(on) + 0.8, pitch, 90))
+    whole = separate._note_features(audio, SR, notes)
+    blocks = separate.note_features(audio, SR, notes)
+    assert blocks.shape == whole.shape
+    assert np.allclose(blocks, whole, atol=0.5)  # the same notes, measured on a block

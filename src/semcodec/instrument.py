@@ -165,12 +165,19 @@ def _extra_features(spec: np.ndarray, notes: list[Note]) -> np.ndarray:
 
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
     """Feature matrix ``(len(notes), len(feature_names()))`` of ``notes`` in mono ``audio``
-    (float32 ``(n,)`` at ``sr`` Hz); times in seconds, pitches MIDI numbers."""
-    from semcodec.separate import note_features as base_features  # noqa: PLC0415
+    (float32 ``(n,)`` at ``sr`` Hz); times in seconds, pitches MIDI numbers.  Long inputs are
+    measured block by block (:func:`semcodec.separate.blockwise`: bounded memory)."""
+    from semcodec.separate import blockwise  # noqa: PLC0415
 
     notes = list(notes)
     if not notes:
         return np.zeros((0, len(feature_names())))
+    return blockwise(_note_features, audio, sr, notes)
+
+
+def _note_features(audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
+    from semcodec.separate import note_features as base_features  # noqa: PLC0415
+
     base = base_features(audio, sr, notes)
     extra = _extra_features(_stft(audio, sr), notes)
     return np.concatenate([base, extra], axis=1)

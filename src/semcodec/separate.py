@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -126,8 +127,44 @@ def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
     return out
 
 
+#: Long inputs: note features are measured on blocks of this many seconds of audio (the notes
+#: whose onsets fall in the block), each with FEATURE_TAIL_S s more for the notes' tails, so
+#: that the spectrograms, and memory, stay bounded (a 60-min input would need ~1.3 GB each).
+FEATURE_BLOCK_S = 60.0
+FEATURE_TAIL_S = 10.0
+
+
+def blockwise(fn: Callable[[np.ndarray, int, list[Note]], np.ndarray], audio: np.ndarray,
+              sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
+    """``fn(audio, sr, notes)`` (one row per note) computed on blocks of
+    :data:`FEATURE_BLOCK_S` s of mono ``audio`` (plus :data:`FEATURE_TAIL_S`), each block's
+    notes shifted to its start; one call when the input is short."""
+    notes = list(notes)
+    if not notes or audio.shape[0] <= (FEATURE_BLOCK_S + FEATURE_TAIL_S) * sr:
+        return fn(audio, sr, notes)
+    block = np.maximum(0, np.array([n.onset for n in notes]) // FEATURE_BLOCK_S).astype(int)
+    out: np.ndarray | None = None
+    for b in np.unique(block):
+        idx = np.nonzero(block == b)[0]
+        t0 = float(b) * FEATURE_BLOCK_S
+        s0 = int(t0 * sr)
+        s1 = min(audio.shape[0], int((t0 + FEATURE_BLOCK_S + FEATURE_TAIL_S) * sr))
+        rows = fn(audio[s0:s1], sr, [replace(notes[i], onset=notes[i].onset - t0,
+                                             offset=notes[i].offset - t0) for i in idx])
+        if out is None:
+            out = np.zeros((len(notes), rows.shape[1]), rows.dtype)
+        out[idx] = rows
+    assert out is not None
+    return out
+
+
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
-    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``."""
+    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``
+    (measured block by block on long inputs: :func:`blockwise`)."""
+    return blockwise(_note_features, audio, sr, notes)
+
+
+def _note_features(audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
     notes = list(notes)
     feats = np.zeros((len(notes), len(FEATURE_NAMES)), np.float64)
     if not notes:
