@@ -312,13 +312,15 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
             one = codecs.run_semcodec(Path(clip["audio"]), work / "one", ["neural"], ONE_TRACK_ARGS)
             enc1, er1 = one["encode"], one["engines"]["neural"]
             if enc1.get("status") == "ok" and er1.get("status") == "ok":
-                f1_1 = None
+                f1_1 = inst_1 = None
                 if one.get("export_midi") and gt is not None:
                     pm1 = pretty_midi.PrettyMIDI(one["export_midi"])
                     f1_1 = metrics.note_f1(gt, [(n.start, n.end, n.pitch) for i in pm1.instruments
                                                 if not i.is_drum for n in i.notes])
+                    inst_1 = _instrument_f1(clip, gt, pm1)
                 row = audio_row(ONE_TRACK, er1["wav"], bytes=enc1["bytes"],
-                                kbps=metrics.bitrate_kbps(enc1["bytes"], dur), score_f1=f1_1)
+                                kbps=metrics.bitrate_kbps(enc1["bytes"], dur), score_f1=f1_1,
+                                inst_f1=inst_1)
                 speeds(row, enc1["wall_s"], er1["wall_s"], enc1["rss_mb"], er1["rss_mb"])
             else:
                 row = dict(status="error", error=enc1.get("error") or er1.get("error"))
