@@ -414,10 +414,12 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     """Group ``notes`` (transcribed from mono ``audio`` at ``sr`` Hz) into instrument tracks.
 
     ``n_tracks`` None = automatic: one track unless :func:`ensemble_share` reaches
-    :data:`ENSEMBLE_MIN_SHARE`, else 1..:data:`MAX_AUTO_TRACKS` by BIC, then small or alike
-    clusters merged; a number = exactly that many tracks when there are enough notes.
-    ``side`` (``(left - right) / 2`` of a stereo input, ``audio`` being the downmix) adds each
-    note's stereo position to its features.
+    :data:`ENSEMBLE_MIN_SHARE` (or a stereo input's notes spread in position), else
+    1..:data:`MAX_AUTO_TRACKS` by BIC, then small or alike clusters merged; a number = exactly
+    that many tracks when there are enough notes.  ``side`` (``(left - right) / 2`` of a stereo
+    input, ``audio`` being the downmix) adds each note's stereo position to its features; when
+    the positions spread, they take the place of the classifier's families (a surer cue, and
+    the one PAN_WEIGHT was chosen with).
     """
     notes = list(notes)
     n = len(notes)
@@ -425,8 +427,13 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
         raise ValueError(f"n_tracks must be 1..{MAX_TRACKS}, got {n_tracks}")
     if n == 0 or n_tracks == 1 or n < 2 * MIN_TRACK_NOTES:
         return _one_track(notes)
+    pans = None
+    if side is not None:
+        pans = note_pans(audio, side, sr, notes)
+        pans = pans if float(np.std(pans)) > PAN_MIN_SPREAD else None
     share = ensemble_share(notes)
-    if n_tracks is None and share < ENSEMBLE_MIN_SHARE:
+    if n_tracks is None and share < ENSEMBLE_MIN_SHARE and pans is None:
+        # (notes at spread stereo positions are several sources whatever they play)
         log.info("one instrument: %.2f of the notes sound against another (< %.2f)", share,
                  ENSEMBLE_MIN_SHARE)
         return _one_track(notes)
@@ -434,17 +441,13 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
 
     feats, logp = _family_log_proba(audio, sr, notes)
     x = _standardise(feats) * FEATURE_WEIGHTS
-    pans = None
-    if side is not None:
-        pans = note_pans(audio, side, sr, notes)
-        if float(np.std(pans)) > PAN_MIN_SPREAD:
-            x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
-        else:
-            pans = None
+    if pans is not None:
+        x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
     measured = list(TIMBRE_COLUMNS) + list(range(len(FEATURE_NAMES), x.shape[1]))
-    if logp is not None:
+    n_measured = x.shape[1]
+    if logp is not None and pans is None:
         x = np.concatenate([x, _family_columns(logp)], axis=1)
-    timbre = measured + list(range(len(measured) + 2, x.shape[1]))  # pitch, length left out
+    timbre = measured + list(range(n_measured, x.shape[1]))  # pitch and length left out
     counts = [n_tracks] if n_tracks else list(range(1, MAX_AUTO_TRACKS + 1))
     counts = [k for k in counts if k <= max(1, n // 4)] or [1]
     bic: dict[int, float] = {}
