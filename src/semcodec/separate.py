@@ -8,12 +8,18 @@ Each transcribed note gets a small feature vector measured from the audio around
 * attack: how much louder the note's harmonics are in the first 60 ms than 60-200 ms later;
 * decay: slope of the note's harmonic level over its length (dB/s);
 * noisiness: energy between the harmonics relative to energy on them;
-* register: MIDI pitch, and the note's length (log s).
+* register: MIDI pitch, and the note's length (log s);
+* instrument family: the log probabilities of the 14 pitched General MIDI families that the
+  instrument classifier (:mod:`semcodec.instrument`) gives the note, when its weights exist.
 
-:func:`assign_tracks` clusters the notes with a diagonal Gaussian mixture (number of tracks
-chosen by BIC for ``"auto"``, clusters too small or too alike merged), then smooths the
-assignment with *continuity*: a note leans towards the track of the notes around it in time
-and pitch.  Everything is deterministic (fixed seeds, no wall-clock dependence).
+:func:`assign_tracks` first asks whether the notes can be more than one instrument at all
+(:func:`ensemble_share`: notes sounding together an octave or more apart that started at
+different times — a band's bass under its chords and melody; one instrument's chords start
+together, and a monophonic line never overlaps itself).  If so, it clusters the notes with a
+diagonal Gaussian mixture (number of tracks chosen by BIC for ``"auto"``, clusters too small or
+too alike merged), then smooths the assignment with *continuity*: a note leans towards the
+track of the notes around it in time and pitch.  Everything is deterministic (fixed seeds, no
+wall-clock dependence).
 
 Pure functions of numpy arrays and :class:`~semcodec.events.Note` lists; scikit-learn's
 ``GaussianMixture`` is imported lazily.
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -47,6 +54,10 @@ MIN_TRACK_SHARE = 0.08
 #: Clusters whose timbre features (register left out) lie closer than this, in pooled
 #: standard deviations, are one instrument playing in two registers: merged.
 MERGE_DISTANCE = 0.9
+#: ... and clusters whose measured timbre alone (the classifier's families left out) lies
+#: closer than this are one sound too: the classifier's families drift with register on an
+#: instrument it does not know.
+SAME_SOUND_DISTANCE = 0.4
 #: Continuity: notes within this time (s) and pitch distance (semitones) pull each other.
 CONTINUITY_S = 1.5
 CONTINUITY_SEMITONES = 9.0
@@ -71,6 +82,20 @@ FEATURE_WEIGHTS = np.array([0.6] * (N_HARMONICS - 1) + [1.0, 0.8, 0.8, 3.0, 0.5]
 #: 3.0 two lines of one instrument in one register, left and right, were split by register.
 PAN_WEIGHT = 5.0
 PAN_MIN_SPREAD = 0.05
+#: Weight of the classifier's family log probabilities (each of the 14 pitched families one
+#: column, standardised; counted as timbre).
+FAMILY_WEIGHT = 1.5
+#: The ensemble gate (:func:`ensemble_share`): two notes sound together when they overlap
+#: by at least ENSEMBLE_OVERLAP_S (s), started more than ENSEMBLE_ONSET_GAP_S (s) apart and
+#: lie at least ENSEMBLE_INTERVAL semitones apart; ``"auto"`` splits only when at least
+#: ENSEMBLE_MIN_SHARE of the notes have such a partner.  Measured on the eval clips
+#: (``python scripts/eval_separate.py --stems``): the two Slakh mixes 0.37 / 0.65, the
+#: solo stems 0.00-0.07 except a strummed, ringing acoustic guitar (0.40), singing and a
+#: trumpet 0.00; a legato line whose notes ring 0.13 s into the next stays out.
+ENSEMBLE_OVERLAP_S = 0.2
+ENSEMBLE_ONSET_GAP_S = 0.08
+ENSEMBLE_INTERVAL = 12
+ENSEMBLE_MIN_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,9 @@ class Assignment:
     labels: np.ndarray
     n_tracks: int
     bic: dict[int, float]
+    #: The instrument classifier's GM family (0..15) per track; -1 where it was not asked
+    #: (no weights, or a single track: the encoder classifies every track later anyway).
+    families: tuple[int, ...] = ()
 
 
 def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -99,8 +127,44 @@ def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
     return out
 
 
+#: Long inputs: note features are measured on blocks of this many seconds of audio (the notes
+#: whose onsets fall in the block), each with FEATURE_TAIL_S s more for the notes' tails, so
+#: that the spectrograms, and memory, stay bounded (a 60-min input would need ~1.3 GB each).
+FEATURE_BLOCK_S = 60.0
+FEATURE_TAIL_S = 10.0
+
+
+def blockwise(fn: Callable[[np.ndarray, int, list[Note]], np.ndarray], audio: np.ndarray,
+              sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
+    """``fn(audio, sr, notes)`` (one row per note) computed on blocks of
+    :data:`FEATURE_BLOCK_S` s of mono ``audio`` (plus :data:`FEATURE_TAIL_S`), each block's
+    notes shifted to its start; one call when the input is short."""
+    notes = list(notes)
+    if not notes or audio.shape[0] <= (FEATURE_BLOCK_S + FEATURE_TAIL_S) * sr:
+        return fn(audio, sr, notes)
+    block = np.maximum(0, np.array([n.onset for n in notes]) // FEATURE_BLOCK_S).astype(int)
+    out: np.ndarray | None = None
+    for b in np.unique(block):
+        idx = np.nonzero(block == b)[0]
+        t0 = float(b) * FEATURE_BLOCK_S
+        s0 = int(t0 * sr)
+        s1 = min(audio.shape[0], int((t0 + FEATURE_BLOCK_S + FEATURE_TAIL_S) * sr))
+        rows = fn(audio[s0:s1], sr, [replace(notes[i], onset=notes[i].onset - t0,
+                                             offset=notes[i].offset - t0) for i in idx])
+        if out is None:
+            out = np.zeros((len(notes), rows.shape[1]), rows.dtype)
+        out[idx] = rows
+    assert out is not None
+    return out
+
+
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
-    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``."""
+    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``
+    (measured block by block on long inputs: :func:`blockwise`)."""
+    return blockwise(_note_features, audio, sr, notes)
+
+
+def _note_features(audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
     notes = list(notes)
     feats = np.zeros((len(notes), len(FEATURE_NAMES)), np.float64)
     if not notes:
@@ -238,17 +302,25 @@ def _continuity(notes: list[Note], post: np.ndarray, pans: np.ndarray | None = N
     return out
 
 
-def _merge_small_and_alike(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Merge clusters that are too small, or too alike in timbre, into their nearest one."""
+def _merge_small_and_alike(x: np.ndarray, labels: np.ndarray, k: int,
+                           timbre_columns: list[int], measured_columns: list[int]) -> np.ndarray:
+    """Merge clusters that are too small, or too alike, into their nearest one.
+
+    Two clusters are alike when their means over ``timbre_columns`` of ``x`` (measured timbre,
+    position and the classifier's families) lie within :data:`MERGE_DISTANCE`, or those over
+    ``measured_columns`` alone (no families) within :data:`SAME_SOUND_DISTANCE` (RMS of
+    standardised, weighted columns)."""
     labels = labels.copy()
     n = labels.shape[0]
-    timbre = x[:, list(TIMBRE_COLUMNS) + list(range(len(FEATURE_NAMES), x.shape[1]))]
+
+    def rms(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((a - b) ** 2)))
+
     while True:
         ids = [c for c in range(k) if np.any(labels == c)]
         if len(ids) <= 1:
             break
         means = {c: x[labels == c].mean(axis=0) for c in ids}
-        tmeans = {c: timbre[labels == c].mean(axis=0) for c in ids}
         sizes = {c: int(np.sum(labels == c)) for c in ids}
         small = [c for c in ids if sizes[c] < max(MIN_TRACK_NOTES, MIN_TRACK_SHARE * n)]
         if small:
@@ -260,41 +332,122 @@ def _merge_small_and_alike(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndar
         best = None
         for ai, a in enumerate(ids):
             for b in ids[ai + 1:]:
-                d = float(np.sqrt(np.mean((tmeans[a] - tmeans[b]) ** 2)))
+                d = min(rms(means[a][timbre_columns], means[b][timbre_columns]) / MERGE_DISTANCE,
+                        rms(means[a][measured_columns], means[b][measured_columns])
+                        / SAME_SOUND_DISTANCE)
                 if best is None or d < best[0]:
                     best = (d, a, b)
-        if best is not None and best[0] < MERGE_DISTANCE:
+        if best is not None and best[0] < 1.0:
             labels[labels == best[2]] = best[1]
             continue
         break
     return labels
 
 
+def ensemble_share(notes: list[Note] | tuple[Note, ...]) -> float:
+    """Share of ``notes`` (0..1) that sound together with another note at least
+    :data:`ENSEMBLE_INTERVAL` semitones away which started more than
+    :data:`ENSEMBLE_ONSET_GAP_S` seconds apart (overlapping by :data:`ENSEMBLE_OVERLAP_S` s or
+    more): what two instruments playing at once leave in a transcription."""
+    notes = sorted(notes, key=lambda n: n.onset)
+    if len(notes) < 2:
+        return 0.0
+    on = np.array([n.onset for n in notes])
+    off = np.array([n.offset for n in notes])
+    pitch = np.array([n.pitch for n in notes])
+    longest = float((off - on).max())
+    hit = np.zeros(len(notes), bool)
+    for i in range(len(notes)):
+        j0 = int(np.searchsorted(on, on[i] - longest))
+        j1 = int(np.searchsorted(on, off[i]))
+        j = np.arange(j0, j1)
+        j = j[j != i]
+        overlap = np.minimum(off[j], off[i]) - np.maximum(on[j], on[i])
+        hit[i] = bool(np.any((overlap >= ENSEMBLE_OVERLAP_S)
+                             & (np.abs(on[j] - on[i]) > ENSEMBLE_ONSET_GAP_S)
+                             & (np.abs(pitch[j] - pitch[i]) >= ENSEMBLE_INTERVAL)))
+    return float(hit.mean())
+
+
+def _family_log_proba(audio: np.ndarray, sr: int,
+                      notes: list[Note]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(:func:`note_features` of ``notes``, the classifier's per-note program log
+    probabilities ``(n, 112)`` or None without its weights) from one feature pass."""
+    from semcodec import instrument  # noqa: PLC0415 - the classifier imports this module
+
+    if not instrument.weights_available():
+        return note_features(audio, sr, notes), None
+    try:
+        feats = instrument.note_features(audio, sr, notes)
+        logp = instrument.classify_features(feats)
+    except Exception as exc:  # noqa: BLE001 - the split works without the classifier
+        log.warning("instrument classifier not used for the track split: %s", exc)
+        return note_features(audio, sr, notes), None
+    return feats[:, :len(FEATURE_NAMES)], logp
+
+
+def _family_columns(logp: np.ndarray) -> np.ndarray:
+    """Standardised, weighted family log probabilities ``(n, 14)`` of program log
+    probabilities ``logp`` ``(n, 112)``."""
+    from semcodec.instrument import note_family_log_proba  # noqa: PLC0415
+
+    return _standardise(note_family_log_proba(logp)) * FAMILY_WEIGHT
+
+
+def _track_families(logp: np.ndarray | None, labels: np.ndarray, k: int) -> tuple[int, ...]:
+    """The classifier's family of each of the ``k`` tracks (-1 each without ``logp``)."""
+    if logp is None:
+        return (-1,) * k
+    from semcodec.instrument import guess_from_log_proba  # noqa: PLC0415
+
+    return tuple(guess_from_log_proba(logp[labels == c]).family for c in range(k))
+
+
+def _one_track(notes: list[Note], logp: np.ndarray | None = None) -> Assignment:
+    n = len(notes)
+    labels = np.zeros(n, np.int64)
+    return Assignment(labels, 1 if n else 0, {}, _track_families(logp, labels, 1) if n else ())
+
+
 def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...],
                   n_tracks: int | None = None, side: np.ndarray | None = None) -> Assignment:
     """Group ``notes`` (transcribed from mono ``audio`` at ``sr`` Hz) into instrument tracks.
 
-    ``n_tracks`` None = automatic (1..:data:`MAX_AUTO_TRACKS` by BIC, then small or alike
-    clusters merged); a number = exactly that many tracks when there are enough notes.
-    ``side`` (``(left - right) / 2`` of a stereo input, ``audio`` being the downmix) adds each
-    note's stereo position to its features.
+    ``n_tracks`` None = automatic: one track unless :func:`ensemble_share` reaches
+    :data:`ENSEMBLE_MIN_SHARE` (or a stereo input's notes spread in position), else
+    1..:data:`MAX_AUTO_TRACKS` by BIC, then small or alike clusters merged; a number = exactly
+    that many tracks when there are enough notes.  ``side`` (``(left - right) / 2`` of a stereo
+    input, ``audio`` being the downmix) adds each note's stereo position to its features; when
+    the positions spread, they take the place of the classifier's families (a surer cue, and
+    the one PAN_WEIGHT was chosen with).
     """
     notes = list(notes)
     n = len(notes)
     if n_tracks is not None and not 1 <= n_tracks <= MAX_TRACKS:
         raise ValueError(f"n_tracks must be 1..{MAX_TRACKS}, got {n_tracks}")
     if n == 0 or n_tracks == 1 or n < 2 * MIN_TRACK_NOTES:
-        return Assignment(np.zeros(n, np.int64), 1 if n else 0, {})
-    from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - ~0.5 s import, encode only
-
-    x = _standardise(note_features(audio, sr, notes)) * FEATURE_WEIGHTS
+        return _one_track(notes)
     pans = None
     if side is not None:
         pans = note_pans(audio, side, sr, notes)
-        if float(np.std(pans)) > PAN_MIN_SPREAD:
-            x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
-        else:
-            pans = None
+        pans = pans if float(np.std(pans)) > PAN_MIN_SPREAD else None
+    share = ensemble_share(notes)
+    if n_tracks is None and share < ENSEMBLE_MIN_SHARE and pans is None:
+        # (notes at spread stereo positions are several sources whatever they play)
+        log.info("one instrument: %.2f of the notes sound against another (< %.2f)", share,
+                 ENSEMBLE_MIN_SHARE)
+        return _one_track(notes)
+    from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - ~0.5 s import, encode only
+
+    feats, logp = _family_log_proba(audio, sr, notes)
+    x = _standardise(feats) * FEATURE_WEIGHTS
+    if pans is not None:
+        x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
+    measured = list(TIMBRE_COLUMNS) + list(range(len(FEATURE_NAMES), x.shape[1]))
+    n_measured = x.shape[1]
+    if logp is not None and pans is None:
+        x = np.concatenate([x, _family_columns(logp)], axis=1)
+    timbre = measured + list(range(n_measured, x.shape[1]))  # pitch and length left out
     counts = [n_tracks] if n_tracks else list(range(1, MAX_AUTO_TRACKS + 1))
     counts = [k for k in counts if k <= max(1, n // 4)] or [1]
     bic: dict[int, float] = {}
@@ -309,12 +462,13 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     post = models[k].predict_proba(x)
     labels = np.argmax(_continuity(notes, post, pans), axis=1)
     if n_tracks is None:
-        labels = _merge_small_and_alike(x, labels, k)
+        labels = _merge_small_and_alike(x, labels, k, timbre, measured)
     # renumber by mean pitch (low to high); empty clusters vanish
     ids = sorted(set(labels.tolist()), key=lambda c: np.mean([notes[i].pitch for i in
                                                                np.nonzero(labels == c)[0]]))
     remap = {c: j for j, c in enumerate(ids)}
     labels = np.array([remap[c] for c in labels.tolist()], np.int64)
-    log.info("tracks from the mix: %d (BIC %s)", len(ids),
-             {k: round(v, 1) for k, v in bic.items()})
-    return Assignment(labels, len(ids), bic)
+    families = _track_families(logp, labels, len(ids))
+    log.info("tracks from the mix: %d (BIC %s; ensemble share %.2f; families %s)", len(ids),
+             {k: round(v, 1) for k, v in bic.items()}, share, families)
+    return Assignment(labels, len(ids), bic, families)
