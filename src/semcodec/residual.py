@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from semcodec.container import resd
+from semcodec.synth.dsp import rfft_rows
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,7 @@ class _Judge:
         n = 1 + (len(pad) - n_fft) // hop
         frames = np.lib.stride_tricks.as_strided(
             pad, shape=(n, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
-        mag = np.abs(np.fft.rfft(frames * window, axis=1))
+        mag = np.abs(rfft_rows(frames * window))
         return np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
 
     def benefit(self, z: np.ndarray, edges: np.ndarray, period_s: float,

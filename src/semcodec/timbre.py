@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from semcodec.background import in_background
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
 from semcodec.events import Sample, Score, Timbre, Track
 from semcodec.excerpts import FIT_WINDOW_S, excerpt_notes, fit_windows, isolate
@@ -442,7 +443,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
                                           settings, workers, report)
     start_loss, steps = best[0], 0
     # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
-    fluid_losses = _in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
+    fluid_losses = in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
                                   engines=("fluidsynth",))
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
@@ -617,26 +618,3 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
         log.info("engines not compared: %s", exc)
         return None
     return out
-
-
-def _in_background(fn: Callable, *args, **kwargs) -> Callable[[], Any]:
-    """Start ``fn(*args, **kwargs)`` on a thread; returns a function that waits for its result
-    (or raises its exception)."""
-    box: dict = {}
-
-    def work() -> None:
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=work, name="semcodec-fit-bg", daemon=True)
-    t.start()
-
-    def result():
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
-
-    return result
