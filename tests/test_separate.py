@@ -82,3 +82,20 @@ def test_requested_count_few_notes_and_determinism():
     assert separate.assign_tracks(audio, SR, []).n_tracks == 0
     with pytest.raises(ValueError):
         separate.assign_tracks(audio, SR, notes, 0)
+
+
+def test_features_measured_in_note_groups_equal_the_whole_spectrogram(monkeypatch):
+    """note_features takes its STFT group by group of notes (bounded memory on long inputs):
+    the features equal those measured on one whole-input spectrogram, whatever the group
+    size (a note longer than a group gets a group of its own)."""
+    audio, notes, _ = _duet(12)
+    notes = notes + [Note(0.3, 5.0, 52, 80)]  # a long note, spanning many groups
+    x, n_frames = separate._analysis_signal(audio, SR)
+    spec = separate._spectrogram(audio, SR)
+    whole = np.stack([separate._note_row(spec, *separate._note_frames(n, n_frames), n)
+                      for n in notes])
+    blockwise = separate.note_features(audio, SR, notes)
+    np.testing.assert_allclose(blockwise, whole, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(separate, "FEATURE_BLOCK_FRAMES", 40)
+    np.testing.assert_allclose(separate.note_features(audio, SR, notes), whole,
+                               rtol=1e-5, atol=1e-5)

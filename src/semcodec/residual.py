@@ -333,6 +333,8 @@ def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.n
 JUDGE_N_FFTS = (1024, 2048, 4096)
 JUDGE_MELS = 128
 JUDGE_FLOOR = 1e-5
+#: STFT frames of one block of the judge's log-mel (bounded memory on long inputs).
+JUDGE_BLOCK = 4096
 
 
 class _Judge:
@@ -358,12 +360,25 @@ class _Judge:
     @staticmethod
     def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
                 mel: np.ndarray) -> np.ndarray:
-        pad = np.pad(np.asarray(v, np.float32), n_fft // 2)
-        n = 1 + (len(pad) - n_fft) // hop
-        frames = np.lib.stride_tricks.as_strided(
-            pad, shape=(n, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
-        mag = np.abs(rfft_rows(frames * window))
-        return np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+        """``(n_frames, JUDGE_MELS)`` log-mel of ``v`` (frames centred on ``k * hop``, zeros
+        beyond the ends), JUDGE_BLOCK frames at a time: no padded copy of the whole signal
+        and no whole-length frame matrix (an hour's would take gigabytes)."""
+        v = np.asarray(v, np.float32)
+        half = n_fft // 2
+        n = 1 + len(v) // hop
+        out = np.empty((n, mel.shape[0]), np.float32)
+        for k0 in range(0, n, JUDGE_BLOCK):
+            k1 = min(n, k0 + JUDGE_BLOCK)
+            start, stop = k0 * hop - half, (k1 - 1) * hop - half + n_fft
+            seg = np.zeros(stop - start, np.float32)
+            lo, hi = max(start, 0), min(stop, len(v))
+            if hi > lo:
+                seg[lo - start:hi - start] = v[lo:hi]
+            frames = np.lib.stride_tricks.as_strided(
+                seg, shape=(k1 - k0, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
+            mag = np.abs(rfft_rows(frames * window))
+            out[k0:k1] = np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+        return out
 
     def benefit(self, z: np.ndarray, edges: np.ndarray, period_s: float,
                 n_frames: int) -> np.ndarray:

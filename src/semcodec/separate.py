@@ -83,72 +83,122 @@ class Assignment:
     bic: dict[int, float]
 
 
-def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Magnitude STFT (frames, bins) of mono ``audio`` resampled to :data:`SR`."""
+#: note_features measures the notes in groups whose frames span at most this many STFT frames
+#: (~48 s; a longer note gets a group of its own): the magnitudes of one group only are held
+#: (~50 MB), not the whole input's (~1.3 GB an hour).
+FEATURE_BLOCK_FRAMES = 4096
+
+
+def _analysis_signal(audio: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """(mono ``audio`` resampled to :data:`SR` and padded for centred frames, its number of
+    STFT frames): frame t is centred on t * HOP / SR seconds."""
     x = dsp.resample(np.asarray(audio, np.float32), sr, SR)
-    x = np.pad(x, (N_FFT // 2, N_FFT // 2))  # frame t is centred on t * HOP / SR seconds
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2))
     if x.shape[0] < N_FFT:
         x = np.pad(x, (0, N_FFT - x.shape[0]))
-    n_frames = 1 + (x.shape[0] - N_FFT) // HOP
+    return x, 1 + (x.shape[0] - N_FFT) // HOP
+
+
+def _frames_mag(x: np.ndarray, f0: int, f1: int) -> np.ndarray:
+    """Magnitude STFT frames ``f0 .. f1-1`` ``(f1 - f0, N_FFT // 2 + 1)`` float32 of the
+    signal of :func:`_analysis_signal`."""
     win = np.hanning(N_FFT).astype(np.float32)
-    out = np.empty((n_frames, N_FFT // 2 + 1), np.float32)
+    out = np.empty((max(0, f1 - f0), N_FFT // 2 + 1), np.float32)
     step = 256  # frames per FFT batch: bounded memory on long inputs
-    for s in range(0, n_frames, step):
-        idx = np.arange(s, min(n_frames, s + step))[:, None] * HOP + np.arange(N_FFT)[None, :]
-        out[s:s + idx.shape[0]] = np.abs(dsp.rfft_rows(x[idx] * win))
+    for s in range(f0, f1, step):
+        idx = np.arange(s, min(f1, s + step))[:, None] * HOP + np.arange(N_FFT)[None, :]
+        out[s - f0:s - f0 + idx.shape[0]] = np.abs(dsp.rfft_rows(x[idx] * win))
     return out
 
 
+def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Magnitude STFT (frames, bins) of mono ``audio`` resampled to :data:`SR`."""
+    x, n_frames = _analysis_signal(audio, sr)
+    return _frames_mag(x, 0, n_frames)
+
+
+def _note_frames(n: Note, n_frames: int) -> tuple[int, int, int]:
+    """(a, b, e): the note's first frame, the end of its head (the first 0.5 s) and of its
+    body, frames of whose windows end before the note does."""
+    fps = SR / HOP
+    a = min(n_frames - 1, max(0, int(round((n.onset + 0.02) * fps))))
+    dur = max(n.offset - n.onset, 0.02)
+    half = 0.5 * N_FFT / SR
+    b = min(n_frames, max(a + 1, int(round((n.onset + min(dur - half, 0.5)) * fps))))
+    e = min(n_frames, max(a + 1, int(round((n.offset - half) * fps))))
+    return a, b, e
+
+
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
-    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``."""
+    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``.
+
+    The STFT is taken group by group of notes (in onset order, each group's frames within
+    :data:`FEATURE_BLOCK_FRAMES`): the same magnitudes as one whole-input spectrogram."""
     notes = list(notes)
     feats = np.zeros((len(notes), len(FEATURE_NAMES)), np.float64)
     if not notes:
         return feats
-    spec = _spectrogram(audio, sr)
-    n_frames, n_bins = spec.shape
+    x, n_frames = _analysis_signal(audio, sr)
+    spans = [_note_frames(n, n_frames) for n in notes]
+    order = sorted(range(len(notes)), key=lambda i: spans[i][0])
+    k = 0
+    while k < len(order):
+        lo = spans[order[k]][0]
+        hi = max(spans[order[k]][1:])
+        j = k + 1
+        while j < len(order) and max(hi, *spans[order[j]][1:]) - lo <= FEATURE_BLOCK_FRAMES:
+            hi = max(hi, *spans[order[j]][1:])
+            j += 1
+        spec = _frames_mag(x, lo, hi)
+        for i in order[k:j]:
+            a, b, e = spans[i]
+            feats[i] = _note_row(spec, a - lo, b - lo, e - lo, notes[i])
+        k = j
+    return feats
+
+
+def _note_row(spec: np.ndarray, a: int, b: int, e: int, n: Note) -> np.ndarray:
+    """The features of note ``n`` whose frames ``a`` (onset), ``b`` (end of head), ``e``
+    (end) index the magnitude frames ``spec``."""
+    row = np.zeros(len(FEATURE_NAMES), np.float64)
+    n_bins = spec.shape[1]
     fps = SR / HOP
     bin_hz = SR / N_FFT
     eps = 1e-7
-    for i, n in enumerate(notes):
-        f0 = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
-        a = min(n_frames - 1, max(0, int(round((n.onset + 0.02) * fps))))
-        dur = max(n.offset - n.onset, 0.02)
-        half = 0.5 * N_FFT / SR  # frames whose window ends before the note does
-        b = min(n_frames, max(a + 1, int(round((n.onset + min(dur - half, 0.5)) * fps))))
-        e = min(n_frames, max(a + 1, int(round((n.offset - half) * fps))))
-        ks = np.arange(1, N_HARMONICS + 1)
-        centre = ks * f0 / bin_hz
-        lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
-        hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
-        # per-harmonic peak magnitude in each frame of the note
-        harm = np.stack([spec[a:e, lo[k]:max(hi[k], lo[k] + 1)].max(axis=1)
-                         for k in range(N_HARMONICS)], axis=1)  # (frames, H)
-        valid = centre < n_bins - 1
-        head = harm[: max(1, b - a)]
-        prof = 20.0 * np.log10(head.mean(axis=0) + eps)
-        rel = np.where(valid, prof - prof[0], -60.0)[1:]
-        feats[i, : N_HARMONICS - 1] = np.clip(rel, -60.0, 20.0)
-        level = 20.0 * np.log10(harm[:, valid].sum(axis=1) + eps)
-        n_att = max(1, int(round(0.06 * fps)))
-        att = level[:n_att].mean()
-        later = level[n_att:max(n_att + 1, int(round(0.2 * fps)))]
-        feats[i, N_HARMONICS - 1] = float(att - later.mean()) if later.size else 0.0
-        if level.shape[0] >= 3:
-            t = np.arange(level.shape[0]) / fps
-            slope = float(np.polyfit(t, level, 1)[0])
-        else:
-            slope = 0.0
-        feats[i, N_HARMONICS] = float(np.clip(slope, -200.0, 100.0))
-        # noisiness: energy between harmonics vs on them, first 0.5 s, up to the 8th harmonic
-        top = int(min(n_bins - 1, math.ceil(centre[valid][-1] * 1.03) + 1)) if valid.any() else 1
-        band = spec[a:b, max(1, int(0.5 * f0 / bin_hz)):top]
-        on = float((head[:, valid] ** 2).sum())
-        total = float((band ** 2).sum())
-        feats[i, N_HARMONICS + 1] = 10.0 * math.log10(max(total - on, eps) / max(on, eps))
-        feats[i, N_HARMONICS + 2] = float(n.pitch)
-        feats[i, N_HARMONICS + 3] = math.log(dur)
-    return feats
+    f0 = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
+    dur = max(n.offset - n.onset, 0.02)
+    ks = np.arange(1, N_HARMONICS + 1)
+    centre = ks * f0 / bin_hz
+    lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
+    hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
+    # per-harmonic peak magnitude in each frame of the note
+    harm = np.stack([spec[a:e, lo[k]:max(hi[k], lo[k] + 1)].max(axis=1)
+                     for k in range(N_HARMONICS)], axis=1)  # (frames, H)
+    valid = centre < n_bins - 1
+    head = harm[: max(1, b - a)]
+    prof = 20.0 * np.log10(head.mean(axis=0) + eps)
+    rel = np.where(valid, prof - prof[0], -60.0)[1:]
+    row[: N_HARMONICS - 1] = np.clip(rel, -60.0, 20.0)
+    level = 20.0 * np.log10(harm[:, valid].sum(axis=1) + eps)
+    n_att = max(1, int(round(0.06 * fps)))
+    att = level[:n_att].mean()
+    later = level[n_att:max(n_att + 1, int(round(0.2 * fps)))]
+    row[N_HARMONICS - 1] = float(att - later.mean()) if later.size else 0.0
+    if level.shape[0] >= 3:
+        t = np.arange(level.shape[0]) / fps
+        slope = float(np.polyfit(t, level, 1)[0])
+    else:
+        slope = 0.0
+    row[N_HARMONICS] = float(np.clip(slope, -200.0, 100.0))
+    # noisiness: energy between harmonics vs on them, first 0.5 s, up to the 8th harmonic
+    top = int(min(n_bins - 1, math.ceil(centre[valid][-1] * 1.03) + 1)) if valid.any() else 1
+    band = spec[a:b, max(1, int(0.5 * f0 / bin_hz)):top]
+    on = float((head[:, valid] ** 2).sum())
+    total = float((band ** 2).sum())
+    row[N_HARMONICS + 1] = 10.0 * math.log10(max(total - on, eps) / max(on, eps))
+    row[N_HARMONICS + 2] = float(n.pitch)
+    row[N_HARMONICS + 3] = math.log(dur)
+    return row
 
 
 #: note_pans works on blocks of this many seconds of audio (plus each block's last notes'
