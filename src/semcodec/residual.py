@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -295,6 +296,99 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
                 spec += add
             _overlap_add(out, spec, k0, n_fft, hop)
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
+
+
+def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
+              bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """For each STFT block ``(k0, k1)`` of ``bounds`` (in order), the samples
+    ``(k0 - 1) * hop .. (k1 + 1) * hop`` of the signal that ``blocks`` hand out in order
+    (``n`` samples in all; zeros beyond its ends), as :func:`_frames` cuts them."""
+    buf: np.ndarray | None = None
+    at = 0  # absolute index of buf[0]
+    it = iter(blocks)
+    for k0, k1 in bounds:
+        start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+        have = 0 if buf is None else buf.shape[0]
+        more = []
+        while at + have < min(stop, n):
+            more.append(np.asarray(next(it), np.float32))
+            have += more[-1].shape[0]
+        if more:
+            buf = np.concatenate(([buf] if buf is not None else []) + more)
+        assert buf is not None
+        seg = np.zeros((stop - start,) + buf.shape[1:], np.float32)
+        lo, hi = max(start, 0), min(stop, n)
+        if hi > lo:
+            seg[lo - start:hi - start] = buf[lo - at:hi - at]
+        keep_from = max(0, k1 * hop - hop)  # the next block starts there
+        if keep_from > at:
+            buf, at = buf[keep_from - at:], keep_from
+        yield seg
+
+
+def _windowed(seg: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """The windowed STFT frames of a mono segment of :func:`_segments` (as :func:`_frames`)."""
+    frames = np.lib.stride_tricks.as_strided(  # frames k0 .. k1 - 1 of samples from (k0 - 1) * hop
+        seg, shape=(seg.shape[0] // hop - 2, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def apply_stream(read: Callable[[], Iterator[np.ndarray]], n: int, sr: int, env: Envelope,
+                 sr_original: int, tempo: float = 1.0) -> Iterator[np.ndarray]:
+    """:func:`apply` block by block, the same numbers: ``read()`` hands out the decode
+    (float32 ``(m,)`` or ``(m, 2)`` blocks adding up to ``n`` samples at ``sr`` Hz) and is
+    called twice (pass 1 measures the decode's power per cell, pass 2 adds the noise and
+    gains); yields the output in blocks of BLOCK_FRAMES STFT hops.  Memory: the per-frame
+    band powers (``n / hop x n_bands`` float32) and a few blocks, whatever ``n``."""
+    if not np.any(env.mask) or n == 0:
+        yield from read()
+        return
+    plan = _Plan(env, sr, sr_original, n, tempo)
+    n_fft, hop = plan.n_fft, plan.hop
+    n_stft = len(plan.frames)
+    bounds = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
+    onehot = np.zeros((len(plan.bins), env.n_bands), np.float32)
+    ok = np.nonzero(plan.bins >= 0)[0]
+    onehot[ok, plan.bins[ok]] = 1.0
+    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    per_frame = np.empty((n_stft, env.n_bands), np.float32)
+    for (k0, k1), seg in zip(bounds, _segments(read(), n, hop, bounds)):
+        mono = seg if seg.ndim == 1 else seg.mean(axis=1)
+        spec = np.fft.rfft(_windowed(mono, n_fft, hop), axis=1)
+        per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
+    gain_cell, amp_cell = _cell_gains(env, _cell_means(per_frame, plan.frames, env.n_frames))
+    if gain_cell is None and amp_cell is None:
+        yield from read()
+        return
+    bins = np.where(plan.bins >= 0, plan.bins, env.n_bands)
+    carry: np.ndarray | None = None
+    done = 0  # output samples handed out
+    for j, ((k0, k1), seg) in enumerate(zip(bounds, _segments(read(), n, hop, bounds))):
+        cells = plan.frames[k0:k1]
+        gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
+        add = (_noise_block(j, k0, k1, n_fft, hop) * amp_cell[:, cells][bins].T
+               if amp_cell is not None else None)
+        chans = [seg] if seg.ndim == 1 else [seg[:, c] for c in range(seg.shape[1])]
+        outs = []
+        for x in chans:
+            spec = np.fft.rfft(_windowed(np.ascontiguousarray(x), n_fft, hop), axis=1)
+            if gain is not None:
+                spec *= gain
+            if add is not None:
+                spec += add
+            buf = np.zeros(seg.shape[0], np.float32)  # samples (k0 - 1) * hop ..
+            _overlap_add(buf, spec, 1, n_fft, hop)
+            outs.append(buf)
+        y = outs[0] if seg.ndim == 1 else np.stack(outs, axis=1)
+        if carry is not None:
+            y[:carry.shape[0]] += carry
+        start, nxt = (k0 - 1) * hop, (k1 - 1) * hop  # the next block adds from nxt on
+        final = min(n, nxt) if k1 < n_stft else n
+        if final > done:
+            yield y[done - start:final - start]
+            done = final
+        carry = y[nxt - start:] if k1 < n_stft else None
 
 
 def _cell_means(per_frame: np.ndarray, frames: np.ndarray, n_frames: int) -> np.ndarray:
