@@ -234,7 +234,8 @@ def _measure_renders(c: SmcFile, audios: list[np.ndarray], groups: list[list[int
     out = {}
     for audio, members in zip(audios, groups):
         try:
-            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine):
+            memo = rendered.setdefault(("memo", tuple(members)), {})
+            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine, memo=memo):
                 out[ch.track] = ch
         except SynthError as exc:
             log.warning("track renders of tracks %s not measured: %s",

@@ -151,7 +151,7 @@ def _quant(db: np.ndarray) -> tuple[float, ...]:
 
 def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
            samples: tuple[Sample, ...], engine: Callable[[int, Track], np.ndarray],
-           loudness_lufs: float | None = None) -> list[Choice]:
+           loudness_lufs: float | None = None, memo: dict | None = None) -> list[Choice]:
     """Choose how to play each of ``members`` (track indices of ``score`` sharing ``audio``,
     mono float32 at ``sr`` Hz: their stem, or the mix they were transcribed from).
 
@@ -160,14 +160,19 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     ``samples`` are the candidate excerpts (those of these tracks are used).  The decodes are
     matched to ``loudness_lufs`` (None: the loudness of ``audio``), as the decoder matches the
     original's.  The voice is tried only for a track that may be sung (:func:`maybe_sung`).
-    Returns one :class:`Choice` per member that has notes.
+    Returns one :class:`Choice` per member that has notes.  ``memo`` (a dict kept by the
+    caller for further calls on the same ``audio``, ``members`` and ``engine``) keeps what
+    does not depend on ``samples``: the target's measures and, for a solo, the candidates
+    that need no excerpt (the same numbers, measured once).
     """
-    target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
-    if loudness_lufs is None:
-        loudness_lufs = dsp.integrated_loudness(target, MEASURE_SR)
+    memo = {} if memo is None else memo
+    if "target" not in memo:
+        target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+        memo["target"] = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
+    target, target_mels, own_lufs = memo["target"]
+    loudness_lufs = own_lufs if loudness_lufs is None else loudness_lufs
     n = target.shape[0]
     solo = len(members) == 1
-    target_mels = log_mels(target)
 
     def fit(y: np.ndarray) -> np.ndarray:
         return dsp.fit_length(np.asarray(y, np.float32), n)
@@ -196,21 +201,32 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                     best = (d, eq, ye)
         return best[0], TrackRender(use=use, gain_db=g, eq_db=best[1], room=tuple(room)), best[2]
 
-    out = []
-    for i in parts:
-        track = score.tracks[i]
+    def plain(i: int, mine: list[Sample]) -> tuple[tuple, dict[str, float]]:
+        """(the best use that needs no excerpt, the distances tried)."""
         base = dist_with(i, parts[i])
         best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, parts[i])
         d_eq, spec_eq, y_eq = finish(parts[i], "")
         if d_eq < best_plain[0]:
             best_plain = (d_eq, spec_eq, y_eq)
         tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
-        mine = [s for s in samples if s.track == i and s.key is None]
-        if maybe_sung(track):  # sung from its own voice: the singer's envelope, no excerpt
-            sung = _voice_candidate(i, track, target, [s.start for s in mine], solo, parts[i],
-                                    dist_with, finish, tried)
+        if maybe_sung(score.tracks[i]):  # sung from its own voice: the singer's envelope
+            sung = _voice_candidate(i, score.tracks[i], target, [s.start for s in mine], solo,
+                                    parts[i], dist_with, finish, tried)
             if sung is not None and sung[0] < best_plain[0]:
                 best_plain = sung
+        return best_plain, tried
+
+    out = []
+    for i in parts:
+        track = score.tracks[i]
+        mine = [s for s in samples if s.track == i and s.key is None]
+        # a solo's plain candidates depend on its engine render and audio only (the voice's
+        # windows on the excerpts' starts: part of the key); a mix's on the others' choices
+        key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
+        if not solo or key not in memo:
+            memo[key] = plain(i, mine)
+        best_plain, tried_plain = memo[key]
+        tried = dict(tried_plain)
         best = best_plain
         played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
         if played_by_sampler is not None and played_by_sampler[0] < best[0]:
