@@ -305,6 +305,7 @@ class _Renderer:
     def __init__(self, model, ex: _Excerpts) -> None:
         self.model, self.ex = model, ex
         self.n_win = int(ex.target.shape[1])
+        self._target_mags: list | None = None
 
     def __call__(self, emb, room, gain_db, fast: bool = False):
         """(G, n) torch tensor; differentiable w.r.t. the parameters unless ``fast``."""
@@ -326,7 +327,17 @@ class _Renderer:
         with torch.no_grad():
             y = self(emb, room, 0.0, fast=True)
             g_db = _level_gain_db(y, self.ex.tgt) if gain_db is None else gain_db
-            return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), self.ex.tgt)), g_db
+            return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), self.ex.tgt,
+                                          target_mags=self.target_mags())), g_db
+
+    def target_mags(self) -> list:
+        """The target's STFT magnitudes of the loss (computed once; threads may race to make
+        them: the same numbers either way)."""
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        if self._target_mags is None:
+            self._target_mags = ddsp.mrstft_target(self.ex.tgt)
+        return self._target_mags
 
 
 #: A fit's best parameters so far: (loss, embedding, room, gain dB).
@@ -413,7 +424,8 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
         ts = time.monotonic()
         if ts + step_t > deadline:
             break
-        opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt))
+        opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt,
+                                  target_mags=render.target_mags()))
         step_t = time.monotonic() - ts
         report(0.4 + 0.55 * (n_steps + 1) / max_steps)
     if n_steps:
