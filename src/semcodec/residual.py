@@ -177,6 +177,14 @@ class _Plan:
         self.bins = _bin_bands(band_edges(env.n_bands, sr_original), self.n_fft, sr)
         self.frames = _frame_of(n_stft, self.hop, sr, period, env.n_frames)
 
+    def band_mean(self, n_bands: int) -> np.ndarray:
+        """``(n_bins, n_bands)`` float32: a power spectrum times it is each band's mean."""
+        onehot = np.zeros((len(self.bins), n_bands), np.float32)
+        ok = np.nonzero(self.bins >= 0)[0]
+        onehot[ok, self.bins[ok]] = 1.0
+        onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+        return onehot
+
 
 def cell_actions(env: Envelope, decoded_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(noise power per bin, gain in dB), both ``(n_bands, n_frames)``, that bring the
@@ -205,15 +213,24 @@ def _frames(x: np.ndarray, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray
     """Windowed frames ``k0 .. k1-1`` of :func:`stft` (``(k1 - k0, n_fft)`` float32) of mono
     ``x``, without padding the whole signal: frame ``k`` covers samples
     ``(k - 1) * hop .. (k + 1) * hop``."""
-    start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+    frames = _rows(_cut(x, (k0 - 1) * hop, (k1 + 1) * hop), k1 - k0, n_fft, hop)
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def _cut(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Samples ``start .. stop`` of mono ``x`` (float32), zeros beyond its ends."""
     seg = np.zeros(stop - start, np.float32)
     lo, hi = max(start, 0), min(stop, len(x))
     if hi > lo:
         seg[lo - start:hi - start] = x[lo:hi]
-    frames = np.lib.stride_tricks.as_strided(
-        seg, shape=(k1 - k0, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
-    win = _window(n_fft)
-    return frames * (win / np.float32(win.sum()))
+    return seg
+
+
+def _rows(seg: np.ndarray, n_rows: int, n_fft: int, hop: int) -> np.ndarray:
+    """``n_rows`` frames of ``n_fft`` samples every ``hop`` of ``seg``: a strided view."""
+    return np.lib.stride_tricks.as_strided(
+        seg, shape=(n_rows, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
 
 
 def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
@@ -263,10 +280,7 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     mono = audio if audio.ndim == 1 else audio.mean(axis=1)
     blocks = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
     # pass 1: the decode's mean power per cell
-    onehot = np.zeros((len(plan.bins), env.n_bands), np.float32)
-    ok = np.nonzero(plan.bins >= 0)[0]
-    onehot[ok, plan.bins[ok]] = 1.0
-    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    onehot = plan.band_mean(env.n_bands)
     per_frame = np.empty((n_stft, env.n_bands), np.float32)
     # a short mono decode keeps its spectra for pass 2 (no second FFT)
     kept: list[np.ndarray] | None = [] if audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS else None
@@ -328,8 +342,7 @@ def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
 
 def _windowed(seg: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """The windowed STFT frames of a mono segment of :func:`_segments` (as :func:`_frames`)."""
-    frames = np.lib.stride_tricks.as_strided(  # frames k0 .. k1 - 1 of samples from (k0 - 1) * hop
-        seg, shape=(seg.shape[0] // hop - 2, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
+    frames = _rows(seg, seg.shape[0] // hop - 2, n_fft, hop)  # k0 .. k1 - 1
     win = _window(n_fft)
     return frames * (win / np.float32(win.sum()))
 
@@ -348,10 +361,7 @@ def apply_stream(read: Callable[[], Iterator[np.ndarray]], n: int, sr: int, env:
     n_fft, hop = plan.n_fft, plan.hop
     n_stft = len(plan.frames)
     bounds = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
-    onehot = np.zeros((len(plan.bins), env.n_bands), np.float32)
-    ok = np.nonzero(plan.bins >= 0)[0]
-    onehot[ok, plan.bins[ok]] = 1.0
-    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    onehot = plan.band_mean(env.n_bands)
     per_frame = np.empty((n_stft, env.n_bands), np.float32)
     for (k0, k1), seg in zip(bounds, _segments(read(), n, hop, bounds)):
         mono = seg if seg.ndim == 1 else seg.mean(axis=1)
@@ -463,14 +473,8 @@ class _Judge:
         out = np.empty((n, mel.shape[0]), np.float32)
         for k0 in range(0, n, JUDGE_BLOCK):
             k1 = min(n, k0 + JUDGE_BLOCK)
-            start, stop = k0 * hop - half, (k1 - 1) * hop - half + n_fft
-            seg = np.zeros(stop - start, np.float32)
-            lo, hi = max(start, 0), min(stop, len(v))
-            if hi > lo:
-                seg[lo - start:hi - start] = v[lo:hi]
-            frames = np.lib.stride_tricks.as_strided(
-                seg, shape=(k1 - k0, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
-            mag = np.abs(rfft_rows(frames * window))
+            seg = _cut(v, k0 * hop - half, (k1 - 1) * hop - half + n_fft)
+            mag = np.abs(rfft_rows(_rows(seg, k1 - k0, n_fft, hop) * window))
             out[k0:k1] = np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
         return out
 
