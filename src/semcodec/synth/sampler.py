@@ -55,7 +55,12 @@ def stft_mag(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
     """|STFT| of mono ``x`` (Hann window, centred frames): ``(n_frames, n_fft // 2 + 1)``."""
     x = np.asarray(x, np.float64)
     xp = np.pad(x, (n_fft // 2, n_fft // 2 + hop))
-    n_fr = max(1, 1 + (xp.shape[0] - n_fft) // hop)
+    return frames_mag(xp, n_fft, hop, max(1, 1 + (xp.shape[0] - n_fft) // hop))
+
+
+def frames_mag(xp: np.ndarray, n_fft: int, hop: int, n_fr: int) -> np.ndarray:
+    """|rfft| of the Hann-windowed frames ``xp[k * hop:k * hop + n_fft]``, k < ``n_fr``, of
+    an already padded float64 signal (:func:`stft_mag`'s frames): ``(n_fr, n_fft // 2 + 1)``."""
     win = np.hanning(n_fft + 1)[:-1]
     out = np.empty((n_fr, n_fft // 2 + 1))
     for s in range(0, n_fr, 256):  # blocks of frames: bounded memory for long inputs
