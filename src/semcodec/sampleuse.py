@@ -42,9 +42,6 @@ EQ_STEP_DB = 1.0
 
 
 _FB: dict[tuple[int, int], np.ndarray] = {}
-#: STFT frames per block of :func:`log_mels` (~95 s at 22.05 kHz, n_fft 1024): an hour's
-#: whole float64 spectra took gigabytes.
-MEL_BLOCK_FRAMES = 8192
 
 
 def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
@@ -56,21 +53,9 @@ def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
             import librosa  # noqa: PLC0415 - encode side only
 
             _FB[(sr, n_fft)] = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
-        hop = n_fft // 4
-        # sampler.stft_mag's frames (x padded by n_fft / 2, and n_fft / 2 + hop at the end),
-        # MEL_BLOCK_FRAMES at a time: no float64 copy of the whole signal nor whole spectrum
-        n_fr = max(1, 1 + (x.shape[0] + hop) // hop)
-        mels = np.empty((n_fr, _FB[(sr, n_fft)].shape[0]))
-        for f0 in range(0, n_fr, MEL_BLOCK_FRAMES):
-            f1 = min(n_fr, f0 + MEL_BLOCK_FRAMES)
-            a, b = f0 * hop - n_fft // 2, (f1 - 1) * hop + n_fft // 2
-            seg = np.zeros(b - a)
-            lo, hi = max(a, 0), min(b, x.shape[0])
-            if hi > lo:
-                seg[lo - a:hi - a] = x[lo:hi]
-            mag = sampler.frames_mag(seg, n_fft, hop, f1 - f0)
-            mels[f0:f1] = np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5))
-        out.append(mels)
+        # block by block (bounded memory on long inputs)
+        out.append(np.concatenate([np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5))
+                                   for mag in sampler.stft_mag_blocks(x, n_fft, n_fft // 4)]))
     return out
 
 
