@@ -102,6 +102,7 @@ COLUMNS = (  # (key, header, format)
     ("chroma", "chroma sim. ↑", "{:.3f}"),
     ("score_f1", "score F1 ↑", "{:.3f}"),
     ("rt_f1", "round-trip F1 ↑", "{:.3f}"),
+    ("inst_f1", "instrument F1 ↑", "{:.3f}"),
     ("enc_x_rt", "enc ×RT ↑", "{:.3g}"),
     ("dec_x_rt", "dec ×RT ↑", "{:.3g}"),
     ("enc_rss_mb", "enc RSS MB", "{:.0f}"),

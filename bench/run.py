@@ -170,6 +170,19 @@ def smc_drum_notes(path: str | Path) -> list[tuple[float, float, int]]:
     return [(n.onset, n.offset, n.pitch) for t in c.score.tracks if t.is_drum for n in t.notes]
 
 
+def _instrument_f1(clip: dict, gt, pm) -> float | None:
+    """Instrument-aware note F1 of the exported MIDI ``pm`` (bench.families); None where the
+    clip's truth notes have no families (not a mix)."""
+    from bench import families
+
+    fams = families.note_families(clip, gt)
+    if fams is None:
+        return None
+    est, est_fams = families.midi_notes_with_families(pm)
+    prf = families.instrument_prf(gt, fams, est, est_fams)
+    return None if prf is None else prf[2]
+
+
 def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
     """Every codec on one clip; returns ``{clip..., rows: {codec: row}}``."""
     import numpy as np
@@ -252,13 +265,14 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
         # semcodec
         sc = codecs.run_semcodec(Path(clip["audio"]), work, engines)
         enc = sc["encode"]
-        score_f1 = None
+        score_f1 = inst_f1 = None
         score_error = sc.get("export_error")
         if sc.get("export_midi") and gt is not None:
             try:
                 pm = pretty_midi.PrettyMIDI(sc["export_midi"])
                 est = [(n.start, n.end, n.pitch) for i in pm.instruments if not i.is_drum for n in i.notes]
                 score_f1 = metrics.note_f1(gt, est)
+                inst_f1 = _instrument_f1(clip, gt, pm)
             except Exception as e:  # noqa: BLE001
                 score_error = f"export midi unreadable: {e}"[:300]
         drum_f1 = None
@@ -272,7 +286,7 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
             if enc.get("status") == "ok" and er.get("status") == "ok":
                 row = audio_row(semcodec_row(e), er["wav"], bytes=enc["bytes"],
                                 kbps=metrics.bitrate_kbps(enc["bytes"], dur), score_f1=score_f1,
-                                drum_f1=drum_f1, part_bytes=enc.get("parts", {}))
+                                inst_f1=inst_f1, drum_f1=drum_f1, part_bytes=enc.get("parts", {}))
                 if score_error:
                     row["score_error"] = score_error
                 speeds(row, enc["wall_s"], er["wall_s"], enc["rss_mb"], er["rss_mb"])
@@ -298,13 +312,15 @@ def evaluate_clip(clip: dict, engines: list[str], keep_figures: bool) -> dict:
             one = codecs.run_semcodec(Path(clip["audio"]), work / "one", ["neural"], ONE_TRACK_ARGS)
             enc1, er1 = one["encode"], one["engines"]["neural"]
             if enc1.get("status") == "ok" and er1.get("status") == "ok":
-                f1_1 = None
+                f1_1 = inst_1 = None
                 if one.get("export_midi") and gt is not None:
                     pm1 = pretty_midi.PrettyMIDI(one["export_midi"])
                     f1_1 = metrics.note_f1(gt, [(n.start, n.end, n.pitch) for i in pm1.instruments
                                                 if not i.is_drum for n in i.notes])
+                    inst_1 = _instrument_f1(clip, gt, pm1)
                 row = audio_row(ONE_TRACK, er1["wav"], bytes=enc1["bytes"],
-                                kbps=metrics.bitrate_kbps(enc1["bytes"], dur), score_f1=f1_1)
+                                kbps=metrics.bitrate_kbps(enc1["bytes"], dur), score_f1=f1_1,
+                                inst_f1=inst_1)
                 speeds(row, enc1["wall_s"], er1["wall_s"], enc1["rss_mb"], er1["rss_mb"])
             else:
                 row = dict(status="error", error=enc1.get("error") or er1.get("error"))

@@ -365,3 +365,16 @@ def test_memory_error_names_the_cli_flag_only_in_the_cli(tmp_path):
     r = CliRunner().invoke(cli, ["decode", str(tmp_path / "huge.smc"), str(tmp_path / "x.wav")])
     assert r.exit_code == 2 and "--max-duration SECONDS" in r.output
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_split_tracks_are_named_by_their_family():
+    from semcodec.api import _part_names
+    from semcodec.events import Track
+
+    split = [Track(name="track1"), Track(name="track2"), Track(name="track3"),
+             Track(name="drums", is_drum=True)]
+    assert _part_names(split, {0: 33, 1: 0, 2: 1}) == ["bass", "piano", "piano 2", "drums"]
+    # a single track, and named stems, keep their names
+    assert _part_names([Track(name="track1")], {0: 33}) == ["track1"]
+    assert _part_names([Track(name="lead"), Track(name="track2")], {0: 0, 1: 33}) == \
+        ["lead", "track2"]

@@ -84,18 +84,55 @@ def test_requested_count_few_notes_and_determinism():
         separate.assign_tracks(audio, SR, notes, 0)
 
 
-def test_features_measured_in_note_groups_equal_the_whole_spectrogram(monkeypatch):
-    """note_features takes its STFT group by group of notes (bounded memory on long inputs):
-    the features equal those measured on one whole-input spectrogram, whatever the group
-    size (a note longer than a group gets a group of its own)."""
-    audio, notes, _ = _duet(12)
-    notes = notes + [Note(0.3, 5.0, 52, 80)]  # a long note, spanning many groups
-    x, n_frames = separate._analysis_signal(audio, SR)
-    spec = separate._spectrogram(audio, SR)
-    whole = np.stack([separate._note_row(spec, *separate._note_frames(n, n_frames), n)
-                      for n in notes])
-    blockwise = separate.note_features(audio, SR, notes)
-    np.testing.assert_allclose(blockwise, whole, rtol=1e-6, atol=1e-6)
-    monkeypatch.setattr(separate, "FEATURE_BLOCK_FRAMES", 40)
-    np.testing.assert_allclose(separate.note_features(audio, SR, notes), whole,
-                               rtol=1e-5, atol=1e-5)
+def test_ensemble_share_tells_a_band_from_one_instrument():
+    band = [Note(0.1 + i, 1.0 + i, 36 + i % 3, 90) for i in range(12)]  # a held bass line
+    band += [Note(0.4 + i, 0.8 + i, 64 + i % 5, 90) for i in range(12)]  # a melody over it
+    assert separate.ensemble_share(band) >= separate.ENSEMBLE_MIN_SHARE
+    # one instrument's chords: the notes start together
+    chords = [Note(0.1 + i, 0.9 + i, p + i % 2, 90) for i in range(12) for p in (40, 52, 64)]
+    assert separate.ensemble_share(chords) == 0.0
+    # a legato line whose notes ring a little into the next, wide leaps included
+    legato = [Note(0.1 + 0.37 * i, 0.6 + 0.37 * i, 48 + (i * 7) % 24, 90) for i in range(30)]
+    assert separate.ensemble_share(legato) < separate.ENSEMBLE_MIN_SHARE
+    assert separate.ensemble_share([]) == 0.0
+
+
+def test_chords_of_one_timbre_stay_one_track():
+    rng = np.random.default_rng(2)
+    audio = np.zeros(int(14 * SR), np.float32)
+    notes = []
+    for i in range(12):  # two-octave chords, every note of a chord starting together
+        on = 0.1 + i
+        for pitch in (40 + i % 3, 52 + i % 3, 64 + i % 3, 67 + i % 3):
+            x = _voice(pitch, 0.9, True, rng)
+            audio[int(on * SR):int(on * SR) + x.shape[0]] += x
+            notes.append(Note(on, on + 0.9, pitch, 90))
+    assert separate.assign_tracks(audio, SR, notes).n_tracks == 1
+
+
+def test_families_name_each_track():
+    audio, notes, _ = _duet()
+    a = separate.assign_tracks(audio, SR, notes)
+    assert len(a.families) == a.n_tracks
+    from semcodec import instrument
+
+    if instrument.weights_available():
+        assert all(0 <= f < instrument.N_FAMILIES for f in a.families)
+    else:
+        assert set(a.families) == {-1}
+
+
+def test_long_inputs_are_measured_block_by_block_alike():
+    rng = np.random.default_rng(3)
+    seconds = separate.FEATURE_BLOCK_S + separate.FEATURE_TAIL_S + 20.0
+    audio = np.zeros(int(seconds * SR), np.float32)
+    notes = []
+    for i, on in enumerate(np.arange(0.5, seconds - 2.0, 3.1)):
+        pitch = 45 + (i * 5) % 20
+        x = _voice(pitch, 0.8, bool(i % 2), rng)
+        audio[int(on * SR):int(on * SR) + x.shape[0]] += x
+        notes.append(Note(float(on), float(on) + 0.8, pitch, 90))
+    whole = separate._note_features(audio, SR, notes)
+    blocks = separate.note_features(audio, SR, notes)
+    assert blocks.shape == whole.shape
+    assert np.allclose(blocks, whole, atol=0.5)  # the same notes, measured on a block

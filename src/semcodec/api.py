@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -320,6 +321,29 @@ def _split_tracks(inp: AudioInput, notes: tuple[Note, ...], n_tracks: int | None
     return out
 
 
+#: The names :func:`_split_tracks` gives the tracks of a split mix before their instruments
+#: are known.
+_SPLIT_NAME = re.compile(r"track\d+")
+
+
+def _part_names(tracks: list[Track], programs: dict[int, int]) -> list[str]:
+    """Track names for the file (and the MIDI/MusicXML parts): the tracks a mix was split into
+    are named by the GM family of their stored program (``bass``, ``piano``, ``piano 2``...);
+    a single track, stems and voices keep their names."""
+    from semcodec.instrument import FAMILY_NAMES, family_of
+
+    auto = [i for i, t in enumerate(tracks) if not t.is_drum and _SPLIT_NAME.fullmatch(t.name)]
+    names = [t.name for t in tracks]
+    if len(auto) < 2:
+        return names
+    seen: dict[str, int] = {}
+    for i in auto:
+        base = FAMILY_NAMES[family_of(programs.get(i, tracks[i].program))].lower()
+        seen[base] = seen.get(base, 0) + 1
+        names[i] = base if seen[base] == 1 else f"{base} {seen[base]}"
+    return names
+
+
 def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions):
     """(drum Track or None, its one-shot samples numbered for track 0)."""
     if opts.drums == "off":
@@ -393,8 +417,9 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
             engines.update({members[j]: e for j, e in engs.items()})
     if tempo_of is not None:
         score = tempo_of()
+    names = _part_names(tracks, programs)
     score = replace(score, tracks=tuple(
-        replace(t, program=programs.get(i, t.program),
+        replace(t, name=names[i], program=programs.get(i, t.program),
                 engine=engines.get(i, ("", 0.0))[0],
                 engine_gain_db=round(float(engines.get(i, ("", 0.0))[1]), 2))
         for i, t in enumerate(tracks)))

@@ -13,8 +13,9 @@ Features of a note (:func:`note_features`), measured on the audio around it:
   the head), and a 20-band log-spaced spectral envelope of the note's head (50 Hz - 10 kHz,
   mean removed).
 
-A track's program probabilities are the mean of its notes' log probabilities (softmax again);
-a family's probability is the sum of its 8 programs'.  Programs 112..127 (percussive, sound
+A track's family probabilities are the mean of its notes' family log probabilities (a note's
+family probability: the sum of its 8 programs'; softmax again), its program the likeliest of
+that family by the mean of the notes' program log probabilities.  Programs 112..127 (percussive, sound
 effects) are not classes: a pitched track is never given one.
 
 Weights live in ``weights/instrument-<first 12 hex of sha256>.safetensors`` (numpy tensors,
@@ -164,12 +165,19 @@ def _extra_features(spec: np.ndarray, notes: list[Note]) -> np.ndarray:
 
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
     """Feature matrix ``(len(notes), len(feature_names()))`` of ``notes`` in mono ``audio``
-    (float32 ``(n,)`` at ``sr`` Hz); times in seconds, pitches MIDI numbers."""
-    from semcodec.separate import note_features as base_features  # noqa: PLC0415
+    (float32 ``(n,)`` at ``sr`` Hz); times in seconds, pitches MIDI numbers.  Long inputs are
+    measured block by block (:func:`semcodec.separate.blockwise`: bounded memory)."""
+    from semcodec.separate import blockwise  # noqa: PLC0415
 
     notes = list(notes)
     if not notes:
         return np.zeros((0, len(feature_names())))
+    return blockwise(_note_features, audio, sr, notes)
+
+
+def _note_features(audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
+    from semcodec.separate import note_features as base_features  # noqa: PLC0415
+
     base = base_features(audio, sr, notes)
     extra = _extra_features(_stft(audio, sr), notes)
     return np.concatenate([base, extra], axis=1)
@@ -268,6 +276,11 @@ class Guess:
         return out
 
 
+#: A note's family probability is floored at this before its log is taken (one note that
+#: rules a family out does not veto it for the whole track).
+FAMILY_FLOOR = 1e-4
+
+
 def _pooled(logp: np.ndarray) -> np.ndarray:
     """Program probabilities of a track from its notes' log probabilities ``(n, N_PROGRAMS)``."""
     z = logp.mean(axis=0)
@@ -275,16 +288,35 @@ def _pooled(logp: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
+def note_family_log_proba(logp: np.ndarray) -> np.ndarray:
+    """Per-note family log probabilities ``(n, N_PROGRAMS // 8)`` (floored at
+    :data:`FAMILY_FLOOR`) of per-note program log probabilities ``logp`` ``(n, N_PROGRAMS)``."""
+    p = np.exp(logp).reshape(logp.shape[0], -1, PROGRAMS_PER_FAMILY).sum(axis=2)
+    return np.log(np.clip(p, FAMILY_FLOOR, 1.0))
+
+
 def guess_from_log_proba(logp: np.ndarray) -> Guess:
-    """:class:`Guess` of a track whose notes have log probabilities ``logp`` ``(n, N_PROGRAMS)``."""
+    """:class:`Guess` of a track whose notes have log probabilities ``logp`` ``(n, N_PROGRAMS)``.
+
+    The family is pooled over the notes at the family level (mean of the notes' family log
+    probabilities, softmax): notes that agree on the family but not on its program (a real
+    guitar between the soundfonts' clean and jazz guitars) add up.  The program is the
+    likeliest of that family by the notes' pooled program probabilities."""
     pp = _pooled(logp)
+    z = note_family_log_proba(logp).mean(axis=0)
+    z = np.exp(z - z.max())
     fam = np.zeros(N_FAMILIES)
-    np.add.at(fam, np.arange(N_PROGRAMS) // PROGRAMS_PER_FAMILY, pp)
+    fam[: z.shape[0]] = z / z.sum()
     f = int(np.argmax(fam))
     in_f = np.arange(f * PROGRAMS_PER_FAMILY, (f + 1) * PROGRAMS_PER_FAMILY)
     prog = int(in_f[np.argmax(pp[in_f])])
     return Guess(program=prog, family=f, program_p=float(pp[prog]), family_p=float(fam[f]),
                  program_proba=pp, family_proba=fam, n_notes=int(logp.shape[0]))
+
+
+def classify_features(feats: np.ndarray, *, model: Model | None = None) -> np.ndarray:
+    """Per-note program log probabilities ``(n, N_PROGRAMS)`` of :func:`note_features` rows."""
+    return (model or _default_model()).log_proba(feats)
 
 
 def classify_notes(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...], *,

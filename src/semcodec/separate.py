@@ -8,12 +8,18 @@ Each transcribed note gets a small feature vector measured from the audio around
 * attack: how much louder the note's harmonics are in the first 60 ms than 60-200 ms later;
 * decay: slope of the note's harmonic level over its length (dB/s);
 * noisiness: energy between the harmonics relative to energy on them;
-* register: MIDI pitch, and the note's length (log s).
+* register: MIDI pitch, and the note's length (log s);
+* instrument family: the log probabilities of the 14 pitched General MIDI families that the
+  instrument classifier (:mod:`semcodec.instrument`) gives the note, when its weights exist.
 
-:func:`assign_tracks` clusters the notes with a diagonal Gaussian mixture (number of tracks
-chosen by BIC for ``"auto"``, clusters too small or too alike merged), then smooths the
-assignment with *continuity*: a note leans towards the track of the notes around it in time
-and pitch.  Everything is deterministic (fixed seeds, no wall-clock dependence).
+:func:`assign_tracks` first asks whether the notes can be more than one instrument at all
+(:func:`ensemble_share`: notes sounding together an octave or more apart that started at
+different times — a band's bass under its chords and melody; one instrument's chords start
+together, and a monophonic line never overlaps itself).  If so, it clusters the notes with a
+diagonal Gaussian mixture (number of tracks chosen by BIC for ``"auto"``, clusters too small or
+too alike merged), then smooths the assignment with *continuity*: a note leans towards the
+track of the notes around it in time and pitch.  Everything is deterministic (fixed seeds, no
+wall-clock dependence).
 
 Pure functions of numpy arrays and :class:`~semcodec.events.Note` lists; scikit-learn's
 ``GaussianMixture`` is imported lazily.
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -47,6 +54,10 @@ MIN_TRACK_SHARE = 0.08
 #: Clusters whose timbre features (register left out) lie closer than this, in pooled
 #: standard deviations, are one instrument playing in two registers: merged.
 MERGE_DISTANCE = 0.9
+#: ... and clusters whose measured timbre alone (the classifier's families left out) lies
+#: closer than this are one sound too: the classifier's families drift with register on an
+#: instrument it does not know.
+SAME_SOUND_DISTANCE = 0.4
 #: Continuity: notes within this time (s) and pitch distance (semitones) pull each other.
 CONTINUITY_S = 1.5
 CONTINUITY_SEMITONES = 9.0
@@ -71,6 +82,20 @@ FEATURE_WEIGHTS = np.array([0.6] * (N_HARMONICS - 1) + [1.0, 0.8, 0.8, 3.0, 0.5]
 #: 3.0 two lines of one instrument in one register, left and right, were split by register.
 PAN_WEIGHT = 5.0
 PAN_MIN_SPREAD = 0.05
+#: Weight of the classifier's family log probabilities (each of the 14 pitched families one
+#: column, standardised; counted as timbre).
+FAMILY_WEIGHT = 1.5
+#: The ensemble gate (:func:`ensemble_share`): two notes sound together when they overlap
+#: by at least ENSEMBLE_OVERLAP_S (s), started more than ENSEMBLE_ONSET_GAP_S (s) apart and
+#: lie at least ENSEMBLE_INTERVAL semitones apart; ``"auto"`` splits only when at least
+#: ENSEMBLE_MIN_SHARE of the notes have such a partner.  Measured on the eval clips
+#: (``python scripts/eval_separate.py --stems``): the two Slakh mixes 0.37 / 0.65, the
+#: solo stems 0.00-0.07 except a strummed, ringing acoustic guitar (0.40), singing and a
+#: trumpet 0.00; a legato line whose notes ring 0.13 s into the next stays out.
+ENSEMBLE_OVERLAP_S = 0.2
+ENSEMBLE_ONSET_GAP_S = 0.08
+ENSEMBLE_INTERVAL = 12
+ENSEMBLE_MIN_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -81,124 +106,113 @@ class Assignment:
     labels: np.ndarray
     n_tracks: int
     bic: dict[int, float]
-
-
-#: note_features measures the notes in groups whose frames span at most this many STFT frames
-#: (~48 s; a longer note gets a group of its own): the magnitudes of one group only are held
-#: (~50 MB), not the whole input's (~1.3 GB an hour).
-FEATURE_BLOCK_FRAMES = 4096
-
-
-def _analysis_signal(audio: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
-    """(mono ``audio`` resampled to :data:`SR` and padded for centred frames, its number of
-    STFT frames): frame t is centred on t * HOP / SR seconds."""
-    x = dsp.resample(np.asarray(audio, np.float32), sr, SR)
-    x = np.pad(x, (N_FFT // 2, N_FFT // 2))
-    if x.shape[0] < N_FFT:
-        x = np.pad(x, (0, N_FFT - x.shape[0]))
-    return x, 1 + (x.shape[0] - N_FFT) // HOP
-
-
-def _frames_mag(x: np.ndarray, f0: int, f1: int) -> np.ndarray:
-    """Magnitude STFT frames ``f0 .. f1-1`` ``(f1 - f0, N_FFT // 2 + 1)`` float32 of the
-    signal of :func:`_analysis_signal`."""
-    win = np.hanning(N_FFT).astype(np.float32)
-    out = np.empty((max(0, f1 - f0), N_FFT // 2 + 1), np.float32)
-    step = 256  # frames per FFT batch: bounded memory on long inputs
-    for s in range(f0, f1, step):
-        idx = np.arange(s, min(f1, s + step))[:, None] * HOP + np.arange(N_FFT)[None, :]
-        out[s - f0:s - f0 + idx.shape[0]] = np.abs(dsp.rfft_rows(x[idx] * win))
-    return out
+    #: The instrument classifier's GM family (0..15) per track; -1 where it was not asked
+    #: (no weights, or a single track: the encoder classifies every track later anyway).
+    families: tuple[int, ...] = ()
 
 
 def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
     """Magnitude STFT (frames, bins) of mono ``audio`` resampled to :data:`SR`."""
-    x, n_frames = _analysis_signal(audio, sr)
-    return _frames_mag(x, 0, n_frames)
+    x = dsp.resample(np.asarray(audio, np.float32), sr, SR)
+    x = np.pad(x, (N_FFT // 2, N_FFT // 2))  # frame t is centred on t * HOP / SR seconds
+    if x.shape[0] < N_FFT:
+        x = np.pad(x, (0, N_FFT - x.shape[0]))
+    n_frames = 1 + (x.shape[0] - N_FFT) // HOP
+    win = np.hanning(N_FFT).astype(np.float32)
+    out = np.empty((n_frames, N_FFT // 2 + 1), np.float32)
+    step = 256  # frames per FFT batch: bounded memory on long inputs
+    for s in range(0, n_frames, step):
+        idx = np.arange(s, min(n_frames, s + step))[:, None] * HOP + np.arange(N_FFT)[None, :]
+        out[s:s + idx.shape[0]] = np.abs(dsp.rfft_rows(x[idx] * win))
+    return out
 
 
-def _note_frames(n: Note, n_frames: int) -> tuple[int, int, int]:
-    """(a, b, e): the note's first frame, the end of its head (the first 0.5 s) and of its
-    body, frames of whose windows end before the note does."""
-    fps = SR / HOP
-    a = min(n_frames - 1, max(0, int(round((n.onset + 0.02) * fps))))
-    dur = max(n.offset - n.onset, 0.02)
-    half = 0.5 * N_FFT / SR
-    b = min(n_frames, max(a + 1, int(round((n.onset + min(dur - half, 0.5)) * fps))))
-    e = min(n_frames, max(a + 1, int(round((n.offset - half) * fps))))
-    return a, b, e
+#: Long inputs: note features are measured on blocks of this many seconds of audio (the notes
+#: whose onsets fall in the block), each with FEATURE_TAIL_S s more for the notes' tails, so
+#: that the spectrograms, and memory, stay bounded (a 60-min input would need ~1.3 GB each).
+FEATURE_BLOCK_S = 60.0
+FEATURE_TAIL_S = 10.0
+
+
+def blockwise(fn: Callable[[np.ndarray, int, list[Note]], np.ndarray], audio: np.ndarray,
+              sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
+    """``fn(audio, sr, notes)`` (one row per note) computed on blocks of
+    :data:`FEATURE_BLOCK_S` s of mono ``audio`` (plus :data:`FEATURE_TAIL_S`), each block's
+    notes shifted to its start; one call when the input is short."""
+    notes = list(notes)
+    if not notes or audio.shape[0] <= (FEATURE_BLOCK_S + FEATURE_TAIL_S) * sr:
+        return fn(audio, sr, notes)
+    block = np.maximum(0, np.array([n.onset for n in notes]) // FEATURE_BLOCK_S).astype(int)
+    out: np.ndarray | None = None
+    for b in np.unique(block):
+        idx = np.nonzero(block == b)[0]
+        t0 = float(b) * FEATURE_BLOCK_S
+        s0 = int(t0 * sr)
+        s1 = min(audio.shape[0], int((t0 + FEATURE_BLOCK_S + FEATURE_TAIL_S) * sr))
+        rows = fn(audio[s0:s1], sr, [replace(notes[i], onset=notes[i].onset - t0,
+                                             offset=notes[i].offset - t0) for i in idx])
+        if out is None:
+            out = np.zeros((len(notes), rows.shape[1]), rows.dtype)
+        out[idx] = rows
+    assert out is not None
+    return out
 
 
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
-    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``.
+    """Feature matrix ``(len(notes), len(FEATURE_NAMES))`` of the notes in mono ``audio``
+    (measured block by block on long inputs: :func:`blockwise`)."""
+    return blockwise(_note_features, audio, sr, notes)
 
-    The STFT is taken group by group of notes (in onset order, each group's frames within
-    :data:`FEATURE_BLOCK_FRAMES`): the same magnitudes as one whole-input spectrogram."""
+
+def _note_features(audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
     notes = list(notes)
     feats = np.zeros((len(notes), len(FEATURE_NAMES)), np.float64)
     if not notes:
         return feats
-    x, n_frames = _analysis_signal(audio, sr)
-    spans = [_note_frames(n, n_frames) for n in notes]
-    order = sorted(range(len(notes)), key=lambda i: spans[i][0])
-    k = 0
-    while k < len(order):
-        lo = spans[order[k]][0]
-        hi = max(spans[order[k]][1:])
-        j = k + 1
-        while j < len(order) and max(hi, *spans[order[j]][1:]) - lo <= FEATURE_BLOCK_FRAMES:
-            hi = max(hi, *spans[order[j]][1:])
-            j += 1
-        spec = _frames_mag(x, lo, hi)
-        for i in order[k:j]:
-            a, b, e = spans[i]
-            feats[i] = _note_row(spec, a - lo, b - lo, e - lo, notes[i])
-        k = j
-    return feats
-
-
-def _note_row(spec: np.ndarray, a: int, b: int, e: int, n: Note) -> np.ndarray:
-    """The features of note ``n`` whose frames ``a`` (onset), ``b`` (end of head), ``e``
-    (end) index the magnitude frames ``spec``."""
-    row = np.zeros(len(FEATURE_NAMES), np.float64)
-    n_bins = spec.shape[1]
+    spec = _spectrogram(audio, sr)
+    n_frames, n_bins = spec.shape
     fps = SR / HOP
     bin_hz = SR / N_FFT
     eps = 1e-7
-    f0 = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
-    dur = max(n.offset - n.onset, 0.02)
-    ks = np.arange(1, N_HARMONICS + 1)
-    centre = ks * f0 / bin_hz
-    lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
-    hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
-    # per-harmonic peak magnitude in each frame of the note
-    harm = np.stack([spec[a:e, lo[k]:max(hi[k], lo[k] + 1)].max(axis=1)
-                     for k in range(N_HARMONICS)], axis=1)  # (frames, H)
-    valid = centre < n_bins - 1
-    head = harm[: max(1, b - a)]
-    prof = 20.0 * np.log10(head.mean(axis=0) + eps)
-    rel = np.where(valid, prof - prof[0], -60.0)[1:]
-    row[: N_HARMONICS - 1] = np.clip(rel, -60.0, 20.0)
-    level = 20.0 * np.log10(harm[:, valid].sum(axis=1) + eps)
-    n_att = max(1, int(round(0.06 * fps)))
-    att = level[:n_att].mean()
-    later = level[n_att:max(n_att + 1, int(round(0.2 * fps)))]
-    row[N_HARMONICS - 1] = float(att - later.mean()) if later.size else 0.0
-    if level.shape[0] >= 3:
-        t = np.arange(level.shape[0]) / fps
-        slope = float(np.polyfit(t, level, 1)[0])
-    else:
-        slope = 0.0
-    row[N_HARMONICS] = float(np.clip(slope, -200.0, 100.0))
-    # noisiness: energy between harmonics vs on them, first 0.5 s, up to the 8th harmonic
-    top = int(min(n_bins - 1, math.ceil(centre[valid][-1] * 1.03) + 1)) if valid.any() else 1
-    band = spec[a:b, max(1, int(0.5 * f0 / bin_hz)):top]
-    on = float((head[:, valid] ** 2).sum())
-    total = float((band ** 2).sum())
-    row[N_HARMONICS + 1] = 10.0 * math.log10(max(total - on, eps) / max(on, eps))
-    row[N_HARMONICS + 2] = float(n.pitch)
-    row[N_HARMONICS + 3] = math.log(dur)
-    return row
+    for i, n in enumerate(notes):
+        f0 = 440.0 * 2.0 ** ((n.pitch - 69) / 12.0)
+        a = min(n_frames - 1, max(0, int(round((n.onset + 0.02) * fps))))
+        dur = max(n.offset - n.onset, 0.02)
+        half = 0.5 * N_FFT / SR  # frames whose window ends before the note does
+        b = min(n_frames, max(a + 1, int(round((n.onset + min(dur - half, 0.5)) * fps))))
+        e = min(n_frames, max(a + 1, int(round((n.offset - half) * fps))))
+        ks = np.arange(1, N_HARMONICS + 1)
+        centre = ks * f0 / bin_hz
+        lo = np.clip(np.floor(centre * 0.97).astype(int), 0, n_bins - 1)
+        hi = np.clip(np.ceil(centre * 1.03).astype(int) + 1, 1, n_bins)
+        # per-harmonic peak magnitude in each frame of the note
+        harm = np.stack([spec[a:e, lo[k]:max(hi[k], lo[k] + 1)].max(axis=1)
+                         for k in range(N_HARMONICS)], axis=1)  # (frames, H)
+        valid = centre < n_bins - 1
+        head = harm[: max(1, b - a)]
+        prof = 20.0 * np.log10(head.mean(axis=0) + eps)
+        rel = np.where(valid, prof - prof[0], -60.0)[1:]
+        feats[i, : N_HARMONICS - 1] = np.clip(rel, -60.0, 20.0)
+        level = 20.0 * np.log10(harm[:, valid].sum(axis=1) + eps)
+        n_att = max(1, int(round(0.06 * fps)))
+        att = level[:n_att].mean()
+        later = level[n_att:max(n_att + 1, int(round(0.2 * fps)))]
+        feats[i, N_HARMONICS - 1] = float(att - later.mean()) if later.size else 0.0
+        if level.shape[0] >= 3:
+            t = np.arange(level.shape[0]) / fps
+            slope = float(np.polyfit(t, level, 1)[0])
+        else:
+            slope = 0.0
+        feats[i, N_HARMONICS] = float(np.clip(slope, -200.0, 100.0))
+        # noisiness: energy between harmonics vs on them, first 0.5 s, up to the 8th harmonic
+        top = int(min(n_bins - 1, math.ceil(centre[valid][-1] * 1.03) + 1)) if valid.any() else 1
+        band = spec[a:b, max(1, int(0.5 * f0 / bin_hz)):top]
+        on = float((head[:, valid] ** 2).sum())
+        total = float((band ** 2).sum())
+        feats[i, N_HARMONICS + 1] = 10.0 * math.log10(max(total - on, eps) / max(on, eps))
+        feats[i, N_HARMONICS + 2] = float(n.pitch)
+        feats[i, N_HARMONICS + 3] = math.log(dur)
+    return feats
 
 
 #: note_pans works on blocks of this many seconds of audio (plus each block's last notes'
@@ -288,17 +302,25 @@ def _continuity(notes: list[Note], post: np.ndarray, pans: np.ndarray | None = N
     return out
 
 
-def _merge_small_and_alike(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Merge clusters that are too small, or too alike in timbre, into their nearest one."""
+def _merge_small_and_alike(x: np.ndarray, labels: np.ndarray, k: int,
+                           timbre_columns: list[int], measured_columns: list[int]) -> np.ndarray:
+    """Merge clusters that are too small, or too alike, into their nearest one.
+
+    Two clusters are alike when their means over ``timbre_columns`` of ``x`` (measured timbre,
+    position and the classifier's families) lie within :data:`MERGE_DISTANCE`, or those over
+    ``measured_columns`` alone (no families) within :data:`SAME_SOUND_DISTANCE` (RMS of
+    standardised, weighted columns)."""
     labels = labels.copy()
     n = labels.shape[0]
-    timbre = x[:, list(TIMBRE_COLUMNS) + list(range(len(FEATURE_NAMES), x.shape[1]))]
+
+    def rms(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((a - b) ** 2)))
+
     while True:
         ids = [c for c in range(k) if np.any(labels == c)]
         if len(ids) <= 1:
             break
         means = {c: x[labels == c].mean(axis=0) for c in ids}
-        tmeans = {c: timbre[labels == c].mean(axis=0) for c in ids}
         sizes = {c: int(np.sum(labels == c)) for c in ids}
         small = [c for c in ids if sizes[c] < max(MIN_TRACK_NOTES, MIN_TRACK_SHARE * n)]
         if small:
@@ -310,41 +332,122 @@ def _merge_small_and_alike(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndar
         best = None
         for ai, a in enumerate(ids):
             for b in ids[ai + 1:]:
-                d = float(np.sqrt(np.mean((tmeans[a] - tmeans[b]) ** 2)))
+                d = min(rms(means[a][timbre_columns], means[b][timbre_columns]) / MERGE_DISTANCE,
+                        rms(means[a][measured_columns], means[b][measured_columns])
+                        / SAME_SOUND_DISTANCE)
                 if best is None or d < best[0]:
                     best = (d, a, b)
-        if best is not None and best[0] < MERGE_DISTANCE:
+        if best is not None and best[0] < 1.0:
             labels[labels == best[2]] = best[1]
             continue
         break
     return labels
 
 
+def ensemble_share(notes: list[Note] | tuple[Note, ...]) -> float:
+    """Share of ``notes`` (0..1) that sound together with another note at least
+    :data:`ENSEMBLE_INTERVAL` semitones away which started more than
+    :data:`ENSEMBLE_ONSET_GAP_S` seconds apart (overlapping by :data:`ENSEMBLE_OVERLAP_S` s or
+    more): what two instruments playing at once leave in a transcription."""
+    notes = sorted(notes, key=lambda n: n.onset)
+    if len(notes) < 2:
+        return 0.0
+    on = np.array([n.onset for n in notes])
+    off = np.array([n.offset for n in notes])
+    pitch = np.array([n.pitch for n in notes])
+    longest = float((off - on).max())
+    hit = np.zeros(len(notes), bool)
+    for i in range(len(notes)):
+        j0 = int(np.searchsorted(on, on[i] - longest))
+        j1 = int(np.searchsorted(on, off[i]))
+        j = np.arange(j0, j1)
+        j = j[j != i]
+        overlap = np.minimum(off[j], off[i]) - np.maximum(on[j], on[i])
+        hit[i] = bool(np.any((overlap >= ENSEMBLE_OVERLAP_S)
+                             & (np.abs(on[j] - on[i]) > ENSEMBLE_ONSET_GAP_S)
+                             & (np.abs(pitch[j] - pitch[i]) >= ENSEMBLE_INTERVAL)))
+    return float(hit.mean())
+
+
+def _family_log_proba(audio: np.ndarray, sr: int,
+                      notes: list[Note]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(:func:`note_features` of ``notes``, the classifier's per-note program log
+    probabilities ``(n, 112)`` or None without its weights) from one feature pass."""
+    from semcodec import instrument  # noqa: PLC0415 - the classifier imports this module
+
+    if not instrument.weights_available():
+        return note_features(audio, sr, notes), None
+    try:
+        feats = instrument.note_features(audio, sr, notes)
+        logp = instrument.classify_features(feats)
+    except Exception as exc:  # noqa: BLE001 - the split works without the classifier
+        log.warning("instrument classifier not used for the track split: %s", exc)
+        return note_features(audio, sr, notes), None
+    return feats[:, :len(FEATURE_NAMES)], logp
+
+
+def _family_columns(logp: np.ndarray) -> np.ndarray:
+    """Standardised, weighted family log probabilities ``(n, 14)`` of program log
+    probabilities ``logp`` ``(n, 112)``."""
+    from semcodec.instrument import note_family_log_proba  # noqa: PLC0415
+
+    return _standardise(note_family_log_proba(logp)) * FAMILY_WEIGHT
+
+
+def _track_families(logp: np.ndarray | None, labels: np.ndarray, k: int) -> tuple[int, ...]:
+    """The classifier's family of each of the ``k`` tracks (-1 each without ``logp``)."""
+    if logp is None:
+        return (-1,) * k
+    from semcodec.instrument import guess_from_log_proba  # noqa: PLC0415
+
+    return tuple(guess_from_log_proba(logp[labels == c]).family for c in range(k))
+
+
+def _one_track(notes: list[Note], logp: np.ndarray | None = None) -> Assignment:
+    n = len(notes)
+    labels = np.zeros(n, np.int64)
+    return Assignment(labels, 1 if n else 0, {}, _track_families(logp, labels, 1) if n else ())
+
+
 def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...],
                   n_tracks: int | None = None, side: np.ndarray | None = None) -> Assignment:
     """Group ``notes`` (transcribed from mono ``audio`` at ``sr`` Hz) into instrument tracks.
 
-    ``n_tracks`` None = automatic (1..:data:`MAX_AUTO_TRACKS` by BIC, then small or alike
-    clusters merged); a number = exactly that many tracks when there are enough notes.
-    ``side`` (``(left - right) / 2`` of a stereo input, ``audio`` being the downmix) adds each
-    note's stereo position to its features.
+    ``n_tracks`` None = automatic: one track unless :func:`ensemble_share` reaches
+    :data:`ENSEMBLE_MIN_SHARE` (or a stereo input's notes spread in position), else
+    1..:data:`MAX_AUTO_TRACKS` by BIC, then small or alike clusters merged; a number = exactly
+    that many tracks when there are enough notes.  ``side`` (``(left - right) / 2`` of a stereo
+    input, ``audio`` being the downmix) adds each note's stereo position to its features; when
+    the positions spread, they take the place of the classifier's families (a surer cue, and
+    the one PAN_WEIGHT was chosen with).
     """
     notes = list(notes)
     n = len(notes)
     if n_tracks is not None and not 1 <= n_tracks <= MAX_TRACKS:
         raise ValueError(f"n_tracks must be 1..{MAX_TRACKS}, got {n_tracks}")
     if n == 0 or n_tracks == 1 or n < 2 * MIN_TRACK_NOTES:
-        return Assignment(np.zeros(n, np.int64), 1 if n else 0, {})
-    from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - ~0.5 s import, encode only
-
-    x = _standardise(note_features(audio, sr, notes)) * FEATURE_WEIGHTS
+        return _one_track(notes)
     pans = None
     if side is not None:
         pans = note_pans(audio, side, sr, notes)
-        if float(np.std(pans)) > PAN_MIN_SPREAD:
-            x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
-        else:
-            pans = None
+        pans = pans if float(np.std(pans)) > PAN_MIN_SPREAD else None
+    share = ensemble_share(notes)
+    if n_tracks is None and share < ENSEMBLE_MIN_SHARE and pans is None:
+        # (notes at spread stereo positions are several sources whatever they play)
+        log.info("one instrument: %.2f of the notes sound against another (< %.2f)", share,
+                 ENSEMBLE_MIN_SHARE)
+        return _one_track(notes)
+    from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - ~0.5 s import, encode only
+
+    feats, logp = _family_log_proba(audio, sr, notes)
+    x = _standardise(feats) * FEATURE_WEIGHTS
+    if pans is not None:
+        x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
+    measured = list(TIMBRE_COLUMNS) + list(range(len(FEATURE_NAMES), x.shape[1]))
+    n_measured = x.shape[1]
+    if logp is not None and pans is None:
+        x = np.concatenate([x, _family_columns(logp)], axis=1)
+    timbre = measured + list(range(n_measured, x.shape[1]))  # pitch and length left out
     counts = [n_tracks] if n_tracks else list(range(1, MAX_AUTO_TRACKS + 1))
     counts = [k for k in counts if k <= max(1, n // 4)] or [1]
     bic: dict[int, float] = {}
@@ -359,12 +462,13 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     post = models[k].predict_proba(x)
     labels = np.argmax(_continuity(notes, post, pans), axis=1)
     if n_tracks is None:
-        labels = _merge_small_and_alike(x, labels, k)
+        labels = _merge_small_and_alike(x, labels, k, timbre, measured)
     # renumber by mean pitch (low to high); empty clusters vanish
     ids = sorted(set(labels.tolist()), key=lambda c: np.mean([notes[i].pitch for i in
                                                                np.nonzero(labels == c)[0]]))
     remap = {c: j for j, c in enumerate(ids)}
     labels = np.array([remap[c] for c in labels.tolist()], np.int64)
-    log.info("tracks from the mix: %d (BIC %s)", len(ids),
-             {k: round(v, 1) for k, v in bic.items()})
-    return Assignment(labels, len(ids), bic)
+    families = _track_families(logp, labels, len(ids))
+    log.info("tracks from the mix: %d (BIC %s; ensemble share %.2f; families %s)", len(ids),
+             {k: round(v, 1) for k, v in bic.items()}, share, families)
+    return Assignment(labels, len(ids), bic, families)
