@@ -319,13 +319,12 @@ def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
     (``n`` samples in all; zeros beyond its ends), as :func:`_frames` cuts them."""
     buf: np.ndarray | None = None
     at = 0  # absolute index of buf[0]
-    it = iter(blocks)
     for k0, k1 in bounds:
         start, stop = (k0 - 1) * hop, (k1 + 1) * hop
         have = 0 if buf is None else buf.shape[0]
         more = []
         while at + have < min(stop, n):
-            more.append(np.asarray(next(it), np.float32))
+            more.append(np.asarray(next(blocks), np.float32))
             have += more[-1].shape[0]
         if more:
             buf = np.concatenate(([buf] if buf is not None else []) + more)
@@ -423,7 +422,6 @@ def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.n
     if np.any(noise > 0):
         amp = np.vstack([np.sqrt(noise), np.zeros((1, env.n_frames))]).astype(np.float32)
     return gain, amp
-
 
 
 # ------------------------------------------------------------------------------------------
