@@ -202,21 +202,6 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                     best = (d, eq, ye)
         return best[0], TrackRender(use=use, gain_db=g, eq_db=best[1], room=tuple(room)), best[2]
 
-    def plain(i: int, mine: list[Sample]) -> tuple[tuple, dict[str, float]]:
-        """(the best use that needs no excerpt, the distances tried)."""
-        base = dist_with(i, parts[i])
-        best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, parts[i])
-        d_eq, spec_eq, y_eq = finish(parts[i], "")
-        if d_eq < best_plain[0]:
-            best_plain = (d_eq, spec_eq, y_eq)
-        tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
-        if maybe_sung(score.tracks[i]):  # sung from its own voice: the singer's envelope
-            sung = _voice_candidate(i, score.tracks[i], target, [s.start for s in mine], solo,
-                                    parts[i], dist_with, finish, tried)
-            if sung is not None and sung[0] < best_plain[0]:
-                best_plain = sung
-        return best_plain, tried
-
     out = []
     for i in parts:
         track = score.tracks[i]
@@ -225,7 +210,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         # windows on the excerpts' starts: part of the key); a mix's on the others' choices
         key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
         if not solo or key not in memo:
-            memo[key] = plain(i, mine)
+            memo[key] = _plain(i, track, parts[i], target, mine, solo, dist_with, finish)
         best_plain, tried_plain = memo[key]
         tried = dict(tried_plain)
         best = best_plain
@@ -242,6 +227,24 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                           dist_without_sample=best_plain[0], plain=best_plain[1]))
         parts[i] = best[2]  # later tracks are measured against this one as chosen
     return out
+
+
+def _plain(i: int, track: Track, part: np.ndarray, target: np.ndarray, mine: list[Sample],
+           solo: bool, dist_with, finish) -> tuple[tuple, dict[str, float]]:
+    """(the best use of track ``i`` that needs no excerpt, the distances tried): its engine
+    render ``part`` as it is, with the eq, or (a sung line) its own voice."""
+    base = dist_with(i, part)
+    best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, part)
+    d_eq, spec_eq, y_eq = finish(part, "")
+    if d_eq < best_plain[0]:
+        best_plain = (d_eq, spec_eq, y_eq)
+    tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
+    if maybe_sung(track):  # sung from its own voice: the singer's envelope, no excerpt
+        sung = _voice_candidate(i, track, target, [s.start for s in mine], solo, part,
+                                dist_with, finish, tried)
+        if sung is not None and sung[0] < best_plain[0]:
+            best_plain = sung
+    return best_plain, tried
 
 
 def _level_db(y: np.ndarray, ref: np.ndarray) -> float:
