@@ -96,3 +96,19 @@ def test_tempo_map_properties():
     assert tm.beats_per_bar == 2 and tm.quarters_per_beat == 1.5
     assert tm.tempo_bpm == pytest.approx(120.0)
     assert tm.downbeats[:2] == (0.5, 1.5)
+
+
+def test_power_spectrogram_in_blocks_equals_librosa_whole(monkeypatch):
+    """The beat features take their STFT in blocks of frames (bounded memory on long
+    inputs): the same power as one centred librosa.stft of the whole signal."""
+    import librosa
+
+    from semcodec import beats
+
+    rng = np.random.default_rng(2)
+    y = (0.1 * rng.standard_normal(beats._SR * 5 + 77)).astype(np.float32)
+    whole = np.abs(librosa.stft(y, n_fft=beats._NFFT, hop_length=beats._HOP, center=True)) ** 2
+    monkeypatch.setattr(beats, "_BLOCK_FRAMES", 37)
+    blocks = np.concatenate(list(beats._power_blocks(y)), axis=1)
+    assert blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, rtol=1e-6, atol=1e-9)

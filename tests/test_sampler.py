@@ -128,3 +128,21 @@ def test_render_track_hook_plays_the_stored_choice():
     assert not calls or calls[0] < len(notes)
     # without its excerpt the track falls back to the engine
     assert np.allclose(sampler.render_track(sampled, [], SR, n, engine), engine(track))
+
+
+def test_log_mels_in_blocks_equal_the_whole_stft(monkeypatch):
+    """sampleuse.log_mels (and the eq's band powers) take sampler.stft_mag's frames block by
+    block (bounded memory on long inputs): the same numbers as one whole-signal STFT."""
+    from semcodec import sampleuse
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(sampleuse.MEASURE_SR * 3 + 5)).astype(np.float32)
+    whole = sampleuse.log_mels(x)  # one block
+    monkeypatch.setattr(sampler, "MAG_BLOCK_FRAMES", 7)
+    for got, ref, n_fft in zip(sampleuse.log_mels(x), whole, (1024, 2048)):
+        mag = sampler.stft_mag(x, n_fft, n_fft // 4)
+        direct = np.log10(np.maximum(mag @ sampleuse._FB[(sampleuse.MEASURE_SR, n_fft)].T, 1e-5))
+        np.testing.assert_allclose(got, direct, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ref, direct, rtol=0, atol=1e-12)
+    blocks = np.concatenate(list(sampler.stft_mag_blocks(x, 1024, 256)))
+    assert np.array_equal(blocks, sampler.stft_mag(x, 1024, 256))

@@ -21,6 +21,7 @@ Encoding only (decoding never imports this module).  About 0.2-0.3 s per 30 s of
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import numpy as np
 
@@ -45,6 +46,25 @@ LOW_WEIGHT = 1.0
 ONSET_LAG = 0.027
 
 
+#: STFT frames per block of :func:`_power_blocks` (~48 s): an hour's whole power spectrogram
+#: would take ~2.5 GB.
+_BLOCK_FRAMES = 4096
+
+
+def _power_blocks(y: np.ndarray) -> Iterator[np.ndarray]:
+    """The power spectrogram ``(1 + _NFFT // 2, frames)`` of ``y`` at ``_SR`` in blocks of
+    _BLOCK_FRAMES frames: ``librosa.stft(y, center=True)`` (zero-padded ends) cut in pieces."""
+    import librosa  # noqa: PLC0415
+
+    half = _NFFT // 2
+    yp = np.pad(y, half)
+    n_frames = 1 + len(y) // _HOP
+    for f0 in range(0, n_frames, _BLOCK_FRAMES):
+        f1 = min(n_frames, f0 + _BLOCK_FRAMES)
+        seg = yp[f0 * _HOP:(f1 - 1) * _HOP + _NFFT]
+        yield np.abs(librosa.stft(seg, n_fft=_NFFT, hop_length=_HOP, center=False)) ** 2
+
+
 def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(onset envelope (T,), low-band onset envelope (T,): kick and bass, chroma (12, T)) at
     ``_FPS`` frames/s."""
@@ -54,14 +74,18 @@ def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.nd
     y = np.asarray(audio, dtype=np.float32)
     if sr != _SR:
         y = soxr.resample(y, sr, _SR, quality="LQ").astype(np.float32)
-    spec = np.abs(librosa.stft(y, n_fft=_NFFT, hop_length=_HOP, center=True)) ** 2
     mel_fb = librosa.filters.mel(sr=_SR, n_fft=_NFFT, n_mels=64, fmax=_SR / 2)
-    mel = librosa.power_to_db(mel_fb @ spec, ref=np.max, top_db=80.0)
+    # chroma without librosa's tuning estimate (its numba kernels cost seconds to compile)
+    chroma_fb = librosa.filters.chroma(sr=_SR, n_fft=_NFFT, tuning=0.0)
+    mel_pow, chroma_pow = [], []
+    for spec in _power_blocks(y):
+        mel_pow.append(mel_fb @ spec)
+        chroma_pow.append(chroma_fb @ spec)
+    mel = librosa.power_to_db(np.concatenate(mel_pow, axis=1), ref=np.max, top_db=80.0)
     flux = np.maximum(0.0, np.diff(mel, axis=1, prepend=mel[:, :1]))
     env = flux.mean(axis=0)
     low = flux[librosa.mel_frequencies(n_mels=64, fmax=_SR / 2) < LOW_HZ].mean(axis=0)
-    # chroma without librosa's tuning estimate (its numba kernels cost seconds to compile)
-    chroma = librosa.filters.chroma(sr=_SR, n_fft=_NFFT, tuning=0.0) @ spec
+    chroma = np.concatenate(chroma_pow, axis=1)
     chroma /= chroma.max(axis=0, keepdims=True) + 1e-12
     return env.astype(np.float64), low.astype(np.float64), chroma
 

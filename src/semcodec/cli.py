@@ -294,7 +294,8 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
 
     The audio starts after the first block (files up to 40 s are rendered whole first, for
     the exact loudness; longer ones start at once with an estimated loudness gain; a file
-    with a residual is rendered whole first).
+    with a residual is rendered block by block first, for the exact loudness, then played
+    with its residual: bounded memory, the same audio as decode).
     """
     import shlex
     import shutil

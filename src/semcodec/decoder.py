@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Generator, Iterable, Iterator, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, cast
 
 import numpy as np
 
@@ -364,8 +364,8 @@ class DecodeStream:
     :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
     it was measured on the whole rendering (the output then equals :func:`decode`'s) or
     estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).  A file with a
-    residual (played) is decoded whole by :func:`decode` and handed out in blocks (``gain``
-    NaN: not measured separately).
+    residual (played) always gets the exact gain, then the residual block by block
+    (:func:`semcodec.residual.apply_stream`): the output equals :func:`decode`'s.
     """
 
     sr: int
@@ -388,14 +388,18 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
     at once: the gain is measured on :data:`GAIN_WINDOWS` windows of :data:`WINDOW_S` s spread
     over the piece (each rendered alone with :data:`WARMUP_S` s of lead-in), an estimate of
     the whole's loudness.  ``exact=None`` (default): exact up to :data:`STREAM_EXACT_S` s of
-    output, estimated beyond.  ``progress(stage, fraction)`` reports ``engine``, ``render``
-    (the first pass of an exact gain) and ``loudness``, as for :func:`decode`.
+    output, estimated beyond; always exact for a file whose residual is played (two more
+    passes over the kept raw mix: the residual's measure, then its synthesis).
+    ``progress(stage, fraction)`` reports ``engine``, ``render`` (the first pass of an exact
+    gain) and ``loudness``, as for :func:`decode`.
     """
     opts = _decode_options(options, overrides)
     # the same output-size limit as decode() (memory here stays bounded, but an output that
     # large would not be usable either)
     out = _DecodeShape.of(c, opts, per_track=False)
     n, ch = out.n_out, out.channels
+    report = progress or (lambda _stage, _frac: None)
+    played = opts.residual and bool(c.residual)
     if _is_silent(c):
         shape = (STREAM_BLOCK,) if ch == 1 else (STREAM_BLOCK, 2)
 
@@ -403,21 +407,15 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
             for s in range(0, n, STREAM_BLOCK):
                 yield np.zeros((min(STREAM_BLOCK, n - s),) + shape[1:], np.float32)
 
+        if played:  # as decode(): the residual is all there is
+            return DecodeStream(out.sr, ch, n, _with_residual(c, opts, silence, n, out.sr),
+                                0.0, True)
         return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
-    if opts.residual and c.residual:
-        # the residual measures the decode's band energy over whole cells: the decoding is
-        # rendered whole (as decode() does) and handed out in blocks; memory is not bounded
-        audio, sr = decode(c, opts, progress=progress)
-
-        def whole() -> Iterator[np.ndarray]:
-            for s in range(0, audio.shape[0], STREAM_BLOCK):
-                yield audio[s:s + STREAM_BLOCK]
-
-        return DecodeStream(sr, ch, audio.shape[0], whole(), float("nan"), True)
-    report = progress or (lambda _stage, _frac: None)
     renderer = _Renderer(c, opts, out, report)
     if exact is None:
-        exact = n <= STREAM_EXACT_S * out.sr
+        # the residual measures the decode's band energy over whole cells of the decode as
+        # decode() makes it: its gain is the exact one
+        exact = played or n <= STREAM_EXACT_S * out.sr
     if exact:
         meter = dsp.LoudnessMeter(n, out.sr)
         spool = _Spool(n * ch * 4)
@@ -432,12 +430,28 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
         report("loudness", 1.0)
         gain = 0.0 if c.loudness_lufs is None else (
             1.0 if loud is None else float(10.0 ** ((c.loudness_lufs - loud) / 20.0)))
+        if played:  # two more passes over the kept raw mix: the residual's measure, its synthesis
+            blocks = _with_residual(c, opts, lambda: _gained(spool.read(ch, keep=True), gain),
+                                    n, out.sr)
+            return DecodeStream(out.sr, ch, n, blocks, gain, True)
         return DecodeStream(out.sr, ch, n, _gained(spool.read(ch), gain), gain, True)
     report("loudness", 0.0)
     gain = _estimated_gain(c, opts, out)
     report("loudness", 1.0)
     blocks = _raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK)
     return DecodeStream(out.sr, ch, n, _gained(blocks, gain), gain, False)
+
+
+def _with_residual(c: _container.SmcFile, opts: DecodeOptions,
+                   read: Callable[[], Iterator[np.ndarray]], n: int, sr: int
+                   ) -> Iterator[np.ndarray]:
+    """The blocks of :func:`_add_residual` (the same samples): ``read()`` hands out the mix
+    (``n`` samples at ``sr`` Hz) and is called twice (:func:`semcodec.residual.apply_stream`)."""
+    from semcodec import residual
+
+    env = residual.decode_envelope(c.residual, c.duration)
+    for b in residual.apply_stream(read, n, sr, env, c.sample_rate, tempo=opts.tempo):
+        yield dsp.flush_tiny(dsp.soft_clip(b))
 
 
 def _gained(blocks: Iterator[np.ndarray], gain: float) -> Iterator[np.ndarray]:
@@ -538,8 +552,13 @@ class _Spool:
             np.ascontiguousarray(block, np.float32).tofile(self.fh)
             self.sizes.append(block.shape[0])
 
-    def read(self, channels: int) -> Iterator[np.ndarray]:
+    def read(self, channels: int, keep: bool = False) -> Iterator[np.ndarray]:
+        """The blocks written, in order; ``keep``: they may be read again (else they are
+        released as they go)."""
         if self.mem is not None:
+            if keep:
+                yield from list(self.mem)
+                return
             while self.mem:
                 yield self.mem.pop(0)
             return
@@ -549,7 +568,8 @@ class _Spool:
                 b = np.fromfile(self.fh, np.float32, count=m * channels)
                 yield b if channels == 1 else b.reshape(m, 2)
         finally:
-            self.fh.close()
+            if not keep:
+                self.fh.close()
 
 
 def _estimated_gain(c: _container.SmcFile, opts: DecodeOptions, out: "_DecodeShape") -> float:

@@ -130,8 +130,10 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
     one = {}
     choices = {}
     if opts.track_renders:
-        one = _measure_renders(c, audios, groups, sr, tuple(first.values()))
-        choices = (_measure_renders(c, audios, groups, sr, samples) if several else one)
+        rendered: dict = {}  # the tracks' engine renders, made once for both measures
+        one = _measure_renders(c, audios, groups, sr, tuple(first.values()), rendered)
+        choices = (_measure_renders(c, audios, groups, sr, samples, rendered) if several
+                   else one)
     # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
     # brings its own render
     base_score = replace(c.score, tracks=tuple(
@@ -227,9 +229,11 @@ def _build(base: _C, samples: tuple[Sample, ...], variants: dict[str, _Variant],
 
 
 def _measure_renders(c: SmcFile, audios: list[np.ndarray], groups: list[list[int]], sr: int,
-                     samples: tuple[Sample, ...]) -> dict:
+                     samples: tuple[Sample, ...], rendered: dict | None = None) -> dict:
     """{track: sampleuse.Choice} for the pitched tracks of ``groups`` (empty when the
-    engines are unavailable or the file is silent)."""
+    engines are unavailable or the file is silent).  ``rendered`` keeps each whole track's
+    engine render (read-only) for a later call on the same file: made once, not per call."""
+    rendered = {} if rendered is None else rendered
     from semcodec import sampleuse
 
     if c.loudness_lufs is None or not groups:
@@ -245,14 +249,22 @@ def _measure_renders(c: SmcFile, audios: list[np.ndarray], groups: list[list[int
         return {}
 
     def engine(i: int, track: Track) -> np.ndarray:
+        whole = track == c.score.tracks[i]
+        if whole and i in rendered:
+            return rendered[i]
         tracks = tuple(track if j == i else replace(t, notes=())
                        for j, t in enumerate(c.score.tracks))
-        return renderer.render(replace(c.score, tracks=tracks))
+        y = renderer.render(replace(c.score, tracks=tracks))
+        if whole:
+            y.setflags(write=False)  # shared between the calls: nobody may change it
+            rendered[i] = y
+        return y
 
     out = {}
     for audio, members in zip(audios, groups):
         try:
-            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine):
+            memo = rendered.setdefault(("memo", tuple(members)), {})
+            for ch in sampleuse.choose(audio, sr, c.score, members, samples, engine, memo=memo):
                 out[ch.track] = ch
         except SynthError as exc:
             log.warning("track renders of tracks %s not measured: %s",

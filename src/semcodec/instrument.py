@@ -99,7 +99,7 @@ def _stft(audio: np.ndarray, sr: int) -> np.ndarray:
     out = np.empty((n_frames, N_FFT // 2 + 1), np.float32)
     for s in range(0, n_frames, 256):
         idx = np.arange(s, min(n_frames, s + 256))[:, None] * HOP + np.arange(N_FFT)[None, :]
-        out[s:s + idx.shape[0]] = np.abs(np.fft.rfft(x[idx] * win, axis=1)) ** 2
+        out[s:s + idx.shape[0]] = np.abs(dsp.rfft_rows(x[idx] * win)) ** 2
     return out
 
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
 from semcodec.container import resd
+from semcodec.synth.dsp import rfft_rows
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,14 @@ class _Plan:
         self.bins = _bin_bands(band_edges(env.n_bands, sr_original), self.n_fft, sr)
         self.frames = _frame_of(n_stft, self.hop, sr, period, env.n_frames)
 
+    def band_mean(self, n_bands: int) -> np.ndarray:
+        """``(n_bins, n_bands)`` float32: a power spectrum times it is each band's mean."""
+        onehot = np.zeros((len(self.bins), n_bands), np.float32)
+        ok = np.nonzero(self.bins >= 0)[0]
+        onehot[ok, self.bins[ok]] = 1.0
+        onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+        return onehot
+
 
 def cell_actions(env: Envelope, decoded_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(noise power per bin, gain in dB), both ``(n_bands, n_frames)``, that bring the
@@ -203,15 +213,24 @@ def _frames(x: np.ndarray, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray
     """Windowed frames ``k0 .. k1-1`` of :func:`stft` (``(k1 - k0, n_fft)`` float32) of mono
     ``x``, without padding the whole signal: frame ``k`` covers samples
     ``(k - 1) * hop .. (k + 1) * hop``."""
-    start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+    frames = _rows(_cut(x, (k0 - 1) * hop, (k1 + 1) * hop), k1 - k0, n_fft, hop)
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def _cut(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Samples ``start .. stop`` of mono ``x`` (float32), zeros beyond its ends."""
     seg = np.zeros(stop - start, np.float32)
     lo, hi = max(start, 0), min(stop, len(x))
     if hi > lo:
         seg[lo - start:hi - start] = x[lo:hi]
-    frames = np.lib.stride_tricks.as_strided(
-        seg, shape=(k1 - k0, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
-    win = _window(n_fft)
-    return frames * (win / np.float32(win.sum()))
+    return seg
+
+
+def _rows(seg: np.ndarray, n_rows: int, n_fft: int, hop: int) -> np.ndarray:
+    """``n_rows`` frames of ``n_fft`` samples every ``hop`` of ``seg``: a strided view."""
+    return np.lib.stride_tricks.as_strided(
+        seg, shape=(n_rows, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
 
 
 def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
@@ -261,10 +280,7 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     mono = audio if audio.ndim == 1 else audio.mean(axis=1)
     blocks = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
     # pass 1: the decode's mean power per cell
-    onehot = np.zeros((len(plan.bins), env.n_bands), np.float32)
-    ok = np.nonzero(plan.bins >= 0)[0]
-    onehot[ok, plan.bins[ok]] = 1.0
-    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    onehot = plan.band_mean(env.n_bands)
     per_frame = np.empty((n_stft, env.n_bands), np.float32)
     # a short mono decode keeps its spectra for pass 2 (no second FFT)
     kept: list[np.ndarray] | None = [] if audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS else None
@@ -296,6 +312,94 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
 
 
+def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
+              bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """For each STFT block ``(k0, k1)`` of ``bounds`` (in order), the samples
+    ``(k0 - 1) * hop .. (k1 + 1) * hop`` of the signal that ``blocks`` hand out in order
+    (``n`` samples in all; zeros beyond its ends), as :func:`_frames` cuts them."""
+    buf: np.ndarray | None = None
+    at = 0  # absolute index of buf[0]
+    for k0, k1 in bounds:
+        start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+        have = 0 if buf is None else buf.shape[0]
+        more = []
+        while at + have < min(stop, n):
+            more.append(np.asarray(next(blocks), np.float32))
+            have += more[-1].shape[0]
+        if more:
+            buf = np.concatenate(([buf] if buf is not None else []) + more)
+        assert buf is not None
+        seg = np.zeros((stop - start,) + buf.shape[1:], np.float32)
+        lo, hi = max(start, 0), min(stop, n)
+        if hi > lo:
+            seg[lo - start:hi - start] = buf[lo - at:hi - at]
+        keep_from = max(0, k1 * hop - hop)  # the next block starts there
+        if keep_from > at:
+            buf, at = buf[keep_from - at:], keep_from
+        yield seg
+
+
+def _windowed(seg: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """The windowed STFT frames of a mono segment of :func:`_segments` (as :func:`_frames`)."""
+    frames = _rows(seg, seg.shape[0] // hop - 2, n_fft, hop)  # k0 .. k1 - 1
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def apply_stream(read: Callable[[], Iterator[np.ndarray]], n: int, sr: int, env: Envelope,
+                 sr_original: int, tempo: float = 1.0) -> Iterator[np.ndarray]:
+    """:func:`apply` block by block, the same numbers: ``read()`` hands out the decode
+    (float32 ``(m,)`` or ``(m, 2)`` blocks adding up to ``n`` samples at ``sr`` Hz) and is
+    called twice (pass 1 measures the decode's power per cell, pass 2 adds the noise and
+    gains); yields the output in blocks of BLOCK_FRAMES STFT hops.  Memory: the per-frame
+    band powers (``n / hop x n_bands`` float32) and a few blocks, whatever ``n``."""
+    if not np.any(env.mask) or n == 0:
+        yield from read()
+        return
+    plan = _Plan(env, sr, sr_original, n, tempo)
+    n_fft, hop = plan.n_fft, plan.hop
+    n_stft = len(plan.frames)
+    bounds = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
+    onehot = plan.band_mean(env.n_bands)
+    per_frame = np.empty((n_stft, env.n_bands), np.float32)
+    for (k0, k1), seg in zip(bounds, _segments(read(), n, hop, bounds)):
+        mono = seg if seg.ndim == 1 else seg.mean(axis=1)
+        spec = np.fft.rfft(_windowed(mono, n_fft, hop), axis=1)
+        per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
+    gain_cell, amp_cell = _cell_gains(env, _cell_means(per_frame, plan.frames, env.n_frames))
+    if gain_cell is None and amp_cell is None:
+        yield from read()
+        return
+    bins = np.where(plan.bins >= 0, plan.bins, env.n_bands)
+    carry: np.ndarray | None = None
+    done = 0  # output samples handed out
+    for j, ((k0, k1), seg) in enumerate(zip(bounds, _segments(read(), n, hop, bounds))):
+        cells = plan.frames[k0:k1]
+        gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
+        add = (_noise_block(j, k0, k1, n_fft, hop) * amp_cell[:, cells][bins].T
+               if amp_cell is not None else None)
+        chans = [seg] if seg.ndim == 1 else [seg[:, c] for c in range(seg.shape[1])]
+        outs = []
+        for x in chans:
+            spec = np.fft.rfft(_windowed(np.ascontiguousarray(x), n_fft, hop), axis=1)
+            if gain is not None:
+                spec *= gain
+            if add is not None:
+                spec += add
+            buf = np.zeros(seg.shape[0], np.float32)  # samples (k0 - 1) * hop ..
+            _overlap_add(buf, spec, 1, n_fft, hop)
+            outs.append(buf)
+        y = outs[0] if seg.ndim == 1 else np.stack(outs, axis=1)
+        if carry is not None:
+            y[:carry.shape[0]] += carry
+        start, nxt = (k0 - 1) * hop, (k1 - 1) * hop  # the next block adds from nxt on
+        final = min(n, nxt) if k1 < n_stft else n
+        if final > done:
+            yield y[done - start:final - start]
+            done = final
+        carry = y[nxt - start:] if k1 < n_stft else None
+
+
 def _cell_means(per_frame: np.ndarray, frames: np.ndarray, n_frames: int) -> np.ndarray:
     """``(n_bands, n_frames)`` means of ``per_frame`` ``(n_stft, n_bands)`` over each grid
     frame's STFT frames (``frames`` non-decreasing); 0 for a frame with none."""
@@ -320,7 +424,6 @@ def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.n
     return gain, amp
 
 
-
 # ------------------------------------------------------------------------------------------
 # analysis (encoder)
 # ------------------------------------------------------------------------------------------
@@ -332,6 +435,8 @@ def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.n
 JUDGE_N_FFTS = (1024, 2048, 4096)
 JUDGE_MELS = 128
 JUDGE_FLOOR = 1e-5
+#: STFT frames of one block of the judge's log-mel (bounded memory on long inputs).
+JUDGE_BLOCK = 4096
 
 
 class _Judge:
@@ -357,12 +462,19 @@ class _Judge:
     @staticmethod
     def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
                 mel: np.ndarray) -> np.ndarray:
-        pad = np.pad(np.asarray(v, np.float32), n_fft // 2)
-        n = 1 + (len(pad) - n_fft) // hop
-        frames = np.lib.stride_tricks.as_strided(
-            pad, shape=(n, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
-        mag = np.abs(np.fft.rfft(frames * window, axis=1))
-        return np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+        """``(n_frames, JUDGE_MELS)`` log-mel of ``v`` (frames centred on ``k * hop``, zeros
+        beyond the ends), JUDGE_BLOCK frames at a time: no padded copy of the whole signal
+        and no whole-length frame matrix (an hour's would take gigabytes)."""
+        v = np.asarray(v, np.float32)
+        half = n_fft // 2
+        n = 1 + len(v) // hop
+        out = np.empty((n, mel.shape[0]), np.float32)
+        for k0 in range(0, n, JUDGE_BLOCK):
+            k1 = min(n, k0 + JUDGE_BLOCK)
+            seg = _cut(v, k0 * hop - half, (k1 - 1) * hop - half + n_fft)
+            mag = np.abs(rfft_rows(_rows(seg, k1 - k0, n_fft, hop) * window))
+            out[k0:k1] = np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+        return out
 
     def benefit(self, z: np.ndarray, edges: np.ndarray, period_s: float,
                 n_frames: int) -> np.ndarray:

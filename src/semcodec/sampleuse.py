@@ -53,8 +53,9 @@ def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
             import librosa  # noqa: PLC0415 - encode side only
 
             _FB[(sr, n_fft)] = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
-        mag = sampler.stft_mag(x, n_fft, n_fft // 4)
-        out.append(np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5)))
+        # block by block (bounded memory on long inputs)
+        out.append(np.concatenate([np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5))
+                                   for mag in sampler.stft_mag_blocks(x, n_fft, n_fft // 4)]))
     return out
 
 
@@ -151,7 +152,7 @@ def _quant(db: np.ndarray) -> tuple[float, ...]:
 
 def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
            samples: tuple[Sample, ...], engine: Callable[[int, Track], np.ndarray],
-           loudness_lufs: float | None = None) -> list[Choice]:
+           loudness_lufs: float | None = None, memo: dict | None = None) -> list[Choice]:
     """Choose how to play each of ``members`` (track indices of ``score`` sharing ``audio``,
     mono float32 at ``sr`` Hz: their stem, or the mix they were transcribed from).
 
@@ -160,14 +161,19 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     ``samples`` are the candidate excerpts (those of these tracks are used).  The decodes are
     matched to ``loudness_lufs`` (None: the loudness of ``audio``), as the decoder matches the
     original's.  The voice is tried only for a track that may be sung (:func:`maybe_sung`).
-    Returns one :class:`Choice` per member that has notes.
+    Returns one :class:`Choice` per member that has notes.  ``memo`` (a dict kept by the
+    caller for further calls on the same ``audio``, ``members`` and ``engine``) keeps what
+    does not depend on ``samples``: the target's measures and, for a solo, the candidates
+    that need no excerpt (the same numbers, measured once).
     """
-    target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
-    if loudness_lufs is None:
-        loudness_lufs = dsp.integrated_loudness(target, MEASURE_SR)
+    memo = {} if memo is None else memo
+    if "target" not in memo:
+        target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+        memo["target"] = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
+    target, target_mels, own_lufs = memo["target"]
+    loudness_lufs = own_lufs if loudness_lufs is None else loudness_lufs
     n = target.shape[0]
     solo = len(members) == 1
-    target_mels = log_mels(target)
 
     def fit(y: np.ndarray) -> np.ndarray:
         return dsp.fit_length(np.asarray(y, np.float32), n)
@@ -202,18 +208,14 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     out = []
     for i in parts:
         track = score.tracks[i]
-        base = dist_with(i, parts[i])
-        best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, parts[i])
-        d_eq, spec_eq, y_eq = finish(parts[i], "")
-        if d_eq < best_plain[0]:
-            best_plain = (d_eq, spec_eq, y_eq)
-        tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
         mine = [s for s in samples if s.track == i and s.key is None]
-        if maybe_sung(track):  # sung from its own voice: the singer's envelope, no excerpt
-            sung = _voice_candidate(i, track, target, [s.start for s in mine], solo, parts[i],
-                                    dist_with, finish, tried)
-            if sung is not None and sung[0] < best_plain[0]:
-                best_plain = sung
+        # a solo's plain candidates depend on its engine render and audio only (the voice's
+        # windows on the excerpts' starts: part of the key); a mix's on the others' choices
+        key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
+        if not solo or key not in memo:
+            memo[key] = _plain(i, track, parts[i], target, mine, solo, dist_with, finish)
+        best_plain, tried_plain, base = memo[key]
+        tried = dict(tried_plain)
         best = best_plain
         played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
         if played_by_sampler is not None and played_by_sampler[0] < best[0]:
@@ -235,6 +237,25 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
                           dist_without_sample=best_plain[0], plain=best_plain[1]))
         parts[i] = best[2]  # later tracks are measured against this one as chosen
     return out
+
+
+def _plain(i: int, track: Track, part: np.ndarray, target: np.ndarray, mine: list[Sample],
+           solo: bool, dist_with, finish) -> tuple[tuple, dict[str, float], float]:
+    """(the best use of track ``i`` that needs no excerpt, the distances tried, the engine
+    render's distance): its engine render ``part`` as it is, with the eq, or (a sung line)
+    its own voice."""
+    base = dist_with(i, part)
+    best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, part)
+    d_eq, spec_eq, y_eq = finish(part, "")
+    if d_eq < best_plain[0]:
+        best_plain = (d_eq, spec_eq, y_eq)
+    tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
+    if maybe_sung(track):  # sung from its own voice: the singer's envelope, no excerpt
+        sung = _voice_candidate(i, track, target, [s.start for s in mine], solo, part,
+                                dist_with, finish, tried)
+        if sung is not None and sung[0] < best_plain[0]:
+            best_plain = sung
+    return best_plain, tried, base
 
 
 class _NoteCheck:

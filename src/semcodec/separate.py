@@ -123,7 +123,7 @@ def _spectrogram(audio: np.ndarray, sr: int) -> np.ndarray:
     step = 256  # frames per FFT batch: bounded memory on long inputs
     for s in range(0, n_frames, step):
         idx = np.arange(s, min(n_frames, s + step))[:, None] * HOP + np.arange(N_FFT)[None, :]
-        out[s:s + idx.shape[0]] = np.abs(np.fft.rfft(x[idx] * win, axis=1))
+        out[s:s + idx.shape[0]] = np.abs(dsp.rfft_rows(x[idx] * win))
     return out
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from semcodec.background import in_background
 from semcodec.constants import VOICE_PROGRAMS, is_voice_name
 from semcodec.events import Sample, Score, Timbre, Track
 from semcodec.excerpts import FIT_WINDOW_S, excerpt_notes, fit_windows, isolate
@@ -304,6 +305,7 @@ class _Renderer:
     def __init__(self, model, ex: _Excerpts) -> None:
         self.model, self.ex = model, ex
         self.n_win = int(ex.target.shape[1])
+        self._target_mags: list | None = None
 
     def __call__(self, emb, room, gain_db, fast: bool = False):
         """(G, n) torch tensor; differentiable w.r.t. the parameters unless ``fast``."""
@@ -325,7 +327,17 @@ class _Renderer:
         with torch.no_grad():
             y = self(emb, room, 0.0, fast=True)
             g_db = _level_gain_db(y, self.ex.tgt) if gain_db is None else gain_db
-            return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), self.ex.tgt)), g_db
+            return float(ddsp.mrstft_loss(y * 10.0 ** (g_db / 20.0), self.ex.tgt,
+                                          target_mags=self.target_mags())), g_db
+
+    def target_mags(self) -> list:
+        """The target's STFT magnitudes of the loss (computed once; threads may race to make
+        them: the same numbers either way)."""
+        from semcodec.synth import ddsp  # noqa: PLC0415
+
+        if self._target_mags is None:
+            self._target_mags = ddsp.mrstft_target(self.ex.tgt)
+        return self._target_mags
 
 
 #: A fit's best parameters so far: (loss, embedding, room, gain dB).
@@ -412,7 +424,8 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
         ts = time.monotonic()
         if ts + step_t > deadline:
             break
-        opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt))
+        opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt,
+                                  target_mags=render.target_mags()))
         step_t = time.monotonic() - ts
         report(0.4 + 0.55 * (n_steps + 1) / max_steps)
     if n_steps:
@@ -443,8 +456,8 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     start_loss, steps = best[0], 0
     # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
     renders: dict = {}
-    fluid_losses = _in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
-                                  engines=("fluidsynth",), keep=renders)
+    fluid_losses = in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
+                                 engines=("fluidsynth",), keep=renders)
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
     # no mel gain)
@@ -643,26 +656,3 @@ def _fluid_keeps_notes(ti: int, renders: dict) -> bool:
     log.info("track %d: excerpts transcribed back: note F1 neural %s, fluidsynth %s%s", ti,
              f1["neural"], f1["fluidsynth"], "" if ok else ": fluidsynth refused")
     return ok
-
-
-def _in_background(fn: Callable, *args, **kwargs) -> Callable[[], Any]:
-    """Start ``fn(*args, **kwargs)`` on a thread; returns a function that waits for its result
-    (or raises its exception)."""
-    box: dict = {}
-
-    def work() -> None:
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=work, name="semcodec-fit-bg", daemon=True)
-    t.start()
-
-    def result():
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
-
-    return result

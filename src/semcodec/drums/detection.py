@@ -186,7 +186,7 @@ def _analyse(audio: np.ndarray, sr: int) -> _Analysis:
         frames = sliding_window_view(xb[k0 + left:], N_FFT)[::HOP][:g1 - g0]
         mag = np.empty((N_FFT // 2 + 1, g1 - g0), np.float32)
         for s in range(0, g1 - g0, 512):
-            mag[:, s:s + 512] = np.abs(np.fft.rfft(frames[s:s + 512] * win, axis=1)).T
+            mag[:, s:s + 512] = np.abs(dsp.rfft_rows(frames[s:s + 512] * win)).T
         harm = _median_filter(mag, HPSS_KERNEL, axis=1)
         perc = _median_filter(mag, HPSS_KERNEL, axis=0)
         hp, pp = harm * harm, perc * perc

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from semcodec.drums.common import _check, _median_filter
+from semcodec.synth import dsp
 
 #: Window of the suppression's STFT (s; rounded to a power of two of samples, 2048 at 44.1 and
 #: 48 kHz) and its hop (a quarter window).
@@ -51,7 +52,7 @@ def suppress_percussion(audio: np.ndarray, sr: int) -> np.ndarray:
     for f0 in range(0, n_frames, SUPPRESS_BLOCK):
         f1 = min(n_frames, f0 + SUPPRESS_BLOCK)
         g0, g1 = max(0, f0 - ctx), min(n_frames, f1 + ctx)
-        spec = np.fft.rfft(frames_all[g0:g1] * win, axis=1).T.astype(np.complex64)
+        spec = dsp.rfft_rows(frames_all[g0:g1] * win).T.astype(np.complex64, copy=False)
         mag = np.abs(spec)
         harm = _median_filter(mag, SUPPRESS_KERNEL, axis=1, mode="symmetric")
         perc = _median_filter(mag, SUPPRESS_KERNEL, axis=0, mode="symmetric")

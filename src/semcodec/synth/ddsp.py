@@ -426,14 +426,30 @@ def fft_convolve(x: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
     return y[..., :x.shape[-1]]
 
 
+MRSTFT_FFTS = (256, 512, 1024, 2048)
+
+
+def mrstft_target(target: torch.Tensor, ffts=MRSTFT_FFTS) -> list[torch.Tensor]:
+    """The target's STFT magnitudes of :func:`mrstft_loss` (one per size), to compute once
+    for many predictions against the same target."""
+    out = []
+    with torch.no_grad():
+        for n in ffts:
+            win = torch.hann_window(n, dtype=target.dtype, device=target.device)
+            out.append(torch.stft(target, n, n // 4, window=win, return_complex=True).abs())
+    return out
+
+
 def mrstft_loss(pred: torch.Tensor, target: torch.Tensor,
-                ffts=(256, 512, 1024, 2048)) -> torch.Tensor:
-    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1, mean over sizes."""
+                ffts=MRSTFT_FFTS, target_mags: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1, mean over sizes.
+    ``target_mags``: :func:`mrstft_target` of ``target`` (the same numbers, not recomputed)."""
     total = pred.new_zeros(())
-    for n in ffts:
+    for k, n in enumerate(ffts):
         win = torch.hann_window(n, dtype=pred.dtype, device=pred.device)
         P = torch.stft(pred, n, n // 4, window=win, return_complex=True).abs()
-        T = torch.stft(target, n, n // 4, window=win, return_complex=True).abs()
+        T = (target_mags[k] if target_mags is not None else
+             torch.stft(target, n, n // 4, window=win, return_complex=True).abs())
         sc = torch.linalg.norm(T - P) / (torch.linalg.norm(T) + 1e-7)
         lm = (torch.log(P + 1e-5) - torch.log(T + 1e-5)).abs().mean()
         total = total + sc + lm

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -55,7 +55,31 @@ def stft_mag(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
     """|STFT| of mono ``x`` (Hann window, centred frames): ``(n_frames, n_fft // 2 + 1)``."""
     x = np.asarray(x, np.float64)
     xp = np.pad(x, (n_fft // 2, n_fft // 2 + hop))
-    n_fr = max(1, 1 + (xp.shape[0] - n_fft) // hop)
+    return frames_mag(xp, n_fft, hop, max(1, 1 + (xp.shape[0] - n_fft) // hop))
+
+
+#: STFT frames per block of :func:`stft_mag_blocks` (~95 s at 22.05 kHz, n_fft 1024).
+MAG_BLOCK_FRAMES = 8192
+
+
+def stft_mag_blocks(x: np.ndarray, n_fft: int = N_FFT,
+                    hop: int = HOP) -> Iterator[np.ndarray]:
+    """:func:`stft_mag` of ``x`` in blocks of MAG_BLOCK_FRAMES frames (the same numbers): no
+    float64 copy of the whole signal nor its whole spectrum (gigabytes an hour)."""
+    n_fr = max(1, 1 + (x.shape[0] + hop) // hop)
+    for f0 in range(0, n_fr, MAG_BLOCK_FRAMES):
+        f1 = min(n_fr, f0 + MAG_BLOCK_FRAMES)
+        a, b = f0 * hop - n_fft // 2, (f1 - 1) * hop + n_fft // 2
+        seg = np.zeros(b - a)
+        lo, hi = max(a, 0), min(b, x.shape[0])
+        if hi > lo:
+            seg[lo - a:hi - a] = x[lo:hi]
+        yield frames_mag(seg, n_fft, hop, f1 - f0)
+
+
+def frames_mag(xp: np.ndarray, n_fft: int, hop: int, n_fr: int) -> np.ndarray:
+    """|rfft| of the Hann-windowed frames ``xp[k * hop:k * hop + n_fft]``, k < ``n_fr``, of
+    an already padded float64 signal (:func:`stft_mag`'s frames): ``(n_fr, n_fft // 2 + 1)``."""
     win = np.hanning(n_fft + 1)[:-1]
     out = np.empty((n_fr, n_fft // 2 + 1))
     for s in range(0, n_fr, 256):  # blocks of frames: bounded memory for long inputs
@@ -167,8 +191,10 @@ def eq_correction(target: np.ndarray, rendered: np.ndarray, sr: int,
     """
     n = min(target.shape[0], rendered.shape[0])
     edges = band_edges(None, n_bands)
-    a = band_powers(stft_mag(target[:n], 1024, 256), sr, 1024, edges)
-    b = band_powers(stft_mag(rendered[:n], 1024, 256), sr, 1024, edges)
+    a = np.concatenate([band_powers(m, sr, 1024, edges)
+                        for m in stft_mag_blocks(target[:n], 1024, 256)])
+    b = np.concatenate([band_powers(m, sr, 1024, edges)
+                        for m in stft_mag_blocks(rendered[:n], 1024, 256)])
     if n == 0:
         return np.zeros(n_bands)
     ea, eb = a.sum(axis=1), b.sum(axis=1)
