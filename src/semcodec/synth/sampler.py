@@ -223,15 +223,12 @@ def apply_room(y: np.ndarray, sr: int, rt60: float, wet: float, seed: int = 0) -
     return (y + np.float32(wet) * dsp_convolve(y, ir)).astype(np.float32)
 
 
-def apply_eq(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
-    """Filter mono ``y`` by band gains (dB at the log-spaced band centres of
-    :func:`band_edges` at any rate, interpolated in log frequency; above the top band the
-    correction fades out over an octave), in one zero-phase FFT pass per
-    block (overlap-add with a Hann window, so long inputs need bounded memory)."""
-    y = np.asarray(y, np.float32)
-    if y.size == 0 or not np.any(gains_db):
-        return y
-    n_fft, hop = 4096, 1024
+#: STFT frames per FFT block of :func:`apply_eq`.
+EQ_BLOCK_FRAMES = 128
+
+
+def _eq_gain(sr: int, gains_db: np.ndarray, n_fft: int) -> np.ndarray:
+    """Linear gain per rFFT bin (``n_fft``) of :func:`apply_eq`'s band gains ``gains_db``."""
     edges = band_edges(None, gains_db.shape[0])
     centres = np.sqrt(edges[:-1] * edges[1:])
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
@@ -240,20 +237,64 @@ def apply_eq(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
     # above the top band (unmeasured) the correction fades to 0 dB over an octave
     top = edges[-1]
     fade = np.clip(1.0 - np.log2(np.maximum(freqs, top) / top), 0.0, 1.0)
-    g = 10.0 ** (db * fade / 20.0)
+    return 10.0 ** (db * fade / 20.0)
+
+
+def apply_eq(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
+    """Filter mono ``y`` by band gains (dB at the log-spaced band centres of
+    :func:`band_edges` at any rate, interpolated in log frequency; above the top band the
+    correction fades out over an octave), in one zero-phase FFT pass (n_fft 4096, hop 1024,
+    Hann analysis and synthesis windows, overlap-add normalised by the summed squared window).
+
+    Streamed: EQ_BLOCK_FRAMES frames at a time, each output sample finished as soon as no
+    later frame reaches it, so memory is bounded by the block plus the float32 output (no
+    float64 copy of the whole signal).  The sums run in the same order as over the whole
+    padded signal: the output is bit-identical to the whole-signal pass."""
+    y = np.asarray(y, np.float32)
+    if y.size == 0 or not np.any(gains_db):
+        return y
+    n_fft, hop = 4096, 1024
+    g = _eq_gain(sr, gains_db, n_fft)
     win = np.hanning(n_fft + 1)[:-1]
-    xp = np.pad(y.astype(np.float64), (n_fft, n_fft + hop))
-    out = np.zeros_like(xp)
-    norm = np.zeros_like(xp)
-    n_fr = 1 + (xp.shape[0] - n_fft) // hop
-    for s in range(0, n_fr, 128):
-        e = min(n_fr, s + 128)
-        idx = np.arange(s, e)[:, None] * hop + np.arange(n_fft)[None, :]
-        fr = np.fft.irfft(np.fft.rfft(xp[idx] * win, axis=1) * g, n_fft, axis=1) * win
-        np.add.at(out, idx, fr)
-        np.add.at(norm, idx, np.broadcast_to(win ** 2, fr.shape))
-    res = out / np.maximum(norm, 1e-3)
-    return res[n_fft:n_fft + y.shape[0]].astype(np.float32)
+    n = y.shape[0]
+    n_pad = n + 2 * n_fft + hop  # the padded signal: n_fft zeros before, n_fft + hop after
+    n_fr = 1 + (n_pad - n_fft) // hop
+    res = np.empty(n, np.float32)
+    # out/norm over padded samples [base, base + buf.size): the samples a block touches
+    span = (EQ_BLOCK_FRAMES - 1) * hop + n_fft
+    out, norm = np.zeros(span), np.zeros(span)
+    base = 0
+    offs = np.arange(n_fft)[None, :]
+    for s in range(0, n_fr, EQ_BLOCK_FRAMES):
+        e = min(n_fr, s + EQ_BLOCK_FRAMES)
+        a, b = s * hop, (e - 1) * hop + n_fft  # padded samples this block reads
+        seg = np.zeros(b - a)
+        lo, hi = max(a - n_fft, 0), min(b - n_fft, n)
+        if hi > lo:
+            seg[lo + n_fft - a:hi + n_fft - a] = y[lo:hi]
+        idx = (np.arange(e - s)[:, None] * hop) + offs
+        fr = np.fft.irfft(np.fft.rfft(seg[idx] * win, axis=1) * g, n_fft, axis=1) * win
+        np.add.at(out, idx + (a - base), fr)
+        np.add.at(norm, idx + (a - base), np.broadcast_to(win ** 2, fr.shape))
+        done = e * hop if e < n_fr else b  # no later frame reaches below this sample
+        _emit(res, out, norm, base, done, n_fft)
+        if e == n_fr:
+            break
+        out[:b - done], norm[:b - done] = out[done - base:b - base], norm[done - base:b - base]
+        out[b - done:], norm[b - done:] = 0.0, 0.0
+        base = done
+    return res
+
+
+def _emit(res: np.ndarray, out: np.ndarray, norm: np.ndarray, base: int, done: int,
+          lead: int) -> None:
+    """Write the finished padded samples ``[base, done)`` of :func:`apply_eq`'s overlap-add
+    (``out / norm``, buffers starting at padded sample ``base``) into ``res``, whose sample 0
+    is padded sample ``lead``."""
+    lo, hi = max(base, lead), min(done, lead + res.shape[0])
+    if hi > lo:
+        res[lo - lead:hi - lead] = out[lo - base:hi - base] / np.maximum(norm[lo - base:hi - base],
+                                                                          1e-3)
 
 
 # --- "sampler": the excerpt's notes replayed --------------------------------------------
