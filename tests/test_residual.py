@@ -414,3 +414,26 @@ def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch):
     blocks = residual._Judge._logmel(x, n_fft, hop, window, mel)
     assert blocks.shape == whole.shape
     np.testing.assert_allclose(blocks, whole, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", [7, 64, residual.ANALYSIS_BLOCK_FRAMES])
+def test_band_power_in_blocks_equals_the_whole_stft(monkeypatch, block):
+    rng = np.random.default_rng(block)
+    x = (rng.standard_normal(SR * 3 + 123) * 0.1).astype(np.float32)
+    n_fft, hop = residual.stft_size(SR)
+    bins = residual._bin_bands(residual.band_edges(20, SR), n_fft, SR)
+    n_frames = residual.n_grid_frames(len(x) / SR, 0.1)
+    frames = residual._frame_of(len(x) // hop + 2, hop, SR, 0.1, n_frames)
+    # the whole complex STFT, as the analysis made it before
+    onehot = np.zeros((len(bins), 20), np.float32)
+    onehot[np.nonzero(bins >= 0)[0], bins[bins >= 0]] = 1.0
+    per_band = (np.abs(residual.stft(x, n_fft, hop)) ** 2) @ (onehot / np.maximum(
+        onehot.sum(axis=0), 1.0))
+    whole = residual._cell_means(per_band, frames, n_frames)
+    monkeypatch.setattr(residual, "ANALYSIS_BLOCK_FRAMES", block)
+    got = residual.band_power(x, n_fft, hop, bins, frames, 20, n_frames)
+    assert got.shape == (20, n_frames) and np.all(got > 0)
+    if block >= len(frames):  # one block: the very same numbers
+        assert np.array_equal(got, whole)
+    else:  # the same but for float32 rounding of the band sums (BLAS blocking)
+        np.testing.assert_allclose(got, whole, rtol=1e-5)

@@ -143,22 +143,30 @@ def _frame_of(n_stft: int, hop: int, sr: int, period_s: float, n_frames: int) ->
 n_grid_frames = resd.n_frames
 
 
-def band_power(power: np.ndarray, bins: np.ndarray, frames: np.ndarray, n_bands: int,
-               n_frames: int) -> np.ndarray:
-    """Mean of ``power`` ``(n_stft, n_bins)`` over each (band, grid frame) cell:
-    ``(n_bands, n_frames)``; 0 for a cell with no STFT frame.  ``frames`` (n_stft,) must be
-    non-decreasing (it is: grid frames follow time)."""
+#: STFT frames per block of :func:`band_power` (~95 s at 44.1 kHz): bounded memory.
+ANALYSIS_BLOCK_FRAMES = 8192
+
+
+def band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, frames: np.ndarray,
+               n_bands: int, n_frames: int) -> np.ndarray:
+    """Mean ``|stft(x)|²`` (:func:`stft` of mono float32 ``x``) over each (band, grid frame)
+    cell: ``(n_bands, n_frames)``; 0 for a cell with no STFT frame.  ``bins``: band of every
+    STFT bin (-1: none); ``frames`` (n_stft,): grid frame of every STFT frame, non-decreasing
+    (it is: grid frames follow time).  The STFT is made ANALYSIS_BLOCK_FRAMES frames at a
+    time: memory holds one block, not the whole complex spectrum (~2.5 GB an hour at
+    44.1 kHz).  One block gives the whole STFT's very numbers; several, the same but for
+    float32 rounding of the band sums."""
     onehot = np.zeros((len(bins), n_bands), np.float32)
     ok = np.nonzero(bins >= 0)[0]
     onehot[ok, bins[ok]] = 1.0
-    counts_b = np.maximum(onehot.sum(axis=0), 1.0)
-    per_band = np.asarray(power, np.float32) @ (onehot / counts_b)  # (n_stft, n_bands)
-    counts_t = np.bincount(frames, minlength=n_frames)
-    starts = np.concatenate([[0], np.cumsum(counts_t)[:-1]])
-    cell = np.zeros((n_frames, n_bands), np.float64)
-    have = counts_t > 0
-    cell[have] = np.add.reduceat(per_band.astype(np.float64), starts[have], axis=0)
-    return (cell / np.maximum(counts_t, 1)[:, None]).T
+    onehot /= np.maximum(onehot.sum(axis=0), 1.0)
+    n_stft = len(x) // hop + 2
+    per_band = np.empty((n_stft, n_bands), np.float32)
+    for k0 in range(0, n_stft, ANALYSIS_BLOCK_FRAMES):
+        k1 = min(n_stft, k0 + ANALYSIS_BLOCK_FRAMES)
+        spec = np.fft.rfft(_frames(x, k0, k1, n_fft, hop), axis=1).astype(np.complex64)
+        per_band[k0:k1] = (np.abs(spec) ** 2) @ onehot
+    return _cell_means(per_band, frames, n_frames)
 
 
 # ------------------------------------------------------------------------------------------
@@ -568,8 +576,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
                      mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
     plan = _Plan(shell, sr, sr, n, 1.0)
-    px = band_power(np.abs(stft(x, plan.n_fft, plan.hop)) ** 2, plan.bins, plan.frames,
-                    n_bands, n_frames)
+    px = band_power(x, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
     lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
     levels = np.clip(np.round(db / step_db), lo, hi).astype(np.int64)
@@ -577,8 +584,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
     if len(notes):
-        py = band_power(np.abs(stft(y, plan.n_fft, plan.hop)) ** 2, plan.bins, plan.frames,
-                        n_bands, n_frames)
+        py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
         fills = levels * step_db > 10.0 * np.log10(np.maximum(py, 1e-30)) + step_db
         mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
     benefit = np.zeros((n_bands, n_frames))
