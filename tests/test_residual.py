@@ -437,3 +437,18 @@ def test_band_power_in_blocks_equals_the_whole_stft(monkeypatch, block):
         assert np.array_equal(got, whole)
     else:  # the same but for float32 rounding of the band sums (BLAS blocking)
         np.testing.assert_allclose(got, whole, rtol=1e-5)
+
+
+def test_judge_benefit_in_spans_equals_one_pass(monkeypatch):
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    z = y + _burst(3 * SR, 1.0, 2.0, amp=0.05, seed=4)
+    edges = residual.band_edges(20, SR)
+    monkeypatch.setattr(residual, "JUDGE_BLOCK", 16)
+    judge = residual._Judge(x, y, SR)
+    monkeypatch.setattr(residual, "JUDGE_SPAN", 10 ** 9)
+    whole = judge.benefit(z, edges, 0.1, 30)
+    monkeypatch.setattr(residual, "JUDGE_SPAN", 64)
+    spans = judge.benefit(z, edges, 0.1, 30)
+    assert np.abs(whole).sum() > 0
+    np.testing.assert_allclose(spans, whole, rtol=1e-5, atol=1e-9)

@@ -445,6 +445,9 @@ JUDGE_MELS = 128
 JUDGE_FLOOR = 1e-5
 #: STFT frames of one block of the judge's log-mel (bounded memory on long inputs).
 JUDGE_BLOCK = 4096
+#: STFT frames of one step of the judge's benefit (a multiple of JUDGE_BLOCK; ~95 s at
+#: 44.1 kHz for the finest resolution): its temporaries stay bounded on long inputs.
+JUDGE_SPAN = 4 * JUDGE_BLOCK
 
 
 class _Judge:
@@ -469,19 +472,20 @@ class _Judge:
 
     @staticmethod
     def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
-                mel: np.ndarray) -> np.ndarray:
-        """``(n_frames, JUDGE_MELS)`` log-mel of ``v`` (frames centred on ``k * hop``, zeros
-        beyond the ends), JUDGE_BLOCK frames at a time: no padded copy of the whole signal
-        and no whole-length frame matrix (an hour's would take gigabytes)."""
+                mel: np.ndarray, k0: int = 0, k1: int | None = None) -> np.ndarray:
+        """``(k1 - k0, JUDGE_MELS)`` log-mel frames ``k0 .. k1`` (default: all) of ``v``
+        (frames centred on ``k * hop``, zeros beyond the ends), JUDGE_BLOCK frames at a time
+        from ``k0``: no padded copy of the whole signal and no whole-length frame matrix (an
+        hour's would take gigabytes)."""
         v = np.asarray(v, np.float32)
         half = n_fft // 2
-        n = 1 + len(v) // hop
-        out = np.empty((n, mel.shape[0]), np.float32)
-        for k0 in range(0, n, JUDGE_BLOCK):
-            k1 = min(n, k0 + JUDGE_BLOCK)
-            seg = _cut(v, k0 * hop - half, (k1 - 1) * hop - half + n_fft)
-            mag = np.abs(rfft_rows(_rows(seg, k1 - k0, n_fft, hop) * window))
-            out[k0:k1] = np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
+        k1 = 1 + len(v) // hop if k1 is None else k1
+        out = np.empty((k1 - k0, mel.shape[0]), np.float32)
+        for a in range(k0, k1, JUDGE_BLOCK):
+            b = min(k1, a + JUDGE_BLOCK)
+            seg = _cut(v, a * hop - half, (b - 1) * hop - half + n_fft)
+            mag = np.abs(rfft_rows(_rows(seg, b - a, n_fft, hop) * window))
+            out[a - k0:b - k0] = np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))
         return out
 
     def benefit(self, z: np.ndarray, edges: np.ndarray, period_s: float,
@@ -495,10 +499,13 @@ class _Judge:
             band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, n_bands - 1)
             frames = np.clip((np.arange(lx.shape[0]) * hop / self.sr / period_s).astype(np.int64),
                              0, n_frames - 1)
-            diff = base - np.abs(lx - self._logmel(z, n_fft, hop, window, mel))
             onehot = np.zeros((JUDGE_MELS, n_bands), np.float32)
             onehot[np.arange(JUDGE_MELS), band] = 1.0
-            per_band = diff @ onehot  # (frames, n_bands)
+            per_band = np.empty((lx.shape[0], n_bands), np.float32)  # (frames, n_bands)
+            for k0 in range(0, lx.shape[0], JUDGE_SPAN):  # bounded memory on long inputs
+                k1 = min(lx.shape[0], k0 + JUDGE_SPAN)
+                lz = self._logmel(z, n_fft, hop, window, mel, k0, k1)
+                per_band[k0:k1] = (base[k0:k1] - np.abs(lx[k0:k1] - lz)) @ onehot
             counts = np.bincount(frames, minlength=n_frames)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             have = counts > 0
