@@ -100,3 +100,12 @@ def test_flush_tiny_zeros_rounding_noise_only():
     x = np.array([1e-9, -1e-9, -2e-6, 0.5, -3e-5], np.float32)
     y = dsp.flush_tiny(x.copy())
     assert list(y[:2]) == [0.0, 0.0] and y[2] == np.float32(-2e-6) and y[3] == 0.5
+
+
+def test_rms_in_blocks(monkeypatch):
+    x = (np.random.default_rng(3).standard_normal(10_007) * 0.3).astype(np.float32)
+    exact = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    assert dsp.rms(x) == exact  # one block: the very same number
+    monkeypatch.setattr(dsp, "RMS_BLOCK", 1000)
+    assert dsp.rms(x) == pytest.approx(exact, rel=1e-12)
+    assert dsp.rms(np.zeros((2000, 2), np.float32)) == 0.0

@@ -131,8 +131,8 @@ def _voice_candidate(i: int, track: Track, target: np.ndarray, starts: list[floa
     params = model.to_params()
     v = voice.render(voice.VoiceModel.from_params(params), track, MEASURE_SR, n, seed=i)
     v = dsp.fit_length(v, n)
-    ry = float(np.sqrt(np.mean(v.astype(np.float64) ** 2)))
-    rr = float(np.sqrt(np.mean(engine_part.astype(np.float64) ** 2)))
+    ry = dsp.rms(v)
+    rr = dsp.rms(engine_part)
     g = 0.0 if solo or ry <= 0 or rr <= 0 else 20.0 * np.log10(rr / ry)
     rooms = []  # the room first (without eq: cheaper), then the eq on the best room
     for rt, wet in VOICE_ROOMS:
@@ -297,8 +297,8 @@ class _NoteCheck:
 
 def _level_db(y: np.ndarray, ref: np.ndarray) -> float:
     """The gain (dB) that brings ``y``'s RMS level to ``ref``'s (0 when either is silent)."""
-    ry = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
-    rr = float(np.sqrt(np.mean(ref.astype(np.float64) ** 2)))
+    ry = dsp.rms(y)
+    rr = dsp.rms(ref)
     return 20.0 * np.log10(max(rr, 1e-9) / max(ry, 1e-9)) if ry > 0 and rr > 0 else 0.0
 
 

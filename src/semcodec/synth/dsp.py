@@ -400,6 +400,23 @@ def pan_stereo(audio: np.ndarray, pan: float) -> np.ndarray:
     return np.stack([a * np.float32(1.0 - pan), a * np.float32(1.0 + pan)], axis=1)
 
 
+#: Samples per step of :func:`rms` (~48 s at 44.1 kHz; float64 work arrays of 16 MiB).
+RMS_BLOCK = 1 << 21
+
+
+def rms(x: np.ndarray) -> float:
+    """Root mean square of ``x`` (any shape), squared and summed in float64 RMS_BLOCK samples
+    at a time: no float64 copy of a whole long signal.  Up to RMS_BLOCK samples it is exactly
+    ``sqrt(mean(x.astype(float64) ** 2))`` (nan when empty); beyond, the same but for the
+    rounding of the block sums."""
+    flat = np.ravel(x)
+    if flat.size <= RMS_BLOCK:
+        return float(np.sqrt(np.mean(flat.astype(np.float64) ** 2)))
+    total = sum(float(np.sum(flat[s:s + RMS_BLOCK].astype(np.float64) ** 2))
+                for s in range(0, flat.size, RMS_BLOCK))
+    return float(np.sqrt(total / flat.size))
+
+
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
     """Cut or zero-pad ``audio`` to exactly ``n_samples`` samples."""
     if audio.shape[0] >= n_samples:
