@@ -108,7 +108,6 @@ def stereo(d: Path) -> None:
 
 def rendered() -> None:
     """Grouping of the benchmark's rendered ensembles, notes labelled by part (channel)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.dataset import DATASET_DIR, PIECES, score_notes
 
     total = {}
