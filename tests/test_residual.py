@@ -445,10 +445,13 @@ def test_judge_benefit_in_spans_equals_one_pass(monkeypatch):
     z = y + _burst(3 * SR, 1.0, 2.0, amp=0.05, seed=4)
     edges = residual.band_edges(20, SR)
     monkeypatch.setattr(residual, "JUDGE_BLOCK", 16)
-    judge = residual._Judge(x, y, SR)
     monkeypatch.setattr(residual, "JUDGE_SPAN", 10 ** 9)
-    whole = judge.benefit(z, edges, 0.1, 30)
+    kept = residual._Judge(x, y, SR)  # one span: the original's log-mel kept
+    whole = kept.benefit(z, edges, 0.1, 30)
     monkeypatch.setattr(residual, "JUDGE_SPAN", 64)
-    spans = judge.benefit(z, edges, 0.1, 30)
+    remade = residual._Judge(x, y, SR)  # several: made again span by span
+    assert all(r[5] is None for r in remade.res) and all(r[5] is not None for r in kept.res)
+    spans = remade.benefit(z, edges, 0.1, 30)
     assert np.abs(whole).sum() > 0
-    np.testing.assert_allclose(spans, whole, rtol=1e-5, atol=1e-9)
+    assert np.array_equal(spans, kept.benefit(z, edges, 0.1, 30))  # the very same log-mels
+    np.testing.assert_allclose(spans, whole, rtol=1e-5, atol=1e-9)  # BLAS rounding only

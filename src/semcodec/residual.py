@@ -456,7 +456,7 @@ class _Judge:
     def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
         import librosa  # noqa: PLC0415 - the encoder only: decoding must not import librosa
 
-        self.sr = sr
+        self.sr, self.x = sr, x
         self.res = []
         for ref in JUDGE_N_FFTS:
             n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
@@ -464,11 +464,27 @@ class _Judge:
             window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
             mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
             centres = librosa.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
-            lx = self._logmel(x, n_fft, hop, window, mel)
-            ly = self._logmel(y, n_fft, hop, window, mel)
+            lx, base = self._reference(x, y, n_fft, hop, window, mel)
             # each resolution counts as the mean over its frames and mel bands (the metric)
-            weight = 1.0 / (lx.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
-            self.res.append((n_fft, hop, window, mel, centres, lx, np.abs(lx - ly), weight))
+            weight = 1.0 / (base.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
+            self.res.append((n_fft, hop, window, mel, centres, lx, base, weight))
+
+    def _reference(self, x: np.ndarray, y: np.ndarray, n_fft: int, hop: int,
+                   window: np.ndarray, mel: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(the log-mel of the original ``x``, or None when it is longer than JUDGE_SPAN
+        frames: :meth:`benefit` then makes it again span by span from ``self.x``, half the
+        memory for some more time; ``|log-mel(x) - log-mel(y)|`` of the decode ``y``), each
+        ``(n_frames, JUDGE_MELS)`` float32, made span by span."""
+        n = 1 + len(x) // hop
+        lx = np.empty((n, JUDGE_MELS), np.float32) if n <= JUDGE_SPAN else None
+        base = np.empty((n, JUDGE_MELS), np.float32)
+        for k0 in range(0, n, JUDGE_SPAN):
+            k1 = min(n, k0 + JUDGE_SPAN)
+            part = self._logmel(x, n_fft, hop, window, mel, k0, k1)
+            base[k0:k1] = np.abs(part - self._logmel(y, n_fft, hop, window, mel, k0, k1))
+            if lx is not None:
+                lx[k0:k1] = part
+        return lx, base
 
     @staticmethod
     def _logmel(v: np.ndarray, n_fft: int, hop: int, window: np.ndarray,
@@ -497,15 +513,17 @@ class _Judge:
         out = np.zeros((n_bands, n_frames))
         for n_fft, hop, window, mel, centres, lx, base, weight in self.res:
             band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, n_bands - 1)
-            frames = np.clip((np.arange(lx.shape[0]) * hop / self.sr / period_s).astype(np.int64),
-                             0, n_frames - 1)
+            frames = np.clip((np.arange(base.shape[0]) * hop / self.sr / period_s)
+                             .astype(np.int64), 0, n_frames - 1)
             onehot = np.zeros((JUDGE_MELS, n_bands), np.float32)
             onehot[np.arange(JUDGE_MELS), band] = 1.0
-            per_band = np.empty((lx.shape[0], n_bands), np.float32)  # (frames, n_bands)
-            for k0 in range(0, lx.shape[0], JUDGE_SPAN):  # bounded memory on long inputs
-                k1 = min(lx.shape[0], k0 + JUDGE_SPAN)
+            per_band = np.empty((base.shape[0], n_bands), np.float32)  # (frames, n_bands)
+            for k0 in range(0, base.shape[0], JUDGE_SPAN):  # bounded memory on long inputs
+                k1 = min(base.shape[0], k0 + JUDGE_SPAN)
                 lz = self._logmel(z, n_fft, hop, window, mel, k0, k1)
-                per_band[k0:k1] = (base[k0:k1] - np.abs(lx[k0:k1] - lz)) @ onehot
+                ref = (lx[k0:k1] if lx is not None
+                       else self._logmel(self.x, n_fft, hop, window, mel, k0, k1))
+                per_band[k0:k1] = (base[k0:k1] - np.abs(ref - lz)) @ onehot
             counts = np.bincount(frames, minlength=n_frames)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             have = counts > 0
