@@ -453,6 +453,12 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
 _ANALYSIS_MODULES = ("librosa.core.spectrum", "librosa.filters", "scipy.fft")
 
 
+#: The program candidates of a track's timbre fit are the common programs of the fewest
+#: families the instrument classifier finds likely with this probability in all (and the
+#: classifier's program): fewer renderings than all the common programs.
+CLASSIFIER_FAMILY_MASS = 0.95
+
+
 def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
          samples_progress: Callable[[float], None] | None = None,
          fit_progress: Callable[[float], None] | None = None):
@@ -483,7 +489,9 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
         try:
             timbres, programs, engines = timbre.fit_timbres(
                 inp.audio, inp.sample_rate, score, samples=samples, budget_s=opts.fit_budget_s,
-                progress=fit_progress)
+                progress=fit_progress, priors={
+                    i: (g.program, frozenset(g.top_families(CLASSIFIER_FAMILY_MASS)))
+                    for i, g in guesses.items()})
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
     return timbres, samples, _instrument_programs(programs, guesses, timbres, engines), engines
