@@ -378,3 +378,33 @@ def test_split_tracks_are_named_by_their_family():
     assert _part_names([Track(name="track1")], {0: 33}) == ["track1"]
     assert _part_names([Track(name="lead"), Track(name="track2")], {0: 0, 1: 33}) == \
         ["lead", "track2"]
+
+
+@pytest.mark.parametrize("repair_changes", [False, True])
+def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_changes):
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+    notes = (Note(0.1, 0.5, 60, 90),)
+    c = Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR, loudness_lufs=-20.0,
+                  score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    louder = replace(c, score=replace(c.score, tracks=(Track(name="t").with_notes(
+        (Note(0.1, 0.5, 60, 120),)),)))
+    coded: list = []
+
+    def with_residual(cc, original, max_bytes):
+        coded.append(cc)
+        return replace(cc, residual=b"r")
+
+    monkeypatch.setattr(api, "_with_clear_notes",
+                        lambda cc, original: louder if repair_changes else cc)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert out.residual == b"r"
+    assert out.score == (louder if repair_changes else c).score
+    assert coded[-1].score == out.score  # the residual of the final decode
