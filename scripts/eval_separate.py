@@ -33,30 +33,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from semcodec.separate import assign_tracks, ensemble_share
-from semcodec.transcribe import transcribe
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.families
+
+from bench.families import align  # noqa: E402 - the stems put on the mix's time line
+from semcodec.separate import assign_tracks, ensemble_share  # noqa: E402
+from semcodec.transcribe import transcribe  # noqa: E402
 
 
 def _truth(path: Path):
     return [tuple(x) for x in json.loads(path.read_text())]
-
-
-def align(mix_truth: list, stem_truth: list) -> list:
-    """The stem's notes shifted onto the mix's time line (the excerpts were cut at different
-    points of the song): the offset most (pitch, onset) pairs agree on, else nothing."""
-    from collections import Counter
-
-    votes = Counter()
-    for on, _, p in stem_truth:
-        for on2, _, p2 in mix_truth:
-            if int(p) == int(p2):
-                votes[round(on2 - on, 2)] += 1
-    if not votes:
-        return []
-    shift, n = votes.most_common(1)[0]
-    if n < max(3, len(stem_truth) // 4):
-        return []
-    return [(on + shift, off + shift, p) for on, off, p in stem_truth]
 
 
 def label(notes, stems: dict[str, list], octave: bool = False) -> list[str | None]:
@@ -123,7 +108,6 @@ def stereo(d: Path) -> None:
 
 def rendered() -> None:
     """Grouping of the benchmark's rendered ensembles, notes labelled by part (channel)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.dataset import DATASET_DIR, PIECES, score_notes
 
     total = {}
