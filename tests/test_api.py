@@ -408,3 +408,32 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
     assert out.residual == b"r"
     assert out.score == (louder if repair_changes else c).score
     assert coded[-1].score == out.score  # the residual of the final decode
+
+
+def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):
+    from semcodec import api, timbre
+    from semcodec.events import Note, Score, Track
+    from semcodec.instrument import Guess
+
+    def guess(program: int, family_p: float) -> Guess:
+        fam = np.full(16, (1.0 - family_p) / 15, np.float32)
+        fam[program // 8] = family_p
+        return Guess(program=program, family=program // 8, program_p=family_p,
+                     family_p=family_p, program_proba=np.zeros(128, np.float32),
+                     family_proba=fam, n_notes=10)
+
+    monkeypatch.setattr(api, "_classify_instruments",
+                        lambda inp, score: {0: guess(26, 0.96), 1: guess(65, 0.4)})
+    seen: dict = {}
+
+    def fit_timbres(audio, sr, score, **kw):
+        seen.update(kw["priors"])
+        return (), {}, {}
+
+    monkeypatch.setattr(timbre, "fit_timbres", fit_timbres)
+    notes = (Note(0.1, 0.5, 60, 90),)
+    score = Score(tracks=(Track(name="a").with_notes(notes), Track(name="b").with_notes(notes)))
+    inp = api.AudioInput(audio=np.zeros(22050, np.float32), sample_rate=22050, channels=1,
+                         name="x")
+    api._fit(inp, score, api.EncodeOptions(samples=False))
+    assert seen == {0: (26, frozenset({3}))}  # the unsure guess (0.4) restricts nothing
