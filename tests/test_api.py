@@ -378,3 +378,62 @@ def test_split_tracks_are_named_by_their_family():
     assert _part_names([Track(name="track1")], {0: 33}) == ["track1"]
     assert _part_names([Track(name="lead"), Track(name="track2")], {0: 0, 1: 33}) == \
         ["lead", "track2"]
+
+
+@pytest.mark.parametrize("repair_changes", [False, True])
+def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_changes):
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+    notes = (Note(0.1, 0.5, 60, 90),)
+    c = Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR, loudness_lufs=-20.0,
+                  score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    louder = replace(c, score=replace(c.score, tracks=(Track(name="t").with_notes(
+        (Note(0.1, 0.5, 60, 120),)),)))
+    coded: list = []
+
+    def with_residual(cc, original, max_bytes):
+        coded.append(cc)
+        return replace(cc, residual=b"r")
+
+    monkeypatch.setattr(api, "_with_clear_notes",
+                        lambda cc, original: louder if repair_changes else cc)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert out.residual == b"r"
+    assert out.score == (louder if repair_changes else c).score
+    assert coded[-1].score == out.score  # the residual of the final decode
+
+
+def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):
+    from semcodec import api, timbre
+    from semcodec.events import Note, Score, Track
+    from semcodec.instrument import Guess
+
+    def guess(program: int, family_p: float) -> Guess:
+        fam = np.full(16, (1.0 - family_p) / 15, np.float32)
+        fam[program // 8] = family_p
+        return Guess(program=program, family=program // 8, program_p=family_p,
+                     family_p=family_p, program_proba=np.zeros(128, np.float32),
+                     family_proba=fam, n_notes=10)
+
+    monkeypatch.setattr(api, "_classify_instruments",
+                        lambda inp, score: {0: guess(26, 0.96), 1: guess(65, 0.4)})
+    seen: dict = {}
+
+    def fit_timbres(audio, sr, score, **kw):
+        seen.update(kw["priors"])
+        return (), {}, {}
+
+    monkeypatch.setattr(timbre, "fit_timbres", fit_timbres)
+    notes = (Note(0.1, 0.5, 60, 90),)
+    score = Score(tracks=(Track(name="a").with_notes(notes), Track(name="b").with_notes(notes)))
+    inp = api.AudioInput(audio=np.zeros(22050, np.float32), sample_rate=22050, channels=1,
+                         name="x")
+    api._fit(inp, score, api.EncodeOptions(samples=False))
+    assert seen == {0: (26, frozenset({3}))}  # the unsure guess (0.4) restricts nothing

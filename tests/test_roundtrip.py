@@ -154,3 +154,45 @@ def test_render_check_compares_with_the_engine_or_the_original_if_that_is_less_c
     f1[3.0] = 0.87  # within 0.05 of the original's (less clear than the engine's 1.0)
     assert check((0.1, render, cand))
     assert tried["engine F1"] == 1.0 and tried["original F1"] == 0.9
+
+
+def test_render_check_transcribes_the_original_only_when_it_can_change_the_outcome(monkeypatch):
+    from semcodec import sampleuse
+    from semcodec.events import TrackRender
+
+    engine, original, cand = (np.full(SR, v, np.float32) for v in (1.0, 2.0, 3.0))
+    f1 = {1.0: 0.8, 2.0: 0.9, 3.0: 0.79}
+    heard: list[float] = []
+
+    def agreement(y, sr, notes):
+        heard.append(float(y[0]))
+        return f1[float(y[0])]
+
+    monkeypatch.setattr(roundtrip, "agreement", agreement)
+    notes = [Note(0.1 + k, 0.5 + k, 60, 90) for k in range(40)]
+    tried: dict = {}
+    check = sampleuse._NoteCheck(0, engine, original, lambda i, y: y, notes, tried)
+    assert check((0.1, TrackRender(use="sampler"), cand))  # kept against the engine alone
+    assert 2.0 not in heard and "original F1" not in tried
+    f1[3.0] = 0.5  # refused against the engine: the original (clearer) cannot save it
+    assert not check((0.1, TrackRender(use="sampler"), cand))
+    assert heard.count(2.0) == 1 and tried["original F1"] == 0.9
+
+
+def test_repair_does_not_transcribe_a_candidate_over_the_mel_cost(monkeypatch):
+    from semcodec import sampleuse
+
+    notes = tuple(Note(0.5 * k, 0.5 * k + 0.4, 48 + 12 * (k % 2), 90) for k in range(8))
+    tracks = (Track(name="t", program=0).with_notes(notes),)
+    calls: list[int] = []
+
+    def transcribe(y, sr):
+        calls.append(1)
+        return tuple(n for n in notes if n.pitch == 48)  # the upper notes masked
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
+    dist = iter([0.1, 0.5, 0.5])  # the unrepaired decode, then two candidates far worse
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: next(dist))
+    y = np.zeros(SR, np.float32)
+    assert roundtrip.repair(tracks, y, SR, lambda ts: y) == tracks
+    assert len(calls) == 1

@@ -130,3 +130,28 @@ def test_fit_on_threads_equals_one_thread_and_spent_budget_still_fits(monkeypatc
     assert len(timbres) == 1 and np.all(np.isfinite(timbres[0].embedding))
     # the first candidate (the proxy's closest program), a pitched one
     assert 0 <= programs[0] < timbre.PITCHED_PROGRAMS_END
+
+
+def test_program_candidates_follow_the_instrument_classifier():
+    import math
+    from types import SimpleNamespace
+
+    torch = pytest.importorskip("torch")
+    from semcodec import timbre
+
+    weights = torch.arange(128, dtype=torch.float32)[:, None].repeat(1, 4)
+    model = SimpleNamespace(embedding=SimpleNamespace(weight=weights),
+                            room=SimpleNamespace(weight=weights))
+    loss_of = {26: 1.0, 33: 0.5}  # the bass (family 4) would render closest
+
+    render = SimpleNamespace(evaluate=lambda emb, room: (loss_of.get(int(emb[0]), 3.0), 0.0))
+    proxy = SimpleNamespace(ok=False)  # no shortlist from the proxy: programs 0, 1, 2
+    ex = SimpleNamespace(ti=0)
+    track = Track(name="t", program=0)
+    settings = timbre.FitSettings()
+    cand, program, _ = timbre._select_program(model, ex, render, track, proxy, math.inf,
+                                              settings, prior=(26, frozenset({3})))
+    assert cand == [0, 1, 2, 26, 24, 25, 29] and program == 26  # guitars only
+    cand, program, _ = timbre._select_program(model, ex, render, track, proxy, math.inf,
+                                              settings)
+    assert set(timbre.COMMON_PROGRAMS) <= set(cand) and program == 33  # no prior: all

@@ -203,12 +203,16 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         return [(ti, k, n) for ti, t in enumerate(ts) if not t.is_drum
                 for k, n in enumerate(t.notes)]
 
-    def measure(ts: tuple) -> tuple[float, float, tuple[Note, ...]]:
+    def measure(ts: tuple, max_mel: float = np.inf) -> tuple[float, float, tuple[Note, ...]]:
+        """(note F1, mel distance, notes heard) of ``ts``'s decode; not transcribed (F1 0,
+        nothing heard) when its mel distance is over ``max_mel``: it cannot be accepted."""
         y = np.asarray(render(ts), np.float32)
+        mel = mel_distance(ref_mels, y, sr)
+        if mel > max_mel:
+            return 0.0, mel, ()
         heard = transcribe_back(y, sr)
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
-        return (note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]),
-                mel_distance(ref_mels, y, sr), heard)
+        return note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]), mel, heard
 
     if not notes_of(tracks):
         return tracks
@@ -222,7 +226,7 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         raised = scaled(tracks, masked, RAISE_FACTOR)
         best = None
         for cand in (raised, scaled(raised, maskers, LOWER_FACTOR)):
-            f1c, melc, heardc = measure(cand)
+            f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST)
             log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c, melc)
             if (f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
                     and (best is None or f1c > best[0])):

@@ -44,6 +44,8 @@ SHORTLIST = 3
 #: Programs from here on (percussive, sound effects) are never chosen for a pitched track.
 PITCHED_PROGRAMS_END = 112
 COMMON_PROGRAMS = (0, 4, 16, 24, 25, 26, 29, 33, 40, 48, 56, 65, 71, 73)
+#: GM programs per GM family (the family of program p is p // this).
+PROGRAMS_PER_FAMILY = 8
 #: Steps of the deterministic fit (no budget given): proxy steps, then rendering steps.
 DET_PROXY_STEPS = 30
 DET_STEPS = 4
@@ -342,21 +344,27 @@ class _Renderer:
 
 #: A fit's best parameters so far: (loss, embedding, room, gain dB).
 _Best = tuple
+#: The instrument classifier's word on a track: (its GM program, the GM families (0..15)
+#: whose COMMON_PROGRAMS are worth rendering).
+Prior = tuple[int, frozenset[int]]
 
 
 def _select_program(model, ex: _Excerpts, render: _Renderer, track: Track, proxy: _Proxy,
                     deadline: float, settings: FitSettings, workers: int = 1,
                     report: Callable[[float], None] = _no_report,
-                    ) -> tuple[list[int], int, _Best]:
+                    prior: Prior | None = None) -> tuple[list[int], int, _Best]:
     """Steps 1 and 2: (candidates, best program, its parameters and loss) among the proxy's
-    shortlist, the track's own program (the voice programs for a voice) and COMMON_PROGRAMS,
-    each rendered with its stored embedding and room, level-matched; ``workers`` threads
-    render them (the first in candidate order wins a tie, as one thread would choose);
-    ``report`` gets the track's progress (0.3 when all are rendered)."""
+    shortlist, the track's own program (the voice programs for a voice), the instrument
+    classifier's program and those of COMMON_PROGRAMS in its likely families (``prior``; all
+    of them without one), each rendered with its stored embedding and room, level-matched;
+    ``workers`` threads render them (the first in candidate order wins a tie, as one thread
+    would choose); ``report`` gets the track's progress (0.3 when all are rendered)."""
     t_sel = time.monotonic()
     cand = _shortlist(model, proxy, SHORTLIST, settings.shortlist_rows)
     voice = is_voice_name(track.name) or track.program in VOICE_PROGRAMS
-    for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *COMMON_PROGRAMS):
+    common = COMMON_PROGRAMS if prior is None else (prior[0], *(
+        p for p in COMMON_PROGRAMS if p // PROGRAMS_PER_FAMILY in prior[1]))
+    for p in (track.program, *(VOICE_PROGRAMS if voice else ()), *common):
         if p not in cand:
             cand.append(p)
     n_done = [0]
@@ -437,12 +445,12 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
 
 def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministic: bool,
                settings: FitSettings, workers: int = 1, slots: Any = None,
-               report: Callable[[float], None] = _no_report,
+               report: Callable[[float], None] = _no_report, prior: Prior | None = None,
                ) -> tuple[Timbre, int, tuple[str, float] | None]:
     """Steps 1-3 for one track, then the engine comparison: (its Timbre, its GM program,
     ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None);
     ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore); ``report``
-    gets the track's progress (0..1)."""
+    gets the track's progress (0..1); ``prior``: see :func:`_select_program`."""
     slots = slots if slots is not None else threading.Semaphore(1)
     from semcodec.synth import ddsp  # noqa: PLC0415
 
@@ -452,7 +460,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     obs, usable = _harmonic_obs(ex.target, ex.nb, ex.grp, ddsp.SR_INT)
     proxy = _Proxy(ex.nb, obs, usable)
     cand, program, best = _select_program(model, ex, render, score.tracks[ti], proxy, deadline,
-                                          settings, workers, report)
+                                          settings, workers, report, prior)
     start_loss, steps = best[0], 0
     # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
     renders: dict = {}
@@ -497,6 +505,7 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
                 budget_s: float | None = None, device: str = "cpu",  # noqa: ARG001
                 settings: FitSettings | None = None,
                 progress: Callable[[float], None] | None = None,
+                priors: dict[int, Prior] | None = None,
                 ) -> tuple[tuple[Timbre, ...], dict[int, int], dict[int, tuple[str, float]]]:
     """audio: mono float32 original (n,), sr Hz. Returns one Timbre per pitched track (with
     notes), the best-matching GM program per track index, and ``{track: (engine, gain_dB)}``
@@ -509,6 +518,10 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
     ``progress(fraction)`` (0..1 over all the pitched tracks, which may be fitted on parallel
     threads: the mean of their fractions) is called as it goes, from the fitting threads.
 
+    ``priors`` ``{track: (GM program, GM families)}``: the instrument classifier's guesses;
+    a track's program candidates are then its program and the common programs of those
+    families (besides the model's own shortlist), fewer renderings than all of them.
+
     Without neural weights/torch, returns no timbres and each track's own program.
     """
     from semcodec.synth.neural import torch_threads, weights_available  # noqa: PLC0415
@@ -519,10 +532,11 @@ def fit_timbres(audio: np.ndarray, sr: int, score: Score, *, samples: tuple[Samp
         return (), programs, {}
     with torch_threads():
         return _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs,
-                            settings or FitSettings(), progress)
+                            settings or FitSettings(), progress, priors or {})
 
 
-def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, settings, progress):
+def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, settings, progress,
+                 priors):
     from semcodec.synth.neural import load_model  # noqa: PLC0415
 
     # Without a wall-clock budget the fit runs a fixed number of steps, so that encoding the same
@@ -547,7 +561,8 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
         deadline = t0 + total_budget * (k + 1) / len(pitched)
         # the tracks share the threads; a lone track uses them for its program candidates
         return _fit_track(model, score, ex, deadline, deterministic, settings,
-                          workers if len(pitched) == 1 else 1, slots, overall.track(k))
+                          workers if len(pitched) == 1 else 1, slots, overall.track(k),
+                          priors.get(ti))
 
     timbres = []
     engines: dict[int, tuple[str, float]] = {}
