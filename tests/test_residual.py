@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from semcodec import residual
+from semcodec import residual, residual_judge
 from semcodec.container import resd
 from semcodec.errors import ContainerError
 
@@ -409,9 +409,9 @@ def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch):
     frames = np.lib.stride_tricks.as_strided(
         pad, shape=(n, n_fft), strides=(pad.strides[0] * hop, pad.strides[0]))
     whole = np.log10(np.maximum(np.abs(np.fft.rfft(frames * window, axis=1)) @ mel.T,
-                                residual.JUDGE_FLOOR))
-    monkeypatch.setattr(residual, "JUDGE_BLOCK", 37)
-    blocks = residual._Judge._logmel(x, n_fft, hop, window, mel)
+                                residual_judge.JUDGE_FLOOR))
+    monkeypatch.setattr(residual_judge, "JUDGE_BLOCK", 37)
+    blocks = residual_judge.Judge._logmel(x, n_fft, hop, window, mel)
     assert blocks.shape == whole.shape
     np.testing.assert_allclose(blocks, whole, atol=1e-4)
 
@@ -444,12 +444,12 @@ def test_judge_benefit_in_spans_equals_one_pass(monkeypatch):
     y = _tone(3.0)
     z = y + _burst(3 * SR, 1.0, 2.0, amp=0.05, seed=4)
     edges = residual.band_edges(20, SR)
-    monkeypatch.setattr(residual, "JUDGE_BLOCK", 16)
-    monkeypatch.setattr(residual, "JUDGE_SPAN", 10 ** 9)
-    kept = residual._Judge(x, y, SR)  # one span: the original's log-mel kept
+    monkeypatch.setattr(residual_judge, "JUDGE_BLOCK", 16)
+    monkeypatch.setattr(residual_judge, "JUDGE_SPAN", 10 ** 9)
+    kept = residual_judge.Judge(x, y, SR)  # one span: the original's log-mel kept
     whole = kept.benefit(z, edges, 0.1, 30)
-    monkeypatch.setattr(residual, "JUDGE_SPAN", 64)
-    remade = residual._Judge(x, y, SR)  # several: made again span by span
+    monkeypatch.setattr(residual_judge, "JUDGE_SPAN", 64)
+    remade = residual_judge.Judge(x, y, SR)  # several: made again span by span
     assert all(r[5] is None for r in remade.res) and all(r[5] is not None for r in kept.res)
     spans = remade.benefit(z, edges, 0.1, 30)
     assert np.abs(whole).sum() > 0
