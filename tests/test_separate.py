@@ -24,6 +24,18 @@ def _voice(pitch: int, seconds: float, bright: bool, rng) -> np.ndarray:
     return (0.2 * env * sig).astype(np.float32)
 
 
+def _bright(notes: list[Note], seconds: float, seed: int) -> np.ndarray:
+    """``seconds`` of mono audio at SR: each of ``notes`` played by one bright :func:`_voice`,
+    in order (one random stream)."""
+    rng = np.random.default_rng(seed)
+    audio = np.zeros(int(seconds * SR), np.float32)
+    for n in notes:
+        x = _voice(n.pitch, n.offset - n.onset, True, rng)
+        i = int(n.onset * SR)
+        audio[i:i + x.shape[0]] += x
+    return audio
+
+
 def _duet(n_each: int = 24):
     """A low pure-tone line and a high bright line playing together; notes with their truth."""
     rng = np.random.default_rng(0)
@@ -61,14 +73,9 @@ def test_duet_splits_into_two_tracks_matching_the_instruments():
 
 
 def test_a_single_instrument_stays_one_track():
-    rng = np.random.default_rng(1)
-    audio = np.zeros(int(16 * SR), np.float32)
-    notes = []
-    for i in range(40):
-        on, pitch = 0.1 + i * 0.37, 48 + (i * 7) % 24  # two octaves of one timbre
-        x = _voice(pitch, 0.5, True, rng)
-        audio[int(on * SR):int(on * SR) + x.shape[0]] += x
-        notes.append(Note(on, on + 0.5, pitch, 90))
+    notes = [Note(0.1 + i * 0.37, 0.6 + i * 0.37, 48 + (i * 7) % 24, 90)  # two octaves, one timbre
+             for i in range(40)]
+    audio = _bright(notes, 16.0, seed=1)
     assert separate.assign_tracks(audio, SR, notes).n_tracks == 1
 
 
@@ -98,15 +105,10 @@ def test_ensemble_share_tells_a_band_from_one_instrument():
 
 
 def test_chords_of_one_timbre_stay_one_track():
-    rng = np.random.default_rng(2)
-    audio = np.zeros(int(14 * SR), np.float32)
-    notes = []
-    for i in range(12):  # two-octave chords, every note of a chord starting together
-        on = 0.1 + i
-        for pitch in (40 + i % 3, 52 + i % 3, 64 + i % 3, 67 + i % 3):
-            x = _voice(pitch, 0.9, True, rng)
-            audio[int(on * SR):int(on * SR) + x.shape[0]] += x
-            notes.append(Note(on, on + 0.9, pitch, 90))
+    # two-octave chords, every note of a chord starting together
+    notes = [Note(0.1 + i, 1.0 + i, pitch + i % 3, 90) for i in range(12)
+             for pitch in (40, 52, 64, 67)]
+    audio = _bright(notes, 14.0, seed=2)
     assert separate.assign_tracks(audio, SR, notes).n_tracks == 1
 
 
