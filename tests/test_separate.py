@@ -91,6 +91,13 @@ def test_requested_count_few_notes_and_determinism():
         separate.assign_tracks(audio, SR, notes, 0)
 
 
+def _strums(n: int = 12) -> list[Note]:
+    """Strummed chords, one a second, each ringing 1.8 s (under the next), its strings struck
+    8 ms apart low to high, spanning two octaves."""
+    return [Note(0.1 + i + 0.008 * k, 1.9 + i, p + (i * 5) % 7, 90) for i in range(n)
+            for k, p in enumerate((40, 47, 52, 56, 59, 64))]
+
+
 def test_ensemble_share_tells_a_band_from_one_instrument():
     band = [Note(0.1 + i, 1.0 + i, 36 + i % 3, 90) for i in range(12)]  # a held bass line
     band += [Note(0.4 + i, 0.8 + i, 64 + i % 5, 90) for i in range(12)]  # a melody over it
@@ -101,6 +108,12 @@ def test_ensemble_share_tells_a_band_from_one_instrument():
     # a legato line whose notes ring a little into the next, wide leaps included
     legato = [Note(0.1 + 0.37 * i, 0.6 + 0.37 * i, 48 + (i * 7) % 24, 90) for i in range(30)]
     assert separate.ensemble_share(legato) < separate.ENSEMBLE_MIN_SHARE
+    # strummed chords that ring on under the next strum: a low and a high string struck
+    # together each time, so no note sounds against another part alone
+    assert separate.ensemble_share(_strums()) < separate.ENSEMBLE_MIN_SHARE
+    # ... while a bass moving under those ringing chords between the strums is a second part
+    bass = [Note(0.5 + i, 0.95 + i, 28 + i % 4, 90) for i in range(12)]
+    assert separate.ensemble_share(_strums() + bass) >= separate.ENSEMBLE_MIN_SHARE
     assert separate.ensemble_share([]) == 0.0
 
 
@@ -109,6 +122,9 @@ def test_chords_of_one_timbre_stay_one_track():
     notes = [Note(0.1 + i, 1.0 + i, pitch + i % 3, 90) for i in range(12)
              for pitch in (40, 52, 64, 67)]
     audio = _bright(notes, 14.0, seed=2)
+    assert separate.assign_tracks(audio, SR, notes).n_tracks == 1
+    notes = _strums()
+    audio = _bright(notes, 14.0, seed=4)
     assert separate.assign_tracks(audio, SR, notes).n_tracks == 1
 
 
