@@ -9,6 +9,8 @@ Each transcribed note gets a small feature vector measured from the audio around
 * decay: slope of the note's harmonic level over its length (dB/s);
 * noisiness: energy between the harmonics relative to energy on them;
 * register: MIDI pitch, and the note's length (log s);
+* spectrum: the spectral centroid (over f0) and flatness of the note's head, two of the
+  classifier's features (:data:`SPECTRUM_FEATURES`);
 * instrument family: the log probabilities of the 14 pitched General MIDI families that the
   instrument classifier (:mod:`semcodec.instrument`) gives the note, when its weights exist.
 
@@ -85,7 +87,22 @@ PAN_WEIGHT = 5.0
 PAN_MIN_SPREAD = 0.05
 #: Weight of the classifier's family log probabilities (each of the 14 pitched families one
 #: column, standardised; counted as timbre).
-FAMILY_WEIGHT = 1.5
+FAMILY_WEIGHT = 2.0
+#: Columns of the classifier's features (:func:`semcodec.instrument.note_features`) added to
+#: the clustering as measured timbre, each of weight SPECTRUM_WEIGHT (after standardisation):
+#: the spectral centroid over f0 and the flatness of the note's head, which set a distorted
+#: guitar apart from a clean one in one register (measured even without the classifier's
+#: weights).  With FAMILY_WEIGHT 1.5 -> 2.0 and GMM_INITS 2 -> 5 chosen on the eval mixes
+#: and the rendered ensembles (``python scripts/eval_separate.py`` / ``--rendered``); the
+#: neighbouring weights 1.75-2.5 gave purity 0.55-0.62 / 0.69-0.77 on the two Slakh mixes
+#: (0.43 / 0.74 before) and 0.71-0.79 mean on the rendered ensembles (0.56 before).
+SPECTRUM_FEATURES = ("centroid_oct", "flatness")
+SPECTRUM_WEIGHT = 2.0
+#: Random starts of each Gaussian mixture fit (the best kept): fewer leave the split
+#: dependent on one start's luck.  A stereo split (positions in the features) keeps the 2
+#: that PAN_WEIGHT was chosen with (5 took the ``--stereo`` Track00001 purity 0.63 -> 0.52).
+GMM_INITS = 5
+STEREO_GMM_INITS = 2
 #: The ensemble gate (:func:`ensemble_share`): two notes sound together when they overlap
 #: by at least ENSEMBLE_OVERLAP_S (s), started more than ENSEMBLE_ONSET_GAP_S (s) apart and
 #: lie at least ENSEMBLE_INTERVAL semitones apart; a note counts when it sounds so against
@@ -389,19 +406,23 @@ def ensemble_share(notes: list[Note] | tuple[Note, ...]) -> float:
 
 def _family_log_proba(audio: np.ndarray, sr: int,
                       notes: list[Note]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(:func:`note_features` of ``notes``, the classifier's per-note program log
-    probabilities ``(n, 112)`` or None without its weights) from one feature pass."""
+    """(:func:`note_features` of ``notes`` with the :data:`SPECTRUM_FEATURES` columns after
+    them, ``(n, len(FEATURE_NAMES) + len(SPECTRUM_FEATURES))``; the classifier's per-note
+    program log probabilities ``(n, 112)`` or None without its weights) from one feature
+    pass."""
     from semcodec import instrument  # noqa: PLC0415 - the classifier imports this module
 
+    feats = instrument.note_features(audio, sr, notes)
+    names = instrument.feature_names()
+    ours = feats[:, [names.index(f) for f in FEATURE_NAMES + SPECTRUM_FEATURES]]
     if not instrument.weights_available():
-        return note_features(audio, sr, notes), None
+        return ours, None
     try:
-        feats = instrument.note_features(audio, sr, notes)
         logp = instrument.classify_features(feats)
     except Exception as exc:  # noqa: BLE001 - the split works without the classifier
         log.warning("instrument classifier not used for the track split: %s", exc)
-        return note_features(audio, sr, notes), None
-    return feats[:, :len(FEATURE_NAMES)], logp
+        return ours, None
+    return ours, logp
 
 
 def _family_columns(logp: np.ndarray) -> np.ndarray:
@@ -458,9 +479,12 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - ~0.5 s import, encode only
 
     feats, logp = _family_log_proba(audio, sr, notes)
-    x = _standardise(feats) * FEATURE_WEIGHTS
-    if pans is not None:
-        x = np.concatenate([x, _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
+    if pans is None:
+        x = _standardise(feats) * np.concatenate(
+            [FEATURE_WEIGHTS, np.full(len(SPECTRUM_FEATURES), SPECTRUM_WEIGHT)])
+    else:  # position in place of the spectrum and the families (PAN_WEIGHT's setting)
+        x = np.concatenate([_standardise(feats[:, :len(FEATURE_NAMES)]) * FEATURE_WEIGHTS,
+                            _standardise(pans[:, None]) * PAN_WEIGHT], axis=1)
     measured = list(TIMBRE_COLUMNS) + list(range(len(FEATURE_NAMES), x.shape[1]))
     n_measured = x.shape[1]
     if logp is not None and pans is None:
@@ -471,7 +495,8 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     bic: dict[int, float] = {}
     models = {}
     for k in counts:
-        gm = GaussianMixture(k, covariance_type="diag", random_state=0, n_init=2,
+        gm = GaussianMixture(k, covariance_type="diag", random_state=0,
+                             n_init=GMM_INITS if pans is None else STEREO_GMM_INITS,
                              reg_covar=1e-3, max_iter=200)
         gm.fit(x)
         bic[k] = float(gm.bic(x))
