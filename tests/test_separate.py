@@ -154,3 +154,40 @@ def test_long_inputs_are_measured_block_by_block_alike():
     blocks = separate.note_features(audio, SR, notes)
     assert blocks.shape == whole.shape
     assert np.allclose(blocks, whole, atol=0.5)  # the same notes, measured on a block
+
+
+def _buzzy(pitch: int, seconds: float, rng) -> np.ndarray:
+    """A distorted tone: a clipped sine (odd harmonics up high) with noise between them."""
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    sig = np.clip(3.0 * np.sin(2 * np.pi * f0 * t), -1.0, 1.0) + 0.3 * rng.standard_normal(t.shape[0])
+    env = np.minimum(1.0, t / 0.01) * np.exp(-t * 1.0)
+    return (0.1 * env * sig).astype(np.float32)
+
+
+def test_a_clean_and_a_distorted_voice_in_one_register_come_apart():
+    # a held bass, and over it a clean and a distorted voice taking turns in one register
+    rng = np.random.default_rng(5)
+    audio = np.zeros(int(17 * SR), np.float32)
+    notes, truth = [], []
+    for i in range(16):
+        x = _voice(36 + i % 4, 0.9, False, rng)
+        audio[int((0.1 + i) * SR):int((0.1 + i) * SR) + x.shape[0]] += x
+        notes.append(Note(0.1 + i, 1.0 + i, 36 + i % 4, 90))
+        truth.append(0)
+        for kind, on in ((1, 0.35 + i), (2, 0.7 + i)):
+            pitch = 60 + (i * 5 + kind) % 8
+            x = _voice(pitch, 0.3, True, rng) * 0.5 if kind == 1 else _buzzy(pitch, 0.3, rng)
+            audio[int(on * SR):int(on * SR) + x.shape[0]] += x
+            notes.append(Note(on, on + 0.3, pitch, 90))
+            truth.append(kind)
+    feats, _ = separate._family_log_proba(audio, SR, notes)
+    assert feats.shape == (len(notes), len(separate.FEATURE_NAMES) + len(separate.SPECTRUM_FEATURES))
+    flat = feats[:, len(separate.FEATURE_NAMES) + separate.SPECTRUM_FEATURES.index("flatness")]
+    truth = np.array(truth)
+    assert flat[truth == 2].mean() > flat[truth == 1].mean()  # noise between the harmonics
+    a = separate.assign_tracks(audio, SR, notes)
+    assert a.n_tracks >= 3
+    clean, buzzy = a.labels[truth == 1], a.labels[truth == 2]
+    top = np.bincount(clean).argmax()
+    assert np.mean(clean == top) >= 0.8 and np.mean(buzzy == top) <= 0.3
