@@ -18,7 +18,8 @@ known exactly.
 
 ``--rendered`` does the same on the benchmark's rendered ensembles (music21 chorales and a
 trio, one GM program per part, from ``.bench-cache``: run ``make bench`` once first), with
-every note labelled by its part.  (Purity rewards splitting: more tracks never lower it, so
+every note labelled by its part, and prints the track count ``auto`` picks for the rendered
+solos (1 is right).  (Purity rewards splitting: more tracks never lower it, so
 read it together with the number of tracks, and with the solo stems staying one track.)
 
     python scripts/eval_separate.py [EVAL_DIR] [--stems] [--stereo] [--rendered]
@@ -113,9 +114,14 @@ def rendered() -> None:
     total = {}
     for p in PIECES:
         audio_path = DATASET_DIR / f"{p.name}.flac"
-        if len(p.voices) < 2 or not audio_path.exists():
+        if not audio_path.exists():
             continue
         audio, sr = sf.read(audio_path, dtype="float32")
+        if len(p.voices) < 2:  # a solo: auto should keep it one track
+            notes = list(transcribe(audio, sr))
+            print(f"{p.name} (solo): auto -> {assign_tracks(audio, sr, notes).n_tracks} "
+                  f"track(s), ensemble share {ensemble_share(notes):.2f}")
+            continue
         dur = audio.shape[0] / sr
         truth, _ = score_notes(p)
         parts = {}
