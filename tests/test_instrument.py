@@ -73,13 +73,27 @@ def test_weights_hash_is_verified(tmp_path):
         ins.load_model(renamed)
 
 
-def _guess(family_p):
+def _guess(family_p, pitches=None):
     pp = np.zeros(ins.N_PROGRAMS)
     for f, p in family_p.items():
         pp[f * 8:(f + 1) * 8] = p / 8.0
         pp[f * 8 + 1] += 0.01  # one program of the family stands out
     pp = pp / pp.sum()
-    return ins.guess_from_log_proba(np.log(np.maximum(pp, 1e-12))[None])
+    logp = np.log(np.maximum(pp, 1e-12))[None]
+    if pitches is None:
+        return ins.guess_from_log_proba(logp)
+    return ins.guess_from_log_proba(np.repeat(logp, len(pitches), axis=0), np.array(pitches))
+
+
+def test_a_low_register_tips_piano_or_bass_towards_bass():
+    # the classifier's Slakh basses: Piano first, Bass second
+    fams = {0: 0.4, 4: 0.2, 3: 0.1, 2: 0.1}
+    assert _guess(fams).family == 0
+    assert _guess(fams, [60, 62, 64, 55]).family == 0  # a piano's register
+    low = _guess(fams, [36, 40, 43, 45, 52])  # below D3 in the main
+    assert low.family == 4 and 32 <= low.program < 40
+    # a family far likelier than Bass is not overturned by the register (a tuba, a cello)
+    assert _guess({7: 0.8, 4: 0.1, 0: 0.1}, [36, 40, 43]).family == 7
 
 
 def test_override_only_when_much_likelier():

@@ -433,19 +433,23 @@ def _family_columns(logp: np.ndarray) -> np.ndarray:
     return _standardise(note_family_log_proba(logp)) * FAMILY_WEIGHT
 
 
-def _track_families(logp: np.ndarray | None, labels: np.ndarray, k: int) -> tuple[int, ...]:
+def _track_families(logp: np.ndarray | None, labels: np.ndarray, k: int,
+                    pitches: np.ndarray) -> tuple[int, ...]:
     """The classifier's family of each of the ``k`` tracks (-1 each without ``logp``)."""
     if logp is None:
         return (-1,) * k
     from semcodec.instrument import guess_from_log_proba  # noqa: PLC0415
 
-    return tuple(guess_from_log_proba(logp[labels == c]).family for c in range(k))
+    return tuple(guess_from_log_proba(logp[labels == c], pitches[labels == c]).family
+                 for c in range(k))
 
 
 def _one_track(notes: list[Note], logp: np.ndarray | None = None) -> Assignment:
     n = len(notes)
     labels = np.zeros(n, np.int64)
-    return Assignment(labels, 1 if n else 0, {}, _track_families(logp, labels, 1) if n else ())
+    pitches = np.array([x.pitch for x in notes])
+    return Assignment(labels, 1 if n else 0, {},
+                      _track_families(logp, labels, 1, pitches) if n else ())
 
 
 def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...],
@@ -511,7 +515,7 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
                                                                np.nonzero(labels == c)[0]]))
     remap = {c: j for j, c in enumerate(ids)}
     labels = np.array([remap[c] for c in labels.tolist()], np.int64)
-    families = _track_families(logp, labels, len(ids))
+    families = _track_families(logp, labels, len(ids), np.array([x.pitch for x in notes]))
     log.info("tracks from the mix: %d (BIC %s; ensemble share %.2f; families %s)", len(ids),
              {k: round(v, 1) for k, v in bic.items()}, share, families)
     return Assignment(labels, len(ids), bic, families)
