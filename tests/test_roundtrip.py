@@ -182,7 +182,9 @@ def test_render_check_transcribes_the_original_only_when_it_can_change_the_outco
 def test_repair_does_not_transcribe_a_candidate_over_the_mel_cost(monkeypatch):
     from semcodec import sampleuse
 
-    notes = tuple(Note(0.5 * k, 0.5 * k + 0.4, 48 + 12 * (k % 2), 90) for k in range(8))
+    # octave pairs (same onsets)
+    notes = tuple(Note(0.5 * (k // 2), 0.5 * (k // 2) + 0.4, 48 + 12 * (k % 2), 90)
+                  for k in range(8))
     tracks = (Track(name="t", program=0).with_notes(notes),)
     calls: list[int] = []
 
@@ -256,3 +258,27 @@ def test_transcribe_spans_takes_the_notes_elsewhere_from_the_earlier_transcripti
     heard = roundtrip.transcribe_spans(render(()), SR, [(9.5, 11.0)], before)
     assert [(round(n.onset, 3), n.pitch) for n in heard] == [(1.0, 60), (10.1, 71), (15.0, 62)]
     assert len(lengths) == 1 and lengths[0] < 7.0  # 1.5 s + 2 x 2 s of context + the grid
+
+
+def test_may_mask_only_with_a_note_an_octave_or_two_below_at_the_same_onset():
+    def keyed(notes):
+        return [(0, k, n) for k, n in enumerate(notes)]
+
+    assert roundtrip.may_mask(keyed(_pairs(2)[0].notes))
+    two = [Note(1.0, 1.5, 36, 90), Note(1.04, 1.5, 60, 90)]  # two octaves, 40 ms apart
+    assert roundtrip.may_mask(keyed(two))
+    assert not roundtrip.may_mask(keyed([Note(1.0, 1.5, 48, 90), Note(1.06, 1.5, 60, 90)]))
+    assert not roundtrip.may_mask(keyed([Note(1.0, 1.5, 48, 90), Note(1.0, 1.5, 55, 90)]))
+    # masked_notes agrees: nothing to find where may_mask says so
+    melody = [Note(0.5 * k, 0.5 * k + 0.4, 60 + k % 5, 90) for k in range(10)]
+    assert roundtrip.masked_notes(keyed(melody), []) == (set(), set())
+
+
+def test_repair_renders_nothing_when_no_note_can_be_masked(monkeypatch):
+    melody = tuple(Note(0.5 * k, 0.5 * k + 0.4, 60 + k % 5, 90) for k in range(10))
+    tracks = (Track("t", 0, notes=melody),)
+    rendered: list = []
+    monkeypatch.setattr(roundtrip, "transcribe_back", lambda y, sr: ())
+    target = np.zeros(SR, np.float32)
+    assert roundtrip.repair(tracks, target, SR, lambda ts: rendered.append(ts) or target) == tracks
+    assert rendered == []

@@ -158,6 +158,28 @@ def masked_notes(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[N
     return masked, maskers
 
 
+def may_mask(score_notes: Sequence[tuple[int, int, Note]],
+             tol_s: float = ONSET_TOLERANCE_S) -> bool:
+    """Whether any note of ``score_notes`` (``(track, index, note)``) has a score note
+    MASKING_INTERVALS below it at the same onset (within ``tol_s``): else
+    :func:`masked_notes` finds nothing, whatever a transcription hears."""
+    import bisect  # noqa: PLC0415
+
+    onsets: dict[int, list[float]] = {}
+    for _, _, n in score_notes:
+        onsets.setdefault(int(n.pitch), []).append(float(n.onset))
+    for ons in onsets.values():
+        ons.sort()
+    for _, _, n in score_notes:
+        t = float(n.onset)
+        for iv in MASKING_INTERVALS:
+            ons = onsets.get(int(n.pitch) - iv, [])
+            i = bisect.bisect_left(ons, t - tol_s)
+            if i < len(ons) and ons[i] <= t + tol_s:
+                return True
+    return False
+
+
 def scaled(tracks: Sequence, keys: set, factor: float) -> tuple:
     """``tracks`` (:class:`semcodec.events.Track`) with the velocity of the notes ``keys``
     (``(track, index)``) multiplied by ``factor`` (rounded, kept within 1..127)."""
@@ -276,8 +298,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
         return note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]), mel, heard
 
-    if not notes_of(tracks):
-        return tracks
+    if not notes_of(tracks) or not may_mask(notes_of(tracks)):
+        return tracks  # nothing can be masked: the decode need not be rendered nor heard
     ref_mels = log_mels(np.asarray(original, np.float32), sr)
     f1, mel0, heard = measure(tracks)
     log.info("round trip of the decode: note F1 %.3f, mel %.3f", f1, mel0)
