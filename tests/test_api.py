@@ -396,7 +396,7 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
         (Note(0.1, 0.5, 60, 120),)),)))
     coded: list = []
 
-    def with_residual(cc, original, max_bytes):
+    def with_residual(cc, original, max_bytes, stop=None):
         coded.append(cc)
         return replace(cc, residual=b"r")
 
@@ -408,6 +408,51 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
     assert out.residual == b"r"
     assert out.score == (louder if repair_changes else c).score
     assert coded[-1].score == out.score  # the residual of the final decode
+
+
+@pytest.mark.parametrize("repair_changes", [False, True])
+def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_the_file(
+        monkeypatch, repair_changes):
+    import threading
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+    c = Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR, loudness_lufs=-20.0,
+                  score=Score(tracks=(Track(name="t").with_notes((Note(0.1, 0.5, 60, 90),)),)))
+    louder = replace(c, score=replace(c.score, tracks=(Track(name="t").with_notes(
+        (Note(0.1, 0.5, 60, 120),)),)))
+    decided = threading.Event()
+    seen: dict = {}
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        if stop is None:  # coded in the caller's thread, after the repair
+            return replace(cc, residual=b"after")
+        # the speculative one: works until it is cancelled (or the repair kept the file)
+        until = stop if repair_changes else decided.is_set
+        for _ in range(6000):  # 60 s at most: then the assertions below fail
+            if until():
+                break
+            threading.Event().wait(0.01)
+        seen["stopped"] = stop()
+        seen["ended"] = True
+        return cc if stop() else replace(cc, residual=b"early")
+
+    def with_clear_notes(cc, original):
+        decided.set()
+        return louder if repair_changes else cc
+
+    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert seen.get("ended")  # joined before the encode goes on, in both cases
+    assert seen["stopped"] is repair_changes
+    assert out.residual == (b"after" if repair_changes else b"early")
+    assert out.score == (louder if repair_changes else c).score
 
 
 def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):

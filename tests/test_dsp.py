@@ -109,3 +109,15 @@ def test_rms_in_blocks(monkeypatch):
     monkeypatch.setattr(dsp, "RMS_BLOCK", 1000)
     assert dsp.rms(x) == pytest.approx(exact, rel=1e-12)
     assert dsp.rms(np.zeros((2000, 2), np.float32)) == 0.0
+
+
+def test_overlap_add_is_bit_identical_to_add_at():
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((37, 64)) * 10.0 ** rng.uniform(-8, 3, (37, 1))
+    for start, hop in ((0, 16), (5, 16), (3, 64), (0, 7)):
+        a = rng.standard_normal(start + 36 * hop + 64 + 9)
+        b = a.copy()
+        idx = start + np.arange(37)[:, None] * hop + np.arange(64)[None, :]
+        np.add.at(a, idx, frames)
+        dsp.overlap_add(b, frames, start, hop)
+        assert np.array_equal(a, b)

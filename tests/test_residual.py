@@ -125,6 +125,27 @@ def test_noise_fill_restores_a_missed_noise_burst():
     assert np.allclose(z[:int(0.7 * SR)], y[:int(0.7 * SR)], atol=1e-3)
 
 
+def test_a_cancelled_coder_gives_up_between_its_steps(monkeypatch):
+    n = 3 * SR
+    x = _tone(3.0) + _burst(n, 1.0, 2.0, amp=0.05)
+    y = _tone(3.0)
+    full = residual.encode_residual(x, y, SR)
+    assert full and residual.encode_residual(x, y, SR, stop=lambda: False) == full
+    coder = residual.ResidualCoder(x, y, SR, stop=lambda: True)
+    assert coder.code() == b"" and not coder._analyses  # stopped before any analysis
+    # stopped after the first pass of the first grid's analysis: nothing more is measured
+    calls: list[int] = []
+    real = residual_judge.Judge.benefit
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(residual_judge.Judge, "benefit", counted)
+    assert residual.encode_residual(x, y, SR, stop=lambda: bool(calls)) == b""
+    assert len(calls) == 1
+
+
 def test_no_fill_where_the_decode_already_matches():
     x = _tone(2.0) + _tone(2.0, 1320.0, 0.1)
     assert residual.encode_residual(x, x.copy(), SR) == b""

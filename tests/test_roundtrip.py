@@ -182,7 +182,9 @@ def test_render_check_transcribes_the_original_only_when_it_can_change_the_outco
 def test_repair_does_not_transcribe_a_candidate_over_the_mel_cost(monkeypatch):
     from semcodec import sampleuse
 
-    notes = tuple(Note(0.5 * k, 0.5 * k + 0.4, 48 + 12 * (k % 2), 90) for k in range(8))
+    # octave pairs (same onsets)
+    notes = tuple(Note(0.5 * (k // 2), 0.5 * (k // 2) + 0.4, 48 + 12 * (k % 2), 90)
+                  for k in range(8))
     tracks = (Track(name="t", program=0).with_notes(notes),)
     calls: list[int] = []
 
@@ -196,3 +198,87 @@ def test_repair_does_not_transcribe_a_candidate_over_the_mel_cost(monkeypatch):
     y = np.zeros(SR, np.float32)
     assert roundtrip.repair(tracks, y, SR, lambda ts: y) == tracks
     assert len(calls) == 1
+
+
+def test_changed_spans_merge_overlapping_notes_and_stay_within_the_decode():
+    notes = [Note(0.2, 0.5, 60, 90), Note(1.0, 1.2, 62, 90), Note(8.0, 9.9, 64, 90)]
+    spans = roundtrip.changed_spans(notes, 10.0)
+    # 0.2..0.5 and 1.0..1.2 ring into each other (0.5 s before, 1 s after): one span
+    assert spans == [(0.0, 2.2), (7.5, 10.0)]
+    assert roundtrip.changed_spans([], 10.0) == []
+
+
+def _clock_transcriber(monkeypatch, heard_of):
+    """A transcriber of "clock" audio (each sample holds its time in s): it hears
+    ``heard_of(tracks)`` of the last rendering within the audio's time range, with onsets
+    relative to its start, and records the length (s) of every audio it gets."""
+    last: dict = {}
+    lengths: list[float] = []
+
+    def render(tracks):
+        last["tracks"] = tracks
+        return (np.arange(SR * 20) / SR).astype(np.float32)
+
+    def transcribe(audio, sr, options=None):  # noqa: ARG001
+        t0, dur = float(audio[0]), len(audio) / sr
+        lengths.append(dur)
+        return tuple(Note(n.onset - t0, n.offset - t0, n.pitch, n.velocity)
+                     for n in heard_of(last["tracks"]) if t0 <= n.onset < t0 + dur)
+
+    monkeypatch.setattr("semcodec.transcribe.transcribe", transcribe)
+    return render, lengths
+
+
+def test_repair_transcribes_a_candidate_only_around_the_changed_notes(monkeypatch):
+    from semcodec import sampleuse
+
+    # 18 clear notes over 20 s and one octave pair at 10 s whose upper note is too quiet
+    notes = [Note(0.5 + k, 0.9 + k, 72, 90) for k in range(18) if k != 9]
+    notes += [Note(10.0, 10.4, 48, 100), Note(10.0, 10.4, 60, 50)]
+    tracks = (Track("t", 0, notes=tuple(sorted(notes, key=lambda n: (n.onset, n.pitch)))),)
+
+    def heard_of(ts):
+        ns = ts[0].notes
+        return [n for n in ns if n.pitch != 60 or n.velocity >= 0.7 * 100]
+
+    render, lengths = _clock_transcriber(monkeypatch, heard_of)
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.1)
+    out = roundtrip.repair(tracks, render(tracks), SR, render)
+    up = [n for n in out[0].notes if n.pitch == 60][0]
+    assert up.velocity == 75  # raised 1.5 x (the first candidate, heard now)
+    assert lengths[0] == pytest.approx(20.0)  # the decode as it was: whole
+    # each candidate: from before 10 s - 0.5 s - 2 s of context to 10.4 s + 1 s + 2 s
+    assert len(lengths) == 3 and all(4.0 < d < 8.0 for d in lengths[1:])
+
+
+def test_transcribe_spans_takes_the_notes_elsewhere_from_the_earlier_transcription(monkeypatch):
+    before = (Note(1.0, 1.5, 60, 90), Note(10.2, 10.5, 61, 90), Note(15.0, 15.5, 62, 90))
+    now = [Note(1.0, 1.5, 70, 90), Note(10.1, 10.5, 71, 90), Note(15.0, 15.5, 72, 90)]
+    render, lengths = _clock_transcriber(monkeypatch, lambda ts: now)
+    heard = roundtrip.transcribe_spans(render(()), SR, [(9.5, 11.0)], before)
+    assert [(round(n.onset, 3), n.pitch) for n in heard] == [(1.0, 60), (10.1, 71), (15.0, 62)]
+    assert len(lengths) == 1 and lengths[0] < 7.0  # 1.5 s + 2 x 2 s of context + the grid
+
+
+def test_may_mask_only_with_a_note_an_octave_or_two_below_at_the_same_onset():
+    def keyed(notes):
+        return [(0, k, n) for k, n in enumerate(notes)]
+
+    assert roundtrip.may_mask(keyed(_pairs(2)[0].notes))
+    two = [Note(1.0, 1.5, 36, 90), Note(1.04, 1.5, 60, 90)]  # two octaves, 40 ms apart
+    assert roundtrip.may_mask(keyed(two))
+    assert not roundtrip.may_mask(keyed([Note(1.0, 1.5, 48, 90), Note(1.06, 1.5, 60, 90)]))
+    assert not roundtrip.may_mask(keyed([Note(1.0, 1.5, 48, 90), Note(1.0, 1.5, 55, 90)]))
+    # masked_notes agrees: nothing to find where may_mask says so
+    melody = [Note(0.5 * k, 0.5 * k + 0.4, 60 + k % 5, 90) for k in range(10)]
+    assert roundtrip.masked_notes(keyed(melody), []) == (set(), set())
+
+
+def test_repair_renders_nothing_when_no_note_can_be_masked(monkeypatch):
+    melody = tuple(Note(0.5 * k, 0.5 * k + 0.4, 60 + k % 5, 90) for k in range(10))
+    tracks = (Track("t", 0, notes=melody),)
+    rendered: list = []
+    monkeypatch.setattr(roundtrip, "transcribe_back", lambda y, sr: ())
+    target = np.zeros(SR, np.float32)
+    assert roundtrip.repair(tracks, target, SR, lambda ts: rendered.append(ts) or target) == tracks
+    assert rendered == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -453,20 +454,36 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     """``c`` with the notes that its decode hides under a note an octave below made audible
     again (:func:`encode_budget._with_clear_notes`), then its residual coded, last, against
     that final decode with the bytes left.  The same bytes as one after the other: the
-    residual coded meanwhile on the unrepaired ``c`` is used only if the repair keeps ``c``."""
+    residual coded meanwhile on the unrepaired ``c`` is used only if the repair keeps ``c``;
+    else it is cancelled (it stops at its next check) and joined."""
     residual = opts.residual and c.loudness_lufs is not None
     early = None
+    cancel = threading.Event()
     if residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S:
-        early = in_background(_with_residual, c, inp.audio, _bytes_left(c, opts.target_kbps))
+        early = in_background(_with_residual, c, inp.audio, _bytes_left(c, opts.target_kbps),
+                              stop=cancel.is_set)
     repaired = _with_clear_notes(c, inp.audio)
     if residual:
         report("residual", 0.0)
         if early is not None and repaired is c:
             repaired = early()
         else:
+            # the speculative residual codes a file that is not kept: it stops at its next
+            # check (between its analysis passes) instead of taking the second core from this
+            cancel.set()
             repaired = _with_residual(repaired, inp.audio, _bytes_left(repaired, opts.target_kbps))
+            if early is not None:
+                _join_discarded(early)
         report("residual", 1.0)
     return repaired
+
+
+def _join_discarded(result: Callable[[], Any]) -> None:
+    """Wait for background work whose result is not used (an error of it is logged only)."""
+    try:
+        result()
+    except Exception as exc:  # noqa: BLE001 - its result, error included, is discarded
+        log.debug("cancelled background work ended with %s", exc)
 
 
 #: Modules the encoder's analyses import (the beats, the residual's judge): prefetched.

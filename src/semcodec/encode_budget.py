@@ -34,10 +34,12 @@ def _bytes_left(c: SmcFile, max_kbps: float) -> int:
     return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes())
 
 
-def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
+def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
+                   stop: Callable[[], bool] | None = None) -> _C:
     """``c`` with a RESD chunk of at most ``max_bytes`` (framing included) coding what its
     default decode still misses of ``original`` (mono float32 at ``c.sample_rate``); ``c``
-    unchanged when nothing helps, nothing fits or the decode fails."""
+    unchanged when nothing helps, nothing fits or the decode fails, and as soon as
+    ``stop()`` is found true (checked between the steps: the caller cancelled it)."""
     from semcodec import residual
 
     room = max_bytes - _CHUNK_FRAMING
@@ -49,10 +51,14 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
+    if stop is not None and stop():
+        return c
     notes = [(n.onset, n.offset, 440.0 * 2.0 ** ((n.pitch - 69) / 12.0))
              for t in c.score.tracks if not t.is_drum for n in t.notes]
     payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room,
-                                       notes=notes)
+                                       notes=notes, stop=stop)
+    if stop is not None and stop():
+        return c
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
 

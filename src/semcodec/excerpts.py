@@ -133,8 +133,8 @@ def isolate(target: np.ndarray, starts: list[float], score: Score, ti: int,
         y = np.fft.irfft(spec * mask, n_fft, axis=1) * win
         acc = np.zeros(xp.shape[0])
         norm = np.zeros(xp.shape[0])
-        np.add.at(acc, idx, y)
-        np.add.at(norm, idx, np.broadcast_to(win ** 2, y.shape))
+        dsp.overlap_add(acc, y, 0, hop)
+        dsp.overlap_add(norm, np.broadcast_to(win ** 2, y.shape), 0, hop)
         rec = acc / np.maximum(norm, 1e-8)
         out[g] = rec[n_fft // 2:n_fft // 2 + n].astype(target.dtype)
     return out

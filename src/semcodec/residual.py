@@ -496,7 +496,8 @@ def protected_cells(notes, n_bands: int, sr: int, period_s: float,
 def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
-            judge: "Judge | None" = None, notes=()) -> Analysis:
+            judge: "Judge | None" = None, notes=(),
+            stop: Callable[[], bool] | None = None) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -507,6 +508,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     the cells that helped only and drops those that no longer do, so that a cell's neighbours
     are as they will be.  ``notes`` (``(onset s, offset s, f0 Hz)``, the score's): no cell that would add
     noise over them (:func:`protected_cells`) is coded; attenuation there still is.
+    ``stop()`` true before a pass: no more passes (the work is no longer wanted).
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
@@ -527,7 +529,9 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
         fills = levels * step_db > 10.0 * np.log10(np.maximum(py, 1e-30)) + step_db
         mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
     benefit = np.zeros((n_bands, n_frames))
-    for _ in range(max(1, passes)):
+    for k in range(max(1, passes)):
+        if k and stop is not None and stop():
+            break
         env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
         benefit = judge.benefit(apply(y, sr, env, sr), edges, period_s, n_frames)
         keep = mask & (benefit > 0)
@@ -603,9 +607,11 @@ class ResidualCoder:
 
     def __init__(self, original: np.ndarray, decoded: np.ndarray, sr: int, *,
                  grids: tuple[tuple[int, float], ...] = GRIDS,
-                 step_db: float = DEFAULT_STEP_DB, notes=()) -> None:
+                 step_db: float = DEFAULT_STEP_DB, notes=(),
+                 stop: Callable[[], bool] | None = None) -> None:
         x, y = _mono(original), _mono(decoded)
         self.notes = tuple(notes)
+        self.stop = stop
         n = min(len(x), len(y))
         self.x, self.y, self.sr, self.n = x[:n], y[:n], sr, n
         self.grids, self.step_db = tuple(grids), step_db
@@ -624,8 +630,12 @@ class ResidualCoder:
         if key not in self._analyses:
             self._analyses[key] = analyse(self.x, self.y, self.sr, n_bands=n_bands,
                                           period_s=period_s, step_db=self.step_db,
-                                          judge=self.judge, notes=self.notes)
+                                          judge=self.judge, notes=self.notes,
+                                          stop=self.stop)
         return self._analyses[key]
+
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop()
 
     def benefit(self, payload: bytes) -> float:
         """How much lower the mel distance to the original is when the decoder plays
@@ -642,12 +652,18 @@ class ResidualCoder:
         when nothing helps or nothing fits.  Each grid (finest first) keeps its most
         beneficial cells that fit; the grid whose payload, as the decoder plays it, lowers the
         distance most wins (so a small budget gets a coarser grid).  Once a grid fits whole,
-        the coarser ones are not tried."""
+        the coarser ones are not tried.  b"" too as soon as ``stop()`` (given to the coder)
+        is found true: the caller no longer wants it."""
         if self.n == 0 or (max_bytes is not None and max_bytes < resd.HEAD_BYTES + 4):
             return b""
         best, best_gain = b"", 0.0
         for n_bands, period in self.grids:
-            data, complete = _within(self.analysis(n_bands, period), max_bytes)
+            if self._stopped():
+                return b""
+            a = self.analysis(n_bands, period)
+            if self._stopped():
+                return b""
+            data, complete = _within(a, max_bytes)
             gain = self.benefit(data)
             log.debug("residual grid %d bands x %.2f s: %d bytes, distance lowered by %.4f",
                       n_bands, period, len(data), gain)
@@ -661,15 +677,17 @@ class ResidualCoder:
 def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
                     max_bytes: int | None = None, *,
                     grids: tuple[tuple[int, float], ...] = GRIDS,
-                    step_db: float = DEFAULT_STEP_DB, notes=()) -> bytes:
+                    step_db: float = DEFAULT_STEP_DB, notes=(),
+                    stop: Callable[[], bool] | None = None) -> bytes:
     """The RESD payload for ``decoded`` (what the decoder plays without the residual) against
     ``original`` (float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz, same length), at most
     ``max_bytes`` long (None: no limit); b"" when nothing helps or nothing fits.
-    ``notes``: the score's ``(onset s, offset s, f0 Hz)``, kept free of added noise.
+    ``notes``: the score's ``(onset s, offset s, f0 Hz)``, kept free of added noise;
+    ``stop()`` true: b"" at the next check (between analysis passes), the work is cancelled.
     Shortcut for ``ResidualCoder(original, decoded, sr, notes=notes).code(max_bytes)``.
     """
     return ResidualCoder(original, decoded, sr, grids=grids, step_db=step_db,
-                         notes=notes).code(max_bytes)
+                         notes=notes, stop=stop).code(max_bytes)
 
 
 def apply_payload(audio: np.ndarray, sr: int, payload: bytes, duration_s: float,

@@ -158,6 +158,28 @@ def masked_notes(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[N
     return masked, maskers
 
 
+def may_mask(score_notes: Sequence[tuple[int, int, Note]],
+             tol_s: float = ONSET_TOLERANCE_S) -> bool:
+    """Whether any note of ``score_notes`` (``(track, index, note)``) has a score note
+    MASKING_INTERVALS below it at the same onset (within ``tol_s``): else
+    :func:`masked_notes` finds nothing, whatever a transcription hears."""
+    import bisect  # noqa: PLC0415
+
+    onsets: dict[int, list[float]] = {}
+    for _, _, n in score_notes:
+        onsets.setdefault(int(n.pitch), []).append(float(n.onset))
+    for ons in onsets.values():
+        ons.sort()
+    for _, _, n in score_notes:
+        t = float(n.onset)
+        for iv in MASKING_INTERVALS:
+            ons = onsets.get(int(n.pitch) - iv, [])
+            i = bisect.bisect_left(ons, t - tol_s)
+            if i < len(ons) and ons[i] <= t + tol_s:
+                return True
+    return False
+
+
 def scaled(tracks: Sequence, keys: set, factor: float) -> tuple:
     """``tracks`` (:class:`semcodec.events.Track`) with the velocity of the notes ``keys``
     (``(track, index)``) multiplied by ``factor`` (rounded, kept within 1..127)."""
@@ -178,6 +200,58 @@ def scaled(tracks: Sequence, keys: set, factor: float) -> tuple:
 MEASURE_SR = 22050
 #: Rounds of :func:`repair` at most (each renders and transcribes two candidates).
 MAX_ROUNDS = 2
+#: A candidate of :func:`repair` changes the velocities of a few notes: its decode is
+#: transcribed again only from this long (s) before their onsets to this long after their
+#: ends (where they still ring) ...
+SPAN_BEFORE_S = 0.5
+SPAN_AFTER_S = 1.0
+#: ... with this much (s) of the transcriber's context on either side; the notes heard
+#: elsewhere are those of the decode it was made from (the decode's loudness match scales
+#: the rest by a fraction of a dB).  Two transcriptions of a 30-s decode become two of ~6 s.
+SPAN_CONTEXT_S = 2.0
+#: When the spans cover more than this share of the decode, it is transcribed whole.
+MAX_SPAN_SHARE = 0.6
+
+
+def changed_spans(notes: Sequence[Note], duration: float) -> list[tuple[float, float]]:
+    """The merged time spans (s, sorted) where notes ``notes`` sound in a decode of
+    ``duration`` s: from SPAN_BEFORE_S before each onset to SPAN_AFTER_S after its end."""
+    spans: list[list[float]] = []
+    for a, b in sorted((max(0.0, float(n.onset) - SPAN_BEFORE_S),
+                        min(duration, float(n.offset) + SPAN_AFTER_S)) for n in notes):
+        if spans and a <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return [(a, b) for a, b in spans]
+
+
+def transcribe_spans(audio: np.ndarray, sr: int, spans: Sequence[tuple[float, float]],
+                     elsewhere: Sequence[Note]) -> tuple[Note, ...]:
+    """The notes the check's transcriber hears in ``audio`` (mono float32 at ``sr`` Hz),
+    transcribing only ``spans`` (s, sorted, disjoint; each with SPAN_CONTEXT_S of context,
+    the context's start on the grid of basic-pitch's model windows) and taking the notes
+    with onsets outside them from ``elsewhere`` (a transcription of audio that differs from
+    ``audio`` only within the spans).  Sorted by onset."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from semcodec.transcribe import _MODEL_STEP_S  # noqa: PLC0415
+
+    def inside(t: float) -> bool:
+        return any(a <= t < b for a, b in spans)
+
+    out = [n for n in elsewhere if not inside(float(n.onset))]
+    n_samples = audio.shape[0]
+    for a, b in spans:
+        start = max(0.0, np.floor((a - SPAN_CONTEXT_S) / _MODEL_STEP_S) * _MODEL_STEP_S)
+        s0 = int(round(start * sr))
+        s1 = min(n_samples, int(round((b + SPAN_CONTEXT_S) * sr)))
+        t0 = s0 / sr
+        for n in transcribe_back(audio[s0:s1], sr):
+            onset = float(n.onset) + t0
+            if a <= onset < b:
+                out.append(replace(n, onset=onset, offset=float(n.offset) + t0))
+    return tuple(sorted(out, key=lambda n: (n.onset, n.pitch)))
 
 
 def repair(tracks: Sequence, original: np.ndarray, sr: int,
@@ -193,7 +267,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     cover them).  Each round tries the masked notes' velocities times RAISE_FACTOR, then that
     with their maskers' times LOWER_FACTOR, and keeps the candidate that raises the agreement
     most (by MIN_F1_GAIN at least) while the mel distance to ``original`` grows by at most
-    MAX_MEL_COST over the unrepaired decode's.
+    MAX_MEL_COST over the unrepaired decode's.  A candidate's decode is transcribed around
+    its changed notes only (:func:`transcribe_spans`).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -203,19 +278,28 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         return [(ti, k, n) for ti, t in enumerate(ts) if not t.is_drum
                 for k, n in enumerate(t.notes)]
 
-    def measure(ts: tuple, max_mel: float = np.inf) -> tuple[float, float, tuple[Note, ...]]:
+    def measure(ts: tuple, max_mel: float = np.inf, changed: set | None = None,
+                before: tuple[Note, ...] = ()) -> tuple[float, float, tuple[Note, ...]]:
         """(note F1, mel distance, notes heard) of ``ts``'s decode; not transcribed (F1 0,
-        nothing heard) when its mel distance is over ``max_mel``: it cannot be accepted."""
+        nothing heard) when its mel distance is over ``max_mel``: it cannot be accepted.
+        ``changed``: the keys of the notes whose velocities differ from the decode whose
+        transcription is ``before`` (transcribed again around them only)."""
         y = np.asarray(render(ts), np.float32)
         mel = mel_distance(ref_mels, y, sr)
         if mel > max_mel:
             return 0.0, mel, ()
-        heard = transcribe_back(y, sr)
+        duration = y.shape[0] / sr
+        spans = [] if changed is None else changed_spans(
+            [n for ti, k, n in notes_of(ts) if (ti, k) in changed], duration)
+        if changed is None or sum(b - a for a, b in spans) > MAX_SPAN_SHARE * duration:
+            heard = transcribe_back(y, sr)
+        else:
+            heard = transcribe_spans(y, sr, spans, before)
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
         return note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]), mel, heard
 
-    if not notes_of(tracks):
-        return tracks
+    if not notes_of(tracks) or not may_mask(notes_of(tracks)):
+        return tracks  # nothing can be masked: the decode need not be rendered nor heard
     ref_mels = log_mels(np.asarray(original, np.float32), sr)
     f1, mel0, heard = measure(tracks)
     log.info("round trip of the decode: note F1 %.3f, mel %.3f", f1, mel0)
@@ -225,8 +309,9 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
             break
         raised = scaled(tracks, masked, RAISE_FACTOR)
         best = None
-        for cand in (raised, scaled(raised, maskers, LOWER_FACTOR)):
-            f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST)
+        for cand, changed in ((raised, masked),
+                              (scaled(raised, maskers, LOWER_FACTOR), masked | maskers)):
+            f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST, changed, heard)
             log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c, melc)
             if (f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
                     and (best is None or f1c > best[0])):

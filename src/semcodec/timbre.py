@@ -308,6 +308,9 @@ class _Renderer:
         self.model, self.ex = model, ex
         self.n_win = int(ex.target.shape[1])
         self._target_mags: list | None = None
+        #: ddsp.render_groups's harmonic_cache for the differentiable renderings while it is a
+        #: dict (step 3b: what depends on the notes only is made once for all its steps)
+        self.harmonic_cache: dict | None = None
 
     def __call__(self, emb, room, gain_db, fast: bool = False):
         """(G, n) torch tensor; differentiable w.r.t. the parameters unless ``fast``."""
@@ -316,7 +319,8 @@ class _Renderer:
         G = len(self.ex.starts)
         y = ddsp.render_groups(self.model, self.ex.nb, self.ex.grp, emb[None].expand(G, -1),
                                room[None].expand(G, -1), self.n_win, seed=self.ex.ti,
-                               fast=fast, oscillator=self.oscillator)
+                               fast=fast, oscillator=self.oscillator,
+                               harmonic_cache=None if fast else self.harmonic_cache)
         return y * (10.0 ** (gain_db / 20.0))
 
     def evaluate(self, emb, room, gain_db: float | None = None) -> tuple[float, float]:
@@ -428,14 +432,18 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
     gain = torch.tensor(float(best[3]), requires_grad=True)
     opt = _Adam([(emb, settings.emb_lr), (room, settings.room_lr), (gain, settings.gain_lr)])
     step_t, n_steps = 0.0, 0
-    for n_steps in range(max_steps):
-        ts = time.monotonic()
-        if ts + step_t > deadline:
-            break
-        opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt,
-                                  target_mags=render.target_mags()))
-        step_t = time.monotonic() - ts
-        report(0.4 + 0.55 * (n_steps + 1) / max_steps)
+    render.harmonic_cache = {}  # the sine bases of the notes, made in the first step
+    try:
+        for n_steps in range(max_steps):
+            ts = time.monotonic()
+            if ts + step_t > deadline:
+                break
+            opt.step(ddsp.mrstft_loss(render(emb, room, gain), render.ex.tgt,
+                                      target_mags=render.target_mags()))
+            step_t = time.monotonic() - ts
+            report(0.4 + 0.55 * (n_steps + 1) / max_steps)
+    finally:
+        render.harmonic_cache = None  # their memory (the size of a step's synthesis) freed
     if n_steps:
         cand_loss, _ = render.evaluate(emb.detach(), room.detach(), float(gain.detach()))
         if cand_loss < best[0]:

@@ -124,30 +124,43 @@ def upsample_frames(x: torch.Tensor, n_samples: int, hop: int) -> torch.Tensor:
 
 
 def synth_harmonics(amps: torch.Tensor, f0_hz: torch.Tensor, n_samples: int,
-                    start_offset: torch.Tensor, end_sample: torch.Tensor) -> torch.Tensor:
+                    start_offset: torch.Tensor, end_sample: torch.Tensor,
+                    cache: dict | None = None) -> torch.Tensor:
     """Harmonic signals (N, n_samples) at SR_INT for notes whose frame 0 is sample 0.
 
     ``amps`` (N, F, H), ``f0_hz`` (N, F); ``start_offset`` (N,) sample of the true onset within
     the note's window (onset ramp starts there); ``end_sample`` (N,) where the end fade finishes.
+    ``cache``: a dict kept by the caller for calls on the same notes (same ``f0_hz``, offsets
+    and shapes; only ``amps`` may differ, e.g. the steps of a fit): the sine bases and the
+    envelope, which depend on the notes only, are made on the first call and reused (the
+    same numbers, without the sines: most of a step's forward pass).
     """
     n_fr = amps.shape[1]
     T = (n_fr - 1) * HOP  # samples covered by frame intervals
-    with torch.no_grad():
-        f0_s = upsample_frames(f0_hz.double(), T, HOP)  # (N, T)
-        phase = torch.cumsum(2.0 * math.pi * f0_s / SR_INT, dim=-1)
-        phase = torch.remainder(phase, 2.0 * math.pi).float()
-        max_h = int(min(amps.shape[-1], max(1, math.ceil(HARM_MAX_HZ / max(float(f0_hz.min()), 1.0)))))
-        k = torch.arange(1, max_h + 1, dtype=torch.float32, device=amps.device)
-        # basis (N, F-1, HOP, H) and its ramp-weighted copy: amplitudes are linear within frames
-        basis = torch.sin(phase.view(-1, n_fr - 1, HOP)[..., None] * k)
-        w = (torch.arange(HOP, dtype=torch.float32, device=amps.device) / HOP)[None, None, :, None]
-        basis_w = basis * w
+    if cache is not None and "basis" in cache:
+        basis, basis_w, max_h, env = (cache[k] for k in ("basis", "basis_w", "max_h", "env"))
+    else:
+        with torch.no_grad():
+            f0_s = upsample_frames(f0_hz.double(), T, HOP)  # (N, T)
+            phase = torch.cumsum(2.0 * math.pi * f0_s / SR_INT, dim=-1)
+            phase = torch.remainder(phase, 2.0 * math.pi).float()
+            max_h = int(min(amps.shape[-1],
+                            max(1, math.ceil(HARM_MAX_HZ / max(float(f0_hz.min()), 1.0)))))
+            k = torch.arange(1, max_h + 1, dtype=torch.float32, device=amps.device)
+            # basis (N, F-1, HOP, H) and its ramp-weighted copy: amplitudes are linear within
+            # frames
+            basis = torch.sin(phase.view(-1, n_fr - 1, HOP)[..., None] * k)
+            w = (torch.arange(HOP, dtype=torch.float32, device=amps.device) / HOP)[None, None, :, None]
+            basis_w = basis * w
+        env = envelope(n_samples, start_offset, end_sample, SR_INT, amps.dtype, amps.device)
+        if cache is not None:
+            cache.update(basis=basis, basis_w=basis_w, max_h=max_h, env=env)
     a = amps[..., :max_h]
     a0, a1 = a[:, :-1], a[:, 1:]
     # sig[n,f,j] = sum_k S[n,f,j,k] * (a0 + w_j (a1 - a0))[n,f,k]
     sig = (torch.matmul(basis, a0[..., None]) + torch.matmul(basis_w, (a1 - a0)[..., None]))
     sig = _fit(sig.reshape(amps.shape[0], T), n_samples)
-    return sig * envelope(n_samples, start_offset, end_sample, SR_INT, amps.dtype, amps.device)
+    return sig * env
 
 
 
@@ -460,9 +473,10 @@ def mrstft_loss(pred: torch.Tensor, target: torch.Tensor,
 
 def _harmonic_signal(nb: NoteBatch, amps: torch.Tensor, f0: torch.Tensor, grp: torch.Tensor,
                      G: int, n_int: int, dev: torch.device, *, fast: bool, oscillator: str,
-                     note_chunk: int) -> torch.Tensor:
+                     note_chunk: int, cache: dict | None = None) -> torch.Tensor:
     """The harmonic part of :func:`render_groups` at SR_INT, (G, n_int): the notes' harmonics
-    (``amps`` (N, F, H), ``f0`` (N, F) Hz) synthesized in chunks and added into their groups."""
+    (``amps`` (N, F, H), ``f0`` (N, F) Hz) synthesized in chunks and added into their groups;
+    ``cache`` (not ``fast``): :func:`synth_harmonics`'s, one entry per chunk."""
     dtype = torch.float32
     # harmonic part, notes in chunks sorted by length
     harm_buf = torch.zeros(G * (n_int + nb.max_frames * HOP + HOP), dtype=dtype, device=dev)
@@ -501,9 +515,13 @@ def _harmonic_signal(nb: NoteBatch, amps: torch.Tensor, f0: torch.Tensor, grp: t
         nf = int(nb.n_frames[idx].max())
         L = (nf - 1) * HOP
         it = torch.from_numpy(idx).to(dev)
-        synth = synth_harmonics_wt if fast else synth_harmonics
-        sig = synth(amps[it, :nf], f0[it, :nf], L, torch.from_numpy(on_off[idx]).to(dev),
-                    torch.from_numpy(end_off[idx]).to(dev))
+        args = (amps[it, :nf], f0[it, :nf], L, torch.from_numpy(on_off[idx]).to(dev),
+                torch.from_numpy(end_off[idx]).to(dev))
+        if fast:
+            sig = synth_harmonics_wt(*args)
+        else:
+            sig = synth_harmonics(*args, cache=None if cache is None
+                                  else cache.setdefault((c, note_chunk), {}))
         pos = ((grp[it] * stride + torch.from_numpy(starts[idx]).to(dev))[:, None]
                + torch.arange(L, device=dev)[None, :])
         harm_buf = harm_buf.index_add(0, pos.reshape(-1), sig.reshape(-1))
@@ -514,7 +532,8 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
                   room: torch.Tensor, n_samples: int, *, sr: int = SR_INT,
                   seed: int = 0, generator: torch.Generator | None = None,
                   note_chunk: int = 16, resample=None, fast: bool = False,
-                  outputs=None, oscillator: str = "auto", seeds=None) -> torch.Tensor:
+                  outputs=None, oscillator: str = "auto", seeds=None,
+                  harmonic_cache: dict | None = None) -> torch.Tensor:
     """Render notes into ``G = emb.shape[0]`` groups (tracks or training clips): (G, n_samples).
 
     ``group`` (N,) is each note's group; ``emb`` (G, E) and ``room`` (G, 3) per group.  The
@@ -530,6 +549,9 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     the notes only, so a given score always renders the same way.
     ``seeds`` (G ints, decode time): each group's noise drawn as that group rendered alone
     with ``seed=seeds[g]`` would draw it (batches of many files' tracks).
+    ``harmonic_cache`` (not ``fast``): a dict the caller keeps between renderings of the same
+    ``nb`` and ``group`` (a fit's steps): what of the harmonic synthesis depends on the notes
+    only is made once (:func:`synth_harmonics`); the same output.
     """
     G = emb.shape[0]
     dev = emb.device  # everything runs where the embeddings are (the model must be there too)
@@ -548,7 +570,7 @@ def render_groups(model: DDSPNet, nb: NoteBatch, group: np.ndarray, emb: torch.T
     bands = bands * valid[..., None]
     amps = harmonic_amps(amp, harm, f0)  # (N, F, H)
     harm_sig = _harmonic_signal(nb, amps, f0, grp, G, n_int, dev, fast=fast, oscillator=oscillator,
-                                note_chunk=note_chunk)
+                                note_chunk=note_chunk, cache=harmonic_cache)
     if sr != SR_INT and (not fast or resample is None):
         raise ValueError("sr != SR_INT needs fast=True and a resample function")
     # noise: band magnitudes summed per group frame, synthesized at SR_INT

@@ -28,6 +28,17 @@ def rfft_rows(frames: np.ndarray) -> np.ndarray:
     return np.fft.rfft(frames, axis=-1)
 
 
+def overlap_add(out: np.ndarray, frames: np.ndarray, start: int, hop: int) -> None:
+    """Add row ``k`` of ``frames`` ``(n_frames, frame_len)`` into ``out`` at
+    ``start + k * hop``, rows in order: the same sums in the same order as ``np.add.at`` over
+    those indices (bit-identical), several times faster (numpy's ``add.at`` goes element by
+    element; a slice per frame does not)."""
+    n = frames.shape[1]
+    for k in range(frames.shape[0]):
+        o = start + k * hop
+        out[o:o + n] += frames[k]
+
+
 def downmix(audio: np.ndarray) -> np.ndarray:
     """Average the channels of ``audio`` (shape ``(n,)`` or ``(n, channels)``) to mono float32."""
     audio = np.asarray(audio)

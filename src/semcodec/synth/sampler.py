@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from semcodec.events import Note, Track
+from semcodec.synth import dsp
 from semcodec.synth.dsp import fft_convolve as dsp_convolve
 
 #: Values of ``Track.sample_use`` (format 1.3): how the decoder plays the track's excerpt.
@@ -103,13 +104,13 @@ def shape_noise(gain: np.ndarray, n_fft: int, hop: int, n_samples: int,
     norm = np.zeros(total)
     for s0 in range(0, n_fr, 256):
         e0 = min(n_fr, s0 + 256)
-        idx = np.arange(s0, e0)[:, None] * hop + np.arange(n_fft)[None, :]
-        np.add.at(norm, idx, np.broadcast_to(win ** 2, idx.shape))
+        shape = (e0 - s0, n_fft)
+        dsp.overlap_add(norm, np.broadcast_to(win ** 2, shape), s0 * hop, hop)
         g = gain[s0:e0]
         if not g.any():
             continue
-        spec = np.fft.rfft(rng.standard_normal(idx.shape) * win, axis=1) * g
-        np.add.at(acc, idx, np.fft.irfft(spec, n_fft, axis=1) * win)
+        spec = np.fft.rfft(rng.standard_normal(shape) * win, axis=1) * g
+        dsp.overlap_add(acc, np.fft.irfft(spec, n_fft, axis=1) * win, s0 * hop, hop)
     out = acc / np.maximum(norm, 1e-3)
     return out[n_fft // 2:n_fft // 2 + n_samples]
 
@@ -274,8 +275,8 @@ def apply_eq(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
             seg[lo + n_fft - a:hi + n_fft - a] = y[lo:hi]
         idx = (np.arange(e - s)[:, None] * hop) + offs
         fr = np.fft.irfft(np.fft.rfft(seg[idx] * win, axis=1) * g, n_fft, axis=1) * win
-        np.add.at(out, idx + (a - base), fr)
-        np.add.at(norm, idx + (a - base), np.broadcast_to(win ** 2, fr.shape))
+        dsp.overlap_add(out, fr, a - base, hop)
+        dsp.overlap_add(norm, np.broadcast_to(win ** 2, fr.shape), a - base, hop)
         done = e * hop if e < n_fr else b  # no later frame reaches below this sample
         _emit(res, out, norm, base, done, n_fft)
         if e == n_fr:
