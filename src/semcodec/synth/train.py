@@ -1,16 +1,28 @@
 """Training recipe of the neural synthesizer (``make train``).
 
     python -m semcodec.synth.train [--minutes M] [--out DIR] [--seed S] [--clips-per-program N]
+        [--soundfonts SF ...] [--augment P] [--init PATH] [--threads T]
 
-Data are generated locally with fluidsynth from FluidR3_GM (never the benchmark's soundfont):
-for every General MIDI program 0..127, short clips (``CLIP_S`` s at ``ddsp.SR_INT`` Hz) of single
-notes, legato and staccato phrases and small chords over the program family's pitch range, random
-velocities, some with pitch bends.  Fluidsynth's reverb/chorus are part of the target sound.
+Data are generated locally with fluidsynth: for every General MIDI program 0..127, short clips
+(``CLIP_S`` s at ``ddsp.SR_INT`` Hz) of single notes, legato and staccato phrases and small chords
+over the program family's pitch range, random velocities, some with pitch bends.  Fluidsynth's
+reverb/chorus are part of the target sound.  ``--soundfonts`` (default: those of
+``DEFAULT_SOUNDFONTS`` that are installed) splits each program's clips evenly across several
+soundfonts; the first one's sound is what the saved program embeddings learn, the others get a
+learned per-(soundfont, program) offset of embedding and room during training only (so the
+network learns to render their timbres from nearby embeddings, as the encoder's per-track fit
+needs).  ``--augment P`` gives a share P of the targets, drawn anew at every step, the
+eval-style degradation of :func:`augment` (EQ tilt/peak, band limit, reverb, level) and
+level-matches the prediction to them.  ``--init`` warm-starts from existing weights
+(fine-tuning).  The defaults, with ``--init`` the previous model as ``make train`` passes it,
+are the recipe of the committed model (its ``neural-config.json``; the step count depends on the
+machine's speed and load within the wall-clock budget).
 The model (:class:`semcodec.synth.ddsp.DDSPNet`) is trained with a multi-resolution STFT loss
 (FFT 256..2048) until the wall-clock budget ``--minutes`` is spent (cosine learning-rate decay
-over that budget), then written as ``neural-<sha256[:12]>.safetensors`` + ``neural-config.json``.
-Runs on the CPU (a 2-core machine is enough; CUDA is not used — the model is small and the
-signal path is memory-bound).
+over that budget, a checkpoint every ``--checkpoint-minutes``), then written as
+``neural-<sha256[:12]>.safetensors`` + ``neural-config.json`` (every option and the data in
+words).  Runs on the CPU (a 2-core machine is enough; CUDA is not used — the model is small and
+the signal path is memory-bound).
 """
 
 from __future__ import annotations
@@ -195,8 +207,10 @@ def augment(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def save_weights(state: dict, out_dir: Path, config: dict) -> Path:
-    """Write ``neural-<sha12>.safetensors`` (removing older ones) and ``neural-config.json``."""
+def save_weights(state: dict, out_dir: Path, config: dict, previous: Path | None = None) -> Path:
+    """Write ``neural-<sha12>.safetensors`` and ``neural-config.json``, removing ``previous``
+    (this run's last checkpoint).  Other weights files stay: files encoded with an earlier
+    model name it and decode with it."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,9 +218,8 @@ def save_weights(state: dict, out_dir: Path, config: dict) -> Path:
     save_file({k: v.detach().contiguous().float().cpu() for k, v in state.items()}, str(tmp))
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
     final = out_dir / f"neural-{digest}.safetensors"
-    for old in out_dir.glob("neural-*.safetensors"):
-        if old != tmp and old != final:
-            old.unlink()
+    if previous is not None and previous != final and previous.is_file():
+        previous.unlink()
     os.replace(tmp, final)
     config = dict(config, weights_file=final.name, sha256_12=digest)
     (out_dir / "neural-config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -216,19 +229,19 @@ def save_weights(state: dict, out_dir: Path, config: dict) -> Path:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m semcodec.synth.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=85.0, help="wall-clock budget (default 85)")
+    ap.add_argument("--minutes", type=float, default=42.0, help="wall-clock budget (default 42)")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "weights")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--clips-per-program", type=int, default=32)
+    ap.add_argument("--clips-per-program", type=int, default=24)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--soundfonts", nargs="+", default=None, metavar="SF",
                     help="soundfonts to render the data with, split evenly (default: those of "
                          + ", ".join(DEFAULT_SOUNDFONTS) + " that are installed)")
-    ap.add_argument("--augment", type=float, default=0.0, metavar="P",
+    ap.add_argument("--augment", type=float, default=0.3, metavar="P",
                     help="share of targets given the eval-style augmentation (EQ, band limit, "
-                         "reverb, level; default 0 = none)")
+                         "reverb, level; default 0.3; 0 = none)")
     ap.add_argument("--init", type=Path, default=None, metavar="PATH",
                     help="warm-start from these neural weights (a .safetensors file or a "
                          "weights directory); default: random initialisation")
@@ -268,7 +281,8 @@ def _load_init(model: Any, path: Path) -> str:
     return f.name
 
 
-def _data_description(args: argparse.Namespace, soundfonts: list[str], sr: int) -> str:
+def _data_description(args: argparse.Namespace, soundfonts: list[str], sr: int,
+                      init_name: str | None = None) -> str:
     names = ", ".join(Path(sf).name for sf in soundfonts)
     text = (f"{names} (fluidsynth gain 0.5, default reverb/chorus; clip k of a program uses "
             f"soundfont k mod {len(soundfonts)}), GM programs 0..{args.programs - 1} x "
@@ -281,8 +295,8 @@ def _data_description(args: argparse.Namespace, soundfonts: list[str], sr: int) 
         text += (f"; {args.augment:.0%} of the targets augmented per step (random EQ tilt/peak, "
                  "30% band-limited, 70% reverb, +-6 dB level) with the prediction level-matched "
                  "to the target on those clips")
-    if args.init is not None:
-        text += f"; warm-started from {Path(args.init).name}"
+    if init_name:
+        text += f"; warm-started from {init_name}"
     return text
 
 
@@ -331,12 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     train_budget = max(1.0, deadline - t_train0)
     ckpt_every = args.checkpoint_minutes * 60.0
     last_ckpt = time.monotonic()
+    ckpt: Path | None = None
     config = {
         "command": "python -m semcodec.synth.train " + " ".join(argv if argv is not None else sys.argv[1:]),
         "minutes": args.minutes, "seed": args.seed, "batch": args.batch, "lr": args.lr,
         "soundfonts": [Path(sf).name for sf in soundfonts], "augment": args.augment,
         "init": init_name,
-        "data": _data_description(args, soundfonts, sr),
+        "data": _data_description(args, soundfonts, sr, init_name),
         "loss": "multi-resolution STFT (FFT 256/512/1024/2048, hop n/4): spectral convergence"
                 " + log-magnitude L1",
         "n_params": n_params, "sr_internal": sr, "hop": ddsp.HOP, "n_harmonics": ddsp.N_HARM,
@@ -383,14 +398,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step} loss {loss.item():.4f} ema {ema:.4f} lr {lr:.2e} "
                   f"t {time.monotonic() - t_start:.0f}s", flush=True)
         if time.monotonic() - last_ckpt > ckpt_every:
-            save_weights(model.state_dict(), args.out,
-                         dict(config, steps=step, final_loss_ema=ema, partial=True,
-                              wall_minutes=(time.monotonic() - t_start) / 60))
+            ckpt = save_weights(model.state_dict(), args.out,
+                                dict(config, steps=step, final_loss_ema=ema, partial=True,
+                                     wall_minutes=(time.monotonic() - t_start) / 60), ckpt)
             last_ckpt = time.monotonic()
     path = save_weights(model.state_dict(), args.out,
                         dict(config, steps=step, final_loss_ema=ema, partial=False,
                              wall_minutes=(time.monotonic() - t_start) / 60,
-                             data_seconds=round(t_data, 1)))
+                             data_seconds=round(t_data, 1)), ckpt)
     print(f"wrote {path} after {step} steps, loss ema "
           + (f"{ema:.4f}" if ema is not None else "-"), flush=True)
     return 0

@@ -30,6 +30,10 @@ from semcodec.errors import SynthError
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 #: Environment variable naming other neural weights (a directory or a file), see the module doc.
 NEURAL_WEIGHTS_ENV = "SEMCODEC_NEURAL_WEIGHTS"
+#: The neural model (first 12 hex of its weights' sha256) of the files whose header names none
+#: (format < 1.6): their timbre embeddings were fitted to it, so they decode with it.
+LEGACY_NEURAL_MODEL = "8a54513562da"
+_MODEL_ID = re.compile(r"^[0-9a-f]{12}$")
 #: Largest safetensors JSON header read (bytes).
 MAX_HEADER_BYTES = 1 << 20
 _DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
@@ -64,6 +68,34 @@ def find_weights(directory: Path | None = None, kind: str = "neural") -> Path | 
     pattern = weights_pattern(kind)
     files = sorted(p for p in d.glob(f"{kind}-*.safetensors") if pattern.match(p.name))
     return files[-1] if files else None
+
+
+def model_id(path: Path | None) -> str:
+    """The model id of a weights file: the 12 hex of its name (``""`` for None / another name)."""
+    m = weights_pattern("neural").match(Path(path).name) if path is not None else None
+    return m.group(1) if m else ""
+
+
+def current_model() -> str:
+    """The id of the neural model an encode fits its timbres to (``""`` when none is there)."""
+    return model_id(find_weights())
+
+
+def weights_for_model(model: str | None) -> Path | None:
+    """The weights file of neural model ``model`` (12 hex; ``None``/``""``: the legacy model of
+    files that name none), looked for beside the weights in use
+    (``$SEMCODEC_NEURAL_WEIGHTS``) and in the package's weights; None when this installation
+    does not have it (the caller then uses the current model and says so)."""
+    model = model or LEGACY_NEURAL_MODEL
+    if not _MODEL_ID.match(model):
+        return None
+    current = find_weights()
+    dirs = ([current.parent] if current is not None else []) + [WEIGHTS_DIR]
+    for d in dirs:
+        f = d / f"neural-{model}.safetensors"
+        if f.is_file():
+            return f
+    return None
 
 
 def _check_digest(path: Path, data: bytes, kind: str = "neural") -> None:
