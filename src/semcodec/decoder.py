@@ -32,7 +32,7 @@ from semcodec.events import Score, Track
 from semcodec.progress import Progress
 from semcodec.synth import dsp
 from semcodec.synth.engine import make_engine, reblock
-from semcodec.synth.weights import weights_for_model
+from semcodec.synth.weights import current_model, weights_for_model
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +227,13 @@ def _muted(score: Score, keep: set[int]) -> Score:
                                        for j, t in enumerate(score.tracks)))
 
 
-def _neural_weights(c: _container.SmcFile):
+def _neural_weights(c: _container.SmcFile, engine: str):
     """The weights of the neural model ``c``'s timbres were fitted to (format 1.6's
     ``neural_model``; none named: the legacy model), or None (the current model) when this
-    installation lacks it — then with a warning, the timbres being another model's."""
+    installation lacks it — then with a warning, the timbres being another model's — or when
+    the neural engine is not asked for or has no weights at all."""
+    if engine == "fluidsynth" or not current_model():
+        return None
     path = weights_for_model(c.neural_model)
     if path is None:
         log.warning("neural model %s of this file not found: decoding with the current model "
@@ -251,7 +254,7 @@ class _Renderer:
         self.n_rendered = 0
         self.report("engine", 0.0)
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont,
-                                  neural_weights=_neural_weights(c))
+                                  neural_weights=_neural_weights(c, opts.engine))
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
