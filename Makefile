@@ -77,7 +77,7 @@ bench: setup
 	@$(BIN)/python -m bench.run
 
 train: setup
-	@$(BIN)/python -m semcodec.synth.train
+	@$(BIN)/python -m semcodec.synth.train --init src/semcodec/weights/neural-8a54513562da.safetensors
 
 clean:
 	rm -rf $(VENV) $(OUT) .bench-cache .pytest_cache .mypy_cache .ruff_cache

@@ -850,3 +850,20 @@ def test_part_sizes_add_up():
     assert sum(parts.values()) == len(data)
     assert parts["samples"] > 300 and 50 < parts["oneshots"] < 100
     assert parts["timbres"] > 24  # the eq travels in the header: counted with the timbres
+
+
+# --- format 1.6: the header's "neural_model" ------------------------------------------------
+
+def test_neural_model_round_trips_with_minor_version_6():
+    data = _rendered(None).to_bytes()
+    assert "neural_model" not in header_dict(data) and data[4:6] == b"\x01\x00"
+    assert loads(data).neural_model == ""  # none named: the legacy model
+    c = Container(duration=2.0, sample_rate=8000, score=_rendered(None).score,
+                  neural_model="ad4fe9a4ea1d")
+    data = c.to_bytes()
+    assert data[4:6] == b"\x01\x06" and header_dict(data)["neural_model"] == "ad4fe9a4ea1d"
+    assert loads(data).neural_model == "ad4fe9a4ea1d"
+    with pytest.raises(ContainerError, match="neural_model"):
+        loads(with_header(data, neural_model=12))
+    with pytest.raises(ContainerError, match="neural_model"):
+        Container(duration=1.0, sample_rate=8000, neural_model="x" * 65).to_bytes()

@@ -38,11 +38,17 @@ def test_encoder_prefers_the_engine_that_renders_closer(gm_flute):
 
 def test_preference_is_stored_and_unknown_engines_are_ignored(gm_flute):
     data = gm_flute.to_bytes()
-    # format 1.2 (1.3: a tempo map; 1.4: the track also has a measured render; 1.5: a residual)
-    assert data[5] == (5 if gm_flute.residual else 4 if gm_flute.score.tracks[0].render is not None
+    # format 1.2 (1.3: a tempo map; 1.4: the track also has a measured render; 1.5: a residual;
+    # 1.6: the header names the neural model, as every encode with a model after the first does)
+    assert data[5] == (6 if gm_flute.neural_model else 5 if gm_flute.residual
+                       else 4 if gm_flute.score.tracks[0].render is not None
                        else 3 if gm_flute.score.tempo_map else 2)
     back = Container.from_bytes(data)
     assert back.score.tracks[0].engine == "fluidsynth"
+    from semcodec.synth import weights  # noqa: PLC0415
+
+    model = weights.current_model()  # the encode names the model its timbres were fitted to
+    assert back.neural_model == ("" if model == weights.LEGACY_NEURAL_MODEL else model)
     assert back.score.tracks[0].engine_gain_db == pytest.approx(gm_flute.score.tracks[0].engine_gain_db, abs=0.01)
     # a newer writer's engine name is read as no preference
     hlen = int.from_bytes(data[6:10], "little")

@@ -218,3 +218,37 @@ def test_program_override_and_timbre(engine):
     e = engine.render(score, SR, SR, timbres=(Timbre(track=0, embedding=(), room=room),))
     assert np.allclose(d, e, atol=1e-5)
     assert not np.allclose(d, a, atol=1e-5)
+
+
+def test_files_decode_with_the_model_their_timbres_were_fitted_to(monkeypatch, caplog):
+    """A file that names no neural model (format < 1.6) decodes with the legacy model exactly
+    as a semcodec whose only model is the legacy one did; one naming another model differs."""
+    from dataclasses import replace
+
+    from semcodec import decoder
+    from semcodec.container import SmcFile
+    from semcodec.synth import weights
+
+    legacy = weights.weights_for_model(None)
+    assert legacy is not None and legacy.name == f"neural-{weights.LEGACY_NEURAL_MODEL}.safetensors"
+    emb = tuple(float(v) for v in 0.2 * np.sin(np.arange(24)))
+    c = SmcFile(duration=2.0, sample_rate=SR, channels=1, n_samples=2 * SR, loudness_lufs=-20.0,
+                score=_score(_melody(), program=40),
+                timbres=(Timbre(track=0, embedding=emb, gain_db=-1.0, room=(-0.5, -2.0, 0.0)),))
+    old = SmcFile.from_bytes(c.to_bytes())
+    assert old.neural_model == ""
+    decoded, _ = decoder.decode(old, engine="neural")
+    monkeypatch.setenv(weights.NEURAL_WEIGHTS_ENV, str(legacy))  # a semcodec with only that model
+    before, _ = decoder.decode(old, engine="neural")
+    monkeypatch.delenv(weights.NEURAL_WEIGHTS_ENV)
+    assert np.array_equal(decoded, before)
+    current = weights.current_model()
+    if current == weights.LEGACY_NEURAL_MODEL:
+        return  # one model only: nothing else to tell apart
+    new = SmcFile.from_bytes(replace(c, neural_model=current).to_bytes())
+    assert new.neural_model == current
+    assert not np.allclose(decoder.decode(new, engine="neural")[0], decoded, atol=1e-4)
+    # a model this installation lacks: the current one, with a warning (no failure)
+    with caplog.at_level("WARNING", logger="semcodec.decoder"):
+        unknown, _ = decoder.decode(replace(c, neural_model="0" * 12), engine="neural")
+    assert unknown.shape == decoded.shape and "000000000000 of this file not found" in caplog.text

@@ -67,6 +67,7 @@ from semcodec.progress import (
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
 from semcodec.synth.engine import ENGINES, Engine, available_engines, make_engine
+from semcodec.synth.weights import LEGACY_NEURAL_MODEL, current_model
 from semcodec.transcribe import TranscribeOptions, transcribe
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,13 @@ log = logging.getLogger(__name__)
 __all__ = ["ENGINES", "Container", "DecodeOptions", "DecodeStream", "EncodeOptions", "Engine",
            "available_engines", "decode", "decode_stream", "decode_tracks", "encode",
            "encode_stems", "load", "make_engine", "parse_program_map"]
+
+
+def _neural_model_key() -> str:
+    """The header's ``neural_model`` for a new file: the model its timbres are fitted to, ""
+    for the legacy model (files that name none decode with it) or when there is none."""
+    model = current_model()
+    return "" if model == LEGACY_NEURAL_MODEL else model
 
 
 class Container(_container.SmcFile):
@@ -437,6 +445,7 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         tags=dict(opts.tags),
         texts=texts,
         encoder=f"semcodec {__version__}",
+        neural_model=_neural_model_key(),
     )
     c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                inp.sample_rate, tuple(samples), opts)

@@ -133,8 +133,9 @@ SOUNDFONT_CANDIDATES = (
     "/usr/share/sounds/sf2/TimGM6mb.sf2",
     "/usr/share/sounds/sf3/MuseScore_General.sf3",
 )
-#: The soundfont the benchmark renders its reference set with; never used by the decoder
-#: default nor to train models.
+#: The soundfont the benchmark renders its reference set with; never the decoder's default.
+#: The instrument classifier and the neural synthesizer (``make train``) are trained on it among
+#: others, so the bench's *rendered* clips are not held out for them (its real recordings are).
 BENCH_SOUNDFONT = "/usr/share/sounds/sf3/MuseScore_General.sf3"
 
 

@@ -32,6 +32,7 @@ from semcodec.events import Score, Track
 from semcodec.progress import Progress
 from semcodec.synth import dsp
 from semcodec.synth.engine import make_engine, reblock
+from semcodec.synth.weights import current_model, weights_for_model
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,20 @@ def _muted(score: Score, keep: set[int]) -> Score:
                                        for j, t in enumerate(score.tracks)))
 
 
+def _neural_weights(c: _container.SmcFile, engine: str):
+    """The weights of the neural model ``c``'s timbres were fitted to (format 1.6's
+    ``neural_model``; none named: the legacy model), or None (the current model) when this
+    installation lacks it — then with a warning, the timbres being another model's — or when
+    the neural engine is not asked for or has no weights at all."""
+    if engine == "fluidsynth" or not current_model():
+        return None
+    path = weights_for_model(c.neural_model)
+    if path is None:
+        log.warning("neural model %s of this file not found: decoding with the current model "
+                    "(its timbres may sound off)", c.neural_model or "(legacy)")
+    return path
+
+
 class _Renderer:
     """Renders scores of one container with the chosen engine; the automatic choice renders
     the tracks the encoder found closer with fluidsynth with that engine instead."""
@@ -238,7 +253,8 @@ class _Renderer:
         self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
         self.n_rendered = 0
         self.report("engine", 0.0)
-        self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont)
+        self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont,
+                                  neural_weights=_neural_weights(c, opts.engine))
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):

@@ -33,6 +33,7 @@ from semcodec.container.spec import (
     MAX_VOICE_DB,
     MAX_VOICE_PARAMS,
     MAX_LOUDNESS_LUFS,
+    MAX_NEURAL_MODEL_CHARS,
     MAX_TEMPO_BPM,
     MIN_LOUDNESS_LUFS,
     MIN_TEMPO_BPM,
@@ -168,6 +169,7 @@ class _Header(NamedTuple):
     encoder: str
     tags: dict[str, str]
     extra: dict[str, Any]
+    neural_model: str = ""
 
 
 def _track_header(i: int, t: Any, notes_left: int) -> TrackHeader:
@@ -249,6 +251,8 @@ def _validate_header(h: Any) -> _Header:
         total_notes += tracks[-1].n_notes
     encoder = _str_field(h.get("encoder", ""), "header: 'encoder'", MAX_NAME_CHARS)
     tags = _str_map(h.get("tags", {}), "header: 'tags'", MAX_TAG_VALUE_CHARS)
+    neural_model = _str_field(h.get("neural_model", ""), "header: 'neural_model'",
+                              MAX_NEURAL_MODEL_CHARS)
     extra = {k: v for k, v in h.items() if k not in _RESERVED_KEYS}
     return _Header(
         duration=float(duration),
@@ -263,5 +267,6 @@ def _validate_header(h: Any) -> _Header:
         encoder=encoder,
         tags=tags,
         extra=extra,
+        neural_model=neural_model,
     )
 

@@ -24,7 +24,7 @@ from semcodec.container.chunks import (
 )
 from semcodec.container import resd
 from semcodec.container.framing import _as_bytes, _chunk, _parse_chunks, _parse_preamble
-from semcodec.container.header import _track_object, _validate_header
+from semcodec.container.header import _str_field, _track_object, _validate_header
 from semcodec.container.primitives import _exact_duration, _fail, _is_int, _is_num, _round_float
 from semcodec.container.compression import score_budget
 from semcodec.container.score_chunk import _budget_fail, _decode_score, _encode_score
@@ -43,12 +43,14 @@ from semcodec.container.spec import (
     CHUNK_TIMBRE,
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    FORMAT_MINOR_NEURAL_MODEL,
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_RENDER,
     FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_SAMPLE_KEYS,
     FORMAT_MINOR_TEMPO_MAP,
     MAGIC,
+    MAX_NEURAL_MODEL_CHARS,
 )
 from semcodec.container.strictjson import _dump_json, _parse_json
 from semcodec.errors import ContainerError, InputError
@@ -156,6 +158,9 @@ class SmcFile:
     extra: dict = field(default_factory=dict)
     #: The RESD payload (format 1.5; :mod:`semcodec.container.resd`), b"" for none.
     residual: bytes = b""
+    #: The neural model the timbres were fitted to (format 1.6: 12 hex of its weights' sha256;
+    #: "" = none named, i.e. the legacy model, see :mod:`semcodec.synth.weights`).
+    neural_model: str = ""
 
     # --- writing --------------------------------------------------------------------------
 
@@ -187,6 +192,9 @@ class SmcFile:
             h["encoder"] = self.encoder
         if self.tags:
             h["tags"] = dict(self.tags)
+        if self.neural_model:
+            h["neural_model"] = _str_field(self.neural_model, "neural_model", MAX_NEURAL_MODEL_CHARS,
+                                           min_chars=1)
         for key, value in self.extra.items():
             if not isinstance(key, str) or key in _RESERVED_KEYS:
                 raise _fail(f"extra header field {key!r} is reserved or not a string")
@@ -213,7 +221,8 @@ class SmcFile:
         tempo_map = self.score.tempo_map
         if self.residual:
             resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
-        minor = (FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_RENDER if rendered
+        minor = (FORMAT_MINOR_NEURAL_MODEL if self.neural_model
+                 else FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_RENDER if rendered
                  else FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
                  else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
         pre = _PREAMBLE.pack(MAGIC, FORMAT_MAJOR, minor, len(header_json)) + header_json
@@ -315,6 +324,7 @@ class SmcFile:
             encoder=hdr.encoder,
             extra=hdr.extra,
             residual=residual,
+            neural_model=hdr.neural_model,
         )
 
     # --- files ----------------------------------------------------------------------------

@@ -50,8 +50,12 @@ MAX_VOICE_PARAMS = 256
 MAX_VOICE_DB = 120.0
 #: Minor version written when the file has a residual envelope (the RESD chunk).
 FORMAT_MINOR_RESIDUAL = 5
+#: Minor version written when the header names the neural model of its timbres ("neural_model").
+FORMAT_MINOR_NEURAL_MODEL = 6
+#: Longest "neural_model" value read (the writer stores 12 hex digits).
+MAX_NEURAL_MODEL_CHARS = 64
 #: The newest minor version this reader and writer know (``--version`` names it).
-FORMAT_MINOR_LATEST = FORMAT_MINOR_RESIDUAL
+FORMAT_MINOR_LATEST = FORMAT_MINOR_NEURAL_MODEL
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).
@@ -99,6 +103,7 @@ _RESERVED_KEYS = (
     "tracks",
     "encoder",
     "tags",
+    "neural_model",
 )
 _REQUIRED_KEYS = ("format", "duration", "n_samples", "sample_rate", "channels", "tracks")
 

@@ -9,6 +9,7 @@ later steps (a residual-noise layer, a sampler) can be added per track or after 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -56,11 +57,11 @@ def available_engines() -> list[str]:
 
 
 def make_engine(name: str = "auto", *, device: str = "auto",
-                soundfont: str | None = None) -> Engine:
+                soundfont: str | None = None, neural_weights: Path | None = None) -> Engine:
     """The engine ``name`` (``auto``: the best available); ``device`` for the neural engine
-    (``auto``/``cpu``: numpy on the CPU, ``cuda``: torch on the GPU), ``soundfont`` for
-    fluidsynth.  Raises :class:`UsageError` for an unknown name, :class:`SynthError` when the
-    engine cannot run here."""
+    (``auto``/``cpu``: numpy on the CPU, ``cuda``: torch on the GPU) and ``neural_weights``
+    (None: the current model), ``soundfont`` for fluidsynth.  Raises :class:`UsageError` for an
+    unknown name, :class:`SynthError` when the engine cannot run here."""
     if name not in ENGINES:
         raise UsageError(f"unknown engine '{name}' (choose from {', '.join(ENGINES)})")
     if name == "auto":
@@ -70,7 +71,7 @@ def make_engine(name: str = "auto", *, device: str = "auto",
             from semcodec.synth.neural import NeuralEngine  # noqa: PLC0415
         except ImportError as exc:
             raise SynthError(f"the neural engine is unavailable ({exc})") from None
-        return NeuralEngine(device=device)
+        return NeuralEngine(device=device, weights=neural_weights)
     from semcodec.synth.fluid import FluidsynthEngine  # noqa: PLC0415
 
     return FluidsynthEngine(soundfont)

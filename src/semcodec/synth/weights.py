@@ -5,6 +5,11 @@ The weights live in ``semcodec/weights/`` as ``neural-<first 12 hex of their sha
 library (a safetensors file is an 8-byte little-endian header length, a JSON header and the raw
 little-endian arrays) after checking the hash, so that decoding needs neither torch nor the
 ``safetensors`` package.
+
+``$SEMCODEC_NEURAL_WEIGHTS`` (a weights directory with its ``neural-config.json``, or one
+``neural-<sha12>.safetensors`` file) replaces the package's neural weights wherever no path is
+given: for comparing a newly trained model with the committed one (encode and decode with the
+same variable set, since the encoder fits its embeddings against the model).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import struct
 from pathlib import Path
@@ -22,6 +28,12 @@ from semcodec.constants import PACKAGE_DIR
 from semcodec.errors import SynthError
 
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
+#: Environment variable naming other neural weights (a directory or a file), see the module doc.
+NEURAL_WEIGHTS_ENV = "SEMCODEC_NEURAL_WEIGHTS"
+#: The neural model (first 12 hex of its weights' sha256) of the files whose header names none
+#: (format < 1.6): their timbre embeddings were fitted to it, so they decode with it.
+LEGACY_NEURAL_MODEL = "8a54513562da"
+_MODEL_ID = re.compile(r"^[0-9a-f]{12}$")
 #: Largest safetensors JSON header read (bytes).
 MAX_HEADER_BYTES = 1 << 20
 _DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
@@ -35,8 +47,16 @@ def weights_pattern(kind: str) -> re.Pattern[str]:
 
 def find_weights(directory: Path | None = None, kind: str = "neural") -> Path | None:
     """The ``kind`` weights file named by ``<kind>-config.json`` in ``directory`` (default: the
-    package's weights), else the last ``<kind>-*.safetensors`` there by name; None when absent."""
+    package's weights, or for ``kind="neural"`` what ``$SEMCODEC_NEURAL_WEIGHTS`` names), else the
+    last ``<kind>-*.safetensors`` there by name; None when absent."""
     d = Path(directory) if directory is not None else WEIGHTS_DIR
+    env = os.environ.get(NEURAL_WEIGHTS_ENV, "").strip() if kind == "neural" else ""
+    if directory is None and env:
+        if Path(env).is_file():
+            return Path(env)
+        if not Path(env).is_dir():
+            raise SynthError(f"{env}: neural weights named by ${NEURAL_WEIGHTS_ENV} not found")
+        d = Path(env)
     cfg = d / f"{kind}-config.json"
     if cfg.is_file():
         try:
@@ -48,6 +68,34 @@ def find_weights(directory: Path | None = None, kind: str = "neural") -> Path | 
     pattern = weights_pattern(kind)
     files = sorted(p for p in d.glob(f"{kind}-*.safetensors") if pattern.match(p.name))
     return files[-1] if files else None
+
+
+def model_id(path: Path | None) -> str:
+    """The model id of a weights file: the 12 hex of its name (``""`` for None / another name)."""
+    m = weights_pattern("neural").match(Path(path).name) if path is not None else None
+    return m.group(1) if m else ""
+
+
+def current_model() -> str:
+    """The id of the neural model an encode fits its timbres to (``""`` when none is there)."""
+    return model_id(find_weights())
+
+
+def weights_for_model(model: str | None) -> Path | None:
+    """The weights file of neural model ``model`` (12 hex; ``None``/``""``: the legacy model of
+    files that name none), looked for beside the weights in use
+    (``$SEMCODEC_NEURAL_WEIGHTS``) and in the package's weights; None when this installation
+    does not have it (the caller then uses the current model and says so)."""
+    model = model or LEGACY_NEURAL_MODEL
+    if not _MODEL_ID.match(model):
+        return None
+    current = find_weights()
+    dirs = ([current.parent] if current is not None else []) + [WEIGHTS_DIR]
+    for d in dirs:
+        f = d / f"neural-{model}.safetensors"
+        if f.is_file():
+            return f
+    return None
 
 
 def _check_digest(path: Path, data: bytes, kind: str = "neural") -> None:
@@ -106,7 +154,7 @@ def load_arrays(path: Path | str | None = None) -> dict[str, np.ndarray]:
     """The verified weights as ``{name: float32 array}`` (cached per file, size and mtime)."""
     path = Path(path) if path is not None else find_weights()
     if path is None or not path.is_file():
-        raise SynthError(f"neural weights not found in {WEIGHTS_DIR} (run: make train)")
+        raise SynthError(f"neural weights not found in {path or WEIGHTS_DIR} (run: make train)")
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime)
     if key not in _CACHE:
