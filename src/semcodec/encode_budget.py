@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
+from semcodec import digest
 from semcodec.container import SmcFile
-from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode
+from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode, decode_stream
 from semcodec.errors import SynthError
 from semcodec.events import Sample, Track, TrackRender
 
@@ -44,15 +45,26 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
     if room < 8:
         log.info("residual: no room left in the budget (%d bytes)", max_bytes)
         return c
+    from semcodec import residual_spans
+
+    notes = [(n.onset, n.offset, 440.0 * 2.0 ** ((n.pitch - 69) / 12.0))
+             for t in c.score.tracks if not t.is_drum for n in t.notes]
+    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None)
+    span = residual_spans.span_samples(c.sample_rate)
     try:
-        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1, max_duration_s=None))
+        if c.duration > residual_spans.LONG_RESIDUAL_S and span is not None:
+            # a long input: the decode waits in a temporary file, coded span by span
+            stream = decode_stream(c, opts, exact=True)
+            with residual_spans.DecodeSpool(stream.blocks) as spool:
+                payload = residual_spans.SpanCoder(original, spool, c.sample_rate, span,
+                                                   notes=notes).code(room)
+        else:
+            decoded, _ = decode(c, opts)
+            payload = residual.encode_residual(original, decoded, c.sample_rate,
+                                               max_bytes=room, notes=notes)
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
-    notes = [(n.onset, n.offset, 440.0 * 2.0 ** ((n.pitch - 69) / 12.0))
-             for t in c.score.tracks if not t.is_drum for n in t.notes]
-    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room,
-                                       notes=notes)
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
 
@@ -131,9 +143,18 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
     choices = {}
     if opts.track_renders:
         rendered: dict = {}  # the tracks' engine renders, made once for both measures
-        one = _measure_renders(c, audios, groups, sr, tuple(first.values()), rendered)
-        choices = (_measure_renders(c, audios, groups, sr, samples, rendered) if several
+        m_c, m_audios, m_samples = c, audios, samples
+        m_first = tuple(first.values())
+        if c.duration > digest.LONG_MEASURE_S and sr == c.sample_rate:
+            # a long input: measured on its digest (a few windows), in bounded memory
+            dg = digest.Digest(digest.windows(c.duration, samples), sr)
+            m_c, m_audios = dg.container(c), [dg.audio(a) for a in audios]
+            m_samples, m_first = dg.samples(samples), dg.samples(m_first)
+            log.info("track renders measured on %.0f s of the %.0f s", dg.n / sr, c.duration)
+        one = _measure_renders(m_c, m_audios, groups, sr, m_first, rendered)
+        choices = (_measure_renders(m_c, m_audios, groups, sr, m_samples, rendered) if several
                    else one)
+        del m_audios
     # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
     # brings its own render
     base_score = replace(c.score, tracks=tuple(

@@ -496,7 +496,7 @@ def protected_cells(notes, n_bands: int, sr: int, period_s: float,
 def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
-            judge: "Judge | None" = None, notes=()) -> Analysis:
+            judge: "Judge | None" = None, notes=(), start: int = 0) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -507,6 +507,9 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     the cells that helped only and drops those that no longer do, so that a cell's neighbours
     are as they will be.  ``notes`` (``(onset s, offset s, f0 Hz)``, the score's): no cell that would add
     noise over them (:func:`protected_cells`) is coded; attenuation there still is.
+    ``start``: where ``original`` begins in a longer input (samples, a multiple of the
+    analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
+    do in the whole input's analysis (and the decoder's).
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
@@ -515,6 +518,11 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
                      mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
     plan = _Plan(shell, sr, sr, n, 1.0)
+    if start:  # the whole input's STFT frame -> grid frame mapping, the same float operations
+        k = np.arange(len(plan.frames)) + start // plan.hop
+        first = int(round(start / sr / period_s))
+        plan.frames = np.clip((k * plan.hop / sr / period_s).astype(np.int64) - first,
+                              0, n_frames - 1)
     px = band_power(x, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
     lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
