@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from semcodec.residual import (
     n_grid_frames,
     stft_size,
 )
+
+if TYPE_CHECKING:
+    from semcodec.residual_judge import Judge
 
 #: Inputs longer than this (s) have their residual coded span by span.
 LONG_RESIDUAL_S = 300.0
@@ -109,7 +112,7 @@ class SpanCoder(ResidualCoder):
         self._analyses: dict[tuple[int, float], Analysis] = {}
 
     @property
-    def judge(self):  # type: ignore[override]
+    def judge(self) -> "Judge":
         raise AttributeError("a SpanCoder judges span by span: no whole-input judge")
 
     def _spans(self) -> list[tuple[int, int]]:
