@@ -78,3 +78,42 @@ def test_a_long_input_is_measured_on_its_digest(monkeypatch):
     wins = digest.windows(dur, samples)
     assert n == lens[0] == round(sum(b - a for a, b in wins) * sr) < 0.4 * dur * sr
     assert len(starts) == 1 and 0 < starts[0] < n / sr
+
+
+def test_a_long_input_is_repaired_span_by_span(monkeypatch):
+    """The round-trip repair of a long input runs on spans (each with the excerpts'
+    surroundings) and every note's change lands once, on the note itself."""
+    from dataclasses import replace
+
+    from semcodec import encode_budget
+
+    sr = 1000
+    dur = 400.0
+    notes = tuple(Note(t, t + 0.5, 60, 50) for t in np.arange(0.25, dur - 1, 0.75))
+    c = SmcFile(duration=dur, sample_rate=sr, n_samples=int(dur * sr), loudness_lufs=-20.0,
+                score=Score(tracks=(Track(name="t", program=0, notes=notes),)),
+                samples=(_sample(0, 250.0),))
+    audio = np.arange(int(dur * sr), dtype=np.float32)
+    seen = []
+
+    def raise_all(sub, original):  # a stand-in repair: every note one velocity step louder
+        seen.append((sub.duration, len(original), [s.start for s in sub.samples]))
+        assert len(original) == sub.n_samples
+        tracks = tuple(replace(t, notes=tuple(replace(n, velocity=n.velocity + 1)
+                                               for n in t.notes)) for t in sub.score.tracks)
+        return replace(sub, score=replace(sub.score, tracks=tracks))
+
+    monkeypatch.setattr(encode_budget, "_clear_notes", raise_all)
+    monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 100.0)
+    out = encode_budget._with_clear_notes(c, audio)
+    assert len(seen) == 4
+    for duration, _, starts in seen:  # each span: 100 s and the excerpt's 6 s, or fewer
+        assert duration <= 106.0 + 1e-6 and len(starts) == 1
+    assert [n.velocity for n in out.score.tracks[0].notes] == [51] * len(notes)
+    assert [(n.onset, n.offset) for n in out.score.tracks[0].notes] == \
+        [(n.onset, n.offset) for n in notes]
+    # a short input is measured whole
+    short = replace(c, duration=60.0, n_samples=60 * sr, samples=())
+    seen.clear()
+    encode_budget._with_clear_notes(short, audio[:60 * sr])
+    assert len(seen) == 1 and seen[0][0] == 60.0

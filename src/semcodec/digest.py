@@ -20,7 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from semcodec.container import SmcFile
-from semcodec.events import Sample
+from semcodec.events import Note, Sample
 
 _C = TypeVar("_C", bound=SmcFile)
 
@@ -33,19 +33,8 @@ DIGEST_WINDOW_S = 20.0
 EXCERPT_MARGIN_S = 2.0
 
 
-def windows(duration: float, samples: tuple[Sample, ...] = ()) -> list[tuple[float, float]]:
-    """Sorted, disjoint ``(start s, end s)`` windows of a ``duration``-s piece: DIGEST_WINDOWS
-    of DIGEST_WINDOW_S s spread evenly, and each pitched excerpt of ``samples`` with
-    EXCERPT_MARGIN_S s around it; the whole piece when it is not longer than them."""
-    if duration <= DIGEST_WINDOWS * DIGEST_WINDOW_S:
-        return [(0.0, duration)]
-    spans = []
-    for j in range(DIGEST_WINDOWS):
-        centre = (j + 0.5) * duration / DIGEST_WINDOWS
-        spans.append((centre - DIGEST_WINDOW_S / 2.0, centre + DIGEST_WINDOW_S / 2.0))
-    for s in samples:
-        if s.key is None:
-            spans.append((s.start - EXCERPT_MARGIN_S, s.start + s.duration + EXCERPT_MARGIN_S))
+def merged(spans: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """``spans`` clipped to ``0 .. duration``, sorted, overlapping ones merged."""
     out: list[list[float]] = []
     for a, b in sorted((max(0.0, a), min(duration, b)) for a, b in spans):
         if b <= a:
@@ -55,6 +44,25 @@ def windows(duration: float, samples: tuple[Sample, ...] = ()) -> list[tuple[flo
         else:
             out.append([a, b])
     return [(a, b) for a, b in out]
+
+
+def excerpt_spans(samples: tuple[Sample, ...]) -> list[tuple[float, float]]:
+    """Each pitched excerpt of ``samples`` with EXCERPT_MARGIN_S s on either side (s)."""
+    return [(s.start - EXCERPT_MARGIN_S, s.start + s.duration + EXCERPT_MARGIN_S)
+            for s in samples if s.key is None]
+
+
+def windows(duration: float, samples: tuple[Sample, ...] = ()) -> list[tuple[float, float]]:
+    """Sorted, disjoint ``(start s, end s)`` windows of a ``duration``-s piece: DIGEST_WINDOWS
+    of DIGEST_WINDOW_S s spread evenly, and each pitched excerpt of ``samples`` with
+    EXCERPT_MARGIN_S s around it; the whole piece when it is not longer than them."""
+    if duration <= DIGEST_WINDOWS * DIGEST_WINDOW_S:
+        return [(0.0, duration)]
+    spans = excerpt_spans(samples)
+    for j in range(DIGEST_WINDOWS):
+        centre = (j + 0.5) * duration / DIGEST_WINDOWS
+        spans.append((centre - DIGEST_WINDOW_S / 2.0, centre + DIGEST_WINDOW_S / 2.0))
+    return merged(spans, duration)
 
 
 class Digest:
@@ -82,28 +90,37 @@ class Digest:
         """The windows of ``x`` (``(n,)`` or ``(n, ch)`` at ``sr``), joined."""
         return np.concatenate([x[a:b] for a, b in self.cuts], axis=0)
 
-    def container(self, c: _C) -> _C:
+    def kept(self, notes: tuple[Note, ...]) -> list[tuple[int, Note]]:
+        """``(index in notes, the note moved into the digest)`` of the notes that start in a
+        window, in their order, each cut at its window's end."""
+        out = []
+        for k, note in enumerate(notes):
+            for (a, b), o in zip(self.cuts, self.offsets):
+                if a <= note.onset * self.sr < b:
+                    shift = o - a / self.sr
+                    out.append((k, replace(note, onset=note.onset + shift,
+                                           offset=min(note.offset, b / self.sr) + shift)))
+                    break
+        return out
+
+    def container(self, c: _C, samples: bool = False) -> _C:
         """``c`` (at ``sr``) as the digest: its notes that start in a window, moved there and
-        cut at the window's end; no samples, no residual."""
-        tracks = []
-        for t in c.score.tracks:
-            notes = []
-            for note in t.notes:
-                for (a, b), o in zip(self.cuts, self.offsets):
-                    if a <= note.onset * self.sr < b:
-                        shift = o - a / self.sr
-                        notes.append(replace(note, onset=note.onset + shift,
-                                             offset=min(note.offset, b / self.sr) + shift))
-                        break
-            tracks.append(replace(t, notes=tuple(notes)))
-        return replace(c, score=replace(c.score, tracks=tuple(tracks)), n_samples=self.n,
-                       duration=self.n / self.sr, samples=(), residual=b"")
+        cut at the window's end (:meth:`kept`); no residual; its samples moved too
+        (:meth:`samples`) or none."""
+        tracks = tuple(replace(t, notes=tuple(n for _, n in self.kept(t.notes)))
+                       for t in c.score.tracks)
+        return replace(c, score=replace(c.score, tracks=tracks), n_samples=self.n,
+                       duration=self.n / self.sr,
+                       samples=self.samples(c.samples) if samples else (), residual=b"")
 
     def samples(self, samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
-        """``samples`` moved into the digest (those outside every window are left out)."""
+        """``samples`` moved into the digest: a pitched excerpt outside every window is left
+        out; a one-shot (its time does not matter) is kept, at 0 s when outside."""
         out = []
         for s in samples:
             t = self.time(s.start)
             if t is not None:
                 out.append(replace(s, start=t))
+            elif s.key is not None:
+                out.append(replace(s, start=0.0))
         return tuple(out)

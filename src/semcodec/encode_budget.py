@@ -69,11 +69,46 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int) -> _C:
     return replace(c, residual=payload) if payload else c
 
 
+#: A long input (over digest.LONG_MEASURE_S) is repaired span by span, spans this long (s).
+REPAIR_SPAN_S = 120.0
+
+
 def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
     """``c`` with the velocities of the notes its decode hides under a note an octave below
     raised (:func:`semcodec.roundtrip.repair`, measured on the decode without the residual
-    at the transcriber's rate against ``original``, mono float32 at ``c.sample_rate``); ``c``
-    unchanged when nothing is masked, nothing is accepted or the decode fails."""
+    at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
+    unchanged when nothing is masked, nothing is accepted or the decode fails.
+
+    A long input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
+    the surroundings of the excerpts (so that a sampler plays as it will): memory and each
+    measure stay bounded, and a span's notes are judged by that span's decode."""
+    if c.duration <= digest.LONG_MEASURE_S:
+        return _clear_notes(c, original)
+    tracks = [list(t.notes) for t in c.score.tracks]
+    extra = digest.excerpt_spans(c.samples)
+    changed = 0
+    for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
+        span = (float(w0), float(min(c.duration, w0 + REPAIR_SPAN_S)))
+        dg = digest.Digest(digest.merged([span, *extra], c.duration), c.sample_rate)
+        sub = dg.container(c, samples=True)
+        fixed = _clear_notes(sub, dg.audio(original))
+        if fixed is sub:
+            continue
+        for ti, t in enumerate(c.score.tracks):
+            for (k, note), new in zip(dg.kept(t.notes), fixed.score.tracks[ti].notes):
+                if span[0] <= t.notes[k].onset < span[1] and new.velocity != note.velocity:
+                    tracks[ti][k] = replace(tracks[ti][k], velocity=new.velocity)
+                    changed += 1
+    if not changed:
+        return c
+    log.info("round-trip repair: %d note velocities changed over %d spans", changed,
+             int(np.ceil(c.duration / REPAIR_SPAN_S)))
+    return replace(c, score=replace(c.score, tracks=tuple(
+        replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks))))
+
+
+def _clear_notes(c: _C, original: np.ndarray) -> _C:
+    """:func:`_with_clear_notes` of ``c`` measured whole."""
     from semcodec import roundtrip
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
