@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
+from semcodec import digest
 from semcodec.container import SmcFile
-from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode
+from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode, decode_stream
 from semcodec.errors import SynthError
 from semcodec.events import Sample, Track, TrackRender
 
@@ -46,28 +47,74 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     if room < 8:
         log.info("residual: no room left in the budget (%d bytes)", max_bytes)
         return c
+    from semcodec import residual_spans
+
+    notes = [(n.onset, n.offset, 440.0 * 2.0 ** ((n.pitch - 69) / 12.0))
+             for t in c.score.tracks if not t.is_drum for n in t.notes]
+    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None)
+    span = residual_spans.span_samples(c.sample_rate)
     try:
-        decoded, _ = decode(c, DecodeOptions(residual=False, channels=1, max_duration_s=None))
+        if c.duration > residual_spans.LONG_RESIDUAL_S and span is not None:
+            # a long input: the decode waits in a temporary file, coded span by span
+            stream = decode_stream(c, opts, exact=True)
+            with residual_spans.DecodeSpool(stream.blocks) as spool:
+                payload = residual_spans.SpanCoder(original, spool, c.sample_rate, span,
+                                                   notes=notes, stop=stop).code(room)
+        else:
+            decoded, _ = decode(c, opts)
+            if stop is not None and stop():
+                return c
+            payload = residual.encode_residual(original, decoded, c.sample_rate,
+                                               max_bytes=room, notes=notes, stop=stop)
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
-    if stop is not None and stop():
-        return c
-    notes = [(n.onset, n.offset, 440.0 * 2.0 ** ((n.pitch - 69) / 12.0))
-             for t in c.score.tracks if not t.is_drum for n in t.notes]
-    payload = residual.encode_residual(original, decoded, c.sample_rate, max_bytes=room,
-                                       notes=notes, stop=stop)
     if stop is not None and stop():
         return c
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
 
 
+#: A long input (over digest.LONG_MEASURE_S) is repaired span by span, spans this long (s).
+REPAIR_SPAN_S = 120.0
+
+
 def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
     """``c`` with the velocities of the notes its decode hides under a note an octave below
     raised (:func:`semcodec.roundtrip.repair`, measured on the decode without the residual
-    at the transcriber's rate against ``original``, mono float32 at ``c.sample_rate``); ``c``
-    unchanged when nothing is masked, nothing is accepted or the decode fails."""
+    at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
+    unchanged when nothing is masked, nothing is accepted or the decode fails.
+
+    A long input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
+    the surroundings of the excerpts (so that a sampler plays as it will): memory and each
+    measure stay bounded, and a span's notes are judged by that span's decode."""
+    if c.duration <= digest.LONG_MEASURE_S:
+        return _clear_notes(c, original)
+    tracks = [list(t.notes) for t in c.score.tracks]
+    extra = digest.excerpt_spans(c.samples)
+    changed = 0
+    for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
+        span = (float(w0), float(min(c.duration, w0 + REPAIR_SPAN_S)))
+        dg = digest.Digest(digest.merged([span, *extra], c.duration), c.sample_rate)
+        sub = dg.container(c, samples=True)
+        fixed = _clear_notes(sub, dg.audio(original))
+        if fixed is sub:
+            continue
+        for ti, t in enumerate(c.score.tracks):
+            for (k, note), new in zip(dg.kept(t.notes), fixed.score.tracks[ti].notes):
+                if span[0] <= t.notes[k].onset < span[1] and new.velocity != note.velocity:
+                    tracks[ti][k] = replace(tracks[ti][k], velocity=new.velocity)
+                    changed += 1
+    if not changed:
+        return c
+    log.info("round-trip repair: %d note velocities changed over %d spans", changed,
+             int(np.ceil(c.duration / REPAIR_SPAN_S)))
+    return replace(c, score=replace(c.score, tracks=tuple(
+        replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks))))
+
+
+def _clear_notes(c: _C, original: np.ndarray) -> _C:
+    """:func:`_with_clear_notes` of ``c`` measured whole."""
     from semcodec import roundtrip
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
@@ -137,9 +184,18 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
     choices = {}
     if opts.track_renders:
         rendered: dict = {}  # the tracks' engine renders, made once for both measures
-        one = _measure_renders(c, audios, groups, sr, tuple(first.values()), rendered)
-        choices = (_measure_renders(c, audios, groups, sr, samples, rendered) if several
+        m_c, m_audios, m_samples = c, audios, samples
+        m_first = tuple(first.values())
+        if c.duration > digest.LONG_MEASURE_S and sr == c.sample_rate:
+            # a long input: measured on its digest (a few windows), in bounded memory
+            dg = digest.Digest(digest.windows(c.duration, samples), sr)
+            m_c, m_audios = dg.container(c), [dg.audio(a) for a in audios]
+            m_samples, m_first = dg.samples(samples), dg.samples(m_first)
+            log.info("track renders measured on %.0f s of the %.0f s", dg.n / sr, c.duration)
+        one = _measure_renders(m_c, m_audios, groups, sr, m_first, rendered)
+        choices = (_measure_renders(m_c, m_audios, groups, sr, m_samples, rendered) if several
                    else one)
+        del m_audios
     # the renders that need no excerpt belong to the base file; a track's excerpt, when kept,
     # brings its own render
     base_score = replace(c.score, tracks=tuple(

@@ -136,10 +136,14 @@ def _bin_bands(edges: np.ndarray, n_fft: int, sr: int) -> np.ndarray:
     return idx
 
 
-def _frame_of(n_stft: int, hop: int, sr: int, period_s: float, n_frames: int) -> np.ndarray:
-    """Grid frame of every STFT frame (centre ``k * hop / sr`` seconds), clipped to the grid."""
-    t = np.arange(n_stft) * hop / sr
-    return np.clip((t / period_s).astype(np.int64), 0, n_frames - 1)
+def _frame_of(n_stft: int, hop: int, sr: int, period_s: float, n_frames: int,
+              start: int = 0) -> np.ndarray:
+    """Grid frame of every STFT frame (centre ``k * hop / sr`` seconds), clipped to the grid;
+    ``start``: the signal begins that many samples (a multiple of ``hop``) into a longer one
+    whose frames these are (the same float operations as for the whole, less its first frame)."""
+    t = (np.arange(n_stft) + start // hop) * hop / sr
+    first = int(round(start / sr / period_s))
+    return np.clip((t / period_s).astype(np.int64) - first, 0, n_frames - 1)
 
 
 n_grid_frames = resd.n_frames
@@ -497,7 +501,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
             judge: "Judge | None" = None, notes=(),
-            stop: Callable[[], bool] | None = None) -> Analysis:
+            stop: Callable[[], bool] | None = None, start: int = 0) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -509,6 +513,9 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     are as they will be.  ``notes`` (``(onset s, offset s, f0 Hz)``, the score's): no cell that would add
     noise over them (:func:`protected_cells`) is coded; attenuation there still is.
     ``stop()`` true before a pass: no more passes (the work is no longer wanted).
+    ``start``: where ``original`` begins in a longer input (samples, a multiple of the
+    analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
+    do in the whole input's analysis (and the decoder's).
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
@@ -517,6 +524,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
                      mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
     plan = _Plan(shell, sr, sr, n, 1.0)
+    if start:  # the whole input's STFT frame -> grid frame mapping
+        plan.frames = _frame_of(len(plan.frames), plan.hop, sr, period_s, n_frames, start)
     px = band_power(x, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
     lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
