@@ -33,18 +33,6 @@ def test_span_length_is_whole_frames_and_hops():
     assert residual_spans.span_samples(44101) is None  # 0.4 s is not a whole sample count
 
 
-def test_spool_reads_back_any_span(tmp_path):
-    blocks = [np.arange(k * 100, (k + 1) * 100, dtype=np.float32) for k in range(5)]
-    with residual_spans.DecodeSpool(blocks) as spool:
-        assert spool.n == 500
-        assert np.array_equal(spool.read(150, 260), np.arange(150, 260, dtype=np.float32))
-        assert np.array_equal(spool.read(480, 900), np.arange(480, 500, dtype=np.float32))
-        assert spool.read(600, 700).size == 0
-    stereo = [np.stack([np.ones(10, np.float32), np.zeros(10, np.float32)], axis=1)]
-    with residual_spans.DecodeSpool(stereo) as spool:
-        assert np.allclose(spool.read(0, 10), 0.5)
-
-
 def test_spans_join_into_the_whole_inputs_grid(monkeypatch):
     """Spans of 4.8 s over a 20-s input: the joined grid has the whole input's frames, the
     original's levels are the whole-input analysis's but next to the spans' edges, which
@@ -54,11 +42,17 @@ def test_spans_join_into_the_whole_inputs_grid(monkeypatch):
     monkeypatch.setattr(residual_spans, "SPAN_S", 5.0)
     span = residual_spans.span_samples(SR)
     assert span is not None and span < len(x) // 3
-    with residual_spans.DecodeSpool([y[:7000], y[7000:]]) as spool:
-        coder = residual_spans.SpanCoder(x, spool, SR, span)
-        a = coder.analysis(residual.DEFAULT_BANDS, 0.1)
-        payload = coder.code()
-        gain = coder.benefit(payload)
+    asked = []
+
+    def decoded(a: int, b: int) -> np.ndarray:
+        asked.append((a, b))
+        return y[a:b]
+
+    coder = residual_spans.SpanCoder(x, decoded, len(y), SR, span)
+    a = coder.analysis(residual.DEFAULT_BANDS, 0.1)
+    assert asked == [(s, min(len(y), s + span)) for s in range(0, len(y), span)]
+    payload = coder.code()
+    gain = coder.benefit(payload)
     whole = residual.analyse(x, y, SR, n_bands=residual.DEFAULT_BANDS, period_s=0.1)
     assert a.levels.shape == whole.levels.shape
     edges = {round(s / SR / 0.1) for s in range(0, len(x), span)}
@@ -85,17 +79,18 @@ def test_spans_join_into_the_whole_inputs_grid(monkeypatch):
 def test_a_short_budget_is_kept(monkeypatch):
     x, y = _signal(12.0)
     monkeypatch.setattr(residual_spans, "SPAN_S", 5.0)
-    with residual_spans.DecodeSpool([y]) as spool:
-        coder = residual_spans.SpanCoder(x, spool, SR, residual_spans.span_samples(SR) or 0)
-        full = coder.code()
-        small = coder.code(max_bytes=len(full) // 2)
+    coder = residual_spans.SpanCoder(x, lambda a, b: y[a:b], len(y), SR,
+                                     residual_spans.span_samples(SR) or 0)
+    full = coder.code()
+    small = coder.code(max_bytes=len(full) // 2)
     assert 0 < len(small) <= len(full) // 2
     residual.decode_envelope(small, 12.0)
 
 
 def test_the_encoder_codes_a_long_input_span_by_span(monkeypatch):
-    """Above LONG_RESIDUAL_S the encoder's residual step spools the decode and codes it by
-    spans (the whole-input coder is not called), and the file gets a playable residual."""
+    """Above LONG_RESIDUAL_S the encoder's residual step decodes and codes span by span
+    (neither the whole decode nor the whole-input coder is made), the spans' decodes are
+    the whole decode's (but for the loudness gain, estimated), and the file gets a residual."""
     from semcodec import encode_budget
     from semcodec.api import EncodeOptions, encode
 
@@ -112,7 +107,18 @@ def test_the_encoder_codes_a_long_input_span_by_span(monkeypatch):
     def whole(*_a, **_k):
         raise AssertionError("the whole-input coder was called")
 
+    whole_decode, _ = encode_budget.decode(c, encode_budget.DecodeOptions(
+        residual=False, channels=1, max_duration_s=None))
+    read = encode_budget._span_decoder(c, encode_budget.DecodeOptions(
+        residual=False, channels=1, max_duration_s=None))
+    part = read(5 * sr, 9 * sr)
+    ref = whole_decode[5 * sr:9 * sr]
+    assert part.shape == ref.shape
+    level = float(np.sum(part ** 2) / max(1e-12, np.sum(ref ** 2)))
+    assert 0.7 < level < 1.4  # the estimated gain (within ~1.5 dB)
+    assert np.corrcoef(part, ref)[0, 1] > 0.95  # the same notes, in the same place
     monkeypatch.setattr(residual, "encode_residual", whole)
+    monkeypatch.setattr(encode_budget, "decode", whole)
     out = encode_budget._with_residual(c, original, 4000)
     assert out.residual and len(out.residual) <= 4000
     env = residual.decode_envelope(out.residual, c.duration)

@@ -57,11 +57,14 @@ def _power_blocks(y: np.ndarray) -> Iterator[np.ndarray]:
     import librosa  # noqa: PLC0415
 
     half = _NFFT // 2
-    yp = np.pad(y, half)
     n_frames = 1 + len(y) // _HOP
     for f0 in range(0, n_frames, _BLOCK_FRAMES):
         f1 = min(n_frames, f0 + _BLOCK_FRAMES)
-        seg = yp[f0 * _HOP:(f1 - 1) * _HOP + _NFFT]
+        # samples f0 * _HOP - half .. (f1 - 1) * _HOP + half of y, zeros beyond its ends (no
+        # padded copy of the whole signal: an hour's is 160 MB)
+        a, b = f0 * _HOP - half, (f1 - 1) * _HOP + half
+        seg = np.zeros(b - a, y.dtype)
+        seg[max(0, -a):max(0, -a) + max(0, min(b, len(y)) - max(a, 0))] = y[max(a, 0):min(b, len(y))]
         yield np.abs(librosa.stft(seg, n_fft=_NFFT, hop_length=_HOP, center=False)) ** 2
 
 
@@ -73,7 +76,7 @@ def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
     y = np.asarray(audio, dtype=np.float32)
     if sr != _SR:
-        y = soxr.resample(y, sr, _SR, quality="LQ").astype(np.float32)
+        y = soxr.resample(y, sr, _SR, quality="LQ").astype(np.float32, copy=False)
     mel_fb = librosa.filters.mel(sr=_SR, n_fft=_NFFT, n_mels=64, fmax=_SR / 2)
     # chroma without librosa's tuning estimate (its numba kernels cost seconds to compile)
     chroma_fb = librosa.filters.chroma(sr=_SR, n_fft=_NFFT, tuning=0.0)

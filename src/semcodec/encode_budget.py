@@ -12,7 +12,7 @@ import numpy as np
 
 from semcodec import digest
 from semcodec.container import SmcFile
-from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode, decode_stream
+from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode
 from semcodec.errors import SynthError
 from semcodec.events import Sample, Track, TrackRender
 
@@ -55,11 +55,10 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     span = residual_spans.span_samples(c.sample_rate)
     try:
         if c.duration > residual_spans.LONG_RESIDUAL_S and span is not None:
-            # a long input: the decode waits in a temporary file, coded span by span
-            stream = decode_stream(c, opts, exact=True)
-            with residual_spans.DecodeSpool(stream.blocks) as spool:
-                payload = residual_spans.SpanCoder(original, spool, c.sample_rate, span,
-                                                   notes=notes, stop=stop).code(room)
+            # a long input: decoded and coded span by span, never whole
+            payload = residual_spans.SpanCoder(original, _span_decoder(c, opts), c.n_samples,
+                                               c.sample_rate, span, notes=notes,
+                                               stop=stop).code(room)
         else:
             decoded, _ = decode(c, opts)
             if stop is not None and stop():
@@ -73,6 +72,38 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
         return c
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
+
+
+#: Seconds of the piece before a span that its rendering starts from (notes sounding into
+#: the span, a room's tail), for :func:`_span_decoder`.
+SPAN_LEAD_S = 5.0
+
+
+def _span_decoder(c: SmcFile, opts: DecodeOptions) -> Callable[[int, int], np.ndarray]:
+    """``read(a, b)``: samples ``a .. b`` of ``c``'s decode (mono float32 at
+    ``c.sample_rate``, ``opts`` without the residual), each call rendered from a file cut
+    around the span (SPAN_LEAD_S before it, and the excerpts' surroundings so that a sampler
+    plays as in the whole decode) at the loudness gain :func:`semcodec.decoder.decode_stream`
+    estimates for a long file: memory holds one span, never the whole decode (whose track
+    renders are made whole: an hour's took the encoder to 4 GB)."""
+    from semcodec.decoder import _estimated_gain
+    from semcodec.synth import dsp
+
+    sr = c.sample_rate
+    gain = np.float32(_estimated_gain(c, opts, _DecodeShape.of(c, opts, per_track=False)))
+    extra = digest.excerpt_spans(c.samples)
+
+    def read(a: int, b: int) -> np.ndarray:
+        t0, t1 = a / sr, b / sr
+        dg = digest.Digest(digest.merged([(max(0.0, t0 - SPAN_LEAD_S), t1), *extra],
+                                         c.duration), sr)
+        sub = dg.container(c, samples=True)
+        y = _Renderer(sub, opts, _DecodeShape(sr, dg.n, 1)).render(sub.score)
+        at = dg.time(t0)
+        o = 0 if at is None else int(round(at * sr))
+        return dsp.flush_tiny(dsp.soft_clip(np.asarray(y[o:o + (b - a)], np.float32) * gain))
+
+    return read
 
 
 #: A long input (over digest.LONG_MEASURE_S) is repaired span by span, spans this long (s).

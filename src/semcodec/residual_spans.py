@@ -4,10 +4,10 @@
 candidate output and the judge's log-mels of both: about 2.5 GB for an hour at 44.1 kHz.
 :class:`SpanCoder` codes the same grids from consecutive spans of about SPAN_S seconds: each
 span is analysed on its own (:func:`semcodec.residual.analyse`: its own judge and candidate
-outputs) from that span of the original and of the decode, which waits in a temporary file
-(:class:`DecodeSpool`), and the spans' analyses are joined along time.  Memory holds the
-original (the encoder has it anyway), one span's work and the joined analyses (a few MB an
-hour).
+outputs) from that span of the original and of the decode (rendered span by span by the
+caller, see :func:`semcodec.encode_budget._span_decoder`), and the spans' analyses are joined
+along time.  Memory holds the original (the encoder has it anyway), one span's work and the
+joined analyses (a few MB an hour).
 
 Spans start on a sample that is a whole number of residual frames of every grid (a multiple
 of 0.4 s) and of the analysis hop, and STFT frames fall into grid frames as in the whole
@@ -23,8 +23,7 @@ rendered).
 from __future__ import annotations
 
 import math
-import tempfile
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -62,54 +61,24 @@ def span_samples(sr: int) -> int | None:
     return unit * max(1, int(round(SPAN_S * sr / unit)))
 
 
-class DecodeSpool:
-    """A mono float32 decode written block by block to a temporary file, read back by span.
-    Use as a context manager (the file is deleted on exit)."""
-
-    def __init__(self, blocks: Iterable[np.ndarray]) -> None:
-        self._fh: Any = tempfile.TemporaryFile(prefix="semcodec-resd-", suffix=".f32")
-        self.n = 0
-        for b in blocks:
-            b = np.asarray(b, np.float32)
-            if b.ndim == 2:
-                b = b.mean(axis=1)
-            np.ascontiguousarray(b).tofile(self._fh)
-            self.n += b.shape[0]
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``start .. stop`` (float32 ``(stop - start,)``, clipped to the decode)."""
-        start, stop = max(0, start), min(self.n, stop)
-        if stop <= start:
-            return np.zeros(0, np.float32)
-        self._fh.seek(start * 4)
-        return np.fromfile(self._fh, np.float32, count=stop - start)
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> "DecodeSpool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class SpanCoder(ResidualCoder):
     """:class:`semcodec.residual.ResidualCoder` for a long input: ``original`` float32
-    ``(n,)`` or ``(n, 2)`` at ``sr`` Hz (stereo measured on the downmix, span by span),
-    the decode in ``spool`` (what the decoder plays without the residual, mono), ``span``
-    samples per span (:func:`span_samples`).  ``notes``: the score's ``(onset s, offset s,
-    f0 Hz)``, kept free of added noise."""
+    ``(n,)`` or ``(n, 2)`` at ``sr`` Hz (stereo measured on the downmix, span by span);
+    ``decoded(a, b)`` hands out samples ``a .. b`` of the decode (what the decoder plays
+    without the residual, mono float32), ``n_decoded`` samples long in all; ``span`` samples
+    per span (:func:`span_samples`).  ``notes``: the score's ``(onset s, offset s, f0 Hz)``,
+    kept free of added noise."""
 
-    def __init__(self, original: np.ndarray, spool: DecodeSpool, sr: int, span: int, *,
+    def __init__(self, original: np.ndarray, decoded: Callable[[int, int], np.ndarray],
+                 n_decoded: int, sr: int, span: int, *,
                  grids: tuple[tuple[int, float], ...] = GRIDS,
                  step_db: float = DEFAULT_STEP_DB, notes=(),
                  stop: Callable[[], bool] | None = None) -> None:
         self.original = np.asarray(original, np.float32)
         self.stop = stop
-        self.spool, self.span = spool, span
+        self.decoded, self.span = decoded, span
         self.notes = tuple(notes)
-        self.sr, self.n = sr, min(self.original.shape[0], spool.n)
+        self.sr, self.n = sr, min(self.original.shape[0], n_decoded)
         self.grids, self.step_db = tuple(grids), step_db
         self._analyses: dict[tuple[int, float], Analysis] = {}
 
@@ -134,7 +103,7 @@ class SpanCoder(ResidualCoder):
                     else int(round((b - a) / self.sr / period_s)))
             x = self.original[a:b]
             x = x if x.ndim == 1 else x.mean(axis=1)
-            y = self.spool.read(a, b)
+            y = np.asarray(self.decoded(a, b), np.float32)[:len(x)]
             y = np.pad(y, (0, len(x) - len(y))) if len(y) < len(x) else y
             notes = [(on - t0, off - t0, f0) for on, off, f0 in self.notes
                      if off >= t0 - period_s and on <= b / self.sr + period_s]
