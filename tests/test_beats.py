@@ -112,3 +112,20 @@ def test_power_spectrogram_in_blocks_equals_librosa_whole(monkeypatch):
     blocks = np.concatenate(list(beats._power_blocks(y)), axis=1)
     assert blocks.shape == whole.shape
     np.testing.assert_allclose(blocks, whole, rtol=1e-6, atol=1e-9)
+
+
+def test_flux_block_by_block_equals_the_whole_spectrograms():
+    """The onset envelopes made block by block are the numbers of librosa's power_to_db
+    (ref=max, top_db=80) and first difference over the joined mel spectrogram."""
+    import librosa
+
+    rng = np.random.default_rng(1)
+    low_rows = np.arange(64) < 9
+    blocks = [(np.abs(rng.standard_normal((64, n))) ** 3).astype(np.float32)
+              for n in (4096, 4096, 777)]
+    blocks[1][5, 100] = 1e3  # the loudest cell in a middle block
+    mel = librosa.power_to_db(np.concatenate(blocks, axis=1), ref=np.max, top_db=80.0)
+    flux = np.maximum(0.0, np.diff(mel, axis=1, prepend=mel[:, :1]))
+    env, low = beats._flux([b.copy() for b in blocks], low_rows)
+    assert np.array_equal(env, flux.mean(axis=0))
+    assert np.array_equal(low, flux[low_rows].mean(axis=0))

@@ -68,6 +68,29 @@ def _power_blocks(y: np.ndarray) -> Iterator[np.ndarray]:
         yield np.abs(librosa.stft(seg, n_fft=_NFFT, hop_length=_HOP, center=False)) ** 2
 
 
+def _flux(mel_pow: list[np.ndarray], low_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean spectral flux over all mel bands, over the ``low_rows`` bands), each ``(T,)``, of
+    the mel power blocks ``mel_pow`` (``(n_mels, frames)`` each, in time order; they are
+    overwritten): ``librosa.power_to_db(ref=np.max, top_db=80)`` of the joined spectrogram,
+    its positive first difference along time, the same numbers made block by block (no
+    whole-length copies: an hour's mel spectrogram is 80 MB, and each step made another)."""
+    import librosa  # noqa: PLC0415
+
+    ref = max(b.max() for b in mel_pow)
+    for k, b in enumerate(mel_pow):
+        mel_pow[k] = librosa.power_to_db(b, ref=ref, top_db=None)
+    floor = max(b.max() for b in mel_pow) - 80.0
+    env, low, prev = [], [], None
+    for b in mel_pow:
+        b = np.maximum(b, floor)
+        first = b[:, :1] if prev is None else prev[:, -1:]
+        flux = np.maximum(0.0, np.diff(b, axis=1, prepend=first))
+        prev = b
+        env.append(flux.mean(axis=0))
+        low.append(flux[low_rows].mean(axis=0))
+    return np.concatenate(env), np.concatenate(low)
+
+
 def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(onset envelope (T,), low-band onset envelope (T,): kick and bass, chroma (12, T)) at
     ``_FPS`` frames/s."""
@@ -84,10 +107,7 @@ def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.nd
     for spec in _power_blocks(y):
         mel_pow.append(mel_fb @ spec)
         chroma_pow.append(chroma_fb @ spec)
-    mel = librosa.power_to_db(np.concatenate(mel_pow, axis=1), ref=np.max, top_db=80.0)
-    flux = np.maximum(0.0, np.diff(mel, axis=1, prepend=mel[:, :1]))
-    env = flux.mean(axis=0)
-    low = flux[librosa.mel_frequencies(n_mels=64, fmax=_SR / 2) < LOW_HZ].mean(axis=0)
+    env, low = _flux(mel_pow, librosa.mel_frequencies(n_mels=64, fmax=_SR / 2) < LOW_HZ)
     chroma = np.concatenate(chroma_pow, axis=1)
     chroma /= chroma.max(axis=0, keepdims=True) + 1e-12
     return env.astype(np.float64), low.astype(np.float64), chroma
