@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from semcodec import instrument as ins
+from semcodec.augment import eq_band_limit_room
 from semcodec.events import Note, Score, Track
 
 log = logging.getLogger(__name__)
@@ -83,28 +84,10 @@ def phrase(rng: np.random.Generator, program: int, t0: float, length: float) -> 
 
 
 def augment(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
-    """Random EQ, reverb, level and noise on mono ``x`` (float32)."""
+    """Random EQ, band limit, reverb (:func:`semcodec.augment.eq_band_limit_room`), level and
+    noise on mono ``x`` (float32)."""
     n = x.shape[0]
-    spec = np.fft.rfft(x.astype(np.float64))
-    f = np.maximum(np.fft.rfftfreq(n, 1.0 / sr), 20.0)
-    tilt = rng.uniform(-3.0, 3.0)  # dB per octave around 1 kHz
-    gain_db = tilt * np.log2(f / 1000.0)
-    fc = np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))
-    peak, width = rng.uniform(-8, 8), rng.uniform(0.3, 1.2)
-    gain_db += peak * np.exp(-0.5 * (np.log2(f / fc) / width) ** 2)
-    if rng.random() < 0.3:  # a band-limited recording
-        gain_db -= 24.0 * np.clip(np.log2(f / rng.uniform(4000.0, 9000.0)), 0.0, None)
-    y = np.fft.irfft(spec * 10.0 ** (np.clip(gain_db, -30, 15) / 20.0), n)
-    if rng.random() < 0.7:
-        rt60 = rng.uniform(0.2, 1.6)
-        t = np.arange(int(rt60 * sr)) / sr
-        ir = rng.standard_normal(t.shape[0]) * np.exp(-6.9 * t / rt60)
-        ir[: int(0.005 * sr)] *= np.linspace(0.0, 1.0, int(0.005 * sr))
-        ir /= np.sqrt((ir ** 2).sum()) + 1e-12
-        wet = rng.uniform(0.05, 0.5)
-        from scipy.signal import fftconvolve  # noqa: PLC0415
-
-        y = (1.0 - wet) * y + wet * fftconvolve(y, ir)[:n]
+    y = eq_band_limit_room(rng, x, sr, max_rt60_s=1.6, max_wet=0.5)
     rms = np.sqrt(np.mean(y ** 2)) + 1e-9
     y = y / rms * 10.0 ** (rng.uniform(-35, -15) / 20.0)
     y += rng.standard_normal(n) * np.sqrt(np.mean(y ** 2)) * 10.0 ** (rng.uniform(-70, -35) / 20.0)

@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from semcodec.augment import eq_band_limit_room
 from semcodec.constants import PACKAGE_DIR, SYNTH_BEND_RANGE_SEMITONES
 
 TRAIN_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -182,27 +183,7 @@ def augment(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     change of -6..+6 dB.  The same family of changes as the instrument classifier's
     :func:`semcodec.instrument_train.augment`, without its background noise and loudness
     normalisation (the synthesizer's loss is level-matched instead, as the encoder fits gain)."""
-    from scipy.signal import fftconvolve  # noqa: PLC0415
-
-    n = x.shape[0]
-    spec = np.fft.rfft(x.astype(np.float64))
-    f = np.maximum(np.fft.rfftfreq(n, 1.0 / sr), 20.0)
-    gain_db = rng.uniform(-3.0, 3.0) * np.log2(f / 1000.0)
-    fc = np.exp(rng.uniform(np.log(150.0), np.log(6000.0)))
-    peak, width = rng.uniform(-8.0, 8.0), rng.uniform(0.3, 1.2)
-    gain_db += peak * np.exp(-0.5 * (np.log2(f / fc) / width) ** 2)
-    if rng.random() < 0.3:
-        gain_db -= 24.0 * np.clip(np.log2(f / rng.uniform(4000.0, 9000.0)), 0.0, None)
-    y = np.fft.irfft(spec * 10.0 ** (np.clip(gain_db, -30.0, 15.0) / 20.0), n)
-    if rng.random() < 0.7:
-        rt60 = rng.uniform(0.2, 1.2)
-        t = np.arange(int(rt60 * sr)) / sr
-        ir = rng.standard_normal(t.shape[0]) * np.exp(-6.9 * t / rt60)
-        ramp = int(0.005 * sr)
-        ir[:ramp] *= np.linspace(0.0, 1.0, ramp)
-        ir /= np.sqrt((ir ** 2).sum()) + 1e-12
-        wet = rng.uniform(0.05, 0.4)
-        y = (1.0 - wet) * y + wet * fftconvolve(y, ir)[:n]
+    y = eq_band_limit_room(rng, x, sr, max_rt60_s=1.2, max_wet=0.4)
     y *= 10.0 ** (rng.uniform(-6.0, 6.0) / 20.0)
     return y.astype(np.float32)
 
