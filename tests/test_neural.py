@@ -88,14 +88,21 @@ def test_auto_and_cpu_run_numpy_and_torch_backend_keeps_tensors_on_its_device(mo
     assert all(d == torch.device("cpu") for _, d in seen)
 
 
+def _note_batch(notes):
+    """The ``ddsp.NoteBatch`` of ``notes`` in a 0.5-s clip (no bends, 0.1-s tails)."""
+    from semcodec.synth import ddsp
+
+    return ddsp.NoteBatch([n.onset for n in notes], [n.offset for n in notes],
+                          [n.pitch for n in notes], [n.velocity for n in notes],
+                          [() for _ in notes], 0.5, tail_s=0.1)
+
+
 def test_gradients_reach_embedding():
     from semcodec.synth import ddsp
 
     model = neural.load_model()
     notes = _melody(t0=0.02, step=0.1, n=3)
-    nb = ddsp.NoteBatch([n.onset for n in notes], [n.offset for n in notes],
-                        [n.pitch for n in notes], [n.velocity for n in notes],
-                        [() for _ in notes], 0.5, tail_s=0.1)
+    nb = _note_batch(notes)
     emb = model.embedding.weight[0].detach().clone().requires_grad_(True)
     room = model.room.weight[0].detach().clone()
     y = ddsp.render_groups(model, nb, np.zeros(3, np.int64), emb[None], room[None], SR // 2)
@@ -110,9 +117,7 @@ def test_harmonic_cache_gives_the_same_renderings_and_gradients():
 
     model = neural.load_model()
     notes = _melody(t0=0.02, step=0.1, n=4)
-    nb = ddsp.NoteBatch([n.onset for n in notes], [n.offset for n in notes],
-                        [n.pitch for n in notes], [n.velocity for n in notes],
-                        [() for _ in notes], 0.5, tail_s=0.1)
+    nb = _note_batch(notes)
     n = SR // 2
     target = torch.randn(1, n) * 0.01
     grp = np.zeros(len(notes), np.int64)
