@@ -65,6 +65,14 @@ def windows(duration: float, samples: tuple[Sample, ...] = ()) -> list[tuple[flo
     return merged(spans, duration)
 
 
+def around(c: SmcFile, start_s: float, end_s: float) -> "Digest":
+    """The digest of ``c`` (at its own rate) that holds ``start_s .. end_s`` and the
+    surroundings of its excerpts (:func:`excerpt_spans`), so that a track played from an
+    excerpt sounds there as in the whole decode."""
+    return Digest(merged([(start_s, end_s), *excerpt_spans(c.samples)], c.duration),
+                  c.sample_rate)
+
+
 class Digest:
     """The windows ``wins`` of a piece at ``sr`` Hz, cut on whole samples: ``cuts`` are
     ``(first sample, end sample)`` in the original, ``offsets`` each window's start in the

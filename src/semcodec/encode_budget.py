@@ -91,12 +91,10 @@ def _span_decoder(c: SmcFile, opts: DecodeOptions) -> Callable[[int, int], np.nd
 
     sr = c.sample_rate
     gain = np.float32(_estimated_gain(c, opts, _DecodeShape.of(c, opts, per_track=False)))
-    extra = digest.excerpt_spans(c.samples)
 
     def read(a: int, b: int) -> np.ndarray:
-        t0, t1 = a / sr, b / sr
-        dg = digest.Digest(digest.merged([(max(0.0, t0 - SPAN_LEAD_S), t1), *extra],
-                                         c.duration), sr)
+        t0 = a / sr
+        dg = digest.around(c, max(0.0, t0 - SPAN_LEAD_S), b / sr)
         sub = dg.container(c, samples=True)
         y = _Renderer(sub, opts, _DecodeShape(sr, dg.n, 1)).render(sub.score)
         at = dg.time(t0)
@@ -122,11 +120,10 @@ def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
     if c.duration <= digest.LONG_MEASURE_S:
         return _clear_notes(c, original)
     tracks = [list(t.notes) for t in c.score.tracks]
-    extra = digest.excerpt_spans(c.samples)
     changed = 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
         span = (float(w0), float(min(c.duration, w0 + REPAIR_SPAN_S)))
-        dg = digest.Digest(digest.merged([span, *extra], c.duration), c.sample_rate)
+        dg = digest.around(c, *span)
         sub = dg.container(c, samples=True)
         fixed = _clear_notes(sub, dg.audio(original))
         if fixed is sub:
