@@ -449,3 +449,23 @@ def test_smc_commands_refuse_a_fifo(runner, tmp_path):
     for cmd in (["decode", fifo, tmp_path / "o.wav"], ["info", fifo], ["test", fifo]):
         r = run(runner, *cmd)  # must not block waiting for a writer
         assert r.exit_code == 2 and "named pipe" in r.output, r.output
+
+
+def test_info_names_the_neural_model_and_whether_it_is_installed(runner, tmp_path):
+    import dataclasses
+
+    from semcodec.synth.weights import LEGACY_NEURAL_MODEL, current_model
+
+    smc = _small_smc(tmp_path)
+    c = semcodec.load(smc)
+    cases = {"": (LEGACY_NEURAL_MODEL, True), current_model(): (current_model(), True),
+             "0123456789ab": ("0123456789ab", False)}
+    for key, (model, installed) in cases.items():
+        f = tmp_path / f"m{key or 'legacy'}.smc"
+        dataclasses.replace(c, neural_model=key).save(f)
+        info = json.loads(run(runner, "info", "--json", f).stdout)
+        assert info["neural_model"] == {"id": model, "named_in_file": bool(key),
+                                        "installed": installed}
+        text = run(runner, "info", f).output
+        assert f"fitted to model {model}" in text
+        assert ("not installed" in text) is not installed and ("legacy" in text) is (not key)

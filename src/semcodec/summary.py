@@ -15,7 +15,9 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
 
     Keys: file, bytes, bitrate_kbps, duration (s), sample_rate (Hz), channels, n_samples,
     loudness_lufs, tempo_bpm, time_signature, beats (of the tempo map, 0 without one),
-    key, encoder, tags, texts (the keys), tracks
+    key, encoder, neural_model ({id, installed}: the neural model the timbres were fitted to, the
+    legacy model for files that name none; installed: whether this installation has its weights,
+    else the decoder uses the current model), tags, texts (the keys), tracks
     (index from 1, name, program, drum, pan, engine, notes, bent_notes, timbre, samples,
     sample_seconds, bytes {score, timbre, samples, total}, kbps, render: how the track is played
     beyond its engine, in words, or None), samples (track from 1, start and duration in s, codec,
@@ -44,7 +46,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
         "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
         "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
         "beats": len(c.score.tempo_map.beats) if c.score.tempo_map else 0,
-        "key": c.score.key, "encoder": c.encoder, "tags": c.tags, "texts": sorted(c.texts),
+        "key": c.score.key, "encoder": c.encoder, "neural_model": neural_model_summary(c),
+        "tags": c.tags, "texts": sorted(c.texts),
         "tracks": tracks,
         "samples": [{"track": s.track + 1, "start": s.start, "duration": s.duration,
                      "codec": s.codec, "sample_rate": s.sample_rate, "bytes": len(s.data),
@@ -56,6 +59,16 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
                   for k, v in part_sizes(c, data).items()},
         "residual": residual_summary(c),
     }
+
+
+def neural_model_summary(c: SmcFile) -> dict[str, Any]:
+    """The neural model the file's timbres were fitted to (its header's ``neural_model``; files
+    that name none were fitted to the legacy model) and whether this installation has it."""
+    from semcodec.synth.weights import LEGACY_NEURAL_MODEL, weights_for_model  # noqa: PLC0415
+
+    model = c.neural_model or LEGACY_NEURAL_MODEL
+    return {"id": model, "named_in_file": bool(c.neural_model),
+            "installed": weights_for_model(model) is not None}
 
 
 def residual_summary(c: SmcFile) -> dict[str, Any] | None:
@@ -76,6 +89,7 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
         f"file       {summary['file']}: {summary['bytes']} bytes, "
         f"{bitrate_kbps(summary['bytes'], c.duration):.3f} kbps",
         f"encoder    {c.encoder or '?'}",
+        _neural_model_line(summary["neural_model"]),
         f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
         f"{c.channels} channel(s)"
         f"{' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
@@ -123,6 +137,13 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
         share = bitrate_kbps(ch["bytes"], c.duration)
         lines.append(f"  {ch['type']:<5} {ch['bytes']:8d} bytes  {share:.3f} kbps")
     return lines
+
+
+def _neural_model_line(m: dict[str, Any]) -> str:
+    origin = "" if m["named_in_file"] else " (legacy: the file names none)"
+    where = ("installed" if m["installed"]
+             else "not installed here: decodes with the current model, timbres may sound off")
+    return f"neural     timbres fitted to model {m['id']}{origin}, {where}"
 
 
 def _render_words(r: Any) -> str | None:
