@@ -270,27 +270,55 @@ class _Renderer:
         """(blocks of track ``i`` alone at the output's rate and length, linear gain), or
         None for a silent track: the per-track step of the block pipeline.  ``block``: the
         neural engine's internal block (shorter: the first audio comes sooner)."""
-        o, c = self.opts, self.c
+        c = self.c
         t = c.score.tracks[i]
         if not t.notes:
             return None
-        if self._has_render(i, t):  # a track render (format 1.4) is made whole, one block
-            return iter([self._track_render(c.score, i)]), 1.0
+        if self._has_render(i, t):  # a track render (format 1.4)
+            if self.n_out <= TRACK_RENDER_WHOLE_S * self.sr:  # made whole, one block
+                return iter([self._track_render(c.score, i)]), 1.0
+            return self._track_render_blocks(i, block), 1.0
+        return self._engine_blocks(c.score, i, block)
+
+    def _engine_blocks(self, score: Score, i: int, block: int | None):
+        """(blocks of track ``i`` of ``score`` played by its engine, linear gain) or None."""
+        o = self.opts
+        t = score.tracks[i]
         use_fallback = (self.fallback is not None and not t.is_drum
                         and t.engine == "fluidsynth")
         eng = self.fallback if use_fallback and self.fallback is not None else self.engine
         gain = 10.0 ** (t.engine_gain_db / 20.0) if use_fallback else 1.0
         if hasattr(eng, "track_blocks"):
-            it = eng.track_blocks(c.score, i, self.sr, self.n_out, block=block,
-                                  timbres=c.timbres, samples=c.samples, programs=o.programs,
-                                  transpose=o.transpose, tempo=o.tempo)
+            it = eng.track_blocks(score, i, self.sr, self.n_out, block=block,
+                                  timbres=self.c.timbres, samples=self.c.samples,
+                                  programs=o.programs, transpose=o.transpose, tempo=o.tempo)
             if it is None:
                 return None
         else:
-            it = eng.blocks(_muted(c.score, {i}), self.sr, self.n_out, timbres=c.timbres,
-                            samples=c.samples, programs=o.programs, transpose=o.transpose,
+            it = eng.blocks(_muted(score, {i}), self.sr, self.n_out, timbres=self.c.timbres,
+                            samples=self.c.samples, programs=o.programs, transpose=o.transpose,
                             tempo=o.tempo)
         return it, gain
+
+    def _track_render_blocks(self, i: int, block: int | None) -> Iterator[np.ndarray]:
+        """Track ``i``'s stored render as blocks with bounded memory (long outputs):
+        :func:`semcodec.synth.trackstream.render_track_blocks`."""
+        from semcodec.synth import trackstream  # noqa: PLC0415
+
+        score = self.c.score
+
+        def engine_blocks(track: Track) -> Iterator[np.ndarray] | None:
+            tracks = tuple(track if j == i else replace(t, notes=())
+                           for j, t in enumerate(score.tracks))
+            tb = self._engine_blocks(replace(score, tracks=tracks), i, block)
+            if tb is None:
+                return None
+            it, gain = tb
+            return it if gain == 1.0 else (y * np.float32(gain) for y in it)
+
+        return trackstream.render_track_blocks(
+            score.tracks[i], self._excerpts(i), self.sr, self.n_out, engine_blocks,
+            transpose=self.opts.transpose, tempo=self.opts.tempo, seed=i)
 
     def _with(self, engine: Any, score: Score) -> np.ndarray:
         o, c = self.opts, self.c
@@ -325,12 +353,7 @@ class _Renderer:
     def _track_render(self, score: Score, i: int) -> np.ndarray:
         from semcodec.synth import sampler  # noqa: PLC0415
 
-        excerpts = []
-        for smp in self.c.samples:
-            if smp.track == i and smp.key is None:
-                x = sampler.decode_excerpt(smp, self.sr)
-                if x is not None and x.size:
-                    excerpts.append((x, smp.start))
+        excerpts = self._excerpts(i)
 
         def engine(track: Track) -> np.ndarray:
             tracks = tuple(track if j == i else replace(t, notes=())
@@ -340,6 +363,19 @@ class _Renderer:
         y = sampler.render_track(score.tracks[i], excerpts, self.sr, self.n_out, engine,
                                  transpose=self.opts.transpose, tempo=self.opts.tempo, seed=i)
         return dsp.fit_length(np.asarray(y, np.float32), self.n_out)
+
+    def _excerpts(self, i: int) -> list[tuple[np.ndarray, float]]:
+        """Track ``i``'s stored pitched excerpts decoded at the output's rate, with their start
+        times (s); the unreadable ones are left out."""
+        from semcodec.synth import sampler  # noqa: PLC0415
+
+        excerpts = []
+        for smp in self.c.samples:
+            if smp.track == i and smp.key is None:
+                x = sampler.decode_excerpt(smp, self.sr)
+                if x is not None and x.size:
+                    excerpts.append((x, smp.start))
+        return excerpts
 
     def _engines(self, score: Score) -> np.ndarray:
         """``score`` rendered by the engines alone."""
@@ -355,6 +391,10 @@ class _Renderer:
         return out
 
 
+#: A track's stored render is made whole up to this output duration (s), the same as
+#: :func:`decode`'s; beyond it the block pipeline renders it block by block
+#: (:mod:`semcodec.synth.trackstream`: bounded memory, the same chain).
+TRACK_RENDER_WHOLE_S = 300.0
 #: Output samples per block of :func:`decode_stream`.
 STREAM_BLOCK = 1 << 15
 #: The neural engine's internal block (samples at 22.05 kHz) when streaming with an estimated

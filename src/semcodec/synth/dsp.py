@@ -122,6 +122,13 @@ def polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
 _CONV_BLOCK = 1 << 16
 
 
+def convolution_block(n_h: int) -> tuple[int, int]:
+    """``(input samples per block, FFT size)`` of :func:`fft_convolve` for a filter of
+    ``n_h`` taps (shared by the block-wise callers, which then give the same samples)."""
+    block = max(_CONV_BLOCK, 1 << (int(n_h) - 1).bit_length())
+    return block, 1 << (block + int(n_h) - 2).bit_length()
+
+
 def fft_convolve(x: np.ndarray, h: np.ndarray, n_out: int | None = None) -> np.ndarray:
     """Linear convolution of 1-D ``x`` with FIR ``h`` by overlap-add, first ``n_out`` samples.
 
@@ -136,8 +143,7 @@ def fft_convolve(x: np.ndarray, h: np.ndarray, n_out: int | None = None) -> np.n
     out: np.ndarray = np.zeros(n_out, dtype=out_dtype)
     if x.shape[0] == 0 or h.shape[0] == 0 or n_out == 0:
         return out
-    block = max(_CONV_BLOCK, 1 << (int(h.shape[0]) - 1).bit_length())
-    nfft = 1 << (block + h.shape[0] - 2).bit_length()
+    block, nfft = convolution_block(h.shape[0])
     hf = np.fft.rfft(h, nfft)
     for s in range(0, min(x.shape[0], n_out), block):
         seg = np.asarray(x[s:s + block], dtype=np.float64)

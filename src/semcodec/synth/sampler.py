@@ -210,18 +210,49 @@ def eq_correction(target: np.ndarray, rendered: np.ndarray, sr: int,
     return np.clip(db, -EQ_MAX_DB, EQ_MAX_DB)
 
 
-def apply_room(y: np.ndarray, sr: int, rt60: float, wet: float, seed: int = 0) -> np.ndarray:
-    """``y`` plus ``wet`` × its convolution with a diffuse room: unit-energy Gaussian noise
-    decaying by 60 dB in ``rt60`` seconds (deterministic for ``seed``)."""
-    y = np.asarray(y, np.float32)
-    if rt60 <= 0 or wet <= 0 or y.size == 0:
-        return y
+def room_ir(sr: int, rt60: float, seed: int = 0) -> np.ndarray:
+    """:func:`apply_room`'s impulse response: unit-energy Gaussian noise decaying by 60 dB in
+    ``rt60`` seconds (at most 3 s long, 5-ms fade-in), deterministic for ``seed``."""
     n = int(min(rt60 * 1.2, 3.0) * sr)
     t = np.arange(n) / sr
     ir = np.random.default_rng(seed).standard_normal(n) * 10.0 ** (-3.0 * t / rt60)
     ir[:n // 2] *= np.clip(t[:n // 2] / 0.005, 0.0, 1.0)  # 5-ms fade-in: no click
     ir /= math.sqrt(float((ir ** 2).sum())) + 1e-12
-    return (y + np.float32(wet) * dsp_convolve(y, ir)).astype(np.float32)
+    return ir
+
+
+def apply_room(y: np.ndarray, sr: int, rt60: float, wet: float, seed: int = 0) -> np.ndarray:
+    """``y`` plus ``wet`` × its convolution with a diffuse room (:func:`room_ir`)."""
+    y = np.asarray(y, np.float32)
+    if rt60 <= 0 or wet <= 0 or y.size == 0:
+        return y
+    return (y + np.float32(wet) * dsp_convolve(y, room_ir(sr, rt60, seed))).astype(np.float32)
+
+
+def room_blocks(blocks: Iterator[np.ndarray], n: int, sr: int, rt60: float, wet: float,
+                seed: int = 0) -> Iterator[np.ndarray]:
+    """:func:`apply_room` of the mono signal that ``blocks`` hand out (``n`` samples in all),
+    as consecutive float32 blocks: the same samples, with memory of one convolution block
+    plus the room's tail."""
+    n = int(n)
+    if rt60 <= 0 or wet <= 0:
+        yield from exactly(blocks, n)
+        return
+    h = room_ir(sr, rt60, seed)
+    block, nfft = dsp.convolution_block(h.shape[0])
+    hf = np.fft.rfft(h, nfft)
+    acc = np.zeros(block + h.shape[0] - 1, np.float32)  # the output from sample s on
+    src = BlockReader(blocks, n)
+    w = np.float32(wet)
+    for s in range(0, n, block):
+        seg = src.read(s, s + block)
+        m = seg.shape[0]
+        # as dsp.fft_convolve: float64 FFTs, each segment added into the float32 output in order
+        y = np.fft.irfft(np.fft.rfft(seg.astype(np.float64), nfft) * hf, nfft)[:m + h.shape[0] - 1]
+        acc[:y.shape[0]] += y
+        yield (seg + w * acc[:m]).astype(np.float32)
+        acc[:-m] = acc[m:].copy()
+        acc[-m:] = 0.0
 
 
 #: STFT frames per FFT block of :func:`apply_eq`.
@@ -247,55 +278,113 @@ def apply_eq(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
     correction fades out over an octave), in one zero-phase FFT pass (n_fft 4096, hop 1024,
     Hann analysis and synthesis windows, overlap-add normalised by the summed squared window).
 
-    Streamed: EQ_BLOCK_FRAMES frames at a time, each output sample finished as soon as no
-    later frame reaches it, so memory is bounded by the block plus the float32 output (no
-    float64 copy of the whole signal).  The sums run in the same order as over the whole
-    padded signal: the output is bit-identical to the whole-signal pass."""
+    Streamed (:func:`eq_blocks` over one block): memory is bounded by EQ_BLOCK_FRAMES frames
+    plus the float32 output; the output is bit-identical to the whole-signal pass."""
     y = np.asarray(y, np.float32)
     if y.size == 0 or not np.any(gains_db):
         return y
+    return np.concatenate(list(eq_blocks(iter([y]), y.shape[0], sr, gains_db)))
+
+
+def eq_blocks(blocks: Iterator[np.ndarray], n: int, sr: int,
+              gains_db: np.ndarray) -> Iterator[np.ndarray]:
+    """:func:`apply_eq` of the mono signal that ``blocks`` hand out (float32 blocks of any
+    sizes, ``n`` samples in all), as consecutive float32 blocks adding up to ``n`` samples.
+
+    EQ_BLOCK_FRAMES frames at a time, each output sample emitted as soon as no later frame
+    reaches it; the input is read only as far as those frames need.  The sums run in the same
+    order as over the whole padded signal, so the samples are those of the whole pass."""
+    n = int(n)
+    if n == 0:
+        return
+    if not np.any(gains_db):
+        yield from exactly(blocks, n)
+        return
     n_fft, hop = 4096, 1024
     g = _eq_gain(sr, gains_db, n_fft)
     win = np.hanning(n_fft + 1)[:-1]
-    n = y.shape[0]
     n_pad = n + 2 * n_fft + hop  # the padded signal: n_fft zeros before, n_fft + hop after
     n_fr = 1 + (n_pad - n_fft) // hop
-    res = np.empty(n, np.float32)
     # out/norm over padded samples [base, base + buf.size): the samples a block touches
     span = (EQ_BLOCK_FRAMES - 1) * hop + n_fft
     out, norm = np.zeros(span), np.zeros(span)
     base = 0
     offs = np.arange(n_fft)[None, :]
+    src = BlockReader(blocks, n)
+    emitted = 0  # output samples handed out
     for s in range(0, n_fr, EQ_BLOCK_FRAMES):
         e = min(n_fr, s + EQ_BLOCK_FRAMES)
         a, b = s * hop, (e - 1) * hop + n_fft  # padded samples this block reads
         seg = np.zeros(b - a)
         lo, hi = max(a - n_fft, 0), min(b - n_fft, n)
         if hi > lo:
-            seg[lo + n_fft - a:hi + n_fft - a] = y[lo:hi]
+            seg[lo + n_fft - a:hi + n_fft - a] = src.read(lo, hi)
         idx = (np.arange(e - s)[:, None] * hop) + offs
         fr = np.fft.irfft(np.fft.rfft(seg[idx] * win, axis=1) * g, n_fft, axis=1) * win
         dsp.overlap_add(out, fr, a - base, hop)
         dsp.overlap_add(norm, np.broadcast_to(win ** 2, fr.shape), a - base, hop)
         done = e * hop if e < n_fr else b  # no later frame reaches below this sample
-        _emit(res, out, norm, base, done, n_fft)
+        piece = _finished(out, norm, base, done, n_fft, n)
+        if piece.size:
+            emitted += piece.shape[0]
+            yield piece
         if e == n_fr:
             break
         out[:b - done], norm[:b - done] = out[done - base:b - base], norm[done - base:b - base]
         out[b - done:], norm[b - done:] = 0.0, 0.0
         base = done
-    return res
+    if emitted < n:  # pragma: no cover - the last frame reaches past the end
+        yield np.zeros(n - emitted, np.float32)
 
 
-def _emit(res: np.ndarray, out: np.ndarray, norm: np.ndarray, base: int, done: int,
-          lead: int) -> None:
-    """Write the finished padded samples ``[base, done)`` of :func:`apply_eq`'s overlap-add
-    (``out / norm``, buffers starting at padded sample ``base``) into ``res``, whose sample 0
-    is padded sample ``lead``."""
-    lo, hi = max(base, lead), min(done, lead + res.shape[0])
-    if hi > lo:
-        res[lo - lead:hi - lead] = out[lo - base:hi - base] / np.maximum(norm[lo - base:hi - base],
-                                                                          1e-3)
+class BlockReader:
+    """Random access to a forward-only stream of blocks (``n`` samples in all, zero-padded if
+    it ends early): :meth:`read` ``(lo, hi)`` with ``lo`` never decreasing keeps only the
+    samples from ``lo`` on."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], n: int) -> None:
+        self.it, self.n = iter(blocks), n
+        self.buf = np.zeros(0, np.float32)
+        self.start = 0  # sample index of buf[0]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        hi = min(hi, self.n)
+        have = [self.buf[max(0, lo - self.start):]]
+        end = self.start + self.buf.shape[0]
+        while end < hi:
+            x = next(self.it, None)
+            x = np.zeros(hi - end, np.float32) if x is None else np.asarray(x, np.float32)
+            have.append(x)
+            end += x.shape[0]
+        self.start = max(lo, self.start)
+        self.buf = np.concatenate(have) if len(have) > 1 else have[0]
+        return self.buf[:hi - self.start]
+
+
+def exactly(blocks: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """``blocks`` cut or zero-padded to ``n`` samples in all, as float32."""
+    done = 0
+    for x in blocks:
+        x = np.asarray(x, np.float32)[:n - done]
+        if x.size:
+            done += x.shape[0]
+            yield x
+        if done >= n:
+            return
+    if done < n:
+        yield np.zeros(n - done, np.float32)
+
+
+def _finished(out: np.ndarray, norm: np.ndarray, base: int, done: int, lead: int,
+              n: int) -> np.ndarray:
+    """The finished padded samples ``[base, done)`` of :func:`eq_blocks`'s overlap-add
+    (``out / norm``, buffers starting at padded sample ``base``) that are output samples
+    (output sample 0 is padded sample ``lead``; ``n`` of them), as float32."""
+    lo, hi = max(base, lead), min(done, lead + n)
+    if hi <= lo:
+        return np.zeros(0, np.float32)
+    return (out[lo - base:hi - base] / np.maximum(norm[lo - base:hi - base], 1e-3)
+            ).astype(np.float32)
 
 
 # --- "sampler": the excerpt's notes replayed --------------------------------------------
