@@ -201,3 +201,15 @@ def test_tensorflow_never_imported(tmp_path: Path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_giving_the_model_arena_back_changes_no_activation(melody):
+    """A long input's last batch shrinks onnxruntime's memory arena: memory only."""
+    from semcodec.transcribe import _resample, model_activations
+
+    x = _resample(melody[: 3 * SR], SR)
+    kept = model_activations(x)
+    shrunk = model_activations(x, shrink=True)
+    again = model_activations(x)  # the arena regrows
+    for a, b, c in zip(kept, shrunk, again):
+        assert np.array_equal(a, b) and np.array_equal(a, c)

@@ -168,13 +168,26 @@ def _get_session():
         return _session
 
 
-def model_activations(audio22: np.ndarray, progress: Callable[[float], None] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _shrink_arena():
+    """Run options that give onnxruntime's CPU memory arena back after the run: the arena
+    otherwise keeps its peak (~130 MB) for the rest of the process.  Used on the last batch of
+    a long input's transcription only: regrowing it costs ~0.03 s of CPU per call, and running
+    without the arena ~15 % more CPU (30-s stem)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    ro = ort.RunOptions()
+    ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return ro
+
+
+def model_activations(audio22: np.ndarray, progress: Callable[[float], None] | None = None,
+                      shrink: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run basic-pitch on mono audio at 22050 Hz.
 
     Returns ``(note, onset, contour)`` activations of shapes (n_frames, 88), (n_frames, 88) and
     (n_frames, 264), float32, on a uniform grid: frame ``f`` is centred on sample ``f * 256``.
-    ``progress(fraction)`` is called after each batch of model windows.
+    ``progress(fraction)`` is called after each batch of model windows.  ``shrink``: give
+    onnxruntime's memory arena back after the last batch (:func:`_shrink_arena`).
     """
     audio22 = np.asarray(audio22, dtype=np.float32)
     n_frames = max(1, -(-len(audio22) // _HOP))
@@ -200,7 +213,8 @@ def model_activations(audio22: np.ndarray, progress: Callable[[float], None] | N
     for b0 in range(0, n_windows, _BATCH):
         b1 = min(n_windows, b0 + _BATCH)
         batch = np.stack([padded[k * step : k * step + _WIN] for k in range(b0, b1)])[..., None]
-        outs = session.run(None, {in_name: batch})
+        outs = session.run(None, {in_name: batch},
+                           _shrink_arena() if shrink and b1 == n_windows else None)
         for dst, idx in zip((note, onset, contour), order):
             out = outs[idx][:, _EDGE : _EDGE + _KEEP, :]
             dst[b0 * _KEEP : b1 * _KEEP] = out.reshape(-1, out.shape[-1])
@@ -566,7 +580,9 @@ def _transcribe_window(audio: np.ndarray, sr: int, w: int, n_windows: int,
         return
     t0 = s0 / sr + _TIME_OFFSET_S
     audio22 = _resample(segment, sr)
-    note_act, onset_act, contour = model_activations(audio22, progress)
+    # a long input's last window gives onnxruntime's arena back to the later encode stages
+    shrink = n_windows > 1 and w == n_windows - 1
+    note_act, onset_act, contour = model_activations(audio22, progress, shrink=shrink)
     events = decode_notes(
         note_act, onset_act, options.onset_threshold, options.frame_threshold,
         options.min_note_frames, options.melodia_trick, options.min_pitch, options.max_pitch,
