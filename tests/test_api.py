@@ -410,6 +410,40 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
     assert coded[-1].score == out.score  # the residual of the final decode
 
 
+def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch):
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+    c = Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR, loudness_lufs=-20.0,
+                  score=Score(tracks=(Track(name="t").with_notes((Note(0.1, 0.5, 60, 90),)),)))
+    louder = replace(c, score=replace(c.score, tracks=(Track(name="t").with_notes(
+        (Note(0.1, 0.5, 60, 120),)),)))
+    earlier = replace(louder, score=replace(louder.score, tracks=(Track(name="t").with_notes(
+        (Note(0.05, 0.45, 60, 120),)),)))
+    steps: list = []
+
+    def aligned(cc, original):
+        steps.append(("align", cc.score))
+        return earlier
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        if stop is None:  # the final residual (not the speculative one)
+            steps.append(("residual", cc.score))
+        return replace(cc, residual=b"r")
+
+    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original: louder)
+    monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert steps == [("align", louder.score), ("residual", earlier.score)]
+    assert out.score == earlier.score and out.residual == b"r"
+
+
 @pytest.mark.parametrize("repair_changes", [False, True])
 def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_the_file(
         monkeypatch, repair_changes):

@@ -54,6 +54,7 @@ from semcodec.encode_budget import (
     SAMPLE_FIELD_BYTES as SAMPLE_FIELD_BYTES,
     _bytes_left,
     _spend,
+    _with_aligned_onsets,
     _with_clear_notes,
     _with_residual,
 )
@@ -461,7 +462,9 @@ SPECULATIVE_RESIDUAL_MAX_S = 120.0
 def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions,
                               report: Progress) -> Container:
     """``c`` with the notes that its decode hides under a note an octave below made audible
-    again (:func:`encode_budget._with_clear_notes`), then its residual coded, last, against
+    again (:func:`encode_budget._with_clear_notes`) and its tracks' notes started earlier by
+    the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
+    then its residual coded, last, against
     that final decode with the bytes left.  The same bytes as one after the other: the
     residual coded meanwhile on the unrepaired ``c`` is used only if the repair keeps ``c``;
     else it is cancelled (it stops at its next check) and joined."""
@@ -471,7 +474,7 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     if residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S:
         early = in_background(_with_residual, c, inp.audio, _bytes_left(c, opts.target_kbps),
                               stop=cancel.is_set)
-    repaired = _with_clear_notes(c, inp.audio)
+    repaired = _with_aligned_onsets(_with_clear_notes(c, inp.audio), inp.audio)
     if residual:
         report("residual", 0.0)
         if early is not None and repaired is c:
