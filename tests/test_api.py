@@ -426,9 +426,9 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
         (Note(0.05, 0.45, 60, 120),)),)))
     steps: list = []
 
-    def aligned(cc, original):
-        steps.append(("align", cc.score))
-        return earlier
+    def aligned(cc, original, reference=None):
+        steps.append(("align", cc.score, reference, cc.residual))
+        return cc if cc.residual else earlier
 
     def with_residual(cc, original, max_bytes, stop=None):
         if stop is None:  # the final residual (not the speculative one)
@@ -440,7 +440,9 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
     monkeypatch.setattr(api, "_with_residual", with_residual)
     inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
     out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
-    assert steps == [("align", louder.score), ("residual", earlier.score)]
+    # led before the residual, then again with it, against the unled tracks
+    assert steps == [("align", louder.score, None, b""), ("residual", earlier.score),
+                     ("align", earlier.score, louder.score.tracks, b"r")]
     assert out.score == earlier.score and out.residual == b"r"
 
 

@@ -321,7 +321,7 @@ def test_onset_lags_per_track_and_overall_for_a_track_with_few_notes():
     lags = roundtrip.onset_lags(keyed, heard)
     assert lags[0] == pytest.approx(0.06)
     assert lags[1] == pytest.approx(0.01)
-    assert lags[2] == pytest.approx(np.median([0.06] * 8 + [0.01] * 8))  # the overall median
+    assert lags[2] == pytest.approx(0.035)  # all the matches: the central half, 4 + 4 notes
     # a heard note of another pitch, or too far away, is no hearing of the note
     assert roundtrip.onset_lags(keyed[:8], [Note(n.onset + 0.3, n.offset, n.pitch, 80)
                                             for n in slow.notes]) == {}
@@ -381,3 +381,17 @@ def replace_render(t: Track, render) -> Track:
     from dataclasses import replace
 
     return replace(t, render=render)
+
+
+def test_align_onsets_against_a_reference_gives_the_further_lead(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    reference = _two_tracks()
+    led = roundtrip.shifted(reference, {0: 0.04, 1: 0.04})  # already 40 ms earlier
+    render = _lagging_transcriber(monkeypatch, {0: 0.10, 1: 0.10})  # heard 60 ms late still
+    leads = roundtrip.align_onsets(led, render(led), SR, render, reference=reference)
+    assert leads == {0: pytest.approx(0.06), 1: pytest.approx(0.06)}
+    # without the reference, the lag is measured against the led tracks themselves
+    assert roundtrip.align_onsets(led, render(led), SR, render) == {
+        0: pytest.approx(0.10), 1: pytest.approx(0.10)}

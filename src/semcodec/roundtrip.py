@@ -339,13 +339,27 @@ MAX_LAG_S = 0.12
 LAG_STEP_S = 0.005
 
 
+#: Share of the onset differences left out at either end by :func:`onset_lags`' mean.
+LAG_TRIM = 0.25
+
+
+def _central_mean(values: Sequence[float]) -> float:
+    """Mean of the middle of ``values`` (LAG_TRIM of them left out at either end): the
+    transcriber's onsets fall on its ~11.6-ms frames, so a median is one of a few values,
+    while this mean resolves a lag between them and ignores stray matches."""
+    v = np.sort(np.asarray(values, np.float64))
+    k = int(len(v) * LAG_TRIM)
+    return float(v[k:len(v) - k].mean())
+
+
 def onset_lags(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[Note],
                window_s: float = LAG_WINDOW_S) -> dict[int, float]:
-    """``{track: lag}``: how late (s, median; negative: early) the transcription ``heard`` of
-    a decode hears the notes of each track of ``score_notes`` (``(track, index, note)``),
-    each note matched to the heard note of its pitch with the closest onset within
-    ``window_s``.  A track with fewer than MIN_LAG_NOTES matches gets the median over all
-    the tracks' matches; none when those are fewer too (the track is then absent)."""
+    """``{track: lag}``: how late (s; negative: early) the transcription ``heard`` of a
+    decode hears the notes of each track of ``score_notes`` (``(track, index, note)``), the
+    :func:`_central_mean` of the onset differences, each note matched to the heard note of
+    its pitch with the closest onset within ``window_s``.  A track with fewer than
+    MIN_LAG_NOTES matches gets the lag of all the tracks' matches; none when those are fewer
+    too (the track is then absent)."""
     import bisect  # noqa: PLC0415
 
     by_pitch: dict[int, list[float]] = {}
@@ -362,11 +376,11 @@ def onset_lags(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[Not
         if near:
             diffs.setdefault(ti, []).append(min(near, key=abs))
     every = [d for ds in diffs.values() for d in ds]
-    overall = float(np.median(every)) if len(every) >= MIN_LAG_NOTES else None
+    overall = _central_mean(every) if len(every) >= MIN_LAG_NOTES else None
     out = {}
     for ti in {ti for ti, _, _ in score_notes}:
         mine = diffs.get(ti, [])
-        lag = float(np.median(mine)) if len(mine) >= MIN_LAG_NOTES else overall
+        lag = _central_mean(mine) if len(mine) >= MIN_LAG_NOTES else overall
         if lag is not None:
             out[ti] = lag
     return out
@@ -393,7 +407,8 @@ def shifted(tracks: Sequence, leads: dict[int, float]) -> tuple:
 
 
 def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
-                 render: Callable[[tuple], np.ndarray]) -> dict[int, float]:
+                 render: Callable[[tuple], np.ndarray],
+                 reference: Sequence | None = None) -> dict[int, float]:
     """``{track: lead}``: how much earlier (s) each track's notes should be played (apply with
     :func:`shifted`) so that the decode's notes are heard where the score has them: the lag
     with which the transcription of their decode hears them (:func:`onset_lags`), on the
@@ -409,14 +424,17 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     tracks (mono float32 at ``sr`` Hz, the length of ``original``, the mono original at
     ``sr``).  The shift is kept only if the transcription of the shifted decode finds the
     unshifted score's notes better by MIN_F1_GAIN (note F1) while the mel distance to
-    ``original`` grows by at most MAX_MEL_COST.
+    ``original`` grows by at most MAX_MEL_COST.  ``reference``: where the notes should be
+    heard, tracks like ``tracks`` before an earlier shift (default: ``tracks`` themselves);
+    the leads are then the further shifts of ``tracks``.
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
     tracks = tuple(tracks)
     movable = {ti for ti, t in enumerate(tracks) if not t.is_drum and t.notes
                and (t.render is None or not t.render.use)}
-    notes = [(ti, k, n) for ti, t in enumerate(tracks) if not t.is_drum
+    reference = tracks if reference is None else tuple(reference)
+    notes = [(ti, k, n) for ti, t in enumerate(reference) if not t.is_drum
              for k, n in enumerate(t.notes)]
     if not movable:
         return {}
