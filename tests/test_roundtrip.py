@@ -351,7 +351,7 @@ def test_align_onsets_leads_the_lagging_track_only(monkeypatch):
     assert out[0].notes[0].onset == pytest.approx(tracks[0].notes[0].onset - 0.06)
 
 
-def test_align_onsets_refused_when_it_costs_mel_or_gains_nothing(monkeypatch):
+def test_align_onsets_refused_when_it_costs_mel_or_the_lag_stays(monkeypatch):
     from semcodec import sampleuse
 
     tracks = _two_tracks()
@@ -359,10 +359,35 @@ def test_align_onsets_refused_when_it_costs_mel_or_gains_nothing(monkeypatch):
     monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: next(dist))
     render = _lagging_transcriber(monkeypatch, {0: 0.08, 1: 0.08})
     assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {}
-    # a lag within the tolerance: shifting gains no F1, nothing is shifted
+    # a lag the shift does not move (the notes are heard late wherever they are played)
     monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    monkeypatch.setattr(roundtrip, "transcribe_back", lambda y, sr: tuple(
+        Note(n.onset + 0.03, n.offset, n.pitch, 80) for t in tracks for n in t.notes))
+    assert roundtrip.align_onsets(tracks, np.zeros(SR, np.float32), SR,
+                                  lambda ts: np.zeros(SR, np.float32)) == {}
+    # a lag within the tolerance that the shift removes is kept
     render = _lagging_transcriber(monkeypatch, {0: 0.03, 1: 0.03})
-    assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {}
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {
+        0: pytest.approx(0.03), 1: pytest.approx(0.03)}
+
+
+def test_align_onsets_refused_when_notes_are_lost(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    tracks = _two_tracks()
+    calls: list = []
+
+    def transcribe(y, sr):  # the shifted decode: the right onsets but half the notes lost
+        calls.append(1)
+        lag = 0.03 if len(calls) == 1 else 0.0
+        keep = 1 if len(calls) == 1 else 2
+        return tuple(Note(n.onset + lag, n.offset, n.pitch, 80) for t in tracks
+                     for k, n in enumerate(t.notes) if k % keep == 0)
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
+    y = np.zeros(SR, np.float32)
+    assert roundtrip.align_onsets(tracks, y, SR, lambda ts: y) == {}
 
 
 def test_align_onsets_leaves_tracks_played_from_an_excerpt_and_drums(monkeypatch):
