@@ -420,3 +420,24 @@ def test_align_onsets_against_a_reference_gives_the_further_lead(monkeypatch):
     # without the reference, the lag is measured against the led tracks themselves
     assert roundtrip.align_onsets(led, render(led), SR, render) == {
         0: pytest.approx(0.10), 1: pytest.approx(0.10)}
+
+
+def test_align_onsets_kept_for_a_note_f1_gain_when_part_of_the_lag_stays(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    tracks = _two_tracks()
+    last: dict = {}
+
+    def render(ts):
+        last["tracks"] = ts
+        return np.zeros(SR, np.float32)
+
+    def transcribe(y, sr):  # a shift of d s moves the heard onsets by 0.4 d only
+        return tuple(Note(r.onset + 0.08 - 0.4 * (r.onset - n.onset), r.offset, r.pitch, 80)
+                     for t, u in zip(tracks, last["tracks"]) for r, n in zip(t.notes, u.notes))
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
+    # 80 ms late (no note within the tolerance) -> 48 ms: not halved, but all notes heard
+    leads = roundtrip.align_onsets(tracks, render(tracks), SR, render)
+    assert leads == {0: pytest.approx(0.08), 1: pytest.approx(0.08)}

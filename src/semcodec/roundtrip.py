@@ -333,13 +333,14 @@ LAG_WINDOW_S = 0.15
 #: the lag of all the tracks' notes together (or none, when they are fewer too).
 MIN_LAG_NOTES = 5
 #: Lags (s) smaller than this are left alone; larger ones are limited to MAX_LAG_S.
-MIN_LAG_S = 0.01
+MIN_LAG_S = 0.005
 MAX_LAG_S = 0.12
-#: A shift is kept when the lags it leaves are at most this share of those it corrects (and
-#: the notes transcribe back about as well: :func:`keeps_notes`).  Not a gain in note F1: a
-#: lag of 10-25 ms barely changes an F1 at 50-ms tolerance against the score, but it adds
-#: to the transcription's own late onsets and puts the decode's notes beyond the tolerance
-#: against the truth (bench brass ensemble: 12 ms measured, round-trip F1 0.413 -> 0.475).
+#: A shift is kept when the lags it leaves are at most this share of those it corrects, or
+#: its note F1 against the score rises by MIN_F1_GAIN (and, either way, the notes
+#: transcribe back about as well: :func:`keeps_notes`).  The lag alone suffices: a lag of
+#: 10-25 ms barely changes an F1 at 50-ms tolerance against the score, but it adds to the
+#: transcription's own late onsets and puts the decode's notes beyond the tolerance against
+#: the truth (bench brass ensemble: 12 ms measured, round-trip F1 0.413 -> 0.475).
 LAG_KEPT = 0.5
 #: The onsets of a shifted score are on the score's tick (SCORE_TICK_S of the format).
 LAG_STEP_S = 0.005
@@ -429,9 +430,9 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     ``render.use``) and drums are left alone.  ``render(tracks)`` is the decode of those
     tracks (mono float32 at ``sr`` Hz, the length of ``original``, the mono original at
     ``sr``).  The shift is kept only if the transcription of the shifted decode hears the
-    led tracks' notes with at most LAG_KEPT of their lags, about as many of them
-    (:func:`keeps_notes`), while the mel distance to ``original`` grows by at most
-    MAX_MEL_COST.  ``reference``: where the notes should be
+    led tracks' notes with at most LAG_KEPT of their lags or with a note F1 higher by
+    MIN_F1_GAIN, about as many of them (:func:`keeps_notes`), while the mel distance to
+    ``original`` grows by at most MAX_MEL_COST.  ``reference``: where the notes should be
     heard, tracks like ``tracks`` before an earlier shift (default: ``tracks`` themselves);
     the leads are then the further shifts of ``tracks``.
     """
@@ -472,5 +473,6 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     after = sum(abs(lags_c.get(ti, lags[ti])) for ti in leads)
     log.info("onset alignment: lags %.0f -> %.0f ms (sum), note F1 %.3f -> %.3f, "
              "mel %.3f -> %.3f", 1000 * before, 1000 * after, f1, f1c, mel0, melc)
-    ok = after <= LAG_KEPT * before and keeps_notes(f1c, f1, len(ref))
+    ok = (after <= LAG_KEPT * before or f1c >= f1 + MIN_F1_GAIN) and keeps_notes(f1c, f1,
+                                                                                len(ref))
     return leads if ok else {}
