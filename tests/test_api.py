@@ -518,3 +518,28 @@ def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(m
                          name="x")
     api._fit(inp, score, api.EncodeOptions(samples=False))
     assert seen == {0: (26, frozenset({3}))}  # the unsure guess (0.4) restricts nothing
+
+
+def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypatch):
+    from semcodec import digest, encode_budget, roundtrip
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 8000
+    dur = 40.0
+    notes = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 60, 90) for k in range(19))
+    c = Container(duration=dur, sample_rate=SR, channels=1, n_samples=int(dur * SR),
+                  loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    monkeypatch.setattr(digest, "LONG_MEASURE_S", 20.0)
+    monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
+    seen: dict = {}
+
+    def align(tracks, target, sr, render, reference=None):
+        seen.update(n=len(tracks[0].notes), seconds=len(target) / sr, ref=reference)
+        return {0: 0.02}
+
+    monkeypatch.setattr(roundtrip, "align_onsets", align)
+    out = encode_budget._with_aligned_onsets(c, np.zeros(int(dur * SR), np.float32))
+    assert seen["seconds"] == pytest.approx(10.0, abs=0.01) and seen["n"] == 5
+    assert [n.onset for n in out.score.tracks[0].notes] == pytest.approx(
+        [n.onset - 0.02 for n in notes])  # every note of the whole input is led
