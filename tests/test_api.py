@@ -410,6 +410,42 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
     assert coded[-1].score == out.score  # the residual of the final decode
 
 
+def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch):
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+    c = Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR, loudness_lufs=-20.0,
+                  score=Score(tracks=(Track(name="t").with_notes((Note(0.1, 0.5, 60, 90),)),)))
+    louder = replace(c, score=replace(c.score, tracks=(Track(name="t").with_notes(
+        (Note(0.1, 0.5, 60, 120),)),)))
+    earlier = replace(louder, score=replace(louder.score, tracks=(Track(name="t").with_notes(
+        (Note(0.05, 0.45, 60, 120),)),)))
+    steps: list = []
+
+    def aligned(cc, original, reference=None):
+        steps.append(("align", cc.score, reference, cc.residual))
+        return cc if cc.residual else earlier
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        if stop is None:  # the final residual (not the speculative one)
+            steps.append(("residual", cc.score))
+        return replace(cc, residual=b"r")
+
+    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original: louder)
+    monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    # led before the residual, then again with it, against the unled tracks
+    assert steps == [("align", louder.score, None, b""), ("residual", earlier.score),
+                     ("align", earlier.score, louder.score.tracks, b"r")]
+    assert out.score == earlier.score and out.residual == b"r"
+
+
 @pytest.mark.parametrize("repair_changes", [False, True])
 def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_the_file(
         monkeypatch, repair_changes):
@@ -482,3 +518,28 @@ def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(m
                          name="x")
     api._fit(inp, score, api.EncodeOptions(samples=False))
     assert seen == {0: (26, frozenset({3}))}  # the unsure guess (0.4) restricts nothing
+
+
+def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypatch):
+    from semcodec import digest, encode_budget, roundtrip
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 8000
+    dur = 40.0
+    notes = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 60, 90) for k in range(19))
+    c = Container(duration=dur, sample_rate=SR, channels=1, n_samples=int(dur * SR),
+                  loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    monkeypatch.setattr(digest, "LONG_MEASURE_S", 20.0)
+    monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
+    seen: dict = {}
+
+    def align(tracks, target, sr, render, reference=None):
+        seen.update(n=len(tracks[0].notes), seconds=len(target) / sr, ref=reference)
+        return {0: 0.02}
+
+    monkeypatch.setattr(roundtrip, "align_onsets", align)
+    out = encode_budget._with_aligned_onsets(c, np.zeros(int(dur * SR), np.float32))
+    assert seen["seconds"] == pytest.approx(10.0, abs=0.01) and seen["n"] == 5
+    assert [n.onset for n in out.score.tracks[0].notes] == pytest.approx(
+        [n.onset - 0.02 for n in notes])  # every note of the whole input is led

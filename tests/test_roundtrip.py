@@ -282,3 +282,162 @@ def test_repair_renders_nothing_when_no_note_can_be_masked(monkeypatch):
     target = np.zeros(SR, np.float32)
     assert roundtrip.repair(tracks, target, SR, lambda ts: rendered.append(ts) or target) == tracks
     assert rendered == []
+
+
+# --- onset alignment ----------------------------------------------------------------------
+
+def _two_tracks(n: int = 8):
+    """A slow track (pitches 60..) and a quick one (pitches 72..), notes every 0.5 s."""
+    slow = tuple(Note(0.3 + 0.5 * k, 0.7 + 0.5 * k, 60 + k % 3, 80) for k in range(n))
+    quick = tuple(Note(0.35 + 0.5 * k, 0.6 + 0.5 * k, 72 + k % 4, 80) for k in range(n))
+    return Track("slow", 40).with_notes(slow), Track("quick", 0).with_notes(quick)
+
+
+def _lagging_transcriber(monkeypatch, lags: dict[int, float]):
+    """A decode whose transcription hears track ``i``'s notes ``lags[i]`` s late (the notes
+    are read from the last rendering)."""
+    last: dict = {}
+
+    def render(tracks):
+        last["tracks"] = tracks
+        return np.zeros(SR * 5, np.float32)
+
+    def transcribe(y, sr):  # noqa: ARG001
+        return tuple(Note(n.onset + lags.get(ti, 0.0), n.offset + lags.get(ti, 0.0), n.pitch, 80)
+                     for ti, t in enumerate(last["tracks"]) for n in t.notes)
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
+    return render
+
+
+def test_onset_lags_per_track_and_overall_for_a_track_with_few_notes():
+    slow, quick = _two_tracks()
+    few = Track("few", 0).with_notes((Note(1.0, 1.2, 90, 80),))
+    tracks = (slow, quick, few)
+    keyed = [(ti, k, n) for ti, t in enumerate(tracks) for k, n in enumerate(t.notes)]
+    heard = ([Note(n.onset + 0.06, n.offset, n.pitch, 80) for n in slow.notes]
+             + [Note(n.onset + 0.01, n.offset, n.pitch, 80) for n in quick.notes]
+             + [Note(1.2, 1.3, 91, 80)])  # the lone note's pitch is not heard
+    lags = roundtrip.onset_lags(keyed, heard)
+    assert lags[0] == pytest.approx(0.06)
+    assert lags[1] == pytest.approx(0.01)
+    assert lags[2] == pytest.approx(0.035)  # all the matches: the central half, 4 + 4 notes
+    # a heard note of another pitch, or too far away, is no hearing of the note
+    assert roundtrip.onset_lags(keyed[:8], [Note(n.onset + 0.3, n.offset, n.pitch, 80)
+                                            for n in slow.notes]) == {}
+
+
+def test_shifted_moves_a_track_earlier_and_keeps_onsets_non_negative():
+    slow, quick = _two_tracks()
+    first = Note(0.02, 0.4, 60, 80)
+    slow = slow.with_notes((first,) + slow.notes)
+    out = roundtrip.shifted((slow, quick), {0: 0.05})
+    assert out[1] is quick
+    assert out[0].notes[0].onset == 0.0 and out[0].notes[0].offset == pytest.approx(0.35)
+    assert [n.onset for n in out[0].notes[1:]] == pytest.approx([n.onset - 0.05
+                                                                 for n in slow.notes[1:]])
+    assert [n.pitch for n in out[0].notes] == [n.pitch for n in slow.notes]
+
+
+def test_align_onsets_leads_the_lagging_track_only(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    render = _lagging_transcriber(monkeypatch, {0: 0.062, 1: 0.004})
+    tracks = _two_tracks()
+    leads = roundtrip.align_onsets(tracks, render(tracks), SR, render)
+    assert leads == {0: pytest.approx(0.06)}  # on the 5-ms tick; the quick track's 4 ms left
+    out = roundtrip.shifted(tracks, leads)
+    assert out[0].notes[0].onset == pytest.approx(tracks[0].notes[0].onset - 0.06)
+
+
+def test_align_onsets_refused_when_it_costs_mel_or_the_lag_stays(monkeypatch):
+    from semcodec import sampleuse
+
+    tracks = _two_tracks()
+    dist = iter([0.2, 0.3])  # the shifted decode is farther from the original
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: next(dist))
+    render = _lagging_transcriber(monkeypatch, {0: 0.08, 1: 0.08})
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {}
+    # a lag the shift does not move (the notes are heard late wherever they are played)
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    monkeypatch.setattr(roundtrip, "transcribe_back", lambda y, sr: tuple(
+        Note(n.onset + 0.03, n.offset, n.pitch, 80) for t in tracks for n in t.notes))
+    assert roundtrip.align_onsets(tracks, np.zeros(SR, np.float32), SR,
+                                  lambda ts: np.zeros(SR, np.float32)) == {}
+    # a lag within the tolerance that the shift removes is kept
+    render = _lagging_transcriber(monkeypatch, {0: 0.03, 1: 0.03})
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {
+        0: pytest.approx(0.03), 1: pytest.approx(0.03)}
+
+
+def test_align_onsets_refused_when_notes_are_lost(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    tracks = _two_tracks()
+    calls: list = []
+
+    def transcribe(y, sr):  # the shifted decode: the right onsets but half the notes lost
+        calls.append(1)
+        lag = 0.03 if len(calls) == 1 else 0.0
+        keep = 1 if len(calls) == 1 else 2
+        return tuple(Note(n.onset + lag, n.offset, n.pitch, 80) for t in tracks
+                     for k, n in enumerate(t.notes) if k % keep == 0)
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
+    y = np.zeros(SR, np.float32)
+    assert roundtrip.align_onsets(tracks, y, SR, lambda ts: y) == {}
+
+
+def test_align_onsets_leaves_tracks_played_from_an_excerpt_and_drums(monkeypatch):
+    from semcodec import sampleuse
+    from semcodec.events import TrackRender
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    slow, quick = _two_tracks()
+    sampled = replace_render(slow, TrackRender(use="sampler"))
+    drums = Track("drums", 0, is_drum=True, notes=quick.notes)
+    render = _lagging_transcriber(monkeypatch, {0: 0.08, 1: 0.08})
+    assert roundtrip.align_onsets((sampled, drums), render((sampled, drums)), SR, render) == {}
+
+
+def replace_render(t: Track, render) -> Track:
+    from dataclasses import replace
+
+    return replace(t, render=render)
+
+
+def test_align_onsets_against_a_reference_gives_the_further_lead(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    reference = _two_tracks()
+    led = roundtrip.shifted(reference, {0: 0.04, 1: 0.04})  # already 40 ms earlier
+    render = _lagging_transcriber(monkeypatch, {0: 0.10, 1: 0.10})  # heard 60 ms late still
+    leads = roundtrip.align_onsets(led, render(led), SR, render, reference=reference)
+    assert leads == {0: pytest.approx(0.06), 1: pytest.approx(0.06)}
+    # without the reference, the lag is measured against the led tracks themselves
+    assert roundtrip.align_onsets(led, render(led), SR, render) == {
+        0: pytest.approx(0.10), 1: pytest.approx(0.10)}
+
+
+def test_align_onsets_kept_for_a_note_f1_gain_when_part_of_the_lag_stays(monkeypatch):
+    from semcodec import sampleuse
+
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    tracks = _two_tracks()
+    last: dict = {}
+
+    def render(ts):
+        last["tracks"] = ts
+        return np.zeros(SR, np.float32)
+
+    def transcribe(y, sr):  # a shift of d s moves the heard onsets by 0.4 d only
+        return tuple(Note(r.onset + 0.08 - 0.4 * (r.onset - n.onset), r.offset, r.pitch, 80)
+                     for t, u in zip(tracks, last["tracks"]) for r, n in zip(t.notes, u.notes))
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
+    # 80 ms late (no note within the tolerance) -> 48 ms: not halved, but all notes heard
+    leads = roundtrip.align_onsets(tracks, render(tracks), SR, render)
+    assert leads == {0: pytest.approx(0.08), 1: pytest.approx(0.08)}

@@ -54,6 +54,7 @@ from semcodec.encode_budget import (
     SAMPLE_FIELD_BYTES as SAMPLE_FIELD_BYTES,
     _bytes_left,
     _spend,
+    _with_aligned_onsets,
     _with_clear_notes,
     _with_residual,
 )
@@ -461,8 +462,11 @@ SPECULATIVE_RESIDUAL_MAX_S = 120.0
 def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions,
                               report: Progress) -> Container:
     """``c`` with the notes that its decode hides under a note an octave below made audible
-    again (:func:`encode_budget._with_clear_notes`), then its residual coded, last, against
-    that final decode with the bytes left.  The same bytes as one after the other: the
+    again (:func:`encode_budget._with_clear_notes`) and its tracks' notes started earlier by
+    the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
+    then its residual coded against that decode with the bytes left, then the notes led
+    further by the lag the decode with its residual still has (the residual unchanged: its
+    levels are the original's, whatever the decode).  The same bytes as one after the other: the
     residual coded meanwhile on the unrepaired ``c`` is used only if the repair keeps ``c``;
     else it is cancelled (it stops at its next check) and joined."""
     residual = opts.residual and c.loudness_lufs is not None
@@ -471,7 +475,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     if residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S:
         early = in_background(_with_residual, c, inp.audio, _bytes_left(c, opts.target_kbps),
                               stop=cancel.is_set)
-    repaired = _with_clear_notes(c, inp.audio)
+    cleared = _with_clear_notes(c, inp.audio)
+    repaired = _with_aligned_onsets(cleared, inp.audio)
     if residual:
         report("residual", 0.0)
         if early is not None and repaired is c:
@@ -484,6 +489,10 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if early is not None:
                 _join_discarded(early)
         report("residual", 1.0)
+        if repaired.residual:
+            # the residual's attenuation of the decode's attacks delays where they are heard
+            # again (bench strings ensemble: ~40 ms more): the notes are led by that too
+            repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
     return repaired
 
 

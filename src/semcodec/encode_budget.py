@@ -164,6 +164,47 @@ def _clear_notes(c: _C, original: np.ndarray) -> _C:
     return c if tracks == c.score.tracks else replace(c, score=replace(c.score, tracks=tracks))
 
 
+def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = None) -> _C:
+    """``c`` with each pitched track's notes started earlier by the lag with which a
+    transcription of its decode hears them (:func:`semcodec.roundtrip.align_onsets`,
+    measured on its default decode, residual included when it has one, at the transcriber's
+    rate against ``original``, float32 at ``c.sample_rate``); ``c`` unchanged when no lag is
+    found, the shift is not accepted or the decode fails.  ``reference``: ``c``'s tracks
+    before an earlier shift (where the notes should be heard; default: ``c``'s own).  A long
+    input (over digest.LONG_MEASURE_S) is measured on its first REPAIR_SPAN_S (a lag belongs
+    to a track's sound, not to a passage)."""
+    from semcodec import roundtrip
+    from semcodec.errors import SemcodecError
+    from semcodec.synth import dsp
+
+    m, audio = c, original
+    ref = c.score.tracks if reference is None else reference
+    if c.duration > digest.LONG_MEASURE_S:
+        dg = digest.around(c, 0.0, REPAIR_SPAN_S)
+        m, audio = dg.container(c, samples=True), dg.audio(original)
+        ref = dg.container(replace(c, score=replace(c.score, tracks=ref))).score.tracks
+    sr = roundtrip.MEASURE_SR
+    mono = np.asarray(audio, np.float32)
+    target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), m.sample_rate, sr)
+    opts = DecodeOptions(residual=bool(m.residual), channels=1, max_duration_s=None,
+                         sample_rate=sr)
+
+    def render(tracks: tuple) -> np.ndarray:
+        y, _ = decode(replace(m, score=replace(m.score, tracks=tracks)), opts)
+        return dsp.fit_length(np.asarray(y, np.float32), target.shape[0])
+
+    try:
+        leads = roundtrip.align_onsets(m.score.tracks, target, sr, render, reference=ref)
+    except SemcodecError as exc:
+        log.warning("onset alignment skipped: %s", exc)
+        return c
+    if not leads:
+        return c
+    log.info("onset alignment: %s", ", ".join(f"track {i + 1} {1000 * v:+.0f} ms earlier"
+                                              for i, v in sorted(leads.items())))
+    return replace(c, score=replace(c.score, tracks=roundtrip.shifted(c.score.tracks, leads)))
+
+
 def _samples_within(c: SmcFile, samples: tuple, max_kbps: float) -> tuple:
     """The samples (in order) that fit into ``max_kbps`` on top of the rest of ``c``."""
     budget = max_kbps * 1000.0 / 8.0 * c.duration - len(c.to_bytes())

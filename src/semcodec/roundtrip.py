@@ -320,3 +320,159 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
             break
         f1, tracks, heard = best
     return tracks
+
+
+# ------------------------------------------------------------------------------------------
+# alignment: onsets the decode makes heard late
+# ------------------------------------------------------------------------------------------
+
+#: A heard note of the same pitch whose onset is at most this far (s) from a score note's is
+#: that note's hearing, for :func:`onset_lags`.
+LAG_WINDOW_S = 0.15
+#: A track's lag is measured on at least this many heard notes; a track with fewer takes
+#: the lag of all the tracks' notes together (or none, when they are fewer too).
+MIN_LAG_NOTES = 5
+#: Lags (s) smaller than this are left alone; larger ones are limited to MAX_LAG_S.
+MIN_LAG_S = 0.005
+MAX_LAG_S = 0.12
+#: A shift is kept when the lags it leaves are at most this share of those it corrects, or
+#: its note F1 against the score rises by MIN_F1_GAIN (and, either way, the notes
+#: transcribe back about as well: :func:`keeps_notes`).  The lag alone suffices: a lag of
+#: 10-25 ms barely changes an F1 at 50-ms tolerance against the score, but it adds to the
+#: transcription's own late onsets and puts the decode's notes beyond the tolerance against
+#: the truth (bench brass ensemble: 12 ms measured, round-trip F1 0.413 -> 0.475).
+LAG_KEPT = 0.5
+#: The onsets of a shifted score are on the score's tick (SCORE_TICK_S of the format).
+LAG_STEP_S = 0.005
+
+
+#: Share of the onset differences left out at either end by :func:`onset_lags`' mean.
+LAG_TRIM = 0.25
+
+
+def _central_mean(values: Sequence[float]) -> float:
+    """Mean of the middle of ``values`` (LAG_TRIM of them left out at either end): the
+    transcriber's onsets fall on its ~11.6-ms frames, so a median is one of a few values,
+    while this mean resolves a lag between them and ignores stray matches."""
+    v = np.sort(np.asarray(values, np.float64))
+    k = int(len(v) * LAG_TRIM)
+    return float(v[k:len(v) - k].mean())
+
+
+def onset_lags(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[Note],
+               window_s: float = LAG_WINDOW_S) -> dict[int, float]:
+    """``{track: lag}``: how late (s; negative: early) the transcription ``heard`` of a
+    decode hears the notes of each track of ``score_notes`` (``(track, index, note)``), the
+    :func:`_central_mean` of the onset differences, each note matched to the heard note of
+    its pitch with the closest onset within ``window_s``.  A track with fewer than
+    MIN_LAG_NOTES matches gets the lag of all the tracks' matches; none when those are fewer
+    too (the track is then absent)."""
+    import bisect  # noqa: PLC0415
+
+    by_pitch: dict[int, list[float]] = {}
+    for h in heard:
+        by_pitch.setdefault(int(h.pitch), []).append(float(h.onset))
+    for ons in by_pitch.values():
+        ons.sort()
+    diffs: dict[int, list[float]] = {}
+    for ti, _, n in score_notes:
+        ons = by_pitch.get(int(n.pitch), [])
+        t = float(n.onset)
+        i = bisect.bisect_left(ons, t - window_s)
+        near = [o - t for o in ons[i:i + 8] if abs(o - t) <= window_s]
+        if near:
+            diffs.setdefault(ti, []).append(min(near, key=abs))
+    every = [d for ds in diffs.values() for d in ds]
+    overall = _central_mean(every) if len(every) >= MIN_LAG_NOTES else None
+    out = {}
+    for ti in {ti for ti, _, _ in score_notes}:
+        mine = diffs.get(ti, [])
+        lag = _central_mean(mine) if len(mine) >= MIN_LAG_NOTES else overall
+        if lag is not None:
+            out[ti] = lag
+    return out
+
+
+def shifted(tracks: Sequence, leads: dict[int, float]) -> tuple:
+    """``tracks`` with the notes of track ``i`` played ``leads[i]`` s earlier (onset and
+    offset; an onset stays >= 0, a note at least LAG_STEP_S long)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    out = []
+    for ti, t in enumerate(tracks):
+        lead = leads.get(ti, 0.0)
+        if not lead:
+            out.append(t)
+            continue
+        notes = []
+        for n in t.notes:
+            on = max(0.0, float(n.onset) - lead)
+            off = max(on + LAG_STEP_S, float(n.offset) - lead)
+            notes.append(replace(n, onset=on, offset=off))
+        out.append(t.with_notes(notes))
+    return tuple(out)
+
+
+def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
+                 render: Callable[[tuple], np.ndarray],
+                 reference: Sequence | None = None) -> dict[int, float]:
+    """``{track: lead}``: how much earlier (s) each track's notes should be played (apply with
+    :func:`shifted`) so that the decode's notes are heard where the score has them: the lag
+    with which the transcription of their decode hears them (:func:`onset_lags`), on the
+    score's tick, limited to MAX_LAG_S; empty when no lag is found or the shift is not
+    accepted.
+
+    A slow attack (bowed strings, a pad, a soft wind) is heard tens of ms after the note
+    starts: the score, transcribed from the original, already has the original's onsets as
+    they are heard; its decode, heard late again, puts them beyond the 50-ms tolerance of a
+    transcription (bench, strings ensemble: 44-52 ms late per track, round-trip note F1 0.09
+    against 0.46 for the original's transcription).  Tracks played from an excerpt (a
+    ``render.use``) and drums are left alone.  ``render(tracks)`` is the decode of those
+    tracks (mono float32 at ``sr`` Hz, the length of ``original``, the mono original at
+    ``sr``).  The shift is kept only if the transcription of the shifted decode hears the
+    led tracks' notes with at most LAG_KEPT of their lags or with a note F1 higher by
+    MIN_F1_GAIN, about as many of them (:func:`keeps_notes`), while the mel distance to
+    ``original`` grows by at most MAX_MEL_COST.  ``reference``: where the notes should be
+    heard, tracks like ``tracks`` before an earlier shift (default: ``tracks`` themselves);
+    the leads are then the further shifts of ``tracks``.
+    """
+    from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
+
+    tracks = tuple(tracks)
+    movable = {ti for ti, t in enumerate(tracks) if not t.is_drum and t.notes
+               and (t.render is None or not t.render.use)}
+    reference = tracks if reference is None else tuple(reference)
+    notes = [(ti, k, n) for ti, t in enumerate(reference) if not t.is_drum
+             for k, n in enumerate(t.notes)]
+    if not movable:
+        return {}
+    ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes]
+    y = np.asarray(render(tracks), np.float32)
+    heard = transcribe_back(y, sr)
+    f1 = note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard])
+    lags = onset_lags(notes, heard)
+    leads = {ti: float(np.clip(round(lag / LAG_STEP_S) * LAG_STEP_S, -MAX_LAG_S, MAX_LAG_S))
+             for ti, lag in lags.items() if ti in movable and abs(lag) >= MIN_LAG_S}
+    log.info("onset lags of the decode (ms): %s; note F1 %.3f",
+             ", ".join(f"track {ti + 1}: {1000 * lag:.0f}" for ti, lag in sorted(lags.items())),
+             f1)
+    if not leads:
+        return {}
+    ref_mels = log_mels(np.asarray(original, np.float32), sr)
+    mel0 = mel_distance(ref_mels, y, sr)
+    cand = shifted(tracks, leads)
+    yc = np.asarray(render(cand), np.float32)
+    melc = mel_distance(ref_mels, yc, sr)
+    if melc > mel0 + MAX_MEL_COST:
+        log.info("onset alignment refused: mel %.3f -> %.3f", mel0, melc)
+        return {}
+    heard_c = transcribe_back(yc, sr)
+    f1c = note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard_c])
+    lags_c = onset_lags(notes, heard_c)
+    before = sum(abs(lags[ti]) for ti in leads)
+    after = sum(abs(lags_c.get(ti, lags[ti])) for ti in leads)
+    log.info("onset alignment: lags %.0f -> %.0f ms (sum), note F1 %.3f -> %.3f, "
+             "mel %.3f -> %.3f", 1000 * before, 1000 * after, f1, f1c, mel0, melc)
+    ok = (after <= LAG_KEPT * before or f1c >= f1 + MIN_F1_GAIN) and keeps_notes(f1c, f1,
+                                                                                len(ref))
+    return leads if ok else {}
