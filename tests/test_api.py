@@ -401,7 +401,7 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
         return replace(cc, residual=b"r")
 
     monkeypatch.setattr(api, "_with_clear_notes",
-                        lambda cc, original: louder if repair_changes else cc)
+                        lambda cc, original, on_candidate=None: louder if repair_changes else cc)
     monkeypatch.setattr(api, "_with_residual", with_residual)
     inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
     out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
@@ -441,7 +441,7 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
         seen["ended"] = True
         return cc if stop() else replace(cc, residual=b"early")
 
-    def with_clear_notes(cc, original):
+    def with_clear_notes(cc, original, on_candidate=None):
         decided.set()
         return louder if repair_changes else cc
 
@@ -453,6 +453,61 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
     assert seen["stopped"] is repair_changes
     assert out.residual == (b"after" if repair_changes else b"early")
     assert out.score == (louder if repair_changes else c).score
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(monkeypatch,
+                                                                               rounds):
+    import threading
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+
+    def file(velocity: int) -> Container:
+        return Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR,
+                         loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
+                             (Note(0.1, 0.5, 60, velocity),)),)))
+
+    c, cands = file(90), [file(100), file(110)][:rounds]
+    final = 100 + 10 * (rounds - 1)
+    coded: list = []  # (velocity, speculative, cancelled when it ended)
+    measured = threading.Event()
+    lock = threading.Lock()
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        v = cc.score.tracks[0].notes[0].velocity
+        if stop is not None:  # speculative: the file the repair returns ends once it has
+            # decided, the others only when they are cancelled
+            for _ in range(6000):  # 60 s at most: then the assertions below fail
+                if stop() or (measured.is_set() and v == final):
+                    break
+                threading.Event().wait(0.01)
+        with lock:
+            coded.append((v, stop is not None, stop is not None and stop()))
+        return replace(cc, residual=bytes([v]))
+
+    def with_clear_notes(cc, original, on_candidate=None):
+        assert on_candidate is not None
+        for cand in cands:  # each round's first candidate, shown before it is measured
+            on_candidate(replace(cand))  # an equal copy, as the repair builds it
+        measured.set()
+        return cands[-1]
+
+    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert out.score == cands[-1].score
+    assert out.residual == bytes([cands[-1].score.tracks[0].notes[0].velocity])
+    # coded once per file, all speculatively (none after the repair), all joined; only the
+    # kept one ran to its end uncancelled
+    assert sorted(v for v, _, _ in coded) == sorted([90] + [100, 110][:rounds])
+    assert all(spec for _, spec, _ in coded)
+    assert [v for v, _, cancelled in coded if not cancelled] == [final]
 
 
 def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):

@@ -100,6 +100,27 @@ def test_repair_raises_the_masked_notes(monkeypatch):
     assert after[48] <= before[48]
 
 
+def test_repair_shows_each_rounds_first_candidate_and_returns_the_same(monkeypatch):
+    render = _fake_transcriber(monkeypatch)
+    tracks = _pairs(6)
+    target = render(tracks)
+    plain = roundtrip.repair(tracks, target, SR, render)
+    shown: list = []
+    out = roundtrip.repair(tracks, target, SR, render, on_candidate=shown.append)
+    assert out == plain != tracks  # the hook changes nothing
+    # shown before it is measured, one per round, and the round's raised masked notes
+    assert 1 <= len(shown) <= roundtrip.MAX_ROUNDS
+    assert shown[0] == roundtrip.scaled(tracks, roundtrip.masked_notes(
+        [(0, k, n) for k, n in enumerate(tracks[0].notes)],
+        [n for n in tracks[0].notes if n.pitch == 48])[0], roundtrip.RAISE_FACTOR)
+    assert out in shown or out == roundtrip.scaled(shown[-1], {
+        (0, k) for k, n in enumerate(tracks[0].notes) if n.pitch == 48}, roundtrip.LOWER_FACTOR)
+    # a decode with nothing masked shows none
+    shown.clear()
+    roundtrip.repair(out, render(out), SR, render, on_candidate=shown.append)
+    assert shown == []
+
+
 def test_repair_refused_when_it_costs_mel(monkeypatch):
     _fake_transcriber(monkeypatch)
     tracks = _pairs(6)

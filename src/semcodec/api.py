@@ -452,9 +452,10 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     return _clear_notes_and_residual(c, inp, opts, report)
 
 
-#: Inputs up to this long (s) have their residual coded on a second thread while the
-#: round-trip repair runs (kept when the repair changes nothing); longer ones one after the
-#: other, so that the two peaks of memory do not add up.
+#: Inputs up to this long (s) have their residual coded on second threads while the
+#: round-trip repair runs: that of the file as it is (kept when the repair changes nothing)
+#: and that of the repair's latest round's first candidate (kept when the repair ends with
+#: it); longer ones one after the other, so that the peaks of memory do not add up.
 SPECULATIVE_RESIDUAL_MAX_S = 120.0
 
 
@@ -462,27 +463,47 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
                               report: Progress) -> Container:
     """``c`` with the notes that its decode hides under a note an octave below made audible
     again (:func:`encode_budget._with_clear_notes`), then its residual coded, last, against
-    that final decode with the bytes left.  The same bytes as one after the other: the
-    residual coded meanwhile on the unrepaired ``c`` is used only if the repair keeps ``c``;
-    else it is cancelled (it stops at its next check) and joined."""
+    that final decode with the bytes left.  The same bytes as one after the other: residuals
+    are coded meanwhile on second threads, of the unrepaired ``c`` and of the first candidate
+    of each round of the repair as soon as it is made (which cancels that of the round
+    before); the one of the file the repair returns is used, the others are cancelled (they
+    stop at their next check) and joined; when none matches, the residual is coded after the
+    repair."""
     residual = opts.residual and c.loudness_lufs is not None
-    early = None
-    cancel = threading.Event()
-    if residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S:
-        early = in_background(_with_residual, c, inp.audio, _bytes_left(c, opts.target_kbps),
-                              stop=cancel.is_set)
-    repaired = _with_clear_notes(c, inp.audio)
+    speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
+    #: (file, cancel event, its residual's result) of each speculative coding, ``c``'s first
+    early: list[tuple[Container, threading.Event, Callable[[], Any]]] = []
+
+    def start(cc: Container) -> None:
+        cancel = threading.Event()
+        early.append((cc, cancel, in_background(
+            _with_residual, cc, inp.audio, _bytes_left(cc, opts.target_kbps),
+            stop=cancel.is_set)))
+
+    def on_candidate(cc: Container) -> None:
+        for _, cancel, _ in early[1:]:  # an earlier round's candidate is not the result
+            cancel.set()
+        start(cc)
+
+    if speculate:
+        start(c)
+    repaired = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None)
     if residual:
         report("residual", 0.0)
-        if early is not None and repaired is c:
-            repaired = early()
+        kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()
+                     and (cc is repaired or cc.score == repaired.score)), None)
+        # the speculative residuals of files that are not kept stop at their next check
+        # (between their analysis passes) instead of taking a core from this
+        for k, (_, cancel, _) in enumerate(early):
+            if k != kept:
+                cancel.set()
+        if kept is not None:
+            repaired = early[kept][2]()
         else:
-            # the speculative residual codes a file that is not kept: it stops at its next
-            # check (between its analysis passes) instead of taking the second core from this
-            cancel.set()
             repaired = _with_residual(repaired, inp.audio, _bytes_left(repaired, opts.target_kbps))
-            if early is not None:
-                _join_discarded(early)
+        for k, (_, _, result) in enumerate(early):
+            if k != kept:
+                _join_discarded(result)
         report("residual", 1.0)
     return repaired
 
