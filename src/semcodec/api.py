@@ -198,6 +198,10 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     drum_samples: tuple[Sample, ...] = ()
     pitched = inp  # the audio of the pitched tracks
     if loudness is not None:
+        # a short input is transcribed whole while its drums are looked for (onnxruntime on
+        # one thread, numpy on the other): kept when it has none, as most have
+        early = (in_background(transcribe, inp.audio, inp.sample_rate, opts.transcribe)
+                 if opts.drums != "off" and inp.duration <= EARLY_TRANSCRIPTION_MAX_S else None)
         report("drums", 0.0)
         drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
         report("drums", 1.0)
@@ -210,8 +214,13 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
         report("transcribe", 0.0)
-        notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
-                           progress=lambda f: report("transcribe", f))
+        if early is not None and drum is None:
+            notes = early()
+        else:
+            if early is not None:
+                _join_discarded(early)  # the audio with the drums: not the one transcribed
+            notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
+                               progress=lambda f: report("transcribe", f))
         report("transcribe", 1.0)
         report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
@@ -222,6 +231,12 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
+
+
+#: Inputs up to this long (s) are transcribed during the drum detection, on a second thread;
+#: longer ones after it (their memory peaks do not add up, and the transcription reports
+#: its progress).
+EARLY_TRANSCRIPTION_MAX_S = 120.0
 
 
 def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
