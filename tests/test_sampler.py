@@ -173,3 +173,14 @@ def test_log_mels_in_blocks_equal_the_whole_stft(monkeypatch):
         np.testing.assert_allclose(ref, direct, rtol=0, atol=1e-12)
     blocks = np.concatenate(list(sampler.stft_mag_blocks(x, 1024, 256)))
     assert np.array_equal(blocks, sampler.stft_mag(x, 1024, 256))
+
+
+def test_frames_mag_is_the_abs_rfft_of_the_windowed_frames():
+    rng = np.random.default_rng(4)
+    n_fft, hop, n_fr = 512, 128, 300
+    xp = rng.standard_normal((n_fr - 1) * hop + n_fft + 7)
+    idx = np.arange(n_fr)[:, None] * hop + np.arange(n_fft)[None, :]
+    want = np.abs(np.fft.rfft(xp[idx] * np.hanning(n_fft + 1)[:-1], axis=1))
+    assert np.array_equal(sampler.frames_mag(xp, n_fft, hop, n_fr), want)
+    with pytest.raises(IndexError):  # too few samples for the frames asked for
+        sampler.frames_mag(xp[:n_fft], n_fft, hop, n_fr)
