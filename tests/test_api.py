@@ -510,6 +510,49 @@ def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(mon
     assert [v for v, _, cancelled in coded if not cancelled] == [final]
 
 
+@pytest.mark.parametrize("has_drums", [False, True])
+def test_a_short_input_is_transcribed_while_its_drums_are_looked_for(monkeypatch, has_drums):
+    import threading
+
+    from semcodec import api, drums
+    from semcodec.events import Note, Track
+
+    SR = 22050
+    audio = (0.1 * np.sin(np.arange(2 * SR) * 0.05)).astype(np.float32)
+    suppressed = audio * np.float32(0.5)
+    started = threading.Event()
+    calls: list = []  # (audio transcribed, on the main thread)
+
+    def transcribe(x, sr, options=None, progress=None):
+        calls.append((x, threading.current_thread() is threading.main_thread()))
+        started.set()
+        return (Note(0.1, 0.5, 60 if x is audio else 62, 90),)
+
+    def find_drums(x, sr, opts):
+        assert started.wait(60)  # the transcription runs meanwhile
+        drum = Track(name="drums", is_drum=True).with_notes((Note(0.2, 0.3, 36, 100),))
+        return (drum, ()) if has_drums else (None, ())
+
+    seen: dict = {}
+
+    def assemble(inp, loudness, tracks, audio_of, *rest):
+        seen["tracks"] = tracks
+        return "file"
+
+    monkeypatch.setattr(api, "transcribe", transcribe)
+    monkeypatch.setattr(api, "_drums", find_drums)
+    monkeypatch.setattr(drums, "suppress_percussion", lambda x, sr: suppressed)
+    monkeypatch.setattr(api, "_assemble", assemble)
+    assert api.encode(audio, SR, options=api.EncodeOptions(tracks=1)) == "file"
+    pitched = [t for t in seen["tracks"] if not t.is_drum]
+    assert calls[0][0] is audio and not calls[0][1]  # the whole input, on a second thread
+    if has_drums:  # then the audio without the drum hits, as before
+        assert len(calls) == 2 and calls[1][0] is suppressed and calls[1][1]
+        assert [n.pitch for n in pitched[0].notes] == [62]
+    else:
+        assert len(calls) == 1 and [n.pitch for n in pitched[0].notes] == [60]
+
+
 def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):
     from semcodec import api, timbre
     from semcodec.events import Note, Score, Track
