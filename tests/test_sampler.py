@@ -184,3 +184,30 @@ def test_frames_mag_is_the_abs_rfft_of_the_windowed_frames():
     assert np.array_equal(sampler.frames_mag(xp, n_fft, hop, n_fr), want)
     with pytest.raises(IndexError):  # too few samples for the frames asked for
         sampler.frames_mag(xp[:n_fft], n_fft, hop, n_fr)
+
+
+def test_target_measures_are_kept_for_the_same_input_only():
+    from semcodec import sampleuse
+    from semcodec.synth import dsp
+
+    sr = 44100
+    rng = np.random.default_rng(5)
+    audio = (0.1 * rng.standard_normal(sr)).astype(np.float32)
+    sampleuse.forget_target()
+    try:
+        first = sampleuse.target_measures(audio, sr)
+        target = dsp.resample(audio, sr, sampleuse.MEASURE_SR)
+        assert np.array_equal(first[0], target)  # the numbers of the direct computation
+        for a, b in zip(first[1], sampleuse.log_mels(target)):
+            assert np.array_equal(a, b)
+        assert first[2] == dsp.integrated_loudness(target, sampleuse.MEASURE_SR)
+        assert sampleuse.target_measures(audio, sr) is first  # kept for the same array
+        assert not first[0].flags.writeable
+        other = sampleuse.target_measures(audio.copy(), sr)  # an equal copy: measured again
+        assert other is not first and np.array_equal(other[0], first[0])
+        assert sampleuse.target_measures(audio, sr) is not first  # only the latest is kept
+        kept = sampleuse.target_measures(audio, sr)
+        sampleuse.forget_target()
+        assert sampleuse.target_measures(audio, sr) is not kept
+    finally:
+        sampleuse.forget_target()

@@ -462,9 +462,14 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         encoder=f"semcodec {__version__}",
         neural_model=_neural_model_key(),
     )
-    c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
-               inp.sample_rate, tuple(samples), opts)
-    return _clear_notes_and_residual(c, inp, opts, report)
+    from semcodec import sampleuse
+
+    try:
+        c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
+                   inp.sample_rate, tuple(samples), opts)
+        return _clear_notes_and_residual(c, inp, opts, report)
+    finally:
+        sampleuse.forget_target()  # the measures of this input, kept for its two measures
 
 
 #: Inputs up to this long (s) have their residual coded on second threads while the

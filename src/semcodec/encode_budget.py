@@ -153,9 +153,16 @@ def _clear_notes(c: _C, original: np.ndarray,
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
 
+    from semcodec import sampleuse
+
     sr = roundtrip.MEASURE_SR
     mono = np.asarray(original, np.float32)
-    target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
+    mels = None
+    if mono.ndim == 1 and sr == sampleuse.MEASURE_SR:
+        # the same original as the track renders were measured against (a solo): its measures
+        target, mels, _ = sampleuse.target_measures(mono, c.sample_rate)
+    else:
+        target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=sr)
 
     def render(tracks: tuple) -> np.ndarray:
@@ -172,7 +179,8 @@ def _clear_notes(c: _C, original: np.ndarray,
 
     try:
         tracks = roundtrip.repair(c.score.tracks, target, sr, render,
-                                  on_candidate=None if on_candidate is None else candidate)
+                                  on_candidate=None if on_candidate is None else candidate,
+                                  original_mels=mels)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c

@@ -256,7 +256,8 @@ def transcribe_spans(audio: np.ndarray, sr: int, spans: Sequence[tuple[float, fl
 
 def repair(tracks: Sequence, original: np.ndarray, sr: int,
            render: Callable[[tuple], np.ndarray],
-           on_candidate: Callable[[tuple], None] | None = None) -> tuple:
+           on_candidate: Callable[[tuple], None] | None = None,
+           original_mels: list[np.ndarray] | None = None) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -272,6 +273,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     its changed notes only (:func:`transcribe_spans`).  ``on_candidate(tracks)``, when given,
     is called with the first candidate of each round before it is measured (the caller may
     start work on it meanwhile: the encoder codes the residual of this likely result).
+    ``original_mels``: ``original``'s :func:`semcodec.sampleuse.log_mels` when the caller has
+    them (else they are computed).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -303,7 +306,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
 
     if not notes_of(tracks) or not may_mask(notes_of(tracks)):
         return tracks  # nothing can be masked: the decode need not be rendered nor heard
-    ref_mels = log_mels(np.asarray(original, np.float32), sr)
+    ref_mels = (log_mels(np.asarray(original, np.float32), sr) if original_mels is None
+                else original_mels)
     f1, mel0, heard = measure(tracks)
     log.info("round trip of the decode: note F1 %.3f, mel %.3f", f1, mel0)
     for _ in range(MAX_ROUNDS):

@@ -19,6 +19,7 @@ bitrate allocator (:mod:`semcodec.budget`) weighs against the excerpt's bytes.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -57,6 +58,38 @@ def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
         out.append(np.concatenate([np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5))
                                    for mag in sampler.stft_mag_blocks(x, n_fft, n_fft // 4)]))
     return out
+
+
+#: Inputs up to this long (s) keep their :func:`target_measures` for a later caller on the
+#: same array (the round-trip repair measures against the same original as the track renders).
+TARGET_KEEP_MAX_S = 300.0
+_TARGET_KEPT: list = []  # [(audio, sr, measures)]: the latest one only
+_TARGET_LOCK = threading.Lock()
+
+
+def target_measures(audio: np.ndarray, sr: int) -> tuple[np.ndarray, list[np.ndarray], float | None]:
+    """(``audio`` (mono float32 at ``sr`` Hz) resampled to MEASURE_SR, its :func:`log_mels`,
+    its integrated loudness in LUFS or None).  Those of the latest input up to
+    TARGET_KEEP_MAX_S long are kept (read-only) and returned again for the same array object
+    and rate (the encoder does not change its input), until :func:`forget_target`."""
+    with _TARGET_LOCK:
+        for kept, kept_sr, measures in _TARGET_KEPT:
+            if kept is audio and kept_sr == sr:
+                return measures
+    target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+    measures = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
+    if audio.shape[0] <= TARGET_KEEP_MAX_S * sr:
+        for a in (target, *measures[1]):
+            a.setflags(write=False)
+        with _TARGET_LOCK:
+            _TARGET_KEPT[:] = [(audio, sr, measures)]
+    return measures
+
+
+def forget_target() -> None:
+    """Drop the measures :func:`target_measures` keeps (the end of an encode)."""
+    with _TARGET_LOCK:
+        _TARGET_KEPT.clear()
 
 
 def mel_distance(ref, est: np.ndarray, sr: int = MEASURE_SR) -> float:
@@ -168,8 +201,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     """
     memo = {} if memo is None else memo
     if "target" not in memo:
-        target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
-        memo["target"] = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
+        memo["target"] = target_measures(audio, sr)
     target, target_mels, own_lufs = memo["target"]
     loudness_lufs = own_lufs if loudness_lufs is None else loudness_lufs
     n = target.shape[0]
