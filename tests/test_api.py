@@ -278,6 +278,20 @@ def test_decoding_imports_neither_torch_nor_heavy_libraries(tmp_path):
     assert r.stdout.strip() == "[]"
 
 
+def test_encoding_a_solo_does_not_import_scikit_learn(short_wav):
+    # the track split of a mix needs it (imported then); a solo never does: no CPU spent on it
+    import subprocess
+    import sys
+
+    code = ("import sys, semcodec\n"
+            f"c = semcodec.encode({str(short_wav)!r})\n"
+            "assert c.score.n_notes > 0\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_encode_progress_moves_through_every_stage(short_wav):
     # issue 13 item 14: every stage reports, the fit per track, and the overall fraction
     # (what the CLI's bar and ETA show) never goes back

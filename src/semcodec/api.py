@@ -185,12 +185,11 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda _stage, _frac: None)
-    # ~4 s of imports (torch for the timbre fit, scikit-learn for the track split, librosa's
-    # spectrum and filters for the beats and the residual's judge) overlap the loudness and
-    # the transcription (onnxruntime runs without the GIL)
-    prefetch(*(("torch",) if opts.fit_timbre else ()),
-              *(("sklearn.mixture",) if opts.tracks != 1 else ()),
-              *_ANALYSIS_MODULES)
+    # ~3 s of imports (torch for the timbre fit, librosa's spectrum and filters for the beats
+    # and the residual's judge) overlap the loudness, the drums and the transcription
+    # (onnxruntime runs without the GIL); scikit-learn, for the split of a mix only, is
+    # imported when the split knows it needs it (semcodec.separate)
+    prefetch(*(("torch",) if opts.fit_timbre else ()), *_ANALYSIS_MODULES)
     report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
     report("loudness", 1.0)
