@@ -211,3 +211,42 @@ def test_target_measures_are_kept_for_the_same_input_only():
         assert sampleuse.target_measures(audio, sr) is not kept
     finally:
         sampleuse.forget_target()
+
+
+def test_a_solos_engine_agreement_is_measured_meanwhile_with_the_same_result(monkeypatch,
+                                                                            caplog):
+    import logging
+    import threading
+
+    from semcodec import roundtrip, sampleuse
+
+    notes = _line()
+    seconds = 6.0
+    score = Score(tracks=(Track("lead").with_notes(notes),))
+    original = _render(notes, harmonics=14, seconds=seconds)
+
+    def engine(i, track):  # the wrong timbre: the eq is the better render, then checked
+        return _render(track.notes, harmonics=1, seconds=seconds)
+
+    threads: list = []
+
+    def agreement(audio, sr, ns):  # a stand-in transcriber: a number of the audio itself
+        threads.append(threading.current_thread() is threading.main_thread())
+        return float(np.round(np.sqrt(np.mean(np.square(audio))) * 10.0 % 1.0, 6))
+
+    monkeypatch.setattr(roundtrip, "agreement", agreement)
+
+    def choose() -> tuple:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="semcodec.sampleuse"):
+            (ch,) = sampleuse.choose(original, SR, score, [0], (), engine, -20.0)
+        return ch, [r.getMessage() for r in caplog.records if "mel distances" in r.getMessage()]
+
+    overlapped, said = choose()
+    assert overlapped.render is not None and threads == [False, True]  # the engine's meanwhile
+    monkeypatch.setattr(sampleuse, "in_background",  # one after the other, as before
+                        lambda fn, *a: (lambda r=fn(*a): r))
+    threads.clear()
+    serial, said_serial = choose()
+    assert threads == [True, True]
+    assert serial == overlapped and said_serial == said and "engine F1" in said[0]

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from semcodec.background import in_background
 from semcodec.events import Sample, Score, Track, TrackRender
 from semcodec.synth import dsp, sampler, voice
 
@@ -216,6 +217,12 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
         return dsp.match_loudness(mix, MEASURE_SR, loudness_lufs)
 
+    # a solo's round-trip check starts from the engine render's agreement: transcribed on a
+    # second thread while the candidates are rendered and measured (the same number; a mix's
+    # depends on the other tracks' choices, made one after the other)
+    engine_f1 = {i: in_background(_agreement, mix_of(i, parts[i]), score.tracks[i].notes)
+                 for i in parts} if solo else {}
+
     def dist_with(i: int, y: np.ndarray) -> float:
         return mel_distance(target_mels, mix_of(i, y))
 
@@ -257,7 +264,8 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
             best, uses = best_plain, False
         if best[1] is not None:  # the round-trip check against the engine alone
             keeps = _NoteCheck(i, parts[i], target, mix_of,
-                               [nt for j in members for nt in score.tracks[j].notes], tried)
+                               [nt for j in members for nt in score.tracks[j].notes], tried,
+                               engine_f1=engine_f1.pop(i, None))
             if best_plain[1] is not None and not keeps(best_plain):
                 best_plain = (base, None, parts[i])
             if not uses or not keeps(best):
@@ -268,7 +276,16 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
                           dist_without_sample=best_plain[0], plain=best_plain[1]))
         parts[i] = best[2]  # later tracks are measured against this one as chosen
+    for unused in engine_f1.values():  # the engine alone was kept: its check was not needed
+        unused()
     return out
+
+
+def _agreement(mix: np.ndarray, notes) -> float | None:
+    """:func:`semcodec.roundtrip.agreement` of ``mix`` (at MEASURE_SR) with ``notes``."""
+    from semcodec import roundtrip  # noqa: PLC0415
+
+    return roundtrip.agreement(mix, MEASURE_SR, notes)
 
 
 def _plain(i: int, track: Track, part: np.ndarray, target: np.ndarray, mine: list[Sample],
@@ -301,9 +318,12 @@ class _NoteCheck:
     ``tried``."""
 
     def __init__(self, i: int, engine: np.ndarray, original: np.ndarray, mix_of: Callable,
-                 notes: list, tried: dict) -> None:
+                 notes: list, tried: dict,
+                 engine_f1: Callable[[], float | None] | None = None) -> None:
         self.i, self.engine, self.mix_of, self.notes, self.tried = i, engine, mix_of, notes, tried
         self.original = original
+        #: the engine render's agreement measured meanwhile (its result when asked), or None
+        self.engine_f1 = engine_f1
         self._base: float | None = None
         self._measured = False
         self._original_done = False
@@ -317,7 +337,8 @@ class _NoteCheck:
         from semcodec import roundtrip  # noqa: PLC0415
 
         if not self._measured:
-            self._base, self._measured = self._f1(self.engine), True
+            self._base = self.engine_f1() if self.engine_f1 is not None else self._f1(self.engine)
+            self._measured = True
             self.tried["engine F1"] = None if self._base is None else round(self._base, 3)
         f1 = self._f1(cand[2])
         self.tried[f"{cand[1].use or 'eq'} F1"] = None if f1 is None else round(f1, 3)
