@@ -417,6 +417,15 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         if not t.is_drum and t.notes:
             groups.setdefault(id(audio_of[i]), []).append(i)
     n_fit = sum(len(m) for m in groups.values())
+    from semcodec import sampleuse
+
+    # the measures of the one audio the tracks are fitted against, which the track renders'
+    # choice and the round trip then measure against (sampleuse.target_measures keeps them),
+    # are made on the second thread during the fit (torch on one thread)
+    measured = (in_background(sampleuse.target_measures,
+                              audio_of[next(iter(groups.values()))[0]], inp.sample_rate)
+                if opts.track_renders and loudness is not None and len(groups) == 1
+                and inp.duration <= sampleuse.TARGET_KEEP_MAX_S else None)
     if groups and (opts.fit_timbre or opts.samples):
         done = 0
         for members in groups.values():
@@ -461,9 +470,9 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         encoder=f"semcodec {__version__}",
         neural_model=_neural_model_key(),
     )
-    from semcodec import sampleuse
-
     try:
+        if measured is not None:
+            measured()
         c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                    inp.sample_rate, tuple(samples), opts)
         return _clear_notes_and_residual(c, inp, opts, report)
