@@ -202,6 +202,8 @@ def test_target_measures_are_kept_for_the_same_input_only():
             assert np.array_equal(a, b)
         assert first[2] == dsp.integrated_loudness(target, sampleuse.MEASURE_SR)
         assert sampleuse.target_measures(audio, sr) is first  # kept for the same array
+        assert sampleuse.kept_target(audio, sr) is first
+        assert sampleuse.kept_target(audio.copy(), sr) is None  # looked up, never measured
         assert not first[0].flags.writeable
         other = sampleuse.target_measures(audio.copy(), sr)  # an equal copy: measured again
         assert other is not first and np.array_equal(other[0], first[0])

@@ -149,20 +149,19 @@ def _with_clear_notes(c: _C, original: np.ndarray,
 def _clear_notes(c: _C, original: np.ndarray,
                  on_candidate: Callable[[_C], None] | None = None) -> _C:
     """:func:`_with_clear_notes` of ``c`` measured whole."""
-    from semcodec import roundtrip
+    from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
 
-    from semcodec import sampleuse
-
     sr = roundtrip.MEASURE_SR
     mono = np.asarray(original, np.float32)
-    mels = None
-    if mono.ndim == 1 and sr == sampleuse.MEASURE_SR:
-        # the same original as the track renders were measured against (a solo): its measures
-        target, mels, _ = sampleuse.target_measures(mono, c.sample_rate)
-    else:
+    # the same original as the track renders were measured against (a solo): its measures
+    kept = sampleuse.kept_target(mono, c.sample_rate) if sr == sampleuse.MEASURE_SR else None
+    if kept is not None:
+        target, mels, _ = kept
+    else:  # the log-mels are made by the repair only when a note can be masked
         target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
+        mels = None
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=sr)
 
     def render(tracks: tuple) -> np.ndarray:

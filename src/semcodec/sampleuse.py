@@ -73,10 +73,9 @@ def target_measures(audio: np.ndarray, sr: int) -> tuple[np.ndarray, list[np.nda
     its integrated loudness in LUFS or None).  Those of the latest input up to
     TARGET_KEEP_MAX_S long are kept (read-only) and returned again for the same array object
     and rate (the encoder does not change its input), until :func:`forget_target`."""
-    with _TARGET_LOCK:
-        for kept, kept_sr, measures in _TARGET_KEPT:
-            if kept is audio and kept_sr == sr:
-                return measures
+    kept = kept_target(audio, sr)
+    if kept is not None:
+        return kept
     target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
     measures = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
     if audio.shape[0] <= TARGET_KEEP_MAX_S * sr:
@@ -85,6 +84,16 @@ def target_measures(audio: np.ndarray, sr: int) -> tuple[np.ndarray, list[np.nda
         with _TARGET_LOCK:
             _TARGET_KEPT[:] = [(audio, sr, measures)]
     return measures
+
+
+def kept_target(audio: np.ndarray, sr: int) -> tuple | None:
+    """The :func:`target_measures` kept for this very array and rate, else None (nothing is
+    measured)."""
+    with _TARGET_LOCK:
+        for kept, kept_sr, measures in _TARGET_KEPT:
+            if kept is audio and kept_sr == sr:
+                return measures
+    return None
 
 
 def forget_target() -> None:
