@@ -199,11 +199,27 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     if loudness is not None:
         # a short input is transcribed whole while its drums are looked for (onnxruntime on
         # one thread, numpy on the other): kept when it has none, as most have
-        early = (in_background(transcribe, inp.audio, inp.sample_rate, opts.transcribe)
+        cancel = threading.Event()
+
+        def cancelled(_frac: float) -> None:  # between the transcriber's model batches
+            if cancel.is_set():
+                raise _Cancelled
+
+        early = (in_background(transcribe, inp.audio, inp.sample_rate, opts.transcribe,
+                               progress=cancelled)
                  if opts.drums != "off" and inp.duration <= EARLY_TRANSCRIPTION_MAX_S else None)
-        report("drums", 0.0)
-        drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
-        report("drums", 1.0)
+        try:
+            report("drums", 0.0)
+            drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+            report("drums", 1.0)
+            notes = early() if early is not None and drum is None else None
+        except BaseException:
+            # (an interrupt): the transcription stops at its next model batch and is joined
+            # before this goes on; a process must not exit while onnxruntime runs on a thread
+            if early is not None:
+                cancel.set()
+                _join_discarded(early)
+            raise
         if drum is not None:
             # the pitched tracks are transcribed and fitted without the drum hits: they would
             # come out as short spurious notes, mask real ones and colour the timbres (bench
@@ -213,11 +229,10 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
         report("transcribe", 0.0)
-        if early is not None and drum is None:
-            notes = early()
-        else:
-            if early is not None:
-                _join_discarded(early)  # the audio with the drums: not the one transcribed
+        if notes is None:
+            if early is not None:  # the audio with the drums: not the one transcribed
+                cancel.set()
+                _join_discarded(early)
             notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
                                progress=lambda f: report("transcribe", f))
         report("transcribe", 1.0)
@@ -230,6 +245,10 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
+
+
+class _Cancelled(Exception):
+    """Raised in background work whose result is no longer wanted, to stop it."""
 
 
 #: Inputs up to this long (s) are transcribed during the drum detection, on a second thread;

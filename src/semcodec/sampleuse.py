@@ -68,7 +68,8 @@ _TARGET_KEPT: list = []  # [(audio, sr, measures)]: the latest one only
 _TARGET_LOCK = threading.Lock()
 
 
-def target_measures(audio: np.ndarray, sr: int) -> tuple[np.ndarray, list[np.ndarray], float | None]:
+def target_measures(audio: np.ndarray,
+                    sr: int) -> tuple[np.ndarray, list[np.ndarray], float | None]:
     """(``audio`` (mono float32 at ``sr`` Hz) resampled to MEASURE_SR, its :func:`log_mels`,
     its integrated loudness in LUFS or None).  Those of the latest input up to
     TARGET_KEEP_MAX_S long are kept (read-only) and returned again for the same array object
@@ -254,39 +255,46 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         return best[0], TrackRender(use=use, gain_db=g, eq_db=best[1], room=tuple(room)), best[2]
 
     out = []
-    for i in parts:
-        track = score.tracks[i]
-        mine = [s for s in samples if s.track == i and s.key is None]
-        # a solo's plain candidates depend on its engine render and audio only (the voice's
-        # windows on the excerpts' starts: part of the key); a mix's on the others' choices
-        key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
-        if not solo or key not in memo:
-            memo[key] = _plain(i, track, parts[i], target, mine, solo, dist_with, finish)
-        best_plain, tried_plain, base = memo[key]
-        tried = dict(tried_plain)
-        best = best_plain
-        played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
-        if played_by_sampler is not None and played_by_sampler[0] < best[0]:
-            best = played_by_sampler
-        uses = best is not best_plain  # the sampler won: the excerpt is played
-        if uses and best[0] > best_plain[0] - MIN_GAIN:
-            best, uses = best_plain, False
-        if best[1] is not None:  # the round-trip check against the engine alone
-            keeps = _NoteCheck(i, parts[i], target, mix_of,
-                               [nt for j in members for nt in score.tracks[j].notes], tried,
-                               engine_f1=engine_f1.pop(i, None))
-            if best_plain[1] is not None and not keeps(best_plain):
-                best_plain = (base, None, parts[i])
-            if not uses or not keeps(best):
+    try:
+        for i in parts:
+            track = score.tracks[i]
+            mine = [s for s in samples if s.track == i and s.key is None]
+            # a solo's plain candidates depend on its engine render and audio only (the voice's
+            # windows on the excerpts' starts: part of the key); a mix's on the others' choices
+            key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
+            if not solo or key not in memo:
+                memo[key] = _plain(i, track, parts[i], target, mine, solo, dist_with, finish)
+            best_plain, tried_plain, base = memo[key]
+            tried = dict(tried_plain)
+            best = best_plain
+            played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
+            if played_by_sampler is not None and played_by_sampler[0] < best[0]:
+                best = played_by_sampler
+            uses = best is not best_plain  # the sampler won: the excerpt is played
+            if uses and best[0] > best_plain[0] - MIN_GAIN:
                 best, uses = best_plain, False
-        log.info("track %d: mel distances %s -> %s", i + 1, tried,
-                 best[1].use if best[1] is not None and best[1].use else
-                 ("eq" if best[1] is not None else "engine"))
-        out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
-                          dist_without_sample=best_plain[0], plain=best_plain[1]))
-        parts[i] = best[2]  # later tracks are measured against this one as chosen
-    for unused in engine_f1.values():  # the engine alone was kept: its check was not needed
-        unused()
+            if best[1] is not None:  # the round-trip check against the engine alone
+                keeps = _NoteCheck(i, parts[i], target, mix_of,
+                                   [nt for j in members for nt in score.tracks[j].notes], tried,
+                                   engine_f1=engine_f1.get(i))
+                if best_plain[1] is not None and not keeps(best_plain):
+                    best_plain = (base, None, parts[i])
+                if not uses or not keeps(best):
+                    best, uses = best_plain, False
+            log.info("track %d: mel distances %s -> %s", i + 1, tried,
+                     best[1].use if best[1] is not None and best[1].use else
+                     ("eq" if best[1] is not None else "engine"))
+            out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
+                              dist_without_sample=best_plain[0], plain=best_plain[1]))
+            parts[i] = best[2]  # later tracks are measured against this one as chosen
+    finally:
+        # each used, or not needed (the engine alone was kept), or an interrupt: joined before
+        # this goes on (a process must not exit while onnxruntime runs on a thread)
+        for pending in engine_f1.values():
+            try:
+                pending()
+            except Exception:  # noqa: BLE001 - a result nobody asked for
+                pass
     return out
 
 
