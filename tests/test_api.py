@@ -278,6 +278,20 @@ def test_decoding_imports_neither_torch_nor_heavy_libraries(tmp_path):
     assert r.stdout.strip() == "[]"
 
 
+def test_encoding_a_solo_does_not_import_scikit_learn(short_wav):
+    # the track split of a mix needs it (imported then); a solo never does: no CPU spent on it
+    import subprocess
+    import sys
+
+    code = ("import sys, semcodec\n"
+            f"c = semcodec.encode({str(short_wav)!r})\n"
+            "assert c.score.n_notes > 0\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_encode_progress_moves_through_every_stage(short_wav):
     # issue 13 item 14: every stage reports, the fit per track, and the overall fraction
     # (what the CLI's bar and ETA show) never goes back
@@ -401,7 +415,7 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
         return replace(cc, residual=b"r")
 
     monkeypatch.setattr(api, "_with_clear_notes",
-                        lambda cc, original: louder if repair_changes else cc)
+                        lambda cc, original, on_candidate=None: louder if repair_changes else cc)
     monkeypatch.setattr(api, "_with_residual", with_residual)
     inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
     out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
@@ -435,7 +449,7 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
             steps.append(("residual", cc.score))
         return replace(cc, residual=b"r")
 
-    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original: louder)
+    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original, on_candidate=None: louder)
     monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
     monkeypatch.setattr(api, "_with_residual", with_residual)
     inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
@@ -477,7 +491,7 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
         seen["ended"] = True
         return cc if stop() else replace(cc, residual=b"early")
 
-    def with_clear_notes(cc, original):
+    def with_clear_notes(cc, original, on_candidate=None):
         decided.set()
         return louder if repair_changes else cc
 
@@ -489,6 +503,104 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
     assert seen["stopped"] is repair_changes
     assert out.residual == (b"after" if repair_changes else b"early")
     assert out.score == (louder if repair_changes else c).score
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(monkeypatch,
+                                                                               rounds):
+    import threading
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+
+    def file(velocity: int) -> Container:
+        return Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR,
+                         loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
+                             (Note(0.1, 0.5, 60, velocity),)),)))
+
+    c, cands = file(90), [file(100), file(110)][:rounds]
+    final = 100 + 10 * (rounds - 1)
+    coded: list = []  # (velocity, speculative, cancelled when it ended)
+    measured = threading.Event()
+    lock = threading.Lock()
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        v = cc.score.tracks[0].notes[0].velocity
+        if stop is not None:  # speculative: the file the repair returns ends once it has
+            # decided, the others only when they are cancelled
+            for _ in range(6000):  # 60 s at most: then the assertions below fail
+                if stop() or (measured.is_set() and v == final):
+                    break
+                threading.Event().wait(0.01)
+        with lock:
+            coded.append((v, stop is not None, stop is not None and stop()))
+        return replace(cc, residual=bytes([v]))
+
+    def with_clear_notes(cc, original, on_candidate=None):
+        assert on_candidate is not None
+        for cand in cands:  # each round's first candidate, shown before it is measured
+            on_candidate(replace(cand))  # an equal copy, as the repair builds it
+        measured.set()
+        return cands[-1]
+
+    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert out.score == cands[-1].score
+    assert out.residual == bytes([cands[-1].score.tracks[0].notes[0].velocity])
+    # coded once per file, all speculatively (none after the repair), all joined; only the
+    # kept one ran to its end uncancelled
+    assert sorted(v for v, _, _ in coded) == sorted([90] + [100, 110][:rounds])
+    assert all(spec for _, spec, _ in coded)
+    assert [v for v, _, cancelled in coded if not cancelled] == [final]
+
+
+@pytest.mark.parametrize("has_drums", [False, True])
+def test_a_short_input_is_transcribed_while_its_drums_are_looked_for(monkeypatch, has_drums):
+    import threading
+
+    from semcodec import api, drums
+    from semcodec.events import Note, Track
+
+    SR = 22050
+    audio = (0.1 * np.sin(np.arange(2 * SR) * 0.05)).astype(np.float32)
+    suppressed = audio * np.float32(0.5)
+    started = threading.Event()
+    calls: list = []  # (audio transcribed, on the main thread)
+
+    def transcribe(x, sr, options=None, progress=None):
+        calls.append((x, threading.current_thread() is threading.main_thread()))
+        started.set()
+        return (Note(0.1, 0.5, 60 if x is audio else 62, 90),)
+
+    def find_drums(x, sr, opts):
+        assert started.wait(60)  # the transcription runs meanwhile
+        drum = Track(name="drums", is_drum=True).with_notes((Note(0.2, 0.3, 36, 100),))
+        return (drum, ()) if has_drums else (None, ())
+
+    seen: dict = {}
+
+    def assemble(inp, loudness, tracks, audio_of, *rest):
+        seen["tracks"] = tracks
+        return "file"
+
+    monkeypatch.setattr(api, "transcribe", transcribe)
+    monkeypatch.setattr(api, "_drums", find_drums)
+    monkeypatch.setattr(drums, "suppress_percussion", lambda x, sr: suppressed)
+    monkeypatch.setattr(api, "_assemble", assemble)
+    assert api.encode(audio, SR, options=api.EncodeOptions(tracks=1)) == "file"
+    pitched = [t for t in seen["tracks"] if not t.is_drum]
+    assert calls[0][0] is audio and not calls[0][1]  # the whole input, on a second thread
+    if has_drums:  # then the audio without the drum hits, as before
+        assert len(calls) == 2 and calls[1][0] is suppressed and calls[1][1]
+        assert [n.pitch for n in pitched[0].notes] == [62]
+    else:
+        assert len(calls) == 1 and [n.pitch for n in pitched[0].notes] == [60]
 
 
 def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):

@@ -257,3 +257,25 @@ def test_files_decode_with_the_model_their_timbres_were_fitted_to(monkeypatch, c
     with caplog.at_level("WARNING", logger="semcodec.decoder"):
         unknown, _ = decoder.decode(replace(c, neural_model="0" * 12), engine="neural")
     assert unknown.shape == decoded.shape and "000000000000 of this file not found" in caplog.text
+
+
+def test_a_track_rendered_again_comes_from_the_memo_with_the_same_samples(monkeypatch):
+    neural._RENDER_MEMO.clear()
+    sr, n = 22050, 22050
+    score = _score(_melody())
+    made: list = []
+    real = neural.TrackRenderer
+    monkeypatch.setattr(neural, "TrackRenderer", lambda *a, **k: made.append(1) or real(*a, **k))
+    first = neural.NeuralEngine().render_track(score, 0, sr, n)
+    again = neural.NeuralEngine().render_track(score, 0, sr, n)  # another engine, same weights
+    assert len(made) == 1 and np.array_equal(first, again) and again is not first
+    again[:] = 0.0  # the caller's copy: the kept render is not changed
+    assert np.array_equal(neural.NeuralEngine().render_track(score, 0, sr, n), first)
+    # anything the render depends on makes a new one: a note's velocity, the timbre, the length
+    louder = _score([Note(nt.onset, nt.offset, nt.pitch, 127) for nt in _melody()])
+    eng = neural.NeuralEngine()
+    eng.render_track(louder, 0, sr, n)
+    eng.render_track(score, 0, sr, n, timbres=(Timbre(track=0, embedding=(), gain_db=3.0),))
+    eng.render_track(score, 0, sr, n + 1)
+    assert len(made) == 4
+    neural._RENDER_MEMO.clear()

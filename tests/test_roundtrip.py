@@ -100,6 +100,49 @@ def test_repair_raises_the_masked_notes(monkeypatch):
     assert after[48] <= before[48]
 
 
+def test_repair_shows_each_rounds_first_candidate_and_returns_the_same(monkeypatch):
+    render = _fake_transcriber(monkeypatch)
+    tracks = _pairs(6)
+    target = render(tracks)
+    plain = roundtrip.repair(tracks, target, SR, render)
+    shown: list = []
+    out = roundtrip.repair(tracks, target, SR, render, on_candidate=shown.append)
+    assert out == plain != tracks  # the hook changes nothing
+    # shown before it is measured, one per round, and the round's raised masked notes
+    assert 1 <= len(shown) <= roundtrip.MAX_ROUNDS
+    assert shown[0] == roundtrip.scaled(tracks, roundtrip.masked_notes(
+        [(0, k, n) for k, n in enumerate(tracks[0].notes)],
+        [n for n in tracks[0].notes if n.pitch == 48])[0], roundtrip.RAISE_FACTOR)
+    assert out in shown or out == roundtrip.scaled(shown[-1], {
+        (0, k) for k, n in enumerate(tracks[0].notes) if n.pitch == 48}, roundtrip.LOWER_FACTOR)
+    # a decode with nothing masked shows none
+    shown.clear()
+    roundtrip.repair(out, render(out), SR, render, on_candidate=shown.append)
+    assert shown == []
+
+
+def test_repair_with_the_originals_mels_given_gives_the_same(monkeypatch):
+    from semcodec import sampleuse
+
+    render = _fake_transcriber(monkeypatch, ratio=0.8)
+    tracks = _pairs(6)
+    target = render(tracks) * np.float32(1.3)
+    plain = roundtrip.repair(tracks, target, SR, render)
+    given = roundtrip.repair(tracks, target, SR, render,
+                             original_mels=sampleuse.log_mels(target, SR))
+    assert given == plain != tracks
+    # the original's are not made again: one log-mel per rendering only
+    mels = sampleuse.log_mels(target, SR)
+    seen: list = []
+    real = sampleuse.log_mels
+    monkeypatch.setattr(sampleuse, "log_mels", lambda x, sr=SR: seen.append(x) or real(x, sr))
+    roundtrip.repair(tracks, target, SR, render, original_mels=mels)
+    n_given = len(seen)
+    seen.clear()
+    roundtrip.repair(tracks, target, SR, render)
+    assert len(seen) == n_given + 1 and np.array_equal(seen[0], target)
+
+
 def test_repair_refused_when_it_costs_mel(monkeypatch):
     _fake_transcriber(monkeypatch)
     tracks = _pairs(6)

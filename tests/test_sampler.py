@@ -173,3 +173,82 @@ def test_log_mels_in_blocks_equal_the_whole_stft(monkeypatch):
         np.testing.assert_allclose(ref, direct, rtol=0, atol=1e-12)
     blocks = np.concatenate(list(sampler.stft_mag_blocks(x, 1024, 256)))
     assert np.array_equal(blocks, sampler.stft_mag(x, 1024, 256))
+
+
+def test_frames_mag_is_the_abs_rfft_of_the_windowed_frames():
+    rng = np.random.default_rng(4)
+    n_fft, hop, n_fr = 512, 128, 300
+    xp = rng.standard_normal((n_fr - 1) * hop + n_fft + 7)
+    idx = np.arange(n_fr)[:, None] * hop + np.arange(n_fft)[None, :]
+    want = np.abs(np.fft.rfft(xp[idx] * np.hanning(n_fft + 1)[:-1], axis=1))
+    assert np.array_equal(sampler.frames_mag(xp, n_fft, hop, n_fr), want)
+    with pytest.raises(IndexError):  # too few samples for the frames asked for
+        sampler.frames_mag(xp[:n_fft], n_fft, hop, n_fr)
+
+
+def test_target_measures_are_kept_for_the_same_input_only():
+    from semcodec import sampleuse
+    from semcodec.synth import dsp
+
+    sr = 44100
+    rng = np.random.default_rng(5)
+    audio = (0.1 * rng.standard_normal(sr)).astype(np.float32)
+    sampleuse.forget_target()
+    try:
+        first = sampleuse.target_measures(audio, sr)
+        target = dsp.resample(audio, sr, sampleuse.MEASURE_SR)
+        assert np.array_equal(first[0], target)  # the numbers of the direct computation
+        for a, b in zip(first[1], sampleuse.log_mels(target)):
+            assert np.array_equal(a, b)
+        assert first[2] == dsp.integrated_loudness(target, sampleuse.MEASURE_SR)
+        assert sampleuse.target_measures(audio, sr) is first  # kept for the same array
+        assert sampleuse.kept_target(audio, sr) is first
+        assert sampleuse.kept_target(audio.copy(), sr) is None  # looked up, never measured
+        assert not first[0].flags.writeable
+        other = sampleuse.target_measures(audio.copy(), sr)  # an equal copy: measured again
+        assert other is not first and np.array_equal(other[0], first[0])
+        assert sampleuse.target_measures(audio, sr) is not first  # only the latest is kept
+        kept = sampleuse.target_measures(audio, sr)
+        sampleuse.forget_target()
+        assert sampleuse.target_measures(audio, sr) is not kept
+    finally:
+        sampleuse.forget_target()
+
+
+def test_a_solos_engine_agreement_is_measured_meanwhile_with_the_same_result(monkeypatch,
+                                                                            caplog):
+    import logging
+    import threading
+
+    from semcodec import roundtrip, sampleuse
+
+    notes = _line()
+    seconds = 6.0
+    score = Score(tracks=(Track("lead").with_notes(notes),))
+    original = _render(notes, harmonics=14, seconds=seconds)
+
+    def engine(i, track):  # the wrong timbre: the eq is the better render, then checked
+        return _render(track.notes, harmonics=1, seconds=seconds)
+
+    threads: list = []
+
+    def agreement(audio, sr, ns):  # a stand-in transcriber: a number of the audio itself
+        threads.append(threading.current_thread() is threading.main_thread())
+        return float(np.round(np.sqrt(np.mean(np.square(audio))) * 10.0 % 1.0, 6))
+
+    monkeypatch.setattr(roundtrip, "agreement", agreement)
+
+    def choose() -> tuple:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="semcodec.sampleuse"):
+            (ch,) = sampleuse.choose(original, SR, score, [0], (), engine, -20.0)
+        return ch, [r.getMessage() for r in caplog.records if "mel distances" in r.getMessage()]
+
+    overlapped, said = choose()
+    assert overlapped.render is not None and threads == [False, True]  # the engine's meanwhile
+    monkeypatch.setattr(sampleuse, "in_background",  # one after the other, as before
+                        lambda fn, *a: (lambda r=fn(*a): r))
+    threads.clear()
+    serial, said_serial = choose()
+    assert threads == [True, True]
+    assert serial == overlapped and said_serial == said and "engine F1" in said[0]

@@ -186,12 +186,11 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda _stage, _frac: None)
-    # ~4 s of imports (torch for the timbre fit, scikit-learn for the track split, librosa's
-    # spectrum and filters for the beats and the residual's judge) overlap the loudness and
-    # the transcription (onnxruntime runs without the GIL)
-    prefetch(*(("torch",) if opts.fit_timbre else ()),
-              *(("sklearn.mixture",) if opts.tracks != 1 else ()),
-              *_ANALYSIS_MODULES)
+    # ~3 s of imports (torch for the timbre fit, librosa's spectrum and filters for the beats
+    # and the residual's judge) overlap the loudness, the drums and the transcription
+    # (onnxruntime runs without the GIL); scikit-learn, for the split of a mix only, is
+    # imported when the split knows it needs it (semcodec.separate)
+    prefetch(*(("torch",) if opts.fit_timbre else ()), *_ANALYSIS_MODULES)
     report("loudness", 0.0)
     loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
     report("loudness", 1.0)
@@ -199,9 +198,29 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     drum_samples: tuple[Sample, ...] = ()
     pitched = inp  # the audio of the pitched tracks
     if loudness is not None:
-        report("drums", 0.0)
-        drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
-        report("drums", 1.0)
+        # a short input is transcribed whole while its drums are looked for (onnxruntime on
+        # one thread, numpy on the other): kept when it has none, as most have
+        cancel = threading.Event()
+
+        def cancelled(_frac: float) -> None:  # between the transcriber's model batches
+            if cancel.is_set():
+                raise _Cancelled
+
+        early = (in_background(transcribe, inp.audio, inp.sample_rate, opts.transcribe,
+                               progress=cancelled)
+                 if opts.drums != "off" and inp.duration <= EARLY_TRANSCRIPTION_MAX_S else None)
+        try:
+            report("drums", 0.0)
+            drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+            report("drums", 1.0)
+            notes = early() if early is not None and drum is None else None
+        except BaseException:
+            # (an interrupt): the transcription stops at its next model batch and is joined
+            # before this goes on; a process must not exit while onnxruntime runs on a thread
+            if early is not None:
+                cancel.set()
+                _join_discarded(early)
+            raise
         if drum is not None:
             # the pitched tracks are transcribed and fitted without the drum hits: they would
             # come out as short spurious notes, mask real ones and colour the timbres (bench
@@ -211,8 +230,12 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
 
             pitched = replace(inp, audio=suppress_percussion(inp.audio, inp.sample_rate))
         report("transcribe", 0.0)
-        notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
-                           progress=lambda f: report("transcribe", f))
+        if notes is None:
+            if early is not None:  # the audio with the drums: not the one transcribed
+                cancel.set()
+                _join_discarded(early)
+            notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
+                               progress=lambda f: report("transcribe", f))
         report("transcribe", 1.0)
         report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
@@ -223,6 +246,16 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
+
+
+class _Cancelled(Exception):
+    """Raised in background work whose result is no longer wanted, to stop it."""
+
+
+#: Inputs up to this long (s) are transcribed during the drum detection, on a second thread;
+#: longer ones after it (their memory peaks do not add up, and the transcription reports
+#: its progress).
+EARLY_TRANSCRIPTION_MAX_S = 120.0
 
 
 def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
@@ -404,6 +437,15 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         if not t.is_drum and t.notes:
             groups.setdefault(id(audio_of[i]), []).append(i)
     n_fit = sum(len(m) for m in groups.values())
+    from semcodec import sampleuse
+
+    # the measures of the one audio the tracks are fitted against, which the track renders'
+    # choice and the round trip then measure against (sampleuse.target_measures keeps them),
+    # are made on the second thread during the fit (torch on one thread)
+    measured = (in_background(sampleuse.target_measures,
+                              audio_of[next(iter(groups.values()))[0]], inp.sample_rate)
+                if opts.track_renders and loudness is not None and len(groups) == 1
+                and inp.duration <= sampleuse.TARGET_KEEP_MAX_S else None)
     if groups and (opts.fit_timbre or opts.samples):
         done = 0
         for members in groups.values():
@@ -448,14 +490,20 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         encoder=f"semcodec {__version__}",
         neural_model=_neural_model_key(),
     )
-    c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
-               inp.sample_rate, tuple(samples), opts)
-    return _clear_notes_and_residual(c, inp, opts, report)
+    try:
+        if measured is not None:
+            measured()
+        c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
+                   inp.sample_rate, tuple(samples), opts)
+        return _clear_notes_and_residual(c, inp, opts, report)
+    finally:
+        sampleuse.forget_target()  # the measures of this input, kept for its two measures
 
 
-#: Inputs up to this long (s) have their residual coded on a second thread while the
-#: round-trip repair runs (kept when the repair changes nothing); longer ones one after the
-#: other, so that the two peaks of memory do not add up.
+#: Inputs up to this long (s) have their residual coded on second threads while the
+#: round-trip repair runs: that of the file as it is (kept when the repair changes nothing)
+#: and that of the repair's latest round's first candidate (kept when the repair ends with
+#: it); longer ones one after the other, so that the peaks of memory do not add up.
 SPECULATIVE_RESIDUAL_MAX_S = 120.0
 
 
@@ -466,28 +514,48 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
     then its residual coded against that decode with the bytes left, then the notes led
     further by the lag the decode with its residual still has (the residual unchanged: its
-    levels are the original's, whatever the decode).  The same bytes as one after the other: the
-    residual coded meanwhile on the unrepaired ``c`` is used only if the repair keeps ``c``;
-    else it is cancelled (it stops at its next check) and joined."""
+    levels are the original's, whatever the decode).  The same bytes as one after the other:
+    residuals are coded meanwhile on second threads, of the unrepaired ``c`` and of the first
+    candidate of each round of the repair as soon as it is made (which cancels that of the
+    round before); the one of the file the repair and the alignment return is used, the
+    others are cancelled (they stop at their next check) and joined; when none matches, the
+    residual is coded after them."""
     residual = opts.residual and c.loudness_lufs is not None
-    early = None
-    cancel = threading.Event()
-    if residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S:
-        early = in_background(_with_residual, c, inp.audio, _bytes_left(c, opts.target_kbps),
-                              stop=cancel.is_set)
-    cleared = _with_clear_notes(c, inp.audio)
+    speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
+    #: (file, cancel event, its residual's result) of each speculative coding, ``c``'s first
+    early: list[tuple[Container, threading.Event, Callable[[], Any]]] = []
+
+    def start(cc: Container) -> None:
+        cancel = threading.Event()
+        early.append((cc, cancel, in_background(
+            _with_residual, cc, inp.audio, _bytes_left(cc, opts.target_kbps),
+            stop=cancel.is_set)))
+
+    def on_candidate(cc: Container) -> None:
+        for _, cancel, _ in early[1:]:  # an earlier round's candidate is not the result
+            cancel.set()
+        start(cc)
+
+    if speculate:
+        start(c)
+    cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None)
     repaired = _with_aligned_onsets(cleared, inp.audio)
     if residual:
         report("residual", 0.0)
-        if early is not None and repaired is c:
-            repaired = early()
+        kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()
+                     and (cc is repaired or cc.score == repaired.score)), None)
+        # the speculative residuals of files that are not kept stop at their next check
+        # (between their analysis passes) instead of taking a core from this
+        for k, (_, cancel, _) in enumerate(early):
+            if k != kept:
+                cancel.set()
+        if kept is not None:
+            repaired = early[kept][2]()
         else:
-            # the speculative residual codes a file that is not kept: it stops at its next
-            # check (between its analysis passes) instead of taking the second core from this
-            cancel.set()
             repaired = _with_residual(repaired, inp.audio, _bytes_left(repaired, opts.target_kbps))
-            if early is not None:
-                _join_discarded(early)
+        for k, (_, _, result) in enumerate(early):
+            if k != kept:
+                _join_discarded(result)
         report("residual", 1.0)
         if repaired.residual:
             # the residual's attenuation of the decode's attacks delays where they are heard

@@ -108,7 +108,8 @@ def _span_decoder(c: SmcFile, opts: DecodeOptions) -> Callable[[int, int], np.nd
 REPAIR_SPAN_S = 120.0
 
 
-def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
+def _with_clear_notes(c: _C, original: np.ndarray,
+                      on_candidate: Callable[[_C], None] | None = None) -> _C:
     """``c`` with the velocities of the notes its decode hides under a note an octave below
     raised (:func:`semcodec.roundtrip.repair`, measured on the decode without the residual
     at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
@@ -116,9 +117,13 @@ def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
 
     A long input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
     the surroundings of the excerpts (so that a sampler plays as it will): memory and each
-    measure stay bounded, and a span's notes are judged by that span's decode."""
+    measure stay bounded, and a span's notes are judged by that span's decode.
+
+    ``on_candidate(file)`` (an input measured whole only) is called with the first candidate
+    file of each round of the repair (:func:`semcodec.roundtrip.repair`), before it is
+    measured, as it would be returned when kept."""
     if c.duration <= digest.LONG_MEASURE_S:
-        return _clear_notes(c, original)
+        return _clear_notes(c, original, on_candidate)
     tracks = [list(t.notes) for t in c.score.tracks]
     changed = 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
@@ -141,27 +146,44 @@ def _with_clear_notes(c: _C, original: np.ndarray) -> _C:
         replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks))))
 
 
-def _clear_notes(c: _C, original: np.ndarray) -> _C:
+def _clear_notes(c: _C, original: np.ndarray,
+                 on_candidate: Callable[[_C], None] | None = None) -> _C:
     """:func:`_with_clear_notes` of ``c`` measured whole."""
-    from semcodec import roundtrip
+    from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
 
     sr = roundtrip.MEASURE_SR
     mono = np.asarray(original, np.float32)
-    target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
+    # the same original as the track renders were measured against (a solo): its measures
+    kept = sampleuse.kept_target(mono, c.sample_rate) if sr == sampleuse.MEASURE_SR else None
+    if kept is not None:
+        target, mels, _ = kept
+    else:  # the log-mels are made by the repair only when a note can be masked
+        target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
+        mels = None
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=sr)
 
     def render(tracks: tuple) -> np.ndarray:
         y, _ = decode(replace(c, score=replace(c.score, tracks=tracks)), opts)
         return dsp.fit_length(np.asarray(y, np.float32), target.shape[0])
 
+    def with_tracks(tracks: tuple) -> _C:
+        return c if tracks == c.score.tracks else replace(c, score=replace(c.score,
+                                                                           tracks=tracks))
+
+    def candidate(tracks: tuple) -> None:
+        if on_candidate is not None:
+            on_candidate(with_tracks(tracks))
+
     try:
-        tracks = roundtrip.repair(c.score.tracks, target, sr, render)
+        tracks = roundtrip.repair(c.score.tracks, target, sr, render,
+                                  on_candidate=None if on_candidate is None else candidate,
+                                  original_mels=mels)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c
-    return c if tracks == c.score.tracks else replace(c, score=replace(c.score, tracks=tracks))
+    return with_tracks(tracks)
 
 
 def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = None) -> _C:

@@ -255,7 +255,9 @@ def transcribe_spans(audio: np.ndarray, sr: int, spans: Sequence[tuple[float, fl
 
 
 def repair(tracks: Sequence, original: np.ndarray, sr: int,
-           render: Callable[[tuple], np.ndarray]) -> tuple:
+           render: Callable[[tuple], np.ndarray],
+           on_candidate: Callable[[tuple], None] | None = None,
+           original_mels: list[np.ndarray] | None = None) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -268,7 +270,11 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     with their maskers' times LOWER_FACTOR, and keeps the candidate that raises the agreement
     most (by MIN_F1_GAIN at least) while the mel distance to ``original`` grows by at most
     MAX_MEL_COST over the unrepaired decode's.  A candidate's decode is transcribed around
-    its changed notes only (:func:`transcribe_spans`).
+    its changed notes only (:func:`transcribe_spans`).  ``on_candidate(tracks)``, when given,
+    is called with the first candidate of each round before it is measured (the caller may
+    start work on it meanwhile: the encoder codes the residual of this likely result).
+    ``original_mels``: ``original``'s :func:`semcodec.sampleuse.log_mels` when the caller has
+    them (else they are computed).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -300,7 +306,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
 
     if not notes_of(tracks) or not may_mask(notes_of(tracks)):
         return tracks  # nothing can be masked: the decode need not be rendered nor heard
-    ref_mels = log_mels(np.asarray(original, np.float32), sr)
+    ref_mels = (log_mels(np.asarray(original, np.float32), sr) if original_mels is None
+                else original_mels)
     f1, mel0, heard = measure(tracks)
     log.info("round trip of the decode: note F1 %.3f, mel %.3f", f1, mel0)
     for _ in range(MAX_ROUNDS):
@@ -311,6 +318,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         best = None
         for cand, changed in ((raised, masked),
                               (scaled(raised, maskers, LOWER_FACTOR), masked | maskers)):
+            if on_candidate is not None and cand is raised:
+                on_candidate(cand)
             f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST, changed, heard)
             log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c, melc)
             if (f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST

@@ -19,11 +19,13 @@ bitrate allocator (:mod:`semcodec.budget`) weighs against the excerpt's bytes.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
+from semcodec.background import in_background
 from semcodec.events import Sample, Score, Track, TrackRender
 from semcodec.synth import dsp, sampler, voice
 
@@ -57,6 +59,48 @@ def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
         out.append(np.concatenate([np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5))
                                    for mag in sampler.stft_mag_blocks(x, n_fft, n_fft // 4)]))
     return out
+
+
+#: Inputs up to this long (s) keep their :func:`target_measures` for a later caller on the
+#: same array (the round-trip repair measures against the same original as the track renders).
+TARGET_KEEP_MAX_S = 300.0
+_TARGET_KEPT: list = []  # [(audio, sr, measures)]: the latest one only
+_TARGET_LOCK = threading.Lock()
+
+
+def target_measures(audio: np.ndarray,
+                    sr: int) -> tuple[np.ndarray, list[np.ndarray], float | None]:
+    """(``audio`` (mono float32 at ``sr`` Hz) resampled to MEASURE_SR, its :func:`log_mels`,
+    its integrated loudness in LUFS or None).  Those of the latest input up to
+    TARGET_KEEP_MAX_S long are kept (read-only) and returned again for the same array object
+    and rate (the encoder does not change its input), until :func:`forget_target`."""
+    kept = kept_target(audio, sr)
+    if kept is not None:
+        return kept
+    target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
+    measures = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
+    if audio.shape[0] <= TARGET_KEEP_MAX_S * sr:
+        for a in (target, *measures[1]):
+            a.setflags(write=False)
+        with _TARGET_LOCK:
+            _TARGET_KEPT[:] = [(audio, sr, measures)]
+    return measures
+
+
+def kept_target(audio: np.ndarray, sr: int) -> tuple | None:
+    """The :func:`target_measures` kept for this very array and rate, else None (nothing is
+    measured)."""
+    with _TARGET_LOCK:
+        for kept, kept_sr, measures in _TARGET_KEPT:
+            if kept is audio and kept_sr == sr:
+                return measures
+    return None
+
+
+def forget_target() -> None:
+    """Drop the measures :func:`target_measures` keeps (the end of an encode)."""
+    with _TARGET_LOCK:
+        _TARGET_KEPT.clear()
 
 
 def mel_distance(ref, est: np.ndarray, sr: int = MEASURE_SR) -> float:
@@ -168,8 +212,7 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     """
     memo = {} if memo is None else memo
     if "target" not in memo:
-        target = dsp.resample(np.asarray(audio, np.float32), sr, MEASURE_SR)
-        memo["target"] = (target, log_mels(target), dsp.integrated_loudness(target, MEASURE_SR))
+        memo["target"] = target_measures(audio, sr)
     target, target_mels, own_lufs = memo["target"]
     loudness_lufs = own_lufs if loudness_lufs is None else loudness_lufs
     n = target.shape[0]
@@ -183,6 +226,12 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     def mix_of(i: int, y: np.ndarray) -> np.ndarray:
         mix = y + sum((p for j, p in parts.items() if j != i), np.zeros(n, np.float32))
         return dsp.match_loudness(mix, MEASURE_SR, loudness_lufs)
+
+    # a solo's round-trip check starts from the engine render's agreement: transcribed on a
+    # second thread while the candidates are rendered and measured (the same number; a mix's
+    # depends on the other tracks' choices, made one after the other)
+    engine_f1 = {i: in_background(_agreement, mix_of(i, parts[i]), score.tracks[i].notes)
+                 for i in parts} if solo else {}
 
     def dist_with(i: int, y: np.ndarray) -> float:
         return mel_distance(target_mels, mix_of(i, y))
@@ -206,37 +255,54 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         return best[0], TrackRender(use=use, gain_db=g, eq_db=best[1], room=tuple(room)), best[2]
 
     out = []
-    for i in parts:
-        track = score.tracks[i]
-        mine = [s for s in samples if s.track == i and s.key is None]
-        # a solo's plain candidates depend on its engine render and audio only (the voice's
-        # windows on the excerpts' starts: part of the key); a mix's on the others' choices
-        key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
-        if not solo or key not in memo:
-            memo[key] = _plain(i, track, parts[i], target, mine, solo, dist_with, finish)
-        best_plain, tried_plain, base = memo[key]
-        tried = dict(tried_plain)
-        best = best_plain
-        played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
-        if played_by_sampler is not None and played_by_sampler[0] < best[0]:
-            best = played_by_sampler
-        uses = best is not best_plain  # the sampler won: the excerpt is played
-        if uses and best[0] > best_plain[0] - MIN_GAIN:
-            best, uses = best_plain, False
-        if best[1] is not None:  # the round-trip check against the engine alone
-            keeps = _NoteCheck(i, parts[i], target, mix_of,
-                               [nt for j in members for nt in score.tracks[j].notes], tried)
-            if best_plain[1] is not None and not keeps(best_plain):
-                best_plain = (base, None, parts[i])
-            if not uses or not keeps(best):
+    try:
+        for i in parts:
+            track = score.tracks[i]
+            mine = [s for s in samples if s.track == i and s.key is None]
+            # a solo's plain candidates depend on its engine render and audio only (the voice's
+            # windows on the excerpts' starts: part of the key); a mix's on the others' choices
+            key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
+            if not solo or key not in memo:
+                memo[key] = _plain(i, track, parts[i], target, mine, solo, dist_with, finish)
+            best_plain, tried_plain, base = memo[key]
+            tried = dict(tried_plain)
+            best = best_plain
+            played_by_sampler = _sampler_candidate(i, track, mine, n, engine, fit, finish, tried)
+            if played_by_sampler is not None and played_by_sampler[0] < best[0]:
+                best = played_by_sampler
+            uses = best is not best_plain  # the sampler won: the excerpt is played
+            if uses and best[0] > best_plain[0] - MIN_GAIN:
                 best, uses = best_plain, False
-        log.info("track %d: mel distances %s -> %s", i + 1, tried,
-                 best[1].use if best[1] is not None and best[1].use else
-                 ("eq" if best[1] is not None else "engine"))
-        out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
-                          dist_without_sample=best_plain[0], plain=best_plain[1]))
-        parts[i] = best[2]  # later tracks are measured against this one as chosen
+            if best[1] is not None:  # the round-trip check against the engine alone
+                keeps = _NoteCheck(i, parts[i], target, mix_of,
+                                   [nt for j in members for nt in score.tracks[j].notes], tried,
+                                   engine_f1=engine_f1.get(i))
+                if best_plain[1] is not None and not keeps(best_plain):
+                    best_plain = (base, None, parts[i])
+                if not uses or not keeps(best):
+                    best, uses = best_plain, False
+            log.info("track %d: mel distances %s -> %s", i + 1, tried,
+                     best[1].use if best[1] is not None and best[1].use else
+                     ("eq" if best[1] is not None else "engine"))
+            out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
+                              dist_without_sample=best_plain[0], plain=best_plain[1]))
+            parts[i] = best[2]  # later tracks are measured against this one as chosen
+    finally:
+        # each used, or not needed (the engine alone was kept), or an interrupt: joined before
+        # this goes on (a process must not exit while onnxruntime runs on a thread)
+        for pending in engine_f1.values():
+            try:
+                pending()
+            except Exception:  # noqa: BLE001 - a result nobody asked for
+                pass
     return out
+
+
+def _agreement(mix: np.ndarray, notes) -> float | None:
+    """:func:`semcodec.roundtrip.agreement` of ``mix`` (at MEASURE_SR) with ``notes``."""
+    from semcodec import roundtrip  # noqa: PLC0415
+
+    return roundtrip.agreement(mix, MEASURE_SR, notes)
 
 
 def _plain(i: int, track: Track, part: np.ndarray, target: np.ndarray, mine: list[Sample],
@@ -269,9 +335,12 @@ class _NoteCheck:
     ``tried``."""
 
     def __init__(self, i: int, engine: np.ndarray, original: np.ndarray, mix_of: Callable,
-                 notes: list, tried: dict) -> None:
+                 notes: list, tried: dict,
+                 engine_f1: Callable[[], float | None] | None = None) -> None:
         self.i, self.engine, self.mix_of, self.notes, self.tried = i, engine, mix_of, notes, tried
         self.original = original
+        #: the engine render's agreement measured meanwhile (its result when asked), or None
+        self.engine_f1 = engine_f1
         self._base: float | None = None
         self._measured = False
         self._original_done = False
@@ -285,7 +354,8 @@ class _NoteCheck:
         from semcodec import roundtrip  # noqa: PLC0415
 
         if not self._measured:
-            self._base, self._measured = self._f1(self.engine), True
+            self._base = self.engine_f1() if self.engine_f1 is not None else self._f1(self.engine)
+            self._measured = True
             self.tried["engine F1"] = None if self._base is None else round(self._base, 3)
         f1 = self._f1(cand[2])
         self.tried[f"{cand[1].use or 'eq'} F1"] = None if f1 is None else round(f1, 3)

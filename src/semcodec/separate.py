@@ -480,9 +480,13 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
         log.info("one instrument: %.2f of the notes sound against another (< %.2f)", share,
                  ENSEMBLE_MIN_SHARE)
         return _one_track(notes)
-    from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - ~0.5 s import, encode only
+    from semcodec.background import prefetch  # noqa: PLC0415
 
+    # scikit-learn (~0.2-0.5 s to import, a mix only: a solo never gets here) is imported
+    # while the notes' features are measured
+    prefetch("sklearn.mixture")
     feats, logp = _family_log_proba(audio, sr, notes)
+    from sklearn.mixture import GaussianMixture  # noqa: PLC0415 - encode only
     if pans is None:
         x = _standardise(feats) * np.concatenate(
             [FEATURE_WEIGHTS, np.full(len(SPECTRUM_FEATURES), SPECTRUM_WEIGHT)])

@@ -9,6 +9,7 @@ Nothing here keeps state or touches files.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,18 @@ def rfft_rows(frames: np.ndarray) -> np.ndarray:
         import scipy.fft  # noqa: PLC0415 - the encoder only
 
         return scipy.fft.rfft(frames, axis=-1)
+    return rfft64(frames)
+
+
+def rfft64(frames: np.ndarray) -> np.ndarray:
+    """``np.fft.rfft(frames, axis=-1)`` of float64 frames, bit for bit: through ``scipy.fft``
+    (the same pocketfft, ~3x faster on many rows) when some other code has imported it
+    already (the encoder), else numpy's (the decoder never imports scipy for this)."""
+    fft = sys.modules.get("scipy.fft")
+    if (fft is not None and np.asarray(frames).dtype == np.float64
+            # not while another thread is still importing it
+            and not getattr(getattr(fft, "__spec__", None), "_initializing", True)):
+        return fft.rfft(frames, axis=-1)
     return np.fft.rfft(frames, axis=-1)
 
 

@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -40,6 +41,15 @@ __all__ = ["NeuralEngine", "NoteArrays", "WEIGHTS_DIR", "find_weights", "load_mo
 log = logging.getLogger(__name__)
 
 _MODEL_CACHE: dict[tuple[str, int, float], object] = {}
+
+#: Whole-track renders (numpy backend) kept for the same track rendered again with the same
+#: weights, timbre, rate and length (the encoder measures its track renders, then the round
+#: trip of the decode, on the same engine render): the latest RENDER_MEMO_SIZE, each of at
+#: most RENDER_MEMO_MAX_SAMPLES samples (short inputs: no memory to speak of).
+RENDER_MEMO_SIZE = 2
+RENDER_MEMO_MAX_SAMPLES = 2_000_000
+_RENDER_MEMO: list[tuple[object, bytes, np.ndarray]] = []  # (weights arrays, key, render)
+_RENDER_MEMO_LOCK = threading.Lock()
 
 #: torch intra-op threads while rendering / fitting ($SEMCODEC_TORCH_THREADS, default 1): the
 #: model's ops are small, and on a busy 2-core machine one thread is several times faster.
@@ -168,6 +178,7 @@ class NeuralEngine:
         if self.backend == "numpy" and self.device != "cpu":
             raise SynthError("the numpy neural backend runs on the CPU only")
         arrays = load_arrays(weights)
+        self._arrays = arrays  # the cached weights: the same object for the same file
         self.net = NumpyNet(arrays)
         self._weights = weights
         self._model = None
@@ -267,6 +278,12 @@ class NeuralEngine:
                      transpose: int = 0, tempo: float = 1.0,
                      samples: tuple[Sample, ...] = ()) -> np.ndarray | None:
         """Track ``i`` alone, gain included: float32 ``(n_samples,)``, or None when silent."""
+        key = self._memo_key(score, i, sr, n_samples, timbres, programs, transpose, tempo)
+        if key is not None:
+            with _RENDER_MEMO_LOCK:
+                for arrays, k, y in _RENDER_MEMO:
+                    if arrays is self._arrays and k == key:
+                        return y.copy()
         blocks = self.track_blocks(score, i, sr, n_samples, timbres=timbres, programs=programs,
                                    transpose=transpose, tempo=tempo, samples=samples)
         if blocks is None:
@@ -276,7 +293,30 @@ class NeuralEngine:
         for y in blocks:
             out[pos:pos + y.shape[0]] = y
             pos += y.shape[0]
+        if key is not None:
+            with _RENDER_MEMO_LOCK:
+                _RENDER_MEMO.append((self._arrays, key, out.copy()))
+                del _RENDER_MEMO[:-RENDER_MEMO_SIZE]
         return out
+
+    def _memo_key(self, score: Score, i: int, sr: int, n_samples: int,
+                  timbres: tuple[Timbre, ...], programs: dict[int, int] | None,
+                  transpose: int, tempo: float) -> bytes | None:
+        """What :meth:`render_track` of a pitched track depends on (besides the weights), as
+        a digest; None when its render is not kept (torch backend, drums, a long track)."""
+        track = score.tracks[i]
+        if (self.backend != "numpy" or track.is_drum or not track.notes
+                or not 0 < int(n_samples) <= RENDER_MEMO_MAX_SAMPLES):
+            return None
+        import hashlib  # noqa: PLC0415
+
+        emb, room, gain_db = self.track_params(i, track, timbres, programs)
+        h = hashlib.blake2b(digest_size=20)
+        h.update(repr((i, int(sr), int(n_samples), int(transpose), float(tempo), float(gain_db),
+                       track.notes)).encode())
+        h.update(np.ascontiguousarray(emb, np.float32).tobytes())
+        h.update(np.ascontiguousarray(room, np.float32).tobytes())
+        return h.digest()
 
     def track_blocks(self, score: Score, i: int, sr: int, n_samples: int, *,
                      timbres: tuple[Timbre, ...] = (), programs: dict[int, int] | None = None,

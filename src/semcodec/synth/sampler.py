@@ -81,12 +81,17 @@ def stft_mag_blocks(x: np.ndarray, n_fft: int = N_FFT,
 def frames_mag(xp: np.ndarray, n_fft: int, hop: int, n_fr: int) -> np.ndarray:
     """|rfft| of the Hann-windowed frames ``xp[k * hop:k * hop + n_fft]``, k < ``n_fr``, of
     an already padded float64 signal (:func:`stft_mag`'s frames): ``(n_fr, n_fft // 2 + 1)``."""
+    from numpy.lib.stride_tricks import sliding_window_view  # noqa: PLC0415
+
     win = np.hanning(n_fft + 1)[:-1]
     out = np.empty((n_fr, n_fft // 2 + 1))
+    frames = sliding_window_view(xp[:(n_fr - 1) * hop + n_fft], n_fft)[::hop]
+    if frames.shape[0] < n_fr:
+        raise IndexError(f"{n_fr} frames of {n_fft} every {hop} need "
+                         f"{(n_fr - 1) * hop + n_fft} samples, got {xp.shape[0]}")
     for s in range(0, n_fr, 256):  # blocks of frames: bounded memory for long inputs
         e = min(n_fr, s + 256)
-        idx = np.arange(s, e)[:, None] * hop + np.arange(n_fft)[None, :]
-        out[s:e] = np.abs(np.fft.rfft(xp[idx] * win, axis=1))
+        out[s:e] = np.abs(dsp.rfft64(frames[s:e] * win))
     return out
 
 
