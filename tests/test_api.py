@@ -655,3 +655,26 @@ def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypat
     assert seen["seconds"] == pytest.approx(10.0, abs=0.01) and seen["n"] == 5
     assert [n.onset for n in out.score.tracks[0].notes] == pytest.approx(
         [n.onset - 0.02 for n in notes])  # every note of the whole input is led
+
+
+def test_decode_stream_with_residual_and_estimated_gain_starts_without_a_render_pass(monkeypatch):
+    """A long stream of a file with a residual starts at once: estimated gain, the residual in
+    one pass (nothing spooled), close to the exact decode."""
+    from semcodec import residual
+
+    c = _with_random_residual(_made_container(seconds=8.0))
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 100)
+    exact = np.concatenate(list(semcodec.decode_stream(c, engine="neural", exact=True).blocks))
+
+    def no_spool(*_a, **_k):
+        raise AssertionError("an estimated-gain stream must not keep the raw mix")
+
+    monkeypatch.setattr(decoder, "_Spool", no_spool)
+    st = semcodec.decode_stream(c, engine="neural", exact=False)
+    got = np.concatenate(list(st.blocks))
+    assert not st.exact_gain and got.shape == exact.shape
+    plain = np.concatenate(list(semcodec.decode_stream(c, engine="neural", exact=False,
+                                                       residual=False).blocks))
+    assert not np.allclose(got, plain)  # the residual is played
+    rms = lambda y: float(np.sqrt(np.mean(y ** 2)))  # noqa: E731
+    assert abs(20 * np.log10(rms(got) / rms(exact))) < 1.0  # dB: the estimated gain

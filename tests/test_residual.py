@@ -476,3 +476,58 @@ def test_judge_benefit_in_spans_equals_one_pass(monkeypatch):
     assert np.abs(whole).sum() > 0
     assert np.array_equal(spans, kept.benefit(z, edges, 0.1, 30))  # the very same log-mels
     np.testing.assert_allclose(spans, whole, rtol=1e-5, atol=1e-9)  # BLAS rounding only
+
+
+@pytest.mark.parametrize("stereo", [False, True])
+def test_one_pass_stream_gives_the_samples_of_the_two_pass_stream(monkeypatch, stereo):
+    """apply_stream_once measures each block's cells with the next block ahead: the same
+    numbers as apply_stream (and apply), read once, in blocks of any size."""
+    rng = np.random.default_rng(3)
+    n = 5 * SR
+    x = (rng.standard_normal(n) * 0.05).astype(np.float32) + _tone(5.0)[:n]
+    dull = np.fft.irfft(np.where(np.fft.rfftfreq(n, 1 / SR) > 3000, 0, np.fft.rfft(x)), n)
+    env = residual.decode_envelope(residual.encode_residual(x, dull.astype(np.float32), SR), 5.0)
+    y = np.stack([dull, 0.5 * dull], axis=1).astype(np.float32) if stereo else dull.astype(np.float32)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 40)  # many blocks; cells cross their edges
+    whole = residual.apply(y, SR, env, SR)
+    cuts = [y[s:s + 3001] for s in range(0, n, 3001)]
+    two = np.concatenate(list(residual.apply_stream(lambda: iter(cuts), n, SR, env, SR)))
+    reads = []
+
+    def once_source():
+        for b in cuts:
+            reads.append(b.shape[0])
+            yield b
+
+    one = np.concatenate(list(residual.apply_stream_once(once_source(), n, SR, env, SR)))
+    assert sum(reads) == n  # read once
+    assert np.array_equal(one, two) and np.array_equal(one, whole)
+    assert not np.allclose(one, y)  # the residual did something
+    # an envelope that changes nothing: the decode through the STFT, a round-off apart
+    none = residual.Envelope(env.levels, np.zeros_like(env.mask), env.period_s, env.step_db)
+    same = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, none, SR)))
+    assert np.allclose(same, y, atol=1e-5)
+
+
+def test_a_payload_is_decoded_once_and_each_caller_gets_its_own_grid(monkeypatch):
+    g = _random_grid(np.random.default_rng(11))
+    data = resd.encode(g)
+    calls = []
+    real = resd._walk
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(resd, "_walk", counting)
+    duration = 3.65
+    a = resd.decode(data, duration)
+    a.levels[0][0] += 5  # a caller's change stays its own
+    b = resd.decode(data, duration)
+    assert len(calls) == 1
+    assert b.levels == g.levels and b.mask == g.mask and a.levels != b.levels
+    with pytest.raises(ContainerError):  # a corrupt payload is checked every time
+        resd.decode(data[:-1], duration)
+    with pytest.raises(ContainerError):
+        resd.decode(data[:-1], duration)
+    assert len(calls) == 3

@@ -403,6 +403,9 @@ STREAM_INTERNAL_BLOCK = 1 << 15
 #: decode_stream(exact=None) measures the loudness exactly (render all, then play) up to this
 #: output duration (s); longer outputs get an estimated gain and start at once.
 STREAM_EXACT_S = 40.0
+#: STFT frames per block of a residual applied in one pass (after an estimated gain): ~3 s
+#: at 44.1 kHz, so the first audio comes after ~6 s of the decode are rendered.
+STREAM_RESIDUAL_FRAMES = 256
 #: Raw mixes up to this size (bytes) are kept in memory between the two passes of the exact
 #: gain; larger ones are spooled to a temporary file.
 SPOOL_MEMORY_BYTES = 128 * 1024 * 1024
@@ -420,8 +423,10 @@ class DecodeStream:
     :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
     it was measured on the whole rendering (the output then equals :func:`decode`'s) or
     estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).  A file with a
-    residual (played) always gets the exact gain, then the residual block by block
-    (:func:`semcodec.residual.apply_stream`): the output equals :func:`decode`'s.
+    residual (played) gets it block by block: after the exact gain
+    (:func:`semcodec.residual.apply_stream`) the output equals :func:`decode`'s; after an
+    estimated one it is applied in one pass (:func:`semcodec.residual.apply_stream_once`,
+    the same cells measured on the gained mix), so the stream starts at once.
     """
 
     sr: int
@@ -444,8 +449,9 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
     at once: the gain is measured on :data:`GAIN_WINDOWS` windows of :data:`WINDOW_S` s spread
     over the piece (each rendered alone with :data:`WARMUP_S` s of lead-in), an estimate of
     the whole's loudness.  ``exact=None`` (default): exact up to :data:`STREAM_EXACT_S` s of
-    output, estimated beyond; always exact for a file whose residual is played (two more
-    passes over the kept raw mix: the residual's measure, then its synthesis).
+    output, estimated beyond.  With the exact gain a played residual takes two more passes
+    over the kept raw mix (its measure, then its synthesis); with an estimated one, one pass
+    that measures each residual block with the next one ahead.
     ``progress(stage, fraction)`` reports ``engine``, ``render`` (the first pass of an exact
     gain) and ``loudness``, as for :func:`decode`.
     """
@@ -469,9 +475,7 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
         return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
     renderer = _Renderer(c, opts, out, report)
     if exact is None:
-        # the residual measures the decode's band energy over whole cells of the decode as
-        # decode() makes it: its gain is the exact one
-        exact = played or n <= STREAM_EXACT_S * out.sr
+        exact = n <= STREAM_EXACT_S * out.sr
     if exact:
         meter = dsp.LoudnessMeter(n, out.sr)
         spool = _Spool(n * ch * 4)
@@ -494,8 +498,11 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
     report("loudness", 0.0)
     gain = _estimated_gain(c, opts, out)
     report("loudness", 1.0)
-    blocks = _raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK)
-    return DecodeStream(out.sr, ch, n, _gained(blocks, gain), gain, False)
+    blocks = _gained(_raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK),
+                     gain)
+    if played:  # one pass: each residual block measured with the next one ahead
+        blocks = _with_residual_once(c, opts, blocks, n, out.sr)
+    return DecodeStream(out.sr, ch, n, blocks, gain, False)
 
 
 def _with_residual(c: _container.SmcFile, opts: DecodeOptions,
@@ -507,6 +514,19 @@ def _with_residual(c: _container.SmcFile, opts: DecodeOptions,
 
     env = residual.decode_envelope(c.residual, c.duration)
     for b in residual.apply_stream(read, n, sr, env, c.sample_rate, tempo=opts.tempo):
+        yield dsp.flush_tiny(dsp.soft_clip(b))
+
+
+def _with_residual_once(c: _container.SmcFile, opts: DecodeOptions, blocks: Iterator[np.ndarray],
+                        n: int, sr: int) -> Iterator[np.ndarray]:
+    """The blocks of the gained mix ``blocks`` (``n`` samples at ``sr`` Hz) with ``c``'s
+    residual, in one pass (:func:`semcodec.residual.apply_stream_once`): the stream starts
+    after two residual blocks instead of a whole rendering."""
+    from semcodec import residual
+
+    env = residual.decode_envelope(c.residual, c.duration)
+    for b in residual.apply_stream_once(blocks, n, sr, env, c.sample_rate, tempo=opts.tempo,
+                                        block_frames=STREAM_RESIDUAL_FRAMES):
         yield dsp.flush_tiny(dsp.soft_clip(b))
 
 

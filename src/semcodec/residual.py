@@ -191,6 +191,12 @@ class _Plan:
         self.bins = _bin_bands(band_edges(env.n_bands, sr_original), self.n_fft, sr)
         self.frames = _frame_of(n_stft, self.hop, sr, period, env.n_frames)
 
+    def blocks(self, size: int | None = None) -> list[tuple[int, int]]:
+        """The STFT frames ``(k0, k1)`` of each block processed at a time (``size`` frames,
+        default BLOCK_FRAMES)."""
+        n_stft, size = len(self.frames), int(size or BLOCK_FRAMES)
+        return [(k0, min(k0 + size, n_stft)) for k0 in range(0, n_stft, size)]
+
     def band_mean(self, n_bands: int) -> np.ndarray:
         """``(n_bins, n_bands)`` float32: a power spectrum times it is each band's mean."""
         onehot = np.zeros((len(self.bins), n_bands), np.float32)
@@ -324,6 +330,155 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
                 spec += add
             _overlap_add(out, spec, k0, n_fft, hop)
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
+
+
+def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
+              bounds: list[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """For each STFT block ``(k0, k1)`` of ``bounds`` (in order), the samples
+    ``(k0 - 1) * hop .. (k1 + 1) * hop`` of the signal that ``blocks`` hand out in order
+    (``n`` samples in all; zeros beyond its ends), as :func:`_frames` cuts them."""
+    buf: np.ndarray | None = None
+    at = 0  # absolute index of buf[0]
+    for k0, k1 in bounds:
+        start, stop = (k0 - 1) * hop, (k1 + 1) * hop
+        have = 0 if buf is None else buf.shape[0]
+        more = []
+        while at + have < min(stop, n):
+            more.append(np.asarray(next(blocks), np.float32))
+            have += more[-1].shape[0]
+        if more:
+            buf = np.concatenate(([buf] if buf is not None else []) + more)
+        assert buf is not None
+        seg = np.zeros((stop - start,) + buf.shape[1:], np.float32)
+        lo, hi = max(start, 0), min(stop, n)
+        if hi > lo:
+            seg[lo - start:hi - start] = buf[lo - at:hi - at]
+        keep_from = max(0, k1 * hop - hop)  # the next block starts there
+        if keep_from > at:
+            buf, at = buf[keep_from - at:], keep_from
+        yield seg
+
+
+def _windowed(seg: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """The windowed STFT frames of a mono segment of :func:`_segments` (as :func:`_frames`)."""
+    frames = _rows(seg, seg.shape[0] // hop - 2, n_fft, hop)  # k0 .. k1 - 1
+    win = _window(n_fft)
+    return frames * (win / np.float32(win.sum()))
+
+
+def apply_stream(read: Callable[[], Iterator[np.ndarray]], n: int, sr: int, env: Envelope,
+                 sr_original: int, tempo: float = 1.0) -> Iterator[np.ndarray]:
+    """:func:`apply` block by block, the same numbers: ``read()`` hands out the decode
+    (float32 ``(m,)`` or ``(m, 2)`` blocks adding up to ``n`` samples at ``sr`` Hz) and is
+    called twice (pass 1 measures the decode's power per cell, pass 2 adds the noise and
+    gains); yields the output in blocks of BLOCK_FRAMES STFT hops.  Memory: the per-frame
+    band powers (``n / hop x n_bands`` float32) and a few blocks, whatever ``n``."""
+    if not np.any(env.mask) or n == 0:
+        yield from read()
+        return
+    plan = _Plan(env, sr, sr_original, n, tempo)
+    bounds = plan.blocks()
+    onehot = plan.band_mean(env.n_bands)
+    per_frame = np.empty((len(plan.frames), env.n_bands), np.float32)
+    for (k0, k1), seg in zip(bounds, _segments(read(), n, plan.hop, bounds)):
+        per_frame[k0:k1] = _band_power(seg, plan, onehot)
+    gain_cell, amp_cell = _cell_gains(env, _cell_means(per_frame, plan.frames, env.n_frames))
+    if gain_cell is None and amp_cell is None:
+        yield from read()
+        return
+
+    def cells(k0: int, k1: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        return gain_cell, amp_cell, plan.frames[k0:k1]
+
+    yield from _synthesize(_segments(read(), n, plan.hop, bounds), plan, bounds, cells)
+
+
+def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int, env: Envelope,
+                      sr_original: int, tempo: float = 1.0,
+                      block_frames: int | None = None) -> Iterator[np.ndarray]:
+    """:func:`apply_stream` in one pass over ``blocks`` (the decode, ``n`` samples): a block's
+    cells are measured on it and the next block (a cell is a few STFT frames), so the first
+    output comes after two blocks and the decode is read once.  ``block_frames``: STFT frames
+    per block (default BLOCK_FRAMES, ~24 s at 44.1 kHz; fewer: the first output sooner, the
+    noise another draw).  With the default, the same numbers as :func:`apply_stream`, except
+    for an envelope that changes no cell at all (then the output is the decode through the
+    STFT unchanged: a round-off apart)."""
+    if not np.any(env.mask) or n == 0:
+        yield from blocks
+        return
+    plan = _Plan(env, sr, sr_original, n, tempo)
+    bounds = plan.blocks(block_frames)
+    onehot = plan.band_mean(env.n_bands)
+    per_frame = np.empty((len(plan.frames), env.n_bands), np.float32)
+    measured: list[np.ndarray] = []  # segments measured, not yet synthesized
+    source = _segments(iter(blocks), n, plan.hop, bounds)
+
+    def ahead() -> Iterator[np.ndarray]:
+        for j, (k0, k1) in enumerate(bounds):
+            while len(measured) < 2 and j + len(measured) < len(bounds):
+                q0, q1 = bounds[j + len(measured)]
+                seg = next(source)
+                per_frame[q0:q1] = _band_power(seg, plan, onehot)
+                measured.append(seg)
+            yield measured.pop(0)
+
+    def cells(k0: int, k1: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        c0, c1 = int(plan.frames[k0]), int(plan.frames[k1 - 1]) + 1
+        f0, f1 = np.searchsorted(plan.frames, [c0, c1])  # every frame of those cells
+        sub = Envelope(levels=env.levels[:, c0:c1], mask=env.mask[:, c0:c1],
+                       period_s=env.period_s, step_db=env.step_db)
+        gain, amp = _cell_gains(sub, _cell_means(per_frame[f0:f1], plan.frames[f0:f1] - c0,
+                                                 c1 - c0))
+        return gain, amp, plan.frames[k0:k1] - c0
+
+    yield from _synthesize(ahead(), plan, bounds, cells)
+
+
+def _band_power(seg: np.ndarray, plan: "_Plan", onehot: np.ndarray) -> np.ndarray:
+    """``(k1 - k0, n_bands)`` mean power per band of the STFT frames of a segment of
+    :func:`_segments` (stereo: of its downmix)."""
+    mono = seg if seg.ndim == 1 else seg.mean(axis=1)
+    spec = np.fft.rfft(_windowed(mono, plan.n_fft, plan.hop), axis=1)
+    return (spec.real ** 2 + spec.imag ** 2) @ onehot
+
+
+def _synthesize(segs: Iterator[np.ndarray], plan: "_Plan", bounds: list[tuple[int, int]],
+                cells: Callable[[int, int], tuple[np.ndarray | None, np.ndarray | None,
+                                                  np.ndarray]]) -> Iterator[np.ndarray]:
+    """The output of the STFT blocks ``bounds`` from their segments ``segs``: each block's
+    spectra times the gains and plus the noise of its cells (``cells(k0, k1)``: the gain and
+    noise rows of :func:`_cell_gains` and each frame's column in them), overlap-added; the
+    finished samples are yielded as soon as no later block reaches them."""
+    n, n_fft, hop = plan.n, plan.n_fft, plan.hop
+    n_stft = len(plan.frames)
+    bins = np.where(plan.bins >= 0, plan.bins, -1)  # -1: the spare last row, above the top band
+    carry: np.ndarray | None = None
+    done = 0  # output samples handed out
+    for j, ((k0, k1), seg) in enumerate(zip(bounds, segs)):
+        gain_cell, amp_cell, cols = cells(k0, k1)
+        gain = gain_cell[:, cols][bins].T if gain_cell is not None else None
+        add = (_noise_block(j, k0, k1, n_fft, hop) * amp_cell[:, cols][bins].T
+               if amp_cell is not None else None)
+        chans = [seg] if seg.ndim == 1 else [seg[:, c] for c in range(seg.shape[1])]
+        outs = []
+        for x in chans:
+            spec = np.fft.rfft(_windowed(np.ascontiguousarray(x), n_fft, hop), axis=1)
+            if gain is not None:
+                spec *= gain
+            if add is not None:
+                spec += add
+            buf = np.zeros(seg.shape[0], np.float32)  # samples (k0 - 1) * hop ..
+            _overlap_add(buf, spec, 1, n_fft, hop)
+            outs.append(buf)
+        y = outs[0] if seg.ndim == 1 else np.stack(outs, axis=1)
+        if carry is not None:
+            y[:carry.shape[0]] += carry
+        start, nxt = (k0 - 1) * hop, (k1 - 1) * hop  # the next block adds from nxt on
+        final = min(n, nxt) if k1 < n_stft else n
+        if final > done:
+            yield y[done - start:final - start]
+            done = final
+        carry = y[nxt - start:] if k1 < n_stft else None
 
 
 def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,

@@ -16,6 +16,7 @@ bool, ``b < n_bands``, ``t < n_frames(duration, period_s)``.
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 from semcodec.errors import ContainerError
@@ -347,11 +348,30 @@ def check_head(payload: bytes, duration_s: float) -> tuple[int, float, float, in
 
 def decode(payload: bytes, duration_s: float) -> Grid:
     """Parse and validate a RESD payload for a clip of ``duration_s`` seconds (the range code
-    must end exactly at the payload's end); ContainerError on any problem."""
-    n_bands, period_s, step_db, frames = check_head(payload, duration_s)
-    levels = [[0] * frames for _ in range(n_bands)]
-    mask = [[False] * frames for _ in range(n_bands)]
-    dec = _Decoder(payload[HEAD_BYTES:])
-    _walk(n_bands, frames, step_db, None, dec, levels, mask)
-    dec.finish()
-    return Grid(n_bands, period_s, step_db, levels, mask)
+    must end exactly at the payload's end); ContainerError on any problem.
+
+    The last few payloads decoded are remembered (a file is checked when it is read or
+    written, then decoded again to be played: a 60-min payload takes ~2 s in pure Python);
+    each call returns its own lists."""
+    key = (bytes(payload), float(duration_s))
+    with _DECODED_LOCK:
+        g = _DECODED.get(key)
+    if g is None:
+        n_bands, period_s, step_db, frames = check_head(payload, duration_s)
+        levels = [[0] * frames for _ in range(n_bands)]
+        mask = [[False] * frames for _ in range(n_bands)]
+        dec = _Decoder(payload[HEAD_BYTES:])
+        _walk(n_bands, frames, step_db, None, dec, levels, mask)
+        dec.finish()
+        g = Grid(n_bands, period_s, step_db, levels, mask)
+        with _DECODED_LOCK:
+            _DECODED[key] = g
+            while len(_DECODED) > _REMEMBERED:
+                _DECODED.pop(next(iter(_DECODED)))
+    return g._replace(levels=[row[:] for row in g.levels], mask=[row[:] for row in g.mask])
+
+
+#: Payloads whose decoded grids :func:`decode` remembers (the oldest is dropped first).
+_REMEMBERED = 4
+_DECODED: dict[tuple[bytes, float], Grid] = {}
+_DECODED_LOCK = threading.Lock()
