@@ -375,13 +375,18 @@ def classify_score(audio: np.ndarray, sr: int, score: Score, *,
 OVERRIDE_RATIO = 2.0
 
 
-#: In a bass's register (the track's median pitch below this MIDI number, G3: Slakh's bass
-#: parts, transcribed at their written pitch, have medians 52-53, every other eval stem 62 or
-#: more) the Bass family wins between the fit and the classifier when either names it: a
+#: In a bass's register (the track's median pitch below this MIDI number, G3: the transcribed
+#: eval bass stems have medians 45 / 48, the bass tracks split from the eval mixes 38-53, every
+#: other eval stem 62 or more) the Bass family wins between the fit and the classifier when
+#: either names it: a
 #: bass fitted as a bass keeps its program whatever the classifier makes of it (in a mix, a
 #: split-off bass line heard through the other parts' onsets: "Drawbar Organ"), and the
 #: classifier's Bass, when it is its top family, replaces a fitted non-bass program however
 #: close the fitted family's probability (a sampled bass fitted as "Electric Piano 1").
+#: Measured (scratch script over the encodes, ``python -m bench.run --clips ...``): the
+#: Track00049 mix's split bass line "Drawbar Organ" -> "Electric Bass (finger)"; the 8 eval
+#: stems keep their (right) families; of the rendered ensembles only the band's tenor-range
+#: track changes (Rock Organ -> Electric Bass; it has no organ).
 BASS_REGISTER_PITCH = 55
 
 
