@@ -108,6 +108,19 @@ def test_override_only_when_much_likelier():
     assert ins.overrides(sure, 120)  # a non-class program (p 0)
 
 
+def test_bass_register_lets_bass_win_between_fit_and_classifier():
+    organ = _guess({2: 0.6, 0: 0.3, 4: 0.1})  # a split-off bass line heard as an organ
+    assert ins.overrides(organ, 33)  # without the register: organ is 6x as likely
+    assert not ins.overrides(organ, 33, median_pitch=50)  # a bass fitted in a bass's register
+    assert ins.overrides(organ, 33, median_pitch=ins.BASS_REGISTER_PITCH + 5)  # a tenor line
+    bass = _guess({4: 0.45, 0: 0.35, 3: 0.2})  # Bass first, but not twice Piano
+    assert not ins.overrides(bass, 4)
+    assert ins.overrides(bass, 4, median_pitch=40) and bass.program // 8 == 4
+    assert not ins.overrides(bass, 4, median_pitch=64)  # a piano's register: the fit stands
+    assert ins.overrides(organ, 40, median_pitch=40)  # Bass named by neither: the ratio rule
+    assert not ins.overrides(_guess({2: 0.5, 0: 0.4, 4: 0.1}), 0, median_pitch=40)
+
+
 def test_training_recipe_runs_small_and_is_deterministic(tmp_path):
     pytest.importorskip("fluidsynth")
     args = ["--programs", "2", "--passes", "1", "--views", "1", "--steps", "30",

