@@ -531,3 +531,20 @@ def test_a_payload_is_decoded_once_and_each_caller_gets_its_own_grid(monkeypatch
     with pytest.raises(ContainerError):
         resd.decode(data[:-1], duration)
     assert len(calls) == 3
+
+
+def test_one_pass_stream_measures_long_cells_whole(monkeypatch):
+    """Slowed down 4x, a cell spans more STFT frames than a small block holds: the one-pass
+    stream reads far enough ahead to give the two-pass stream's samples."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(3 * SR) * 0.05).astype(np.float32)
+    env = residual.decode_envelope(residual.encode_residual(x, 0.3 * x, SR), 3.0)
+    slow = np.repeat(0.3 * x, 4).astype(np.float32)  # the decode at tempo 0.25
+    n = slow.shape[0]
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 12)  # shorter than a slowed-down cell
+    cuts = [slow[s:s + 5000] for s in range(0, n, 5000)]
+    two = np.concatenate(list(residual.apply_stream(lambda: iter(cuts), n, SR, env, SR,
+                                                    tempo=0.25)))
+    one = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, env, SR,
+                                                         tempo=0.25)))
+    assert np.array_equal(one, two) and not np.allclose(one, slow)

@@ -412,10 +412,14 @@ def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int, env: Envelo
     per_frame = np.empty((len(plan.frames), env.n_bands), np.float32)
     measured: list[np.ndarray] = []  # segments measured, not yet synthesized
     source = _segments(iter(blocks), n, plan.hop, bounds)
+    # blocks measured ahead: enough for the longest cell (a slowed-down decode's cells are
+    # longer) to be measured whole before its first block is synthesized
+    longest = int(np.bincount(plan.frames).max())
+    depth = 2 + -(-longest // max(1, bounds[0][1] - bounds[0][0]))
 
     def ahead() -> Iterator[np.ndarray]:
         for j, (k0, k1) in enumerate(bounds):
-            while len(measured) < 2 and j + len(measured) < len(bounds):
+            while len(measured) < depth and j + len(measured) < len(bounds):
                 q0, q1 = bounds[j + len(measured)]
                 seg = next(source)
                 per_frame[q0:q1] = _band_power(seg, plan, onehot)
