@@ -415,7 +415,7 @@ def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int, env: Envelo
     # blocks measured ahead: enough for the longest cell (a slowed-down decode's cells are
     # longer) to be measured whole before its first block is synthesized
     longest = int(np.bincount(plan.frames).max())
-    depth = 2 + -(-longest // max(1, bounds[0][1] - bounds[0][0]))
+    depth = 1 + max(1, -(-(longest - 1) // max(1, bounds[0][1] - bounds[0][0])))
 
     def ahead() -> Iterator[np.ndarray]:
         for j, (k0, k1) in enumerate(bounds):
