@@ -227,6 +227,13 @@ def _muted(score: Score, keep: set[int]) -> Score:
                                        for j, t in enumerate(score.tracks)))
 
 
+def _alone(score: Score, i: int, track: Track) -> Score:
+    """``score`` with ``track`` (some of track ``i``'s notes) in place of track ``i`` and the
+    other tracks muted (indices kept for timbres/samples)."""
+    return replace(score, tracks=tuple(track if j == i else replace(t, notes=())
+                                       for j, t in enumerate(score.tracks)))
+
+
 def _neural_weights(c: _container.SmcFile, engine: str):
     """The weights of the neural model ``c``'s timbres were fitted to (format 1.6's
     ``neural_model``; none named: the legacy model), or None (the current model) when this
@@ -308,9 +315,7 @@ class _Renderer:
         score = self.c.score
 
         def engine_blocks(track: Track) -> Iterator[np.ndarray] | None:
-            tracks = tuple(track if j == i else replace(t, notes=())
-                           for j, t in enumerate(score.tracks))
-            tb = self._engine_blocks(replace(score, tracks=tracks), i, block)
+            tb = self._engine_blocks(_alone(score, i, track), i, block)
             if tb is None:
                 return None
             it, gain = tb
@@ -356,9 +361,7 @@ class _Renderer:
         excerpts = self._excerpts(i)
 
         def engine(track: Track) -> np.ndarray:
-            tracks = tuple(track if j == i else replace(t, notes=())
-                           for j, t in enumerate(score.tracks))
-            return self._engines(replace(score, tracks=tracks))
+            return self._engines(_alone(score, i, track))
 
         y = sampler.render_track(score.tracks[i], excerpts, self.sr, self.n_out, engine,
                                  transpose=self.opts.transpose, tempo=self.opts.tempo, seed=i)

@@ -393,9 +393,7 @@ def _sampler_candidate(i: int, track: Track, mine: list[Sample], n: int,
             excerpts.append((x, s.start))
     if not excerpts:
         return None
-    zs = [z for x, st in excerpts
-          for z in sampler.zones(x, MEASURE_SR,
-                                 sampler.notes_in(track, st, x.shape[0] / MEASURE_SR), st)]
+    zs = sampler.excerpt_zones(excerpts, MEASURE_SR, track)
     if not zs:
         return None
     y, played = sampler.render_sampler(track, zs, MEASURE_SR, n)

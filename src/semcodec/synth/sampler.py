@@ -522,6 +522,22 @@ def decode_excerpt(sample, sr: int) -> np.ndarray | None:
     return dsp.resample(dsp.downmix(data), int(rate), int(sr))
 
 
+def excerpt_zones(excerpts: list[tuple[np.ndarray, float]], sr: int, track: Track) -> list[Zone]:
+    """The sampler zones of a track's excerpts (decoded at ``sr``, with their start times in
+    s): each excerpt's notes of ``track`` cut out of it (:func:`zones`)."""
+    return [z for x, st in excerpts for z in zones(x, sr, notes_in(track, st, x.shape[0] / sr), st)]
+
+
+def voice_model(spec, excerpts: list[tuple[np.ndarray, float]], sr: int, track: Track):
+    """The singer a ``"voice"`` render sings with: the one stored in ``spec`` (a
+    ``TrackRender``), else measured on the excerpts; None when neither gives one."""
+    from semcodec.synth import voice  # noqa: PLC0415
+
+    if spec.voice:
+        return voice.VoiceModel.from_params(spec.voice)
+    return voice.analyze_excerpts(excerpts, sr, track) if excerpts else None
+
+
 def render_track(track: Track, excerpts: list[tuple[np.ndarray, float]], sr: int,
                  n_samples: int, engine: Callable[[Track], np.ndarray], *,
                  transpose: int = 0, tempo: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -541,13 +557,12 @@ def render_track(track: Track, excerpts: list[tuple[np.ndarray, float]], sr: int
     use = spec.use if spec is not None else ""
     y = None
     if use == "voice" and spec is not None and (excerpts or spec.voice):
-        model = (voice.VoiceModel.from_params(spec.voice) if spec.voice
-                 else voice.analyze_excerpts(excerpts, sr, track))
+        model = voice_model(spec, excerpts, sr, track)
         if model is not None:
             y = voice.render(model, track, sr, n_samples, transpose=transpose, tempo=tempo,
                              seed=seed)
     elif use == "sampler" and excerpts:
-        zs = [z for x, st in excerpts for z in zones(x, sr, notes_in(track, st, x.shape[0] / sr), st)]
+        zs = excerpt_zones(excerpts, sr, track)
         if zs:
             y, played = render_sampler(track, zs, sr, n_samples, transpose=transpose, tempo=tempo)
             rest = set(range(len(track.notes))) - set(played)

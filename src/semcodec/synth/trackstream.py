@@ -112,8 +112,7 @@ def render_track_blocks(track: Track, excerpts: list[tuple[np.ndarray, float]], 
 
     src: Iterator[np.ndarray] | None = None
     if use == "voice" and spec is not None and (excerpts or spec.voice):
-        model = (voice.VoiceModel.from_params(spec.voice) if spec.voice
-                 else voice.analyze_excerpts(excerpts, sr, track))
+        model = sampler.voice_model(spec, excerpts, sr, track)
         if model is not None:
             count = iter(range(1 << 30))
 
@@ -123,8 +122,7 @@ def render_track_blocks(track: Track, excerpts: list[tuple[np.ndarray, float]], 
 
             src = segments(sing, track, sr, n_samples, tempo)
     elif use == "sampler" and excerpts:
-        zs = [z for x, st in excerpts
-              for z in sampler.zones(x, sr, sampler.notes_in(track, st, x.shape[0] / sr), st)]
+        zs = sampler.excerpt_zones(excerpts, sr, track)
         if zs:
             played = set(sampler.covered(track, zs, transpose))
             mine = replace(track, notes=tuple(nt for k, nt in enumerate(track.notes) if k in played))
