@@ -415,7 +415,7 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
         return replace(cc, residual=b"r")
 
     monkeypatch.setattr(api, "_with_clear_notes",
-                        lambda cc, original, on_candidate=None: louder if repair_changes else cc)
+                        lambda cc, original, on_candidate=None, **_: louder if repair_changes else cc)
     monkeypatch.setattr(api, "_with_residual", with_residual)
     inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
     out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
@@ -440,7 +440,7 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
         (Note(0.05, 0.45, 60, 120),)),)))
     steps: list = []
 
-    def aligned(cc, original, reference=None):
+    def aligned(cc, original, reference=None, **_):
         steps.append(("align", cc.score, reference, cc.residual))
         return cc if cc.residual else earlier
 
@@ -449,7 +449,7 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
             steps.append(("residual", cc.score))
         return replace(cc, residual=b"r")
 
-    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original, on_candidate=None: louder)
+    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original, on_candidate=None, **_: louder)
     monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
     monkeypatch.setattr(api, "_with_residual", with_residual)
     inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
@@ -491,7 +491,7 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
         seen["ended"] = True
         return cc if stop() else replace(cc, residual=b"early")
 
-    def with_clear_notes(cc, original, on_candidate=None):
+    def with_clear_notes(cc, original, on_candidate=None, **_):
         decided.set()
         return louder if repair_changes else cc
 
@@ -540,7 +540,7 @@ def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(mon
             coded.append((v, stop is not None, stop is not None and stop()))
         return replace(cc, residual=bytes([v]))
 
-    def with_clear_notes(cc, original, on_candidate=None):
+    def with_clear_notes(cc, original, on_candidate=None, **_):
         assert on_candidate is not None
         for cand in cands:  # each round's first candidate, shown before it is measured
             on_candidate(replace(cand))  # an equal copy, as the repair builds it
@@ -646,7 +646,7 @@ def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypat
     monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
     seen: dict = {}
 
-    def align(tracks, target, sr, render, reference=None):
+    def align(tracks, target, sr, render, reference=None, **_):
         seen.update(n=len(tracks[0].notes), seconds=len(target) / sr, ref=reference)
         return {0: 0.02}
 

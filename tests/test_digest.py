@@ -96,7 +96,7 @@ def test_a_long_input_is_repaired_span_by_span(monkeypatch):
     audio = np.arange(int(dur * sr), dtype=np.float32)
     seen = []
 
-    def raise_all(sub, original, on_candidate=None):  # a stand-in repair: every note one velocity step louder
+    def raise_all(sub, original, on_candidate=None, **_):  # a stand-in repair: all 1 step louder
         seen.append((sub.duration, len(original), [s.start for s in sub.samples]))
         assert len(original) == sub.n_samples
         tracks = tuple(replace(t, notes=tuple(replace(n, velocity=n.velocity + 1)

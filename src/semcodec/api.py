@@ -52,6 +52,7 @@ from semcodec.errors import (
 )
 from semcodec.encode_budget import (
     SAMPLE_FIELD_BYTES as SAMPLE_FIELD_BYTES,
+    Measured,
     _bytes_left,
     _spend,
     _with_aligned_onsets,
@@ -538,8 +539,13 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
 
     if speculate:
         start(c)
-    cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None)
-    repaired = _with_aligned_onsets(cleared, inp.audio)
+    # the repair's decodes (and its transcription of the unrepaired one) are kept for the
+    # alignment's first measure, which decodes (and hears) the tracks the repair ended with
+    measured = Measured()
+    cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
+                                measured=measured)
+    repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured)
+    del measured
     if residual:
         report("residual", 0.0)
         kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()

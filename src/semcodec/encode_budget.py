@@ -108,8 +108,53 @@ def _span_decoder(c: SmcFile, opts: DecodeOptions) -> Callable[[int, int], np.nd
 REPAIR_SPAN_S = 120.0
 
 
+class Measured:
+    """The decodes at the measuring rate that the round-trip repair and the onset alignment
+    make of variants of one file (its tracks changed, all else equal), and the check
+    transcriptions of them, kept for the passes that follow within one encode: the
+    alignment's first measure decodes the very tracks the repair ended with (the same
+    samples: made once), and when the repair changed nothing it transcribed that decode
+    whole too (heard once).  The KEEP latest of each are kept; not thread-safe (the passes
+    run one after the other)."""
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        #: [(file without its tracks, tracks, decode options, length, decode)]
+        self._decodes: list[tuple[Any, tuple, DecodeOptions, int, np.ndarray]] = []
+        #: [(decode, rate, notes heard)]: by the decode array itself (the one kept above)
+        self._heard: list[tuple[np.ndarray, int, tuple]] = []
+
+    def decode(self, c: SmcFile, tracks: tuple, opts: DecodeOptions, n: int) -> np.ndarray:
+        """``c`` with ``tracks`` decoded with ``opts`` (mono), cut or padded to ``n`` samples,
+        float32, read-only; the array kept when the same was asked for before."""
+        from semcodec.synth import dsp
+
+        rest = replace(c, score=replace(c.score, tracks=()))
+        for r, ts, o, k, y in self._decodes:
+            if k == n and o == opts and ts == tracks and r == rest:
+                return y
+        y, _ = decode(replace(c, score=replace(c.score, tracks=tracks)), opts)
+        y = np.asarray(dsp.fit_length(np.asarray(y, np.float32), n), np.float32)
+        y.setflags(write=False)
+        self._decodes = [*self._decodes[1 - self.KEEP:], (rest, tracks, opts, n, y)]
+        return y
+
+    def hear(self, y: np.ndarray, sr: int) -> tuple:
+        """:func:`semcodec.roundtrip.transcribe_back` of ``y``: again for the same array."""
+        from semcodec import roundtrip
+
+        for a, r, heard in self._heard:
+            if a is y and r == sr:
+                return heard
+        heard = roundtrip.transcribe_back(y, sr)
+        self._heard = [*self._heard[1 - self.KEEP:], (y, sr, heard)]
+        return heard
+
+
 def _with_clear_notes(c: _C, original: np.ndarray,
-                      on_candidate: Callable[[_C], None] | None = None) -> _C:
+                      on_candidate: Callable[[_C], None] | None = None,
+                      measured: Measured | None = None) -> _C:
     """``c`` with the velocities of the notes its decode hides under a note an octave below
     raised (:func:`semcodec.roundtrip.repair`, measured on the decode without the residual
     at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
@@ -121,9 +166,11 @@ def _with_clear_notes(c: _C, original: np.ndarray,
 
     ``on_candidate(file)`` (an input measured whole only) is called with the first candidate
     file of each round of the repair (:func:`semcodec.roundtrip.repair`), before it is
-    measured, as it would be returned when kept."""
+    measured, as it would be returned when kept.  ``measured``: the decodes and
+    transcriptions of an input measured whole are kept there (for :func:`_with_aligned_onsets`
+    next)."""
     if c.duration <= digest.LONG_MEASURE_S:
-        return _clear_notes(c, original, on_candidate)
+        return _clear_notes(c, original, on_candidate, measured=measured)
     tracks = [list(t.notes) for t in c.score.tracks]
     changed = 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
@@ -147,7 +194,8 @@ def _with_clear_notes(c: _C, original: np.ndarray,
 
 
 def _clear_notes(c: _C, original: np.ndarray,
-                 on_candidate: Callable[[_C], None] | None = None) -> _C:
+                 on_candidate: Callable[[_C], None] | None = None,
+                 measured: Measured | None = None) -> _C:
     """:func:`_with_clear_notes` of ``c`` measured whole."""
     from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
@@ -163,10 +211,10 @@ def _clear_notes(c: _C, original: np.ndarray,
         target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), c.sample_rate, sr)
         mels = None
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=sr)
+    measured = Measured() if measured is None else measured
 
     def render(tracks: tuple) -> np.ndarray:
-        y, _ = decode(replace(c, score=replace(c.score, tracks=tracks)), opts)
-        return dsp.fit_length(np.asarray(y, np.float32), target.shape[0])
+        return measured.decode(c, tracks, opts, target.shape[0])
 
     def with_tracks(tracks: tuple) -> _C:
         return c if tracks == c.score.tracks else replace(c, score=replace(c.score,
@@ -179,14 +227,15 @@ def _clear_notes(c: _C, original: np.ndarray,
     try:
         tracks = roundtrip.repair(c.score.tracks, target, sr, render,
                                   on_candidate=None if on_candidate is None else candidate,
-                                  original_mels=mels)
+                                  original_mels=mels, hear=measured.hear)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c
     return with_tracks(tracks)
 
 
-def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = None) -> _C:
+def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = None,
+                         measured: Measured | None = None) -> _C:
     """``c`` with each pitched track's notes started earlier by the lag with which a
     transcription of its decode hears them (:func:`semcodec.roundtrip.align_onsets`,
     measured on its default decode, residual included when it has one, at the transcriber's
@@ -194,8 +243,9 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
     found, the shift is not accepted or the decode fails.  ``reference``: ``c``'s tracks
     before an earlier shift (where the notes should be heard; default: ``c``'s own).  A long
     input (over digest.LONG_MEASURE_S) is measured on its first REPAIR_SPAN_S (a lag belongs
-    to a track's sound, not to a passage)."""
-    from semcodec import roundtrip
+    to a track's sound, not to a passage).  ``measured``: the decodes and transcriptions
+    :func:`_with_clear_notes` kept (those of ``c``'s own decode are not made again)."""
+    from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
 
@@ -207,16 +257,23 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
         ref = dg.container(replace(c, score=replace(c.score, tracks=ref))).score.tracks
     sr = roundtrip.MEASURE_SR
     mono = np.asarray(audio, np.float32)
-    target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), m.sample_rate, sr)
+    # the same original as the track renders were measured against (a solo): its measures
+    kept = sampleuse.kept_target(mono, m.sample_rate) if sr == sampleuse.MEASURE_SR else None
+    if kept is not None:
+        target, mels, _ = kept
+    else:
+        target = dsp.resample(mono if mono.ndim == 1 else mono.mean(axis=1), m.sample_rate, sr)
+        mels = None
     opts = DecodeOptions(residual=bool(m.residual), channels=1, max_duration_s=None,
                          sample_rate=sr)
+    measured = Measured() if measured is None else measured
 
     def render(tracks: tuple) -> np.ndarray:
-        y, _ = decode(replace(m, score=replace(m.score, tracks=tracks)), opts)
-        return dsp.fit_length(np.asarray(y, np.float32), target.shape[0])
+        return measured.decode(m, tracks, opts, target.shape[0])
 
     try:
-        leads = roundtrip.align_onsets(m.score.tracks, target, sr, render, reference=ref)
+        leads = roundtrip.align_onsets(m.score.tracks, target, sr, render, reference=ref,
+                                       original_mels=mels, hear=measured.hear)
     except SemcodecError as exc:
         log.warning("onset alignment skipped: %s", exc)
         return c

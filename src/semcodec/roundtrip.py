@@ -257,7 +257,8 @@ def transcribe_spans(audio: np.ndarray, sr: int, spans: Sequence[tuple[float, fl
 def repair(tracks: Sequence, original: np.ndarray, sr: int,
            render: Callable[[tuple], np.ndarray],
            on_candidate: Callable[[tuple], None] | None = None,
-           original_mels: list[np.ndarray] | None = None) -> tuple:
+           original_mels: list[np.ndarray] | None = None,
+           hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -274,7 +275,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     is called with the first candidate of each round before it is measured (the caller may
     start work on it meanwhile: the encoder codes the residual of this likely result).
     ``original_mels``: ``original``'s :func:`semcodec.sampleuse.log_mels` when the caller has
-    them (else they are computed).
+    them (else they are computed).  ``hear(y, sr)``: the transcription of a whole decode
+    (default :func:`transcribe_back`; the encoder's keeps what it heard for a later pass).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -298,7 +300,7 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         spans = [] if changed is None else changed_spans(
             [n for ti, k, n in notes_of(ts) if (ti, k) in changed], duration)
         if changed is None or sum(b - a for a, b in spans) > MAX_SPAN_SHARE * duration:
-            heard = transcribe_back(y, sr)
+            heard = (hear or transcribe_back)(y, sr)
         else:
             heard = transcribe_spans(y, sr, spans, before)
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
@@ -424,7 +426,10 @@ def shifted(tracks: Sequence, leads: dict[int, float]) -> tuple:
 
 def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
                  render: Callable[[tuple], np.ndarray],
-                 reference: Sequence | None = None) -> dict[int, float]:
+                 reference: Sequence | None = None,
+                 original_mels: list[np.ndarray] | None = None,
+                 hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
+                 ) -> dict[int, float]:
     """``{track: lead}``: how much earlier (s) each track's notes should be played (apply with
     :func:`shifted`) so that the decode's notes are heard where the score has them: the lag
     with which the transcription of their decode hears them (:func:`onset_lags`), on the
@@ -443,7 +448,8 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     MIN_F1_GAIN, about as many of them (:func:`keeps_notes`), while the mel distance to
     ``original`` grows by at most MAX_MEL_COST.  ``reference``: where the notes should be
     heard, tracks like ``tracks`` before an earlier shift (default: ``tracks`` themselves);
-    the leads are then the further shifts of ``tracks``.
+    the leads are then the further shifts of ``tracks``.  ``original_mels`` and ``hear``: as
+    for :func:`repair`.
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -456,8 +462,9 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     if not movable:
         return {}
     ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes]
+    hear = hear or transcribe_back
     y = np.asarray(render(tracks), np.float32)
-    heard = transcribe_back(y, sr)
+    heard = hear(y, sr)
     f1 = note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard])
     lags = onset_lags(notes, heard)
     leads = {ti: float(np.clip(round(lag / LAG_STEP_S) * LAG_STEP_S, -MAX_LAG_S, MAX_LAG_S))
@@ -467,7 +474,8 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
              f1)
     if not leads:
         return {}
-    ref_mels = log_mels(np.asarray(original, np.float32), sr)
+    ref_mels = (log_mels(np.asarray(original, np.float32), sr) if original_mels is None
+                else original_mels)
     mel0 = mel_distance(ref_mels, y, sr)
     cand = shifted(tracks, leads)
     yc = np.asarray(render(cand), np.float32)
@@ -475,7 +483,7 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     if melc > mel0 + MAX_MEL_COST:
         log.info("onset alignment refused: mel %.3f -> %.3f", mel0, melc)
         return {}
-    heard_c = transcribe_back(yc, sr)
+    heard_c = hear(yc, sr)
     f1c = note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard_c])
     lags_c = onset_lags(notes, heard_c)
     before = sum(abs(lags[ti]) for ti in leads)
