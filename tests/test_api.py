@@ -678,3 +678,56 @@ def test_decode_stream_with_residual_and_estimated_gain_starts_without_a_render_
     assert not np.allclose(got, plain)  # the residual is played
     rms = lambda y: float(np.sqrt(np.mean(y ** 2)))  # noqa: E731
     assert abs(20 * np.log10(rms(got) / rms(exact))) < 1.0  # dB: the estimated gain
+
+
+@pytest.mark.parametrize("accepted", [False, True])
+def test_a_speculative_residual_stops_as_soon_as_the_repair_rules_its_file_out(monkeypatch,
+                                                                              accepted):
+    import threading
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+
+    def file(velocity: int) -> Container:
+        return Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR,
+                         loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
+                             (Note(0.1, 0.5, 60, velocity),)),)))
+
+    c, cand = file(90), file(100)
+    stopped = {90: threading.Event(), 100: threading.Event()}
+    decided = threading.Event()
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        v = cc.score.tracks[0].notes[0].velocity
+        if stop is not None:  # speculative: works until cancelled or the repair returned
+            for _ in range(6000):  # 60 s at most
+                if stop():
+                    stopped[v].set()
+                    break
+                if decided.is_set():
+                    break
+                threading.Event().wait(0.01)
+        return replace(cc, residual=bytes([v]))
+
+    ruled_out: dict = {}
+
+    def with_clear_notes(cc, original, on_candidate=None, on_verdict=None, **_):
+        on_candidate(replace(cand))
+        on_verdict(replace(cand), accepted)  # measured: the repair goes on a while
+        out = 100 if accepted else 90  # the file ruled out: the other one
+        ruled_out["stopped"] = stopped[190 - out].wait(60)  # before the repair returns
+        ruled_out["other"] = stopped[out].is_set()
+        decided.set()
+        return cand if accepted else cc
+
+    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
+    monkeypatch.setattr(api, "_with_aligned_onsets", lambda cc, *a, **k: cc)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert ruled_out == {"stopped": True, "other": False}
+    assert out.score == (cand if accepted else c).score

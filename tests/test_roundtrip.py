@@ -484,3 +484,21 @@ def test_align_onsets_kept_for_a_note_f1_gain_when_part_of_the_lag_stays(monkeyp
     # 80 ms late (no note within the tolerance) -> 48 ms: not halved, but all notes heard
     leads = roundtrip.align_onsets(tracks, render(tracks), SR, render)
     assert leads == {0: pytest.approx(0.08), 1: pytest.approx(0.08)}
+
+
+def test_repair_tells_each_candidates_verdict_as_soon_as_it_is_measured(monkeypatch):
+    render = _fake_transcriber(monkeypatch)
+    tracks = _pairs(6)
+    target = render(tracks)
+    plain = roundtrip.repair(tracks, target, SR, render)
+    verdicts: list = []
+    out = roundtrip.repair(tracks, target, SR, render,
+                           on_verdict=lambda ts, ok: verdicts.append((ts, ok)))
+    assert out == plain != tracks  # the hook changes nothing
+    assert any(ok for _, ok in verdicts) and out in [ts for ts, ok in verdicts if ok]
+    # a transcriber that never hears the masked notes: every candidate is refused
+    render = _fake_transcriber(monkeypatch, ratio=100.0)
+    verdicts.clear()
+    assert roundtrip.repair(tracks, target, SR, render,
+                            on_verdict=lambda ts, ok: verdicts.append((ts, ok))) == tracks
+    assert len(verdicts) == 2 and not any(ok for _, ok in verdicts)

@@ -520,7 +520,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     candidate of each round of the repair as soon as it is made (which cancels that of the
     round before); the one of the file the repair and the alignment return is used, the
     others are cancelled (they stop at their next check) and joined; when none matches, the
-    residual is coded after them."""
+    residual is coded after them.  A file the repair rules out is cancelled as soon as it
+    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused."""
     residual = opts.residual and c.loudness_lufs is not None
     speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
     #: (file, cancel event, its residual's result) of each speculative coding, ``c``'s first
@@ -537,13 +538,21 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             cancel.set()
         start(cc)
 
+    def on_verdict(cc: Container, accepted: bool) -> None:
+        # a candidate accepted: the repair does not return the unrepaired ``c``; one refused
+        # is not the result: the residuals coded of either stop now (not after the repair)
+        for k, (sc, cancel, _) in enumerate(early):
+            if ((k == 0 and accepted and cc.score != c.score)
+                    or (k > 0 and not accepted and sc.score == cc.score)):
+                cancel.set()
+
     if speculate:
         start(c)
     # the repair's decodes (and its transcription of the unrepaired one) are kept for the
     # alignment's first measure, which decodes (and hears) the tracks the repair ended with
     measured = Measured()
     cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
-                                measured=measured)
+                                measured=measured, on_verdict=on_verdict if speculate else None)
     repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured)
     del measured
     if residual:

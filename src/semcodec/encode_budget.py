@@ -154,7 +154,8 @@ class Measured:
 
 def _with_clear_notes(c: _C, original: np.ndarray,
                       on_candidate: Callable[[_C], None] | None = None,
-                      measured: Measured | None = None) -> _C:
+                      measured: Measured | None = None,
+                      on_verdict: Callable[[_C, bool], None] | None = None) -> _C:
     """``c`` with the velocities of the notes its decode hides under a note an octave below
     raised (:func:`semcodec.roundtrip.repair`, measured on the decode without the residual
     at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
@@ -168,9 +169,11 @@ def _with_clear_notes(c: _C, original: np.ndarray,
     file of each round of the repair (:func:`semcodec.roundtrip.repair`), before it is
     measured, as it would be returned when kept.  ``measured``: the decodes and
     transcriptions of an input measured whole are kept there (for :func:`_with_aligned_onsets`
-    next)."""
+    next).  ``on_verdict(file, accepted)`` (an input measured whole only): each candidate
+    file as soon as it is measured, and whether the repair accepts it
+    (:func:`semcodec.roundtrip.repair`)."""
     if c.duration <= digest.LONG_MEASURE_S:
-        return _clear_notes(c, original, on_candidate, measured=measured)
+        return _clear_notes(c, original, on_candidate, measured=measured, on_verdict=on_verdict)
     tracks = [list(t.notes) for t in c.score.tracks]
     changed = 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
@@ -195,7 +198,8 @@ def _with_clear_notes(c: _C, original: np.ndarray,
 
 def _clear_notes(c: _C, original: np.ndarray,
                  on_candidate: Callable[[_C], None] | None = None,
-                 measured: Measured | None = None) -> _C:
+                 measured: Measured | None = None,
+                 on_verdict: Callable[[_C, bool], None] | None = None) -> _C:
     """:func:`_with_clear_notes` of ``c`` measured whole."""
     from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
@@ -224,10 +228,15 @@ def _clear_notes(c: _C, original: np.ndarray,
         if on_candidate is not None:
             on_candidate(with_tracks(tracks))
 
+    def verdict(tracks: tuple, accepted: bool) -> None:
+        if on_verdict is not None:
+            on_verdict(with_tracks(tracks), accepted)
+
     try:
         tracks = roundtrip.repair(c.score.tracks, target, sr, render,
                                   on_candidate=None if on_candidate is None else candidate,
-                                  original_mels=mels, hear=measured.hear)
+                                  original_mels=mels, hear=measured.hear,
+                                  on_verdict=None if on_verdict is None else verdict)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c

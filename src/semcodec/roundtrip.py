@@ -258,7 +258,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
            render: Callable[[tuple], np.ndarray],
            on_candidate: Callable[[tuple], None] | None = None,
            original_mels: list[np.ndarray] | None = None,
-           hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None) -> tuple:
+           hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
+           on_verdict: Callable[[tuple, bool], None] | None = None) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -277,6 +278,10 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     ``original_mels``: ``original``'s :func:`semcodec.sampleuse.log_mels` when the caller has
     them (else they are computed).  ``hear(y, sr)``: the transcription of a whole decode
     (default :func:`transcribe_back`; the encoder's keeps what it heard for a later pass).
+    ``on_verdict(candidate, accepted)``, when given, is called as soon as each candidate is
+    measured: ``accepted`` when it passes the rule above (the tracks returned are then not
+    ``tracks``: it or a better candidate), else it is not the result (the caller may drop
+    work it started on either).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -324,8 +329,10 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
                 on_candidate(cand)
             f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST, changed, heard)
             log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c, melc)
-            if (f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
-                    and (best is None or f1c > best[0])):
+            accepted = f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
+            if on_verdict is not None:
+                on_verdict(cand, accepted)
+            if accepted and (best is None or f1c > best[0]):
                 best = (f1c, cand, heardc)
         if best is None:
             break
