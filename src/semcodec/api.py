@@ -187,8 +187,8 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
     report = progress or (lambda _stage, _frac: None)
-    # ~3 s of imports (torch for the timbre fit, librosa's spectrum and filters for the beats
-    # and the residual's judge) overlap the loudness, the drums and the transcription
+    # ~2 s of imports (torch for the timbre fit, scipy's FFT for the analyses) overlap the
+    # loudness, the drums and the transcription
     # (onnxruntime runs without the GIL); scikit-learn, for the split of a mix only, is
     # imported when the split knows it needs it (semcodec.separate)
     prefetch(*(("torch",) if opts.fit_timbre else ()), *_ANALYSIS_MODULES)
@@ -588,7 +588,9 @@ def _join_discarded(result: Callable[[], Any]) -> None:
 
 
 #: Modules the encoder's analyses import (the beats, the residual's judge): prefetched.
-_ANALYSIS_MODULES = ("librosa.core.spectrum", "librosa.filters", "scipy.fft")
+#: (Not librosa: its filters and STFT come from semcodec.filterbanks, without its ~1.6 s of
+#: imports.)
+_ANALYSIS_MODULES = ("scipy.fft",)
 
 
 #: The program candidates of a track's timbre fit are the common programs of the fewest

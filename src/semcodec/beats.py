@@ -54,7 +54,7 @@ _BLOCK_FRAMES = 4096
 def _power_blocks(y: np.ndarray) -> Iterator[np.ndarray]:
     """The power spectrogram ``(1 + _NFFT // 2, frames)`` of ``y`` at ``_SR`` in blocks of
     _BLOCK_FRAMES frames: ``librosa.stft(y, center=True)`` (zero-padded ends) cut in pieces."""
-    import librosa  # noqa: PLC0415
+    from semcodec import filterbanks  # noqa: PLC0415
 
     half = _NFFT // 2
     n_frames = 1 + len(y) // _HOP
@@ -65,7 +65,7 @@ def _power_blocks(y: np.ndarray) -> Iterator[np.ndarray]:
         a, b = f0 * _HOP - half, (f1 - 1) * _HOP + half
         seg = np.zeros(b - a, y.dtype)
         seg[max(0, -a):max(0, -a) + max(0, min(b, len(y)) - max(a, 0))] = y[max(a, 0):min(b, len(y))]
-        yield np.abs(librosa.stft(seg, n_fft=_NFFT, hop_length=_HOP, center=False)) ** 2
+        yield np.abs(filterbanks.stft(seg, _NFFT, _HOP)) ** 2
 
 
 def _flux(mel_pow: list[np.ndarray], low_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +74,11 @@ def _flux(mel_pow: list[np.ndarray], low_rows: np.ndarray) -> tuple[np.ndarray, 
     overwritten): ``librosa.power_to_db(ref=np.max, top_db=80)`` of the joined spectrogram,
     its positive first difference along time, the same numbers made block by block (no
     whole-length copies: an hour's mel spectrogram is 80 MB, and each step made another)."""
-    import librosa  # noqa: PLC0415
+    from semcodec import filterbanks  # noqa: PLC0415
 
     ref = max(b.max() for b in mel_pow)
     for k, b in enumerate(mel_pow):
-        mel_pow[k] = librosa.power_to_db(b, ref=ref, top_db=None)
+        mel_pow[k] = filterbanks.power_to_db(b, ref=ref)
     floor = max(b.max() for b in mel_pow) - 80.0
     env, low, prev = [], [], None
     for b in mel_pow:
@@ -94,20 +94,21 @@ def _flux(mel_pow: list[np.ndarray], low_rows: np.ndarray) -> tuple[np.ndarray, 
 def _features(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(onset envelope (T,), low-band onset envelope (T,): kick and bass, chroma (12, T)) at
     ``_FPS`` frames/s."""
-    import librosa  # noqa: PLC0415
     import soxr  # noqa: PLC0415
+
+    from semcodec import filterbanks  # noqa: PLC0415
 
     y = np.asarray(audio, dtype=np.float32)
     if sr != _SR:
         y = soxr.resample(y, sr, _SR, quality="LQ").astype(np.float32, copy=False)
-    mel_fb = librosa.filters.mel(sr=_SR, n_fft=_NFFT, n_mels=64, fmax=_SR / 2)
+    mel_fb = filterbanks.mel(sr=_SR, n_fft=_NFFT, n_mels=64, fmax=_SR / 2)
     # chroma without librosa's tuning estimate (its numba kernels cost seconds to compile)
-    chroma_fb = librosa.filters.chroma(sr=_SR, n_fft=_NFFT, tuning=0.0)
+    chroma_fb = filterbanks.chroma(sr=_SR, n_fft=_NFFT, tuning=0.0)
     mel_pow, chroma_pow = [], []
     for spec in _power_blocks(y):
         mel_pow.append(mel_fb @ spec)
         chroma_pow.append(chroma_fb @ spec)
-    env, low = _flux(mel_pow, librosa.mel_frequencies(n_mels=64, fmax=_SR / 2) < LOW_HZ)
+    env, low = _flux(mel_pow, filterbanks.mel_frequencies(n_mels=64, fmax=_SR / 2) < LOW_HZ)
     chroma = np.concatenate(chroma_pow, axis=1)
     chroma /= chroma.max(axis=0, keepdims=True) + 1e-12
     return env.astype(np.float64), low.astype(np.float64), chroma

@@ -1,8 +1,9 @@
 """The residual encoder's judge: how much a candidate decode lowers the log-mel distance to the
 original, per cell of the residual's grid (:mod:`semcodec.residual`).
 
-Encoder only (it imports librosa for the mel filters).  Shapes: audio float32 ``(n,)`` mono at
-``sr`` Hz; log-mels ``(n_frames, JUDGE_MELS)``; benefits ``(n_bands, n_frames)`` of the grid.
+Encoder only (librosa's mel filters, from :mod:`semcodec.filterbanks`).  Shapes: audio
+float32 ``(n,)`` mono at ``sr`` Hz; log-mels ``(n_frames, JUDGE_MELS)``; benefits
+``(n_bands, n_frames)`` of the grid.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Judge:
     """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
-        import librosa  # noqa: PLC0415 - the encoder only: decoding must not import librosa
+        from semcodec import filterbanks  # noqa: PLC0415 - the encoder only
 
         self.sr, self.x = sr, x
         self.res = []
@@ -39,8 +40,8 @@ class Judge:
             n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
             hop = n_fft // 4
             window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-            mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
-            centres = librosa.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
+            mel = filterbanks.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
+            centres = filterbanks.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
             lx, base = self._reference(x, y, n_fft, hop, window, mel)
             # each resolution counts as the mean over its frames and mel bands (the metric)
             weight = 1.0 / (base.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))

@@ -52,9 +52,9 @@ def log_mels(x: np.ndarray, sr: int = MEASURE_SR) -> list[np.ndarray]:
     out = []
     for n_fft in (1024, 2048):
         if (sr, n_fft) not in _FB:
-            import librosa  # noqa: PLC0415 - encode side only
+            from semcodec import filterbanks  # noqa: PLC0415 - encode side only
 
-            _FB[(sr, n_fft)] = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
+            _FB[(sr, n_fft)] = filterbanks.mel(sr=sr, n_fft=n_fft, n_mels=64)
         # block by block (bounded memory on long inputs)
         out.append(np.concatenate([np.log10(np.maximum(mag @ _FB[(sr, n_fft)].T, 1e-5))
                                    for mag in sampler.stft_mag_blocks(x, n_fft, n_fft // 4)]))
