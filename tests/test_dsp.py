@@ -136,3 +136,23 @@ def test_rfft64_gives_numpys_bits_through_scipy_or_numpy(monkeypatch):
         with monkeypatch.context() as m:  # scipy not imported (the decoder): numpy's own
             m.delitem(sys.modules, "scipy.fft")
             assert np.array_equal(dsp.rfft64(x), want)
+
+
+@pytest.mark.parametrize("with_scipy", [False, True])
+def test_rfft64_and_irfft_are_numpys_bit_for_bit(monkeypatch, with_scipy):
+    import sys
+
+    import scipy.fft  # noqa: F401 - dsp uses it when it is imported
+
+    if not with_scipy:
+        monkeypatch.delitem(sys.modules, "scipy.fft")
+    rng = np.random.default_rng(1)
+    for shape, n in [((1290, 1024), 1024), ((37, 2048), 4096), ((5000,), 1 << 17), ((3, 255), 255),
+                     ((300, 4096), None)]:
+        x = rng.standard_normal(shape)
+        assert np.array_equal(dsp.rfft64(x, n), np.fft.rfft(x, n, axis=-1))
+        n_inv = n or shape[-1]
+        for spec in (np.fft.rfft(x, n_inv, axis=-1),
+                     np.fft.rfft(x.astype(np.float32), n_inv, axis=-1)):
+            got, want = dsp.irfft(spec, n_inv), np.fft.irfft(spec, n_inv, axis=-1)
+            assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from semcodec.container import resd
+from semcodec.synth import dsp
 
 if TYPE_CHECKING:
     from semcodec.residual_judge import Judge
@@ -105,7 +106,7 @@ def stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
 def istft(spec: np.ndarray, n_fft: int, hop: int, n: int) -> np.ndarray:
     """Inverse of :func:`stft` (overlap-add with the same sine window): float32 ``(n,)``."""
     win = _window(n_fft)
-    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * (win * win.sum())
+    frames = dsp.irfft(spec, n_fft).astype(np.float32, copy=False) * (win * win.sum())
     n_frames = frames.shape[0]
     out = np.zeros((n_frames + 1) * hop, np.float32)
     out[:n_frames * hop] += frames[:, :hop].reshape(-1)
@@ -268,7 +269,7 @@ def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarr
 def _overlap_add(out: np.ndarray, spec: np.ndarray, k0: int, n_fft: int, hop: int) -> None:
     """Add the inverse of frames ``k0 ..`` (``spec``, as :func:`stft` makes them) into ``out``."""
     win = _window(n_fft)
-    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32, copy=False) * (win * win.sum())
+    frames = dsp.irfft(spec, n_fft).astype(np.float32, copy=False) * (win * win.sum())
     m = frames.shape[0]
     buf = np.zeros((m + 1) * hop, np.float32)
     buf[:m * hop] += frames[:, :hop].reshape(-1)

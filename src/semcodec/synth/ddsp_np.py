@@ -32,6 +32,7 @@ import numpy as np
 
 from semcodec.constants import MIDI_MAX, MIDI_MIN
 from semcodec.errors import SynthError
+from semcodec.synth import dsp
 from semcodec.synth.ddsp_consts import (
     BAND_HI_HZ as BAND_HI_HZ,
     BAND_LO_HZ as BAND_LO_HZ,
@@ -374,7 +375,7 @@ def _noise_frames(mag: np.ndarray, gen_re: TorchNormals, gen_im: TorchNormals, w
     frames = np.zeros((S + 3, NOISE_NFFT), np.float32)
     if live.any():
         spec = (re[live] * mag[live]) + 1j * (im[live] * mag[live])
-        frames[:S][live] = np.fft.irfft(spec, NOISE_NFFT, axis=1) * win
+        frames[:S][live] = dsp.irfft(spec, NOISE_NFFT) * win
     # overlap-add with hop NOISE_NFFT / 4: quarter c of frame s lands at hop s + c
     q = NOISE_NFFT // 4
     acc = np.zeros((S + 3, q), np.float32)

@@ -76,8 +76,8 @@ class StreamConvolver:
         nfft = 1 << (m + L - 2).bit_length()
         if nfft not in self._hf:
             self._hf = {nfft: np.fft.rfft(self.h, nfft)}
-        y = np.fft.irfft(np.fft.rfft(np.asarray(x, np.float32), nfft) * self._hf[nfft],
-                         nfft)[:m + L - 1]
+        y = dsp.irfft(np.fft.rfft(np.asarray(x, np.float32), nfft) * self._hf[nfft],
+                      nfft)[:m + L - 1]
         y[:L - 1] += self.carry
         out = y[:m]
         self.carry = y[m:].copy()

@@ -29,16 +29,37 @@ def rfft_rows(frames: np.ndarray) -> np.ndarray:
     return rfft64(frames)
 
 
-def rfft64(frames: np.ndarray) -> np.ndarray:
-    """``np.fft.rfft(frames, axis=-1)`` of float64 frames, bit for bit: through ``scipy.fft``
-    (the same pocketfft, ~3x faster on many rows) when some other code has imported it
-    already (the encoder), else numpy's (the decoder never imports scipy for this)."""
+def _scipy_fft() -> Any:
+    """``scipy.fft`` when some other code has imported it already (the encoder), else None
+    (the decoder never imports scipy for this)."""
     fft = sys.modules.get("scipy.fft")
-    if (fft is not None and np.asarray(frames).dtype == np.float64
-            # not while another thread is still importing it
-            and not getattr(getattr(fft, "__spec__", None), "_initializing", True)):
-        return fft.rfft(frames, axis=-1)
-    return np.fft.rfft(frames, axis=-1)
+    # not while another thread is still importing it
+    if fft is not None and not getattr(getattr(fft, "__spec__", None), "_initializing", True):
+        return fft
+    return None
+
+
+def rfft64(frames: np.ndarray, n: int | None = None) -> np.ndarray:
+    """``np.fft.rfft(frames, n, axis=-1)`` of float64 frames, bit for bit: through
+    ``scipy.fft`` (the same pocketfft, ~3x faster on many rows) when some other code has
+    imported it already (the encoder), else numpy's."""
+    fft = _scipy_fft()
+    if fft is not None and np.asarray(frames).dtype == np.float64:
+        return fft.rfft(frames, n, axis=-1)
+    return np.fft.rfft(frames, n, axis=-1)
+
+
+def irfft(spec: np.ndarray, n: int) -> np.ndarray:
+    """``np.fft.irfft(spec, n, axis=-1)`` bit for bit (complex64 gives float32, complex128
+    float64): through ``scipy.fft`` when some other code has imported it already (as
+    :func:`rfft64`; numpy 2's single-precision inverse goes row by row, several times
+    slower), else numpy's.  (A float32 *forward* transform differs between the two in the
+    last bits: not here.)"""
+    fft = _scipy_fft()
+    spec = np.asarray(spec)
+    if fft is not None and spec.dtype in (np.complex64, np.complex128):
+        return fft.irfft(spec, n, axis=-1)
+    return np.fft.irfft(spec, n, axis=-1)
 
 
 def overlap_add(out: np.ndarray, frames: np.ndarray, start: int, hop: int) -> None:
@@ -157,10 +178,10 @@ def fft_convolve(x: np.ndarray, h: np.ndarray, n_out: int | None = None) -> np.n
     if x.shape[0] == 0 or h.shape[0] == 0 or n_out == 0:
         return out
     block, nfft = convolution_block(h.shape[0])
-    hf = np.fft.rfft(h, nfft)
+    hf = rfft64(h, nfft)
     for s in range(0, min(x.shape[0], n_out), block):
         seg = np.asarray(x[s:s + block], dtype=np.float64)
-        y = np.fft.irfft(np.fft.rfft(seg, nfft) * hf, nfft)[: seg.shape[0] + h.shape[0] - 1]
+        y = irfft(rfft64(seg, nfft) * hf, nfft)[: seg.shape[0] + h.shape[0] - 1]
         e = min(s + y.shape[0], n_out)
         out[s:e] += y[: e - s]
     return out

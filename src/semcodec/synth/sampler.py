@@ -325,7 +325,7 @@ def eq_blocks(blocks: Iterator[np.ndarray], n: int, sr: int,
         if hi > lo:
             seg[lo + n_fft - a:hi + n_fft - a] = src.read(lo, hi)
         idx = (np.arange(e - s)[:, None] * hop) + offs
-        fr = np.fft.irfft(np.fft.rfft(seg[idx] * win, axis=1) * g, n_fft, axis=1) * win
+        fr = dsp.irfft(dsp.rfft64(seg[idx] * win) * g, n_fft) * win
         dsp.overlap_add(out, fr, a - base, hop)
         dsp.overlap_add(norm, np.broadcast_to(win ** 2, fr.shape), a - base, hop)
         done = e * hop if e < n_fr else b  # no later frame reaches below this sample
