@@ -731,3 +731,31 @@ def test_a_speculative_residual_stops_as_soon_as_the_repair_rules_its_file_out(m
     out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
     assert ruled_out == {"stopped": True, "other": False}
     assert out.score == (cand if accepted else c).score
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_the_instrument_guess_is_named_only_when_it_is_logged(monkeypatch, caplog, level):
+    """The GM program's name (pretty_midi, ~0.2 s to import) is looked up for the log line
+    only when that line is shown."""
+    import logging
+
+    from semcodec import api, instrument
+    from semcodec.events import Note, Score, Track
+    from semcodec.instrument import Guess
+
+    fam = np.full(16, 0.01, np.float32)
+    fam[3] = 0.85
+    guess = Guess(program=26, family=3, program_p=0.85, family_p=0.85,
+                  program_proba=np.zeros(128, np.float32), family_proba=fam, n_notes=10)
+    named: list = []
+    monkeypatch.setattr(instrument, "weights_available", lambda: True)
+    monkeypatch.setattr(instrument, "classify_track", lambda audio, sr, notes: guess)
+    monkeypatch.setattr(instrument, "program_name",
+                        lambda p: named.append(p) or "Electric Guitar (jazz)")
+    caplog.set_level(getattr(logging, level), logger="semcodec.api")
+    score = Score(tracks=(Track(name="a").with_notes((Note(0.1, 0.5, 60, 90),)),))
+    inp = api.AudioInput(audio=np.zeros(22050, np.float32), sample_rate=22050, channels=1,
+                         name="x")
+    assert api._classify_instruments(inp, score) == {0: guess}
+    assert named == ([26] if level == "INFO" else [])
+    assert ("Electric Guitar (jazz)" in caplog.text) is (level == "INFO")

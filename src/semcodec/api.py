@@ -685,9 +685,10 @@ def _classify_instruments(inp: AudioInput, score: Score) -> dict:
             g = instrument.classify_track(inp.audio, inp.sample_rate, score.tracks[i].notes)
             if g is not None:
                 out[i] = g
-                log.info("track %d: instrument %s (%s, p %.2f)", i,
-                         instrument.program_name(g.program), instrument.FAMILY_NAMES[g.family],
-                         g.family_p)
+                if log.isEnabledFor(logging.INFO):  # its name imports pretty_midi (~0.2 s)
+                    log.info("track %d: instrument %s (%s, p %.2f)", i,
+                             instrument.program_name(g.program),
+                             instrument.FAMILY_NAMES[g.family], g.family_p)
     except SynthError as exc:
         log.warning("instrument classifier skipped: %s", exc)
         return {}
