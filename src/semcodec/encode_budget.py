@@ -63,8 +63,11 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
             decoded, _ = decode(c, opts)
             if stop is not None and stop():
                 return c
+            from semcodec import roundtrip
+
             payload = residual.encode_residual(original, decoded, c.sample_rate,
-                                               max_bytes=room, notes=notes, stop=stop)
+                                               max_bytes=room, notes=notes, stop=stop,
+                                               hears=roundtrip.transcribe_back)
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
