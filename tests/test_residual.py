@@ -425,7 +425,17 @@ def test_attack_cells_cover_a_note_s_harmonics_from_its_onset():
     assert set(np.nonzero(cells.any(axis=0))[0]) == {20, 21, 22}  # 1.0 s .. 1.1 s
 
 
-def test_residual_does_not_attenuate_a_score_note_s_attack():
+def _acted(a: residual.Analysis, y: np.ndarray) -> np.ndarray:
+    """bool (n_bands, n_frames): the cells where the coded analysis ``a`` fills or cuts ``y``."""
+    env = a.envelope(a.benefit > 0)
+    plan = residual._Plan(env, SR, SR, len(y), 1.0)
+    py = residual.band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
+                             env.n_frames)
+    noise, gain = residual.cell_actions(env, py)
+    return (noise > 0) | (gain < 0)
+
+
+def test_residual_leaves_a_score_note_s_attack_alone():
     # the decode plays the note 10 dB too loud: the residual attenuates it, but not in the
     # frames of its attack (a transcriber would hear it start late)
     x = np.concatenate([np.zeros(SR, np.float32), _tone(2.0, 440.0, 0.05)])
@@ -433,11 +443,18 @@ def test_residual_does_not_attenuate_a_score_note_s_attack():
     note = [(1.0, 3.0, 440.0)]
     attack = residual.attack_cells(note, 20, SR, 0.05, 60)
     band = int(np.searchsorted(residual.band_edges(20, SR), 440.0, side="right")) - 1
-    blind = residual.analyse(x, y, SR, period_s=0.05).benefit > 0
+    blind = _acted(residual.analyse(x, y, SR, period_s=0.05), y)
     assert np.any(blind & attack)  # the test can fail: without the score, cut there too
-    coded = residual.analyse(x, y, SR, period_s=0.05, notes=note).benefit > 0
-    assert not np.any(coded & attack)
-    assert np.sum(coded[band, 30:55]) >= 20  # the rest of the note is still brought down
+    acted = _acted(residual.analyse(x, y, SR, period_s=0.05, notes=note), y)
+    assert not np.any(acted & attack)
+    assert np.sum(acted[band, 30:55]) >= 20  # the rest of the note is still brought down
+    # nor is noise added there: the original has a noise floor the decode lacks
+    x2 = y + _burst(3 * SR, 0.0, 3.0, amp=0.02)
+    blind = _acted(residual.analyse(x2, y, SR, period_s=0.05), y)
+    assert np.any(blind & attack)
+    acted = _acted(residual.analyse(x2, y, SR, period_s=0.05, notes=note), y)
+    assert not np.any(acted & attack)
+    assert np.sum(acted[band + 3, 30:55]) >= 20  # the noise is still restored elsewhere
 
 
 class _Heard:

@@ -568,7 +568,7 @@ def protected_cells(notes, n_bands: int, sr: int, period_s: float,
     return out
 
 
-#: Harmonics of a score note whose bands :func:`attack_cells` keeps free of attenuation ...
+#: Harmonics of a score note whose bands :func:`attack_cells` keeps free of the residual ...
 ATTACK_HARMONICS = (1, 2, 3, 4)
 #: ... from its onset to this long (s) after it.
 ATTACK_S = 0.1
@@ -576,10 +576,10 @@ ATTACK_S = 0.1
 
 def attack_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int) -> np.ndarray:
     """bool ``(n_bands, n_frames)``: the cells of the score notes' attacks, where the residual
-    attenuates nothing: the bands of each note's ATTACK_HARMONICS in the frames from its onset
-    to ATTACK_S after it.  A cut there weakens the rise a transcriber hears a note start by,
-    or delays it (bench: the solo Slakh guitar's onsets heard 60-150 ms late, each a missed
-    note and an extra one).  ``notes``: ``(onset s, offset s, f0 Hz)``; band edges as
+    neither attenuates nor adds noise: the bands of each note's ATTACK_HARMONICS in the frames
+    from its onset to ATTACK_S after it.  A cut there weakens the rise a transcriber hears a
+    note start by, noise blurs it; either delays the note (bench: the solo Slakh guitar's
+    onsets heard 60-150 ms late, each a missed note and an extra one).  ``notes``: ``(onset s, offset s, f0 Hz)``; band edges as
     :func:`band_edges` for ``sr``."""
     out = np.zeros((n_bands, n_frames), bool)
     edges = band_edges(n_bands, sr)
@@ -609,8 +609,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     (:class:`semcodec.residual_judge.Judge`).  Each further pass (up to ``passes``) renders with
     the cells that helped only and drops those that no longer do, so that a cell's neighbours
     are as they will be.  ``notes`` (``(onset s, offset s, f0 Hz)``, the score's): no cell that would add
-    noise over them (:func:`protected_cells`) is coded, nor one that would attenuate their
-    attacks (:func:`attack_cells`); attenuation elsewhere over them still is.
+    noise over them (:func:`protected_cells`) is coded, nor one that would attenuate or fill
+    their attacks (:func:`attack_cells`); attenuation elsewhere over them still is.
     ``stop()`` true before a pass: no more passes (the work is no longer wanted).
     ``start``: where ``original`` begins in a longer input (samples, a multiple of the
     analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
@@ -637,7 +637,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
         fills = levels * step_db > 10.0 * np.log10(np.maximum(py, 1e-30)) + step_db
         mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
         cuts = levels * step_db < 10.0 * np.log10(np.maximum(py, 1e-30)) - step_db
-        mask &= ~(cuts & attack_cells(notes, n_bands, sr, period_s, n_frames))
+        mask &= ~((fills | cuts) & attack_cells(notes, n_bands, sr, period_s, n_frames))
     benefit = np.zeros((n_bands, n_frames))
     for k in range(max(1, passes)):
         if k and stop is not None and stop():
@@ -715,7 +715,7 @@ HEARD_BEFORE_S = 0.15
 
 
 def heard_noise_cells(heard, notes, env: Envelope, decoded_power: np.ndarray,
-                      sr: int, cuts: bool = False) -> np.ndarray:
+                      sr: int) -> np.ndarray:
     """bool ``(n_bands, n_frames)``: the cells where ``env`` adds noise (``decoded_power``:
     the decode's band power on its grid) and a transcriber hears a note that the score does
     not play: in the bands of HEARD_HARMONICS of each such note, from HEARD_BEFORE_S before its
@@ -726,8 +726,8 @@ def heard_noise_cells(heard, notes, env: Envelope, decoded_power: np.ndarray,
     for onset, _, f0 in notes:
         if f0 > 0:
             played.setdefault(int(round(69 + 12 * math.log2(f0 / 440.0))), []).append(onset)
-    noise, gain = cell_actions(env, decoded_power)
-    adds = (noise > 0) | (gain < 0) if cuts else noise > 0
+    noise, _ = cell_actions(env, decoded_power)
+    adds = noise > 0
     edges = band_edges(env.n_bands, sr)
     out = np.zeros(env.mask.shape, bool)
     for h in heard:
