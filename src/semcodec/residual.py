@@ -570,7 +570,10 @@ def protected_cells(notes, n_bands: int, sr: int, period_s: float,
 
 #: Harmonics of a score note whose bands :func:`attack_cells` keeps free of the residual ...
 ATTACK_HARMONICS = (1, 2, 3, 4)
-#: ... from its onset to this long (s) after it.
+#: ... from this long (s) before its onset (the onset alignment after the residual may lead the
+#: note by that much more) ...
+ATTACK_BEFORE_S = 0.05
+#: ... to this long (s) after it.
 ATTACK_S = 0.1
 
 
@@ -584,7 +587,7 @@ def attack_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int) -
     out = np.zeros((n_bands, n_frames), bool)
     edges = band_edges(n_bands, sr)
     for onset, _, f0 in notes:
-        t0 = max(0, int(onset / period_s))
+        t0 = max(0, int((onset - ATTACK_BEFORE_S) / period_s))
         t1 = min(n_frames - 1, int((onset + ATTACK_S) / period_s))
         if t0 > t1:
             continue
