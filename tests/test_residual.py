@@ -499,6 +499,23 @@ def test_noise_heard_as_a_note_the_score_does_not_play_is_left_out():
     assert same == plain
 
 
+def test_a_cancelled_transcriber_leaves_the_payload_as_it_is():
+    # the encoder cancels a speculative residual (stop()) while its transcriber runs: the
+    # transcriber gives up with an exception, the coder returns without raising it
+    n = 3 * SR
+    x, y = _tone(3.0) + _burst(n, 1.0, 2.0, amp=0.05), _tone(3.0)
+    stopped: list[int] = []
+
+    def hears(audio, sr):
+        stopped.append(1)
+        raise InterruptedError("cancelled")
+
+    coder = residual.ResidualCoder(x, y, SR, stop=lambda: bool(stopped), hears=hears)
+    assert coder.code() == residual.encode_residual(x, y, SR)
+    with pytest.raises(InterruptedError):  # not cancelled: the error is the transcriber's
+        residual.ResidualCoder(x, y, SR, hears=hears).code()
+
+
 def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch):
     """The judge's log-mel is taken JUDGE_BLOCK frames at a time (bounded memory on long
     inputs): the same numbers as one STFT of the zero-padded whole signal."""

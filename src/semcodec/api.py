@@ -538,8 +538,18 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
 
     if speculate:
         start(c)
-    cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None)
-    repaired = _with_aligned_onsets(cleared, inp.audio)
+    try:
+        cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None)
+        repaired = _with_aligned_onsets(cleared, inp.audio)
+    except BaseException:
+        # (an interrupt): the speculative residuals stop at their next check (a transcription
+        # of theirs at its next model batch) and are joined before this goes on; a process
+        # must not exit while onnxruntime runs on a thread
+        for _, cancel, _ in early:
+            cancel.set()
+        for _, _, result in early:
+            _join_discarded(result)
+        raise
     if residual:
         report("residual", 0.0)
         kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()

@@ -580,10 +580,10 @@ ATTACK_S = 0.1
 def attack_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int) -> np.ndarray:
     """bool ``(n_bands, n_frames)``: the cells of the score notes' attacks, where the residual
     neither attenuates nor adds noise: the bands of each note's ATTACK_HARMONICS in the frames
-    from its onset to ATTACK_S after it.  A cut there weakens the rise a transcriber hears a
-    note start by, noise blurs it; either delays the note (bench: the solo Slakh guitar's
-    onsets heard 60-150 ms late, each a missed note and an extra one).  ``notes``: ``(onset s, offset s, f0 Hz)``; band edges as
-    :func:`band_edges` for ``sr``."""
+    from ATTACK_BEFORE_S before its onset to ATTACK_S after it.  A cut there weakens the rise a
+    transcriber hears a note start by, noise blurs it; either delays the note (bench: the solo
+    Slakh guitar's onsets heard 60-150 ms late, each a missed note and an extra one).
+    ``notes``: ``(onset s, offset s, f0 Hz)``; band edges as :func:`band_edges` for ``sr``."""
     out = np.zeros((n_bands, n_frames), bool)
     edges = band_edges(n_bands, sr)
     for onset, _, f0 in notes:
@@ -839,12 +839,19 @@ class ResidualCoder:
         honky-tonk piano's residual made 9 bass notes heard under its chords)."""
         from semcodec.errors import SemcodecError  # noqa: PLC0415
 
+        hears = self.hears
+        if hears is None:
+            return payload
         env = decode_envelope(payload, self.n / self.sr)
         try:
-            heard = self.hears(apply(self.y, self.sr, env, self.sr), self.sr)
+            heard = hears(apply(self.y, self.sr, env, self.sr), self.sr)
         except SemcodecError as exc:  # no transcriber: the payload as it is
             log.info("residual: notes heard not checked (%s)", exc)
             return payload
+        except Exception:
+            if self._stopped():  # the transcriber gave up: the work is no longer wanted
+                return payload
+            raise
         plan = _Plan(env, self.sr, self.sr, self.n, 1.0)
         py = band_power(self.y, plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
                         env.n_frames)
