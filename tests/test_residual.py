@@ -417,6 +417,105 @@ def test_residual_adds_no_noise_over_a_score_note():
     assert _band_db(z, 5000, 9000, 1.0, 2.0) > _band_db(y, 5000, 9000, 1.0, 2.0) + 20
 
 
+def test_attack_cells_cover_a_note_s_harmonics_from_its_onset():
+    cells = residual.attack_cells([(1.02, 1.5, 440.0)], 20, SR, 0.05, 60)
+    edges = residual.band_edges(20, SR)
+    bands = {int(np.searchsorted(edges, 440.0 * h, side="right")) - 1 for h in (1, 2, 3, 4)}
+    assert set(np.nonzero(cells.any(axis=1))[0]) == bands
+    assert set(np.nonzero(cells.any(axis=0))[0]) == {19, 20, 21, 22}  # 0.97 s .. 1.12 s
+
+
+def _acted(a: residual.Analysis, y: np.ndarray) -> np.ndarray:
+    """bool (n_bands, n_frames): the cells where the coded analysis ``a`` fills or cuts ``y``."""
+    env = a.envelope(a.benefit > 0)
+    plan = residual._Plan(env, SR, SR, len(y), 1.0)
+    py = residual.band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
+                             env.n_frames)
+    noise, gain = residual.cell_actions(env, py)
+    return (noise > 0) | (gain < 0)
+
+
+def test_residual_leaves_a_score_note_s_attack_alone():
+    # the decode plays the note 10 dB too loud: the residual attenuates it, but not in the
+    # frames of its attack (a transcriber would hear it start late)
+    x = np.concatenate([np.zeros(SR, np.float32), _tone(2.0, 440.0, 0.05)])
+    y = np.concatenate([np.zeros(SR, np.float32), _tone(2.0, 440.0, 0.16)])
+    note = [(1.0, 3.0, 440.0)]
+    attack = residual.attack_cells(note, 20, SR, 0.05, 60)
+    band = int(np.searchsorted(residual.band_edges(20, SR), 440.0, side="right")) - 1
+    blind = _acted(residual.analyse(x, y, SR, period_s=0.05), y)
+    assert np.any(blind & attack)  # the test can fail: without the score, cut there too
+    acted = _acted(residual.analyse(x, y, SR, period_s=0.05, notes=note), y)
+    assert not np.any(acted & attack)
+    assert np.sum(acted[band, 30:55]) >= 20  # the rest of the note is still brought down
+    # nor is noise added there: the original has a noise floor the decode lacks
+    x2 = y + _burst(3 * SR, 0.0, 3.0, amp=0.02)
+    blind = _acted(residual.analyse(x2, y, SR, period_s=0.05), y)
+    assert np.any(blind & attack)
+    acted = _acted(residual.analyse(x2, y, SR, period_s=0.05, notes=note), y)
+    assert not np.any(acted & attack)
+    assert np.sum(acted[band + 3, 30:55]) >= 20  # the noise is still restored elsewhere
+
+
+class _Heard:
+    def __init__(self, onset: float, offset: float, pitch: int) -> None:
+        self.onset, self.offset, self.pitch = onset, offset, pitch
+
+
+def test_noise_heard_as_a_note_the_score_does_not_play_is_left_out():
+    # the original has a low noise band under a tone the decode plays clean; a transcriber
+    # hears a note (G3, 196 Hz) in the decode with the residual that the score does not play:
+    # the noise in its band goes, the rest of the residual stays
+    n = 3 * SR
+    rng = np.random.default_rng(5)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    spec[(f < 150) | (f > 260)] = 0
+    low = (0.05 * np.fft.irfft(spec, n) / np.std(np.fft.irfft(spec, n))).astype(np.float32)
+    low[:SR] = 0
+    y = _tone(3.0, 880.0, 0.1)
+    x = y + low + _burst(n, 1.0, 2.0, amp=0.02, seed=7)
+    notes = [(0.0, 3.0, 880.0)]
+    heard_calls: list[int] = []
+
+    def hears(audio, sr):
+        heard_calls.append(len(audio))
+        return [_Heard(0.0, 3.0, 81), _Heard(1.05, 2.5, 55)]  # the tone, and a note not played
+
+    def g3_band_db(z):
+        return _band_db(z, 170, 230, 1.3, 2.3)
+
+    plain = residual.encode_residual(x, y, SR, notes=notes)
+    z0 = residual.apply_payload(y, SR, plain, 3.0, SR)
+    assert g3_band_db(z0) > g3_band_db(y) + 20  # the test can fail: noise goes there
+    data = residual.encode_residual(x, y, SR, notes=notes, hears=hears)
+    assert heard_calls == [n]  # one transcription, of the decode with the residual
+    z = residual.apply_payload(y, SR, data, 3.0, SR)
+    assert g3_band_db(z) < g3_band_db(z0) - 15
+    assert _band_db(z, 5000, 9000, 1.2, 1.8) > _band_db(y, 5000, 9000, 1.2, 1.8) + 20
+    # a transcriber that hears only what the score plays changes nothing
+    same = residual.encode_residual(x, y, SR, notes=notes,
+                                    hears=lambda a, sr: [_Heard(0.0, 3.0, 81)])
+    assert same == plain
+
+
+def test_a_cancelled_transcriber_leaves_the_payload_as_it_is():
+    # the encoder cancels a speculative residual (stop()) while its transcriber runs: the
+    # transcriber gives up with an exception, the coder returns without raising it
+    n = 3 * SR
+    x, y = _tone(3.0) + _burst(n, 1.0, 2.0, amp=0.05), _tone(3.0)
+    stopped: list[int] = []
+
+    def hears(audio, sr):
+        stopped.append(1)
+        raise InterruptedError("cancelled")
+
+    coder = residual.ResidualCoder(x, y, SR, stop=lambda: bool(stopped), hears=hears)
+    assert coder.code() == residual.encode_residual(x, y, SR)
+    with pytest.raises(InterruptedError):  # not cancelled: the error is the transcriber's
+        residual.ResidualCoder(x, y, SR, hears=hears).code()
+
+
 def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch):
     """The judge's log-mel is taken JUDGE_BLOCK frames at a time (bounded memory on long
     inputs): the same numbers as one STFT of the zero-padded whole signal."""

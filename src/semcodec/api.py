@@ -551,9 +551,20 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     # the repair's decodes (and its transcription of the unrepaired one) are kept for the
     # alignment's first measure, which decodes (and hears) the tracks the repair ended with
     measured = Measured()
-    cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
-                                measured=measured, on_verdict=on_verdict if speculate else None)
-    repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured)
+    try:
+        cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
+                                    measured=measured,
+                                    on_verdict=on_verdict if speculate else None)
+        repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured)
+    except BaseException:
+        # (an interrupt): the speculative residuals stop at their next check (a transcription
+        # of theirs at its next model batch) and are joined before this goes on; a process
+        # must not exit while onnxruntime runs on a thread
+        for _, cancel, _ in early:
+            cancel.set()
+        for _, _, result in early:
+            _join_discarded(result)
+        raise
     del measured
     if residual:
         report("residual", 0.0)

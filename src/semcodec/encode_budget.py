@@ -64,7 +64,8 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
             if stop is not None and stop():
                 return c
             payload = residual.encode_residual(original, decoded, c.sample_rate,
-                                               max_bytes=room, notes=notes, stop=stop)
+                                               max_bytes=room, notes=notes, stop=stop,
+                                               hears=_transcriber(stop))
     except SynthError as exc:
         log.warning("residual skipped: the decode failed (%s)", exc)
         return c
@@ -72,6 +73,24 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
         return c
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
+
+
+def _transcriber(stop: Callable[[], bool] | None) -> Callable[[np.ndarray, int], tuple]:
+    """The round-trip check's transcriber (:func:`semcodec.roundtrip.transcribe_back`) for the
+    residual's check of the notes heard, given up (an exception) at its next model batch once
+    ``stop()`` is true."""
+    from semcodec import roundtrip
+    from semcodec import transcribe as tr
+
+    def check(_fraction: float) -> None:
+        if stop is not None and stop():
+            raise InterruptedError("residual cancelled")
+
+    def hears(audio: np.ndarray, sr: int) -> tuple:
+        return tuple(tr.transcribe(np.asarray(audio, np.float32), sr, roundtrip.check_options(),
+                                   progress=check))
+
+    return hears
 
 
 #: Seconds of the piece before a span that its rendering starts from (notes sounding into

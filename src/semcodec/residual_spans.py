@@ -78,6 +78,7 @@ class SpanCoder(ResidualCoder):
         self.stop = stop
         self.decoded, self.span = decoded, span
         self.notes = tuple(notes)
+        self.hears = None  # the decode is never whole here: the notes heard are not checked
         self.sr, self.n = sr, min(self.original.shape[0], n_decoded)
         self.grids, self.step_db = tuple(grids), step_db
         self._analyses: dict[tuple[int, float], Analysis] = {}
