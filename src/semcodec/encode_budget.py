@@ -37,7 +37,7 @@ def _bytes_left(c: SmcFile, max_kbps: float) -> int:
 
 def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
                    stop: Callable[[], bool] | None = None) -> _C:
-    """``c`` with a RESD chunk of at most ``max_bytes`` (framing included) coding what its
+    """``c`` with a residual (RESD or, for a long file, RESS chunk) of at most ``max_bytes`` (framing included) coding what its
     default decode still misses of ``original`` (mono float32 at ``c.sample_rate``); ``c``
     unchanged when nothing helps, nothing fits or the decode fails, and as soon as
     ``stop()`` is found true (checked between the steps: the caller cancelled it)."""
