@@ -519,9 +519,19 @@ def test_a_cancelled_transcriber_leaves_the_payload_as_it_is():
 def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch):
     """The judge's log-mel is taken JUDGE_BLOCK frames at a time (bounded memory on long
     inputs): the same numbers as one STFT of the zero-padded whole signal."""
+
+
+@pytest.mark.parametrize("n_fft", [1024, 4096])
+def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch, n_fft):
+    """The judge's log-mel is taken a block of frames at a time (bounded memory on long
+    inputs): the same numbers as one STFT of the zero-padded whole signal; a block holds
+    JUDGE_BLOCK frames of 1024 samples' worth whatever n_fft (the coarse resolution's
+    blocks took ~185 MB on a long input)."""
+    from semcodec.synth import dsp
+
     rng = np.random.default_rng(3)
     x = (_tone(3.0) + 0.05 * rng.standard_normal(3 * SR)).astype(np.float32)
-    n_fft, hop = 1024, 256
+    hop = n_fft // 4
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
     mel = np.abs(rng.standard_normal((8, n_fft // 2 + 1))).astype(np.float32)
     pad = np.pad(x, n_fft // 2)
@@ -531,9 +541,17 @@ def test_judge_logmel_in_blocks_equals_one_whole_stft(monkeypatch):
     whole = np.log10(np.maximum(np.abs(np.fft.rfft(frames * window, axis=1)) @ mel.T,
                                 residual_judge.JUDGE_FLOOR))
     monkeypatch.setattr(residual_judge, "JUDGE_BLOCK", 37)
+    sizes = []
+
+    def spy(frames):
+        sizes.append(frames.size)
+        return dsp.rfft_rows(frames)
+
+    monkeypatch.setattr(residual_judge, "rfft_rows", spy)
     blocks = residual_judge.Judge._logmel(x, n_fft, hop, window, mel)
     assert blocks.shape == whole.shape
     np.testing.assert_allclose(blocks, whole, atol=1e-4)
+    assert len(sizes) > 1 and max(sizes) <= 37 * 1024
 
 
 @pytest.mark.parametrize("block", [7, 64, residual.ANALYSIS_BLOCK_FRAMES])
@@ -647,3 +665,193 @@ def test_one_pass_stream_measures_long_cells_whole(monkeypatch):
     one = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, env, SR,
                                                          tempo=0.25)))
     assert np.array_equal(one, two) and not np.allclose(one, slow)
+
+
+# --- the segmented layout (RESS chunk, format 1.7): long files start at once ----------------
+
+
+def _sub(g: resd.Grid, t0: int, t1: int) -> resd.Grid:
+    return g._replace(levels=[r[t0:t1] for r in g.levels], mask=[r[t0:t1] for r in g.mask])
+
+
+@pytest.mark.parametrize("seg", [1, 10, 36, 37, 100])
+def test_segmented_round_trip_and_each_segment_alone(seg):
+    g = _random_grid(np.random.default_rng(20))  # 37 frames (3.65 s of 0.1 s)
+    data = resd.encode_segmented(g, seg)
+    assert resd.is_segmented(data) and not resd.is_segmented(resd.encode(g))
+    back = resd.decode(data, 3.65)
+    assert back.levels == g.levels and back.mask == g.mask
+    idx = resd.segment_index(data, 3.65)
+    assert len(idx.spans) == -(-37 // seg) and idx.segment_frames == seg
+    for i, (a, b) in enumerate(idx.spans):
+        t0, t1 = idx.frames_of(i)
+        assert resd.decode_segment(data, idx, i) == (_sub(g, t0, t1).levels, _sub(g, t0, t1).mask)
+        # each segment is the range code of its frames as a grid of their own (fresh state)
+        assert data[a:b] == resd.encode(_sub(g, t0, t1))[resd.HEAD_BYTES:]
+
+
+def test_segmented_index_is_checked_and_a_bad_segment_fails_alone():
+    g = _random_grid(np.random.default_rng(21))
+    data = resd.encode_segmented(g, 10)  # 4 segments
+    idx = resd.segment_index(data, 3.65)
+    entry = resd.HEAD_BYTES + resd.SEGMENT_HEAD_BYTES
+    first_len = idx.spans[0][1] - idx.spans[0][0]
+    for bad in (data[:-1], data + b"\x00", data[:4] + b"\x00\x00" + data[6:],
+                data[:entry] + (first_len + 1).to_bytes(4, "little") + data[entry + 4:],
+                data[:entry + 4]):
+        with pytest.raises(ContainerError):
+            resd.segment_index(bad, 3.65)
+    with pytest.raises(ContainerError, match="not the segmented"):
+        resd.segment_index(resd.encode(g), 3.65)
+    a, b = idx.spans[2]
+    bad = data[:a] + b"\xff" * (b - a) + data[b:]
+    resd.segment_index(bad, 3.65)  # the index still adds up
+    assert resd.decode_segment(bad, idx, 1) == resd.decode_segment(data, idx, 1)
+    with pytest.raises(ContainerError, match="segment 2"):
+        resd.decode_segment(bad, idx, 2)
+    with pytest.raises(ContainerError, match="segment 2"):
+        resd.decode(bad, 3.65)
+
+
+def test_short_grids_keep_the_whole_layout_long_ones_are_segmented(monkeypatch):
+    g = _random_grid(np.random.default_rng(22))
+    env = residual.Envelope(np.array(g.levels), np.array(g.mask), g.period_s, g.step_db)
+    assert residual.encode_envelope(env) == resd.encode(g)  # 3.7 s: the bytes of format 1.5
+    monkeypatch.setattr(residual, "SEGMENT_S", 1.0)  # 10 frames a segment
+    data = residual.encode_envelope(env)
+    assert data == resd.encode_segmented(g, 10)
+    lazy = residual.stream_envelope(data, 3.65)
+    assert isinstance(lazy, residual.SegmentedEnvelope) and lazy.decoded == 0
+    assert (lazy.n_bands, lazy.n_frames, lazy.n_segments) == (12, 37, 4)
+    for c0, c1 in [(0, 3), (8, 12), (9, 31), (35, 37), (0, 37)]:
+        w, want = lazy.window(c0, c1), env.window(c0, c1)
+        assert np.array_equal(w.levels, want.levels) and np.array_equal(w.mask, want.mask)
+    assert isinstance(residual.stream_envelope(resd.encode(g), 3.65), residual.Envelope)
+
+
+def test_a_stream_decodes_the_residual_segments_as_it_reaches_them(monkeypatch):
+    rng = np.random.default_rng(23)
+    n = 5 * SR
+    x = (rng.standard_normal(n) * 0.05).astype(np.float32) + _tone(5.0)[:n]
+    dull = np.fft.irfft(np.where(np.fft.rfftfreq(n, 1 / SR) > 3000, 0, np.fft.rfft(x)), n)
+    y = dull.astype(np.float32)
+    env = residual.decode_envelope(residual.encode_residual(x, y, SR), 5.0)
+    monkeypatch.setattr(residual, "SEGMENT_S", 1.0)
+    payload = residual.encode_envelope(env)
+    lazy = residual.stream_envelope(payload, 5.0)
+    assert lazy.n_segments == 5
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 40)  # ~0.5 s blocks
+    cuts = [y[s:s + 3001] for s in range(0, n, 3001)]
+    stream = residual.apply_stream_once(iter(cuts), n, SR, lazy, SR)
+    first = next(stream)
+    assert 1 <= lazy.decoded < lazy.n_segments  # only what the first blocks' cells need
+    one = np.concatenate([first] + list(stream))
+    assert lazy.decoded == lazy.n_segments  # each segment once
+    whole = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, env, SR)))
+    assert np.array_equal(one, whole) and not np.allclose(one, y)
+
+
+def test_segmented_residual_is_a_ress_chunk_checked_now_or_when_reached():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from smc_bytes import build, split
+
+    from semcodec.container import SmcFile, chunk_table
+
+    g = _random_grid(np.random.default_rng(24))
+    payload = resd.encode_segmented(g, 10)
+    data = _small_file(payload).to_bytes()
+    assert data[4:6] == b"\x01\x07"
+    types = [c.type for c in chunk_table(data)]
+    assert "RESS" in types and "RESD" not in types
+    assert SmcFile.from_bytes(data).residual == payload
+    header, chunks = split(data)
+    idx = resd.segment_index(payload, 3.65)
+    a, b = idx.spans[3]
+    bad = payload[:a] + b"\xff" * (b - a) + payload[b:]
+    crafted = build(header, [(t, bad if t == b"RESS" else p) for t, p in chunks], minor=7)
+    with pytest.raises(ContainerError, match="segment 3"):
+        SmcFile.from_bytes(crafted)
+    lazy = SmcFile.from_bytes(crafted, check_residual=False)  # a stream: checked when reached
+    env = residual.stream_envelope(lazy.residual, lazy.duration)
+    env.window(0, 30)
+    with pytest.raises(ContainerError, match="segment 3"):
+        env.window(30, 37)
+    whole = resd.encode(g)
+    for bad_chunks in ([(t, whole if t == b"RESS" else p) for t, p in chunks],  # layout 0 in RESS
+                       [(b"RESD" if t == b"RESS" else t, p) for t, p in chunks],  # 1 in RESD
+                       chunks + [(b"RESD", whole)]):  # both
+        with pytest.raises(ContainerError, match="RES"):
+            SmcFile.from_bytes(build(header, bad_chunks, minor=7))
+        with pytest.raises(ContainerError, match="RES"):
+            SmcFile.from_bytes(build(header, bad_chunks, minor=7), check_residual=False)
+
+
+def test_a_long_residual_in_the_old_layout_reads_and_plays_as_before(monkeypatch):
+    """A file of format 1.5/1.6 whose residual spans many segments' worth of frames (the
+    whole-grid RESD layout, as those writers made it) keeps its bytes, and streams the same
+    samples as the segmented layout of the same grid."""
+    from semcodec.container import SmcFile, chunk_table
+
+    rng = np.random.default_rng(25)
+    n = 5 * SR
+    x = (rng.standard_normal(n) * 0.05).astype(np.float32)
+    y = (0.2 * x).astype(np.float32)
+    monkeypatch.setattr(residual, "SEGMENT_S", 1000.0)  # as before format 1.7: one grid
+    old = residual.encode_residual(x, y, SR)
+    assert old and not resd.is_segmented(old)
+    f = SmcFile(duration=5.0, sample_rate=SR, n_samples=n, loudness_lufs=-20.0,
+                score=_small_file().score, residual=old)
+    data = f.to_bytes()
+    assert data[4:6] == b"\x01\x05" and "RESD" in [c.type for c in chunk_table(data)]
+    back = SmcFile.from_bytes(data, check_residual=False)
+    assert back.residual == old and back.to_bytes() == data  # not rewritten
+    env = residual.stream_envelope(back.residual, 5.0)
+    assert isinstance(env, residual.Envelope)
+    monkeypatch.setattr(residual, "SEGMENT_S", 1.0)
+    new = residual.encode_envelope(env)
+    assert resd.is_segmented(new) and len(new) > len(old)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 64)
+    cuts = [y[s:s + 4096] for s in range(0, n, 4096)]
+    a = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, env, SR)))
+    b = np.concatenate(list(residual.apply_stream_once(
+        iter(cuts), n, SR, residual.stream_envelope(new, 5.0), SR)))
+    assert np.array_equal(a, b) and np.array_equal(a, residual.apply(y, SR, env, SR))
+
+
+def test_decode_stream_plays_a_segmented_residual_as_the_whole_one(monkeypatch):
+    from semcodec import api, decoder
+
+    class FakeEngine:  # a fixed tone: the test is about the residual, not the synthesis
+        name = "fluidsynth"
+
+        def render(self, score, sr, n, **edits):
+            return _tone(n / sr)[:n]
+
+        def blocks(self, score, sr, n, **edits):
+            y = self.render(score, sr, n)
+            return iter([y[s:s + 4096] for s in range(0, n, 4096)])
+
+    monkeypatch.setattr(decoder, "make_engine", lambda *a, **k: FakeEngine())
+    c = _small_file()
+    pure, _ = api.decode(c)
+    c.residual = residual.encode_residual(pure + _burst(len(pure), 1.0, 3.0, amp=0.05), pure, SR)
+    env = residual.decode_envelope(c.residual, c.duration)
+    monkeypatch.setattr(residual, "SEGMENT_S", 0.5)
+    seg = replace(c, residual=residual.encode_envelope(env))
+    assert resd.is_segmented(seg.residual) and not resd.is_segmented(c.residual)
+    made = []
+    real = residual.SegmentedEnvelope
+
+    def spy(*a):
+        made.append(real(*a))
+        return made[-1]
+
+    monkeypatch.setattr(residual, "SegmentedEnvelope", spy)
+    monkeypatch.setattr(decoder, "STREAM_RESIDUAL_FRAMES", 16)
+    a = np.concatenate(list(api.decode_stream(c, exact=False).blocks))
+    b = np.concatenate(list(api.decode_stream(seg, exact=False).blocks))
+    assert len(made) == 1 and made[0].decoded == made[0].n_segments > 1
+    assert np.array_equal(a, b) and not np.allclose(b, pure, atol=1e-3)

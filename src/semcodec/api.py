@@ -66,6 +66,7 @@ from semcodec.progress import (
     Progress as Progress,
     progress_fraction as progress_fraction,
 )
+from semcodec.runtime import release_free_memory, return_large_blocks
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
 from semcodec.synth.engine import ENGINES, Engine, available_engines, make_engine
@@ -186,6 +187,8 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     """
     opts = options or EncodeOptions()
     inp = _as_input(source, sr)
+    if inp.duration > RETURN_BLOCKS_INPUT_S:  # numpy's large temporaries: freed back to the system
+        return_large_blocks()
     report = progress or (lambda _stage, _frac: None)
     # ~2 s of imports (torch for the timbre fit, scipy's FFT for the analyses) overlap the
     # loudness, the drums and the transcription
@@ -238,6 +241,7 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
             notes = transcribe(pitched.audio, pitched.sample_rate, opts.transcribe,
                                progress=lambda f: report("transcribe", f))
         report("transcribe", 1.0)
+        release_free_memory()  # the transcription's freed buffers: not under the stages after
         report("split", 0.0)
         tracks = _split_tracks(inp, tuple(notes), opts.tracks)
         if drum is not None:
@@ -247,6 +251,15 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     return _assemble(inp, loudness, tracks,
                      {i: inp.audio if t.is_drum else pitched.audio for i, t in enumerate(tracks)},
                      drum_samples, opts, report)
+
+
+#: Inputs longer than this (s) make the process return large freed blocks to the system at
+#: once (:func:`semcodec.runtime.return_large_blocks`): their stages' peaks stand on the
+#: temporaries of the stages before them otherwise.  Its price is CPU (page faults: +37 % on a
+#: 10-min encode, +46 % on a 60-min one), and only long inputs need it to stay under 1.5 GB
+#: (measured without it, docs/ROBUSTNESS.md: 10 min 1067 MB, 60 min 1641 MB; with it 60 min
+#: 1487 MB), so it starts at 30 min, between the two measured lengths.
+RETURN_BLOCKS_INPUT_S = 1800.0
 
 
 class _Cancelled(Exception):
@@ -295,6 +308,8 @@ def encode_stems(stems: list[tuple[str, str | os.PathLike | AudioInput]], *,
         mix[:inp.n_samples] += inp.audio
     mixed = replace(inputs[0], audio=mix, channels=max(i.channels for i in inputs),
                     name="+".join(i.name for i in inputs), side=None)
+    if mixed.duration > RETURN_BLOCKS_INPUT_S:  # as encode()
+        return_large_blocks()
     loudness = dsp.integrated_loudness(mix, rate)
     tracks: list[Track] = []
     audio_of: dict[int, np.ndarray] = {}
@@ -491,6 +506,7 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         encoder=f"semcodec {__version__}",
         neural_model=_neural_model_key(),
     )
+    release_free_memory()  # the fit's and the beats' freed temporaries
     try:
         if measured is not None:
             measured()
@@ -568,6 +584,7 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     del measured
     if residual:
         report("residual", 0.0)
+        release_free_memory()  # the repair's freed renders: the residual's peak is the encode's
         kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()
                      and (cc is repaired or cc.score == repaired.score)), None)
         # the speculative residuals of files that are not kept stop at their next check

@@ -195,7 +195,10 @@ def decode(input: str, output: str | None, force: bool, engine: str, device: str
         output = str(Path(input).with_suffix(".wav"))
     audio_fmt = output_format(output, fmt or ("wav" if output == "-" else None))
     _check_output(output, force, (input,))
-    c, _ = _read_smc(input)
+    # streamed to stdout: a long file's residual segments are checked as the stream reaches
+    # them, so that it starts at once (elsewhere the whole file is checked before any output)
+    c, _ = _read_smc(input, check_residual=not (output == "-" and audio_fmt[0] == "WAV"
+                                                and not stems_dir))
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
     stem_paths = _stem_paths(stems_dir, c, output, audio_fmt, force) if stems_dir else []
@@ -303,7 +306,7 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
 
     from semcodec import api
 
-    c, _ = _read_smc(input)
+    c, _ = _read_smc(input, check_residual=False)  # residual segments checked when reached
     prog_map = api.parse_program_map(programs, len(c.score.tracks),
                                      [t.name for t in c.score.tracks])
     opts = api.DecodeOptions(engine=engine, device=device, soundfont=soundfont,

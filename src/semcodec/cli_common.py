@@ -245,7 +245,10 @@ def _write_all(out, data: bytes) -> None:
     out.flush()
 
 
-def _read_smc(path: str):
+def _read_smc(path: str, check_residual: bool = True):
+    """(container, bytes) of the .smc file ``path`` (- for stdin); ``check_residual=False``:
+    a segmented residual's segments are checked when the decoder reaches them (a stream
+    that starts at once), see :meth:`semcodec.container.SmcFile.from_bytes`."""
     from semcodec import api
     from semcodec.errors import InputError
 
@@ -256,7 +259,7 @@ def _read_smc(path: str):
         data = read_bounded(sys.stdin.buffer, constants.MAX_STDIN_SMC_BYTES, "<stdin>", ".smc data")
         if not data:
             raise InputError("<stdin>: empty input")
-        return api.Container.from_bytes(data), data
+        return api.Container.from_bytes(data, check_residual=check_residual), data
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file")
@@ -269,7 +272,7 @@ def _read_smc(path: str):
         raise InputError(f"{path}: {special}")
     data = p.read_bytes()
     try:
-        return api.Container.from_bytes(data), data
+        return api.Container.from_bytes(data, check_residual=check_residual), data
     except SemcodecError as exc:
         raise type(exc)(f"{path}: {exc}") from None
 

@@ -527,7 +527,7 @@ def _with_residual_once(c: _container.SmcFile, opts: DecodeOptions, blocks: Iter
     after two residual blocks instead of a whole rendering."""
     from semcodec import residual
 
-    env = residual.decode_envelope(c.residual, c.duration)
+    env = residual.stream_envelope(c.residual, c.duration)  # segments decoded when reached
     for b in residual.apply_stream_once(blocks, n, sr, env, c.sample_rate, tempo=opts.tempo,
                                         block_frames=STREAM_RESIDUAL_FRAMES):
         yield dsp.flush_tiny(dsp.soft_clip(b))

@@ -14,6 +14,7 @@ from semcodec import digest
 from semcodec.container import SmcFile
 from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode
 from semcodec.errors import SynthError
+from semcodec.runtime import release_free_memory
 from semcodec.events import Sample, Track, TrackRender
 
 if TYPE_CHECKING:
@@ -37,10 +38,11 @@ def _bytes_left(c: SmcFile, max_kbps: float) -> int:
 
 def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
                    stop: Callable[[], bool] | None = None) -> _C:
-    """``c`` with a RESD chunk of at most ``max_bytes`` (framing included) coding what its
-    default decode still misses of ``original`` (mono float32 at ``c.sample_rate``); ``c``
-    unchanged when nothing helps, nothing fits or the decode fails, and as soon as
-    ``stop()`` is found true (checked between the steps: the caller cancelled it)."""
+    """``c`` with a residual (RESD or, for a long file, RESS chunk) of at most ``max_bytes``
+    (framing included) coding what its default decode still misses of ``original`` (mono
+    float32 at ``c.sample_rate``); ``c`` unchanged when nothing helps, nothing fits or the
+    decode fails, and as soon as ``stop()`` is found true (checked between the steps: the
+    caller cancelled it)."""
     from semcodec import residual
 
     room = max_bytes - _CHUNK_FRAMING
@@ -200,6 +202,7 @@ def _with_clear_notes(c: _C, original: np.ndarray,
         dg = digest.around(c, *span)
         sub = dg.container(c, samples=True)
         fixed = _clear_notes(sub, dg.audio(original))
+        release_free_memory()  # the span's renders and measures, freed
         if fixed is sub:
             continue
         for ti, t in enumerate(c.score.tracks):

@@ -18,7 +18,9 @@ Units and shapes
   (divided by the tempo factor on a tempo-changed decode).
 
 The coded envelope is the ``RESD`` chunk's payload (:mod:`semcodec.container.resd`,
-docs/FORMAT.md section 6c).
+docs/FORMAT.md section 6c), or for a grid longer than SEGMENT_S the ``RESS`` chunk's (section
+6d): the same grid in segments that a stream decodes as it reaches them
+(:class:`SegmentedEnvelope`).
 """
 
 from __future__ import annotations
@@ -68,6 +70,66 @@ class Envelope:
     @property
     def n_frames(self) -> int:
         return int(self.mask.shape[1])
+
+    @property
+    def any_coded(self) -> bool:
+        """Whether any cell is coded."""
+        return bool(np.any(self.mask))
+
+    def window(self, c0: int, c1: int) -> "Envelope":
+        """The envelope of grid frames ``c0 .. c1 - 1``."""
+        return Envelope(levels=self.levels[:, c0:c1], mask=self.mask[:, c0:c1],
+                        period_s=self.period_s, step_db=self.step_db)
+
+
+class SegmentedEnvelope:
+    """A segmented RESD payload (:func:`semcodec.container.resd.encode_segmented`) read
+    lazily: the same attributes as :class:`Envelope` but ``levels``/``mask``, and
+    :meth:`window` decodes only the segments it covers (the last ones asked are kept), so a
+    stream that walks the grid forwards decodes each segment once, when it reaches it.  The
+    segments' range codes are checked then (ContainerError)."""
+
+    #: Segments kept decoded (a window spans at most two of them at the stream's block sizes).
+    KEEP = 3
+
+    def __init__(self, payload: bytes, duration_s: float) -> None:
+        self._payload = bytes(payload)
+        self._index = resd.segment_index(self._payload, duration_s)
+        self.period_s, self.step_db = self._index.period_s, self._index.step_db
+        self.n_bands, self.n_frames = self._index.n_bands, self._index.n_frames
+        self._kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        #: Segments decoded so far (a segment decoded again after it was dropped counts twice).
+        self.decoded = 0
+
+    #: A segmented payload is written only with some coded cell (a payload may lie: then the
+    #: decode goes through the STFT with no cell changed, a round-off apart).
+    any_coded = True
+
+    @property
+    def n_segments(self) -> int:
+        return len(self._index.spans)
+
+    def _segment(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        got = self._kept.pop(i, None)
+        if got is None:
+            lv, mk = resd.decode_segment(self._payload, self._index, i)
+            got = (np.asarray(lv, np.int64).reshape(self.n_bands, -1),
+                   np.asarray(mk, bool).reshape(self.n_bands, -1))
+            self.decoded += 1
+        self._kept[i] = got  # the most recent last
+        while len(self._kept) > self.KEEP:
+            self._kept.pop(next(iter(self._kept)))
+        return got
+
+    def window(self, c0: int, c1: int) -> Envelope:
+        """The envelope of grid frames ``c0 .. c1 - 1`` (decoding the segments it covers)."""
+        c0, c1 = max(0, c0), min(self.n_frames, c1)
+        seg = self._index.segment_frames
+        parts = [self._segment(i) for i in range(c0 // seg, (max(c0, c1 - 1)) // seg + 1)]
+        first = (c0 // seg) * seg
+        levels = np.concatenate([p[0] for p in parts], axis=1)[:, c0 - first:c1 - first]
+        mask = np.concatenate([p[1] for p in parts], axis=1)[:, c0 - first:c1 - first]
+        return Envelope(levels=levels, mask=mask, period_s=self.period_s, step_db=self.step_db)
 
 
 # ------------------------------------------------------------------------------------------
@@ -184,7 +246,8 @@ def band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, frames: np
 class _Plan:
     """The grid of an envelope laid over a decode of ``n`` samples at ``sr`` Hz."""
 
-    def __init__(self, env: Envelope, sr: int, sr_original: int, n: int, tempo: float) -> None:
+    def __init__(self, env: "Envelope | SegmentedEnvelope", sr: int, sr_original: int, n: int,
+                 tempo: float) -> None:
         self.n_fft, self.hop = stft_size(sr)
         self.n = n
         n_stft = n // self.hop + 2
@@ -394,7 +457,8 @@ def apply_stream(read: Callable[[], Iterator[np.ndarray]], n: int, sr: int, env:
     yield from _synthesize(_segments(read(), n, plan.hop, bounds), plan, bounds, cells)
 
 
-def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int, env: Envelope,
+def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int,
+                      env: "Envelope | SegmentedEnvelope",
                       sr_original: int, tempo: float = 1.0,
                       block_frames: int | None = None) -> Iterator[np.ndarray]:
     """:func:`apply_stream` in one pass over ``blocks`` (the decode, ``n`` samples): a block's
@@ -404,7 +468,7 @@ def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int, env: Envelo
     noise another draw).  With the default, the same numbers as :func:`apply_stream`, except
     for an envelope that changes no cell at all (then the output is the decode through the
     STFT unchanged: a round-off apart)."""
-    if not np.any(env.mask) or n == 0:
+    if not env.any_coded or n == 0:
         yield from blocks
         return
     plan = _Plan(env, sr, sr_original, n, tempo)
@@ -430,8 +494,7 @@ def apply_stream_once(blocks: Iterator[np.ndarray], n: int, sr: int, env: Envelo
     def cells(k0: int, k1: int) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
         c0, c1 = int(plan.frames[k0]), int(plan.frames[k1 - 1]) + 1
         f0, f1 = np.searchsorted(plan.frames, [c0, c1])  # every frame of those cells
-        sub = Envelope(levels=env.levels[:, c0:c1], mask=env.mask[:, c0:c1],
-                       period_s=env.period_s, step_db=env.step_db)
+        sub = env.window(c0, c1)
         gain, amp = _cell_gains(sub, _cell_means(per_frame[f0:f1], plan.frames[f0:f1] - c0,
                                                  c1 - c0))
         return gain, amp, plan.frames[k0:k1] - c0
@@ -663,15 +726,42 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
 # ------------------------------------------------------------------------------------------
 
 
+#: About this long (s), each segment of a segmented payload; a grid of at most one segment
+#: is written whole (the RESD layout, as before format 1.7).
+SEGMENT_S = 60.0
+
+
+def segment_frames(period_s: float) -> int:
+    """Grid frames per segment of a segmented payload with frames of ``period_s`` s."""
+    return max(1, min(resd.MAX_SEGMENT_FRAMES, int(round(SEGMENT_S / period_s))))
+
+
 def encode_envelope(env: Envelope) -> bytes:
-    """The RESD payload of ``env`` (:func:`semcodec.resd.encode`)."""
+    """The residual payload of ``env``: the whole-grid layout (:func:`semcodec.resd.encode`,
+    chunk RESD) when it spans at most one segment of about SEGMENT_S seconds, else the
+    segmented one (:func:`semcodec.resd.encode_segmented`, chunk RESS), whose segments a
+    player decodes as it reaches them."""
     levels = np.where(env.mask, env.levels, 0).astype(np.int64)
-    return resd.encode(resd.Grid(env.n_bands, env.period_s, env.step_db, levels.tolist(),
-                                 env.mask.astype(bool).tolist()))
+    grid = resd.Grid(env.n_bands, env.period_s, env.step_db, levels.tolist(),
+                     env.mask.astype(bool).tolist())
+    seg = segment_frames(env.period_s)
+    if env.n_frames > seg:
+        return resd.encode_segmented(grid, seg)
+    return resd.encode(grid)
+
+
+def stream_envelope(payload: bytes, duration_s: float) -> "Envelope | SegmentedEnvelope":
+    """The envelope of a residual payload for :func:`apply_stream_once`: a
+    :class:`SegmentedEnvelope` (segments decoded when reached) for the segmented layout,
+    else :func:`decode_envelope` (ContainerError if invalid)."""
+    if resd.is_segmented(payload):
+        return SegmentedEnvelope(payload, duration_s)
+    return decode_envelope(payload, duration_s)
 
 
 def decode_envelope(payload: bytes, duration_s: float) -> Envelope:
-    """Parse a RESD payload for a clip of ``duration_s`` seconds (ContainerError if invalid)."""
+    """Parse a residual payload (either layout) for a clip of ``duration_s`` seconds
+    (ContainerError if invalid)."""
     g = resd.decode(payload, duration_s)
     return Envelope(levels=np.asarray(g.levels, np.int64).reshape(g.n_bands, -1),
                     mask=np.asarray(g.mask, bool).reshape(g.n_bands, -1),

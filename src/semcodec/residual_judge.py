@@ -21,11 +21,20 @@ from semcodec.synth.dsp import rfft_rows
 JUDGE_N_FFTS = (1024, 2048, 4096)
 JUDGE_MELS = 128
 JUDGE_FLOOR = 1e-5
-#: STFT frames of one block of the judge's log-mel (bounded memory on long inputs).
+#: STFT frames of one block of the judge's log-mel (bounded memory on long inputs) at the
+#: finest resolution; coarser ones take as many samples of frames per block (JUDGE_BLOCK x
+#: 1024 x 4 bytes: ~17 MB of float32 frames, where 4096 frames of 4096 samples took ~185 MB
+#: with their spectra on a long input), so that the block's memory does not grow with n_fft.
 JUDGE_BLOCK = 4096
 #: STFT frames of one step of the judge's benefit (a multiple of JUDGE_BLOCK; ~95 s at
 #: 44.1 kHz for the finest resolution): its temporaries stay bounded on long inputs.
 JUDGE_SPAN = 4 * JUDGE_BLOCK
+
+
+def block_frames(n_fft: int) -> int:
+    """Frames per block of the judge's log-mel at ``n_fft``: JUDGE_BLOCK frames of 1024
+    samples' worth (JUDGE_BLOCK at 1024 or less, half as many at 2048, ...)."""
+    return max(1, JUDGE_BLOCK * 1024 // max(1024, n_fft))
 
 
 class Judge:
@@ -75,8 +84,9 @@ class Judge:
         half = n_fft // 2
         k1 = 1 + len(v) // hop if k1 is None else k1
         out = np.empty((k1 - k0, mel.shape[0]), np.float32)
-        for a in range(k0, k1, JUDGE_BLOCK):
-            b = min(k1, a + JUDGE_BLOCK)
+        step = block_frames(n_fft)
+        for a in range(k0, k1, step):
+            b = min(k1, a + step)
             seg = _cut(v, a * hop - half, (b - 1) * hop - half + n_fft)
             mag = np.abs(rfft_rows(_rows(seg, b - a, n_fft, hop) * window))
             out[a - k0:b - k0] = np.log10(np.maximum(mag @ mel.T, JUDGE_FLOOR))

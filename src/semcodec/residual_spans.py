@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from semcodec.runtime import release_free_memory
 from semcodec.residual import (
     DEFAULT_STEP_DB,
     GRIDS,
@@ -126,6 +127,7 @@ class SpanCoder(ResidualCoder):
             levels.append(lv)
             benefit.append(bn)
             done += want
+            release_free_memory()  # the span's temporaries: not under the next span's
         out = Analysis(levels=np.concatenate(levels, axis=1),
                        benefit=np.concatenate(benefit, axis=1),
                        period_s=period_s, step_db=self.step_db)

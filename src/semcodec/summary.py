@@ -23,7 +23,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     beyond its engine, in words, or None), samples (track from 1, start and duration in s, codec,
     sample_rate, bytes, key), chunks (type, offset, bytes) and parts ({header, score, timbres,
     samples, oneshots, residual, texts: {bytes, kbps}}, adding up to the file), and
-    residual (None, or the RESD grid: bands, period_s, step_db, cells, coded_cells, bytes).
+    residual (None, or the RESD/RESS grid: bands, period_s, step_db, cells, coded_cells, bytes,
+    segments: 1 for the whole-grid RESD layout).
     """
     scor = [ch for ch in chunk_table(data) if ch.type == "SCOR"]  # its payload: less framing
     sizes = track_sizes(c, scor[0].length - 12 if scor else None)
@@ -72,13 +73,15 @@ def neural_model_summary(c: SmcFile) -> dict[str, Any]:
 
 
 def residual_summary(c: SmcFile) -> dict[str, Any] | None:
-    """The RESD chunk's grid in numbers (None when the file has none)."""
+    """The residual's grid in numbers (None when the file has none)."""
     if not c.residual:
         return None
     g = resd.decode(c.residual, c.duration)
     return {"bands": g.n_bands, "period_s": g.period_s, "step_db": g.step_db,
             "cells": g.n_bands * len(g.mask[0]), "coded_cells": sum(sum(row) for row in g.mask),
-            "bytes": len(c.residual)}
+            "bytes": len(c.residual),
+            "segments": (len(resd.segment_index(c.residual, c.duration).spans)
+                         if resd.is_segmented(c.residual) else 1)}
 
 
 def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
@@ -128,7 +131,8 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
     if r:
         lines.append(f"residual   {r['bands']} bands x {r['period_s'] * 1000:g} ms frames, "
                      f"{r['step_db']:g} dB steps, {r['coded_cells']} of {r['cells']} cells "
-                     f"coded, {r['bytes']} bytes")
+                     f"coded, {r['bytes']} bytes"
+                     + (f" in {r['segments']} segments" if r.get("segments", 1) > 1 else ""))
     lines.append("parts")
     for k, v in summary["parts"].items():
         lines.append(f"  {k:<9} {v['bytes']:8d} bytes  {v['kbps']:.3f} kbps")

@@ -2,7 +2,8 @@
 
 A file is: magic, version, a compact JSON header protected by a CRC32, then CRC-protected
 chunks (``SCOR`` score, ``TIMB`` timbres, ``SAMP`` audio samples, ``SKEY`` sample keys,
-``TAGS`` long texts, ``BEAT`` tempo map, ``RESD`` residual envelope) and a final ``END``
+``TAGS`` long texts, ``BEAT`` tempo map, ``RESD`` residual envelope, or ``RESS`` the same in
+time segments) and a final ``END``
 chunk.  The reader treats every byte as hostile: every length is capped by a constant and by
 the bytes that remain, decompression is bounded, the JSON header is depth-checked before it is
 parsed, and every decoded value is range-checked.  Any problem raises
@@ -17,7 +18,7 @@ per job:
 - ``strictjson``: JSON for hostile input
 - ``header``: the JSON header's fields and their validation
 - ``score_chunk``: the SCOR chunk; ``chunks``: TIMB, SAMP, SKEY and TAGS; ``beat_chunk``:
-  BEAT; ``resd``: RESD
+  BEAT; ``resd``: RESD and RESS
 - ``framing``: preamble, chunk records and CRCs
 - ``smcfile``: :class:`SmcFile`, everything a file holds (the API's ``semcodec.Container``
   subclasses it)
@@ -32,6 +33,7 @@ from semcodec.container.smcfile import (PARTS, SmcFile, bitrate_kbps, dumps, loa
 from semcodec.container.spec import (
     CHUNK_END,
     CHUNK_RESIDUAL,
+    CHUNK_RESIDUAL_SEGMENTS,
     CHUNK_SAMPLE_KEYS,
     CHUNK_SAMPLES,
     CHUNK_SCORE,
@@ -48,6 +50,7 @@ from semcodec.container.spec import (
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_NEURAL_MODEL,
     FORMAT_MINOR_RESIDUAL,
+    FORMAT_MINOR_RESIDUAL_SEGMENTS,
     FORMAT_MINOR_SAMPLE_KEYS,
     FORMAT_MINOR_TEMPO_MAP,
     LZMA2_DICT_SIZE,
@@ -79,6 +82,7 @@ __all__ = [
     "FORMAT_MINOR_TEMPO_MAP",
     "FORMAT_MINOR_NEURAL_MODEL",
     "FORMAT_MINOR_RESIDUAL",
+    "FORMAT_MINOR_RESIDUAL_SEGMENTS",
     "MAGIC",
     "CHUNK_SCORE",
     "CHUNK_TIMBRE",
@@ -87,6 +91,7 @@ __all__ = [
     "CHUNK_SAMPLE_KEYS",
     "CHUNK_TEMPO_MAP",
     "CHUNK_RESIDUAL",
+    "CHUNK_RESIDUAL_SEGMENTS",
     "CHUNK_END",
     "CODEC_NONE",
     "CODEC_DEFLATE",

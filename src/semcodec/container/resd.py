@@ -1,4 +1,5 @@
-"""The ``RESD`` chunk payload (format 1.5): a residual band-energy grid, range-coded.
+"""The ``RESD`` chunk payload (format 1.5) and the segmented ``RESS`` one (format 1.7): a
+residual band-energy grid, range-coded.
 
 Standard library only (the container reads and validates it without numpy); the analysis and
 the synthesis that use the grid live in :mod:`semcodec.residual`.  Byte layout (docs/FORMAT.md,
@@ -8,6 +9,12 @@ the leading zero byte omitted) of every cell's mask bit and, for the cells whose
 the difference between the cell's level and its prediction.  Cells are visited frame by
 frame, bands from low to high.
 
+The segmented layout (flags 1, chunk ``RESS``, docs/FORMAT.md section 6d) cuts the frames into
+segments of ``F`` frames, each range-coded on its own as if it were a whole grid (fresh
+probabilities, nothing known before its first frame), behind an index of their lengths: a
+player decodes only the segments it reaches (:func:`segment_index`, :func:`decode_segment`),
+so that a long file starts at once.
+
 A grid is ``(n_bands, period_s, step_db, levels, mask)`` with ``levels[b][t]`` an int (the
 band's mean power in dB divided by ``step_db``; 0 where the mask is off) and ``mask[b][t]`` a
 bool, ``b < n_bands``, ``t < n_frames(duration, period_s)``.
@@ -16,6 +23,7 @@ bool, ``b < n_bands``, ``t < n_frames(duration, period_s)``.
 from __future__ import annotations
 
 import math
+import struct
 import threading
 from typing import NamedTuple
 
@@ -33,6 +41,16 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MIN_LEVEL_DB, MAX_LEVEL_DB = -150.0, 90.0
 #: Bytes of the parameter head.
 HEAD_BYTES = 4
+#: Head flag of the segmented layout (the ``RESS`` chunk, format 1.7).
+FLAG_SEGMENTED = 1
+#: Bounds of a segment's length (frames) in the segmented layout.
+MIN_SEGMENT_FRAMES, MAX_SEGMENT_FRAMES = 1, 65535
+#: Bytes of the segmented layout's head after the parameter head (u16 frames per segment).
+SEGMENT_HEAD_BYTES = 2
+#: Bytes of one entry of the segment index (u32 length of the segment's range code).
+SEGMENT_ENTRY_BYTES = 4
+#: Fewest bytes of a range code (the decoder starts by reading four).
+MIN_CODE_BYTES = 4
 
 _PROB_BITS = 11
 _PROB_INIT = 1 << (_PROB_BITS - 1)
@@ -294,8 +312,9 @@ def _units(grid_value: float, scale: int, lo: int, hi: int, what: str) -> int:
     return units
 
 
-def encode(grid: Grid) -> bytes:
-    """The RESD payload of ``grid`` (ContainerError if a value cannot be stored)."""
+def _checked(grid: Grid) -> tuple[int, int, list[list[int]], list[list[bool]]]:
+    """(period units, step units, levels, mask) of ``grid``, validated (ContainerError if a
+    value cannot be stored)."""
     if not MIN_BANDS <= grid.n_bands <= MAX_BANDS:
         raise ContainerError(f"RESD: {grid.n_bands} bands outside {MIN_BANDS}..{MAX_BANDS}")
     period = _units(grid.period_s, 100, MIN_PERIOD_UNITS, MAX_PERIOD_UNITS, "frame period (s)")
@@ -314,18 +333,52 @@ def encode(grid: Grid) -> bytes:
         for t in range(frames):
             if mask[b][t] and not lo <= levels[b][t] <= hi:
                 raise ContainerError(f"RESD: level {levels[b][t]} outside {lo}..{hi}")
+    return period, step, levels, mask
+
+
+def _range_code(n_bands: int, step_db: float, levels: list[list[int]],
+                mask: list[list[bool]]) -> bytes:
+    """The range code of a whole grid (or of one segment, coded as if it were one)."""
     enc = _Encoder()
-    _walk(grid.n_bands, frames, grid.step_db, enc, None, levels, mask)
-    out = bytes([grid.n_bands, period, step, 0]) + enc.finish()
+    _walk(n_bands, len(mask[0]), step_db, enc, None, levels, mask)
+    return enc.finish()
+
+
+def _capped(out: bytes) -> bytes:
     if len(out) > MAX_PAYLOAD_BYTES:
         raise ContainerError(f"RESD: {len(out)} bytes exceed the cap of {MAX_PAYLOAD_BYTES}")
     return out
 
 
+def encode(grid: Grid) -> bytes:
+    """The RESD payload of ``grid`` (ContainerError if a value cannot be stored)."""
+    period, step, levels, mask = _checked(grid)
+    code = _range_code(grid.n_bands, grid.step_db, levels, mask)
+    return _capped(bytes([grid.n_bands, period, step, 0]) + code)
+
+
+def encode_segmented(grid: Grid, segment_frames: int) -> bytes:
+    """The segmented payload (flags FLAG_SEGMENTED, chunk ``RESS``) of ``grid``: its frames cut
+    into segments of ``segment_frames`` (the last one shorter), each range-coded on its own,
+    behind an index of their lengths (ContainerError if a value cannot be stored)."""
+    if not MIN_SEGMENT_FRAMES <= segment_frames <= MAX_SEGMENT_FRAMES:
+        raise ContainerError(f"RESD: {segment_frames} frames per segment outside "
+                             f"{MIN_SEGMENT_FRAMES}..{MAX_SEGMENT_FRAMES}")
+    period, step, levels, mask = _checked(grid)
+    frames = len(mask[0])
+    codes = [_range_code(grid.n_bands, grid.step_db, [row[t0:t0 + segment_frames] for row in levels],
+                         [row[t0:t0 + segment_frames] for row in mask])
+             for t0 in range(0, frames, segment_frames)]
+    head = bytes([grid.n_bands, period, step, FLAG_SEGMENTED]) + struct.pack("<H", segment_frames)
+    index = b"".join(struct.pack("<I", len(c)) for c in codes)
+    return _capped(head + index + b"".join(codes))
+
+
 def check_head(payload: bytes, duration_s: float) -> tuple[int, float, float, int]:
     """(n_bands, period_s, step_db, n_frames) of a payload's head, validated; ContainerError
-    if the payload is too short or too long, or a parameter is out of range."""
-    if len(payload) < HEAD_BYTES + 4:
+    if the payload is too short or too long, or a parameter is out of range (flags: 0 or
+    FLAG_SEGMENTED, see :func:`is_segmented`)."""
+    if len(payload) < HEAD_BYTES + MIN_CODE_BYTES:
         raise ContainerError(f"RESD: {len(payload)} bytes, too short")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ContainerError(f"RESD: {len(payload)} bytes exceed the cap of {MAX_PAYLOAD_BYTES}")
@@ -338,7 +391,7 @@ def check_head(payload: bytes, duration_s: float) -> tuple[int, float, float, in
     if not MIN_STEP_UNITS <= step <= MAX_STEP_UNITS:
         raise ContainerError(f"RESD: step {step / 2:g} dB outside "
                              f"{MIN_STEP_UNITS / 2:g}..{MAX_STEP_UNITS / 2:g} dB")
-    if flags != 0:
+    if flags not in (0, FLAG_SEGMENTED):
         raise ContainerError(f"RESD: unknown flags {flags}")
     frames = n_frames(duration_s, period / 100.0)
     if n_bands * frames > MAX_CELLS:
@@ -346,9 +399,91 @@ def check_head(payload: bytes, duration_s: float) -> tuple[int, float, float, in
     return n_bands, period / 100.0, step / 2.0, frames
 
 
+def is_segmented(payload: bytes) -> bool:
+    """Whether ``payload`` has the segmented layout (flags FLAG_SEGMENTED: chunk ``RESS``)
+    rather than the whole-grid one (flags 0: chunk ``RESD``); only the flags byte is read."""
+    return len(payload) >= HEAD_BYTES and payload[HEAD_BYTES - 1] == FLAG_SEGMENTED
+
+
+class SegmentIndex(NamedTuple):
+    """The head and index of a segmented payload (:func:`segment_index`): grid parameters,
+    frames per segment, and for segment ``i`` the byte range ``spans[i]`` of its range code
+    in the payload; it covers frames ``i * segment_frames`` up to the next segment's first
+    (or ``n_frames``)."""
+
+    n_bands: int
+    period_s: float
+    step_db: float
+    n_frames: int
+    segment_frames: int
+    spans: tuple[tuple[int, int], ...]
+
+    def frames_of(self, i: int) -> tuple[int, int]:
+        """Frames ``(t0, t1)`` of segment ``i``."""
+        t0 = i * self.segment_frames
+        return t0, min(self.n_frames, t0 + self.segment_frames)
+
+
+def segment_index(payload: bytes, duration_s: float) -> SegmentIndex:
+    """The validated head and index of a segmented payload for a clip of ``duration_s``
+    seconds (the segments' range codes are not read); ContainerError if it is not one, or
+    the index does not add up to the payload."""
+    n_bands, period_s, step_db, frames = check_head(payload, duration_s)
+    if not is_segmented(payload):
+        raise ContainerError("RESD: not the segmented layout")
+    at = HEAD_BYTES + SEGMENT_HEAD_BYTES
+    if len(payload) < at:
+        raise ContainerError(f"RESD: {len(payload)} bytes, too short")
+    (seg,) = struct.unpack_from("<H", payload, HEAD_BYTES)
+    if not MIN_SEGMENT_FRAMES <= seg <= MAX_SEGMENT_FRAMES:
+        raise ContainerError(f"RESD: {seg} frames per segment outside "
+                             f"{MIN_SEGMENT_FRAMES}..{MAX_SEGMENT_FRAMES}")
+    count = -(-frames // seg)
+    if at + count * (SEGMENT_ENTRY_BYTES + MIN_CODE_BYTES) > len(payload):
+        raise ContainerError(f"RESD: {count} segments do not fit in {len(payload)} bytes")
+    lengths = struct.unpack_from(f"<{count}I", payload, at)
+    pos = at + count * SEGMENT_ENTRY_BYTES
+    spans = []
+    for i, length in enumerate(lengths):
+        if length < MIN_CODE_BYTES:
+            raise ContainerError(f"RESD: segment {i} of {length} bytes, too short")
+        spans.append((pos, pos + length))
+        pos += length
+    if pos != len(payload):
+        raise ContainerError(f"RESD: the segment index adds up to {pos} bytes, the payload "
+                             f"holds {len(payload)}")
+    return SegmentIndex(n_bands, period_s, step_db, frames, seg, tuple(spans))
+
+
+def _decode_code(code: bytes, n_bands: int, frames: int,
+                 step_db: float) -> tuple[list[list[int]], list[list[bool]]]:
+    """(levels, mask) of a grid of ``frames`` frames from its range code (validated)."""
+    levels = [[0] * frames for _ in range(n_bands)]
+    mask = [[False] * frames for _ in range(n_bands)]
+    dec = _Decoder(code)
+    _walk(n_bands, frames, step_db, None, dec, levels, mask)
+    dec.finish()
+    return levels, mask
+
+
+def decode_segment(payload: bytes, index: SegmentIndex,
+                   i: int) -> tuple[list[list[int]], list[list[bool]]]:
+    """(levels, mask) of segment ``i`` of a segmented payload (``index``: its
+    :func:`segment_index`): ``n_bands`` rows of the segment's frames (``index.frames_of(i)``);
+    ContainerError if its range code is invalid."""
+    if not 0 <= i < len(index.spans):
+        raise IndexError(f"segment {i} of {len(index.spans)}")
+    t0, t1 = index.frames_of(i)
+    a, b = index.spans[i]
+    try:
+        return _decode_code(payload[a:b], index.n_bands, t1 - t0, index.step_db)
+    except ContainerError as exc:
+        raise ContainerError(f"{exc} (segment {i})") from None
+
+
 def decode(payload: bytes, duration_s: float) -> Grid:
-    """Parse and validate a RESD payload for a clip of ``duration_s`` seconds (the range code
-    must end exactly at the payload's end); ContainerError on any problem.
+    """Parse and validate a RESD payload (either layout) for a clip of ``duration_s`` seconds
+    (each range code must end exactly where it is said to end); ContainerError on any problem.
 
     The last few payloads decoded are remembered (a file is checked when it is read or
     written, then decoded again to be played: a 60-min payload takes ~2 s in pure Python);
@@ -357,13 +492,20 @@ def decode(payload: bytes, duration_s: float) -> Grid:
     with _DECODED_LOCK:
         g = _DECODED.get(key)
     if g is None:
-        n_bands, period_s, step_db, frames = check_head(payload, duration_s)
-        levels = [[0] * frames for _ in range(n_bands)]
-        mask = [[False] * frames for _ in range(n_bands)]
-        dec = _Decoder(payload[HEAD_BYTES:])
-        _walk(n_bands, frames, step_db, None, dec, levels, mask)
-        dec.finish()
-        g = Grid(n_bands, period_s, step_db, levels, mask)
+        if is_segmented(payload):
+            idx = segment_index(payload, duration_s)
+            levels: list[list[int]] = [[] for _ in range(idx.n_bands)]
+            mask: list[list[bool]] = [[] for _ in range(idx.n_bands)]
+            for i in range(len(idx.spans)):
+                lv, mk = decode_segment(payload, idx, i)
+                for b in range(idx.n_bands):
+                    levels[b] += lv[b]
+                    mask[b] += mk[b]
+            g = Grid(idx.n_bands, idx.period_s, idx.step_db, levels, mask)
+        else:
+            n_bands, period_s, step_db, frames = check_head(payload, duration_s)
+            levels, mask = _decode_code(payload[HEAD_BYTES:], n_bands, frames, step_db)
+            g = Grid(n_bands, period_s, step_db, levels, mask)
         with _DECODED_LOCK:
             _DECODED[key] = g
             while len(_DECODED) > _REMEMBERED:

@@ -35,6 +35,7 @@ from semcodec.container.spec import (
     _U32,
     CHUNK_END,
     CHUNK_RESIDUAL,
+    CHUNK_RESIDUAL_SEGMENTS,
     CHUNK_SAMPLE_KEYS,
     CHUNK_SAMPLES,
     CHUNK_SCORE,
@@ -47,6 +48,7 @@ from semcodec.container.spec import (
     FORMAT_MINOR_PAN,
     FORMAT_MINOR_RENDER,
     FORMAT_MINOR_RESIDUAL,
+    FORMAT_MINOR_RESIDUAL_SEGMENTS,
     FORMAT_MINOR_SAMPLE_KEYS,
     FORMAT_MINOR_TEMPO_MAP,
     MAGIC,
@@ -99,8 +101,8 @@ def part_sizes(c: "SmcFile", data: bytes) -> dict[str, int]:
     ``len(data)``: ``header`` (preamble, JSON header less the tracks' "render" objects, header
     CRC, END chunk and any unknown chunk), ``score`` (SCOR), ``timbres`` (TIMB plus the
     "render" objects: spectral corrections, rooms), ``samples`` (the pitched excerpts' share of
-    SAMP), ``oneshots`` (the drum one-shots' share of SAMP, and SKEY), ``residual`` (RESD,
-    the residual layer) and ``texts`` (TAGS)."""
+    SAMP), ``oneshots`` (the drum one-shots' share of SAMP, and SKEY), ``residual`` (RESD
+    or RESS, the residual layer) and ``texts`` (TAGS)."""
     from semcodec.container.framing import chunk_table  # noqa: PLC0415
 
     out = dict.fromkeys(PARTS, 0)
@@ -128,7 +130,7 @@ def part_sizes(c: "SmcFile", data: bytes) -> dict[str, int]:
                 out["oneshots"] += keyed + framing
         elif ch.type == "SKEY":
             out["oneshots"] += ch.length
-        elif ch.type == "RESD":
+        elif ch.type in ("RESD", "RESS"):
             out["residual"] += ch.length
         elif ch.type == "TAGS":
             out["texts"] += ch.length
@@ -156,7 +158,9 @@ class SmcFile:
     texts: dict[str, str] = field(default_factory=dict)
     encoder: str = ""
     extra: dict = field(default_factory=dict)
-    #: The RESD payload (format 1.5; :mod:`semcodec.container.resd`), b"" for none.
+    #: The residual payload (:mod:`semcodec.container.resd`), b"" for none: the whole-grid
+    #: layout (format 1.5, chunk RESD) or the segmented one (format 1.7, chunk RESS, for long
+    #: files: see :func:`semcodec.container.resd.is_segmented`).
     residual: bytes = b""
     #: The neural model the timbres were fitted to (format 1.6: 12 hex of its weights' sha256;
     #: "" = none named, i.e. the legacy model, see :mod:`semcodec.synth.weights`).
@@ -219,9 +223,11 @@ class SmcFile:
         panned = any("pan" in t or "engine" in t for t in h["tracks"])
         rendered = any("render" in t for t in h["tracks"])
         tempo_map = self.score.tempo_map
+        segmented = bool(self.residual) and resd.is_segmented(self.residual)
         if self.residual:
             resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
-        minor = (FORMAT_MINOR_NEURAL_MODEL if self.neural_model
+        minor = (FORMAT_MINOR_RESIDUAL_SEGMENTS if segmented
+                 else FORMAT_MINOR_NEURAL_MODEL if self.neural_model
                  else FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_RENDER if rendered
                  else FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
                  else FORMAT_MINOR_SAMPLE_KEYS if keyed else FORMAT_MINOR)
@@ -241,24 +247,29 @@ class SmcFile:
         if tempo_map is not None:
             parts.append(_chunk(CHUNK_TEMPO_MAP, _encode_tempo_map(tempo_map, duration)))
         if self.residual:
-            parts.append(_chunk(CHUNK_RESIDUAL, bytes(self.residual)))
+            parts.append(_chunk(CHUNK_RESIDUAL_SEGMENTS if segmented else CHUNK_RESIDUAL,
+                                bytes(self.residual)))
         parts.append(_chunk(CHUNK_END, b""))
         return b"".join(parts)
 
     # --- reading --------------------------------------------------------------------------
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Parse ``.smc`` bytes; raises ContainerError on any problem."""
+    def from_bytes(cls, data: bytes, *, check_residual: bool = True) -> Self:
+        """Parse ``.smc`` bytes; raises ContainerError on any problem.
+
+        ``check_residual=False``: of a segmented residual (RESS) only the index is checked
+        here; each segment's range code is checked when a decoder reaches it (a player that
+        starts at once: :func:`semcodec.residual.stream_envelope`)."""
         try:
-            return cls._from_bytes(_as_bytes(data))
+            return cls._from_bytes(_as_bytes(data), check_residual)
         except ContainerError:
             raise
         except (RecursionError, MemoryError) as exc:  # pragma: no cover - defensive
             raise _fail(f"file too complex to read ({type(exc).__name__})") from None
 
     @classmethod
-    def _from_bytes(cls, data: bytes) -> Self:
+    def _from_bytes(cls, data: bytes, check_residual: bool = True) -> Self:
         raw_header, pos = _parse_preamble(data)
         hdr = _validate_header(_parse_json(raw_header, "header"))
         chunks = _parse_chunks(data, pos)
@@ -300,9 +311,18 @@ class SmcFile:
         tempo_map = (_decode_tempo_map(seen[CHUNK_TEMPO_MAP], duration)
                      if CHUNK_TEMPO_MAP in seen else None)
         residual = b""
+        if CHUNK_RESIDUAL in seen and CHUNK_RESIDUAL_SEGMENTS in seen:
+            raise _fail("both a RESD and a RESS chunk")
         if CHUNK_RESIDUAL in seen:
             residual = bytes(seen[CHUNK_RESIDUAL])
+            if resd.is_segmented(residual):
+                raise _fail("RESD: the segmented layout belongs in a RESS chunk")
             resd.decode(residual, duration)  # every rule of the chunk, checked now
+        elif CHUNK_RESIDUAL_SEGMENTS in seen:
+            residual = bytes(seen[CHUNK_RESIDUAL_SEGMENTS])
+            resd.segment_index(residual, duration)  # raises unless segmented and consistent
+            if check_residual:
+                resd.decode(residual, duration)  # every segment's range code
         score = Score(
             tracks=tuple(tracks),
             tempo_bpm=hdr.tempo_bpm,

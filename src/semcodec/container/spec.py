@@ -19,9 +19,11 @@ CHUNK_TAGS = b"TAGS"
 CHUNK_SAMPLE_KEYS = b"SKEY"
 CHUNK_TEMPO_MAP = b"BEAT"
 CHUNK_RESIDUAL = b"RESD"
+#: The residual in time segments, each decodable on its own (format 1.7).
+CHUNK_RESIDUAL_SEGMENTS = b"RESS"
 CHUNK_END = b"END\x00"
 _KNOWN_CHUNKS = (CHUNK_SCORE, CHUNK_TIMBRE, CHUNK_SAMPLES, CHUNK_TAGS, CHUNK_SAMPLE_KEYS,
-                 CHUNK_TEMPO_MAP, CHUNK_RESIDUAL)
+                 CHUNK_TEMPO_MAP, CHUNK_RESIDUAL, CHUNK_RESIDUAL_SEGMENTS)
 #: Minor version written when a file uses a 1.1 feature (the SKEY chunk); 1.0 otherwise.
 FORMAT_MINOR_SAMPLE_KEYS = 1
 #: Minor version written when a track has a stereo position or an engine preference ("pan",
@@ -54,8 +56,10 @@ FORMAT_MINOR_RESIDUAL = 5
 FORMAT_MINOR_NEURAL_MODEL = 6
 #: Longest "neural_model" value read (the writer stores 12 hex digits).
 MAX_NEURAL_MODEL_CHARS = 64
+#: Minor version written when the residual is in time segments (the RESS chunk).
+FORMAT_MINOR_RESIDUAL_SEGMENTS = 7
 #: The newest minor version this reader and writer know (``--version`` names it).
-FORMAT_MINOR_LATEST = FORMAT_MINOR_NEURAL_MODEL
+FORMAT_MINOR_LATEST = FORMAT_MINOR_RESIDUAL_SEGMENTS
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).
