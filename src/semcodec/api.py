@@ -515,7 +515,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
     then its residual coded against that decode with the bytes left, then the notes led
     further by the lag the decode with its residual still has (the residual unchanged: its
-    levels are the original's, whatever the decode).  The same bytes as one after the other:
+    levels are the original's, whatever the decode; not measured when the first alignment
+    heard every track on time).  The same bytes as one after the other:
     residuals are coded meanwhile on second threads, of the unrepaired ``c`` and of the first
     candidate of each round of the repair as soon as it is made (which cancels that of the
     round before); the one of the file the repair and the alignment return is used, the
@@ -553,7 +554,10 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     measured = Measured()
     cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
                                 measured=measured, on_verdict=on_verdict if speculate else None)
-    repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured)
+    #: the leads the alignment's first pass found (none when it did not hear the decode)
+    first_leads: list[dict[int, float]] = []
+    repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured,
+                                    on_leads=first_leads.append)
     del measured
     if residual:
         report("residual", 0.0)
@@ -572,9 +576,11 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if k != kept:
                 _join_discarded(result)
         report("residual", 1.0)
-        if repaired.residual:
+        if repaired.residual and not (first_leads and not first_leads[0]):
             # the residual's attenuation of the decode's attacks delays where they are heard
-            # again (bench strings ensemble: ~40 ms more): the notes are led by that too
+            # again (bench strings ensemble: ~40 ms more): the notes are led by that too;
+            # not measured again when the first pass heard every track on time (no lead of
+            # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
             repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
     return repaired
 
