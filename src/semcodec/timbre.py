@@ -49,7 +49,8 @@ PROGRAMS_PER_FAMILY = 8
 #: Steps of the deterministic fit (no budget given): proxy steps, then rendering steps.
 #: No proxy steps (step 3a not done): with 30, the rendering of their result was never
 #: better than the program selection's on the bench clips measured (Slakh S07, S02 of 1 and
-#: 49, flute, winds: 2026-11-30), so they changed no file and cost ~0.7-1.1 s of CPU each.
+#: 49, flute, winds, violin: 2026-11-30), so they changed no file and cost ~0.7-1.3 s of
+#: CPU each.
 DET_PROXY_STEPS = 0
 DET_STEPS = 4
 MAX_STEPS = 40
