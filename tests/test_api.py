@@ -536,69 +536,6 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
     assert out.score == (louder if repair_changes else c).score
 
 
-@pytest.mark.parametrize("accepted", [False, True])
-def test_the_unrepaired_files_residual_waits_while_the_repairs_candidate_is_measured(
-        monkeypatch, accepted):
-    import threading
-    import time
-    from dataclasses import replace
-
-    from semcodec import api
-    from semcodec.container import Container
-    from semcodec.events import Note, Score, Track
-
-    SR = 22050
-
-    def file(velocity: int) -> Container:
-        return Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR,
-                         loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
-                             (Note(0.1, 0.5, 60, velocity),)),)))
-
-    c, cand = file(90), file(100)
-    checks = {"n": 0}  # the checks the unrepaired file's residual got through
-    repaired = threading.Event()
-
-    def with_residual(cc, original, max_bytes, stop=None):
-        if stop is None:
-            return replace(cc, residual=b"after")
-        if cc.score != c.score:  # the candidate's: until it is cancelled or decided
-            while not (stop() or repaired.is_set()):
-                time.sleep(0.01)
-            return cc if stop() else replace(cc, residual=b"cand")
-        for _ in range(6000):  # 60 s at most: then the assertions below fail
-            if stop():
-                return cc
-            checks["n"] += 1
-            if repaired.is_set():
-                return replace(cc, residual=b"early")
-            time.sleep(0.01)
-        return cc
-
-    def with_clear_notes(cc, original, on_candidate=None, on_verdict=None, **_):
-        deadline = time.monotonic() + 30
-        while checks["n"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)  # the unrepaired file's residual runs meanwhile
-        on_candidate(cand)  # masked notes found
-        time.sleep(0.3)
-        paused_at = checks["n"]
-        time.sleep(0.3)  # measuring the candidate: the unrepaired file's residual waits
-        seen["while measured"] = checks["n"] - paused_at
-        on_verdict(cand, accepted)
-        repaired.set()
-        return cand if accepted else cc
-
-    seen: dict = {}
-    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
-    monkeypatch.setattr(api, "_with_aligned_onsets", lambda cc, *a, **k: cc)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
-    assert seen["while measured"] == 0
-    # the candidate refused: the unrepaired file's residual went on and is the one used
-    assert out.score == (cand if accepted else c).score
-    assert out.residual == (b"cand" if accepted else b"early")
-
-
 @pytest.mark.parametrize("rounds", [1, 2])
 def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(monkeypatch,
                                                                                rounds):

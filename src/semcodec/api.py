@@ -522,34 +522,19 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     round before); the one of the file the repair and the alignment return is used, the
     others are cancelled (they stop at their next check) and joined; when none matches, the
     residual is coded after them.  A file the repair rules out is cancelled as soon as it
-    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused;
-    that of ``c`` waits from the repair's first candidate until a verdict or its end."""
+    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused."""
     residual = opts.residual and c.loudness_lufs is not None
     speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
     #: (file, cancel event, its residual's result) of each speculative coding, ``c``'s first
     early: list[tuple[Container, threading.Event, Callable[[], Any]]] = []
 
-    #: set while the unrepaired ``c``'s speculative residual may go on: cleared once the
-    #: repair finds masked notes (its first candidate; ``c`` is then rarely the result, and
-    #: its residual waits at its next check instead of taking a core from the candidate's),
-    #: set again when a verdict rules ``c`` out (it then stops) or the repair ends (it goes
-    #: on: the repair returned ``c`` or the alignment will have it measured)
-    unpaused = threading.Event()
-    unpaused.set()
-
-    def start(cc: Container, gate: threading.Event | None = None) -> None:
+    def start(cc: Container) -> None:
         cancel = threading.Event()
-
-        def stop() -> bool:
-            if gate is not None:
-                gate.wait()
-            return cancel.is_set()
-
         early.append((cc, cancel, in_background(
-            _with_residual, cc, inp.audio, _bytes_left(cc, opts.target_kbps), stop=stop)))
+            _with_residual, cc, inp.audio, _bytes_left(cc, opts.target_kbps),
+            stop=cancel.is_set)))
 
     def on_candidate(cc: Container) -> None:
-        unpaused.clear()
         for _, cancel, _ in early[1:]:  # an earlier round's candidate is not the result
             cancel.set()
         start(cc)
@@ -561,21 +546,14 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if ((k == 0 and accepted and cc.score != c.score)
                     or (k > 0 and not accepted and sc.score == cc.score)):
                 cancel.set()
-                if k == 0:
-                    unpaused.set()
 
     if speculate:
-        start(c, unpaused)
+        start(c)
     # the repair's decodes (and its transcription of the unrepaired one) are kept for the
     # alignment's first measure, which decodes (and hears) the tracks the repair ended with
     measured = Measured()
-    try:
-        cleared = _with_clear_notes(c, inp.audio,
-                                    on_candidate=on_candidate if speculate else None,
-                                    measured=measured,
-                                    on_verdict=on_verdict if speculate else None)
-    finally:
-        unpaused.set()
+    cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
+                                measured=measured, on_verdict=on_verdict if speculate else None)
     #: the leads the alignment's first pass found (none when it did not hear the decode)
     first_leads: list[dict[int, float]] = []
     repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured,
