@@ -460,6 +460,37 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
     assert out.score == earlier.score and out.residual == b"r"
 
 
+@pytest.mark.parametrize("first_leads", [{}, {0: 0.02}, None])
+def test_alignment_with_the_residual_only_when_the_first_pass_found_a_lag(monkeypatch,
+                                                                          first_leads):
+    from dataclasses import replace
+
+    from semcodec import api
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 22050
+    c = Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR, loudness_lufs=-20.0,
+                  score=Score(tracks=(Track(name="t").with_notes((Note(0.1, 0.5, 60, 90),)),)))
+    passes: list = []
+
+    def aligned(cc, original, reference=None, on_leads=None, **_):
+        passes.append(cc.residual)
+        if on_leads is not None and first_leads is not None:  # None: the decode failed
+            on_leads(first_leads)
+        return cc
+
+    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original, **_: cc)
+    monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
+    monkeypatch.setattr(api, "_with_residual",
+                        lambda cc, original, max_bytes, stop=None: replace(cc, residual=b"r"))
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert out.residual == b"r"
+    # every track heard on time without the residual: not measured again with it
+    assert passes == ([b""] if first_leads == {} else [b"", b"r"])
+
+
 @pytest.mark.parametrize("repair_changes", [False, True])
 def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_the_file(
         monkeypatch, repair_changes):

@@ -394,6 +394,27 @@ def test_align_onsets_leads_the_lagging_track_only(monkeypatch):
     assert out[0].notes[0].onset == pytest.approx(tracks[0].notes[0].onset - 0.06)
 
 
+def test_align_onsets_reports_the_leads_it_found_kept_or_not(monkeypatch):
+    from semcodec import sampleuse
+
+    render = _lagging_transcriber(monkeypatch, {0: 0.062, 1: 0.004})
+    tracks = _two_tracks()
+    found: list = []
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
+    roundtrip.align_onsets(tracks, render(tracks), SR, render, on_leads=found.append)
+    assert found == [{0: pytest.approx(0.06)}]
+    # refused (the shift costs mel): the lead was found all the same
+    mels = iter([0.2, 0.9])
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: next(mels))
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render,
+                                  on_leads=found.append) == {}
+    assert found[1] == {0: pytest.approx(0.06)}
+    # heard on time (4 ms, under MIN_LAG_S): no lead
+    render = _lagging_transcriber(monkeypatch, {0: 0.003, 1: 0.004})
+    roundtrip.align_onsets(tracks, render(tracks), SR, render, on_leads=found.append)
+    assert found[2] == {}
+
+
 def test_align_onsets_refused_when_it_costs_mel_or_the_lag_stays(monkeypatch):
     from semcodec import sampleuse
 

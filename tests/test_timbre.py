@@ -155,3 +155,28 @@ def test_program_candidates_follow_the_instrument_classifier():
     cand, program, _ = timbre._select_program(model, ex, render, track, proxy, math.inf,
                                               settings)
     assert set(timbre.COMMON_PROGRAMS) <= set(cand) and program == 33  # no prior: all
+
+
+def test_the_deterministic_fit_skips_the_proxy_refinement(monkeypatch):
+    """Step 3a (the embedding refined on the proxy) runs with a budget only: in the
+    deterministic fit its result never rendered closer on the bench clips, so it is not done."""
+    pytest.importorskip("torch")
+    from semcodec import timbre
+    from semcodec.synth import neural
+
+    if not neural.weights_available():
+        pytest.skip("no neural weights")
+    calls: list = []
+    refine = timbre._refine_on_proxy
+
+    def counted(*args, **kwargs):
+        calls.append(args[4])  # n_steps
+        return refine(*args, **kwargs)
+
+    monkeypatch.setattr(timbre, "_refine_on_proxy", counted)
+    score = _score(program=0)
+    audio = _fluid(score, 40)
+    timbres, _, _ = fit_timbres(audio, SR, score)
+    assert len(timbres) == 1 and calls == []
+    fit_timbres(audio, SR, score, budget_s=60.0)
+    assert calls == [timbre.PROXY_STEPS]  # with a budget: still done

@@ -531,7 +531,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
     then its residual coded against that decode with the bytes left, then the notes led
     further by the lag the decode with its residual still has (the residual unchanged: its
-    levels are the original's, whatever the decode).  The same bytes as one after the other:
+    levels are the original's, whatever the decode; not measured when the first alignment
+    heard every track on time).  The same bytes as one after the other:
     residuals are coded meanwhile on second threads, of the unrepaired ``c`` and of the first
     candidate of each round of the repair as soon as it is made (which cancels that of the
     round before); the one of the file the repair and the alignment return is used, the
@@ -567,11 +568,14 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     # the repair's decodes (and its transcription of the unrepaired one) are kept for the
     # alignment's first measure, which decodes (and hears) the tracks the repair ended with
     measured = Measured()
+    #: the leads the alignment's first pass found (none when it did not hear the decode)
+    first_leads: list[dict[int, float]] = []
     try:
         cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
                                     measured=measured,
                                     on_verdict=on_verdict if speculate else None)
-        repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured)
+        repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured,
+                                        on_leads=first_leads.append)
     except BaseException:
         # (an interrupt): the speculative residuals stop at their next check (a transcription
         # of theirs at its next model batch) and are joined before this goes on; a process
@@ -600,9 +604,11 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if k != kept:
                 _join_discarded(result)
         report("residual", 1.0)
-        if repaired.residual:
+        if repaired.residual and not (first_leads and not first_leads[0]):
             # the residual's attenuation of the decode's attacks delays where they are heard
-            # again (bench strings ensemble: ~40 ms more): the notes are led by that too
+            # again (bench strings ensemble: ~40 ms more): the notes are led by that too;
+            # not measured again when the first pass heard every track on time (no lead of
+            # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
             repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
     return repaired
 

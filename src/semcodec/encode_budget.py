@@ -266,7 +266,8 @@ def _clear_notes(c: _C, original: np.ndarray,
 
 
 def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = None,
-                         measured: Measured | None = None) -> _C:
+                         measured: Measured | None = None,
+                         on_leads: Callable[[dict[int, float]], None] | None = None) -> _C:
     """``c`` with each pitched track's notes started earlier by the lag with which a
     transcription of its decode hears them (:func:`semcodec.roundtrip.align_onsets`,
     measured on its default decode, residual included when it has one, at the transcriber's
@@ -275,7 +276,9 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
     before an earlier shift (where the notes should be heard; default: ``c``'s own).  A long
     input (over digest.LONG_MEASURE_S) is measured on its first REPAIR_SPAN_S (a lag belongs
     to a track's sound, not to a passage).  ``measured``: the decodes and transcriptions
-    :func:`_with_clear_notes` kept (those of ``c``'s own decode are not made again)."""
+    :func:`_with_clear_notes` kept (those of ``c``'s own decode are not made again).
+    ``on_leads``: as for :func:`semcodec.roundtrip.align_onsets` (the leads found, whether
+    the shift is then kept or not)."""
     from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
@@ -304,7 +307,8 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
 
     try:
         leads = roundtrip.align_onsets(m.score.tracks, target, sr, render, reference=ref,
-                                       original_mels=mels, hear=measured.hear)
+                                       original_mels=mels, hear=measured.hear,
+                                       on_leads=on_leads)
     except SemcodecError as exc:
         log.warning("onset alignment skipped: %s", exc)
         return c

@@ -436,6 +436,7 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
                  reference: Sequence | None = None,
                  original_mels: list[np.ndarray] | None = None,
                  hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
+                 on_leads: Callable[[dict[int, float]], None] | None = None,
                  ) -> dict[int, float]:
     """``{track: lead}``: how much earlier (s) each track's notes should be played (apply with
     :func:`shifted`) so that the decode's notes are heard where the score has them: the lag
@@ -456,7 +457,9 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     ``original`` grows by at most MAX_MEL_COST.  ``reference``: where the notes should be
     heard, tracks like ``tracks`` before an earlier shift (default: ``tracks`` themselves);
     the leads are then the further shifts of ``tracks``.  ``original_mels`` and ``hear``: as
-    for :func:`repair`.
+    for :func:`repair`.  ``on_leads(leads)``, when given, is called with the leads found
+    (MIN_LAG_S or more, before the shift is tried; empty when the decode is heard on time)
+    once the decode is heard (not when nothing can be moved or the decode fails).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -479,6 +482,8 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     log.info("onset lags of the decode (ms): %s; note F1 %.3f",
              ", ".join(f"track {ti + 1}: {1000 * lag:.0f}" for ti, lag in sorted(lags.items())),
              f1)
+    if on_leads is not None:
+        on_leads(dict(leads))
     if not leads:
         return {}
     ref_mels = (log_mels(np.asarray(original, np.float32), sr) if original_mels is None

@@ -47,7 +47,11 @@ COMMON_PROGRAMS = (0, 4, 16, 24, 25, 26, 29, 33, 40, 48, 56, 65, 71, 73)
 #: GM programs per GM family (the family of program p is p // this).
 PROGRAMS_PER_FAMILY = 8
 #: Steps of the deterministic fit (no budget given): proxy steps, then rendering steps.
-DET_PROXY_STEPS = 30
+#: No proxy steps (step 3a not done): with 30, the rendering of their result was never
+#: better than the program selection's on the bench clips measured (Slakh S07, S02 of 1 and
+#: 49, flute, winds, violin: 2026-11-30), so they changed no file and cost ~0.7-1.3 s of
+#: CPU each.
+DET_PROXY_STEPS = 0
 DET_STEPS = 4
 MAX_STEPS = 40
 PROXY_STEPS = 150
@@ -477,11 +481,10 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
     # no mel gain)
-    if proxy.ok and not ex.others:
-        best, steps = _refine_on_proxy(
-            model, proxy, render, best,
-            settings.det_proxy_steps if deterministic else settings.proxy_steps, deadline, settings,
-            report)
+    proxy_steps = settings.det_proxy_steps if deterministic else settings.proxy_steps
+    if proxy.ok and not ex.others and proxy_steps > 0:
+        best, steps = _refine_on_proxy(model, proxy, render, best, proxy_steps, deadline,
+                                       settings, report)
     with slots:  # step 3b's memory (LONG_INPUT_S)
         # the renderings before (on other threads too) leave freed memory in the C heap's
         # per-thread arenas: hand it back first, so that this peak does not come on top of it
