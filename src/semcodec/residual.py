@@ -621,15 +621,21 @@ def protected_cells(notes, n_bands: int, sr: int, period_s: float,
     out = np.zeros((n_bands, n_frames), bool)
     edges = band_edges(n_bands, sr)
     for onset, offset, f0 in notes:
-        t0 = max(0, int(onset / period_s) - 1)
-        t1 = min(n_frames - 1, int(max(offset, onset) / period_s))
-        if t0 > t1:
-            continue
-        for h in PROTECTED_HARMONICS:
-            f = f0 * h
-            if 0 < f < edges[-1]:
-                out[int(np.searchsorted(edges, f, side="right")) - 1, t0:t1 + 1] = True
+        _mark_harmonics(out, edges, f0, PROTECTED_HARMONICS, max(0, int(onset / period_s) - 1),
+                        min(n_frames - 1, int(max(offset, onset) / period_s)))
     return out
+
+
+def _mark_harmonics(out: np.ndarray, edges: np.ndarray, f0: float, harmonics, t0: int,
+                    t1: int) -> None:
+    """Set ``out[band, t0:t1 + 1]`` for the band of each of ``harmonics`` × ``f0`` Hz below
+    the top edge (none when ``t0 > t1``)."""
+    if t0 > t1:
+        return
+    for h in harmonics:
+        f = f0 * h
+        if 0 < f < edges[-1]:
+            out[int(np.searchsorted(edges, f, side="right")) - 1, t0:t1 + 1] = True
 
 
 #: Harmonics of a score note whose bands :func:`attack_cells` keeps free of the residual ...
@@ -651,14 +657,9 @@ def attack_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int) -
     out = np.zeros((n_bands, n_frames), bool)
     edges = band_edges(n_bands, sr)
     for onset, _, f0 in notes:
-        t0 = max(0, int((onset - ATTACK_BEFORE_S) / period_s))
-        t1 = min(n_frames - 1, int((onset + ATTACK_S) / period_s))
-        if t0 > t1:
-            continue
-        for h in ATTACK_HARMONICS:
-            f = f0 * h
-            if 0 < f < edges[-1]:
-                out[int(np.searchsorted(edges, f, side="right")) - 1, t0:t1 + 1] = True
+        _mark_harmonics(out, edges, f0, ATTACK_HARMONICS,
+                        max(0, int((onset - ATTACK_BEFORE_S) / period_s)),
+                        min(n_frames - 1, int((onset + ATTACK_S) / period_s)))
     return out
 
 
