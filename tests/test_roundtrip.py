@@ -389,9 +389,10 @@ def test_align_onsets_leads_the_lagging_track_only(monkeypatch):
     render = _lagging_transcriber(monkeypatch, {0: 0.062, 1: 0.004})
     tracks = _two_tracks()
     leads = roundtrip.align_onsets(tracks, render(tracks), SR, render)
-    assert leads == {0: pytest.approx(0.06)}  # on the 5-ms tick; the quick track's 4 ms left
+    # the lag and the aim (AIM_EARLY_S), on the 5-ms tick; the quick track's 4 ms left
+    assert leads == {0: pytest.approx(0.07)}
     out = roundtrip.shifted(tracks, leads)
-    assert out[0].notes[0].onset == pytest.approx(tracks[0].notes[0].onset - 0.06)
+    assert out[0].notes[0].onset == pytest.approx(tracks[0].notes[0].onset - 0.07)
 
 
 def test_align_onsets_reports_the_leads_it_found_kept_or_not(monkeypatch):
@@ -402,14 +403,14 @@ def test_align_onsets_reports_the_leads_it_found_kept_or_not(monkeypatch):
     found: list = []
     monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.2)
     roundtrip.align_onsets(tracks, render(tracks), SR, render, on_leads=found.append)
-    assert found == [{0: pytest.approx(0.06)}]
+    assert found == [{0: pytest.approx(0.07)}]
     # refused (the shift costs mel): the lead was found all the same
     mels = iter([0.2, 0.9])
     monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: next(mels))
     assert roundtrip.align_onsets(tracks, render(tracks), SR, render,
                                   on_leads=found.append) == {}
-    assert found[1] == {0: pytest.approx(0.06)}
-    # heard on time (4 ms, under MIN_LAG_S): no lead
+    assert found[1] == {0: pytest.approx(0.07)}
+    # heard on time (3-4 ms, under MIN_LAG_S): no lead
     render = _lagging_transcriber(monkeypatch, {0: 0.003, 1: 0.004})
     roundtrip.align_onsets(tracks, render(tracks), SR, render, on_leads=found.append)
     assert found[2] == {}
@@ -429,10 +430,20 @@ def test_align_onsets_refused_when_it_costs_mel_or_the_lag_stays(monkeypatch):
         Note(n.onset + 0.03, n.offset, n.pitch, 80) for t in tracks for n in t.notes))
     assert roundtrip.align_onsets(tracks, np.zeros(SR, np.float32), SR,
                                   lambda ts: np.zeros(SR, np.float32)) == {}
-    # a lag within the tolerance that the shift removes is kept
+    # a lag within the tolerance that the shift removes is kept, the notes led AIM_EARLY_S
+    # past it (the score's onsets are the original's heard late already)
     render = _lagging_transcriber(monkeypatch, {0: 0.03, 1: 0.03})
     assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {
-        0: pytest.approx(0.03), 1: pytest.approx(0.03)}
+        0: pytest.approx(0.04), 1: pytest.approx(0.04)}
+    # a decode heard on time is not moved (not aimed AIM_EARLY_S early)
+    render = _lagging_transcriber(monkeypatch, {0: 0.0, 1: 0.0})
+    found: list = []
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render,
+                                  on_leads=found.append) == {}
+    assert found == [{}]
+    # heard at the aim (10 ms early), against the tracks before a shift: no further lead
+    render = _lagging_transcriber(monkeypatch, {0: -0.01, 1: -0.01})
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {}
 
 
 def test_align_onsets_refused_when_notes_are_lost(monkeypatch):
@@ -480,10 +491,11 @@ def test_align_onsets_against_a_reference_gives_the_further_lead(monkeypatch):
     led = roundtrip.shifted(reference, {0: 0.04, 1: 0.04})  # already 40 ms earlier
     render = _lagging_transcriber(monkeypatch, {0: 0.10, 1: 0.10})  # heard 60 ms late still
     leads = roundtrip.align_onsets(led, render(led), SR, render, reference=reference)
-    assert leads == {0: pytest.approx(0.06), 1: pytest.approx(0.06)}
+    # (and AIM_EARLY_S, the aim before the score)
+    assert leads == {0: pytest.approx(0.07), 1: pytest.approx(0.07)}
     # without the reference, the lag is measured against the led tracks themselves
     assert roundtrip.align_onsets(led, render(led), SR, render) == {
-        0: pytest.approx(0.10), 1: pytest.approx(0.10)}
+        0: pytest.approx(0.11), 1: pytest.approx(0.11)}
 
 
 def test_align_onsets_kept_for_a_note_f1_gain_when_part_of_the_lag_stays(monkeypatch):
@@ -502,9 +514,10 @@ def test_align_onsets_kept_for_a_note_f1_gain_when_part_of_the_lag_stays(monkeyp
                      for t, u in zip(tracks, last["tracks"]) for r, n in zip(t.notes, u.notes))
 
     monkeypatch.setattr(roundtrip, "transcribe_back", transcribe)
-    # 80 ms late (no note within the tolerance) -> 48 ms: not halved, but all notes heard
+    # 80 ms late (no note within the tolerance), led 90 ms (AIM_EARLY_S past the lag) -> 44 ms:
+    # not halved, but all notes heard
     leads = roundtrip.align_onsets(tracks, render(tracks), SR, render)
-    assert leads == {0: pytest.approx(0.08), 1: pytest.approx(0.08)}
+    assert leads == {0: pytest.approx(0.09), 1: pytest.approx(0.09)}
 
 
 def test_repair_tells_each_candidates_verdict_as_soon_as_it_is_measured(monkeypatch):
