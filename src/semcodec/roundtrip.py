@@ -469,7 +469,8 @@ def align_onsets(tracks: Sequence, original: np.ndarray, sr: int,
     heard, tracks like ``tracks`` before an earlier shift (default: ``tracks`` themselves);
     the leads are then the further shifts of ``tracks``.  ``original_mels`` and ``hear``: as
     for :func:`repair`.  ``on_leads(leads)``, when given, is called with the leads found
-    (before the shift is tried; empty when the decode is heard on time) once the decode is heard (not when nothing can be moved or the decode fails).
+    (before the shift is tried; empty when the decode is heard on time) once the decode is
+    heard (not when nothing can be moved or the decode fails).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
