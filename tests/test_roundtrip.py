@@ -444,6 +444,10 @@ def test_align_onsets_refused_when_it_costs_mel_or_the_lag_stays(monkeypatch):
     # heard at the aim (10 ms early), against the tracks before a shift: no further lead
     render = _lagging_transcriber(monkeypatch, {0: -0.01, 1: -0.01})
     assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {}
+    # a quick attack heard a few ms late (under AIM_EARLY_S) is only put on the score
+    render = _lagging_transcriber(monkeypatch, {0: 0.007, 1: 0.0})
+    assert roundtrip.align_onsets(tracks, render(tracks), SR, render) == {
+        0: pytest.approx(0.005)}
 
 
 def test_align_onsets_refused_when_notes_are_lost(monkeypatch):
