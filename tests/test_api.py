@@ -13,6 +13,20 @@ from semcodec.errors import InputError, UsageError
 from semcodec.synth import dsp
 
 
+_ONE_NOTE_SR = 22050
+
+
+def _one_note_file(velocity: int):
+    """A 1-s Container at _ONE_NOTE_SR Hz of one track holding one note (C4, 0.1-0.5 s) at
+    ``velocity``: the files the speculative-residual tests pass through the repair."""
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    return Container(duration=1.0, sample_rate=_ONE_NOTE_SR, channels=1, n_samples=_ONE_NOTE_SR,
+                     loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
+                         (Note(0.1, 0.5, 60, velocity),)),)))
+
+
 def _note_f1(ref_notes, est_notes) -> float:
     ref_i = np.array([[n.onset, n.offset] for n in ref_notes])
     ref_p = mir_eval.util.midi_to_hz(np.array([n.pitch for n in ref_notes], dtype=float))
@@ -543,15 +557,9 @@ def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(mon
     from dataclasses import replace
 
     from semcodec import api
-    from semcodec.container import Container
-    from semcodec.events import Note, Score, Track
 
-    SR = 22050
-
-    def file(velocity: int) -> Container:
-        return Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR,
-                         loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
-                             (Note(0.1, 0.5, 60, velocity),)),)))
+    SR = _ONE_NOTE_SR
+    file = _one_note_file
 
     c, cands = file(90), [file(100), file(110)][:rounds]
     final = 100 + 10 * (rounds - 1)
@@ -718,15 +726,9 @@ def test_a_speculative_residual_stops_as_soon_as_the_repair_rules_its_file_out(m
     from dataclasses import replace
 
     from semcodec import api
-    from semcodec.container import Container
-    from semcodec.events import Note, Score, Track
 
-    SR = 22050
-
-    def file(velocity: int) -> Container:
-        return Container(duration=1.0, sample_rate=SR, channels=1, n_samples=SR,
-                         loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(
-                             (Note(0.1, 0.5, 60, velocity),)),)))
+    SR = _ONE_NOTE_SR
+    file = _one_note_file
 
     c, cand = file(90), file(100)
     stopped = {90: threading.Event(), 100: threading.Event()}
