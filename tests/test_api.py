@@ -166,6 +166,27 @@ def test_the_bitrate_target_is_never_exceeded(melody_encodes):
     assert not semcodec.Container.from_bytes(files[0.3]).samples
 
 
+def test_an_encode_stores_its_decode_loudness_within_the_target(melody_encodes):
+    """The header's synth_lufs is the loudness of the decode's mix as the file is read back,
+    so that decode() and the stream know the gain before rendering; it fits the target."""
+    from dataclasses import replace
+
+    files, duration = melody_encodes
+    stored = 0
+    for kbps, data in files.items():
+        c = semcodec.Container.from_bytes(data)
+        if c.synth_lufs is None:
+            continue
+        stored += 1
+        _, loud = decoder.decode_measured(replace(c, synth_lufs=None), semcodec.DecodeOptions(
+            residual=False, channels=1, max_duration_s=None))
+        assert loud is not None and abs(loud - c.synth_lufs) <= 0.0005  # its 3 decimals
+        a, _ = semcodec.decode(c)
+        b, _ = semcodec.decode(replace(c, synth_lufs=None))
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    assert stored >= 2
+
+
 def test_a_kept_excerpt_is_played_and_measured_closer(melody_encodes):
     files, _ = melody_encodes
     c = semcodec.Container.from_bytes(files[6.0])
@@ -264,6 +285,40 @@ def test_decode_stream_with_residual_equals_decode(monkeypatch, channels, pans, 
         assert np.array_equal(got, ref_small)
     else:  # gain and pan applied in the other order (as without a residual): float rounding
         np.testing.assert_allclose(got, ref_small, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,pans", [(1, (0.0, 0.0)), (2, (-0.5, 0.6))])
+def test_stored_synth_loudness_gives_the_gain_and_an_immediate_stream(monkeypatch, channels,
+                                                                      pans):
+    """With the header's synth_lufs (format 1.8) decode() takes the gain from it and the
+    stream starts before the mix is rendered whole, with decode()'s samples (the residual's
+    noise does not depend on the blocks)."""
+    from dataclasses import replace
+
+    c = _with_random_residual(_made_container(seconds=7.0, channels=channels, pans=pans))
+    _, loud = decoder.decode_measured(c, semcodec.DecodeOptions(residual=False, channels=1,
+                                                                max_duration_s=None))
+    assert loud is not None
+    ref, _ = semcodec.decode(c)  # the gain measured on the whole mix
+    stored = replace(c, synth_lufs=loud)
+    got, _ = semcodec.decode(stored)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(decoder, "STREAM_BLOCK", 10000)
+    stages = []
+    st = semcodec.decode_stream(stored, exact=True, progress=lambda s, _f: stages.append(s))
+    first = next(st.blocks)
+    assert st.exact_gain and "render" not in stages  # nothing rendered whole before it
+    streamed = np.concatenate([first] + list(st.blocks))
+    assert streamed.shape == ref.shape
+    np.testing.assert_allclose(streamed, ref, rtol=1e-4, atol=1e-5)
+    # the stored value is what sets the gain: 6.02 dB lower is twice as loud (below the clip)
+    louder, _ = semcodec.decode(replace(c, synth_lufs=loud - 20 * np.log10(2.0)), residual=False)
+    plain, _ = semcodec.decode(c, residual=False)
+    quiet = np.abs(plain) < 0.2
+    np.testing.assert_allclose(louder[quiet], 2 * plain[quiet], rtol=1e-4, atol=4e-6)  # flush_tiny
+    # an edit that changes the mix measures it again
+    edited, _ = semcodec.decode(replace(c, synth_lufs=loud - 6.0), transpose=2, residual=False)
+    assert np.array_equal(edited, semcodec.decode(c, transpose=2, residual=False)[0])
 
 
 def test_decode_stream_estimated_gain_is_close():

@@ -867,3 +867,27 @@ def test_neural_model_round_trips_with_minor_version_6():
         loads(with_header(data, neural_model=12))
     with pytest.raises(ContainerError, match="neural_model"):
         Container(duration=1.0, sample_rate=8000, neural_model="x" * 65).to_bytes()
+
+
+# --- format 1.8: the header's "synth_lufs" --------------------------------------------------
+
+def test_synth_lufs_round_trips_with_minor_version_8():
+    from dataclasses import replace
+
+    base = Container(duration=2.0, sample_rate=8000, loudness_lufs=-20.0,
+                     score=_rendered(None).score, neural_model="ad4fe9a4ea1d")
+    assert "synth_lufs" not in header_dict(base.to_bytes()) and loads(base.to_bytes()).synth_lufs is None
+    data = replace(base, synth_lufs=-23.45678).to_bytes()
+    assert data[4:6] == b"\x01\x08" and header_dict(data)["synth_lufs"] == -23.457
+    assert loads(data).synth_lufs == -23.457
+    # the writer's bytes bound (encode_budget.SYNTH_LUFS_BYTES) holds at the range's ends
+    from semcodec.encode_budget import SYNTH_LUFS_BYTES
+    for v in (-99.999, -9.5, 29.999):
+        assert len(replace(base, synth_lufs=v).to_bytes()) - len(base.to_bytes()) <= SYNTH_LUFS_BYTES
+    # omitted out of range, or when the original is silent (no gain to know)
+    assert "synth_lufs" not in header_dict(replace(base, synth_lufs=-150.0).to_bytes())
+    assert "synth_lufs" not in header_dict(replace(base, synth_lufs=-20.0,
+                                                   loudness_lufs=None).to_bytes())
+    for bad in ("-20", -300.0, 31.0, True):
+        with pytest.raises(ContainerError, match="synth_lufs"):
+            loads(with_header(data, synth_lufs=bad))

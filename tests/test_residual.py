@@ -620,6 +620,10 @@ def test_one_pass_stream_gives_the_samples_of_the_two_pass_stream(monkeypatch, s
     assert sum(reads) == n  # read once
     assert np.array_equal(one, two) and np.array_equal(one, whole)
     assert not np.allclose(one, y)  # the residual did something
+    # blocks that do not divide BLOCK_FRAMES: frame k's noise depends on k alone
+    small = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, env, SR,
+                                                           block_frames=7)))
+    np.testing.assert_allclose(small, whole, rtol=1e-5, atol=1e-7)
     # an envelope that changes nothing: the decode through the STFT, a round-off apart
     none = residual.Envelope(env.levels, np.zeros_like(env.mask), env.period_s, env.step_db)
     same = np.concatenate(list(residual.apply_stream_once(iter(cuts), n, SR, none, SR)))

@@ -58,6 +58,7 @@ from semcodec.encode_budget import (
     _with_aligned_onsets,
     _with_clear_notes,
     _with_residual,
+    _with_synth_loudness,
 )
 from semcodec.events import Note, Sample, Score, Track
 from semcodec.progress import (
@@ -512,7 +513,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
             measured()
         c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                    inp.sample_rate, tuple(samples), opts)
-        return _clear_notes_and_residual(c, inp, opts, report)
+        return _with_synth_loudness(_clear_notes_and_residual(c, inp, opts, report),
+                                    opts.target_kbps)
     finally:
         sampleuse.forget_target()  # the measures of this input, kept for its two measures
 

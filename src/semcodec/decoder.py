@@ -93,15 +93,17 @@ def decode(c: _container.SmcFile, options: DecodeOptions | None = None, *,
     if _is_silent(c):  # no notes: the residual (if any) is all there is
         return _add_residual(c, opts, out.place(out.silence()), out.sr, report), out.sr
     renderer = _Renderer(c, opts, out, report)
+    known = stored_gain(c, opts, renderer.as_encoded)
     pans = out.pans(c)
     if not any(pans):
         mono = renderer.render(c.score)
         report("loudness", 0.0)
-        mono = dsp.flush_tiny(dsp.match_loudness(mono, out.sr, c.loudness_lufs))
+        mono = dsp.flush_tiny(dsp.match_loudness(mono, out.sr, c.loudness_lufs) if known is None
+                              else dsp.apply_gain(mono, known))
         report("loudness", 1.0)
         mix = out.place(mono)
     else:
-        mix = dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr, report))
+        mix = dsp.flush_tiny(_mix_by_position(c, renderer, pans, out.sr, report, known))
     return _add_residual(c, opts, mix, out.sr, report), out.sr
 
 
@@ -248,6 +250,50 @@ def _neural_weights(c: _container.SmcFile, engine: str):
     return path
 
 
+def stored_gain(c: _container.SmcFile, opts: DecodeOptions, as_encoded: bool = True
+                ) -> float | None:
+    """The linear loudness gain of ``c``'s decode with ``opts`` from the header's
+    ``synth_lufs`` (format 1.8: the loudness the encoder measured of its default decode's mix
+    before the gain), or None when it must be measured: none stored, or ``opts`` changes what
+    is rendered (another engine, soundfont, rate, program, transposition or tempo, the track
+    renders off) or ``as_encoded`` is false (the decoding engines are not the encoder's).
+    The channels do not matter: the downmix of the panned tracks is their mono sum."""
+    if c.synth_lufs is None or c.loudness_lufs is None or not as_encoded:
+        return None
+    if not _renders_as_stored(c, opts):
+        return None
+    return float(10.0 ** ((c.loudness_lufs - c.synth_lufs) / 20.0))
+
+
+def _renders_as_stored(c: _container.SmcFile, opts: DecodeOptions) -> bool:
+    """Whether ``opts`` renders ``c``'s mix as its default decode does (whatever the channels
+    and the residual): the mix ``synth_lufs`` is measured on."""
+    return (opts.engine == "auto" and opts.soundfont is None and not opts.programs
+            and opts.transpose == 0 and opts.tempo == 1.0 and opts.track_renders
+            and opts.sample_rate in (None, c.sample_rate))
+
+
+def decode_measured(c: _container.SmcFile, options: DecodeOptions) -> tuple[np.ndarray, float | None]:
+    """:func:`decode` of ``c`` in mono without the residual (``options.channels`` 1,
+    ``options.residual`` False), and the integrated loudness (LUFS) of its mix before the
+    loudness gain when it is what the header's ``synth_lufs`` records (``options`` render the
+    default decode's mix with the file's neural model; None otherwise, or for a silent mix).
+    The same samples as :func:`decode`; for the encoder, which stores that loudness."""
+    opts = _decode_options(options, {})
+    if opts.channels != 1 or opts.residual:
+        raise UsageError("decode_measured decodes in mono without the residual")
+    out = _DecodeShape.of(c, opts, per_track=False)
+    if _is_silent(c) or c.loudness_lufs is None or c.synth_lufs is not None:
+        return decode(c, opts)[0], None
+    renderer = _Renderer(c, opts, out)
+    mono = renderer.render(c.score)
+    loud = dsp.integrated_loudness(mono, out.sr)
+    gain = 1.0 if loud is None else float(10.0 ** ((c.loudness_lufs - loud) / 20.0))
+    mono = dsp.flush_tiny(dsp.apply_gain(mono, gain))
+    kept = loud if renderer.as_encoded and _renders_as_stored(c, opts) else None
+    return mono, kept
+
+
 class _Renderer:
     """Renders scores of one container with the chosen engine; the automatic choice renders
     the tracks the encoder found closer with fluidsynth with that engine instead."""
@@ -260,8 +306,12 @@ class _Renderer:
         self.n_sounding = max(1, sum(1 for t in c.score.tracks if t.notes))
         self.n_rendered = 0
         self.report("engine", 0.0)
+        weights = _neural_weights(c, opts.engine)
         self.engine = make_engine(opts.engine, device=opts.device, soundfont=opts.soundfont,
-                                  neural_weights=_neural_weights(c, opts.engine))
+                                  neural_weights=weights)
+        #: the engines are those of the encoder's measure of the file's loudness (``synth_lufs``):
+        #: the neural one with the model the file names
+        self.as_encoded = self.engine.name == "neural" and weights is not None
         self.fallback = None
         if opts.engine == "auto" and self.engine.name == "neural" and any(
                 t.engine == "fluidsynth" and t.notes and not t.is_drum for t in c.score.tracks):
@@ -273,16 +323,21 @@ class _Renderer:
         k = min(n - 1, int(x))
         self.report(f"render track {k + 1}/{n}", min(1.0, x - k))
 
-    def track_blocks(self, i: int, block: int | None = None):
+    def track_blocks(self, i: int, block: int | None = None, whole_renders: bool = True):
         """(blocks of track ``i`` alone at the output's rate and length, linear gain), or
         None for a silent track: the per-track step of the block pipeline.  ``block``: the
-        neural engine's internal block (shorter: the first audio comes sooner)."""
+        neural engine's internal block (shorter: the first audio comes sooner).
+        ``whole_renders`` false: a stored render that is the engine's with its room and EQ
+        alone (no sampler, no voice) is rendered block by block at any length, the same
+        samples (to rounding) sooner."""
         c = self.c
         t = c.score.tracks[i]
         if not t.notes:
             return None
         if self._has_render(i, t):  # a track render (format 1.4)
-            if self.n_out <= TRACK_RENDER_WHOLE_S * self.sr:  # made whole, one block
+            if self.n_out <= TRACK_RENDER_WHOLE_S * self.sr and (
+                    whole_renders or (t.render is not None and t.render.use)):
+                # made whole, one block
                 return iter([self._track_render(c.score, i)]), 1.0
             return self._track_render_blocks(i, block), 1.0
         return self._engine_blocks(c.score, i, block)
@@ -406,8 +461,9 @@ STREAM_INTERNAL_BLOCK = 1 << 15
 #: decode_stream(exact=None) measures the loudness exactly (render all, then play) up to this
 #: output duration (s); longer outputs get an estimated gain and start at once.
 STREAM_EXACT_S = 40.0
-#: STFT frames per block of a residual applied in one pass (after an estimated gain): ~3 s
-#: at 44.1 kHz, so the first audio comes after ~6 s of the decode are rendered.
+#: STFT frames per block of a residual applied in one pass (after a stored or estimated
+#: gain): ~3 s at 44.1 kHz, so the first audio comes after ~6 s of the decode are rendered
+#: (the noise does not depend on the blocks: the same samples as the whole decode's).
 STREAM_RESIDUAL_FRAMES = 256
 #: Raw mixes up to this size (bytes) are kept in memory between the two passes of the exact
 #: gain; larger ones are spooled to a temporary file.
@@ -424,8 +480,10 @@ class DecodeStream:
     ``blocks`` yields float32 blocks of ``(m,)`` (mono) or ``(m, 2)`` samples adding up to
     ``n_samples`` at ``sr`` Hz, with the loudness gain applied and soft-clipped as
     :func:`decode` does.  ``gain`` is the linear loudness gain; ``exact_gain`` says whether
-    it was measured on the whole rendering (the output then equals :func:`decode`'s) or
-    estimated from windows of it (streams longer than :data:`STREAM_EXACT_S`).  A file with a
+    it is the file's stored one (format 1.8's ``synth_lufs``, when the decode renders the
+    default mix) or was measured on the whole rendering (the output then equals
+    :func:`decode`'s, to the rounding of the blocks), or was estimated from windows of it
+    (streams longer than :data:`STREAM_EXACT_S` without a stored loudness).  A file with a
     residual (played) gets it block by block: after the exact gain
     (:func:`semcodec.residual.apply_stream`) the output equals :func:`decode`'s; after an
     estimated one it is applied in one pass (:func:`semcodec.residual.apply_stream_once`,
@@ -445,7 +503,11 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
                   **overrides: Any) -> DecodeStream:
     """Decode ``c`` block by block: see :class:`DecodeStream`.
 
-    The loudness gain needs the whole decoding's loudness.  ``exact=True`` renders in two
+    The loudness gain needs the whole decoding's loudness.  A file that stores it
+    (``synth_lufs``, see :func:`stored_gain`) starts at once with the exact gain whatever
+    ``exact`` says: every track rendered block by block (a track render with a sampler or a
+    voice made whole), the residual applied in one pass of :data:`STREAM_RESIDUAL_FRAMES`
+    frames per block.  Otherwise ``exact=True`` renders in two
     passes: every block once (the raw mix kept in memory, or spooled to a temporary file when
     over :data:`SPOOL_MEMORY_BYTES`) while a streaming BS.1770 meter measures it, then the
     gained blocks; the first block comes after the whole rendering.  ``exact=False`` starts
@@ -477,6 +539,15 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
                                 0.0, True)
         return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
     renderer = _Renderer(c, opts, out, report)
+    known = stored_gain(c, opts, renderer.as_encoded)
+    if known is not None:  # the gain is known before anything is rendered: the stream starts
+        # at once, with decode()'s samples (the blocks' rounding apart)
+        report("loudness", 1.0)
+        blocks = _gained(_raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK,
+                                         whole_renders=False), known)
+        if played:
+            blocks = _with_residual_once(c, opts, blocks, n, out.sr)
+        return DecodeStream(out.sr, ch, n, blocks, known, True)
     if exact is None:
         exact = n <= STREAM_EXACT_S * out.sr
     if exact:
@@ -543,7 +614,8 @@ def _gained(blocks: Iterator[np.ndarray], gain: float) -> Iterator[np.ndarray]:
 
 
 def _raw_mix_blocks(c: _container.SmcFile, renderer: "_Renderer", out: "_DecodeShape",
-                    internal_block: int | None = None) -> Iterator[np.ndarray]:
+                    internal_block: int | None = None, whole_renders: bool = True
+                    ) -> Iterator[np.ndarray]:
     """The mix before the loudness gain, in STREAM_BLOCK blocks (stereo: tracks panned).
 
     Every track is rendered alone (``_Renderer.track_blocks``) in a thread of its own a few
@@ -554,7 +626,7 @@ def _raw_mix_blocks(c: _container.SmcFile, renderer: "_Renderer", out: "_DecodeS
     pans = out.pans(c)
     parts = []
     for i in range(len(c.score.tracks)):
-        tb = renderer.track_blocks(i, internal_block)
+        tb = renderer.track_blocks(i, internal_block, whole_renders)
         if tb is not None:
             it, gain = tb
             parts.append((_prefetched(reblock(it, n, STREAM_BLOCK)), np.float32(gain), pans[i]))
@@ -694,15 +766,17 @@ def _estimated_gain(c: _container.SmcFile, opts: DecodeOptions, out: "_DecodeSha
 
 
 def _mix_by_position(c: _container.SmcFile, renderer: _Renderer, pans: list[float],
-                     sr: int, report: Progress) -> np.ndarray:
-    """The stereo mix: one rendering per stereo position, with the downmix's loudness gain."""
+                     sr: int, report: Progress, gain: float | None = None) -> np.ndarray:
+    """The stereo mix: one rendering per stereo position, with the downmix's loudness gain
+    (``gain``, when known: :func:`stored_gain`)."""
     by_pan: dict[float, list[int]] = {}
     for i, t in enumerate(c.score.tracks):
         if t.notes:
             by_pan.setdefault(pans[i], []).append(i)
     parts = [(pan, renderer.render(_muted(c.score, set(idx)))) for pan, idx in by_pan.items()]
     report("loudness", 0.0)
-    gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
+    if gain is None:
+        gain = dsp.loudness_gain(_sum(p for _, p in parts), sr, c.loudness_lufs)
     report("loudness", 1.0)
     return dsp.soft_clip(_sum(dsp.pan_stereo(p * np.float32(gain), pan) for pan, p in parts))
 

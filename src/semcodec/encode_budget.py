@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
-from semcodec import digest
+from semcodec import budget, digest
 from semcodec.container import SmcFile
-from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode
+from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode, decode_measured
 from semcodec.errors import SynthError
 from semcodec.runtime import release_free_memory
 from semcodec.events import Sample, Track, TrackRender
@@ -31,9 +31,16 @@ _C = TypeVar("_C", bound=SmcFile)
 _CHUNK_FRAMING = 12
 
 
+#: Bytes the header's ``synth_lufs`` takes at most (``,"synth_lufs":-99.999``): kept free for
+#: it by :func:`_bytes_left` while it is not measured yet.
+SYNTH_LUFS_BYTES = 21
+
+
 def _bytes_left(c: SmcFile, max_kbps: float) -> int:
-    """Bytes ``c`` may still grow by within ``max_kbps``."""
-    return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes())
+    """Bytes ``c`` may still grow by within ``max_kbps`` (SYNTH_LUFS_BYTES kept for the
+    header's ``synth_lufs`` when it is still to be stored)."""
+    reserve = SYNTH_LUFS_BYTES if c.synth_lufs is None and c.loudness_lufs is not None else 0
+    return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes()) - reserve
 
 
 def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
@@ -75,6 +82,32 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
         return c
     log.info("residual: %d bytes of the %d left in the budget", len(payload), max_bytes)
     return replace(c, residual=payload) if payload else c
+
+
+#: Files up to this long (s) get the header's ``synth_lufs``: measuring it renders the
+#: file's mix once more.
+SYNTH_LUFS_RENDER_MAX_S = 300.0
+
+
+def _with_synth_loudness(c: _C, max_kbps: float) -> _C:
+    """``c`` with the header's ``synth_lufs``: the loudness of its default decode's mix before
+    the gain, measured on the file as it will be read (its values rounded as stored), so
+    that the decoder knows the gain before rendering; without it when it would not fit
+    ``max_kbps`` or cannot be measured."""
+    c = replace(c, synth_lufs=None)
+    if c.loudness_lufs is None or c.duration > SYNTH_LUFS_RENDER_MAX_S:
+        return c
+    try:
+        _, synth = decode_measured(type(c).from_bytes(c.to_bytes()),
+                                   DecodeOptions(residual=False, channels=1, max_duration_s=None))
+    except SynthError as exc:
+        log.info("decode loudness not stored: %s", exc)
+        return c
+    c = replace(c, synth_lufs=synth)
+    if c.synth_lufs is not None and len(c.to_bytes()) > budget.budget_bytes(max_kbps, c.duration):
+        log.info("decode loudness not stored: no room left in the budget")
+        c = replace(c, synth_lufs=None)
+    return c
 
 
 def _transcriber(stop: Callable[[], bool] | None) -> Callable[[np.ndarray, int], tuple]:
@@ -353,7 +386,6 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
     itself is coded afterwards against the final decode with the bytes left (not in this
     module).  None (the default here, until the residual layer is in this build): excerpts
     compete with each other only."""
-    from semcodec import budget
 
     total = budget.budget_bytes(opts.target_kbps, c.duration)
     first: dict[int, Sample] = {}
@@ -420,7 +452,6 @@ def _excerpt_parts(base: SmcFile, base_bytes: int, samples: tuple[Sample, ...],
     """Append to ``parts`` the budget parts of the excerpts (``sample{i}``: a track's first
     excerpt with its render; ``sample{i}+``: all its excerpts, as an upgrade or alone;
     ``excerpt{k}``: unplayed, without track renders) and return what each brings."""
-    from semcodec import budget
 
     def render_bytes(i: int, render) -> int:  # header bytes the track's render adds
         tracks = tuple(replace(t, render=render) if j == i else t

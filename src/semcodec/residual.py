@@ -25,6 +25,7 @@ docs/FORMAT.md section 6c), or for a grid longer than SEGMENT_S the ``RESS`` chu
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -318,15 +319,37 @@ def _rows(seg: np.ndarray, n_rows: int, n_fft: int, hop: int) -> np.ndarray:
 
 
 def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
-    """STFT frames ``k0 .. k1-1`` (as :func:`stft` makes them) of white noise seeded by the
-    block index, divided by their expected magnitude per bin (``|N|²`` is 1 on average)."""
-    rng = np.random.default_rng([NOISE_SEED, block])
-    w = rng.standard_normal((k1 - k0 + 1) * hop, dtype=np.float32)
+    """STFT frames ``k0 .. k1-1`` (as :func:`stft` makes them) of white noise, divided by their
+    expected magnitude per bin (``|N|²`` is 1 on average).  Frame ``k``'s noise depends on
+    ``k`` alone, whatever the blocks a decode is cut in: it is drawn per BLOCK_FRAMES frames
+    (:func:`_noise_samples`, seeded by that index).  ``block`` is not used (kept for callers
+    that name theirs)."""
+    del block
     win = _window(n_fft)
     norm = np.float32(np.sqrt(np.sum(win.astype(np.float64) ** 2)) / np.sum(win))
-    frames = np.lib.stride_tricks.as_strided(
-        w, shape=(k1 - k0, n_fft), strides=(w.strides[0] * hop, w.strides[0]))
-    return np.fft.rfft(frames * (win / np.float32(win.sum() * norm)), axis=1)
+    pieces = []
+    k = k0
+    while k < k1:
+        j = k // BLOCK_FRAMES
+        stop = min(k1, (j + 1) * BLOCK_FRAMES)
+        w = _noise_samples(j, hop, BLOCK_FRAMES)
+        i0 = k - j * BLOCK_FRAMES
+        seg = w[i0 * hop:(stop - j * BLOCK_FRAMES + 1) * hop]
+        frames = np.lib.stride_tricks.as_strided(
+            seg, shape=(stop - k, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
+        pieces.append(np.fft.rfft(frames * (win / np.float32(win.sum() * norm)), axis=1))
+        k = stop
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+@functools.lru_cache(maxsize=2)
+def _noise_samples(j: int, hop: int, frames: int) -> np.ndarray:
+    """The white noise (float32, read-only) the STFT frames ``j * frames ..`` (``frames`` of
+    them: BLOCK_FRAMES) are cut from: ``(frames + 1) * hop`` samples seeded by ``j``."""
+    w = np.random.default_rng([NOISE_SEED, j]).standard_normal((frames + 1) * hop,
+                                                               dtype=np.float32)
+    w.setflags(write=False)
+    return w
 
 
 def _overlap_add(out: np.ndarray, spec: np.ndarray, k0: int, n_fft: int, hop: int) -> None:

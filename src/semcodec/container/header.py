@@ -170,6 +170,7 @@ class _Header(NamedTuple):
     tags: dict[str, str]
     extra: dict[str, Any]
     neural_model: str = ""
+    synth_lufs: float | None = None
 
 
 def _track_header(i: int, t: Any, notes_left: int) -> TrackHeader:
@@ -253,6 +254,12 @@ def _validate_header(h: Any) -> _Header:
     tags = _str_map(h.get("tags", {}), "header: 'tags'", MAX_TAG_VALUE_CHARS)
     neural_model = _str_field(h.get("neural_model", ""), "header: 'neural_model'",
                               MAX_NEURAL_MODEL_CHARS)
+    synth = h.get("synth_lufs")
+    if synth is not None and (
+        not _is_num(synth) or not MIN_LOUDNESS_LUFS <= synth <= MAX_LOUDNESS_LUFS
+    ):
+        raise _fail(f"header: 'synth_lufs' must be a number in "
+                    f"{MIN_LOUDNESS_LUFS:g}..{MAX_LOUDNESS_LUFS:g}, got {synth!r}")
     extra = {k: v for k, v in h.items() if k not in _RESERVED_KEYS}
     return _Header(
         duration=float(duration),
@@ -268,5 +275,6 @@ def _validate_header(h: Any) -> _Header:
         tags=tags,
         extra=extra,
         neural_model=neural_model,
+        synth_lufs=None if synth is None else float(synth),
     )
 

@@ -50,9 +50,12 @@ from semcodec.container.spec import (
     FORMAT_MINOR_RESIDUAL,
     FORMAT_MINOR_RESIDUAL_SEGMENTS,
     FORMAT_MINOR_SAMPLE_KEYS,
+    FORMAT_MINOR_SYNTH_LOUDNESS,
     FORMAT_MINOR_TEMPO_MAP,
     MAGIC,
     MAX_NEURAL_MODEL_CHARS,
+    SYNTH_LUFS_DECIMALS,
+    SYNTH_LUFS_RANGE,
 )
 from semcodec.container.strictjson import _dump_json, _parse_json
 from semcodec.errors import ContainerError, InputError
@@ -165,6 +168,10 @@ class SmcFile:
     #: The neural model the timbres were fitted to (format 1.6: 12 hex of its weights' sha256;
     #: "" = none named, i.e. the legacy model, see :mod:`semcodec.synth.weights`).
     neural_model: str = ""
+    #: The integrated loudness (LUFS) of the default decode's mix before its loudness gain
+    #: (format 1.8; None: not stored, the decoder measures it), see
+    #: :func:`semcodec.decoder.decode`.  Stored only within SYNTH_LUFS_RANGE.
+    synth_lufs: float | None = None
 
     # --- writing --------------------------------------------------------------------------
 
@@ -199,6 +206,10 @@ class SmcFile:
         if self.neural_model:
             h["neural_model"] = _str_field(self.neural_model, "neural_model", MAX_NEURAL_MODEL_CHARS,
                                            min_chars=1)
+        synth = self.synth_lufs
+        if synth is not None and _is_num(synth) and loud is not None and (
+                SYNTH_LUFS_RANGE[0] <= synth <= SYNTH_LUFS_RANGE[1]):
+            h["synth_lufs"] = _round_float(synth, SYNTH_LUFS_DECIMALS)
         for key, value in self.extra.items():
             if not isinstance(key, str) or key in _RESERVED_KEYS:
                 raise _fail(f"extra header field {key!r} is reserved or not a string")
@@ -226,7 +237,8 @@ class SmcFile:
         segmented = bool(self.residual) and resd.is_segmented(self.residual)
         if self.residual:
             resd.decode(bytes(self.residual), duration)  # raises ContainerError if invalid
-        minor = (FORMAT_MINOR_RESIDUAL_SEGMENTS if segmented
+        minor = (FORMAT_MINOR_SYNTH_LOUDNESS if "synth_lufs" in h
+                 else FORMAT_MINOR_RESIDUAL_SEGMENTS if segmented
                  else FORMAT_MINOR_NEURAL_MODEL if self.neural_model
                  else FORMAT_MINOR_RESIDUAL if self.residual else FORMAT_MINOR_RENDER if rendered
                  else FORMAT_MINOR_TEMPO_MAP if tempo_map is not None else FORMAT_MINOR_PAN if panned
@@ -345,6 +357,7 @@ class SmcFile:
             extra=hdr.extra,
             residual=residual,
             neural_model=hdr.neural_model,
+            synth_lufs=hdr.synth_lufs,
         )
 
     # --- files ----------------------------------------------------------------------------

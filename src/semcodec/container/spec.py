@@ -58,8 +58,16 @@ FORMAT_MINOR_NEURAL_MODEL = 6
 MAX_NEURAL_MODEL_CHARS = 64
 #: Minor version written when the residual is in time segments (the RESS chunk).
 FORMAT_MINOR_RESIDUAL_SEGMENTS = 7
+#: Minor version written when the header holds the loudness of the default decode's mix
+#: before its gain ("synth_lufs"): the decoder knows the gain before rendering anything.
+FORMAT_MINOR_SYNTH_LOUDNESS = 8
+#: Range of "synth_lufs" (LUFS) a writer stores (it is omitted outside); readers accept
+#: MIN_LOUDNESS_LUFS..MAX_LOUDNESS_LUFS.
+SYNTH_LUFS_RANGE = (-99.999, 29.999)
+#: Decimals "synth_lufs" is stored with (0.001 dB: a gain within 0.012 %).
+SYNTH_LUFS_DECIMALS = 3
 #: The newest minor version this reader and writer know (``--version`` names it).
-FORMAT_MINOR_LATEST = FORMAT_MINOR_RESIDUAL_SEGMENTS
+FORMAT_MINOR_LATEST = FORMAT_MINOR_SYNTH_LOUDNESS
 #: Engines a track may name as preferred (others, from newer writers, are read as none).
 TRACK_ENGINES = ("fluidsynth",)
 #: Bound on a track's engine gain (dB).
@@ -108,6 +116,7 @@ _RESERVED_KEYS = (
     "encoder",
     "tags",
     "neural_model",
+    "synth_lufs",
 )
 _REQUIRED_KEYS = ("format", "duration", "n_samples", "sample_rate", "channels", "tracks")
 

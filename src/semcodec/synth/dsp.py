@@ -415,7 +415,12 @@ def match_loudness(audio: np.ndarray, sr: int, target_lufs: float | None) -> np.
     """
     if target_lufs is None:
         return np.zeros_like(audio)
-    gain = loudness_gain(audio, sr, target_lufs)
+    return apply_gain(audio, loudness_gain(audio, sr, target_lufs))
+
+
+def apply_gain(audio: np.ndarray, gain: float) -> np.ndarray:
+    """``audio`` times the linear ``gain`` as :func:`match_loudness` applies it: peaks pushed
+    over 0.9 soft-clipped, block by block; a unit gain returns ``audio`` itself."""
     if gain == 1.0:
         return audio
     audio = np.asarray(audio)
