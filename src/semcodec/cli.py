@@ -295,10 +295,11 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
          no_residual: bool, max_duration: float) -> None:
     """Play a .smc container (or - for stdin) as it decodes.
 
-    The audio starts after the first block (files up to 40 s are rendered whole first, for
-    the exact loudness; longer ones start at once with an estimated loudness gain; a file
-    with a residual is rendered block by block first, for the exact loudness, then played
-    with its residual: bounded memory, the same audio as decode).
+    The audio starts after the first block: at once with the exact loudness gain when the
+    file stores its decode's loudness (format 1.8, files up to 5 min, played as encoded: the
+    same audio as decode); otherwise files up to 40 s are rendered whole first, for the exact
+    loudness, and longer ones start at once with an estimated loudness gain.  Memory stays
+    bounded whatever the length.
     """
     import shlex
     import shutil

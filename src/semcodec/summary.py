@@ -14,7 +14,8 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     """The summary of container ``c`` read from the bytes ``data`` of file ``name``.
 
     Keys: file, bytes, bitrate_kbps, duration (s), sample_rate (Hz), channels, n_samples,
-    loudness_lufs, tempo_bpm, time_signature, beats (of the tempo map, 0 without one),
+    loudness_lufs, synth_lufs (the decode mix's loudness before its gain, stored for the
+    decoder; None when not stored), tempo_bpm, time_signature, beats (of the tempo map, 0 without one),
     key, encoder, neural_model ({id, installed}: the neural model the timbres were fitted to, the
     legacy model for files that name none; installed: whether this installation has its weights,
     else the decoder uses the current model), tags, texts (the keys), tracks
@@ -44,7 +45,7 @@ def container_summary(c: SmcFile, data: bytes, name: str) -> dict[str, Any]:
     return {
         "file": name, "bytes": len(data), "bitrate_kbps": round(bitrate_kbps(len(data), c.duration), 4),
         "duration": c.duration, "sample_rate": c.sample_rate, "channels": c.channels,
-        "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs,
+        "n_samples": c.n_samples, "loudness_lufs": c.loudness_lufs, "synth_lufs": c.synth_lufs,
         "tempo_bpm": c.score.tempo_bpm, "time_signature": list(c.score.time_signature),
         "beats": len(c.score.tempo_map.beats) if c.score.tempo_map else 0,
         "key": c.score.key, "encoder": c.encoder, "neural_model": neural_model_summary(c),
@@ -96,7 +97,9 @@ def summary_lines(summary: dict[str, Any], c: SmcFile) -> list[str]:
         f"audio      {c.duration:.3f} s ({c.n_samples} samples), {c.sample_rate} Hz, "
         f"{c.channels} channel(s)"
         f"{' (decoded in stereo, each track at its pan)' if c.channels > 1 else ''}, "
-        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent"),
+        + (f"{c.loudness_lufs:.2f} LUFS" if c.loudness_lufs is not None else "silent")
+        + (f" (decode mix {c.synth_lufs:.2f} LUFS before its gain: streams start at once)"
+           if c.synth_lufs is not None and c.loudness_lufs is not None else ""),
         f"score      {c.score.n_notes} notes, {c.score.tempo_bpm:g} BPM, "
         f"{c.score.time_signature[0]}/{c.score.time_signature[1]}, {c.score.key}"
         + (f", tempo map of {summary['beats']} beats" if summary.get("beats") else ""),
