@@ -296,7 +296,7 @@ def play(input: str, player: str | None, engine: str, device: str, soundfont: st
     """Play a .smc container (or - for stdin) as it decodes.
 
     The audio starts after the first block: at once with the exact loudness gain when the
-    file stores its decode's loudness (format 1.8, files up to 5 min, played as encoded: the
+    file stores its decode's loudness (format 1.8, when played as encoded: the
     same audio as decode); otherwise files up to 40 s are rendered whole first, for the exact
     loudness, and longer ones start at once with an estimated loudness gain.  Memory stays
     bounded whatever the length.

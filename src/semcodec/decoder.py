@@ -273,25 +273,23 @@ def _renders_as_stored(c: _container.SmcFile, opts: DecodeOptions) -> bool:
             and opts.sample_rate in (None, c.sample_rate))
 
 
-def decode_measured(c: _container.SmcFile, options: DecodeOptions) -> tuple[np.ndarray, float | None]:
-    """:func:`decode` of ``c`` in mono without the residual (``options.channels`` 1,
-    ``options.residual`` False), and the integrated loudness (LUFS) of its mix before the
-    loudness gain when it is what the header's ``synth_lufs`` records (``options`` render the
-    default decode's mix with the file's neural model; None otherwise, or for a silent mix).
-    The same samples as :func:`decode`; for the encoder, which stores that loudness."""
-    opts = _decode_options(options, {})
-    if opts.channels != 1 or opts.residual:
-        raise UsageError("decode_measured decodes in mono without the residual")
+def synth_loudness(c: _container.SmcFile) -> float | None:
+    """What the header's ``synth_lufs`` records: the integrated loudness (LUFS) of ``c``'s
+    default decode's mix before its loudness gain, measured block by block as
+    :func:`decode_stream` renders it (bounded memory, any length); None for a silent file or
+    mix, or when this installation's engines are not those of the file (the neural model it
+    names)."""
+    if _is_silent(c) or c.loudness_lufs is None:
+        return None
+    opts = DecodeOptions(channels=1, residual=False, max_duration_s=None)
     out = _DecodeShape.of(c, opts, per_track=False)
-    if _is_silent(c) or c.loudness_lufs is None or c.synth_lufs is not None:
-        return decode(c, opts)[0], None
     renderer = _Renderer(c, opts, out)
-    mono = renderer.render(c.score)
-    loud = dsp.integrated_loudness(mono, out.sr)
-    gain = 1.0 if loud is None else float(10.0 ** ((c.loudness_lufs - loud) / 20.0))
-    mono = dsp.flush_tiny(dsp.apply_gain(mono, gain))
-    kept = loud if renderer.as_encoded and _renders_as_stored(c, opts) else None
-    return mono, kept
+    if not renderer.as_encoded:
+        return None
+    meter = dsp.LoudnessMeter(out.n_out, out.sr)
+    for block in _raw_mix_blocks(c, renderer, out):
+        meter.push(block)
+    return meter.result()
 
 
 class _Renderer:

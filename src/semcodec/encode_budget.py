@@ -12,7 +12,7 @@ import numpy as np
 
 from semcodec import budget, digest
 from semcodec.container import SmcFile
-from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode, decode_measured
+from semcodec.decoder import DecodeOptions, _DecodeShape, _Renderer, decode, synth_loudness
 from semcodec.errors import SynthError
 from semcodec.runtime import release_free_memory
 from semcodec.events import Sample, Track, TrackRender
@@ -84,22 +84,16 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     return replace(c, residual=payload) if payload else c
 
 
-#: Files up to this long (s) get the header's ``synth_lufs``: measuring it renders the
-#: file's mix once more.
-SYNTH_LUFS_RENDER_MAX_S = 300.0
-
-
 def _with_synth_loudness(c: _C, max_kbps: float) -> _C:
     """``c`` with the header's ``synth_lufs``: the loudness of its default decode's mix before
     the gain, measured on the file as it will be read (its values rounded as stored), so
     that the decoder knows the gain before rendering; without it when it would not fit
     ``max_kbps`` or cannot be measured."""
     c = replace(c, synth_lufs=None)
-    if c.loudness_lufs is None or c.duration > SYNTH_LUFS_RENDER_MAX_S:
+    if c.loudness_lufs is None:
         return c
-    try:
-        _, synth = decode_measured(type(c).from_bytes(c.to_bytes()),
-                                   DecodeOptions(residual=False, channels=1, max_duration_s=None))
+    try:  # the file's mix rendered once more, block by block
+        synth = synth_loudness(type(c).from_bytes(c.to_bytes()))
     except SynthError as exc:
         log.info("decode loudness not stored: %s", exc)
         return c
