@@ -97,7 +97,7 @@ def _eval_mix_families(clip: dict, truth: Sequence) -> list[int | None] | None:
 
 
 def _stereo_families(clip: dict, truth: Sequence) -> list[int | None] | None:
-    from bench.dataset import eval_dir
+    from bench.dataset import eval_dir  # noqa: PLC0415 - as note_families imports it
 
     folder = eval_dir()
     song = clip["name"][len("stereo_"):]

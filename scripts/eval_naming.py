@@ -4,7 +4,8 @@ classifier's families on every mono mix of two or more eval Slakh stems of one s
 For each song with stems in the eval folder, every combination of 2..all of its stems is summed
 (as the bench's stereo clips are: the stems as they are, no shift; 26 mixes for Track00001's 5
 stems, 4 for Track00049's 3), transcribed, split (``semcodec.separate.assign_tracks``, tracks
-``auto``) and each track named by the classifier's family (``semcodec.instrument``).  Truth: each stem's notes with its GM family (the folder's README).  The score of a mix is
+``auto``) and each track named by the classifier's family (``semcodec.instrument``).  Truth:
+each stem's notes with its GM family (the folder's README).  The score of a mix is
 ``bench.families.instrument_prf``'s F1 (a note counts only in a track of the right family).
 The timbre fit, which may replace the classifier's program in a real encode, is left out.
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         path = argv[argv.index("--weights") + 1]
         args.remove(path)
         model = ins.load_model(path)
-        ins._default_model = lambda: model  # the split and the naming read with it
+        ins._default_model = lambda: model  # noqa: SLF001 - the split and the naming read with it
     d = Path(args[0]) if args else Path(__file__).resolve().parent.parent / ".." / "shared" / "eval"
     programs = families.readme_programs(d)
     scores, split = [], []

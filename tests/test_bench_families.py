@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -47,8 +48,6 @@ def test_readme_programs_and_alignment(tmp_path):
 
 
 def test_stereo_clip_notes_take_their_stems_families(tmp_path, monkeypatch):
-    import json
-
     (tmp_path / "README.md").write_text(
         "| clip | instrument | truth |\n|---|---|---|\n"
         "| song_S00 | Electric Bass, finger (33) | notes |\n| song_S01 | Piano (0) | notes |\n")
