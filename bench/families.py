@@ -9,7 +9,10 @@ Truth per note (:func:`note_families`):
   same-pitch note pairs agree on) and the mix's truth notes labelled with the stem whose note
   they match (same pitch, onsets within :data:`LABEL_ONSET_S`); the stems' GM programs are read
   from the folder's README table (``| clip | Name (program) | ...``).  Notes no stem explains
-  (stems not in the folder) carry no family and are left out.
+  (stems not in the folder) carry no family and are left out;
+* the stereo clips (:func:`bench.dataset.stereo_clips`: a song's eval stems summed as they
+  are, no shift): each truth note is its stem's (the same onset and pitch), the stem's
+  program read as above.
 
 :func:`instrument_prf` then matches the decoded file's notes (each with its track's family)
 against the labelled truth within each family.
@@ -93,6 +96,23 @@ def _eval_mix_families(clip: dict, truth: Sequence) -> list[int | None] | None:
     return out
 
 
+def _stereo_families(clip: dict, truth: Sequence) -> list[int | None] | None:
+    from bench.dataset import eval_dir  # noqa: PLC0415 - as note_families imports it
+
+    folder = eval_dir()
+    song = clip["name"][len("stereo_"):]
+    programs = readme_programs(folder)
+    stem_of: dict[tuple[int, int], int] = {}
+    for p in sorted(folder.glob(f"{song}_S*.notes.json")):
+        name = p.name[: -len(".notes.json")]
+        if name in programs:
+            for on, _, pitch in json.loads(p.read_text()):
+                stem_of[(round(float(on) * 1000), int(pitch))] = family_of(programs[name])
+    if not stem_of:
+        return None
+    return [stem_of.get((round(float(on) * 1000), int(pitch))) for on, _, pitch in truth]
+
+
 def note_families(clip: dict, truth: Sequence | None) -> list[int | None] | None:
     """The GM family of each truth note of ``clip`` (None where unknown), or None for a clip
     that is not a mix of several instruments or whose truth has no families."""
@@ -100,6 +120,8 @@ def note_families(clip: dict, truth: Sequence | None) -> list[int | None] | None
         return None
     if clip.get("source") == "eval":
         return _eval_mix_families(clip, truth) if clip["name"].endswith("_mix") else None
+    if clip.get("source") == "stereo":
+        return _stereo_families(clip, truth)
     from bench.dataset import DATASET_DIR
 
     meta_path = DATASET_DIR / f"{clip['name']}.meta.json"

@@ -118,6 +118,7 @@ STEREO_COLUMNS = (  # the stereo table
     ("mel_lr_downmix", "L/R mel dist., downmix on both ↓", "{:.3f}"),
     ("score_f1", "score F1 ↑", "{:.3f}"),
     ("rt_f1", "round-trip F1 ↑", "{:.3f}"),
+    ("inst_f1", "instrument F1 ↑", "{:.3f}"),
 )
 
 DRUM_COLUMNS = (  # the drums table

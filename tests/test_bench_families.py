@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,3 +45,18 @@ def test_readme_programs_and_alignment(tmp_path):
     shifted = families.align(REF, stem)
     assert [round(n[0], 6) for n in shifted] == [round(n[0], 6) for n in REF[:10]]
     assert families.align(REF, [(0.0, 1.0, 99)]) == []
+
+
+def test_stereo_clip_notes_take_their_stems_families(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text(
+        "| clip | instrument | truth |\n|---|---|---|\n"
+        "| song_S00 | Electric Bass, finger (33) | notes |\n| song_S01 | Piano (0) | notes |\n")
+    (tmp_path / "song_S00.notes.json").write_text(json.dumps([list(n) for n in REF[:10]]))
+    (tmp_path / "song_S01.notes.json").write_text(json.dumps([list(n) for n in REF[10:]]))
+    monkeypatch.setenv("SEMCODEC_EVAL_DIR", str(tmp_path))
+    clip = {"name": "stereo_song", "source": "stereo"}
+    truth = sorted(REF) + [(9.0, 9.5, 50)]  # the last note is no stem's
+    fams = families.note_families(clip, truth)
+    want = {n: f for n, f in zip(REF, FAMS)}
+    assert fams == [want[n] for n in sorted(REF)] + [None]
+    assert families.note_families({"name": "stereo_other", "source": "stereo"}, truth) is None

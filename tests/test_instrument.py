@@ -136,6 +136,35 @@ def test_training_recipe_runs_small_and_is_deterministic(tmp_path):
         assert model.w2.shape[1] == ins.N_PROGRAMS
         digests.append(cfg["sha256_12"])
     assert digests[0] == digests[1]
+    out = tmp_path / "mixed"
+    assert instrument_train.main([*args, "--mix-views", "1", "--out", str(out)]) == 0
+    cfg = json.loads((out / ins.CONFIG_NAME).read_text())
+    assert cfg["mix_views"] == 1 and "--mix-views 1" in cfg["command"]
+    assert cfg["n_notes"] == 2 * json.loads((tmp_path / "a" / ins.CONFIG_NAME).read_text())["n_notes"]
+
+
+def test_mixture_augmentation_adds_other_families_at_bounded_levels():
+    rng = np.random.default_rng(0)
+    n = 4000
+    seg = rng.standard_normal(n).astype(np.float32)
+    others = [rng.standard_normal(n + 3).astype(np.float32) * s for s in (1.0, 0.3, 2.0, 0.5)]
+    programs = [1, 33, 40, 2]  # 1 and 2 are pianos, as the target (program 0)
+    lo, hi = instrument_train.MIX_LEVEL_DB
+    seen = set()
+    for seed in range(20):
+        y = instrument_train.mix_in(np.random.default_rng(seed), seg, others, programs, 0)
+        again = instrument_train.mix_in(np.random.default_rng(seed), seg, others, programs, 0)
+        assert y.shape == seg.shape and np.array_equal(y, again)
+        coef, *_ = np.linalg.lstsq(np.stack([o[:n] for o in others], axis=1), y - seg, rcond=None)
+        assert abs(coef[0]) < 1e-3 and abs(coef[3]) < 1e-3  # never the target's own family
+        for j in (1, 2):
+            if abs(coef[j]) > 1e-3:
+                seen.add(j)
+                level = 20 * np.log10(abs(coef[j]) * np.std(others[j][:n]) / np.std(seg))
+                assert lo - 0.5 <= level <= hi + 0.5
+    assert seen == {1, 2}
+    alone = instrument_train.mix_in(rng, seg, others[:1], programs[:1], 0)
+    assert np.array_equal(alone, seg)  # nothing of another family to mix in
 
 
 def test_encode_stores_the_classified_program():

@@ -1,7 +1,8 @@
 """Train the instrument classifier (:mod:`semcodec.instrument`) on notes rendered here.
 
     python -m semcodec.instrument_train [--out DIR] [--seed S] [--passes N] [--views V]
-                                        [--steps K] [--soundfont PATH ...] [--programs P]
+                                        [--mix-views M] [--steps K] [--soundfont PATH ...]
+                                        [--programs P]
 
 Data: every pitched General MIDI program (0..111) played through each soundfont (default: the
 three Debian ones, FluidR3_GM, TimGM6mb and MuseScore_General) with
@@ -11,6 +12,13 @@ program in a time slot of its own.  Each slot is a random phrase in the program'
 times: random EQ (tilt and one peak), reverb (exponential noise tail, RT60 0.2-1.6 s), level and
 background noise; onsets/offsets jittered as a transcriber would get them.  Per-note features
 are :func:`semcodec.instrument.note_features` of the augmented slot.
+
+Mixture augmentation (``--mix-views M``, default 0): each slot is also measured ``M`` more
+times inside a mix, as the notes of a track split out of a band recording are (the encoder
+measures a split track's notes on the whole mix): the slot plus the same-length slots of
+:data:`MIX_OTHERS` other programs of the same rendering (another family each; one of them a
+bass in half the mixes), each at a random level of :data:`MIX_LEVEL_DB` relative to the slot,
+then the same EQ / reverb / level / noise; only the slot's own notes are labelled.
 
 Model: standardised features -> 64 ReLU units -> softmax over 112 programs, Adam on
 mini-batches with label smoothing and L2, seeded (the same arguments give the same weights on
@@ -51,6 +59,12 @@ PROGRAM_REGISTER = {40: (55, 93), 41: (48, 81), 42: (36, 69), 43: (28, 55), 56: 
                     67: (36, 69), 68: (58, 91), 70: (34, 72), 72: (74, 100), 73: (60, 96),
                     8: (60, 100), 9: (72, 105), 12: (45, 96), 13: (65, 100), 14: (60, 77),
                     32: (28, 55), 105: (48, 79), 106: (50, 79), 108: (60, 88)}
+#: Mixture augmentation: how many other programs (inclusive range) join a slot's mix, and
+#: each one's level (dB, RMS over the slot, inclusive range) relative to the slot's own.
+MIX_OTHERS = (1, 4)
+MIX_LEVEL_DB = (-12.0, 6.0)
+#: The chance that one of a mix's other programs is a bass (bands almost always have one).
+MIX_BASS_P = 0.5
 #: Families that often play chords (a two-note chord is drawn more often for them).
 CHORDAL = {0, 2, 3, 5, 6, 11}
 
@@ -94,6 +108,36 @@ def augment(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def mix_in(rng: np.random.Generator, seg: np.ndarray, others: list[np.ndarray],
+           others_programs: list[int], program: int) -> np.ndarray:
+    """``seg`` (the slot of ``program``) mixed with some of ``others`` (same-length slots of
+    ``others_programs``): :data:`MIX_OTHERS` of them, of families other than ``program``'s and
+    each other's, one a bass with probability :data:`MIX_BASS_P`, each at a level drawn from
+    :data:`MIX_LEVEL_DB` relative to ``seg``'s RMS.  float32 ``(n,)``."""
+    fam = ins.family_of(program)
+    by_family: dict[int, list[int]] = {}
+    for j, q in enumerate(others_programs):
+        f = ins.family_of(q)
+        if f != fam and np.sqrt(np.mean(others[j] ** 2)) > 1e-6:
+            by_family.setdefault(f, []).append(j)
+    fams = sorted(by_family)
+    if not fams:
+        return seg.astype(np.float32)
+    k = min(len(fams), int(rng.integers(MIX_OTHERS[0], MIX_OTHERS[1] + 1)))
+    chosen = [int(f) for f in rng.choice(fams, size=k, replace=False)]
+    bass = ins.family_of(32)
+    if bass in by_family and bass not in chosen and rng.random() < MIX_BASS_P:
+        chosen[0] = bass
+    ref = np.sqrt(np.mean(seg.astype(np.float64) ** 2)) + 1e-9
+    y = seg.astype(np.float64).copy()
+    for f in chosen:
+        o = others[by_family[f][int(rng.integers(len(by_family[f])))]].astype(np.float64)
+        gain = ref / (np.sqrt(np.mean(o ** 2)) + 1e-9) * 10.0 ** (rng.uniform(*MIX_LEVEL_DB) / 20.0)
+        o = o[: y.shape[0]]
+        y[: o.shape[0]] += o * gain
+    return y.astype(np.float32)
+
+
 def jitter(rng: np.random.Generator, notes: list[Note], t0: float) -> list[Note]:
     """``notes`` shifted by ``-t0`` with transcriber-like timing errors."""
     out = []
@@ -105,11 +149,14 @@ def jitter(rng: np.random.Generator, notes: list[Note], t0: float) -> list[Note]
 
 
 def generate(soundfonts: tuple[str, ...], programs: list[int], passes: int, views: int,
-             seed: int, sr: int = ins.SR, jobs: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features (N, F), program labels (N,), soundfont index (N,)) of the rendered notes.
+             seed: int, sr: int = ins.SR, jobs: int = 1,
+             mix_views: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N, F), program labels (N,), soundfont index (N,)) of the rendered notes
+    (``mix_views``: measured in that many mixes too, see the module docstring).
     Each soundfont has its own random stream (seeded by ``seed`` and its index), so ``jobs``
     worker processes give the same data as one."""
-    args = [(sf, si, programs, passes, views, seed, sr) for si, sf in enumerate(soundfonts)]
+    args = [(sf, si, programs, passes, views, seed, sr, mix_views)
+            for si, sf in enumerate(soundfonts)]
     if jobs > 1 and len(args) > 1:
         from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
 
@@ -125,8 +172,10 @@ def _generate_one(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`generate` for one soundfont."""
     from semcodec.synth.fluid import render_score  # noqa: PLC0415
 
-    sf, si, programs, passes, views, seed, sr = job
+    sf, si, programs, passes, views, seed, sr, mix_views = job
     rng = np.random.default_rng([seed, si])
+    # the mixes draw from a stream of their own: without them the data are as before
+    mix_rng = np.random.default_rng([seed, si, 1])
     feats, labels, sf_idx = [], [], []
     for ps in range(passes):
         t_start = time.monotonic()
@@ -139,13 +188,18 @@ def _generate_one(job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             tracks.append(Track(name=f"p{p}", program=p).with_notes(notes))
         n_samples = int(len(programs) * SLOT_S * sr)
         audio = render_score(Score(tracks=tuple(tracks)), sr, n_samples, soundfont=sf)
-        for (t0, notes), p in zip(slots, programs):
-            seg = audio[int(t0 * sr):int((t0 + SLOT_S) * sr)]
+        segs = [audio[int(t0 * sr):int((t0 + SLOT_S) * sr)] for t0, _ in slots]
+        for (t0, notes), p, seg in zip(slots, programs, segs):
             if not notes or np.sqrt(np.mean(seg ** 2)) < 1e-6:
                 continue
             for _ in range(views):
                 x = augment(rng, seg, sr)
                 feats.append(ins.note_features(x, sr, jitter(rng, notes, t0)))
+                labels.append(np.full(len(notes), p))
+                sf_idx.append(np.full(len(notes), si))
+            for _ in range(mix_views):
+                x = augment(mix_rng, mix_in(mix_rng, seg, segs, programs, p), sr)
+                feats.append(ins.note_features(x, sr, jitter(mix_rng, notes, t0)))
                 labels.append(np.full(len(notes), p))
                 sf_idx.append(np.full(len(notes), si))
         print(f"{Path(sf).name} pass {ps + 1}: {time.monotonic() - t_start:.0f} s", flush=True)
@@ -239,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--passes", type=int, default=2, help="renderings per soundfont")
     ap.add_argument("--views", type=int, default=2, help="augmented copies of each rendering")
+    ap.add_argument("--mix-views", type=int, default=0,
+                    help="copies of each rendering measured inside a mix of other programs")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--programs", type=int, default=ins.N_PROGRAMS,
@@ -249,20 +305,25 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     sfs = tuple(args.soundfont or SOUNDFONTS)
     programs = list(range(args.programs))
-    x, y, s = generate(sfs, programs, args.passes, args.views, args.seed, jobs=args.jobs)
+    x, y, s = generate(sfs, programs, args.passes, args.views, args.seed, jobs=args.jobs,
+                       mix_views=args.mix_views)
     t_data = time.monotonic() - t0
     print(f"{x.shape[0]} notes, {x.shape[1]} features in {t_data:.0f} s", flush=True)
     model, held = fit(x, y, seed=args.seed, steps=args.steps, hidden=args.hidden)
     config = {
         "command": "python -m semcodec.instrument_train " + " ".join(argv if argv is not None
                                                                     else sys.argv[1:]),
-        "seed": args.seed, "passes": args.passes, "views": args.views, "steps": args.steps,
+        "seed": args.seed, "passes": args.passes, "views": args.views,
+        "mix_views": args.mix_views, "steps": args.steps,
         "hidden": args.hidden, "programs": args.programs,
         "soundfonts": [Path(p).name for p in sfs],
         "data": f"{len(programs)} programs x {len(sfs)} soundfonts x {args.passes} passes of "
                 f"{SLOT_S - TAIL_S:.1f}-s phrases, {args.views} augmented views each "
-                "(EQ tilt + peak, reverb, level, noise, timing jitter) at "
-                f"{ins.SR} Hz",
+                "(EQ tilt + peak, reverb, level, noise, timing jitter)"
+                + (f" + {args.mix_views} views mixed with {MIX_OTHERS[0]}-{MIX_OTHERS[1]} other "
+                   f"programs' slots (other families, a bass in {MIX_BASS_P:.0%}) at "
+                   f"{MIX_LEVEL_DB[0]:+.0f}..{MIX_LEVEL_DB[1]:+.0f} dB" if args.mix_views else "")
+                + f" at {ins.SR} Hz",
         "n_notes": int(x.shape[0]), "features": list(ins.feature_names()),
         "heldout_10pct_note_accuracy": held,
         "train_note_accuracy": accuracy(model, x, y),
