@@ -855,3 +855,44 @@ def test_decode_stream_plays_a_segmented_residual_as_the_whole_one(monkeypatch):
     b = np.concatenate(list(api.decode_stream(seg, exact=False).blocks))
     assert len(made) == 1 and made[0].decoded == made[0].n_segments > 1
     assert np.array_equal(a, b) and not np.allclose(b, pure, atol=1e-3)
+
+
+def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(monkeypatch):
+    """The judge's resolutions computed on parallel threads, and a second judge of the same
+    original taking its log-mels from the first: the very same benefits as one at a time."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    z = y + _burst(3 * SR, 1.0, 2.0, amp=0.05, seed=4)
+    edges = residual.band_edges(20, SR)
+    residual_judge.forget_reference()
+    monkeypatch.setattr(residual_judge, "_workers", lambda: 1)
+    serial = residual_judge.Judge(x, y, SR)
+    one = serial.benefit(z, edges, 0.1, 30)
+    residual_judge.forget_reference()
+    monkeypatch.setattr(residual_judge, "_workers", lambda: 3)
+    threaded = residual_judge.Judge(x, y, SR)
+    assert np.abs(one).sum() > 0
+    assert np.array_equal(threaded.benefit(z, edges, 0.1, 30), one)
+    # another decode of the same original: its log-mels are not made again (one per
+    # resolution, the first judge's own arrays, read-only) and the benefits are the same
+    made = []
+    real = residual_judge.Judge._logmel
+
+    def counted(v, *args, **kwargs):
+        made.append(v is x)
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(residual_judge.Judge, "_logmel", staticmethod(counted))
+    other = residual_judge.Judge(x, 0.5 * y, SR)
+    assert made == [False] * len(residual_judge.JUDGE_N_FFTS)  # the decode's only
+    assert all(a[5] is b[5] and not a[5].flags.writeable
+               for a, b in zip(other.res, threaded.res))
+    residual_judge.forget_reference()
+    fresh = residual_judge.Judge(x.copy(), 0.5 * y, SR)
+    # forgotten: the original's log-mels are made again, with the decode's
+    assert len(made) == 3 * len(residual_judge.JUDGE_N_FFTS)
+    assert np.array_equal(other.benefit(z, edges, 0.1, 30), fresh.benefit(z, edges, 0.1, 30))
+    # another original (even of the same length) is judged with its own log-mels
+    louder = residual_judge.Judge(2.0 * x, 0.5 * y, SR)
+    assert not any(a[5] is b[5] for a, b in zip(louder.res, fresh.res))
+    residual_judge.forget_reference()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -515,6 +516,9 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         return _clear_notes_and_residual(c, inp, opts, report)
     finally:
         sampleuse.forget_target()  # the measures of this input, kept for its two measures
+        judge = sys.modules.get("semcodec.residual_judge")  # (imported by the residual only)
+        if judge is not None:
+            judge.forget_reference()  # the original's log-mels, shared by its residuals' judges
 
 
 #: Inputs up to this long (s) have their residual coded on second threads while the

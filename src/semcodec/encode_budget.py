@@ -169,8 +169,17 @@ class Measured:
             if a is y and r == sr:
                 return heard
         heard = roundtrip.transcribe_back(y, sr)
-        self._heard = [*self._heard[1 - self.KEEP:], (y, sr, heard)]
+        self.remember(y, sr, heard)
         return heard
+
+    def remember(self, y: np.ndarray, sr: int, heard: tuple) -> None:
+        """Keep ``heard``, the notes heard in ``y`` (a decode kept here), for :meth:`hear`:
+        the round-trip repair's transcription of a candidate made around its changed notes
+        only (:func:`semcodec.roundtrip.transcribe_spans`, the notes elsewhere those of the
+        decode it differs from), which the alignment then takes for that decode's."""
+        if any(a is y and r == sr for a, r, _ in self._heard):
+            return
+        self._heard = [*self._heard[1 - self.KEEP:], (y, sr, tuple(heard))]
 
 
 def _with_clear_notes(c: _C, original: np.ndarray,
@@ -258,7 +267,8 @@ def _clear_notes(c: _C, original: np.ndarray,
         tracks = roundtrip.repair(c.score.tracks, target, sr, render,
                                   on_candidate=None if on_candidate is None else candidate,
                                   original_mels=mels, hear=measured.hear,
-                                  on_verdict=None if on_verdict is None else verdict)
+                                  on_verdict=None if on_verdict is None else verdict,
+                                  on_heard=measured.remember)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c

@@ -259,7 +259,9 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
            on_candidate: Callable[[tuple], None] | None = None,
            original_mels: list[np.ndarray] | None = None,
            hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
-           on_verdict: Callable[[tuple, bool], None] | None = None) -> tuple:
+           on_verdict: Callable[[tuple, bool], None] | None = None,
+           on_heard: Callable[[np.ndarray, int, tuple[Note, ...]], None] | None = None
+           ) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -281,7 +283,10 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     ``on_verdict(candidate, accepted)``, when given, is called as soon as each candidate is
     measured: ``accepted`` when it passes the rule above (the tracks returned are then not
     ``tracks``: it or a better candidate), else it is not the result (the caller may drop
-    work it started on either).
+    work it started on either).  ``on_heard(y, sr, notes)``, when given, is called with each
+    decode that was transcribed (the array ``render`` returned) and the notes heard in it,
+    whole or around its changed notes (the encoder's onset alignment measures the tracks the
+    repair ends with: their decode need not be heard again).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -308,6 +313,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
             heard = (hear or transcribe_back)(y, sr)
         else:
             heard = transcribe_spans(y, sr, spans, before)
+        if on_heard is not None:
+            on_heard(y, sr, heard)
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
         return note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]), mel, heard
 
