@@ -896,3 +896,44 @@ def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(mo
     louder = residual_judge.Judge(2.0 * x, 0.5 * y, SR)
     assert not any(a[5] is b[5] for a, b in zip(louder.res, fresh.res))
     residual_judge.forget_reference()
+
+
+def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(monkeypatch):
+    """The encoder applies many envelopes to one decode: with an ApplyMemo its spectra are
+    made once and each block's noise once per input, the samples the very same."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    a = residual.analyse(x, y, SR, passes=1)
+    envs = [a.envelope(a.benefit > t) for t in (0.0, 1e-7, 1e-6)]
+    envs.append(residual.Envelope(levels=a.levels, mask=np.ones_like(a.benefit, bool),
+                                  period_s=a.period_s, step_db=a.step_db))
+    plain = [residual.apply(y, SR, e, SR) for e in envs]
+    residual.forget_noise()
+    made = {"rfft": 0, "noise": 0}
+    real_rfft, real_noise = np.fft.rfft, residual._noise_block
+
+    def rfft(*args, **kwargs):
+        made["rfft"] += 1
+        return real_rfft(*args, **kwargs)
+
+    def noise(*args):
+        made["noise"] += 1
+        return real_noise(*args)
+
+    monkeypatch.setattr(residual.np.fft, "rfft", rfft)
+    monkeypatch.setattr(residual, "_noise_block", noise)
+    memo = residual.ApplyMemo(y)
+    kept = [residual.apply(y, SR, e, SR, memo=memo) for e in envs]
+    assert all(np.array_equal(p, k) for p, k in zip(plain, kept))
+    assert not np.array_equal(plain[0], y) and not np.array_equal(plain[-1], plain[0])
+    blocks = len(memo.specs)
+    # (each noise block is one rfft too)
+    assert blocks >= 1 and made == {"rfft": 2 * blocks, "noise": blocks}
+    # another decode of the same input: its own spectra, the noise kept
+    other = residual.ApplyMemo(0.5 * y)
+    residual.apply(other.audio, SR, envs[-1], SR, memo=other)
+    assert made == {"rfft": 3 * blocks, "noise": blocks}
+    # a memo of another array is not used: all made again
+    again = residual.apply(y, SR, envs[0], SR, memo=other)
+    assert np.array_equal(again, plain[0]) and made == {"rfft": 5 * blocks, "noise": 2 * blocks}
+    residual.forget_noise()

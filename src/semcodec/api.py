@@ -519,6 +519,9 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         judge = sys.modules.get("semcodec.residual_judge")  # (imported by the residual only)
         if judge is not None:
             judge.forget_reference()  # the original's log-mels, shared by its residuals' judges
+        resid = sys.modules.get("semcodec.residual")
+        if resid is not None:
+            resid.forget_noise()  # the noise spectra its residuals' analyses shared
 
 
 #: Inputs up to this long (s) have their residual coded on second threads while the

@@ -42,13 +42,19 @@ def _workers() -> int:
     return max(1, min(len(JUDGE_N_FFTS), usable_cpus()))
 
 
+#: Inputs up to this long (s) are judged on parallel threads, and their log-mels kept for
+#: the judges of their other decodes; longer ones (a long input's spans) one resolution at a
+#: time, none kept: their memory stays as bounded as before.
+JUDGE_SHORT_S = 120.0
+
 _T = TypeVar("_T")
 
 
-def _each(fn: Callable[[int], _T], n: int) -> list[_T]:
-    """``[fn(0), ..., fn(n - 1)]``, on :func:`_workers` threads (results in order, so that the
-    caller sums them in the same order as one after the other: the same numbers)."""
-    workers = min(n, _workers())
+def _each(fn: Callable[[int], _T], n: int, parallel: bool = True) -> list[_T]:
+    """``[fn(0), ..., fn(n - 1)]``, on :func:`_workers` threads when ``parallel`` (results in
+    order, so that the caller sums them in the same order as one after the other: the same
+    numbers)."""
+    workers = min(n, _workers()) if parallel else 1
     if workers <= 1:
         return [fn(i) for i in range(n)]
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
@@ -82,9 +88,11 @@ class Judge:
         from semcodec import filterbanks  # noqa: PLC0415 - the encoder only
 
         self.sr, self.x = sr, x
-        key = _original_key(x, sr)
+        #: a short input: judged on parallel threads, its log-mels shared (JUDGE_SHORT_S)
+        self.short = len(x) <= JUDGE_SHORT_S * sr
+        key = _original_key(x, sr) if self.short else None
         with _REFERENCE_LOCK:
-            known: Sequence = _REFERENCE.get(key, ())
+            known: Sequence = _REFERENCE.get(key, ()) if self.short else ()
 
         def one(k: int) -> tuple:
             ref = JUDGE_N_FFTS[k]
@@ -100,8 +108,8 @@ class Judge:
             return (n_fft, hop, window, mel, centres, lx, base, weight)
 
         # the resolutions on parallel threads, kept in order
-        self.res = _each(one, len(JUDGE_N_FFTS))
-        if not known and all(r[5] is not None for r in self.res):
+        self.res = _each(one, len(JUDGE_N_FFTS), self.short)
+        if self.short and not known and all(r[5] is not None for r in self.res):
             with _REFERENCE_LOCK:
                 _REFERENCE.clear()  # the latest input only
                 _REFERENCE[key] = tuple(r[5] for r in self.res)
@@ -181,7 +189,7 @@ class Judge:
 
         out = np.zeros((n_bands, n_frames))
         # the resolutions on parallel threads, summed in order (the same numbers)
-        for part in _each(one, len(self.res)):
+        for part in _each(one, len(self.res), self.short):
             out += part
         return out
 
