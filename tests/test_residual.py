@@ -937,3 +937,29 @@ def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(m
     again = residual.apply(y, SR, envs[0], SR, memo=other)
     assert np.array_equal(again, plain[0]) and made == {"rfft": 5 * blocks, "noise": 2 * blocks}
     residual.forget_noise()
+
+
+def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeypatch):
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    residual_judge.forget_reference()
+    plain = residual_judge.Judge(x, y, SR)
+    residual_judge.forget_reference()
+    residual_judge.prepare_reference(x.copy(), SR)  # equal samples, another array
+    made = []
+    real = residual_judge.Judge._logmel
+
+    def counted(v, *args, **kwargs):
+        made.append(v)
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(residual_judge.Judge, "_logmel", staticmethod(counted))
+    judged = residual_judge.Judge(x, y, SR)
+    assert len(made) == len(residual_judge.JUDGE_N_FFTS) and all(v is y for v in made)
+    for a, b in zip(plain.res, judged.res):
+        assert np.array_equal(a[5], b[5]) and np.array_equal(a[6], b[6])
+    # a long input: nothing prepared (its judges make their log-mels span by span)
+    residual_judge.forget_reference()
+    monkeypatch.setattr(residual_judge, "JUDGE_SHORT_S", 1.0)
+    residual_judge.prepare_reference(x, SR)
+    assert not residual_judge._REFERENCE

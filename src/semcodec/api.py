@@ -463,6 +463,14 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
                               audio_of[next(iter(groups.values()))[0]], inp.sample_rate)
                 if opts.track_renders and loudness is not None and len(groups) == 1
                 and inp.duration <= sampleuse.TARGET_KEEP_MAX_S else None)
+    # so are the original's log-mels that the residuals' judges measure against
+    # (semcodec.residual_judge keeps them), for an input whose residual is coded whole
+    judged = None
+    if (opts.residual and loudness is not None
+            and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S):
+        from semcodec import residual_judge
+
+        judged = in_background(residual_judge.prepare_reference, inp.audio, inp.sample_rate)
     if groups and (opts.fit_timbre or opts.samples):
         done = 0
         for members in groups.values():
@@ -511,6 +519,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     try:
         if measured is not None:
             measured()
+        if judged is not None:
+            _join_discarded(judged)
         c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                    inp.sample_rate, tuple(samples), opts)
         return _clear_notes_and_residual(c, inp, opts, report)

@@ -75,6 +75,43 @@ def _original_key(x: np.ndarray, sr: int) -> tuple:
     return (hashlib.blake2b(v.view(np.uint8), digest_size=16).digest(), v.shape[0], int(sr))
 
 
+def _resolution(k: int, sr: int) -> tuple:
+    """(n_fft, hop, window, mel filters, mel centres in Hz) of the judge's resolution ``k``
+    (of JUDGE_N_FFTS) at ``sr`` Hz."""
+    from semcodec import filterbanks  # noqa: PLC0415 - the encoder only
+
+    n_fft = max(256, int(2 ** round(math.log2(JUDGE_N_FFTS[k] * sr / REF_SR))))
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    mel = filterbanks.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
+    centres = filterbanks.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
+    return n_fft, n_fft // 4, window, mel, centres
+
+
+def prepare_reference(x: np.ndarray, sr: int) -> None:
+    """Make and keep the log-mels of the original ``x`` (mono float32 at ``sr`` Hz) that the
+    judges of its decodes then take (the encoder: on a second thread while the timbres are
+    fitted, before any decode exists); nothing for an input over JUDGE_SHORT_S or whose
+    log-mels a judge makes span by span (JUDGE_SPAN)."""
+    x = np.asarray(x, np.float32)
+    if len(x) > JUDGE_SHORT_S * sr:
+        return
+    key = _original_key(x, sr)
+    with _REFERENCE_LOCK:
+        if key in _REFERENCE:
+            return
+    out = []
+    for k in range(len(JUDGE_N_FFTS)):
+        n_fft, hop, window, mel, _ = _resolution(k, sr)
+        if 1 + len(x) // hop > JUDGE_SPAN:
+            return
+        lx = Judge._logmel(x, n_fft, hop, window, mel)
+        lx.setflags(write=False)
+        out.append(lx)
+    with _REFERENCE_LOCK:
+        _REFERENCE.clear()  # the latest input only
+        _REFERENCE[key] = tuple(out)
+
+
 def block_frames(n_fft: int) -> int:
     """Frames per block of the judge's log-mel at ``n_fft``: JUDGE_BLOCK frames of 1024
     samples' worth (JUDGE_BLOCK at 1024 or less, half as many at 2048, ...)."""
@@ -85,8 +122,6 @@ class Judge:
     """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
-        from semcodec import filterbanks  # noqa: PLC0415 - the encoder only
-
         self.sr, self.x = sr, x
         #: a short input: judged on parallel threads, its log-mels shared (JUDGE_SHORT_S)
         self.short = len(x) <= JUDGE_SHORT_S * sr
@@ -95,12 +130,7 @@ class Judge:
             known: Sequence = _REFERENCE.get(key, ()) if self.short else ()
 
         def one(k: int) -> tuple:
-            ref = JUDGE_N_FFTS[k]
-            n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
-            hop = n_fft // 4
-            window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-            mel = filterbanks.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
-            centres = filterbanks.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
+            n_fft, hop, window, mel, centres = _resolution(k, sr)
             lx, base = self._reference(x, y, n_fft, hop, window, mel,
                                        known[k] if k < len(known) else None)
             # each resolution counts as the mean over its frames and mel bands (the metric)
