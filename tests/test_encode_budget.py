@@ -151,3 +151,23 @@ def test_measured_keeps_what_it_is_told_was_heard_by_the_decode_array(counted):
     assert m.hear(y, SR // 2) == () and counted["heard"] == 1  # another rate: heard
     m.hear(y.copy(), SR)
     assert counted["heard"] == 2
+
+
+def test_measured_takes_what_the_chosen_renders_check_heard_in_the_same_audio(counted):
+    from semcodec import sampleuse
+
+    c = _file()
+    m = encode_budget.Measured()
+    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=SR)
+    y = m.decode(c, c.score.tracks, opts, c.n_samples)
+    told = (Note(0.2, 0.5, 60, 90),)
+    sampleuse.forget_target()
+    try:
+        sampleuse._keep_heard(y + np.float32(1e-6))(told)  # the check's mix: the same audio
+        assert m.hear(y, SR) == told and counted["heard"] == 0
+        louder = m.decode(c, roundtrip.scaled(c.score.tracks, {(0, 0), (0, 1)}, 1.5), opts,
+                          c.n_samples)
+        m.hear(louder, SR)  # another audio: transcribed
+        assert counted["heard"] == 1
+    finally:
+        sampleuse.forget_target()

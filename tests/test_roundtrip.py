@@ -188,7 +188,8 @@ def test_render_check_compares_with_the_engine_or_the_original_if_that_is_less_c
 
     engine, original, cand = (np.full(SR, v, np.float32) for v in (1.0, 2.0, 3.0))
     f1 = {1.0: 1.0, 2.0: 0.9, 3.0: 0.5}
-    monkeypatch.setattr(roundtrip, "agreement", lambda y, sr, notes: f1[float(y[0])])
+    monkeypatch.setattr(roundtrip, "agreement",
+                        lambda y, sr, notes, heard_into=None: f1[float(y[0])])
     notes = [Note(0.1 + k, 0.5 + k, 60, 90) for k in range(40)]
     tried: dict = {}
     check = sampleuse._NoteCheck(0, engine, original, lambda i, y: y, notes, tried)
@@ -207,7 +208,7 @@ def test_render_check_transcribes_the_original_only_when_it_can_change_the_outco
     f1 = {1.0: 0.8, 2.0: 0.9, 3.0: 0.79}
     heard: list[float] = []
 
-    def agreement(y, sr, notes):
+    def agreement(y, sr, notes, heard_into=None):
         heard.append(float(y[0]))
         return f1[float(y[0])]
 

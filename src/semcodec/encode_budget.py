@@ -162,13 +162,18 @@ class Measured:
         return y
 
     def hear(self, y: np.ndarray, sr: int) -> tuple:
-        """:func:`semcodec.roundtrip.transcribe_back` of ``y``: again for the same array."""
-        from semcodec import roundtrip
+        """:func:`semcodec.roundtrip.transcribe_back` of ``y``: again for the same array;
+        what the chosen render's round-trip check heard when ``y`` is that same audio
+        (:func:`semcodec.sampleuse.heard_like`: the first decode of a solo is its chosen
+        render, up to float rounding)."""
+        from semcodec import roundtrip, sampleuse
 
         for a, r, heard in self._heard:
             if a is y and r == sr:
                 return heard
-        heard = roundtrip.transcribe_back(y, sr)
+        # the chosen render's round-trip check heard the same audio (semcodec.sampleuse)
+        like = sampleuse.heard_like(y, sr)
+        heard = like if like is not None else roundtrip.transcribe_back(y, sr)
         self.remember(y, sr, heard)
         return heard
 

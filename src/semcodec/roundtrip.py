@@ -73,10 +73,12 @@ def note_f1(ref: Sequence[tuple[float, int]], est: Sequence[tuple[float, int]],
     return 2.0 * hits / (len(ref) + len(est))
 
 
-def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note]) -> float | None:
+def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note],
+              heard_into: Callable[[tuple[Note, ...]], None] | None = None) -> float | None:
     """Note F1 (0..1) between ``notes`` and the transcription of ``audio`` (mono float32 at
     ``sr`` Hz, the rendering of those notes); None when the transcriber is unavailable or
-    there are no notes to find."""
+    there are no notes to find.  ``heard_into(notes heard)``, when given, gets the
+    transcription (not called when there was none)."""
     ref = [(float(n.onset), int(n.pitch)) for n in notes]
     if not ref:
         return None
@@ -87,6 +89,8 @@ def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note]) -> float | None
     except SemcodecError as exc:  # no onnxruntime / model: the check is skipped
         log.info("round-trip check skipped: %s", exc)
         return None
+    if heard_into is not None:
+        heard_into(tuple(heard))
     return note_f1(ref, [(float(n.onset), int(n.pitch)) for n in heard])
 
 
