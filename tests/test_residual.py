@@ -866,11 +866,11 @@ def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(mo
     edges = residual.band_edges(20, SR)
     residual_judge.forget_reference()
     monkeypatch.setattr(residual_judge, "_workers", lambda: 1)
-    serial = residual_judge.Judge(x, y, SR)
+    serial = residual_judge.Judge(x, y, SR, shared=True)
     one = serial.benefit(z, edges, 0.1, 30)
     residual_judge.forget_reference()
     monkeypatch.setattr(residual_judge, "_workers", lambda: 3)
-    threaded = residual_judge.Judge(x, y, SR)
+    threaded = residual_judge.Judge(x, y, SR, shared=True)
     assert np.abs(one).sum() > 0
     assert np.array_equal(threaded.benefit(z, edges, 0.1, 30), one)
     # another decode of the same original: its log-mels are not made again (one per
@@ -883,17 +883,17 @@ def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(mo
         return real(v, *args, **kwargs)
 
     monkeypatch.setattr(residual_judge.Judge, "_logmel", staticmethod(counted))
-    other = residual_judge.Judge(x, 0.5 * y, SR)
+    other = residual_judge.Judge(x, 0.5 * y, SR, shared=True)
     assert made == [False] * len(residual_judge.JUDGE_N_FFTS)  # the decode's only
     assert all(a[5] is b[5] and not a[5].flags.writeable
                for a, b in zip(other.res, threaded.res))
     residual_judge.forget_reference()
-    fresh = residual_judge.Judge(x.copy(), 0.5 * y, SR)
+    fresh = residual_judge.Judge(x.copy(), 0.5 * y, SR, shared=True)
     # forgotten: the original's log-mels are made again, with the decode's
     assert len(made) == 3 * len(residual_judge.JUDGE_N_FFTS)
     assert np.array_equal(other.benefit(z, edges, 0.1, 30), fresh.benefit(z, edges, 0.1, 30))
     # another original (even of the same length) is judged with its own log-mels
-    louder = residual_judge.Judge(2.0 * x, 0.5 * y, SR)
+    louder = residual_judge.Judge(2.0 * x, 0.5 * y, SR, shared=True)
     assert not any(a[5] is b[5] for a, b in zip(louder.res, fresh.res))
     residual_judge.forget_reference()
 
@@ -943,7 +943,7 @@ def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeyp
     x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
     y = _tone(3.0)
     residual_judge.forget_reference()
-    plain = residual_judge.Judge(x, y, SR)
+    plain = residual_judge.Judge(x, y, SR, shared=True)
     residual_judge.forget_reference()
     residual_judge.prepare_reference(x.copy(), SR)  # equal samples, another array
     made = []
@@ -954,10 +954,15 @@ def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeyp
         return real(v, *args, **kwargs)
 
     monkeypatch.setattr(residual_judge.Judge, "_logmel", staticmethod(counted))
-    judged = residual_judge.Judge(x, y, SR)
+    judged = residual_judge.Judge(x, y, SR, shared=True)
     assert len(made) == len(residual_judge.JUDGE_N_FFTS) and all(v is y for v in made)
     for a, b in zip(plain.res, judged.res):
         assert np.array_equal(a[5], b[5]) and np.array_equal(a[6], b[6])
+    # the judge of a long input's span neither takes nor keeps them
+    made.clear()
+    span = residual_judge.Judge(x, y, SR)
+    assert len(made) == 2 * len(residual_judge.JUDGE_N_FFTS) and not span.short
+    assert all(a[5] is not b[5] for a, b in zip(span.res, judged.res))
     # a long input: nothing prepared (its judges make their log-mels span by span)
     residual_judge.forget_reference()
     monkeypatch.setattr(residual_judge, "JUDGE_SHORT_S", 1.0)

@@ -642,12 +642,12 @@ def _cell_gains(env: Envelope, dec: np.ndarray) -> tuple[np.ndarray | None, np.n
 # ------------------------------------------------------------------------------------------
 
 
-def _judge(x: np.ndarray, y: np.ndarray, sr: int) -> "Judge":
+def _judge(x: np.ndarray, y: np.ndarray, sr: int, shared: bool = False) -> "Judge":
     """The encoder's judge of original ``x`` and decode ``y`` (imported here: the decoder
-    never needs it, nor librosa)."""
+    never needs it, nor librosa); ``shared``: that of a whole input (Judge)."""
     from semcodec.residual_judge import Judge  # noqa: PLC0415
 
-    return Judge(x, y, sr)
+    return Judge(x, y, sr, shared=shared)
 
 
 @dataclass
@@ -938,7 +938,7 @@ class ResidualCoder:
     @property
     def judge(self) -> "Judge":
         if self._judge is None:
-            self._judge = _judge(self.x, self.y, self.sr)
+            self._judge = _judge(self.x, self.y, self.sr, shared=True)
         return self._judge
 
     def analysis(self, n_bands: int, period_s: float) -> Analysis:

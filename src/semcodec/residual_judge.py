@@ -42,9 +42,10 @@ def _workers() -> int:
     return max(1, min(len(JUDGE_N_FFTS), usable_cpus()))
 
 
-#: Inputs up to this long (s) are judged on parallel threads, and their log-mels kept for
-#: the judges of their other decodes; longer ones (a long input's spans) one resolution at a
-#: time, none kept: their memory stays as bounded as before.
+#: Whole inputs up to this long (s) are judged on parallel threads, and their log-mels kept
+#: for the judges of their other decodes; longer ones and a long input's spans
+#: (semcodec.residual_spans) one resolution at a time, none kept: their memory stays as
+#: bounded as before.
 JUDGE_SHORT_S = 120.0
 
 _T = TypeVar("_T")
@@ -121,10 +122,13 @@ def block_frames(n_fft: int) -> int:
 class Judge:
     """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int, shared: bool = False) -> None:
+        """``shared``: the judge of a whole input (not of a long input's span): when it is
+        at most JUDGE_SHORT_S long, judged on parallel threads and its log-mels shared with
+        the judges of its other decodes."""
         self.sr, self.x = sr, x
-        #: a short input: judged on parallel threads, its log-mels shared (JUDGE_SHORT_S)
-        self.short = len(x) <= JUDGE_SHORT_S * sr
+        #: judged on parallel threads, the original's log-mels shared
+        self.short = shared and len(x) <= JUDGE_SHORT_S * sr
         key = _original_key(x, sr) if self.short else None
         with _REFERENCE_LOCK:
             known: Sequence = _REFERENCE.get(key, ()) if self.short else ()
