@@ -90,3 +90,84 @@ def test_measured_decodes_are_kept_per_tracks_options_and_file(counted):
     assert m.hear(y, SR) == m.hear(y, SR) and counted["heard"] == 1
     m.hear(y.copy(), SR)
     assert counted["heard"] == 2
+
+
+def test_the_alignment_takes_the_repairs_hearing_of_the_candidate_it_kept(monkeypatch):
+    """The repair keeps a candidate, transcribed around its changed notes only: the alignment
+    that follows measures that very decode and does not transcribe it again."""
+    from semcodec import sampleuse
+
+    # 20 s of clear notes and one octave pair at 10 s whose upper note is too quiet: the
+    # candidate is transcribed around that pair only
+    notes = [Note(0.5 + k, 0.9 + k, 72, 90) for k in range(18) if k != 9]
+    notes += [Note(10.0, 10.4, 48, 100), Note(10.0, 10.4, 60, 60)]
+    c = replace(_file(20.0), score=Score(tracks=(Track("t").with_notes(
+        sorted(notes, key=lambda n: (n.onset, n.pitch))),)))
+    last: dict = {}
+    calls = {"decode": 0, "heard": []}
+
+    def decode(cc, opts):  # "clock" audio: each sample holds its time (s)
+        calls["decode"] += 1
+        last["tracks"] = cc.score.tracks
+        n = cc.n_samples * opts.sample_rate // cc.sample_rate
+        return (np.arange(n) / opts.sample_rate).astype(np.float32), opts.sample_rate
+
+    def transcribe_back(y, sr):  # the upper notes are heard once loud enough, on time
+        t0, dur = float(y[0]), len(y) / sr
+        calls["heard"].append(dur)
+        return tuple(replace(n, onset=n.onset - t0, offset=n.offset - t0)
+                     for n in last["tracks"][0].notes
+                     if (n.pitch != 60 or n.velocity >= 70) and t0 <= n.onset < t0 + dur)
+
+    monkeypatch.setattr(encode_budget, "decode", decode)
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe_back)
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.1)
+    original = np.zeros(c.n_samples, np.float32)
+    measured = encode_budget.Measured()
+    cleared = encode_budget._with_clear_notes(c, original, measured=measured)
+    assert cleared.score != c.score  # the upper notes raised
+    # the decode whole; each of two candidates around the pair only
+    assert len(calls["heard"]) == 3 and calls["heard"][0] == pytest.approx(20.0)
+    assert all(d < 10.0 for d in calls["heard"][1:])
+    done = (calls["decode"], len(calls["heard"]))
+    out = encode_budget._with_aligned_onsets(cleared, original, measured=measured)
+    assert out is cleared  # heard on time
+    assert (calls["decode"], len(calls["heard"])) == done
+    # without what the repair kept, the alignment decodes and hears it itself
+    assert encode_budget._with_aligned_onsets(cleared, original) is cleared
+    assert calls["decode"] == done[0] + 1 and len(calls["heard"]) == done[1] + 1
+
+
+def test_measured_keeps_what_it_is_told_was_heard_by_the_decode_array(counted):
+    c = _file()
+    m = encode_budget.Measured()
+    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=SR)
+    y = m.decode(c, c.score.tracks, opts, c.n_samples)
+    told = (Note(0.2, 0.5, 60, 90),)
+    m.remember(y, SR, told)
+    assert m.hear(y, SR) == told and counted["heard"] == 0
+    m.remember(y, SR, ())  # what was heard first stays
+    assert m.hear(y, SR) == told
+    assert m.hear(y, SR // 2) == () and counted["heard"] == 1  # another rate: heard
+    m.hear(y.copy(), SR)
+    assert counted["heard"] == 2
+
+
+def test_measured_takes_what_the_chosen_renders_check_heard_in_the_same_audio(counted):
+    from semcodec import sampleuse
+
+    c = _file()
+    m = encode_budget.Measured()
+    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=SR)
+    y = m.decode(c, c.score.tracks, opts, c.n_samples)
+    told = (Note(0.2, 0.5, 60, 90),)
+    sampleuse.forget_target()
+    try:
+        sampleuse._keep_heard(y + np.float32(1e-6))(told)  # the check's mix: the same audio
+        assert m.hear(y, SR) == told and counted["heard"] == 0
+        louder = m.decode(c, roundtrip.scaled(c.score.tracks, {(0, 0), (0, 1)}, 1.5), opts,
+                          c.n_samples)
+        m.hear(louder, SR)  # another audio: transcribed
+        assert counted["heard"] == 1
+    finally:
+        sampleuse.forget_target()

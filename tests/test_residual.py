@@ -859,3 +859,116 @@ def test_decode_stream_plays_a_segmented_residual_as_the_whole_one(monkeypatch):
     b = np.concatenate(list(api.decode_stream(seg, exact=False).blocks))
     assert len(made) == 1 and made[0].decoded == made[0].n_segments > 1
     assert np.array_equal(a, b) and not np.allclose(b, pure, atol=1e-3)
+
+
+def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(monkeypatch):
+    """The judge's resolutions computed on parallel threads, and a second judge of the same
+    original taking its log-mels from the first: the very same benefits as one at a time."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    z = y + _burst(3 * SR, 1.0, 2.0, amp=0.05, seed=4)
+    edges = residual.band_edges(20, SR)
+    residual_judge.forget_reference()
+    monkeypatch.setattr(residual_judge, "_workers", lambda: 1)
+    serial = residual_judge.Judge(x, y, SR, shared=True)
+    one = serial.benefit(z, edges, 0.1, 30)
+    residual_judge.forget_reference()
+    monkeypatch.setattr(residual_judge, "_workers", lambda: 3)
+    threaded = residual_judge.Judge(x, y, SR, shared=True)
+    assert np.abs(one).sum() > 0
+    assert np.array_equal(threaded.benefit(z, edges, 0.1, 30), one)
+    # another decode of the same original: its log-mels are not made again (one per
+    # resolution, the first judge's own arrays, read-only) and the benefits are the same
+    made = []
+    real = residual_judge.Judge._logmel
+
+    def counted(v, *args, **kwargs):
+        made.append(v is x)
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(residual_judge.Judge, "_logmel", staticmethod(counted))
+    other = residual_judge.Judge(x, 0.5 * y, SR, shared=True)
+    assert made == [False] * len(residual_judge.JUDGE_N_FFTS)  # the decode's only
+    assert all(a[5] is b[5] and not a[5].flags.writeable
+               for a, b in zip(other.res, threaded.res))
+    residual_judge.forget_reference()
+    fresh = residual_judge.Judge(x.copy(), 0.5 * y, SR, shared=True)
+    # forgotten: the original's log-mels are made again, with the decode's
+    assert len(made) == 3 * len(residual_judge.JUDGE_N_FFTS)
+    assert np.array_equal(other.benefit(z, edges, 0.1, 30), fresh.benefit(z, edges, 0.1, 30))
+    # another original (even of the same length) is judged with its own log-mels
+    louder = residual_judge.Judge(2.0 * x, 0.5 * y, SR, shared=True)
+    assert not any(a[5] is b[5] for a, b in zip(louder.res, fresh.res))
+    residual_judge.forget_reference()
+
+
+def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(monkeypatch):
+    """The encoder applies many envelopes to one decode: with an ApplyMemo its spectra are
+    made once and each block's noise once per input, the samples the very same."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    a = residual.analyse(x, y, SR, passes=1)
+    envs = [a.envelope(a.benefit > t) for t in (0.0, 1e-7, 1e-6)]
+    envs.append(residual.Envelope(levels=a.levels, mask=np.ones_like(a.benefit, bool),
+                                  period_s=a.period_s, step_db=a.step_db))
+    plain = [residual.apply(y, SR, e, SR) for e in envs]
+    residual.forget_noise()
+    made = {"rfft": 0, "noise": 0}
+    real_rfft, real_noise = np.fft.rfft, residual._noise_block
+
+    def rfft(*args, **kwargs):
+        made["rfft"] += 1
+        return real_rfft(*args, **kwargs)
+
+    def noise(*args):
+        made["noise"] += 1
+        return real_noise(*args)
+
+    monkeypatch.setattr(residual.np.fft, "rfft", rfft)
+    monkeypatch.setattr(residual, "_noise_block", noise)
+    memo = residual.ApplyMemo(y)
+    kept = [residual.apply(y, SR, e, SR, memo=memo) for e in envs]
+    assert all(np.array_equal(p, k) for p, k in zip(plain, kept))
+    assert not np.array_equal(plain[0], y) and not np.array_equal(plain[-1], plain[0])
+    blocks = len(memo.specs)
+    # (each noise block is one rfft too)
+    assert blocks >= 1 and made == {"rfft": 2 * blocks, "noise": blocks}
+    # another decode of the same input: its own spectra, the noise kept
+    other = residual.ApplyMemo(0.5 * y)
+    residual.apply(other.audio, SR, envs[-1], SR, memo=other)
+    assert made == {"rfft": 3 * blocks, "noise": blocks}
+    # a memo of another array is not used: all made again
+    again = residual.apply(y, SR, envs[0], SR, memo=other)
+    assert np.array_equal(again, plain[0]) and made == {"rfft": 5 * blocks, "noise": 2 * blocks}
+    residual.forget_noise()
+
+
+def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeypatch):
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    residual_judge.forget_reference()
+    plain = residual_judge.Judge(x, y, SR, shared=True)
+    residual_judge.forget_reference()
+    residual_judge.prepare_reference(x.copy(), SR)  # equal samples, another array
+    made = []
+    real = residual_judge.Judge._logmel
+
+    def counted(v, *args, **kwargs):
+        made.append(v)
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(residual_judge.Judge, "_logmel", staticmethod(counted))
+    judged = residual_judge.Judge(x, y, SR, shared=True)
+    assert len(made) == len(residual_judge.JUDGE_N_FFTS) and all(v is y for v in made)
+    for a, b in zip(plain.res, judged.res):
+        assert np.array_equal(a[5], b[5]) and np.array_equal(a[6], b[6])
+    # the judge of a long input's span neither takes nor keeps them
+    made.clear()
+    span = residual_judge.Judge(x, y, SR)
+    assert len(made) == 2 * len(residual_judge.JUDGE_N_FFTS) and not span.short
+    assert all(a[5] is not b[5] for a, b in zip(span.res, judged.res))
+    # a long input: nothing prepared (its judges make their log-mels span by span)
+    residual_judge.forget_reference()
+    monkeypatch.setattr(residual_judge, "JUDGE_SHORT_S", 1.0)
+    residual_judge.prepare_reference(x, SR)
+    assert not residual_judge._REFERENCE

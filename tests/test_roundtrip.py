@@ -188,7 +188,8 @@ def test_render_check_compares_with_the_engine_or_the_original_if_that_is_less_c
 
     engine, original, cand = (np.full(SR, v, np.float32) for v in (1.0, 2.0, 3.0))
     f1 = {1.0: 1.0, 2.0: 0.9, 3.0: 0.5}
-    monkeypatch.setattr(roundtrip, "agreement", lambda y, sr, notes: f1[float(y[0])])
+    monkeypatch.setattr(roundtrip, "agreement",
+                        lambda y, sr, notes, heard_into=None: f1[float(y[0])])
     notes = [Note(0.1 + k, 0.5 + k, 60, 90) for k in range(40)]
     tried: dict = {}
     check = sampleuse._NoteCheck(0, engine, original, lambda i, y: y, notes, tried)
@@ -207,7 +208,7 @@ def test_render_check_transcribes_the_original_only_when_it_can_change_the_outco
     f1 = {1.0: 0.8, 2.0: 0.9, 3.0: 0.79}
     heard: list[float] = []
 
-    def agreement(y, sr, notes):
+    def agreement(y, sr, notes, heard_into=None):
         heard.append(float(y[0]))
         return f1[float(y[0])]
 
@@ -292,6 +293,38 @@ def test_repair_transcribes_a_candidate_only_around_the_changed_notes(monkeypatc
     assert lengths[0] == pytest.approx(20.0)  # the decode as it was: whole
     # each candidate: from before 10 s - 0.5 s - 2 s of context to 10.4 s + 1 s + 2 s
     assert len(lengths) == 3 and all(4.0 < d < 8.0 for d in lengths[1:])
+
+
+def test_repair_tells_what_it_heard_in_each_decode_it_transcribed(monkeypatch):
+    from semcodec import sampleuse
+
+    notes = [Note(0.5 + k, 0.9 + k, 72, 90) for k in range(18) if k != 9]
+    notes += [Note(10.0, 10.4, 48, 100), Note(10.0, 10.4, 60, 50)]
+    tracks = (Track("t", 0, notes=tuple(sorted(notes, key=lambda n: (n.onset, n.pitch)))),)
+
+    def heard_of(ts):
+        return [n for n in ts[0].notes if n.pitch != 60 or n.velocity >= 0.7 * 100]
+
+    render, lengths = _clock_transcriber(monkeypatch, heard_of)
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda ref, y, sr: 0.1)
+    decodes: dict = {}
+
+    def rendered(ts):
+        decodes[ts] = render(ts)
+        return decodes[ts]
+
+    told: list = []
+    out = roundtrip.repair(tracks, render(tracks), SR, rendered,
+                           on_heard=lambda y, sr, heard: told.append((y, sr, heard)))
+    assert out != tracks
+    assert out == roundtrip.repair(tracks, render(tracks), SR, render)  # the hook changes nothing
+    # the decode whole, then each candidate around its changed notes: each told once
+    assert len(told) == 3 and all(sr == SR for _, sr, _ in told)
+    assert told[0][0] is decodes[tracks]
+    mine = [heard for y, _, heard in told if y is decodes[out]]
+    assert len(mine) == 1
+    assert ([(round(n.onset, 4), n.pitch) for n in mine[0]]
+            == [(round(n.onset, 4), n.pitch) for n in heard_of(out)])
 
 
 def test_transcribe_spans_takes_the_notes_elsewhere_from_the_earlier_transcription(monkeypatch):

@@ -232,7 +232,7 @@ def test_a_solos_engine_agreement_is_measured_meanwhile_with_the_same_result(mon
 
     threads: list = []
 
-    def agreement(audio, sr, ns):  # a stand-in transcriber: a number of the audio itself
+    def agreement(audio, sr, ns, heard_into=None):  # a stand-in: a number of the audio itself
         threads.append(threading.current_thread() is threading.main_thread())
         return float(np.round(np.sqrt(np.mean(np.square(audio))) * 10.0 % 1.0, 6))
 
@@ -252,3 +252,44 @@ def test_a_solos_engine_agreement_is_measured_meanwhile_with_the_same_result(mon
     serial, said_serial = choose()
     assert threads == [True, True]
     assert serial == overlapped and said_serial == said and "engine F1" in said[0]
+
+
+def test_what_a_renders_check_heard_is_found_for_the_same_audio_only(monkeypatch):
+    """The chosen render's round-trip check keeps what it heard: the encoder's repair, whose
+    decode is that audio up to float rounding, takes it instead of transcribing again."""
+    from semcodec import roundtrip, sampleuse
+
+    sr = sampleuse.MEASURE_SR
+    t = np.arange(sr) / sr
+    mix = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    heard = (Note(0.1, 0.5, 69, 90),)
+    calls = []
+
+    def transcribe_back(audio, rate):
+        calls.append(audio)
+        return heard
+
+    monkeypatch.setattr(roundtrip, "transcribe_back", transcribe_back)
+    sampleuse.forget_target()
+    try:
+        f1 = sampleuse._agreement(mix, [Note(0.1, 0.5, 69, 90)])
+        assert f1 == 1.0 and len(calls) == 1
+        assert sampleuse.heard_like(mix, sr) == heard
+        assert sampleuse.heard_like(mix + np.float32(1e-5), sr) == heard  # float rounding
+        assert sampleuse.heard_like(mix * np.float32(1.01), sr) is None  # 1 % louder
+        assert sampleuse.heard_like(mix[:-1], sr) is None
+        assert sampleuse.heard_like(mix, sr * 2) is None
+        assert sampleuse.heard_like(np.zeros_like(mix), sr) is None
+        sampleuse.forget_target()
+        assert sampleuse.heard_like(mix, sr) is None
+        # a transcriber that is not there: nothing heard, nothing kept
+        from semcodec.errors import SemcodecError
+
+        def missing(audio, rate):
+            raise SemcodecError("no transcriber")
+
+        monkeypatch.setattr(roundtrip, "transcribe_back", missing)
+        assert sampleuse._agreement(mix, [Note(0.1, 0.5, 69, 90)]) is None
+        assert sampleuse.heard_like(mix, sr) is None
+    finally:
+        sampleuse.forget_target()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -463,6 +464,14 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
                               audio_of[next(iter(groups.values()))[0]], inp.sample_rate)
                 if opts.track_renders and loudness is not None and len(groups) == 1
                 and inp.duration <= sampleuse.TARGET_KEEP_MAX_S else None)
+    # so are the original's log-mels that the residuals' judges measure against
+    # (semcodec.residual_judge keeps them), for an input whose residual is coded whole
+    judged = None
+    if (opts.residual and loudness is not None
+            and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S):
+        from semcodec import residual_judge
+
+        judged = in_background(residual_judge.prepare_reference, inp.audio, inp.sample_rate)
     if groups and (opts.fit_timbre or opts.samples):
         done = 0
         for members in groups.values():
@@ -511,12 +520,20 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
     try:
         if measured is not None:
             measured()
+        if judged is not None:
+            _join_discarded(judged)
         c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                    inp.sample_rate, tuple(samples), opts)
         return _with_synth_loudness(_clear_notes_and_residual(c, inp, opts, report),
                                     opts.target_kbps)
     finally:
         sampleuse.forget_target()  # the measures of this input, kept for its two measures
+        judge = sys.modules.get("semcodec.residual_judge")  # (imported by the residual only)
+        if judge is not None:
+            judge.forget_reference()  # the original's log-mels, shared by its residuals' judges
+        resid = sys.modules.get("semcodec.residual")
+        if resid is not None:
+            resid.forget_noise()  # the noise spectra its residuals' analyses shared
 
 
 #: Inputs up to this long (s) have their residual coded on second threads while the

@@ -189,15 +189,29 @@ class Measured:
         return y
 
     def hear(self, y: np.ndarray, sr: int) -> tuple:
-        """:func:`semcodec.roundtrip.transcribe_back` of ``y``: again for the same array."""
-        from semcodec import roundtrip
+        """:func:`semcodec.roundtrip.transcribe_back` of ``y``: again for the same array;
+        what the chosen render's round-trip check heard when ``y`` is that same audio
+        (:func:`semcodec.sampleuse.heard_like`: the first decode of a solo is its chosen
+        render, up to float rounding)."""
+        from semcodec import roundtrip, sampleuse
 
         for a, r, heard in self._heard:
             if a is y and r == sr:
                 return heard
-        heard = roundtrip.transcribe_back(y, sr)
-        self._heard = [*self._heard[1 - self.KEEP:], (y, sr, heard)]
+        # the chosen render's round-trip check heard the same audio (semcodec.sampleuse)
+        like = sampleuse.heard_like(y, sr)
+        heard = like if like is not None else roundtrip.transcribe_back(y, sr)
+        self.remember(y, sr, heard)
         return heard
+
+    def remember(self, y: np.ndarray, sr: int, heard: tuple) -> None:
+        """Keep ``heard``, the notes heard in ``y`` (a decode kept here), for :meth:`hear`:
+        the round-trip repair's transcription of a candidate made around its changed notes
+        only (:func:`semcodec.roundtrip.transcribe_spans`, the notes elsewhere those of the
+        decode it differs from), which the alignment then takes for that decode's."""
+        if any(a is y and r == sr for a, r, _ in self._heard):
+            return
+        self._heard = [*self._heard[1 - self.KEEP:], (y, sr, tuple(heard))]
 
 
 def _with_clear_notes(c: _C, original: np.ndarray,
@@ -285,7 +299,8 @@ def _clear_notes(c: _C, original: np.ndarray,
         tracks = roundtrip.repair(c.score.tracks, target, sr, render,
                                   on_candidate=None if on_candidate is None else candidate,
                                   original_mels=mels, hear=measured.hear,
-                                  on_verdict=None if on_verdict is None else verdict)
+                                  on_verdict=None if on_verdict is None else verdict,
+                                  on_heard=measured.remember)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c

@@ -8,7 +8,10 @@ float32 ``(n,)`` mono at ``sr`` Hz; log-mels ``(n_frames, JUDGE_MELS)``; benefit
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -31,6 +34,85 @@ JUDGE_BLOCK = 4096
 JUDGE_SPAN = 4 * JUDGE_BLOCK
 
 
+#: Threads the judge computes its resolutions on (numpy's and scipy's FFTs and products
+#: release the GIL): at most one per resolution and per usable core.
+def _workers() -> int:
+    from semcodec.runtime import usable_cpus  # noqa: PLC0415
+
+    return max(1, min(len(JUDGE_N_FFTS), usable_cpus()))
+
+
+#: Whole inputs up to this long (s) are judged on parallel threads, and their log-mels kept
+#: for the judges of their other decodes; longer ones and a long input's spans
+#: (semcodec.residual_spans) one resolution at a time, none kept: their memory stays as
+#: bounded as before.
+JUDGE_SHORT_S = 120.0
+
+_T = TypeVar("_T")
+
+
+def _each(fn: Callable[[int], _T], n: int, parallel: bool = True) -> list[_T]:
+    """``[fn(0), ..., fn(n - 1)]``, on :func:`_workers` threads when ``parallel`` (results in
+    order, so that the caller sums them in the same order as one after the other: the same
+    numbers)."""
+    workers = min(n, _workers()) if parallel else 1
+    if workers <= 1:
+        return [fn(i) for i in range(n)]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semcodec-judge") as pool:
+        return list(pool.map(fn, range(n)))
+
+
+#: The original's log-mels of the latest input judged, per resolution: the encoder codes
+#: the residuals of several decodes of one input (speculatively, on second threads) and
+#: each judge would make them again.  Keyed by the original's samples (a digest) and rate.
+_REFERENCE_LOCK = threading.Lock()
+_REFERENCE: dict = {}
+
+
+def _original_key(x: np.ndarray, sr: int) -> tuple:
+    v = np.ascontiguousarray(x, np.float32)
+    return (hashlib.blake2b(v.view(np.uint8), digest_size=16).digest(), v.shape[0], int(sr))
+
+
+def _resolution(k: int, sr: int) -> tuple:
+    """(n_fft, hop, window, mel filters, mel centres in Hz) of the judge's resolution ``k``
+    (of JUDGE_N_FFTS) at ``sr`` Hz."""
+    from semcodec import filterbanks  # noqa: PLC0415 - the encoder only
+
+    n_fft = max(256, int(2 ** round(math.log2(JUDGE_N_FFTS[k] * sr / REF_SR))))
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    mel = filterbanks.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
+    centres = filterbanks.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
+    return n_fft, n_fft // 4, window, mel, centres
+
+
+def prepare_reference(x: np.ndarray, sr: int) -> None:
+    """Make and keep the log-mels of the original ``x`` (mono float32 at ``sr`` Hz) that the
+    judges of its decodes then take (the encoder: on a second thread while the timbres are
+    fitted, before any decode exists); nothing for an input over JUDGE_SHORT_S or whose
+    log-mels a judge makes span by span (JUDGE_SPAN)."""
+    x = np.asarray(x, np.float32)
+    if len(x) > JUDGE_SHORT_S * sr:
+        return
+    key = _original_key(x, sr)
+    with _REFERENCE_LOCK:
+        if key in _REFERENCE:
+            return
+    out = []
+    for k in range(len(JUDGE_N_FFTS)):
+        n_fft, hop, window, mel, _ = _resolution(k, sr)
+        if 1 + len(x) // hop > JUDGE_SPAN:
+            return
+        lx = Judge._logmel(x, n_fft, hop, window, mel)
+        lx.setflags(write=False)
+        out.append(lx)
+    with _REFERENCE_LOCK:
+        _REFERENCE.clear()  # the latest input only
+        _REFERENCE[key] = tuple(out)
+
+
 def block_frames(n_fft: int) -> int:
     """Frames per block of the judge's log-mel at ``n_fft``: JUDGE_BLOCK frames of 1024
     samples' worth (JUDGE_BLOCK at 1024 or less, half as many at 2048, ...)."""
@@ -40,37 +122,56 @@ def block_frames(n_fft: int) -> int:
 class Judge:
     """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int) -> None:
-        from semcodec import filterbanks  # noqa: PLC0415 - the encoder only
-
+    def __init__(self, x: np.ndarray, y: np.ndarray, sr: int, shared: bool = False) -> None:
+        """``shared``: the judge of a whole input (not of a long input's span): when it is
+        at most JUDGE_SHORT_S long, judged on parallel threads and its log-mels shared with
+        the judges of its other decodes."""
         self.sr, self.x = sr, x
-        self.res = []
-        for ref in JUDGE_N_FFTS:
-            n_fft = max(256, int(2 ** round(math.log2(ref * sr / REF_SR))))
-            hop = n_fft // 4
-            window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-            mel = filterbanks.mel(sr=sr, n_fft=n_fft, n_mels=JUDGE_MELS).astype(np.float32)
-            centres = filterbanks.mel_frequencies(JUDGE_MELS + 2, fmax=sr / 2.0)[1:-1]
-            lx, base = self._reference(x, y, n_fft, hop, window, mel)
+        #: judged on parallel threads, the original's log-mels shared
+        self.short = shared and len(x) <= JUDGE_SHORT_S * sr
+        key = _original_key(x, sr) if self.short else None
+        with _REFERENCE_LOCK:
+            known: Sequence = _REFERENCE.get(key, ()) if self.short else ()
+
+        def one(k: int) -> tuple:
+            n_fft, hop, window, mel, centres = _resolution(k, sr)
+            lx, base = self._reference(x, y, n_fft, hop, window, mel,
+                                       known[k] if k < len(known) else None)
             # each resolution counts as the mean over its frames and mel bands (the metric)
             weight = 1.0 / (base.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
-            self.res.append((n_fft, hop, window, mel, centres, lx, base, weight))
+            return (n_fft, hop, window, mel, centres, lx, base, weight)
+
+        # the resolutions on parallel threads, kept in order
+        self.res = _each(one, len(JUDGE_N_FFTS), self.short)
+        if self.short and not known and all(r[5] is not None for r in self.res):
+            with _REFERENCE_LOCK:
+                _REFERENCE.clear()  # the latest input only
+                _REFERENCE[key] = tuple(r[5] for r in self.res)
 
     def _reference(self, x: np.ndarray, y: np.ndarray, n_fft: int, hop: int,
-                   window: np.ndarray, mel: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+                   window: np.ndarray, mel: np.ndarray, known: np.ndarray | None = None
+                   ) -> tuple[np.ndarray | None, np.ndarray]:
         """(the log-mel of the original ``x``, or None when it is longer than JUDGE_SPAN
         frames: :meth:`benefit` then makes it again span by span from ``self.x``, half the
         memory for some more time; ``|log-mel(x) - log-mel(y)|`` of the decode ``y``), each
-        ``(n_frames, JUDGE_MELS)`` float32, made span by span."""
+        ``(n_frames, JUDGE_MELS)`` float32, made span by span.  ``known``: the log-mel of
+        ``x`` made before (read-only; not made again)."""
         n = 1 + len(x) // hop
-        lx = np.empty((n, JUDGE_MELS), np.float32) if n <= JUDGE_SPAN else None
+        if n > JUDGE_SPAN:
+            known, lx = None, None
+        else:
+            known = known if known is not None and known.shape == (n, JUDGE_MELS) else None
+            lx = known if known is not None else np.empty((n, JUDGE_MELS), np.float32)
         base = np.empty((n, JUDGE_MELS), np.float32)
         for k0 in range(0, n, JUDGE_SPAN):
             k1 = min(n, k0 + JUDGE_SPAN)
-            part = self._logmel(x, n_fft, hop, window, mel, k0, k1)
+            part = (known[k0:k1] if known is not None
+                    else self._logmel(x, n_fft, hop, window, mel, k0, k1))
             base[k0:k1] = np.abs(part - self._logmel(y, n_fft, hop, window, mel, k0, k1))
-            if lx is not None:
+            if lx is not None and lx is not known:
                 lx[k0:k1] = part
+        if lx is not None:
+            lx.setflags(write=False)  # shared with the judges of other decodes of ``x``
         return lx, base
 
     @staticmethod
@@ -98,8 +199,9 @@ class Judge:
         the cells of the grid (band ``edges`` in Hz, frames of ``period_s``); a positive cell
         brings ``z`` closer to the original than the decode."""
         n_bands = len(edges) - 1
-        out = np.zeros((n_bands, n_frames))
-        for n_fft, hop, window, mel, centres, lx, base, weight in self.res:
+
+        def one(k: int) -> np.ndarray:
+            n_fft, hop, window, mel, centres, lx, base, weight = self.res[k]
             band = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, n_bands - 1)
             frames = np.clip((np.arange(base.shape[0]) * hop / self.sr / period_s)
                              .astype(np.int64), 0, n_frames - 1)
@@ -117,5 +219,16 @@ class Judge:
             have = counts > 0
             cell = np.zeros((n_frames, n_bands))
             cell[have] = np.add.reduceat(per_band.astype(np.float64), starts[have], axis=0)
-            out += cell.T * weight
+            return cell.T * weight
+
+        out = np.zeros((n_bands, n_frames))
+        # the resolutions on parallel threads, summed in order (the same numbers)
+        for part in _each(one, len(self.res), self.short):
+            out += part
         return out
+
+
+def forget_reference() -> None:
+    """Drop the original's log-mels kept by the judges (at the end of an encode)."""
+    with _REFERENCE_LOCK:
+        _REFERENCE.clear()

@@ -73,10 +73,12 @@ def note_f1(ref: Sequence[tuple[float, int]], est: Sequence[tuple[float, int]],
     return 2.0 * hits / (len(ref) + len(est))
 
 
-def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note]) -> float | None:
+def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note],
+              heard_into: Callable[[tuple[Note, ...]], None] | None = None) -> float | None:
     """Note F1 (0..1) between ``notes`` and the transcription of ``audio`` (mono float32 at
     ``sr`` Hz, the rendering of those notes); None when the transcriber is unavailable or
-    there are no notes to find."""
+    there are no notes to find.  ``heard_into(notes heard)``, when given, gets the
+    transcription (not called when there was none)."""
     ref = [(float(n.onset), int(n.pitch)) for n in notes]
     if not ref:
         return None
@@ -87,6 +89,8 @@ def agreement(audio: np.ndarray, sr: int, notes: Iterable[Note]) -> float | None
     except SemcodecError as exc:  # no onnxruntime / model: the check is skipped
         log.info("round-trip check skipped: %s", exc)
         return None
+    if heard_into is not None:
+        heard_into(tuple(heard))
     return note_f1(ref, [(float(n.onset), int(n.pitch)) for n in heard])
 
 
@@ -259,7 +263,9 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
            on_candidate: Callable[[tuple], None] | None = None,
            original_mels: list[np.ndarray] | None = None,
            hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
-           on_verdict: Callable[[tuple, bool], None] | None = None) -> tuple:
+           on_verdict: Callable[[tuple, bool], None] | None = None,
+           on_heard: Callable[[np.ndarray, int, tuple[Note, ...]], None] | None = None
+           ) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -281,7 +287,10 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     ``on_verdict(candidate, accepted)``, when given, is called as soon as each candidate is
     measured: ``accepted`` when it passes the rule above (the tracks returned are then not
     ``tracks``: it or a better candidate), else it is not the result (the caller may drop
-    work it started on either).
+    work it started on either).  ``on_heard(y, sr, notes)``, when given, is called with each
+    decode that was transcribed (the array ``render`` returned) and the notes heard in it,
+    whole or around its changed notes (the encoder's onset alignment measures the tracks the
+    repair ends with: their decode need not be heard again).
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -308,6 +317,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
             heard = (hear or transcribe_back)(y, sr)
         else:
             heard = transcribe_spans(y, sr, spans, before)
+        if on_heard is not None:
+            on_heard(y, sr, heard)
         ref = [(float(n.onset), int(n.pitch)) for _, _, n in notes_of(ts)]
         return note_f1(ref, [(float(h.onset), int(h.pitch)) for h in heard]), mel, heard
 

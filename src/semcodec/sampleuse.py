@@ -98,9 +98,52 @@ def kept_target(audio: np.ndarray, sr: int) -> tuple | None:
 
 
 def forget_target() -> None:
-    """Drop the measures :func:`target_measures` keeps (the end of an encode)."""
+    """Drop the measures :func:`target_measures` keeps and the notes :func:`heard_like`
+    finds (the end of an encode)."""
     with _TARGET_LOCK:
         _TARGET_KEPT.clear()
+        _HEARD_KEPT.clear()
+
+
+#: What the round-trip checks of the chosen renders heard (the latest HEARD_KEEP): the
+#: encoder's round-trip repair then transcribes its decode, which is the same audio (the
+#: group's mix of the renders chosen, matched to the same loudness) up to float rounding of
+#: the decoder's own gain and filters (S07: 1.2e-4 at most): heard once.
+HEARD_KEEP = 2
+#: Largest difference (of the audio's peak) within which :func:`heard_like` takes two
+#: audios for the same: -60 dB, below anything a transcriber or a listener tells apart.
+HEARD_SAME = 1e-3
+_HEARD_KEPT: list = []  # [(audio at MEASURE_SR, notes heard)]
+
+
+def _keep_heard(audio: np.ndarray) -> Callable[[tuple], None] | None:
+    """The ``heard_into`` of :func:`semcodec.roundtrip.agreement` that keeps what was heard
+    in ``audio`` (at MEASURE_SR) for :func:`heard_like`; None for an input over
+    TARGET_KEEP_MAX_S (not kept)."""
+    if audio.shape[0] > TARGET_KEEP_MAX_S * MEASURE_SR:
+        return None
+
+    def keep(heard: tuple) -> None:
+        with _TARGET_LOCK:
+            _HEARD_KEPT[:] = [*_HEARD_KEPT[1 - HEARD_KEEP:], (audio, heard)]
+
+    return keep
+
+
+def heard_like(y: np.ndarray, sr: int) -> tuple | None:
+    """The notes a round-trip check of a render heard in audio that is ``y`` (mono float32
+    at ``sr`` Hz) to within HEARD_SAME of its peak, else None."""
+    if sr != MEASURE_SR:
+        return None
+    with _TARGET_LOCK:
+        kept = list(_HEARD_KEPT)
+    y = np.asarray(y, np.float32)
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    for audio, heard in reversed(kept):
+        if audio.shape == y.shape and peak > 0 and float(
+                np.max(np.abs(audio - y))) <= HEARD_SAME * peak:
+            return heard
+    return None
 
 
 def mel_distance(ref, est: np.ndarray, sr: int = MEASURE_SR) -> float:
@@ -302,7 +345,7 @@ def _agreement(mix: np.ndarray, notes) -> float | None:
     """:func:`semcodec.roundtrip.agreement` of ``mix`` (at MEASURE_SR) with ``notes``."""
     from semcodec import roundtrip  # noqa: PLC0415
 
-    return roundtrip.agreement(mix, MEASURE_SR, notes)
+    return roundtrip.agreement(mix, MEASURE_SR, notes, heard_into=_keep_heard(mix))
 
 
 def _plain(i: int, track: Track, part: np.ndarray, target: np.ndarray, mine: list[Sample],
@@ -348,7 +391,8 @@ class _NoteCheck:
     def _f1(self, y: np.ndarray) -> float | None:
         from semcodec import roundtrip  # noqa: PLC0415
 
-        return roundtrip.agreement(self.mix_of(self.i, y), MEASURE_SR, self.notes)
+        mix = self.mix_of(self.i, y)
+        return roundtrip.agreement(mix, MEASURE_SR, self.notes, heard_into=_keep_heard(mix))
 
     def __call__(self, cand: tuple) -> bool:
         from semcodec import roundtrip  # noqa: PLC0415
