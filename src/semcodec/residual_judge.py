@@ -105,7 +105,7 @@ def prepare_reference(x: np.ndarray, sr: int) -> None:
         n_fft, hop, window, mel, _ = _resolution(k, sr)
         if 1 + len(x) // hop > JUDGE_SPAN:
             return
-        lx = Judge._logmel(x, n_fft, hop, window, mel)
+        lx = Judge._logmel(x, n_fft, hop, window, mel)  # noqa: SLF001 - this module's own
         lx.setflags(write=False)
         out.append(lx)
     with _REFERENCE_LOCK:
