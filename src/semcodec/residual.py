@@ -438,11 +438,10 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     kept: list[np.ndarray] | None = [] if short else None
     # pass 1: the decode's mean power per cell
     power_key = (env.n_bands, int(sr_original))
-    per_frame = memo.power.get(power_key) if memo is not None else None
-    onehot = plan.band_mean(env.n_bands) if per_frame is None else None
-    fresh = per_frame is None
-    if fresh:
-        per_frame = np.empty((n_stft, env.n_bands), np.float32)
+    known = memo.power.get(power_key) if memo is not None else None
+    fresh = known is None
+    onehot = plan.band_mean(env.n_bands)
+    per_frame = np.empty((n_stft, env.n_bands), np.float32) if known is None else known
     for k0, k1 in blocks:
         spec = memo.specs.get((k0, k1)) if memo is not None else None
         if spec is None:
@@ -467,9 +466,11 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     for j, (k0, k1) in enumerate(blocks):
         cells = plan.frames[k0:k1]
         gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
-        noise = ((_kept_noise_block if memo is not None else _noise_block)(j, k0, k1, n_fft, hop)
-                 if amp_cell is not None else None)
-        add = noise * amp_cell[:, cells][bins].T if noise is not None else None
+        add = None
+        if amp_cell is not None:
+            noise = (_kept_noise_block if memo is not None else _noise_block)(j, k0, k1, n_fft,
+                                                                               hop)
+            add = noise * amp_cell[:, cells][bins].T
         for x, out in zip(channels, outs):
             spec = kept[j] if kept is not None else np.fft.rfft(_frames(x, k0, k1, n_fft, hop),
                                                                 axis=1)

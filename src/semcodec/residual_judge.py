@@ -73,7 +73,7 @@ _REFERENCE: dict = {}
 
 def _original_key(x: np.ndarray, sr: int) -> tuple:
     v = np.ascontiguousarray(x, np.float32)
-    return (hashlib.blake2b(v.view(np.uint8), digest_size=16).digest(), v.shape[0], int(sr))
+    return (hashlib.blake2b(v.tobytes(), digest_size=16).digest(), v.shape[0], int(sr))
 
 
 def _resolution(k: int, sr: int) -> tuple:
