@@ -855,3 +855,52 @@ def test_decode_stream_plays_a_segmented_residual_as_the_whole_one(monkeypatch):
     b = np.concatenate(list(api.decode_stream(seg, exact=False).blocks))
     assert len(made) == 1 and made[0].decoded == made[0].n_segments > 1
     assert np.array_equal(a, b) and not np.allclose(b, pure, atol=1e-3)
+
+
+def test_eased_cuts_change_a_band_s_gain_by_at_most_a_step_a_frame():
+    step = 3.0
+    dec_db = np.full((3, 20), -20.0)
+    levels = np.zeros((3, 20), np.int64)
+    mask = np.zeros((3, 20), bool)
+    mask[0, 3:17] = True  # band 0: a 31-dB cut over frames 3..16, none around it
+    levels[0, 3:17] = -17
+    mask[1, 2:4] = True  # band 1: noise (the target above the decode): left as it is
+    levels[1, 2:4] = -1
+    out_levels, out_mask = residual.eased_cuts(levels, mask, dec_db, step, max_step_db=6.0)
+    assert np.array_equal(out_levels[1], levels[1]) and np.array_equal(out_mask[1], mask[1])
+    gain = np.where(out_mask, out_levels * step - dec_db, 0.0)
+    before = np.where(mask, levels * step - dec_db, 0.0)
+    assert np.max(np.abs(np.diff(before[0]))) > 20  # the test can fail: a 30-dB jump
+    assert np.max(np.abs(np.diff(gain[0]))) <= 6.0 + step / 2
+    assert np.all(gain[0] >= before[0] - 1e-9)  # never cut deeper
+    assert gain[0, 9:11].min() <= -30  # the middle of the cut is kept
+    assert not np.any(out_mask[0, :3]) and not np.any(out_mask[0, 17:])  # no new cells
+    # a cut eased to under a step leaves the mask (the decoder would not act there)
+    assert np.all(gain[0][out_mask[0]] < -step)
+    # nothing to ease: the same arrays back
+    same = residual.eased_cuts(levels[1:], mask[1:], dec_db[1:], step)
+    assert same[0] is levels[1:] or np.array_equal(same[0], levels[1:])
+
+
+def test_coded_cuts_ease_in_and_out_of_a_held_note():
+    # the original dips by ~25 dB in the middle of a held tone the decode plays evenly: the
+    # coded envelope brings the decode down there, its gain changing a few dB a frame (a jump
+    # back up would be heard as the note starting again)
+    env_x = np.ones(3 * SR, np.float32)
+    env_x[int(1.2 * SR):int(1.8 * SR)] = 0.05
+    x = _tone(3.0, 440.0, 0.2) * env_x
+    y = _tone(3.0, 440.0, 0.2)
+    a = residual.analyse(x, y, SR, period_s=0.05)
+    assert a.decoded_db is not None
+    env = a.envelope(a.benefit > 0)
+    plan = residual._Plan(env, SR, SR, len(y), 1.0)
+    py = residual.band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
+                             env.n_frames)
+    band = int(np.searchsorted(residual.band_edges(20, SR), 440.0, side="right")) - 1
+    _, gain = residual.cell_actions(env, py)
+    assert gain[band].min() < -18  # the dip is still cut deep
+    assert np.max(np.abs(np.diff(gain[band]))) <= residual.MAX_CUT_STEP_DB + env.step_db / 2
+    raw = residual.Analysis(levels=a.levels, benefit=a.benefit, period_s=a.period_s,
+                            step_db=a.step_db).envelope(a.benefit > 0)
+    _, raw_gain = residual.cell_actions(raw, py)
+    assert np.max(np.abs(np.diff(raw_gain[band]))) > 12  # the test can fail: uneased, it jumps

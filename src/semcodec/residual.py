@@ -597,10 +597,56 @@ class Analysis:
     benefit: np.ndarray
     period_s: float
     step_db: float
+    #: the decode's band power (dB, ``(n_bands, n_frames)``) on the grid; given, the
+    #: envelope's cuts are eased (:func:`eased_cuts`)
+    decoded_db: np.ndarray | None = None
 
     def envelope(self, mask: np.ndarray) -> Envelope:
-        return Envelope(levels=np.where(mask, self.levels, 0), mask=mask.copy(),
-                        period_s=self.period_s, step_db=self.step_db)
+        levels, mask = np.where(mask, self.levels, 0), mask.copy()
+        if self.decoded_db is not None:
+            levels, mask = eased_cuts(levels, mask, self.decoded_db, self.step_db)
+        return Envelope(levels=levels, mask=mask, period_s=self.period_s, step_db=self.step_db)
+
+
+#: Most a band's attenuation changes (dB) from one grid frame to the next in a coded envelope:
+#: a cut eases in and out over frames (:func:`eased_cuts`).  A band's gain jumping back up by
+#: 10-60 dB at a frame edge is a sudden rise of what sounds there, which a transcriber hears as
+#: a note starting (a held note heard again, or a note heard late where its attack's cut ends):
+#: bench, the strings ensemble's round-trip note F1 0.277 with the cuts as measured, 0.337
+#: eased at 6 dB a frame, 0.376 without any cut (the mel distance 0.300, 0.308, 0.386).
+MAX_CUT_STEP_DB = 6.0
+
+
+def eased_cuts(levels: np.ndarray, mask: np.ndarray, decoded_db: np.ndarray, step_db: float,
+               max_step_db: float = MAX_CUT_STEP_DB) -> tuple[np.ndarray, np.ndarray]:
+    """(levels, mask) of a coded envelope whose cuts change by at most ``max_step_db`` dB from a
+    frame to the next in each band: a cut is made shallower (never deeper), down to none (the
+    cell then leaves the mask), where a neighbouring frame is cut less.  Cells that add noise
+    are kept as they are.  ``levels`` int and ``mask`` bool ``(n_bands, n_frames)`` as in
+    :class:`Envelope`; ``decoded_db``: the decode's band power in dB on the same grid (what
+    :func:`cell_actions` compares the levels with)."""
+    ratio = np.where(mask, levels * step_db - decoded_db, 0.0)
+    cut = mask & (ratio < -step_db)
+    if not np.any(cut):
+        return levels, mask
+    gain = np.where(cut, np.maximum(ratio, -MAX_CUT_DB), 0.0)
+    eased = gain.copy()
+    n_frames = gain.shape[1]
+    for k in range(1, min(n_frames, int(math.ceil(MAX_CUT_DB / max_step_db)) + 1)):
+        # the frame k before or after, less k steps: each frame at most max_step_db deeper
+        np.maximum(eased[:, k:], gain[:, :-k] - k * max_step_db, out=eased[:, k:])
+        np.maximum(eased[:, :-k], gain[:, k:] - k * max_step_db, out=eased[:, :-k])
+    changed = cut & (eased > gain)
+    if not np.any(changed):
+        return levels, mask
+    levels = levels.copy()
+    mask = mask.copy()
+    levels[changed] = np.round((decoded_db[changed] + eased[changed]) / step_db).astype(levels.dtype)
+    # a cut eased to less than a step is no cut: the decoder would leave the cell alone
+    gone = changed & (levels * step_db - decoded_db >= -step_db)
+    mask[gone] = False
+    levels[gone] = 0
+    return levels, mask
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
@@ -700,17 +746,20 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     judge = judge or _judge(x, y, sr)
     edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
+    py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
+    ydb = 10.0 * np.log10(np.maximum(py, 1e-30))
     if len(notes):
-        py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
-        fills = levels * step_db > 10.0 * np.log10(np.maximum(py, 1e-30)) + step_db
+        fills = levels * step_db > ydb + step_db
         mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
-        cuts = levels * step_db < 10.0 * np.log10(np.maximum(py, 1e-30)) - step_db
+        cuts = levels * step_db < ydb - step_db
         mask &= ~((fills | cuts) & attack_cells(notes, n_bands, sr, period_s, n_frames))
     benefit = np.zeros((n_bands, n_frames))
     for k in range(max(1, passes)):
         if k and stop is not None and stop():
             break
-        env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
+        # rendered as it will be coded: its cuts eased (the cells' benefits measured so)
+        lv, ms = eased_cuts(levels, mask, ydb, step_db)
+        env = Envelope(levels=lv, mask=ms, period_s=period_s, step_db=step_db)
         benefit = judge.benefit(apply(y, sr, env, sr), edges, period_s, n_frames)
         keep = mask & (benefit > 0)
         if np.array_equal(keep, mask):
@@ -719,7 +768,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
         if not np.any(mask):
             break
     return Analysis(levels=levels, benefit=np.where(mask, benefit, 0.0), period_s=period_s,
-                    step_db=step_db)
+                    step_db=step_db, decoded_db=ydb)
 
 
 # ------------------------------------------------------------------------------------------
@@ -954,7 +1003,8 @@ class ResidualCoder:
             return payload
         a = self.analysis(env.n_bands, env.period_s)
         data, _ = _within(Analysis(levels=a.levels, benefit=np.where(bad, 0.0, a.benefit),
-                                   period_s=a.period_s, step_db=a.step_db), max_bytes)
+                                   period_s=a.period_s, step_db=a.step_db,
+                                   decoded_db=a.decoded_db), max_bytes)
         return data
 
 
