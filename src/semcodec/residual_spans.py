@@ -97,7 +97,7 @@ class SpanCoder(ResidualCoder):
         if key in self._analyses:
             return self._analyses[key]
         total = n_grid_frames(self.n / self.sr, period_s)
-        levels, benefit, decoded_db = [], [], []
+        levels, benefit, decoded_db, eased = [], [], [], []
         done = 0
         for a, b in self._spans():
             t0 = a / self.sr
@@ -115,10 +115,12 @@ class SpanCoder(ResidualCoder):
                            step_db=self.step_db, notes=notes, start=a, stop=self.stop)
             lv, bn = part.levels[:, :want], part.benefit[:, :want]
             dd = part.decoded_db[:, :want] if part.decoded_db is not None else None
+            ez = part.eased[:, :want] if part.eased is not None else None
             if lv.shape[1] < want:  # rounding of the span's frame count: nothing there
                 pad = ((0, 0), (0, want - lv.shape[1]))
                 lv, bn = np.pad(lv, pad), np.pad(bn, pad)
                 dd = np.pad(dd, pad) if dd is not None else None
+                ez = np.pad(ez, pad) if ez is not None else None
             # the frames next to a span's inner edges are measured with zeros beyond the
             # edge (the STFT's windows reach over it): not coded, the decode left as it is
             bn = bn.copy()
@@ -129,6 +131,7 @@ class SpanCoder(ResidualCoder):
             levels.append(lv)
             benefit.append(bn)
             decoded_db.append(dd)
+            eased.append(ez)
             done += want
             release_free_memory()  # the span's temporaries: not under the next span's
         out = Analysis(levels=np.concatenate(levels, axis=1),
@@ -136,7 +139,9 @@ class SpanCoder(ResidualCoder):
                        period_s=period_s, step_db=self.step_db,
                        decoded_db=(np.concatenate(decoded_db, axis=1)
                                    if decoded_db and all(d is not None for d in decoded_db)
-                                   else None))
+                                   else None),
+                       eased=(np.concatenate(eased, axis=1)
+                              if eased and all(e is not None for e in eased) else None))
         if not self._stopped():  # a cancelled analysis is short: not kept
             self._analyses[key] = out
         return out
