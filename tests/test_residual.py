@@ -914,3 +914,28 @@ def test_held_cells_cover_a_note_s_harmonics_while_it_sounds():
              for h in residual.HELD_HARMONICS if 440.0 * h < edges[-1]}
     assert set(np.nonzero(cells.any(axis=1))[0]) == bands
     assert set(np.nonzero(cells.any(axis=0))[0]) == set(range(19, 32))  # 0.97 s .. 1.55 s
+
+
+def test_no_shallow_cut_on_a_held_note_s_fundamental():
+    # the original swells and fades by ~6 dB four times a second (a slow tremolo); the decode
+    # holds the note evenly: shallow cuts switching on and off in the band of its fundamental
+    # would be heard as the note starting again, so none is coded there while it sounds
+    t = np.arange(3 * SR) / SR
+    x = _tone(3.0, 440.0, 0.2) * (0.75 + 0.25 * np.sin(2 * np.pi * 4.0 * t)).astype(np.float32)
+    y = _tone(3.0, 440.0, 0.2)
+    band = int(np.searchsorted(residual.band_edges(20, SR), 440.0, side="right")) - 1
+    note = [(0.0, 3.0, 440.0)]
+
+    def band_gains(notes) -> np.ndarray:
+        a = residual.analyse(x, y, SR, period_s=0.05, notes=notes)
+        env = a.envelope(a.benefit > 0)
+        plan = residual._Plan(env, SR, SR, len(y), 1.0)
+        py = residual.band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                 env.n_bands, env.n_frames)
+        return residual.cell_actions(env, py)[1][band]
+
+    shallow = -residual.SHALLOW_CUT_STEPS * residual.DEFAULT_STEP_DB
+    blind = band_gains(())
+    assert np.any((blind < 0) & (blind > shallow))  # the test can fail: coded without a score
+    held = band_gains(note)
+    assert not np.any((held < 0) & (held > shallow))
