@@ -726,7 +726,8 @@ def attack_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int) -
 #: 250 ms apart, under cuts of 6 dB on and off).  Round-trip note F1 with the residual of fixed
 #: decodes, eased cuts -> these left out too (2026-11-30): trio 0.636 -> 0.675, Slakh guitar
 #: 0.564 -> 0.579, winds 0.620 -> 0.631, brass 0.562 -> 0.553, strings 0.327 -> 0.315, violin
-#: 0.520 -> 0.504, flute 0.794 -> 0.793; mel +0.0001..+0.0015.
+#: 0.520 -> 0.504, flute 0.794 -> 0.793, honky-tonk piano 0.887 -> 0.875; mel +0.000..+0.004.
+#: Whole encodes, the bench's figures: BENCHMARKS History 2026-11-30 16:15.
 SHALLOW_CUT_STEPS = 2.5
 #: Harmonics of a score note in whose bands :func:`held_cells` eases the residual's cuts ...
 HELD_HARMONICS = tuple(range(1, 9))

@@ -62,6 +62,14 @@ def span_samples(sr: int) -> int | None:
     return unit * max(1, int(round(SPAN_S * sr / unit)))
 
 
+
+def _joined(parts: "list[np.ndarray | None]") -> "np.ndarray | None":
+    """The spans' grids side by side; None when there are none or one is missing."""
+    arrays = [p for p in parts if p is not None]
+    if not arrays or len(arrays) < len(parts):
+        return None
+    return np.concatenate(arrays, axis=1)
+
 class SpanCoder(ResidualCoder):
     """:class:`semcodec.residual.ResidualCoder` for a long input: ``original`` float32
     ``(n,)`` or ``(n, 2)`` at ``sr`` Hz (stereo measured on the downmix, span by span);
@@ -137,11 +145,7 @@ class SpanCoder(ResidualCoder):
         out = Analysis(levels=np.concatenate(levels, axis=1),
                        benefit=np.concatenate(benefit, axis=1),
                        period_s=period_s, step_db=self.step_db,
-                       decoded_db=(np.concatenate(decoded_db, axis=1)
-                                   if decoded_db and all(d is not None for d in decoded_db)
-                                   else None),
-                       eased=(np.concatenate(eased, axis=1)
-                              if eased and all(e is not None for e in eased) else None))
+                       decoded_db=_joined(decoded_db), eased=_joined(eased))
         if not self._stopped():  # a cancelled analysis is short: not kept
             self._analyses[key] = out
         return out
