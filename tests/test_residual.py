@@ -972,3 +972,87 @@ def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeyp
     monkeypatch.setattr(residual_judge, "JUDGE_SHORT_S", 1.0)
     residual_judge.prepare_reference(x, SR)
     assert not residual_judge._REFERENCE
+
+
+def test_eased_cuts_change_a_band_s_gain_by_at_most_a_step_a_frame():
+    step = 3.0
+    dec_db = np.full((3, 20), -20.0)
+    levels = np.zeros((3, 20), np.int64)
+    mask = np.zeros((3, 20), bool)
+    mask[0, 3:17] = True  # band 0: a 31-dB cut over frames 3..16, none around it
+    levels[0, 3:17] = -17
+    mask[1, 2:4] = True  # band 1: noise (the target above the decode): left as it is
+    levels[1, 2:4] = -1
+    out_levels, out_mask = residual.eased_cuts(levels, mask, dec_db, step, max_step_db=6.0)
+    assert np.array_equal(out_levels[1], levels[1]) and np.array_equal(out_mask[1], mask[1])
+    gain = np.where(out_mask, out_levels * step - dec_db, 0.0)
+    before = np.where(mask, levels * step - dec_db, 0.0)
+    assert np.max(np.abs(np.diff(before[0]))) > 20  # the test can fail: a 30-dB jump
+    assert np.max(np.abs(np.diff(gain[0]))) <= 6.0 + step / 2
+    assert np.all(gain[0] >= before[0] - 1e-9)  # never cut deeper
+    assert gain[0, 9:11].min() <= -30  # the middle of the cut is kept
+    assert not np.any(out_mask[0, :3]) and not np.any(out_mask[0, 17:])  # no new cells
+    # a cut eased to under a step leaves the mask (the decoder would not act there)
+    assert np.all(gain[0][out_mask[0]] < -step)
+    # nothing to ease: the same arrays back
+    same = residual.eased_cuts(levels[1:], mask[1:], dec_db[1:], step)
+    assert same[0] is levels[1:] or np.array_equal(same[0], levels[1:])
+
+
+def test_coded_cuts_ease_in_and_out_of_a_held_note():
+    # the original dips by ~25 dB in the middle of a held tone the decode plays evenly: the
+    # coded envelope brings the decode down there, its gain changing a few dB a frame in the
+    # bands of the score's note (a jump back up would be heard as the note starting again)
+    env_x = np.ones(3 * SR, np.float32)
+    env_x[int(1.2 * SR):int(1.8 * SR)] = 0.05
+    x = _tone(3.0, 440.0, 0.2) * env_x
+    y = _tone(3.0, 440.0, 0.2)
+    band = int(np.searchsorted(residual.band_edges(20, SR), 440.0, side="right")) - 1
+
+    def gains(notes) -> np.ndarray:
+        a = residual.analyse(x, y, SR, period_s=0.05, notes=notes)
+        env = a.envelope(a.benefit > 0)
+        plan = residual._Plan(env, SR, SR, len(y), 1.0)
+        py = residual.band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                 env.n_bands, env.n_frames)
+        return residual.cell_actions(env, py)[1][band]
+
+    held = gains([(0.0, 3.0, 440.0)])
+    assert held.min() < -18  # the dip is still cut deep
+    assert np.max(np.abs(np.diff(held))) <= residual.MAX_CUT_STEP_DB + 1.5
+    # the test can fail: where no score note is held, the cut is coded as measured
+    assert np.max(np.abs(np.diff(gains(())))) > 12
+
+
+def test_held_cells_cover_a_note_s_harmonics_while_it_sounds():
+    cells = residual.held_cells([(1.02, 1.5, 440.0)], 20, SR, 0.05, 60)
+    edges = residual.band_edges(20, SR)
+    bands = {int(np.searchsorted(edges, 440.0 * h, side="right")) - 1
+             for h in residual.HELD_HARMONICS if 440.0 * h < edges[-1]}
+    assert set(np.nonzero(cells.any(axis=1))[0]) == bands
+    assert set(np.nonzero(cells.any(axis=0))[0]) == set(range(19, 32))  # 0.97 s .. 1.55 s
+
+
+def test_no_shallow_cut_on_a_held_note_s_fundamental():
+    # the original swells and fades by ~6 dB four times a second (a slow tremolo); the decode
+    # holds the note evenly: shallow cuts switching on and off in the band of its fundamental
+    # would be heard as the note starting again, so none is coded there while it sounds
+    t = np.arange(3 * SR) / SR
+    x = _tone(3.0, 440.0, 0.2) * (0.75 + 0.25 * np.sin(2 * np.pi * 4.0 * t)).astype(np.float32)
+    y = _tone(3.0, 440.0, 0.2)
+    band = int(np.searchsorted(residual.band_edges(20, SR), 440.0, side="right")) - 1
+    note = [(0.0, 3.0, 440.0)]
+
+    def band_gains(notes) -> np.ndarray:
+        a = residual.analyse(x, y, SR, period_s=0.05, notes=notes)
+        env = a.envelope(a.benefit > 0)
+        plan = residual._Plan(env, SR, SR, len(y), 1.0)
+        py = residual.band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                 env.n_bands, env.n_frames)
+        return residual.cell_actions(env, py)[1][band]
+
+    shallow = -residual.SHALLOW_CUT_STEPS * residual.DEFAULT_STEP_DB
+    blind = band_gains(())
+    assert np.any((blind < 0) & (blind > shallow))  # the test can fail: coded without a score
+    held = band_gains(note)
+    assert not np.any((held < 0) & (held > shallow))

@@ -685,10 +685,66 @@ class Analysis:
     benefit: np.ndarray
     period_s: float
     step_db: float
+    #: the decode's band power (dB, ``(n_bands, n_frames)``) on the grid and the cells where
+    #: cuts are eased (bool, same shape): given, the envelope's cuts are eased there
+    #: (:func:`eased_cuts`)
+    decoded_db: np.ndarray | None = None
+    eased: np.ndarray | None = None
 
     def envelope(self, mask: np.ndarray) -> Envelope:
-        return Envelope(levels=np.where(mask, self.levels, 0), mask=mask.copy(),
-                        period_s=self.period_s, step_db=self.step_db)
+        levels, mask = np.where(mask, self.levels, 0), mask.copy()
+        if self.decoded_db is not None and self.eased is not None:
+            levels, mask = eased_cuts(levels, mask, self.decoded_db, self.step_db,
+                                      where=self.eased)
+        return Envelope(levels=levels, mask=mask, period_s=self.period_s, step_db=self.step_db)
+
+
+#: Most a band's attenuation changes (dB) from one grid frame to the next where a score note
+#: sounds (:func:`held_cells`): there a cut eases in and out over frames (:func:`eased_cuts`).
+#: A band's gain jumping back up by 10-60 dB at a frame edge is a sudden rise of what sounds
+#: there, which a transcriber hears as a note starting (a held note heard again, or a note
+#: heard late where its attack's cut ends).  Bench round-trip note F1 (mel distance), cuts
+#: as measured -> eased (2026-11-30): strings ensemble 0.300 -> 0.332 (0.300 -> 0.306), trio
+#: 0.610 -> 0.636 (0.276 -> 0.277), winds 0.621 -> 0.627 (0.240 -> 0.244), violin 0.516 ->
+#: 0.532 (0.223 -> 0.230); eased everywhere, not only under the notes: about as many notes,
+#: mel +0.005 more on the violin; at 3 dB a frame: mel +0.01 more.
+MAX_CUT_STEP_DB = 6.0
+
+
+def eased_cuts(levels: np.ndarray, mask: np.ndarray, decoded_db: np.ndarray, step_db: float,
+               max_step_db: float = MAX_CUT_STEP_DB,
+               where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(levels, mask) of a coded envelope whose cuts change by at most ``max_step_db`` dB from a
+    frame to the next in each band: a cut is made shallower (never deeper), down to none (the
+    cell then leaves the mask), where a neighbouring frame is cut less.  Cells that add noise
+    are kept as they are.  ``levels`` int and ``mask`` bool ``(n_bands, n_frames)`` as in
+    :class:`Envelope`; ``decoded_db``: the decode's band power in dB on the same grid (what
+    :func:`cell_actions` compares the levels with); ``where`` (bool, same shape): only the
+    cuts of these cells are eased (default: all)."""
+    ratio = np.where(mask, levels * step_db - decoded_db, 0.0)
+    cut = mask & (ratio < -step_db)
+    if not np.any(cut):
+        return levels, mask
+    gain = np.where(cut, np.maximum(ratio, -MAX_CUT_DB), 0.0)
+    eased = gain.copy()
+    n_frames = gain.shape[1]
+    for k in range(1, min(n_frames, int(math.ceil(MAX_CUT_DB / max_step_db)) + 1)):
+        # the frame k before or after, less k steps: each frame at most max_step_db deeper
+        np.maximum(eased[:, k:], gain[:, :-k] - k * max_step_db, out=eased[:, k:])
+        np.maximum(eased[:, :-k], gain[:, k:] - k * max_step_db, out=eased[:, :-k])
+    changed = cut & (eased > gain)
+    if where is not None:
+        changed &= where
+    if not np.any(changed):
+        return levels, mask
+    levels = levels.copy()
+    mask = mask.copy()
+    levels[changed] = np.round((decoded_db[changed] + eased[changed]) / step_db).astype(levels.dtype)
+    # a cut eased to less than a step is no cut: the decoder would leave the cell alone
+    gone = changed & (levels * step_db - decoded_db >= -step_db)
+    mask[gone] = False
+    levels[gone] = 0
+    return levels, mask
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
@@ -751,6 +807,38 @@ def attack_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int) -
     return out
 
 
+#: Cuts shallower than this many quantizer steps are not coded in the band of a score note's
+#: fundamental while it sounds: following the original's slow level changes there (a bowed or
+#: blown note's swell, its vibrato) they switch a few dB on and off every few frames, and each
+#: rise is heard as the note starting again (bench trio: a held violin note heard 4 more times,
+#: 250 ms apart, under cuts of 6 dB on and off).  Round-trip note F1 with the residual of fixed
+#: decodes, eased cuts -> these left out too (2026-11-30): trio 0.636 -> 0.675, Slakh guitar
+#: 0.564 -> 0.579, winds 0.620 -> 0.631, brass 0.562 -> 0.553, strings 0.327 -> 0.315, violin
+#: 0.520 -> 0.504, flute 0.794 -> 0.793, honky-tonk piano 0.887 -> 0.875; mel +0.000..+0.004.
+#: Whole encodes, the bench's figures: BENCHMARKS History 2026-11-30 16:15.
+SHALLOW_CUT_STEPS = 2.5
+#: Harmonics of a score note in whose bands :func:`held_cells` eases the residual's cuts ...
+HELD_HARMONICS = tuple(range(1, 9))
+#: ... from this long (s) before its onset to this long after its offset.
+HELD_MARGIN_S = 0.05
+
+
+def held_cells(notes, n_bands: int, sr: int, period_s: float, n_frames: int,
+               harmonics: Sequence[float] = HELD_HARMONICS) -> np.ndarray:
+    """bool ``(n_bands, n_frames)``: the cells where a score note sounds, where the residual's
+    cuts are eased (:func:`eased_cuts`; a cut's sudden end there is heard as the note starting
+    again or late): the bands of each note's ``harmonics`` from HELD_MARGIN_S before its
+    onset to HELD_MARGIN_S after its offset.  ``notes``: ``(onset s, offset s, f0 Hz)``; band
+    edges as :func:`band_edges` for ``sr``."""
+    out = np.zeros((n_bands, n_frames), bool)
+    edges = band_edges(n_bands, sr)
+    for onset, offset, f0 in notes:
+        _mark_harmonics(out, edges, f0, harmonics,
+                        max(0, int((onset - HELD_MARGIN_S) / period_s)),
+                        min(n_frames - 1, int((max(offset, onset) + HELD_MARGIN_S) / period_s)))
+    return out
+
+
 def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             n_bands: int = DEFAULT_BANDS, period_s: float = DEFAULT_PERIOD_S,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
@@ -767,7 +855,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     the cells that helped only and drops those that no longer do, so that a cell's neighbours
     are as they will be.  ``notes`` (``(onset s, offset s, f0 Hz)``, the score's): no cell that would add
     noise over them (:func:`protected_cells`) is coded, nor one that would attenuate or fill
-    their attacks (:func:`attack_cells`); attenuation elsewhere over them still is.
+    their attacks (:func:`attack_cells`); attenuation elsewhere over them still is, eased in
+    and out (:func:`held_cells`, :func:`eased_cuts`; rendered so in the passes too).
     ``stop()`` true before a pass: no more passes (the work is no longer wanted).
     ``start``: where ``original`` begins in a longer input (samples, a multiple of the
     analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
@@ -790,17 +879,23 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     judge = judge or _judge(x, y, sr)
     edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
+    py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
+    ydb = 10.0 * np.log10(np.maximum(py, 1e-30))
+    held = held_cells(notes, n_bands, sr, period_s, n_frames)
     if len(notes):
-        py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
-        fills = levels * step_db > 10.0 * np.log10(np.maximum(py, 1e-30)) + step_db
+        fills = levels * step_db > ydb + step_db
         mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
-        cuts = levels * step_db < 10.0 * np.log10(np.maximum(py, 1e-30)) - step_db
+        cuts = levels * step_db < ydb - step_db
         mask &= ~((fills | cuts) & attack_cells(notes, n_bands, sr, period_s, n_frames))
+        shallow = cuts & (levels * step_db >= ydb - SHALLOW_CUT_STEPS * step_db)
+        mask &= ~(shallow & held_cells(notes, n_bands, sr, period_s, n_frames, (1,)))
     benefit = np.zeros((n_bands, n_frames))
     for k in range(max(1, passes)):
         if k and stop is not None and stop():
             break
-        env = Envelope(levels=levels, mask=mask, period_s=period_s, step_db=step_db)
+        # rendered as it will be coded: its cuts eased (the cells' benefits measured so)
+        lv, ms = eased_cuts(levels, mask, ydb, step_db, where=held)
+        env = Envelope(levels=lv, mask=ms, period_s=period_s, step_db=step_db)
         benefit = judge.benefit(apply(y, sr, env, sr, memo=memo), edges, period_s, n_frames)
         keep = mask & (benefit > 0)
         if np.array_equal(keep, mask):
@@ -809,7 +904,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
         if not np.any(mask):
             break
     return Analysis(levels=levels, benefit=np.where(mask, benefit, 0.0), period_s=period_s,
-                    step_db=step_db)
+                    step_db=step_db, decoded_db=ydb, eased=held)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1046,7 +1141,8 @@ class ResidualCoder:
             return payload
         a = self.analysis(env.n_bands, env.period_s)
         data, _ = _within(Analysis(levels=a.levels, benefit=np.where(bad, 0.0, a.benefit),
-                                   period_s=a.period_s, step_db=a.step_db), max_bytes)
+                                   period_s=a.period_s, step_db=a.step_db,
+                                   decoded_db=a.decoded_db, eased=a.eased), max_bytes)
         return data
 
 

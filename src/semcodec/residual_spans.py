@@ -62,6 +62,14 @@ def span_samples(sr: int) -> int | None:
     return unit * max(1, int(round(SPAN_S * sr / unit)))
 
 
+
+def _joined(parts: "list[np.ndarray | None]") -> "np.ndarray | None":
+    """The spans' grids side by side; None when there are none or one is missing."""
+    arrays = [p for p in parts if p is not None]
+    if not arrays or len(arrays) < len(parts):
+        return None
+    return np.concatenate(arrays, axis=1)
+
 class SpanCoder(ResidualCoder):
     """:class:`semcodec.residual.ResidualCoder` for a long input: ``original`` float32
     ``(n,)`` or ``(n, 2)`` at ``sr`` Hz (stereo measured on the downmix, span by span);
@@ -97,7 +105,7 @@ class SpanCoder(ResidualCoder):
         if key in self._analyses:
             return self._analyses[key]
         total = n_grid_frames(self.n / self.sr, period_s)
-        levels, benefit = [], []
+        levels, benefit, decoded_db, eased = [], [], [], []
         done = 0
         for a, b in self._spans():
             t0 = a / self.sr
@@ -114,9 +122,13 @@ class SpanCoder(ResidualCoder):
             part = analyse(x, y, self.sr, n_bands=n_bands, period_s=period_s,
                            step_db=self.step_db, notes=notes, start=a, stop=self.stop)
             lv, bn = part.levels[:, :want], part.benefit[:, :want]
+            dd = part.decoded_db[:, :want] if part.decoded_db is not None else None
+            ez = part.eased[:, :want] if part.eased is not None else None
             if lv.shape[1] < want:  # rounding of the span's frame count: nothing there
                 pad = ((0, 0), (0, want - lv.shape[1]))
                 lv, bn = np.pad(lv, pad), np.pad(bn, pad)
+                dd = np.pad(dd, pad) if dd is not None else None
+                ez = np.pad(ez, pad) if ez is not None else None
             # the frames next to a span's inner edges are measured with zeros beyond the
             # edge (the STFT's windows reach over it): not coded, the decode left as it is
             bn = bn.copy()
@@ -126,11 +138,14 @@ class SpanCoder(ResidualCoder):
                 bn[:, -1] = 0.0
             levels.append(lv)
             benefit.append(bn)
+            decoded_db.append(dd)
+            eased.append(ez)
             done += want
             release_free_memory()  # the span's temporaries: not under the next span's
         out = Analysis(levels=np.concatenate(levels, axis=1),
                        benefit=np.concatenate(benefit, axis=1),
-                       period_s=period_s, step_db=self.step_db)
+                       period_s=period_s, step_db=self.step_db,
+                       decoded_db=_joined(decoded_db), eased=_joined(eased))
         if not self._stopped():  # a cancelled analysis is short: not kept
             self._analyses[key] = out
         return out
