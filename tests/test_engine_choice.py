@@ -39,8 +39,10 @@ def test_encoder_prefers_the_engine_that_renders_closer(gm_flute):
 def test_preference_is_stored_and_unknown_engines_are_ignored(gm_flute):
     data = gm_flute.to_bytes()
     # format 1.2 (1.3: a tempo map; 1.4: the track also has a measured render; 1.5: a residual;
-    # 1.6: the header names the neural model, as every encode with a model after the first does)
-    assert data[5] == (6 if gm_flute.neural_model else 5 if gm_flute.residual
+    # 1.6: the header names the neural model, as every encode with a model after the first does;
+    # 1.8: it stores the decode mix's loudness, as every encode of a sounding file does)
+    assert data[5] == (8 if gm_flute.synth_lufs is not None
+                       else 6 if gm_flute.neural_model else 5 if gm_flute.residual
                        else 4 if gm_flute.score.tracks[0].render is not None
                        else 3 if gm_flute.score.tempo_map else 2)
     back = Container.from_bytes(data)
