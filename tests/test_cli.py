@@ -469,3 +469,26 @@ def test_info_names_the_neural_model_and_whether_it_is_installed(runner, tmp_pat
         text = run(runner, "info", f).output
         assert f"fitted to model {model}" in text
         assert ("not installed" in text) is not installed and ("legacy" in text) is (not key)
+
+
+def test_the_process_ends_at_once_after_a_success_with_its_output_flushed(tmp_path):
+    """As the process's command (``main()``), a success ends with ``os._exit`` once stdout and
+    stderr are flushed: a decode piped to stdout arrives whole; atexit handlers do not run (the
+    interpreter's teardown is skipped); an error exits as before."""
+    import subprocess
+    import sys
+
+    smc = _small_smc(tmp_path)
+    wav = tmp_path / "s.wav"
+    code = ("import atexit, sys; atexit.register(lambda: print('TEARDOWN', file=sys.stderr))\n"
+            "from semcodec.cli import main; main()")
+    ok = subprocess.run([sys.executable, "-c", code, "decode", "-q", "--engine", "neural",
+                         str(smc), "-"], capture_output=True, check=False, timeout=120)
+    assert ok.returncode == 0 and b"TEARDOWN" not in ok.stderr
+    r = subprocess.run([sys.executable, "-c", code, "decode", "-q", "--engine", "neural",
+                        str(smc), str(wav)], capture_output=True, check=False, timeout=120)
+    assert r.returncode == 0 and ok.stdout == wav.read_bytes()
+    bad = subprocess.run([sys.executable, "-c", code, "decode", str(tmp_path / "none.smc"),
+                          str(tmp_path / "x.wav")], capture_output=True, check=False,
+                         timeout=120)
+    assert bad.returncode == 2 and b"TEARDOWN" in bad.stderr and b"none.smc" in bad.stderr

@@ -100,6 +100,26 @@ def test_repair_raises_the_masked_notes(monkeypatch):
     assert after[48] <= before[48]
 
 
+def test_repair_lowers_the_maskers_unless_raising_alone_makes_all_heard(monkeypatch):
+    """The second candidate (maskers lowered) is measured when the first is refused or leaves
+    notes masked; not when the first is accepted and every note is heard in its decode."""
+    rendered: list = []
+    half = (Track("t", 0, notes=tuple(sorted(
+        [n for k, (lo, up) in enumerate(zip(_pairs(6)[0].notes[::2], _pairs(6)[0].notes[1::2]))
+         for n in (lo, Note(up.onset, up.offset, up.pitch, 60 if k % 2 else 40))],
+        key=lambda x: (x.onset, x.pitch)))),)
+    # raised 60 -> 90 against 100 is heard at 0.8, not at 0.95; 40 -> 60 not at 0.8
+    for tracks, ratio, lowered in ((_pairs(6), 0.8, False), (_pairs(6), 0.95, True),
+                                   (half, 0.8, True)):
+        render = _fake_transcriber(monkeypatch, ratio)
+        target = render(tracks)
+        rendered.clear()
+        out = roundtrip.repair(tracks, target, SR, lambda ts, r=render: rendered.append(ts) or r(ts))
+        lows = [n.velocity for ts in rendered for n in ts[0].notes if n.pitch == 48]
+        assert (min(lows) < 100) is lowered  # the second candidate rendered or not
+        assert out != tracks
+
+
 def test_repair_shows_each_rounds_first_candidate_and_returns_the_same(monkeypatch):
     render = _fake_transcriber(monkeypatch)
     tracks = _pairs(6)
@@ -291,8 +311,9 @@ def test_repair_transcribes_a_candidate_only_around_the_changed_notes(monkeypatc
     up = [n for n in out[0].notes if n.pitch == 60][0]
     assert up.velocity == 75  # raised 1.5 x (the first candidate, heard now)
     assert lengths[0] == pytest.approx(20.0)  # the decode as it was: whole
-    # each candidate: from before 10 s - 0.5 s - 2 s of context to 10.4 s + 1 s + 2 s
-    assert len(lengths) == 3 and all(4.0 < d < 8.0 for d in lengths[1:])
+    # the candidate (the second is not measured: the first is accepted): from before
+    # 10 s - 0.5 s - 2 s of context to 10.4 s + 1 s + 2 s
+    assert len(lengths) == 2 and all(4.0 < d < 8.0 for d in lengths[1:])
 
 
 def test_repair_tells_what_it_heard_in_each_decode_it_transcribed(monkeypatch):
@@ -318,8 +339,9 @@ def test_repair_tells_what_it_heard_in_each_decode_it_transcribed(monkeypatch):
                            on_heard=lambda y, sr, heard: told.append((y, sr, heard)))
     assert out != tracks
     assert out == roundtrip.repair(tracks, render(tracks), SR, render)  # the hook changes nothing
-    # the decode whole, then each candidate around its changed notes: each told once
-    assert len(told) == 3 and all(sr == SR for _, sr, _ in told)
+    # the decode whole, then the candidate around its changed notes (accepted: the second
+    # is not measured): each told once
+    assert len(told) == 2 and all(sr == SR for _, sr, _ in told)
     assert told[0][0] is decodes[tracks]
     mine = [heard for y, _, heard in told if y is decodes[out]]
     assert len(mine) == 1

@@ -467,5 +467,28 @@ cli.add_command(batch_group)
 # --- entry point -------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and exit with 0 (ok), 1 (usage error), 2 (processing error), 130 (Ctrl-C)."""
-    cli.main(args=argv, prog_name="semcodec")
+    """Run the CLI and exit with 0 (ok), 1 (usage error), 2 (processing error), 130 (Ctrl-C).
+
+    Run as the process's command (``argv`` None: the ``semcodec`` script, ``python -m
+    semcodec``), a success ends the process at once (``os._exit``) once its output and logs
+    are flushed: its files are written and closed and its background work joined, and the
+    interpreter's teardown of torch, onnxruntime and the encoder's arrays is skipped (S07
+    encode: ~0.5 s of wall clock on a quiet 2-core machine, more under load).  In process
+    (``argv`` given, the tests) it raises SystemExit as click's commands do."""
+    if argv is not None:
+        cli.main(args=argv, prog_name="semcodec")
+        return
+    try:
+        cli.main(args=None, prog_name="semcodec")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+        import logging  # noqa: PLC0415
+
+        logging.shutdown()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):
+            raise SystemExit(EXIT_ERROR) from None
+        os._exit(EXIT_OK)
