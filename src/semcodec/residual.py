@@ -844,7 +844,7 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
             judge: "Judge | None" = None, notes=(),
             stop: Callable[[], bool] | None = None, start: int = 0,
-            memo: ApplyMemo | None = None) -> Analysis:
+            memo: ApplyMemo | None = None, held_notes=None) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -857,6 +857,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     noise over them (:func:`protected_cells`) is coded, nor one that would attenuate or fill
     their attacks (:func:`attack_cells`); attenuation elsewhere over them still is, eased in
     and out (:func:`held_cells`, :func:`eased_cuts`; rendered so in the passes too).
+    ``held_notes``: the notes whose cuts are eased (default ``notes``; a sung line's are not:
+    its spectral envelope moves with the vowels, and easing blurred it).
     ``stop()`` true before a pass: no more passes (the work is no longer wanted).
     ``start``: where ``original`` begins in a longer input (samples, a multiple of the
     analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
@@ -881,14 +883,15 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     mask = np.ones((n_bands, n_frames), bool)
     py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
     ydb = 10.0 * np.log10(np.maximum(py, 1e-30))
-    held = held_cells(notes, n_bands, sr, period_s, n_frames)
+    held_notes = notes if held_notes is None else held_notes
+    held = held_cells(held_notes, n_bands, sr, period_s, n_frames)
     if len(notes):
         fills = levels * step_db > ydb + step_db
         mask &= ~(fills & protected_cells(notes, n_bands, sr, period_s, n_frames))
         cuts = levels * step_db < ydb - step_db
         mask &= ~((fills | cuts) & attack_cells(notes, n_bands, sr, period_s, n_frames))
         shallow = cuts & (levels * step_db >= ydb - SHALLOW_CUT_STEPS * step_db)
-        mask &= ~(shallow & held_cells(notes, n_bands, sr, period_s, n_frames, (1,)))
+        mask &= ~(shallow & held_cells(held_notes, n_bands, sr, period_s, n_frames, (1,)))
     benefit = np.zeros((n_bands, n_frames))
     for k in range(max(1, passes)):
         if k and stop is not None and stop():
@@ -1041,9 +1044,11 @@ class ResidualCoder:
                  grids: tuple[tuple[int, float], ...] = GRIDS,
                  step_db: float = DEFAULT_STEP_DB, notes=(),
                  stop: Callable[[], bool] | None = None,
-                 hears: Callable[[np.ndarray, int], Sequence] | None = None) -> None:
+                 hears: Callable[[np.ndarray, int], Sequence] | None = None,
+                 held_notes=None) -> None:
         x, y = _mono(original), _mono(decoded)
         self.notes = tuple(notes)
+        self.held_notes = None if held_notes is None else tuple(held_notes)
         self.hears = hears
         self.stop = stop
         n = min(len(x), len(y))
@@ -1067,7 +1072,8 @@ class ResidualCoder:
             self._analyses[key] = analyse(self.x, self.y, self.sr, n_bands=n_bands,
                                           period_s=period_s, step_db=self.step_db,
                                           judge=self.judge, notes=self.notes,
-                                          stop=self.stop, memo=self._memo)
+                                          stop=self.stop, memo=self._memo,
+                                          held_notes=self.held_notes)
         return self._analyses[key]
 
     def _stopped(self) -> bool:
@@ -1151,7 +1157,8 @@ def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
                     grids: tuple[tuple[int, float], ...] = GRIDS,
                     step_db: float = DEFAULT_STEP_DB, notes=(),
                     stop: Callable[[], bool] | None = None,
-                    hears: Callable[[np.ndarray, int], Sequence] | None = None) -> bytes:
+                    hears: Callable[[np.ndarray, int], Sequence] | None = None,
+                    held_notes=None) -> bytes:
     """The RESD payload for ``decoded`` (what the decoder plays without the residual) against
     ``original`` (float32 ``(n,)`` or ``(n, 2)`` at ``sr`` Hz, same length), at most
     ``max_bytes`` long (None: no limit); b"" when nothing helps or nothing fits.
@@ -1159,10 +1166,12 @@ def encode_residual(original: np.ndarray, decoded: np.ndarray, sr: int,
     ``stop()`` true: b"" at the next check (between analysis passes), the work is cancelled.
     ``hears(audio, sr)``: a transcriber (notes with onset, offset s and MIDI pitch); given,
     the noise in which it hears notes the score does not play is left out.
+    ``held_notes``: those of ``notes`` whose cuts are eased (:func:`analyse`; default all).
     Shortcut for ``ResidualCoder(original, decoded, sr, notes=notes).code(max_bytes)``.
     """
     return ResidualCoder(original, decoded, sr, grids=grids, step_db=step_db,
-                         notes=notes, stop=stop, hears=hears).code(max_bytes)
+                         notes=notes, stop=stop, hears=hears,
+                         held_notes=held_notes).code(max_bytes)
 
 
 def apply_payload(audio: np.ndarray, sr: int, payload: bytes, duration_s: float,

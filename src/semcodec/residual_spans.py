@@ -82,8 +82,9 @@ class SpanCoder(ResidualCoder):
                  n_decoded: int, sr: int, span: int, *,
                  grids: tuple[tuple[int, float], ...] = GRIDS,
                  step_db: float = DEFAULT_STEP_DB, notes=(),
-                 stop: Callable[[], bool] | None = None) -> None:
+                 stop: Callable[[], bool] | None = None, held_notes=None) -> None:
         self.original = np.asarray(original, np.float32)
+        self.held_notes = None if held_notes is None else tuple(held_notes)
         self.stop = stop
         self.decoded, self.span = decoded, span
         self.notes = tuple(notes)
@@ -115,12 +116,17 @@ class SpanCoder(ResidualCoder):
             x = x if x.ndim == 1 else x.mean(axis=1)
             y = np.asarray(self.decoded(a, b), np.float32)[:len(x)]
             y = np.pad(y, (0, len(x) - len(y))) if len(y) < len(x) else y
-            notes = [(on - t0, off - t0, f0) for on, off, f0 in self.notes
-                     if off >= t0 - period_s and on <= b / self.sr + period_s]
+            def near(ns):
+                return [(on - t0, off - t0, f0) for on, off, f0 in ns
+                        if off >= t0 - period_s and on <= b / self.sr + period_s]
+
+            notes = near(self.notes)
+            held = None if self.held_notes is None else near(self.held_notes)
             if self._stopped():
                 break
             part = analyse(x, y, self.sr, n_bands=n_bands, period_s=period_s,
-                           step_db=self.step_db, notes=notes, start=a, stop=self.stop)
+                           step_db=self.step_db, notes=notes, start=a, stop=self.stop,
+                           held_notes=held)
             lv, bn = part.levels[:, :want], part.benefit[:, :want]
             dd = part.decoded_db[:, :want] if part.decoded_db is not None else None
             ez = part.eased[:, :want] if part.eased is not None else None
