@@ -538,17 +538,9 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
         return DecodeStream(out.sr, ch, n, silence(), 0.0, True)
     renderer = _Renderer(c, opts, out, report)
     known = stored_gain(c, opts, renderer.as_encoded)
-    if known is not None:  # the gain is known before anything is rendered: the stream starts
-        # at once, with decode()'s samples (the blocks' rounding apart)
-        report("loudness", 1.0)
-        blocks = _gained(_raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK,
-                                         whole_renders=False), known)
-        if played:
-            blocks = _with_residual_once(c, opts, blocks, n, out.sr)
-        return DecodeStream(out.sr, ch, n, blocks, known, True)
     if exact is None:
         exact = n <= STREAM_EXACT_S * out.sr
-    if exact:
+    if exact and known is None:
         meter = dsp.LoudnessMeter(n, out.sr)
         spool = _Spool(n * ch * 4)
         done = 0
@@ -567,14 +559,16 @@ def decode_stream(c: _container.SmcFile, options: DecodeOptions | None = None, *
                                     n, out.sr)
             return DecodeStream(out.sr, ch, n, blocks, gain, True)
         return DecodeStream(out.sr, ch, n, _gained(spool.read(ch), gain), gain, True)
+    # the gain known before anything is rendered (stored: decode()'s samples, the blocks'
+    # rounding apart) or estimated: the stream starts at once, every track block by block
     report("loudness", 0.0)
-    gain = _estimated_gain(c, opts, out)
+    gain = _estimated_gain(c, opts, out) if known is None else known
     report("loudness", 1.0)
-    blocks = _gained(_raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK),
-                     gain)
+    blocks = _gained(_raw_mix_blocks(c, renderer, out, internal_block=STREAM_INTERNAL_BLOCK,
+                                     whole_renders=False), gain)
     if played:  # one pass: each residual block measured with the next one ahead
         blocks = _with_residual_once(c, opts, blocks, n, out.sr)
-    return DecodeStream(out.sr, ch, n, blocks, gain, False)
+    return DecodeStream(out.sr, ch, n, blocks, gain, known is not None)
 
 
 def _with_residual(c: _container.SmcFile, opts: DecodeOptions,
