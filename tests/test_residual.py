@@ -914,7 +914,7 @@ def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(m
     plain = [residual.apply(y, SR, e, SR) for e in envs]
     residual.forget_noise()
     made = {"rfft": 0, "noise": 0}
-    real_rfft, real_noise = np.fft.rfft, residual._noise_block
+    real_rfft, real_noise = np.fft.rfft, residual._noise_frames
 
     def rfft(*args, **kwargs):
         made["rfft"] += 1
@@ -925,7 +925,7 @@ def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(m
         return real_noise(*args)
 
     monkeypatch.setattr(residual.np.fft, "rfft", rfft)
-    monkeypatch.setattr(residual, "_noise_block", noise)
+    monkeypatch.setattr(residual, "_noise_frames", noise)
     memo = residual.ApplyMemo(y)
     kept = [residual.apply(y, SR, e, SR, memo=memo) for e in envs]
     assert all(np.array_equal(p, k) for p, k in zip(plain, kept))

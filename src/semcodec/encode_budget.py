@@ -40,7 +40,7 @@ def _bytes_left(c: SmcFile, max_kbps: float) -> int:
     """Bytes ``c`` may still grow by within ``max_kbps`` (SYNTH_LUFS_BYTES kept for the
     header's ``synth_lufs`` when it is still to be stored)."""
     reserve = SYNTH_LUFS_BYTES if c.synth_lufs is None and c.loudness_lufs is not None else 0
-    return int(max_kbps * 1000.0 / 8.0 * c.duration) - len(c.to_bytes()) - reserve
+    return budget.budget_bytes(max_kbps, c.duration) - len(c.to_bytes()) - reserve
 
 
 def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
@@ -401,7 +401,6 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
     itself is coded afterwards against the final decode with the bytes left (not in this
     module).  None (the default here, until the residual layer is in this build): excerpts
     compete with each other only."""
-
     total = budget.budget_bytes(opts.target_kbps, c.duration)
     first: dict[int, Sample] = {}
     for s in samples:

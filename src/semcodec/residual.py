@@ -319,13 +319,11 @@ def _rows(seg: np.ndarray, n_rows: int, n_fft: int, hop: int) -> np.ndarray:
         seg, shape=(n_rows, n_fft), strides=(seg.strides[0] * hop, seg.strides[0]))
 
 
-def _noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+def _noise_frames(k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
     """STFT frames ``k0 .. k1-1`` (as :func:`stft` makes them) of white noise, divided by their
     expected magnitude per bin (``|N|²`` is 1 on average).  Frame ``k``'s noise depends on
     ``k`` alone, whatever the blocks a decode is cut in: it is drawn per BLOCK_FRAMES frames
-    (:func:`_noise_samples`, seeded by that index).  ``block`` is not used (kept for callers
-    that name theirs)."""
-    del block
+    (:func:`_noise_samples`, seeded by that index)."""
     win = _window(n_fft)
     norm = np.float32(np.sqrt(np.sum(win.astype(np.float64) ** 2)) / np.sum(win))
     pieces = []
@@ -382,20 +380,20 @@ class ApplyMemo:
         self.power: dict[tuple[int, int], np.ndarray] = {}
 
 
-#: The noise spectra of the blocks (:func:`_noise_block`), kept for the encoder's
+#: The noise spectra of the blocks (:func:`_noise_frames`), kept for the encoder's
 #: applications (:class:`ApplyMemo`): they depend on the block only, the same for every decode
 #: of one input.  At most KEEP_BLOCKS of them (the latest input's).
 _NOISE_LOCK = threading.Lock()
-_NOISE: dict[tuple[int, int, int, int, int], np.ndarray] = {}
+_NOISE: dict[tuple[int, int, int, int], np.ndarray] = {}
 
 
-def _kept_noise_block(block: int, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
-    """:func:`_noise_block`, kept (read-only) for the next applications."""
-    key = (block, k0, k1, n_fft, hop)
+def _kept_noise_frames(k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+    """:func:`_noise_frames`, kept (read-only) for the next applications."""
+    key = (k0, k1, n_fft, hop)
     with _NOISE_LOCK:
         got = _NOISE.get(key)
     if got is None:
-        got = _noise_block(block, k0, k1, n_fft, hop)
+        got = _noise_frames(k0, k1, n_fft, hop)
         got.setflags(write=False)
         with _NOISE_LOCK:
             if len(_NOISE) >= KEEP_BLOCKS:
@@ -468,8 +466,8 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
         gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
         add = None
         if amp_cell is not None:
-            noise = (_kept_noise_block if memo is not None else _noise_block)(j, k0, k1, n_fft,
-                                                                               hop)
+            noise = (_kept_noise_frames if memo is not None else _noise_frames)(k0, k1, n_fft,
+                                                                                 hop)
             add = noise * amp_cell[:, cells][bins].T
         for x, out in zip(channels, outs):
             spec = kept[j] if kept is not None else np.fft.rfft(_frames(x, k0, k1, n_fft, hop),
@@ -610,10 +608,10 @@ def _synthesize(segs: Iterator[np.ndarray], plan: "_Plan", bounds: list[tuple[in
     bins = np.where(plan.bins >= 0, plan.bins, -1)  # -1: the spare last row, above the top band
     carry: np.ndarray | None = None
     done = 0  # output samples handed out
-    for j, ((k0, k1), seg) in enumerate(zip(bounds, segs)):
+    for (k0, k1), seg in zip(bounds, segs):
         gain_cell, amp_cell, cols = cells(k0, k1)
         gain = gain_cell[:, cols][bins].T if gain_cell is not None else None
-        add = (_noise_block(j, k0, k1, n_fft, hop) * amp_cell[:, cols][bins].T
+        add = (_noise_frames(k0, k1, n_fft, hop) * amp_cell[:, cols][bins].T
                if amp_cell is not None else None)
         chans = [seg] if seg.ndim == 1 else [seg[:, c] for c in range(seg.shape[1])]
         outs = []
