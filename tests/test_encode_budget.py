@@ -139,12 +139,16 @@ def test_the_alignment_takes_the_repairs_hearing_of_the_candidate_it_kept(monkey
     assert calls["decode"] == done[0] + 1 and len(calls["heard"]) == done[1] + 1
 
 
-def test_measured_keeps_what_it_is_told_was_heard_by_the_decode_array(counted):
+def _decoded_once():
+    """(file, its Measured, the decode options, its decode, notes to tell it was heard)."""
     c = _file()
     m = encode_budget.Measured()
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=SR)
-    y = m.decode(c, c.score.tracks, opts, c.n_samples)
-    told = (Note(0.2, 0.5, 60, 90),)
+    return c, m, opts, m.decode(c, c.score.tracks, opts, c.n_samples), (Note(0.2, 0.5, 60, 90),)
+
+
+def test_measured_keeps_what_it_is_told_was_heard_by_the_decode_array(counted):
+    _, m, _, y, told = _decoded_once()
     m.remember(y, SR, told)
     assert m.hear(y, SR) == told and counted["heard"] == 0
     m.remember(y, SR, ())  # what was heard first stays
@@ -157,11 +161,7 @@ def test_measured_keeps_what_it_is_told_was_heard_by_the_decode_array(counted):
 def test_measured_takes_what_the_chosen_renders_check_heard_in_the_same_audio(counted):
     from semcodec import sampleuse
 
-    c = _file()
-    m = encode_budget.Measured()
-    opts = DecodeOptions(residual=False, channels=1, max_duration_s=None, sample_rate=SR)
-    y = m.decode(c, c.score.tracks, opts, c.n_samples)
-    told = (Note(0.2, 0.5, 60, 90),)
+    c, m, opts, y, told = _decoded_once()
     sampleuse.forget_target()
     try:
         sampleuse._keep_heard(y + np.float32(1e-6))(told)  # the check's mix: the same audio
