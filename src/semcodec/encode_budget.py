@@ -68,14 +68,17 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     held = hz(t for t in c.score.tracks if t.render is None or t.render.use != "voice")
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None)
     span = residual_spans.span_samples(c.sample_rate)
+    # coded against the decode of the file as it will be read: its note times rounded to
+    # score ticks, its values as stored (the in-memory file's decode differs: S07 mel 0.015)
+    stored = type(c).from_bytes(c.to_bytes())
     try:
         if c.duration > residual_spans.LONG_RESIDUAL_S and span is not None:
             # a long input: decoded and coded span by span, never whole
-            payload = residual_spans.SpanCoder(original, _span_decoder(c, opts), c.n_samples,
+            payload = residual_spans.SpanCoder(original, _span_decoder(stored, opts), c.n_samples,
                                                c.sample_rate, span, notes=notes,
                                                stop=stop, held_notes=held).code(room)
         else:
-            decoded, _ = decode(c, opts)
+            decoded, _ = decode(stored, opts)
             if stop is not None and stop():
                 return c
             payload = residual.encode_residual(original, decoded, c.sample_rate,
