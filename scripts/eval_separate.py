@@ -24,9 +24,10 @@ read it together with the number of tracks, and with the solo stems staying one 
 
 ``--long MINUTES`` compares a long input's split with its excerpts': each Slakh mix looped to
 MINUTES, and the mixes alternated (A B A B ...) to MINUTES, each transcribed and split
-whole (``auto``), against the 30-s mix split alone and against every 30-s window of the long
-transcription split alone (the window's audio with the long transcription's notes in it: the
-same music, notes that differ only as the transcription's context makes them).  The alternated
+whole (``auto``), against the 30-s mix split alone (with the mixture's random states 0..9 too:
+the spread of one excerpt's figure) and against every 30-s window of the long transcription
+split alone (the window's audio with the long transcription's notes in it: the same music,
+notes that differ only as the transcription's context makes them).  The alternated
 file's truth is each song's stems at their offsets; its purity is given over all the stems and
 per song (each song's notes alone: the two songs' basses in one track is not an error there).
 
@@ -153,6 +154,11 @@ def rendered() -> None:
         print(f"mean purity, tracks={'auto' if auto else 'parts'}: {np.mean(v):.3f}")
 
 
+#: ``--long``: the 30-s split is also measured with the Gaussian mixture's random states
+#: 0..SEEDS-1 (``assign_tracks(..., seed=)``): how far one excerpt's figure moves by luck.
+SEEDS = 10
+
+
 def _windows(audio, sr: int, notes, lab, window_s: float = 30.0) -> list[tuple[float, int]]:
     """(purity, tracks) of each ``window_s`` window of ``audio`` split alone, with the notes of
     the whole transcription whose onsets fall in it (shifted to its start)."""
@@ -196,9 +202,12 @@ def long(d: Path, minutes: float) -> None:
         if len(piece) == 1:
             x = piece[0][1]
             notes = list(transcribe(x, sr))
-            a = assign_tracks(x, sr, notes, None)
-            print(f"{name} 30 s: {a.n_tracks} tracks, purity "
-                  f"{_purity(a, label(notes, piece[0][3]))[0]:.3f}", flush=True)
+            lab = label(notes, piece[0][3])
+            seeds = [assign_tracks(x, sr, notes, None, seed=s) for s in range(SEEDS)]
+            pur = [_purity(a, lab)[0] for a in seeds]
+            print(f"{name} 30 s: {seeds[0].n_tracks} tracks, purity {pur[0]:.3f}; over mixture "
+                  f"seeds 0..{SEEDS - 1}: purity mean {np.mean(pur):.3f} (min {min(pur):.3f}, "
+                  f"max {max(pur):.3f}), tracks {[a.n_tracks for a in seeds]}", flush=True)
         notes = list(transcribe(audio, sr))
         lab = label(notes, truth)
         a = assign_tracks(audio, sr, notes, None)
