@@ -22,14 +22,25 @@ every note labelled by its part, and prints the track count ``auto`` picks for t
 solos (1 is right).  (Purity rewards splitting: more tracks never lower it, so
 read it together with the number of tracks, and with the solo stems staying one track.)
 
-    python scripts/eval_separate.py [EVAL_DIR] [--stems] [--stereo] [--rendered]
+``--long MINUTES`` compares a long input's split with its excerpts': each Slakh mix looped to
+MINUTES, and the mixes alternated (A B A B ...) to MINUTES, each transcribed and split
+whole (``auto``), against the 30-s mix split alone (with the mixture's random states 0..9 too:
+the spread of one excerpt's figure) and against every 30-s window of the long transcription
+split alone (the window's audio with the long transcription's notes in it: the same music,
+notes that differ only as the transcription's context makes them).  The alternated
+file's truth is each song's stems at their offsets; its purity is given over all the stems and
+per song (each song's notes alone: the two songs' basses in one track is not an error there).
+
+    python scripts/eval_separate.py [EVAL_DIR] [--stems] [--stereo] [--rendered] [--long MINUTES]
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import soundfile as sf
@@ -143,12 +154,96 @@ def rendered() -> None:
         print(f"mean purity, tracks={'auto' if auto else 'parts'}: {np.mean(v):.3f}")
 
 
+#: ``--long``: the 30-s split is also measured with the Gaussian mixture's random states
+#: 0..SEEDS-1 (``assign_tracks(..., seed=)``): how far one excerpt's figure moves by luck.
+SEEDS = 10
+
+
+def _windows(audio, sr: int, notes, lab, window_s: float = 30.0) -> list[tuple[float, int]]:
+    """(purity, tracks) of each ``window_s`` window of ``audio`` split alone, with the notes of
+    the whole transcription whose onsets fall in it (shifted to its start)."""
+    out = []
+    for t0 in np.arange(0.0, audio.shape[0] / sr - window_s / 2, window_s):
+        idx = [i for i, n in enumerate(notes) if t0 <= n.onset < t0 + window_s]
+        sub = [replace(notes[i], onset=notes[i].onset - t0, offset=notes[i].offset - t0)
+               for i in idx]
+        a = assign_tracks(audio[int(t0 * sr):int((t0 + window_s) * sr)], sr, sub, None)
+        out.append((_purity(a, [lab[i] for i in idx])[0], a.n_tracks))
+    return out
+
+
+def long(d: Path, minutes: float) -> None:
+    """Long inputs against their excerpts (see the module docstring)."""
+    mixes = []
+    for mix in sorted(d.glob("*_mix.flac")):
+        prefix = mix.name[: -len("_mix.flac")]
+        audio, sr = sf.read(mix, dtype="float32")
+        mix_truth = _truth(d / f"{prefix}_mix.notes.json")
+        stems = {f"{prefix.split('_')[-1]}_{p.name.split('_')[-1].split('.')[0]}":
+                 align(mix_truth, _truth(p)) for p in sorted(d.glob(f"{prefix}_S*.notes.json"))}
+        mixes.append((mix.name, audio, sr, stems))
+    pieces = [[m] for m in mixes]
+    if len(mixes) > 1:
+        pieces.append(mixes)
+    for piece in pieces:
+        sr = piece[0][2]
+        reps = max(1, int(round(minutes * 60 / (piece[0][1].shape[0] / sr))))
+        audio, truth, song = [], {}, []
+        t0 = 0.0
+        for r in range(reps):
+            _, x, _, stems = piece[r % len(piece)]
+            audio.append(x)
+            for k, v in stems.items():
+                truth.setdefault(k, []).extend((on + t0, off + t0, p) for on, off, p in v)
+            song.append((t0, r % len(piece)))
+            t0 += x.shape[0] / sr
+        audio = np.concatenate(audio)
+        name = piece[0][0] if len(piece) == 1 else " + ".join(m[0] for m in piece) + " alternated"
+        if len(piece) == 1:
+            x = piece[0][1]
+            notes = list(transcribe(x, sr))
+            lab = label(notes, piece[0][3])
+            seeds = [assign_tracks(x, sr, notes, None, seed=s) for s in range(SEEDS)]
+            pur = [_purity(a, lab)[0] for a in seeds]
+            print(f"{name} 30 s: {seeds[0].n_tracks} tracks, purity {pur[0]:.3f}; over mixture "
+                  f"seeds 0..{SEEDS - 1}: purity mean {np.mean(pur):.3f} (min {min(pur):.3f}, "
+                  f"max {max(pur):.3f}), tracks {[a.n_tracks for a in seeds]}", flush=True)
+        notes = list(transcribe(audio, sr))
+        lab = label(notes, truth)
+        a = assign_tracks(audio, sr, notes, None)
+        purity, pur = _purity(a, lab)
+        line = (f"{name} {audio.shape[0] / sr / 60:.1f} min: {a.n_tracks} tracks, purity "
+                f"{purity:.3f}")
+        if len(piece) > 1:
+            starts = np.array([s[0] for s in song])
+            which = np.array([song[int(np.searchsorted(starts, n.onset, "right")) - 1][1]
+                              for n in notes])
+            right = total = 0
+            for s in range(len(piece)):  # each song's notes alone
+                idx = np.nonzero(which == s)[0]
+                sub = SimpleNamespace(labels=a.labels[idx], n_tracks=a.n_tracks)
+                for top, count, _ in _purity(sub, [lab[i] for i in idx])[1]:
+                    right, total = right + top, total + count
+            line += f" (per song {right / max(1, total):.3f})"
+        print(f"{line}, families {_families(a)}, majority stems "
+              f"{[p[2] + f'({p[0]}/{p[1]})' for p in pur]}", flush=True)
+        win = _windows(audio, sr, notes, lab)
+        print(f"  its 30-s windows split alone: purity mean {np.mean([w[0] for w in win]):.3f} "
+              f"(min {min(w[0] for w in win):.3f}, max {max(w[0] for w in win):.3f}), tracks "
+              f"{[w[1] for w in win]}", flush=True)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = [a for a in argv if not a.startswith("--")]
+    minutes = float(argv[argv.index("--long") + 1]) if "--long" in argv else None
+    args = [a for i, a in enumerate(argv) if not a.startswith("--")
+            and not (i and argv[i - 1] == "--long")]
     d = Path(args[0]) if args else Path(__file__).resolve().parent.parent / ".." / "shared" / "eval"
     if "--rendered" in argv:
         rendered()
+        return 0
+    if minutes is not None:
+        long(d, minutes)
         return 0
     if "--stereo" in argv:
         stereo(d)

@@ -453,7 +453,8 @@ def _one_track(notes: list[Note], logp: np.ndarray | None = None) -> Assignment:
 
 
 def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...],
-                  n_tracks: int | None = None, side: np.ndarray | None = None) -> Assignment:
+                  n_tracks: int | None = None, side: np.ndarray | None = None,
+                  seed: int = 0) -> Assignment:
     """Group ``notes`` (transcribed from mono ``audio`` at ``sr`` Hz) into instrument tracks.
 
     ``n_tracks`` None = automatic: one track unless :func:`ensemble_share` reaches
@@ -503,7 +504,7 @@ def assign_tracks(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ..
     bic: dict[int, float] = {}
     models = {}
     for k in counts:
-        gm = GaussianMixture(k, covariance_type="diag", random_state=0,
+        gm = GaussianMixture(k, covariance_type="diag", random_state=seed,
                              n_init=GMM_INITS if pans is None else STEREO_GMM_INITS,
                              reg_covar=1e-3, max_iter=200)
         gm.fit(x)
