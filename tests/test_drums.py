@@ -118,6 +118,29 @@ def test_no_hits_on_pitched_music():
     assert track is None and shots == ()
 
 
+def test_a_kit_without_cymbals_is_found():
+    """Kick and snare alone (no hi-hat, ride or cymbal), bare and under piano chords: the kit's
+    kick and snare together say "drums" (the metal hits alone used to be required)."""
+    step = 60.0 / 100.0 / 4
+    notes = []
+    for i in range(6 * 16):
+        on = round(0.3 + i * step, 4)
+        if i % 16 in (0, 8, 10):
+            notes.append(Note(on, on + 0.1, drums.KICK, 110))
+        if i % 16 in (4, 12):
+            notes.append(Note(on, on + 0.1, drums.SNARE, 105))
+    n = int((notes[-1].onset + 1.5) * SR)
+    kit = render_score(Score(tracks=(Track("drums", 0, is_drum=True).with_notes(notes),)), SR, n,
+                       soundfont=find_soundfont())
+    chords = [Note(0.3 + 2.4 * i, 2.5 + 2.4 * i, p + i, 80) for i in range(4) for p in (48, 55, 64)]
+    piano = render_notes(chords, 0, SR, n)
+    for audio in (kit, kit + 0.5 * piano):
+        audio = (0.7 * audio / np.abs(audio).max()).astype(np.float32)
+        found = drums.detect_drums(audio, SR)
+        assert {n.pitch for n in found} <= {drums.KICK, drums.SNARE}
+        assert _f1(notes, found) >= 0.9
+
+
 def test_silence_and_tiny_input():
     assert drums.detect_drums(np.zeros(SR, np.float32), SR) == []
     assert drums.detect_drums(np.zeros(10, np.float32), SR) == []
