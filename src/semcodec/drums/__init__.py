@@ -18,8 +18,10 @@ named constant below.  For mono audio at any rate it
 4. decides that the recording has drums at all only on strong evidence: enough confident
    hits of the metal template (hi-hat, ride or cymbal: every kit plays them), where
    *confident* means loud, well fitted, percussive at the attack (much more than the harmonic
-   part grows) and without a harmonic tail, some of them at onsets where no note starts at all.
-   Guitars, pianos, slap basses and kalimbas produce percussive attacks too, but not these;
+   part grows) and without a harmonic tail, some of them at onsets where no note starts at all;
+   or, as many confident kick hits *and* confident snare/tom hits at such onsets (in produced
+   mixes the snare's noise and the reverb often cover the hi-hat).  Guitars, pianos, slap
+   basses and kalimbas produce percussive attacks too, but not these;
 5. names each accepted hit from its decay: a drum hit whose low band rings while its 2-9 kHz
    band dies is a tom (the snare's wires do the opposite), toms are ordered by pitch; a metal
    hit that sustains is an open hi-hat, the others are closed hi-hats or a ride (clustered by
