@@ -90,9 +90,9 @@ def _deb(pkg: str, version: str, debs: Path) -> Path:
 
 def extract(debs: Path, work: Path) -> dict[str, Path]:
     """Each excerpt as a mono 44.1-kHz FLAC in ``work`` (cut from the package's own file)."""
-    import soundfile as sf
+    import soundfile as sf  # noqa: PLC0415
 
-    from semcodec.synth import dsp
+    from semcodec.synth import dsp  # noqa: PLC0415
 
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
@@ -121,7 +121,7 @@ def extract(debs: Path, work: Path) -> dict[str, Path]:
 
 def reference_onsets(y: np.ndarray, sr: int) -> np.ndarray:
     """Onset times (s) of the percussive part (librosa HPSS, margin 2): a rough drum reference."""
-    import librosa
+    import librosa  # noqa: PLC0415
 
     p = librosa.effects.percussive(y, margin=2.0)
     return librosa.onset.onset_detect(y=p, sr=sr, units="time", backtrack=False)
@@ -136,7 +136,7 @@ def distinct_times(times, merge_s: float = 0.02) -> np.ndarray:
 
 
 def onset_prf(ref: np.ndarray, est: np.ndarray) -> tuple[float, float, float]:
-    import mir_eval
+    import mir_eval  # noqa: PLC0415
 
     if len(ref) == 0 or len(est) == 0:
         return 0.0, 0.0, 0.0
@@ -145,7 +145,7 @@ def onset_prf(ref: np.ndarray, est: np.ndarray) -> tuple[float, float, float]:
 
 
 def detection_row(y: np.ndarray, sr: int) -> dict:
-    from semcodec.drums import detect_drums, detection
+    from semcodec.drums import detect_drums, detection  # noqa: PLC0415
 
     hits = detect_drums(y, sr)
     saved = detection.KIT_MIN_HITS
@@ -162,9 +162,9 @@ def detection_row(y: np.ndarray, sr: int) -> dict:
 
 def encode_row(src: Path, work: Path, drums: str, y_ref: np.ndarray, hit_times: np.ndarray,
                ref_cache: dict) -> dict:
-    from bench import metrics
-    from bench.run import load_mono
-    from semcodec import api
+    from bench import metrics  # noqa: PLC0415
+    from bench.run import load_mono  # noqa: PLC0415
+    from semcodec import api  # noqa: PLC0415
 
     exe = str(Path(sys.executable).with_name("semcodec"))
     smc = work / f"{src.stem}.{drums}.smc"
@@ -195,8 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="excerpts whose name contains these")
     args = ap.parse_args(argv)
 
-    from bench import metrics
-    from bench.run import load_mono
+    from bench import metrics  # noqa: PLC0415
+    from bench.run import load_mono  # noqa: PLC0415
 
     paths = extract(args.debs, args.work)
     sel = [e for e in EXCERPTS if not args.only or any(s in e[0] for s in args.only)]
