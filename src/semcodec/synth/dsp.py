@@ -379,21 +379,12 @@ def release_free_memory() -> None:
 
     Many small arrays freed at once (an engine's rendering blocks, say) stay in the heap and
     keep counting in the RSS; trimming before a large allocation keeps the peak down on long
-    inputs.  A no-op where ``malloc_trim`` does not exist.
+    inputs.  :func:`semcodec.runtime.release_free_memory` (a no-op where ``malloc_trim`` does
+    not exist, and while a short input's encode keeps its freed memory).
     """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes  # noqa: PLC0415
+    from semcodec.runtime import release_free_memory as release  # noqa: PLC0415
 
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
+    release()
 
 
 def loudness_gain(audio: np.ndarray, sr: int, target_lufs: float | None) -> float:
