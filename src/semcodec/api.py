@@ -569,21 +569,26 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     round before); the one of the file the repair and the alignment return is used, the
     others are cancelled (they stop at their next check) and joined; when none matches, the
     residual is coded after them.  A file the repair rules out is cancelled as soon as it
-    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused."""
+    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused;
+    while a candidate is measured, the unrepaired ``c``'s coding waits (at its next check)
+    and goes on if the candidate is refused: the candidate's coding has the second core to
+    itself (S07, whose candidate is accepted: ~0.5 s of CPU less)."""
     residual = opts.residual and c.loudness_lufs is not None
     speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
-    #: (file, cancel event, its residual's result) of each speculative coding, ``c``'s first
-    early: list[tuple[Container, threading.Event, Callable[[], Any]]] = []
+    #: (file, its switches, its residual's result) of each speculative coding, ``c``'s first
+    early: list[tuple[Container, _Speculation, Callable[[], Any]]] = []
 
     def start(cc: Container) -> None:
-        cancel = threading.Event()
+        cancel = _Speculation()
         early.append((cc, cancel, in_background(
             _with_residual, cc, inp.audio, _bytes_left(cc, opts.target_kbps),
-            stop=cancel.is_set)))
+            stop=cancel.check)))
 
     def on_candidate(cc: Container) -> None:
         for _, cancel, _ in early[1:]:  # an earlier round's candidate is not the result
             cancel.set()
+        if early:
+            early[0][1].pause()  # ``c``'s waits while the candidate is measured
         start(cc)
 
     def on_verdict(cc: Container, accepted: bool) -> None:
@@ -593,6 +598,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if ((k == 0 and accepted and cc.score != c.score)
                     or (k > 0 and not accepted and sc.score == cc.score)):
                 cancel.set()
+        if early and not accepted:
+            early[0][1].resume()  # ``c`` may be the result again
 
     if speculate:
         start(c)
@@ -628,6 +635,7 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if k != kept:
                 cancel.set()
         if kept is not None:
+            early[kept][1].resume()  # (paused by a candidate whose measure failed)
             repaired = early[kept][2]()
         else:
             repaired = _with_residual(repaired, inp.audio, _bytes_left(repaired, opts.target_kbps))
@@ -642,6 +650,38 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
             repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
     return repaired
+
+
+class _Speculation:
+    """The switches of work done speculatively on a second thread, which calls
+    :meth:`check` between its steps: cancelled (:meth:`set`: it stops at its next check) or
+    paused (:meth:`pause`: its next check waits until :meth:`resume` or :meth:`set`)."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self._go = threading.Event()
+        self._go.set()
+
+    def set(self) -> None:
+        """Cancel the work (a paused one goes on, to stop at once)."""
+        self._cancel.set()
+        self._go.set()
+
+    def is_set(self) -> bool:
+        """Whether the work was cancelled."""
+        return self._cancel.is_set()
+
+    def pause(self) -> None:
+        if not self._cancel.is_set():
+            self._go.clear()
+
+    def resume(self) -> None:
+        self._go.set()
+
+    def check(self) -> bool:
+        """The worker's check: waits while paused; True once cancelled."""
+        self._go.wait()
+        return self._cancel.is_set()
 
 
 def _join_discarded(result: Callable[[], Any]) -> None:
