@@ -60,6 +60,7 @@ from semcodec.encode_budget import (
     _with_aligned_onsets,
     _with_clear_notes,
     _with_residual,
+    _synth_lufs,
     _with_synth_loudness,
 )
 from semcodec.events import Note, Sample, Score, Track
@@ -529,6 +530,7 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         neural_model=_neural_model_key(),
     )
     release_free_memory()  # the fit's and the beats' freed temporaries
+    synth: list[tuple[Container, Callable[[], Any]]] = []
     try:
         if measured is not None:
             measured()
@@ -536,9 +538,16 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
             _join_discarded(judged)
         c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                    inp.sample_rate, tuple(samples), opts)
-        return _with_synth_loudness(_clear_notes_and_residual(c, inp, opts, report),
-                                    opts.target_kbps)
+        # the mix's loudness (synth_lufs) of the file whose residual is waited for, measured
+        # meanwhile (the main thread's core is idle then): the final file's unless the notes
+        # are led again after the residual
+        c = _clear_notes_and_residual(
+            c, inp, opts, report,
+            on_repaired=lambda cc: synth.append((cc, in_background(_synth_lufs, cc))))
+        return _with_synth_loudness(c, opts.target_kbps, synth[0] if synth else None)
     finally:
+        for _, pending in synth:  # joined (its error, if any, surfaces where it is used)
+            _join_discarded(pending)
         sampleuse.forget_target()  # the measures of this input, kept for its two measures
         judge = sys.modules.get("semcodec.residual_judge")  # (imported by the residual only)
         if judge is not None:
@@ -556,7 +565,9 @@ SPECULATIVE_RESIDUAL_MAX_S = 120.0
 
 
 def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions,
-                              report: Progress) -> Container:
+                              report: Progress,
+                              on_repaired: Callable[[Container], None] | None = None
+                              ) -> Container:
     """``c`` with the notes that its decode hides under a note an octave below made audible
     again (:func:`encode_budget._with_clear_notes`) and its tracks' notes started earlier by
     the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
@@ -572,7 +583,9 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused;
     while a candidate is measured, the unrepaired ``c``'s coding waits (at its next check)
     and goes on if the candidate is refused: the candidate's coding has the second core to
-    itself (S07, whose candidate is accepted: ~0.5 s of CPU less)."""
+    itself (S07, whose candidate is accepted: ~0.5 s of CPU less).  ``on_repaired(file)``,
+    when given, is called with the file whose residual is then waited for (an input whose
+    residual is coded speculatively), before the wait."""
     residual = opts.residual and c.loudness_lufs is not None
     speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
     #: (file, its switches, its residual's result) of each speculative coding, ``c``'s first
@@ -629,6 +642,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
         release_free_memory()  # the repair's freed renders: the residual's peak is the encode's
         kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()
                      and (cc is repaired or cc.score == repaired.score)), None)
+        if speculate and on_repaired is not None:
+            on_repaired(repaired)
         # the speculative residuals of files that are not kept stop at their next check
         # (between their analysis passes) instead of taking a core from this
         for k, (_, cancel, _) in enumerate(early):
