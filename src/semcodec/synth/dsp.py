@@ -281,7 +281,7 @@ class LoudnessMeter:
         self.prefix = np.zeros(self.points.shape[0], dtype=np.float64)
         self.ir = _k_weighting_ir(sr)
         self.nfft = 1 << (_LOUDNESS_CHUNK + self.ir.shape[0] - 2).bit_length()
-        self.ir_f = np.fft.rfft(self.ir, self.nfft)
+        self.ir_f = rfft64(self.ir, self.nfft)
         self.carry = np.zeros(self.ir.shape[0] - 1, dtype=np.float64)
         self.running = 0.0
         self.nonzero = False
@@ -313,7 +313,8 @@ class LoudnessMeter:
             self.nonzero = True
         m = x.shape[0]
         ir_len = self.ir.shape[0]
-        y = np.fft.irfft(np.fft.rfft(x, self.nfft) * self.ir_f, self.nfft)[: m + self.carry.shape[0]]
+        # (rfft64/irfft: numpy's numbers bit for bit, through scipy's FFT when it is imported)
+        y = irfft(rfft64(x, self.nfft) * self.ir_f, self.nfft)[: m + self.carry.shape[0]]
         y[: self.carry.shape[0]] += self.carry
         x, self.carry = y[:m], y[m:].copy()
         if self.carry.shape[0] < ir_len - 1:  # last, short chunk
