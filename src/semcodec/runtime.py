@@ -95,7 +95,8 @@ def keep_freed() -> Iterator[None]:
     the heap (not from pages of its own, unmapped at its free), the heap keeps up to
     KEEP_TRIM_BYTES free, all threads share one arena (the pages one thread freed serve the
     next thread's), and :func:`release_free_memory` does nothing.  Afterwards the trim
-    threshold and the top pad are glibc's defaults again and the free memory is given back.
+    threshold and the arena limit are glibc's defaults again (the mmap threshold stays at
+    KEEP_MMAP_BYTES, the top of glibc's own dynamic one) and the free memory is given back.
     Nothing else changes (no value computed); the peak resident memory is higher (30-s stem:
     ~906 -> ~1046 MB).  A no-op without glibc."""
     global _KEEPING
@@ -113,6 +114,8 @@ def keep_freed() -> Iterator[None]:
             _KEEPING -= 1
             if libc is not None and _KEEPING == 0:
                 libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                # glibc's default arena limit (8 per core; the arenas made meanwhile stay)
+                libc.mallopt(_M_ARENA_MAX, 8 * (os.cpu_count() or 1))
         release_free_memory()
 
 
