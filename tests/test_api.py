@@ -845,3 +845,51 @@ def test_the_instrument_guess_is_named_only_when_it_is_logged(monkeypatch, caplo
     assert api._classify_instruments(inp, score) == {0: guess}
     assert named == ([26] if level == "INFO" else [])
     assert ("Electric Guitar (jazz)" in caplog.text) is (level == "INFO")
+
+
+@pytest.mark.parametrize("accepted", [False, True])
+def test_the_unrepaired_files_residual_waits_while_a_candidate_is_measured(monkeypatch,
+                                                                           accepted):
+    import threading
+    from dataclasses import replace
+
+    from semcodec import api
+
+    SR = _ONE_NOTE_SR
+    file = _one_note_file
+
+    c, cand = file(90), file(100)
+    checks: dict = {90: 0, 100: 0}
+    seen: dict = {}
+
+    def with_residual(cc, original, max_bytes, stop=None):
+        v = cc.score.tracks[0].notes[0].velocity
+        if stop is not None:
+            for _ in range(200):  # checks as a residual's passes make them (2 s at most)
+                if stop():
+                    break
+                checks[v] += 1
+                threading.Event().wait(0.01)
+        return replace(cc, residual=bytes([v]))
+
+    def with_clear_notes(cc, original, on_candidate=None, on_verdict=None, **_):
+        threading.Event().wait(0.05)  # the unrepaired decode measured: c's coding goes on
+        seen["before"] = checks[90] > 0
+        on_candidate(replace(cand))
+        threading.Event().wait(0.05)  # c's coding reaches its next check and waits there
+        held = checks[90]
+        threading.Event().wait(0.2)  # the candidate measured: c's made no progress
+        seen["held"] = checks[90] == held
+        seen["candidate"] = checks[100] > 0
+        on_verdict(replace(cand), accepted)
+        return cand if accepted else cc
+
+    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
+    monkeypatch.setattr(api, "_with_aligned_onsets", lambda cc, *a, **k: cc)
+    monkeypatch.setattr(api, "_with_residual", with_residual)
+    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
+    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    assert seen == {"before": True, "held": True, "candidate": True}
+    assert out.score == (cand if accepted else c).score
+    # the file returned keeps its own residual: c's went on after the refusal
+    assert out.residual == bytes([100 if accepted else 90])

@@ -172,3 +172,34 @@ def test_measured_takes_what_the_chosen_renders_check_heard_in_the_same_audio(co
         assert counted["heard"] == 1
     finally:
         sampleuse.forget_target()
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_the_mix_loudness_measured_before_the_residual_serves_the_file_with_it(monkeypatch,
+                                                                               same):
+    """synth_lufs does not hear the residual: the measure of the file without it (made while
+    the residual is coded) is the final file's, unless its notes changed since."""
+    measured: list = []
+
+    def synth_lufs(c):
+        measured.append(c)
+        return -30.0
+
+    monkeypatch.setattr(encode_budget, "_synth_lufs", synth_lufs)
+    from semcodec import residual
+
+    before = _file()
+    nf = residual.n_grid_frames(before.duration, residual.DEFAULT_PERIOD_S)
+    shape = (residual.DEFAULT_BANDS, nf)
+    payload = residual.encode_envelope(residual.Envelope(
+        levels=np.full(shape, -20), mask=np.ones(shape, bool),
+        period_s=residual.DEFAULT_PERIOD_S, step_db=residual.DEFAULT_STEP_DB))
+    after = replace(before, residual=payload)
+    if not same:  # the notes led again after the residual
+        t = before.score.tracks[0]
+        after = replace(after, score=replace(before.score, tracks=(t.with_notes(
+            [replace(n, onset=n.onset - 0.01) for n in t.notes]),)))
+    out = encode_budget._with_synth_loudness(after, 1000.0, (before, lambda: -25.0))
+    assert out.synth_lufs == (-25.0 if same else -30.0)
+    assert measured == ([] if same else [after])
+    assert out.residual == payload

@@ -13,6 +13,7 @@ sample rates in Hz, times in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -59,6 +60,7 @@ from semcodec.encode_budget import (
     _with_aligned_onsets,
     _with_clear_notes,
     _with_residual,
+    _synth_lufs,
     _with_synth_loudness,
 )
 from semcodec.events import Note, Sample, Score, Track
@@ -68,7 +70,7 @@ from semcodec.progress import (
     Progress as Progress,
     progress_fraction as progress_fraction,
 )
-from semcodec.runtime import release_free_memory, return_large_blocks
+from semcodec.runtime import keep_freed, release_free_memory, return_large_blocks
 from semcodec.score import estimate_key, estimate_tempo, write_midi, write_musicxml
 from semcodec.synth import dsp
 from semcodec.synth.engine import ENGINES, Engine, available_engines, make_engine
@@ -191,6 +193,13 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
     inp = _as_input(source, sr)
     if inp.duration > RETURN_BLOCKS_INPUT_S:  # numpy's large temporaries: freed back to the system
         return_large_blocks()
+    # a short input's stages reuse the pages the stages before freed (no page faults)
+    with keep_freed() if inp.duration <= KEEP_FREED_INPUT_S else contextlib.nullcontext():
+        return _encode(inp, opts, progress)
+
+
+def _encode(inp: AudioInput, opts: EncodeOptions, progress: Progress | None) -> Container:
+    """:func:`encode` of the input read."""
     report = progress or (lambda _stage, _frac: None)
     # ~2 s of imports (torch for the timbre fit, scipy's FFT for the analyses) overlap the
     # loudness, the drums and the transcription
@@ -262,6 +271,10 @@ def encode(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | None =
 #: (measured without it, docs/ROBUSTNESS.md: 10 min 1067 MB, 60 min 1641 MB; with it 60 min
 #: 1487 MB), so it starts at 30 min, between the two measured lengths.
 RETURN_BLOCKS_INPUT_S = 1800.0
+#: Inputs up to this long (s) are encoded with the C heap keeping what the stages free
+#: (:func:`semcodec.runtime.keep_freed`): 30-s stem, CPU 14.3 -> 13.5 s (system time 2.1 ->
+#: 1.0 s), peak resident memory ~906 -> ~1046 MB.  Longer ones give it back, for their peaks.
+KEEP_FREED_INPUT_S = 60.0
 
 
 class _Cancelled(Exception):
@@ -517,6 +530,7 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         neural_model=_neural_model_key(),
     )
     release_free_memory()  # the fit's and the beats' freed temporaries
+    synth: list[tuple[Container, Callable[[], Any]]] = []
     try:
         if measured is not None:
             measured()
@@ -524,9 +538,16 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
             _join_discarded(judged)
         c = _spend(c, [audio_of[m[0]] for m in groups.values()], list(groups.values()),
                    inp.sample_rate, tuple(samples), opts)
-        return _with_synth_loudness(_clear_notes_and_residual(c, inp, opts, report),
-                                    opts.target_kbps)
+        # the mix's loudness (synth_lufs) of the file whose residual is waited for, measured
+        # meanwhile (the main thread's core is idle then): the final file's unless the notes
+        # are led again after the residual
+        c = _clear_notes_and_residual(
+            c, inp, opts, report,
+            on_repaired=lambda cc: synth.append((cc, in_background(_synth_lufs, cc))))
+        return _with_synth_loudness(c, opts.target_kbps, synth[0] if synth else None)
     finally:
+        for _, pending in synth:  # joined (its error, if any, surfaces where it is used)
+            _join_discarded(pending)
         sampleuse.forget_target()  # the measures of this input, kept for its two measures
         judge = sys.modules.get("semcodec.residual_judge")  # (imported by the residual only)
         if judge is not None:
@@ -544,7 +565,9 @@ SPECULATIVE_RESIDUAL_MAX_S = 120.0
 
 
 def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions,
-                              report: Progress) -> Container:
+                              report: Progress,
+                              on_repaired: Callable[[Container], None] | None = None
+                              ) -> Container:
     """``c`` with the notes that its decode hides under a note an octave below made audible
     again (:func:`encode_budget._with_clear_notes`) and its tracks' notes started earlier by
     the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
@@ -557,21 +580,28 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     round before); the one of the file the repair and the alignment return is used, the
     others are cancelled (they stop at their next check) and joined; when none matches, the
     residual is coded after them.  A file the repair rules out is cancelled as soon as it
-    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused."""
+    does: the unrepaired ``c`` when a candidate is accepted, a candidate when it is refused;
+    while a candidate is measured, the unrepaired ``c``'s coding waits (at its next check)
+    and goes on if the candidate is refused: the candidate's coding has the second core to
+    itself (S07, whose candidate is accepted: ~0.5 s of CPU less).  ``on_repaired(file)``,
+    when given, is called with the file whose residual is then waited for (an input whose
+    residual is coded speculatively), before the wait."""
     residual = opts.residual and c.loudness_lufs is not None
     speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
-    #: (file, cancel event, its residual's result) of each speculative coding, ``c``'s first
-    early: list[tuple[Container, threading.Event, Callable[[], Any]]] = []
+    #: (file, its switches, its residual's result) of each speculative coding, ``c``'s first
+    early: list[tuple[Container, _Speculation, Callable[[], Any]]] = []
 
     def start(cc: Container) -> None:
-        cancel = threading.Event()
+        cancel = _Speculation()
         early.append((cc, cancel, in_background(
             _with_residual, cc, inp.audio, _bytes_left(cc, opts.target_kbps),
-            stop=cancel.is_set)))
+            stop=cancel.check)))
 
     def on_candidate(cc: Container) -> None:
         for _, cancel, _ in early[1:]:  # an earlier round's candidate is not the result
             cancel.set()
+        if early:
+            early[0][1].pause()  # ``c``'s waits while the candidate is measured
         start(cc)
 
     def on_verdict(cc: Container, accepted: bool) -> None:
@@ -581,6 +611,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             if ((k == 0 and accepted and cc.score != c.score)
                     or (k > 0 and not accepted and sc.score == cc.score)):
                 cancel.set()
+        if early and not accepted:
+            early[0][1].resume()  # ``c`` may be the result again
 
     if speculate:
         start(c)
@@ -610,12 +642,15 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
         release_free_memory()  # the repair's freed renders: the residual's peak is the encode's
         kept = next((k for k, (cc, cancel, _) in enumerate(early) if not cancel.is_set()
                      and (cc is repaired or cc.score == repaired.score)), None)
+        if speculate and on_repaired is not None:
+            on_repaired(repaired)
         # the speculative residuals of files that are not kept stop at their next check
         # (between their analysis passes) instead of taking a core from this
         for k, (_, cancel, _) in enumerate(early):
             if k != kept:
                 cancel.set()
         if kept is not None:
+            early[kept][1].resume()  # (paused by a candidate whose measure failed)
             repaired = early[kept][2]()
         else:
             repaired = _with_residual(repaired, inp.audio, _bytes_left(repaired, opts.target_kbps))
@@ -630,6 +665,38 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
             repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
     return repaired
+
+
+class _Speculation:
+    """The switches of work done speculatively on a second thread, which calls
+    :meth:`check` between its steps: cancelled (:meth:`set`: it stops at its next check) or
+    paused (:meth:`pause`: its next check waits until :meth:`resume` or :meth:`set`)."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self._go = threading.Event()
+        self._go.set()
+
+    def set(self) -> None:
+        """Cancel the work (a paused one goes on, to stop at once)."""
+        self._cancel.set()
+        self._go.set()
+
+    def is_set(self) -> bool:
+        """Whether the work was cancelled."""
+        return self._cancel.is_set()
+
+    def pause(self) -> None:
+        if not self._cancel.is_set():
+            self._go.clear()
+
+    def resume(self) -> None:
+        self._go.set()
+
+    def check(self) -> bool:
+        """The worker's check: waits while paused; True once cancelled."""
+        self._go.wait()
+        return self._cancel.is_set()
 
 
 def _join_discarded(result: Callable[[], Any]) -> None:

@@ -93,16 +93,28 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     return replace(c, residual=payload) if payload else c
 
 
-def _with_synth_loudness(c: _C, max_kbps: float) -> _C:
+def _synth_lufs(c: SmcFile) -> float | None:
+    """:func:`semcodec.decoder.synth_loudness` of ``c`` as it will be read (its values rounded
+    as stored): its mix rendered once more, block by block (raises SynthError)."""
+    return synth_loudness(type(c).from_bytes(c.to_bytes()))
+
+
+def _with_synth_loudness(c: _C, max_kbps: float,
+                         early: tuple[SmcFile, Callable[[], float | None]] | None = None) -> _C:
     """``c`` with the header's ``synth_lufs``: the loudness of its default decode's mix before
     the gain, measured on the file as it will be read (its values rounded as stored), so
     that the decoder knows the gain before rendering; without it when it would not fit
-    ``max_kbps`` or cannot be measured."""
+    ``max_kbps`` or cannot be measured.  ``early``: (a file, the result of its
+    :func:`_synth_lufs` measured meanwhile), used when ``c`` is that file but for its
+    residual (which the mix measured does not play): the same number."""
     c = replace(c, synth_lufs=None)
     if c.loudness_lufs is None:
         return c
-    try:  # the file's mix rendered once more, block by block
-        synth = synth_loudness(type(c).from_bytes(c.to_bytes()))
+    try:
+        if early is not None and replace(early[0], residual=c.residual, synth_lufs=None) == c:
+            synth = early[1]()
+        else:
+            synth = _synth_lufs(c)
     except SynthError as exc:
         log.info("decode loudness not stored: %s", exc)
         return c

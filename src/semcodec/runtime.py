@@ -4,11 +4,13 @@ encode's stages (standard library only)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 #: Third-party loggers held at ERROR or above (basic-pitch's TensorFlow notices, numba, ...).
 NOISY_LOGGERS = ("numba", "matplotlib", "music21")
@@ -34,6 +36,8 @@ def release_free_memory() -> None:
     changes (no value computed); a no-op without glibc.  Costs milliseconds: call it between
     stages, not in inner loops."""
     global _TRIM
+    if _KEEPING:  # a short input's encode: freed pages stay for its next stages (keep_freed)
+        return
     if _TRIM is None:
         try:
             _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
@@ -67,6 +71,67 @@ def return_large_blocks() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         pass
+
+
+#: glibc's mallopt parameter numbers (malloc.h): M_TRIM_THRESHOLD, M_ARENA_MAX.
+_M_TRIM_THRESHOLD = -1
+_M_ARENA_MAX = -8
+#: glibc's default trim threshold (bytes), restored after a short input's encode.
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+#: Allocations below this (bytes) come from the heap while :func:`keep_freed` holds (glibc's
+#: largest: half its 64-MB arena heaps); the heap keeps up to KEEP_TRIM_BYTES free at its top.
+KEEP_MMAP_BYTES = 32 << 20
+KEEP_TRIM_BYTES = 1 << 30
+_KEEPING = 0  # keep_freed() blocks running (release_free_memory does nothing meanwhile)
+_KEEP_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def keep_freed() -> Iterator[None]:
+    """For the encode of a short input: the C heap keeps the pages that its stages free for
+    the stages after them, instead of giving them back to the system and taking them again
+    (a page fault per 4-KB page: on a 30-s stem ~560,000 of them, ~2 s of system time of
+    ~14 s of CPU).  While the block runs: every allocation under KEEP_MMAP_BYTES comes from
+    the heap (not from pages of its own, unmapped at its free), the heap keeps up to
+    KEEP_TRIM_BYTES free, all threads share one arena (the pages one thread freed serve the
+    next thread's), and :func:`release_free_memory` does nothing.  Afterwards the trim
+    threshold and the arena limit are glibc's defaults again (the mmap threshold stays at
+    KEEP_MMAP_BYTES, the top of glibc's own dynamic one) and the free memory is given back.
+    Nothing else changes (no value computed); the peak resident memory is higher (30-s stem:
+    ~906 -> ~1046 MB).  A no-op without glibc."""
+    global _KEEPING
+    libc = _libc()
+    with _KEEP_LOCK:
+        _KEEPING += 1
+        if libc is not None and _KEEPING == 1:
+            libc.mallopt(_M_MMAP_THRESHOLD, KEEP_MMAP_BYTES)
+            libc.mallopt(_M_TRIM_THRESHOLD, KEEP_TRIM_BYTES)
+            libc.mallopt(_M_ARENA_MAX, 1)
+    try:
+        yield
+    finally:
+        with _KEEP_LOCK:
+            _KEEPING -= 1
+            if libc is not None and _KEEPING == 0:
+                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                # glibc's default arena limit (8 per core; the arenas made meanwhile stay)
+                libc.mallopt(_M_ARENA_MAX, 8 * (os.cpu_count() or 1))
+        release_free_memory()
+
+
+_LIBC: Any = None  # glibc once looked up (with mallopt); False where there is none
+
+
+def _libc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            _LIBC = libc
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            _LIBC = False
+    return _LIBC or None
 
 
 def configure_logging(level: int) -> None:

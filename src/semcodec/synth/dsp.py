@@ -281,7 +281,7 @@ class LoudnessMeter:
         self.prefix = np.zeros(self.points.shape[0], dtype=np.float64)
         self.ir = _k_weighting_ir(sr)
         self.nfft = 1 << (_LOUDNESS_CHUNK + self.ir.shape[0] - 2).bit_length()
-        self.ir_f = np.fft.rfft(self.ir, self.nfft)
+        self.ir_f = rfft64(self.ir, self.nfft)
         self.carry = np.zeros(self.ir.shape[0] - 1, dtype=np.float64)
         self.running = 0.0
         self.nonzero = False
@@ -313,7 +313,8 @@ class LoudnessMeter:
             self.nonzero = True
         m = x.shape[0]
         ir_len = self.ir.shape[0]
-        y = np.fft.irfft(np.fft.rfft(x, self.nfft) * self.ir_f, self.nfft)[: m + self.carry.shape[0]]
+        # (rfft64/irfft: numpy's numbers bit for bit, through scipy's FFT when it is imported)
+        y = irfft(rfft64(x, self.nfft) * self.ir_f, self.nfft)[: m + self.carry.shape[0]]
         y[: self.carry.shape[0]] += self.carry
         x, self.carry = y[:m], y[m:].copy()
         if self.carry.shape[0] < ir_len - 1:  # last, short chunk
@@ -379,21 +380,12 @@ def release_free_memory() -> None:
 
     Many small arrays freed at once (an engine's rendering blocks, say) stay in the heap and
     keep counting in the RSS; trimming before a large allocation keeps the peak down on long
-    inputs.  A no-op where ``malloc_trim`` does not exist.
+    inputs.  :func:`semcodec.runtime.release_free_memory` (a no-op where ``malloc_trim`` does
+    not exist, and while a short input's encode keeps its freed memory).
     """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes  # noqa: PLC0415
+    from semcodec.runtime import release_free_memory as release  # noqa: PLC0415
 
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
+    release()
 
 
 def loudness_gain(audio: np.ndarray, sr: int, target_lufs: float | None) -> float:
