@@ -53,6 +53,7 @@ from semcodec.errors import (
     UsageError,
 )
 from semcodec.encode_budget import (
+    MEASURE_WHOLE_MAX_S,
     SAMPLE_FIELD_BYTES as SAMPLE_FIELD_BYTES,
     Measured,
     _bytes_left,
@@ -639,7 +640,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             # again (bench strings ensemble: ~40 ms more): the notes are led by that too;
             # not measured again when the first pass heard every track on time (no lead of
             # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
-            repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
+            repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks,
+                                            whole_max_s=MEASURE_WHOLE_MAX_S)
     return repaired
 
 

@@ -339,7 +339,8 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
             if best[1] is not None:  # the round-trip check against the engine alone
                 keeps = _NoteCheck(i, parts[i], target, mix_of,
                                    [nt for j in members for nt in score.tracks[j].notes], tried,
-                                   engine_f1=engine_f1.get(i))
+                                   engine_f1=engine_f1.get(i),
+                                   known=memo.setdefault(("F1", i), []) if solo else None)
                 if best_plain[1] is not None and not keeps(best_plain):
                     best_plain = (base, None, parts[i])
                 if not uses or not keeps(best):
@@ -402,11 +403,15 @@ class _NoteCheck:
 
     def __init__(self, i: int, engine: np.ndarray, original: np.ndarray, mix_of: Callable,
                  notes: list, tried: dict,
-                 engine_f1: Callable[[], float | None] | None = None) -> None:
+                 engine_f1: Callable[[], float | None] | None = None,
+                 known: list | None = None) -> None:
         self.i, self.engine, self.mix_of, self.notes, self.tried = i, engine, mix_of, notes, tried
         self.original = original
         #: the engine render's agreement measured meanwhile (its result when asked), or None
         self.engine_f1 = engine_f1
+        #: ``[(render, agreement)]`` measured before (a solo's, whose mix is its render's
+        #: alone): a render measured again is not transcribed again
+        self.known = known
         self._base: float | None = None
         self._measured = False
         self._original_done = False
@@ -414,8 +419,14 @@ class _NoteCheck:
     def _f1(self, y: np.ndarray) -> float | None:
         from semcodec import roundtrip  # noqa: PLC0415
 
+        for a, f1 in self.known or ():
+            if a is y:
+                return f1
         mix = self.mix_of(self.i, y)
-        return roundtrip.agreement(mix, MEASURE_SR, self.notes, heard_into=_keep_heard(mix))
+        f1 = roundtrip.agreement(mix, MEASURE_SR, self.notes, heard_into=_keep_heard(mix))
+        if self.known is not None:
+            self.known.append((y, f1))
+        return f1
 
     def __call__(self, cand: tuple) -> bool:
         from semcodec import roundtrip  # noqa: PLC0415
