@@ -876,7 +876,8 @@ def test_the_instrument_guess_is_named_only_when_it_is_logged(monkeypatch, caplo
                   program_proba=np.zeros(128, np.float32), family_proba=fam, n_notes=10)
     named: list = []
     monkeypatch.setattr(instrument, "weights_available", lambda: True)
-    monkeypatch.setattr(instrument, "classify_track", lambda audio, sr, notes: guess)
+    monkeypatch.setattr(instrument, "classify_tracks",
+                        lambda audio, sr, tracks: {k: guess for k in tracks})
     monkeypatch.setattr(instrument, "program_name",
                         lambda p: named.append(p) or "Electric Guitar (jazz)")
     caplog.set_level(getattr(logging, level), logger="semcodec.api")
