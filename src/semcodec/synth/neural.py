@@ -60,9 +60,9 @@ _MEMO_KEEPING = [0]  # nesting depth of keep_renders()
 @contextlib.contextmanager
 def keep_renders() -> Iterator[None]:
     """Keep whole-track renders of any length (RENDER_MEMO_KEEP_BYTES in all, the latest
-    used first) while inside: the encoder's measures (track renders, round trip, onset
-    alignment, residual) decode the same input several times, most of its tracks unchanged
-    from one decode to the next.  On leaving, the memo is cut back to its usual limits."""
+    used first) while inside: the encoder's round-trip repair and onset alignment decode
+    the same input several times, most of its tracks unchanged from one decode to the next
+    (:func:`semcodec.api.encode`).  On leaving, the memo is cut back to its usual limits."""
     with _RENDER_MEMO_LOCK:
         _MEMO_KEEPING[0] += 1
     try:
