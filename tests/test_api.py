@@ -749,6 +749,47 @@ def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypat
         [n.onset - 0.02 for n in notes])  # every note of the whole input is led
 
 
+def test_an_input_over_the_whole_measure_limit_is_aligned_on_its_first_span_and_repaired_once(
+        monkeypatch):
+    """Between MEASURE_WHOLE_MAX_S and digest.LONG_MEASURE_S: the residual's alignment (the
+    ``whole_max_s`` the encoder gives) on the first span, the repair whole in one round."""
+    from dataclasses import replace
+
+    from semcodec import digest, encode_budget, roundtrip
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 8000
+    dur = 40.0
+    notes = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 60, 90) for k in range(19))
+    c = Container(duration=dur, sample_rate=SR, channels=1, n_samples=int(dur * SR),
+                  loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    monkeypatch.setattr(encode_budget, "MEASURE_WHOLE_MAX_S", 20.0)
+    monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
+    assert digest.LONG_MEASURE_S >= dur
+    seen: dict = {}
+
+    def align(tracks, target, sr, render, reference=None, **_):
+        seen.setdefault("seconds", []).append(len(target) / sr)
+        return {}
+
+    def repair(tracks, target, sr, render, max_rounds=roundtrip.MAX_ROUNDS, **_):
+        seen.setdefault("repair", []).append((len(target) / sr, max_rounds))
+        return tracks
+
+    monkeypatch.setattr(roundtrip, "align_onsets", align)
+    monkeypatch.setattr(roundtrip, "repair", repair)
+    x = np.zeros(int(dur * SR), np.float32)
+    encode_budget._with_aligned_onsets(c, x)  # the first alignment: whole
+    encode_budget._with_aligned_onsets(c, x, whole_max_s=encode_budget.MEASURE_WHOLE_MAX_S)
+    assert seen["seconds"] == pytest.approx([dur, 10.0], abs=0.01)
+    encode_budget._with_clear_notes(c, x)
+    short = replace(c, duration=15.0, n_samples=15 * SR)
+    encode_budget._with_clear_notes(short, x[:15 * SR])
+    assert seen["repair"] == [(pytest.approx(dur), encode_budget.LONG_REPAIR_ROUNDS),
+                              (pytest.approx(15.0), roundtrip.MAX_ROUNDS)]
+
+
 def test_decode_stream_with_residual_and_estimated_gain_starts_without_a_render_pass(monkeypatch):
     """A long stream of a file with a residual starts at once: estimated gain, the residual in
     one pass (nothing spooled), close to the exact decode."""
@@ -835,7 +876,8 @@ def test_the_instrument_guess_is_named_only_when_it_is_logged(monkeypatch, caplo
                   program_proba=np.zeros(128, np.float32), family_proba=fam, n_notes=10)
     named: list = []
     monkeypatch.setattr(instrument, "weights_available", lambda: True)
-    monkeypatch.setattr(instrument, "classify_track", lambda audio, sr, notes: guess)
+    monkeypatch.setattr(instrument, "classify_tracks",
+                        lambda audio, sr, tracks: {k: guess for k in tracks})
     monkeypatch.setattr(instrument, "program_name",
                         lambda p: named.append(p) or "Electric Guitar (jazz)")
     caplog.set_level(getattr(logging, level), logger="semcodec.api")

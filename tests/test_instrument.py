@@ -48,6 +48,29 @@ def test_flute_and_bass_are_told_apart(model):
     assert 72 <= g_flute.program < 80 and 32 <= g_bass.program < 40
 
 
+def test_tracks_of_one_mix_are_classified_as_one_by_one_with_one_pass_over_the_audio(
+        model, monkeypatch):
+    flute = _phrase([72, 74, 76, 77, 79, 77, 76, 74, 72, 71])
+    bass = _phrase([36, 38, 40, 41, 43, 41, 40, 38, 36, 35], step=0.5)
+    mix = _render(flute, 73) + _render(bass, 33, seconds=flute[-1].offset + 1.0)
+    alone = {k: ins.classify_track(mix, SR, ns, model=model)
+             for k, ns in ((3, flute), (5, bass))}
+    stfts: list = []
+    real = ins._stft
+    monkeypatch.setattr(ins, "_stft", lambda *a: stfts.append(1) or real(*a))
+    together = ins.classify_tracks(mix, SR, {3: flute, 5: bass, 7: []}, model=model)
+    assert len(stfts) == 1 and sorted(together) == [3, 5]
+    # the notes measured last in that very audio are not measured again (the track split's)
+    again = ins.classify_tracks(mix, SR, {5: bass}, model=model)
+    assert len(stfts) == 1 and np.array_equal(again[5].program_proba, alone[5].program_proba)
+    ins.note_features(mix.copy(), SR, bass)  # another array: measured
+    assert len(stfts) == 2
+    for k, g in alone.items():
+        assert g is not None and together[k].program == g.program
+        assert np.array_equal(together[k].program_proba, g.program_proba)
+        assert np.array_equal(together[k].family_proba, g.family_proba)
+
+
 def test_features_have_one_row_per_note_and_are_finite():
     notes = _phrase([60, 64, 67])
     x = ins.note_features(_render(notes, 0), SR, notes)

@@ -279,3 +279,34 @@ def test_a_track_rendered_again_comes_from_the_memo_with_the_same_samples(monkey
     eng.render_track(score, 0, sr, n + 1)
     assert len(made) == 4
     neural._RENDER_MEMO.clear()
+
+
+def test_keep_renders_keeps_long_tracks_within_its_bytes_then_cuts_back(monkeypatch):
+    neural._RENDER_MEMO.clear()
+    sr = 8000
+    monkeypatch.setattr(neural, "RENDER_MEMO_MAX_SAMPLES", 4000)  # "short": 0.5 s here
+    long_n = 2 * sr
+    monkeypatch.setattr(neural, "RENDER_MEMO_KEEP_BYTES", 3 * long_n * 4)  # three long renders
+    made: list = []
+    real = neural.TrackRenderer
+    monkeypatch.setattr(neural, "TrackRenderer", lambda *a, **k: made.append(1) or real(*a, **k))
+    eng = neural.NeuralEngine()
+    scores = [_score(_melody(pitch=p)) for p in (60, 62, 64, 65)]
+    eng.render_track(scores[0], 0, sr, long_n)
+    eng.render_track(scores[0], 0, sr, long_n)
+    assert len(made) == 2  # a long track is not kept outside keep_renders
+    with neural.keep_renders():
+        first = [eng.render_track(s, 0, sr, long_n) for s in scores[:3]]
+        again = [eng.render_track(s, 0, sr, long_n) for s in scores[:3]]
+        assert len(made) == 5 and all(np.array_equal(a, b) for a, b in zip(first, again))
+        eng.render_track(scores[0], 0, sr, long_n)  # the latest used: kept ...
+        eng.render_track(scores[3], 0, sr, long_n)  # ... when a fourth pushes one out
+        assert len(made) == 6
+        eng.render_track(scores[0], 0, sr, long_n)
+        assert len(made) == 6
+        eng.render_track(scores[1], 0, sr, long_n)  # the least recently used went
+        assert len(made) == 7
+        assert sum(e[2].nbytes for e in neural._RENDER_MEMO) <= neural.RENDER_MEMO_KEEP_BYTES
+    # outside again: nothing over the usual length stays
+    assert all(e[2].shape[0] <= 4000 for e in neural._RENDER_MEMO)
+    neural._RENDER_MEMO.clear()

@@ -254,6 +254,55 @@ def test_a_solos_engine_agreement_is_measured_meanwhile_with_the_same_result(mon
     assert serial == overlapped and said_serial == said and "engine F1" in said[0]
 
 
+def test_a_second_measure_with_the_memo_gives_the_same_choices_and_transcribes_no_more(
+        monkeypatch):
+    """The encoder measures a group's first excerpts, then all of them, with one memo: a
+    solo's round-trip checks of the same renders are not made again; a mix's track whose
+    excerpts and surroundings are the same is not measured again."""
+    from semcodec import roundtrip, sampleuse
+    from semcodec.timbre import extract_samples
+
+    notes = _line()
+    seconds = 6.0
+    original = _render(notes, harmonics=14, seconds=seconds)
+    calls: list = []
+
+    def agreement(audio, sr, ns, heard_into=None):  # a stand-in: a number of the audio itself
+        calls.append(1)
+        return float(np.round(np.sqrt(np.mean(np.square(audio))) * 10.0 % 1.0, 6))
+
+    monkeypatch.setattr(roundtrip, "agreement", agreement)
+    rendered: dict = {}
+
+    def engine(i, track):  # the wrong timbre: the eq is the better render, then checked
+        key = (i, track.notes)
+        if key not in rendered:
+            rendered[key] = _render(track.notes, harmonics=1, seconds=seconds)
+        return rendered[key]
+
+    solo = Score(tracks=(Track("lead").with_notes(notes),))
+    fresh = sampleuse.choose(original, SR, solo, [0], (), engine, -20.0)
+    n_fresh = len(calls)
+    memo: dict = {}
+    first = sampleuse.choose(original, SR, solo, [0], (), engine, -20.0, memo=memo)
+    assert first == fresh and len(calls) == 2 * n_fresh and n_fresh >= 2
+    again = sampleuse.choose(original, SR, solo, [0], (), engine, -20.0, memo=memo)
+    assert again == fresh and len(calls) == 2 * n_fresh  # nothing transcribed again
+    # a mix: the same excerpts against the same renders: each choice as measured before
+    low = [Note(n.onset, n.offset, n.pitch - 12, n.velocity) for n in notes]
+    mix_score = Score(tracks=(Track("a").with_notes(low), Track("b").with_notes(notes)))
+    mix = original + _render(low, harmonics=3, seconds=seconds)
+    samples = extract_samples(mix, SR, mix_score)
+    measured: list = []
+    real = sampleuse.mel_distance
+    monkeypatch.setattr(sampleuse, "mel_distance", lambda *a: measured.append(1) or real(*a))
+    memo = {}
+    one = sampleuse.choose(mix, SR, mix_score, [0, 1], samples, engine, -20.0, memo=memo)
+    n_one = len(measured)
+    assert one == sampleuse.choose(mix, SR, mix_score, [0, 1], samples, engine, -20.0, memo=memo)
+    assert n_one > 0 and len(measured) == n_one
+
+
 def test_what_a_renders_check_heard_is_found_for_the_same_audio_only(monkeypatch):
     """The chosen render's round-trip check keeps what it heard: the encoder's repair, whose
     decode is that audio up to float rounding, takes it instead of transcribing again."""

@@ -191,3 +191,26 @@ def test_a_clean_and_a_distorted_voice_in_one_register_come_apart():
     clean, buzzy = a.labels[truth == 1], a.labels[truth == 2]
     top = np.bincount(clean).argmax()
     assert np.mean(clean == top) >= 0.8 and np.mean(buzzy == top) <= 0.3
+
+
+def test_the_mixtures_are_fitted_on_one_openmp_thread_with_the_same_tracks(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_info
+
+    import contextlib
+
+    audio, notes, _ = _duet()
+    with monkeypatch.context() as m:  # the threads as scikit-learn chooses them
+        m.setattr(separate, "_one_openmp_thread", contextlib.nullcontext)
+        plain = separate.assign_tracks(audio, SR, notes)
+    seen: list = []
+    real = GaussianMixture.fit
+
+    def fit(self, x, *a, **k):
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"})
+        return real(self, x, *a, **k)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit)
+    limited = separate.assign_tracks(audio, SR, notes)
+    assert seen and all(s <= {1} for s in seen)
+    assert np.array_equal(limited.labels, plain.labels) and limited.bic == plain.bic

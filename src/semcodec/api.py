@@ -53,6 +53,7 @@ from semcodec.errors import (
     UsageError,
 )
 from semcodec.encode_budget import (
+    MEASURE_WHOLE_MAX_S,
     SAMPLE_FIELD_BYTES as SAMPLE_FIELD_BYTES,
     Measured,
     _bytes_left,
@@ -621,12 +622,22 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     measured = Measured()
     #: the leads the alignment's first pass found (none when it did not hear the decode)
     first_leads: list[dict[int, float]] = []
+    from semcodec import digest
+    from semcodec.synth import neural
+
+    # the repair's and the alignment's decodes differ from one another in a few tracks (the
+    # notes of some raised, or led): an input they measure whole keeps its tracks' renders
+    # meanwhile, the others are not rendered again (a longer one is measured on spans)
+    keep = (neural.keep_renders() if inp.duration <= digest.LONG_MEASURE_S
+            else contextlib.nullcontext())
     try:
-        cleared = _with_clear_notes(c, inp.audio, on_candidate=on_candidate if speculate else None,
-                                    measured=measured,
-                                    on_verdict=on_verdict if speculate else None)
-        repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured,
-                                        on_leads=first_leads.append)
+        with keep:
+            cleared = _with_clear_notes(c, inp.audio,
+                                        on_candidate=on_candidate if speculate else None,
+                                        measured=measured,
+                                        on_verdict=on_verdict if speculate else None)
+            repaired = _with_aligned_onsets(cleared, inp.audio, measured=measured,
+                                            on_leads=first_leads.append)
     except BaseException:
         # (an interrupt): the speculative residuals stop at their next check (a transcription
         # of theirs at its next model batch) and are joined before this goes on; a process
@@ -663,7 +674,8 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             # again (bench strings ensemble: ~40 ms more): the notes are led by that too;
             # not measured again when the first pass heard every track on time (no lead of
             # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
-            repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks)
+            repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks,
+                                            whole_max_s=MEASURE_WHOLE_MAX_S)
     return repaired
 
 
@@ -799,16 +811,15 @@ def _classify_instruments(inp: AudioInput, score: Score) -> dict:
         return {}
     todo = [i for i, t in enumerate(score.tracks) if not t.is_drum and t.notes
             and not is_voice_name(t.name) and t.program not in VOICE_PROGRAMS]
-    out = {}
     try:
-        for i in todo:
-            g = instrument.classify_track(inp.audio, inp.sample_rate, score.tracks[i].notes)
-            if g is not None:
-                out[i] = g
-                if log.isEnabledFor(logging.INFO):  # its name imports pretty_midi (~0.2 s)
-                    log.info("track %d: instrument %s (%s, p %.2f)", i,
-                             instrument.program_name(g.program),
-                             instrument.FAMILY_NAMES[g.family], g.family_p)
+        # (the tracks of a mix share one audio: its spectrograms are made once for all)
+        out = instrument.classify_tracks(inp.audio, inp.sample_rate,
+                                         {i: score.tracks[i].notes for i in todo})
+        for i, g in out.items():
+            if log.isEnabledFor(logging.INFO):  # its name imports pretty_midi (~0.2 s)
+                log.info("track %d: instrument %s (%s, p %.2f)", i,
+                         instrument.program_name(g.program),
+                         instrument.FAMILY_NAMES[g.family], g.family_p)
     except SynthError as exc:
         log.warning("instrument classifier skipped: %s", exc)
         return {}

@@ -175,6 +175,17 @@ def _span_decoder(c: SmcFile, opts: DecodeOptions) -> Callable[[int, int], np.nd
 
 #: A long input (over digest.LONG_MEASURE_S) is repaired span by span, spans this long (s).
 REPAIR_SPAN_S = 120.0
+#: Inputs longer than this (s), though measured whole otherwise, have the choice of how
+#: their tracks are played (:func:`_spend`) measured on their digest, and the lag their
+#: residual adds (the encoder's second onset alignment) on their first REPAIR_SPAN_S, as the
+#: long inputs do: both hold for the whole piece, and measured whole they took a 5-min mix's
+#: encode ~60 s of CPU (two passes over every track, two decodes and transcriptions).
+MEASURE_WHOLE_MAX_S = 150.0
+#: ... and their round-trip repair measured whole (up to digest.LONG_MEASURE_S) makes this
+#: many rounds (roundtrip.MAX_ROUNDS otherwise): each round decodes and transcribes the whole
+#: input twice (a 5-min mix: ~20 s of CPU), and the first round repairs most of the masked
+#: notes (that mix: 237 of them, then 72; mel 0.464 -> 0.463 in the second).
+LONG_REPAIR_ROUNDS = 1
 
 
 class Measured:
@@ -256,7 +267,9 @@ def _with_clear_notes(c: _C, original: np.ndarray,
     file as soon as it is measured, and whether the repair accepts it
     (:func:`semcodec.roundtrip.repair`)."""
     if c.duration <= digest.LONG_MEASURE_S:
-        return _clear_notes(c, original, on_candidate, measured=measured, on_verdict=on_verdict)
+        return _clear_notes(c, original, on_candidate, measured=measured, on_verdict=on_verdict,
+                            max_rounds=(LONG_REPAIR_ROUNDS if c.duration > MEASURE_WHOLE_MAX_S
+                                        else None))
     tracks = [list(t.notes) for t in c.score.tracks]
     changed = 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
@@ -283,8 +296,10 @@ def _with_clear_notes(c: _C, original: np.ndarray,
 def _clear_notes(c: _C, original: np.ndarray,
                  on_candidate: Callable[[_C], None] | None = None,
                  measured: Measured | None = None,
-                 on_verdict: Callable[[_C, bool], None] | None = None) -> _C:
-    """:func:`_with_clear_notes` of ``c`` measured whole."""
+                 on_verdict: Callable[[_C, bool], None] | None = None,
+                 max_rounds: int | None = None) -> _C:
+    """:func:`_with_clear_notes` of ``c`` measured whole (``max_rounds``: the repair's rounds
+    at most, default roundtrip.MAX_ROUNDS)."""
     from semcodec import roundtrip, sampleuse
     from semcodec.errors import SemcodecError
     from semcodec.synth import dsp
@@ -321,7 +336,9 @@ def _clear_notes(c: _C, original: np.ndarray,
                                   on_candidate=None if on_candidate is None else candidate,
                                   original_mels=mels, hear=measured.hear,
                                   on_verdict=None if on_verdict is None else verdict,
-                                  on_heard=measured.remember)
+                                  on_heard=measured.remember,
+                                  max_rounds=roundtrip.MAX_ROUNDS if max_rounds is None
+                                  else max_rounds)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c
@@ -330,7 +347,8 @@ def _clear_notes(c: _C, original: np.ndarray,
 
 def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = None,
                          measured: Measured | None = None,
-                         on_leads: Callable[[dict[int, float]], None] | None = None) -> _C:
+                         on_leads: Callable[[dict[int, float]], None] | None = None,
+                         whole_max_s: float | None = None) -> _C:
     """``c`` with each pitched track's notes started earlier by the lag with which a
     transcription of its decode hears them (:func:`semcodec.roundtrip.align_onsets`,
     measured on its default decode, residual included when it has one, at the transcriber's
@@ -338,7 +356,8 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
     found, the shift is not accepted or the decode fails.  ``reference``: ``c``'s tracks
     before an earlier shift (where the notes should be heard; default: ``c``'s own).  A long
     input (over digest.LONG_MEASURE_S) is measured on its first REPAIR_SPAN_S (a lag belongs
-    to a track's sound, not to a passage).  ``measured``: the decodes and transcriptions
+    to a track's sound, not to a passage); ``whole_max_s``: that limit instead of
+    digest.LONG_MEASURE_S.  ``measured``: the decodes and transcriptions
     :func:`_with_clear_notes` kept (those of ``c``'s own decode are not made again).
     ``on_leads``: as for :func:`semcodec.roundtrip.align_onsets` (the leads found, whether
     the shift is then kept or not)."""
@@ -348,7 +367,7 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
 
     m, audio = c, original
     ref = c.score.tracks if reference is None else reference
-    if c.duration > digest.LONG_MEASURE_S:
+    if c.duration > (digest.LONG_MEASURE_S if whole_max_s is None else whole_max_s):
         dg = digest.around(c, 0.0, REPAIR_SPAN_S)
         m, audio = dg.container(c, samples=True), dg.audio(original)
         ref = dg.container(replace(c, score=replace(c.score, tracks=ref))).score.tracks
@@ -430,7 +449,7 @@ def _spend(c: _C, audios: list[np.ndarray], groups: list[list[int]], sr: int,
         rendered: dict = {}  # the tracks' engine renders, made once for both measures
         m_c, m_audios, m_samples = c, audios, samples
         m_first = tuple(first.values())
-        if c.duration > digest.LONG_MEASURE_S and sr == c.sample_rate:
+        if c.duration > MEASURE_WHOLE_MAX_S and sr == c.sample_rate:
             # a long input: measured on its digest (a few windows), in bounded memory
             dg = digest.Digest(digest.windows(c.duration, samples), sr)
             m_c, m_audios = dg.container(c), [dg.audio(a) for a in audios]

@@ -27,6 +27,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,16 +165,37 @@ def _extra_features(spec: np.ndarray, notes: list[Note]) -> np.ndarray:
     return out
 
 
+#: The rows :func:`note_features` measured last, by note, and the audio array (a weak
+#: reference) and rate they were measured in: ``[(ref, sr, {note: row})]``.  A note's row
+#: depends on the note and the audio only, so the encoder's classifier of a mix's tracks
+#: reads the rows its track split measured for every note instead of measuring them again.
+_KEPT_ROWS: list = []
+_KEPT_LOCK = threading.Lock()
+
+
 def note_features(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...]) -> np.ndarray:
     """Feature matrix ``(len(notes), len(feature_names()))`` of ``notes`` in mono ``audio``
     (float32 ``(n,)`` at ``sr`` Hz); times in seconds, pitches MIDI numbers.  Long inputs are
-    measured block by block (:func:`semcodec.separate.blockwise`: bounded memory)."""
+    measured block by block (:func:`semcodec.separate.blockwise`: bounded memory).  The rows
+    of the latest call are kept for the same audio array and rate: notes measured then are
+    not measured again (the same numbers)."""
     from semcodec.separate import blockwise  # noqa: PLC0415
 
     notes = list(notes)
     if not notes:
         return np.zeros((0, len(feature_names())))
-    return blockwise(_note_features, audio, sr, notes)
+    with _KEPT_LOCK:
+        kept = next((rows for ref, r, rows in _KEPT_ROWS if ref() is audio and r == sr), None)
+    if kept is not None and all(n in kept for n in notes):
+        return np.stack([kept[n] for n in notes])
+    feats = blockwise(_note_features, audio, sr, notes)
+    try:
+        ref = weakref.ref(audio)
+    except TypeError:  # pragma: no cover - an array type without weak references
+        return feats
+    with _KEPT_LOCK:
+        _KEPT_ROWS[:] = [(ref, sr, dict(zip(notes, feats.copy())))]
+    return feats
 
 
 def _note_features(audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
@@ -343,18 +366,40 @@ def classify_notes(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, .
     return m.log_proba(note_features(audio, sr, notes))
 
 
+def _measured_notes(notes: list[Note] | tuple[Note, ...]) -> list[Note]:
+    """The notes of a track that :func:`classify_track` measures: all, or
+    :data:`MAX_NOTES_PER_TRACK` evenly spaced ones of a long track."""
+    notes = list(notes)
+    if len(notes) > MAX_NOTES_PER_TRACK:
+        idx = np.linspace(0, len(notes) - 1, MAX_NOTES_PER_TRACK).round().astype(int)
+        notes = [notes[i] for i in idx]
+    return notes
+
+
 def classify_track(audio: np.ndarray, sr: int, notes: list[Note] | tuple[Note, ...], *,
                    model: Model | None = None) -> Guess | None:
     """The instrument of one track's ``notes`` in mono ``audio`` (``sr`` Hz); None without notes.
     Long tracks use :data:`MAX_NOTES_PER_TRACK` evenly spaced notes."""
-    notes = list(notes)
-    if not notes:
-        return None
-    if len(notes) > MAX_NOTES_PER_TRACK:
-        idx = np.linspace(0, len(notes) - 1, MAX_NOTES_PER_TRACK).round().astype(int)
-        notes = [notes[i] for i in idx]
-    return guess_from_log_proba(classify_notes(audio, sr, notes, model=model),
-                                np.array([n.pitch for n in notes]))
+    return classify_tracks(audio, sr, {0: notes}, model=model).get(0)
+
+
+def classify_tracks(audio: np.ndarray, sr: int, tracks: dict[int, list[Note] | tuple[Note, ...]],
+                    *, model: Model | None = None) -> dict[int, Guess]:
+    """:func:`classify_track` of each of ``tracks`` (``{key: notes}``, all in the same mono
+    ``audio`` at ``sr`` Hz: the tracks of a mix), ``{key: Guess}`` for those with notes.  The
+    notes' features are measured in one pass over the audio (its spectrograms made once, not
+    once per track: the same numbers)."""
+    m = model or _default_model()
+    chosen = {k: _measured_notes(ns) for k, ns in tracks.items() if ns}
+    if not chosen:
+        return {}
+    feats = note_features(audio, sr, [n for ns in chosen.values() for n in ns])
+    out, pos = {}, 0
+    for k, ns in chosen.items():
+        out[k] = guess_from_log_proba(m.log_proba(feats[pos:pos + len(ns)]),
+                                      np.array([n.pitch for n in ns]))
+        pos += len(ns)
+    return out
 
 
 def classify_score(audio: np.ndarray, sr: int, score: Score, *,

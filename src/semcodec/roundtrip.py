@@ -270,8 +270,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
            original_mels: list[np.ndarray] | None = None,
            hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
            on_verdict: Callable[[tuple, bool], None] | None = None,
-           on_heard: Callable[[np.ndarray, int, tuple[Note, ...]], None] | None = None
-           ) -> tuple:
+           on_heard: Callable[[np.ndarray, int, tuple[Note, ...]], None] | None = None,
+           max_rounds: int = MAX_ROUNDS) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -297,7 +297,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     work it started on either).  ``on_heard(y, sr, notes)``, when given, is called with each
     decode that was transcribed (the array ``render`` returned) and the notes heard in it,
     whole or around its changed notes (the encoder's onset alignment measures the tracks the
-    repair ends with: their decode need not be heard again).
+    repair ends with: their decode need not be heard again).  ``max_rounds``: rounds at
+    most.
     """
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
@@ -335,7 +336,7 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
                 else original_mels)
     f1, mel0, heard = measure(tracks)
     log.info("round trip of the decode: note F1 %.3f, mel %.3f", f1, mel0)
-    for _ in range(MAX_ROUNDS):
+    for _ in range(max_rounds):
         masked, maskers = masked_notes(notes_of(tracks), heard)
         if not masked:
             break

@@ -261,8 +261,9 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     n = target.shape[0]
     solo = len(members) == 1
 
-    def fit(y: np.ndarray) -> np.ndarray:
-        return dsp.fit_length(np.asarray(y, np.float32), n)
+    def fit(y: np.ndarray) -> np.ndarray:  # (the array itself when it has the length)
+        y = np.asarray(y, np.float32)
+        return y if y.shape[0] == n else dsp.fit_length(y, n)
 
     parts = {i: fit(engine(i, score.tracks[i])) for i in members if score.tracks[i].notes}
 
@@ -273,8 +274,14 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
     # a solo's round-trip check starts from the engine render's agreement: transcribed on a
     # second thread while the candidates are rendered and measured (the same number; a mix's
     # depends on the other tracks' choices, made one after the other)
-    engine_f1 = {i: in_background(_agreement, mix_of(i, parts[i]), score.tracks[i].notes)
-                 for i in parts} if solo else {}
+    engine_f1 = {}
+    for i in parts if solo else ():
+        kept = memo.get(("engine F1", i))  # that of an earlier call on the same render
+        if kept is None or kept[0] is not parts[i]:
+            kept = (parts[i], in_background(_agreement, mix_of(i, parts[i]),
+                                            score.tracks[i].notes))
+            memo[("engine F1", i)] = kept
+        engine_f1[i] = kept[1]
 
     def dist_with(i: int, y: np.ndarray) -> float:
         return mel_distance(target_mels, mix_of(i, y))
@@ -302,6 +309,19 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
         for i in parts:
             track = score.tracks[i]
             mine = [s for s in samples if s.track == i and s.key is None]
+            # a track measured before (an earlier call) with the same excerpts against the
+            # very same renders of the group's tracks: the same choice, not measured again
+            # (a mix's tracks that have one excerpt, when the encoder measures the tracks'
+            # first excerpts, then all of them)
+            ckey = ("choice", i, tuple((s.start, s.data) for s in mine))
+            before = memo.get(ckey)
+            if before is not None and before[0].keys() == parts.keys() and all(
+                    a is parts[j] for j, a in before[0].items()):
+                log.info("track %d: as measured before -> %s", i + 1, before[1])
+                out.append(before[2])
+                parts[i] = before[3]
+                continue
+            seen = dict(parts)
             # a solo's plain candidates depend on its engine render and audio only (the voice's
             # windows on the excerpts' starts: part of the key); a mix's on the others' choices
             key = ("plain", i, tuple(s.start for s in mine) if maybe_sung(track) else ())
@@ -319,16 +339,18 @@ def choose(audio: np.ndarray, sr: int, score: Score, members: list[int],
             if best[1] is not None:  # the round-trip check against the engine alone
                 keeps = _NoteCheck(i, parts[i], target, mix_of,
                                    [nt for j in members for nt in score.tracks[j].notes], tried,
-                                   engine_f1=engine_f1.get(i))
+                                   engine_f1=engine_f1.get(i),
+                                   known=memo.setdefault(("F1", i), []) if solo else None)
                 if best_plain[1] is not None and not keeps(best_plain):
                     best_plain = (base, None, parts[i])
                 if not uses or not keeps(best):
                     best, uses = best_plain, False
-            log.info("track %d: mel distances %s -> %s", i + 1, tried,
-                     best[1].use if best[1] is not None and best[1].use else
-                     ("eq" if best[1] is not None else "engine"))
+            use = (best[1].use if best[1] is not None and best[1].use else
+                   ("eq" if best[1] is not None else "engine"))
+            log.info("track %d: mel distances %s -> %s", i + 1, tried, use)
             out.append(Choice(track=i, render=best[1], uses_sample=uses, dist=best[0],
                               dist_without_sample=best_plain[0], plain=best_plain[1]))
+            memo[ckey] = (seen, use, out[-1], best[2])
             parts[i] = best[2]  # later tracks are measured against this one as chosen
     finally:
         # each used, or not needed (the engine alone was kept), or an interrupt: joined before
@@ -355,7 +377,9 @@ def _plain(i: int, track: Track, part: np.ndarray, target: np.ndarray, mine: lis
     its own voice."""
     base = dist_with(i, part)
     best_plain: tuple[float, TrackRender | None, np.ndarray] = (base, None, part)
-    d_eq, spec_eq, y_eq = finish(part, "")
+    # a track of a mix has no eq: finished, its engine render is only levelled to itself
+    # (0 dB), the same audio and distance, not measured again
+    d_eq, spec_eq, y_eq = finish(part, "") if solo else (base, None, part)
     if d_eq < best_plain[0]:
         best_plain = (d_eq, spec_eq, y_eq)
     tried = {"engine": round(base, 4), "eq": round(d_eq, 4)}
@@ -379,11 +403,15 @@ class _NoteCheck:
 
     def __init__(self, i: int, engine: np.ndarray, original: np.ndarray, mix_of: Callable,
                  notes: list, tried: dict,
-                 engine_f1: Callable[[], float | None] | None = None) -> None:
+                 engine_f1: Callable[[], float | None] | None = None,
+                 known: list | None = None) -> None:
         self.i, self.engine, self.mix_of, self.notes, self.tried = i, engine, mix_of, notes, tried
         self.original = original
         #: the engine render's agreement measured meanwhile (its result when asked), or None
         self.engine_f1 = engine_f1
+        #: ``[(render, agreement)]`` measured before (a solo's, whose mix is its render's
+        #: alone): a render measured again is not transcribed again
+        self.known = known
         self._base: float | None = None
         self._measured = False
         self._original_done = False
@@ -391,8 +419,14 @@ class _NoteCheck:
     def _f1(self, y: np.ndarray) -> float | None:
         from semcodec import roundtrip  # noqa: PLC0415
 
+        for a, f1 in self.known or ():
+            if a is y:
+                return f1
         mix = self.mix_of(self.i, y)
-        return roundtrip.agreement(mix, MEASURE_SR, self.notes, heard_into=_keep_heard(mix))
+        f1 = roundtrip.agreement(mix, MEASURE_SR, self.notes, heard_into=_keep_heard(mix))
+        if self.known is not None:
+            self.known.append((y, f1))
+        return f1
 
     def __call__(self, cand: tuple) -> bool:
         from semcodec import roundtrip  # noqa: PLC0415

@@ -50,6 +50,42 @@ RENDER_MEMO_SIZE = 2
 RENDER_MEMO_MAX_SAMPLES = 2_000_000
 _RENDER_MEMO: list[tuple[object, bytes, np.ndarray]] = []  # (weights arrays, key, render)
 _RENDER_MEMO_LOCK = threading.Lock()
+#: Within :func:`keep_renders` (the encoder's passes over one input): whole-track renders of
+#: any length are kept, the latest first, up to this many bytes in all (a 5-min track at the
+#: measuring rate, 22.05 kHz, is 26 MB).
+RENDER_MEMO_KEEP_BYTES = 256 << 20
+_MEMO_KEEPING = [0]  # nesting depth of keep_renders()
+
+
+@contextlib.contextmanager
+def keep_renders() -> Iterator[None]:
+    """Keep whole-track renders of any length (RENDER_MEMO_KEEP_BYTES in all, the latest
+    used first) while inside: the encoder's round-trip repair and onset alignment decode
+    the same input several times, most of its tracks unchanged from one decode to the next
+    (:func:`semcodec.api.encode`).  On leaving, the memo is cut back to its usual limits."""
+    with _RENDER_MEMO_LOCK:
+        _MEMO_KEEPING[0] += 1
+    try:
+        yield
+    finally:
+        with _RENDER_MEMO_LOCK:
+            _MEMO_KEEPING[0] -= 1
+            if not _MEMO_KEEPING[0]:
+                _RENDER_MEMO[:] = [e for e in _RENDER_MEMO
+                                   if e[2].shape[0] <= RENDER_MEMO_MAX_SAMPLES][-RENDER_MEMO_SIZE:]
+
+
+def _memo_trim() -> None:
+    """Cut the memo (the latest used last) to its limits; called with the lock held."""
+    if not _MEMO_KEEPING[0]:
+        del _RENDER_MEMO[:-RENDER_MEMO_SIZE]
+        return
+    total = 0
+    for k in range(len(_RENDER_MEMO) - 1, -1, -1):
+        total += _RENDER_MEMO[k][2].nbytes
+        if total > RENDER_MEMO_KEEP_BYTES:
+            del _RENDER_MEMO[:k + 1]
+            return
 
 #: torch intra-op threads while rendering / fitting ($SEMCODEC_TORCH_THREADS, default 1): the
 #: model's ops are small, and on a busy 2-core machine one thread is several times faster.
@@ -281,8 +317,9 @@ class NeuralEngine:
         key = self._memo_key(score, i, sr, n_samples, timbres, programs, transpose, tempo)
         if key is not None:
             with _RENDER_MEMO_LOCK:
-                for arrays, k, y in _RENDER_MEMO:
+                for j, (arrays, k, y) in enumerate(_RENDER_MEMO):
                     if arrays is self._arrays and k == key:
+                        _RENDER_MEMO.append(_RENDER_MEMO.pop(j))  # the latest used
                         return y.copy()
         blocks = self.track_blocks(score, i, sr, n_samples, timbres=timbres, programs=programs,
                                    transpose=transpose, tempo=tempo, samples=samples)
@@ -296,7 +333,7 @@ class NeuralEngine:
         if key is not None:
             with _RENDER_MEMO_LOCK:
                 _RENDER_MEMO.append((self._arrays, key, out.copy()))
-                del _RENDER_MEMO[:-RENDER_MEMO_SIZE]
+                _memo_trim()
         return out
 
     def _memo_key(self, score: Score, i: int, sr: int, n_samples: int,
@@ -306,7 +343,8 @@ class NeuralEngine:
         a digest; None when its render is not kept (torch backend, drums, a long track)."""
         track = score.tracks[i]
         if (self.backend != "numpy" or track.is_drum or not track.notes
-                or not 0 < int(n_samples) <= RENDER_MEMO_MAX_SAMPLES):
+                or not 0 < int(n_samples) <= (RENDER_MEMO_KEEP_BYTES // 4 if _MEMO_KEEPING[0]
+                                              else RENDER_MEMO_MAX_SAMPLES)):
             return None
         import hashlib  # noqa: PLC0415
 
