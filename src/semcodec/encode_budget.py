@@ -68,9 +68,9 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     held = hz(t for t in c.score.tracks if t.render is None or t.render.use != "voice")
     opts = DecodeOptions(residual=False, channels=1, max_duration_s=None)
     span = residual_spans.span_samples(c.sample_rate)
-    # coded against the decode of the file as it will be read: its note times rounded to
-    # score ticks, its values as stored (the in-memory file's decode differs: S07 mel 0.015)
-    stored = type(c).from_bytes(c.to_bytes())
+    # coded against the decode of the file as it will be read (the in-memory file's decode
+    # differs: S07 mel 0.015)
+    stored = _as_stored(c)
     try:
         if c.duration > residual_spans.LONG_RESIDUAL_S and span is not None:
             # a long input: decoded and coded span by span, never whole
@@ -93,10 +93,16 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     return replace(c, residual=payload) if payload else c
 
 
+def _as_stored(c: _C) -> _C:
+    """``c`` as a reader will get it: its note times rounded to score ticks, its values
+    rounded as the container stores them."""
+    return type(c).from_bytes(c.to_bytes())
+
+
 def _synth_lufs(c: SmcFile) -> float | None:
-    """:func:`semcodec.decoder.synth_loudness` of ``c`` as it will be read (its values rounded
-    as stored): its mix rendered once more, block by block (raises SynthError)."""
-    return synth_loudness(type(c).from_bytes(c.to_bytes()))
+    """:func:`semcodec.decoder.synth_loudness` of ``c`` as it will be read
+    (:func:`_as_stored`): its mix rendered once more, block by block (raises SynthError)."""
+    return synth_loudness(_as_stored(c))
 
 
 def _with_synth_loudness(c: _C, max_kbps: float,
