@@ -27,6 +27,19 @@ def _one_note_file(velocity: int):
                          (Note(0.1, 0.5, 60, velocity),)),)))
 
 
+def _clear_and_code(monkeypatch, c, **stages):
+    """``api._clear_notes_and_residual`` of ``c`` (a :func:`_one_note_file`) on a silent
+    input, with the encoder's stages replaced: ``clear_notes=f`` stands for
+    ``api._with_clear_notes`` and so on."""
+    from semcodec import api
+
+    for name, fn in stages.items():
+        monkeypatch.setattr(api, f"_with_{name}", fn)
+    inp = api.AudioInput(audio=np.zeros(_ONE_NOTE_SR, np.float32), sample_rate=_ONE_NOTE_SR,
+                         channels=1, name="x")
+    return api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+
+
 def _note_f1(ref_notes, est_notes) -> float:
     ref_i = np.array([[n.onset, n.offset] for n in ref_notes])
     ref_p = mir_eval.util.midi_to_hz(np.array([n.pitch for n in ref_notes], dtype=float))
@@ -465,7 +478,6 @@ def test_split_tracks_are_named_by_their_family():
 def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_changes):
     from dataclasses import replace
 
-    from semcodec import api
     from semcodec.container import Container
     from semcodec.events import Note, Score, Track
 
@@ -481,11 +493,10 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
         coded.append(cc)
         return replace(cc, residual=b"r")
 
-    monkeypatch.setattr(api, "_with_clear_notes",
-                        lambda cc, original, on_candidate=None, **_: louder if repair_changes else cc)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c,
+                          clear_notes=lambda cc, original, on_candidate=None, **_: (
+                              louder if repair_changes else cc),
+                          residual=with_residual)
     assert out.residual == b"r"
     assert out.score == (louder if repair_changes else c).score
     assert coded[-1].score == out.score  # the residual of the final decode
@@ -494,7 +505,6 @@ def test_residual_is_coded_against_the_repaired_decode(monkeypatch, repair_chang
 def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch):
     from dataclasses import replace
 
-    from semcodec import api
     from semcodec.container import Container
     from semcodec.events import Note, Score, Track
 
@@ -516,11 +526,10 @@ def test_residual_is_coded_against_the_repaired_then_aligned_decode(monkeypatch)
             steps.append(("residual", cc.score))
         return replace(cc, residual=b"r")
 
-    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original, on_candidate=None, **_: louder)
-    monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c,
+                          clear_notes=lambda cc, original, on_candidate=None, **_: louder,
+                          aligned_onsets=aligned,
+                          residual=with_residual)
     # led before the residual, then again with it, against the unled tracks
     assert steps == [("align", louder.score, None, b""), ("residual", earlier.score),
                      ("align", earlier.score, louder.score.tracks, b"r")]
@@ -532,7 +541,6 @@ def test_alignment_with_the_residual_only_when_the_first_pass_found_a_lag(monkey
                                                                           first_leads):
     from dataclasses import replace
 
-    from semcodec import api
     from semcodec.container import Container
     from semcodec.events import Note, Score, Track
 
@@ -547,12 +555,11 @@ def test_alignment_with_the_residual_only_when_the_first_pass_found_a_lag(monkey
             on_leads(first_leads)
         return cc
 
-    monkeypatch.setattr(api, "_with_clear_notes", lambda cc, original, **_: cc)
-    monkeypatch.setattr(api, "_with_aligned_onsets", aligned)
-    monkeypatch.setattr(api, "_with_residual",
-                        lambda cc, original, max_bytes, stop=None: replace(cc, residual=b"r"))
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c,
+                          clear_notes=lambda cc, original, **_: cc,
+                          aligned_onsets=aligned,
+                          residual=lambda cc, original, max_bytes, stop=None: replace(
+                              cc, residual=b"r"))
     assert out.residual == b"r"
     # every track heard on time without the residual: not measured again with it
     assert passes == ([b""] if first_leads == {} else [b"", b"r"])
@@ -564,7 +571,6 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
     import threading
     from dataclasses import replace
 
-    from semcodec import api
     from semcodec.container import Container
     from semcodec.events import Note, Score, Track
 
@@ -593,10 +599,7 @@ def test_speculative_residual_is_cancelled_and_joined_when_the_repair_changes_th
         decided.set()
         return louder if repair_changes else cc
 
-    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c, clear_notes=with_clear_notes, residual=with_residual)
     assert seen.get("ended")  # joined before the encode goes on, in both cases
     assert seen["stopped"] is repair_changes
     assert out.residual == (b"after" if repair_changes else b"early")
@@ -609,9 +612,6 @@ def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(mon
     import threading
     from dataclasses import replace
 
-    from semcodec import api
-
-    SR = _ONE_NOTE_SR
     file = _one_note_file
 
     c, cands = file(90), [file(100), file(110)][:rounds]
@@ -639,10 +639,7 @@ def test_the_residual_of_the_repairs_candidate_is_coded_while_it_is_measured(mon
         measured.set()
         return cands[-1]
 
-    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c, clear_notes=with_clear_notes, residual=with_residual)
     assert out.score == cands[-1].score
     assert out.residual == bytes([cands[-1].score.tracks[0].notes[0].velocity])
     # coded once per file, all speculatively (none after the repair), all joined; only the
@@ -819,9 +816,6 @@ def test_a_speculative_residual_stops_as_soon_as_the_repair_rules_its_file_out(m
     import threading
     from dataclasses import replace
 
-    from semcodec import api
-
-    SR = _ONE_NOTE_SR
     file = _one_note_file
 
     c, cand = file(90), file(100)
@@ -851,11 +845,10 @@ def test_a_speculative_residual_stops_as_soon_as_the_repair_rules_its_file_out(m
         decided.set()
         return cand if accepted else cc
 
-    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
-    monkeypatch.setattr(api, "_with_aligned_onsets", lambda cc, *a, **k: cc)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c,
+                          clear_notes=with_clear_notes,
+                          aligned_onsets=lambda cc, *a, **k: cc,
+                          residual=with_residual)
     assert ruled_out == {"stopped": True, "other": False}
     assert out.score == (cand if accepted else c).score
 
@@ -895,9 +888,6 @@ def test_the_unrepaired_files_residual_waits_while_a_candidate_is_measured(monke
     import threading
     from dataclasses import replace
 
-    from semcodec import api
-
-    SR = _ONE_NOTE_SR
     file = _one_note_file
 
     c, cand = file(90), file(100)
@@ -926,11 +916,10 @@ def test_the_unrepaired_files_residual_waits_while_a_candidate_is_measured(monke
         on_verdict(replace(cand), accepted)
         return cand if accepted else cc
 
-    monkeypatch.setattr(api, "_with_clear_notes", with_clear_notes)
-    monkeypatch.setattr(api, "_with_aligned_onsets", lambda cc, *a, **k: cc)
-    monkeypatch.setattr(api, "_with_residual", with_residual)
-    inp = api.AudioInput(audio=np.zeros(SR, np.float32), sample_rate=SR, channels=1, name="x")
-    out = api._clear_notes_and_residual(c, inp, api.EncodeOptions(), lambda *_: None)
+    out = _clear_and_code(monkeypatch, c,
+                          clear_notes=with_clear_notes,
+                          aligned_onsets=lambda cc, *a, **k: cc,
+                          residual=with_residual)
     assert seen == {"before": True, "held": True, "candidate": True}
     assert out.score == (cand if accepted else c).score
     # the file returned keeps its own residual: c's went on after the refusal
