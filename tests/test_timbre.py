@@ -132,6 +132,40 @@ def test_fit_on_threads_equals_one_thread_and_spent_budget_still_fits(monkeypatc
     assert 0 <= programs[0] < timbre.PITCHED_PROGRAMS_END
 
 
+def test_a_lone_track_refines_on_two_torch_threads_the_tracks_of_a_mix_on_one(monkeypatch):
+    """Step 3b of a track fitted alone runs on LONE_REFINE_THREADS torch threads whatever the
+    machine's cores (the same bytes anywhere), those of a mix's tracks on one each; the
+    caller's thread count is restored."""
+    torch = pytest.importorskip("torch")
+    from semcodec import timbre
+    from semcodec.synth import neural
+
+    if not neural.weights_available():
+        pytest.skip("no neural weights")
+    seen: list[int] = []
+    real = timbre._refine_on_render
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(timbre, "_refine_on_render", spy)
+    monkeypatch.setattr(timbre, "_n_workers", lambda: 1)
+    monkeypatch.delenv(neural.THREADS_ENV, raising=False)
+    settings = timbre.FitSettings(det_steps=1)
+    score = _score(program=0)
+    audio = _fluid(score, 40)
+    before = torch.get_num_threads()
+    fit_timbres(audio, SR, score, settings=settings)
+    assert seen == [timbre.LONE_REFINE_THREADS] and timbre.LONE_REFINE_THREADS >= 2
+    assert torch.get_num_threads() == before
+    seen.clear()
+    other = Track(name="u", program=0).with_notes(
+        [Note(0.3 + 0.4 * i, 0.5 + 0.4 * i, 67, 80) for i in range(4)])
+    fit_timbres(audio, SR, Score(tracks=(score.tracks[0], other)), settings=settings)
+    assert seen == [1, 1]
+
+
 def test_program_candidates_follow_the_instrument_classifier():
     import math
     from types import SimpleNamespace

@@ -217,7 +217,9 @@ def _limit_threads(n: int | None) -> None:
 
     if getattr(transcribe, "_session", None) is None and hasattr(transcribe, "_n_threads"):
         transcribe._n_threads = lambda: n  # noqa: SLF001
-    # torch (timbre fit, neural engine) runs on $SEMCODEC_TORCH_THREADS threads (default 1);
+    # torch (timbre fit, neural engine) runs on $SEMCODEC_TORCH_THREADS threads (default 1;
+    # a lone track's last fit step on timbre.LONE_REFINE_THREADS: the bytes must not depend
+    # on the batch);
     # the timbre fit runs tracks / program candidates on up to MAX_WORKERS threads of its own
     from semcodec import timbre
 

@@ -149,6 +149,15 @@ def _shortlist(model, proxy: _Proxy, k: int, rows: int = 64) -> list[int]:
 MAX_WORKERS = 4
 
 
+#: torch threads of step 3b when a track is fitted alone (a solo, a stem): its renderings and
+#: their back-propagation, one after the other, are the fit's longest part, with the other
+#: core idle (S07: 3 steps 1.47 -> 0.97 s on two cores).  A fixed number, not the machine's
+#: cores, so that the same input gives the same bytes on any machine (the sums of a torch op
+#: split over threads depend on their number); tracks of a mix, fitted on parallel threads,
+#: keep one each.
+LONE_REFINE_THREADS = 2
+
+
 #: Step 3b keeps the whole harmonic synthesis of a track's excerpts for back-propagation
 #: (~0.5 GB): for an input longer than this (s), whose samples already take much memory, the
 #: tracks fitted on parallel threads take turns for it (the results do not depend on the order).
@@ -458,13 +467,16 @@ def _refine_on_render(render: _Renderer, best: _Best, max_steps: int, deadline: 
 def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministic: bool,
                settings: FitSettings, workers: int = 1, slots: Any = None,
                report: Callable[[float], None] = _no_report, prior: Prior | None = None,
+               refine_threads: int = 1,
                ) -> tuple[Timbre, int, tuple[str, float] | None]:
     """Steps 1-3 for one track, then the engine comparison: (its Timbre, its GM program,
     ``("fluidsynth", gain dB)`` when that engine renders its excerpts closer, else None);
-    ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore); ``report``
-    gets the track's progress (0..1); ``prior``: see :func:`_select_program`."""
+    ``workers`` threads for step 2; step 3b holds one of ``slots`` (a semaphore) and runs on
+    ``refine_threads`` torch threads at least; ``report`` gets the track's progress (0..1);
+    ``prior``: see :func:`_select_program`."""
     slots = slots if slots is not None else threading.Semaphore(1)
     from semcodec.synth import ddsp  # noqa: PLC0415
+    from semcodec.synth.neural import torch_threads  # noqa: PLC0415
 
     t0 = time.monotonic()
     ti = ex.ti
@@ -485,7 +497,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     if proxy.ok and not ex.others and proxy_steps > 0:
         best, steps = _refine_on_proxy(model, proxy, render, best, proxy_steps, deadline,
                                        settings, report)
-    with slots:  # step 3b's memory (LONG_INPUT_S)
+    with slots, torch_threads(refine_threads):  # step 3b's memory (LONG_INPUT_S)
         # the renderings before (on other threads too) leave freed memory in the C heap's
         # per-thread arenas: hand it back first, so that this peak does not come on top of it
         dsp.release_free_memory()
@@ -571,9 +583,10 @@ def _fit_timbres(audio, sr, score, samples, budget_s, pitched, programs, setting
             return None
         deadline = t0 + total_budget * (k + 1) / len(pitched)
         # the tracks share the threads; a lone track uses them for its program candidates
+        lone = len(pitched) == 1
         return _fit_track(model, score, ex, deadline, deterministic, settings,
-                          workers if len(pitched) == 1 else 1, slots, overall.track(k),
-                          priors.get(ti))
+                          workers if lone else 1, slots, overall.track(k), priors.get(ti),
+                          LONE_REFINE_THREADS if lone else 1)
 
     timbres = []
     engines: dict[int, tuple[str, float]] = {}

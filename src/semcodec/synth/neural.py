@@ -96,14 +96,17 @@ STREAM_BLOCK = 1 << 15
 
 
 @contextlib.contextmanager
-def torch_threads():
-    """Run the block with $SEMCODEC_TORCH_THREADS (default 1) torch threads, then restore."""
+def torch_threads(at_least: int = 1):
+    """Run the block with $SEMCODEC_TORCH_THREADS (default 1) torch threads, or ``at_least``
+    when more, then restore.  torch keeps the count per calling thread (threads that start
+    using torch meanwhile take it too): enter and leave it on the thread that runs the work."""
     import torch  # noqa: PLC0415
 
     try:
         n = max(1, int(os.environ.get(THREADS_ENV, "1")))
     except ValueError:
         n = 1
+    n = max(n, at_least)
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
