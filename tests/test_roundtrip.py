@@ -120,42 +120,6 @@ def test_repair_lowers_the_maskers_unless_raising_alone_makes_all_heard(monkeypa
         assert out != tracks
 
 
-def test_repair_measuring_its_candidates_together_returns_the_same(monkeypatch):
-    """together=True (a long input: the second candidate measured on a second thread while
-    the first is) gives the tracks the candidates measured one after the other give, both
-    when the first is enough and when the second wins."""
-    import threading
-
-    half = (Track("t", 0, notes=tuple(sorted(
-        [n for k, (lo, up) in enumerate(zip(_pairs(6)[0].notes[::2], _pairs(6)[0].notes[1::2]))
-         for n in (lo, Note(up.onset, up.offset, up.pitch, 60 if k % 2 else 40))],
-        key=lambda x: (x.onset, x.pitch)))),)
-    for tracks, ratio in ((_pairs(6), 0.8), (_pairs(6), 0.95), (half, 0.8)):
-        mine = threading.local()  # each thread hears what it rendered last
-        threads: set = set()
-
-        def render(ts):
-            mine.tracks = ts
-            threads.add(threading.get_ident())
-            rng = np.random.default_rng(0)
-            return (0.05 * rng.standard_normal(SR * 4)).astype(np.float32)
-
-        def transcribe(audio, sr, options=None, ratio=ratio, mine=mine):  # noqa: ARG001
-            notes = mine.tracks[0].notes
-            return tuple(n for n in notes if not [m for m in notes if m.pitch == n.pitch - 12
-                                                  and m.onset == n.onset]
-                         or n.velocity >= ratio * [m for m in notes if m.pitch == n.pitch - 12
-                                                   and m.onset == n.onset][0].velocity)
-
-        monkeypatch.setattr("semcodec.transcribe.transcribe", transcribe)
-        target = render(tracks)
-        one_by_one = roundtrip.repair(tracks, target, SR, render)
-        threads.clear()
-        assert roundtrip.repair(tracks, target, SR, render, together=True) == one_by_one
-        assert one_by_one != tracks
-        assert len(threads) == 2  # the second candidate rendered on a thread of its own
-
-
 def test_repair_shows_each_rounds_first_candidate_and_returns_the_same(monkeypatch):
     render = _fake_transcriber(monkeypatch)
     tracks = _pairs(6)

@@ -5,7 +5,6 @@ the bytes left).  Internal to :func:`semcodec.api.encode`; sizes in bytes, rates
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -253,8 +252,8 @@ class Measured:
     transcriptions of them, kept for the passes that follow within one encode: the
     alignment's first measure decodes the very tracks the repair ended with (the same
     samples: made once), and when the repair changed nothing it transcribed that decode
-    whole too (heard once).  The KEEP latest of each are kept; thread-safe (the repair of a
-    long input measures its two candidates at once: ``roundtrip.repair(together=True)``)."""
+    whole too (heard once).  The KEEP latest of each are kept; not thread-safe (the passes
+    run one after the other)."""
 
     KEEP = 3
 
@@ -263,7 +262,6 @@ class Measured:
         self._decodes: list[tuple[Any, tuple, DecodeOptions, int, np.ndarray]] = []
         #: [(decode, rate, notes heard)]: by the decode array itself (the one kept above)
         self._heard: list[tuple[np.ndarray, int, tuple]] = []
-        self._lock = threading.Lock()
 
     def decode(self, c: SmcFile, tracks: tuple, opts: DecodeOptions, n: int) -> np.ndarray:
         """``c`` with ``tracks`` decoded with ``opts`` (mono), cut or padded to ``n`` samples,
@@ -271,15 +269,13 @@ class Measured:
         from semcodec.synth import dsp
 
         rest = replace(c, score=replace(c.score, tracks=()))
-        with self._lock:
-            for r, ts, o, k, y in self._decodes:
-                if k == n and o == opts and ts == tracks and r == rest:
-                    return y
+        for r, ts, o, k, y in self._decodes:
+            if k == n and o == opts and ts == tracks and r == rest:
+                return y
         y, _ = decode(replace(c, score=replace(c.score, tracks=tracks)), opts)
         y = np.asarray(dsp.fit_length(np.asarray(y, np.float32), n), np.float32)
         y.setflags(write=False)
-        with self._lock:
-            self._decodes = [*self._decodes[1 - self.KEEP:], (rest, tracks, opts, n, y)]
+        self._decodes = [*self._decodes[1 - self.KEEP:], (rest, tracks, opts, n, y)]
         return y
 
     def hear(self, y: np.ndarray, sr: int) -> tuple:
@@ -289,10 +285,9 @@ class Measured:
         render, up to float rounding)."""
         from semcodec import roundtrip, sampleuse
 
-        with self._lock:
-            for a, r, heard in self._heard:
-                if a is y and r == sr:
-                    return heard
+        for a, r, heard in self._heard:
+            if a is y and r == sr:
+                return heard
         # the chosen render's round-trip check heard the same audio (semcodec.sampleuse)
         like = sampleuse.heard_like(y, sr)
         heard = like if like is not None else roundtrip.transcribe_back(y, sr)
@@ -304,10 +299,9 @@ class Measured:
         the round-trip repair's transcription of a candidate made around its changed notes
         only (:func:`semcodec.roundtrip.transcribe_spans`, the notes elsewhere those of the
         decode it differs from), which the alignment then takes for that decode's."""
-        with self._lock:
-            if any(a is y and r == sr for a, r, _ in self._heard):
-                return
-            self._heard = [*self._heard[1 - self.KEEP:], (y, sr, tuple(heard))]
+        if any(a is y and r == sr for a, r, _ in self._heard):
+            return
+        self._heard = [*self._heard[1 - self.KEEP:], (y, sr, tuple(heard))]
 
 
 def _with_clear_notes(c: _C, original: np.ndarray,
@@ -402,9 +396,7 @@ def _clear_notes(c: _C, original: np.ndarray,
                                   on_verdict=None if on_verdict is None else verdict,
                                   on_heard=measured.remember,
                                   max_rounds=roundtrip.MAX_ROUNDS if max_rounds is None
-                                  else max_rounds,
-                                  together=(c.duration > MEASURE_WHOLE_MAX_S
-                                            and on_candidate is None and on_verdict is None))
+                                  else max_rounds)
     except SemcodecError as exc:
         log.warning("round-trip repair skipped: %s", exc)
         return c

@@ -271,7 +271,7 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
            hear: Callable[[np.ndarray, int], tuple[Note, ...]] | None = None,
            on_verdict: Callable[[tuple, bool], None] | None = None,
            on_heard: Callable[[np.ndarray, int, tuple[Note, ...]], None] | None = None,
-           max_rounds: int = MAX_ROUNDS, together: bool = False) -> tuple:
+           max_rounds: int = MAX_ROUNDS) -> tuple:
     """``tracks`` with the velocities of notes that a note an octave (or two) below masks
     raised, so that the decode lets them be heard; ``tracks`` unchanged when nothing is
     masked or no change is accepted.
@@ -298,11 +298,8 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
     decode that was transcribed (the array ``render`` returned) and the notes heard in it,
     whole or around its changed notes (the encoder's onset alignment measures the tracks the
     repair ends with: their decode need not be heard again).  ``max_rounds``: rounds at
-    most.  ``together``: a round's second candidate is measured on a second thread while the
-    first is (the same numbers and result, on two cores; its work is wasted when the first
-    leaves no note masked; ``render``, ``hear`` and ``on_heard`` must then be thread-safe).
+    most.
     """
-    from semcodec.background import in_background  # noqa: PLC0415
     from semcodec.sampleuse import log_mels, mel_distance  # noqa: PLC0415
 
     tracks = tuple(tracks)
@@ -344,36 +341,22 @@ def repair(tracks: Sequence, original: np.ndarray, sr: int,
         if not masked:
             break
         raised = scaled(tracks, masked, RAISE_FACTOR)
-        lowered = scaled(raised, maskers, LOWER_FACTOR)
         best = None
         clear = False
-        # (the second candidate measured meanwhile on a second thread: ``together``)
-        second = (in_background(measure, lowered, mel0 + MAX_MEL_COST, masked | maskers, heard)
-                  if together else None)
-        try:
-            for cand, changed in ((raised, masked), (lowered, masked | maskers)):
-                if clear:
-                    break  # the masked notes raised alone are all heard: the maskers left alone
-                if on_candidate is not None and cand is raised:
-                    on_candidate(cand)
-                if second is not None and cand is lowered:
-                    f1c, melc, heardc = second()
-                else:
-                    f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST, changed, heard)
-                log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c,
-                         melc)
-                accepted = f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
-                if on_verdict is not None:
-                    on_verdict(cand, accepted)
-                if accepted and (best is None or f1c > best[0]):
-                    best = (f1c, cand, heardc)
-                    clear = SKIP_SECOND_WHEN_CLEAR and not masked_notes(notes_of(cand), heardc)[0]
-        finally:
-            if second is not None:  # joined (no thread left running), its result unused
-                try:
-                    second()
-                except Exception:  # noqa: BLE001 - the error, if any, was raised above
-                    log.debug("the second candidate's measure failed", exc_info=True)
+        for cand, changed in ((raised, masked),
+                              (scaled(raised, maskers, LOWER_FACTOR), masked | maskers)):
+            if clear:
+                break  # the masked notes raised alone are all heard: the maskers left alone
+            if on_candidate is not None and cand is raised:
+                on_candidate(cand)
+            f1c, melc, heardc = measure(cand, mel0 + MAX_MEL_COST, changed, heard)
+            log.info("%d masked notes, candidate: note F1 %.3f, mel %.3f", len(masked), f1c, melc)
+            accepted = f1c >= f1 + MIN_F1_GAIN and melc <= mel0 + MAX_MEL_COST
+            if on_verdict is not None:
+                on_verdict(cand, accepted)
+            if accepted and (best is None or f1c > best[0]):
+                best = (f1c, cand, heardc)
+                clear = SKIP_SECOND_WHEN_CLEAR and not masked_notes(notes_of(cand), heardc)[0]
         if best is None:
             break
         f1, tracks, heard = best
