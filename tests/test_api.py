@@ -162,6 +162,29 @@ def melody_encodes():
     return out, x.shape[0] / sr
 
 
+def test_a_long_input_measures_its_decode_loudness_with_its_residuals_decode(monkeypatch):
+    """An input over MEASURE_WHOLE_MAX_S whose residual is coded after the repair gets its
+    synth_lufs from the residual's rendering of its mix (the mix is not rendered once more),
+    the same number as the file read back measures."""
+    from semcodec import api, encode_budget
+
+    for module in (api, encode_budget):
+        monkeypatch.setattr(module, "MEASURE_WHOLE_MAX_S", 4.0)  # the 8-s melody is long
+    monkeypatch.setattr(api, "SPECULATIVE_RESIDUAL_MAX_S", 4.0)  # coded after the repair
+
+    def again(_c):
+        raise AssertionError("the mix was rendered again for its loudness")
+
+    monkeypatch.setattr(api, "_synth_lufs", again)
+    monkeypatch.setattr(encode_budget, "_synth_lufs", again)
+    c = semcodec.encode(_melody(), sr=22050, options=semcodec.EncodeOptions(fit_timbre=False,
+                                                                            kbps=6.0))
+    c = semcodec.Container.from_bytes(c.to_bytes())
+    assert c.residual and c.synth_lufs is not None
+    loud = decoder.synth_loudness(c)
+    assert loud is not None and abs(loud - c.synth_lufs) <= 0.002
+
+
 def test_the_bitrate_target_is_never_exceeded(melody_encodes):
     from semcodec.container import part_sizes
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from semcodec import residual, residual_spans
@@ -124,3 +126,64 @@ def test_the_encoder_codes_a_long_input_span_by_span(monkeypatch):
     env = residual.decode_envelope(out.residual, c.duration)
     assert env.n_frames == residual.n_grid_frames(c.duration, env.period_s)
     assert np.any(env.mask)
+
+
+def _encoded(seconds: float = 8.0):
+    from semcodec.api import EncodeOptions, encode
+
+    sr = 22050
+    t = np.arange(int(seconds * sr)) / sr
+    notes = (0.3 * np.sin(2 * np.pi * 440.0 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0))
+    original = (notes + 0.04 * np.random.default_rng(5).standard_normal(len(t))).astype(np.float32)
+    c = encode(original, sr, options=EncodeOptions(fit_timbre=False, samples=False,
+                                                    residual=False, drums="off"))
+    return c, original
+
+
+def test_the_residuals_decode_and_the_mix_loudness_come_from_one_rendering():
+    """_decode_measured: the synth_lufs the decoder would be given (synth_loudness, rounded as
+    stored) and the decode the decoder then plays (its stored gain), from one rendering."""
+    from semcodec import decoder, encode_budget
+
+    c, _ = _encoded()
+    stored = encode_budget._as_stored(c)
+    opts = decoder.DecodeOptions(residual=False, channels=1, max_duration_s=None)
+    y, synth = encode_budget._decode_measured(stored, opts)
+    assert synth is not None
+    assert abs(synth - decoder.synth_loudness(stored)) < 0.002  # rounded to the stored decimals
+    assert synth == encode_budget._as_stored(replace(stored, synth_lufs=synth)).synth_lufs
+    played, _ = decoder.decode(replace(stored, synth_lufs=synth), opts)  # the stored gain
+    assert y.shape == played.shape
+    assert np.max(np.abs(y - played)) < 1e-5
+
+
+def test_a_long_input_is_coded_at_the_gain_of_the_synth_lufs_stored(monkeypatch):
+    """Above LONG_RESIDUAL_S, the spans' decodes have the decoder's gain (that of the stored
+    synth_lufs, measured first and handed out), not an estimate."""
+    from semcodec import decoder, encode_budget
+
+    c, original = _encoded(12.0)
+    monkeypatch.setattr(residual_spans, "LONG_RESIDUAL_S", 5.0)
+    monkeypatch.setattr(residual_spans, "SPAN_S", 5.0)
+    got: list = []
+    seen: list = []
+    real = encode_budget._span_decoder
+
+    def span_decoder(cc, opts):
+        seen.append(cc.synth_lufs)
+        return real(cc, opts)
+
+    monkeypatch.setattr(encode_budget, "_span_decoder", span_decoder)
+    out = encode_budget._with_residual(c, original, 4000, on_synth_lufs=got.append)
+    assert out.residual
+    synth = decoder.synth_loudness(encode_budget._as_stored(c))
+    assert len(got) == 1 and abs(got[0] - synth) < 0.002
+    assert seen == got
+    stored = replace(encode_budget._as_stored(c), synth_lufs=got[0])
+    opts = decoder.DecodeOptions(residual=False, channels=1, max_duration_s=None)
+    whole, _ = decoder.decode(stored, opts)  # as the decoder plays the file
+    sr = c.sample_rate
+    part = real(stored, opts)(5 * sr, 9 * sr)
+    ref = whole[5 * sr:9 * sr]
+    level = float(np.sum(part ** 2) / max(1e-12, np.sum(ref ** 2)))
+    assert abs(10 * np.log10(level)) < 0.3  # the decoder's gain (an estimate was ~1.5 dB off)

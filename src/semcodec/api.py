@@ -14,6 +14,7 @@ sample rates in Hz, times in seconds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -544,7 +545,8 @@ def _assemble(inp: AudioInput, loudness: float | None, tracks: list[Track],
         # are led again after the residual
         c = _clear_notes_and_residual(
             c, inp, opts, report,
-            on_repaired=lambda cc: synth.append((cc, in_background(_synth_lufs, cc))))
+            on_repaired=lambda cc: synth.append((cc, in_background(_synth_lufs, cc))),
+            on_synth_lufs=lambda cc, v: synth.append((cc, lambda: v)))
         return _with_synth_loudness(c, opts.target_kbps, synth[0] if synth else None)
     finally:
         for _, pending in synth:  # joined (its error, if any, surfaces where it is used)
@@ -567,15 +569,17 @@ SPECULATIVE_RESIDUAL_MAX_S = 120.0
 
 def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions,
                               report: Progress,
-                              on_repaired: Callable[[Container], None] | None = None
-                              ) -> Container:
+                              on_repaired: Callable[[Container], None] | None = None,
+                              on_synth_lufs: Callable[[Container, float | None], None]
+                              | None = None) -> Container:
     """``c`` with the notes that its decode hides under a note an octave below made audible
     again (:func:`encode_budget._with_clear_notes`) and its tracks' notes started earlier by
     the lag with which its decode makes them heard (:func:`encode_budget._with_aligned_onsets`),
     then its residual coded against that decode with the bytes left, then the notes led
     further by the lag the decode with its residual still has (the residual unchanged: its
     levels are the original's, whatever the decode; not measured when the first alignment
-    heard every track on time).  The same bytes as one after the other:
+    heard every track on time, nor for an input over MEASURE_WHOLE_MAX_S, whose digest has
+    no residual to measure).  The same bytes as one after the other:
     residuals are coded meanwhile on second threads, of the unrepaired ``c`` and of the first
     candidate of each round of the repair as soon as it is made (which cancels that of the
     round before); the one of the file the repair and the alignment return is used, the
@@ -586,7 +590,9 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
     and goes on if the candidate is refused: the candidate's coding has the second core to
     itself (S07, whose candidate is accepted: ~0.5 s of CPU less).  ``on_repaired(file)``,
     when given, is called with the file whose residual is then waited for (an input whose
-    residual is coded speculatively), before the wait."""
+    residual is coded speculatively), before the wait.  ``on_synth_lufs(file, value)``, when
+    given, is called with the file whose residual is coded and its header's ``synth_lufs``
+    when the residual measures it on the way (:func:`encode_budget._with_residual`)."""
     residual = opts.residual and c.loudness_lufs is not None
     speculate = residual and inp.duration <= SPECULATIVE_RESIDUAL_MAX_S
     #: (file, its switches, its residual's result) of each speculative coding, ``c``'s first
@@ -664,16 +670,25 @@ def _clear_notes_and_residual(c: Container, inp: AudioInput, opts: EncodeOptions
             early[kept][1].resume()  # (paused by a candidate whose measure failed)
             repaired = early[kept][2]()
         else:
-            repaired = _with_residual(repaired, inp.audio, _bytes_left(repaired, opts.target_kbps))
+            measures: dict[str, Any] = ({} if on_synth_lufs is None else
+                                        {"on_synth_lufs": functools.partial(on_synth_lufs,
+                                                                            repaired)})
+            repaired = _with_residual(repaired, inp.audio,
+                                      _bytes_left(repaired, opts.target_kbps), **measures)
         for k, (_, _, result) in enumerate(early):
             if k != kept:
                 _join_discarded(result)
         report("residual", 1.0)
-        if repaired.residual and not (first_leads and not first_leads[0]):
+        if (repaired.residual and not (first_leads and not first_leads[0])
+                and inp.duration <= MEASURE_WHOLE_MAX_S):
             # the residual's attenuation of the decode's attacks delays where they are heard
             # again (bench strings ensemble: ~40 ms more): the notes are led by that too;
             # not measured again when the first pass heard every track on time (no lead of
-            # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged)
+            # MIN_LAG_S or more: ~1 s of CPU for a 30-s stem, bench quality unchanged), nor
+            # for a longer input: it would be measured on a digest, and a digest has no
+            # residual (encode_budget._with_aligned_onsets), so the pass would only measure
+            # again, on a part, the lag the first pass corrected (a 5-min mix: no lead found,
+            # ~5 s of CPU)
             repaired = _with_aligned_onsets(repaired, inp.audio, reference=cleared.score.tracks,
                                             whole_max_s=MEASURE_WHOLE_MAX_S)
     return repaired

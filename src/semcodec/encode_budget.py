@@ -44,12 +44,19 @@ def _bytes_left(c: SmcFile, max_kbps: float) -> int:
 
 
 def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
-                   stop: Callable[[], bool] | None = None) -> _C:
+                   stop: Callable[[], bool] | None = None,
+                   on_synth_lufs: Callable[[float | None], None] | None = None) -> _C:
     """``c`` with a residual (RESD or, for a long file, RESS chunk) of at most ``max_bytes``
     (framing included) coding what its default decode still misses of ``original`` (mono
     float32 at ``c.sample_rate``); ``c`` unchanged when nothing helps, nothing fits or the
     decode fails, and as soon as ``stop()`` is found true (checked between the steps: the
-    caller cancelled it)."""
+    caller cancelled it).
+
+    ``on_synth_lufs(value)``, when given, is called with ``c``'s :func:`_synth_lufs` (the
+    header's ``synth_lufs`` of ``c``, as stored) when the residual of an input longer than
+    MEASURE_WHOLE_MAX_S measures it on the way (:func:`_decode_measured`: one rendering of
+    the mix for both), and the residual is then coded against the decode at the gain that
+    value gives, as the decoder will play the file; not called otherwise."""
     from semcodec import residual
 
     room = max_bytes - _CHUNK_FRAMING
@@ -73,12 +80,22 @@ def _with_residual(c: _C, original: np.ndarray, max_bytes: int,
     stored = _as_stored(c)
     try:
         if c.duration > residual_spans.LONG_RESIDUAL_S and span is not None:
-            # a long input: decoded and coded span by span, never whole
-            payload = residual_spans.SpanCoder(original, _span_decoder(stored, opts), c.n_samples,
-                                               c.sample_rate, span, notes=notes,
-                                               stop=stop, held_notes=held).code(room)
+            # a long input: decoded and coded span by span, never whole, at the gain of the
+            # synth_lufs stored (measured first, block by block: the decoder's gain)
+            synth = _measured_synth_lufs(stored) if on_synth_lufs is not None else None
+            if on_synth_lufs is not None:
+                on_synth_lufs(synth)
+            payload = residual_spans.SpanCoder(
+                original, _span_decoder(stored if synth is None
+                                        else replace(stored, synth_lufs=synth), opts),
+                c.n_samples, c.sample_rate, span, notes=notes, stop=stop,
+                held_notes=held).code(room)
         else:
-            decoded, _ = decode(stored, opts)
+            if on_synth_lufs is not None and c.duration > MEASURE_WHOLE_MAX_S:
+                decoded, synth = _decode_measured(stored, opts)
+                on_synth_lufs(synth)
+            else:
+                decoded, _ = decode(stored, opts)
             if stop is not None and stop():
                 return c
             payload = residual.encode_residual(original, decoded, c.sample_rate,
@@ -97,6 +114,37 @@ def _as_stored(c: _C) -> _C:
     """``c`` as a reader will get it: its note times rounded to score ticks, its values
     rounded as the container stores them."""
     return type(c).from_bytes(c.to_bytes())
+
+
+def _measured_synth_lufs(stored: SmcFile) -> float | None:
+    """:func:`semcodec.decoder.synth_loudness` of ``stored`` (a file as read back), rounded
+    as the header stores it (raises SynthError)."""
+    synth = synth_loudness(stored)
+    return None if synth is None else _as_stored(replace(stored, synth_lufs=synth)).synth_lufs
+
+
+def _decode_measured(stored: SmcFile, opts: DecodeOptions) -> tuple[np.ndarray, float | None]:
+    """``(decode, synth_lufs)`` of ``stored`` (a file as read back) from one rendering of its
+    mix: the header's ``synth_lufs`` (:func:`semcodec.decoder.synth_loudness`: the loudness
+    of the mix before the gain, rounded as stored; None when it is not stored) and the decode
+    with ``opts`` (mono, without the residual) at the gain that value gives, as the decoder
+    plays the file that stores it (the gain measured on the decode itself without one).
+    Raises SynthError."""
+    from semcodec.decoder import _is_silent, stored_gain
+    from semcodec.synth import dsp
+
+    if _is_silent(stored):
+        return decode(stored, opts)[0], None
+    out = _DecodeShape.of(stored, opts, per_track=False)
+    renderer = _Renderer(stored, opts, out)
+    raw = renderer.render(stored.score)
+    synth = dsp.integrated_loudness(raw, out.sr) if renderer.as_encoded else None
+    if synth is not None:
+        synth = _as_stored(replace(stored, synth_lufs=synth)).synth_lufs
+    gain = stored_gain(replace(stored, synth_lufs=synth), opts, renderer.as_encoded)
+    mono = (dsp.match_loudness(raw, out.sr, stored.loudness_lufs) if gain is None
+            else dsp.apply_gain(raw, gain))
+    return dsp.flush_tiny(mono), synth
 
 
 def _synth_lufs(c: SmcFile) -> float | None:
@@ -158,14 +206,18 @@ def _span_decoder(c: SmcFile, opts: DecodeOptions) -> Callable[[int, int], np.nd
     """``read(a, b)``: samples ``a .. b`` of ``c``'s decode (mono float32 at
     ``c.sample_rate``, ``opts`` without the residual), each call rendered from a file cut
     around the span (SPAN_LEAD_S before it, and the excerpts' surroundings so that a sampler
-    plays as in the whole decode) at the loudness gain :func:`semcodec.decoder.decode_stream`
-    estimates for a long file: memory holds one span, never the whole decode (whose track
-    renders are made whole: an hour's took the encoder to 4 GB)."""
-    from semcodec.decoder import _estimated_gain
+    plays as in the whole decode) at the loudness gain of the decoder: the one ``c``'s
+    ``synth_lufs`` gives (:func:`semcodec.decoder.stored_gain`), else the one
+    :func:`semcodec.decoder.decode_stream` estimates for a long file: memory holds one span,
+    never the whole decode (whose track renders are made whole: an hour's took the encoder
+    to 4 GB)."""
+    from semcodec.decoder import _estimated_gain, stored_gain
     from semcodec.synth import dsp
 
     sr = c.sample_rate
-    gain = np.float32(_estimated_gain(c, opts, _DecodeShape.of(c, opts, per_track=False)))
+    known = stored_gain(c, opts)
+    gain = np.float32(_estimated_gain(c, opts, _DecodeShape.of(c, opts, per_track=False))
+                      if known is None else known)
 
     def read(a: int, b: int) -> np.ndarray:
         t0 = a / sr
