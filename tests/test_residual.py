@@ -943,6 +943,77 @@ def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(m
     residual.forget_noise()
 
 
+def test_an_envelope_applied_again_with_a_memo_is_not_rendered_again(monkeypatch):
+    """The analysis's last pass, the payload's benefit and the check of the notes heard apply
+    one envelope: the memo keeps the latest output (read-only), the judge its measure."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    a = residual.analyse(x, y, SR, passes=1)
+    env = a.envelope(a.benefit > 0)
+    plain = residual.apply(y, SR, env, SR)
+    memo = residual.ApplyMemo(y)
+    first = residual.apply(y, SR, env, SR, memo=memo)
+    assert np.array_equal(first, plain) and not first.flags.writeable
+    made = []
+    real = residual._overlap_add
+    monkeypatch.setattr(residual, "_overlap_add", lambda *a: made.append(1) or real(*a))
+    # the same cells and levels in other arrays (the payload decoded): the same output
+    again = residual.Envelope(levels=np.where(env.mask, env.levels, 0), mask=env.mask.copy(),
+                              period_s=env.period_s, step_db=env.step_db)
+    assert residual.apply(y, SR, again, SR, memo=memo) is first and not made
+    # another level in one coded cell: rendered
+    b, t = np.argwhere(env.mask)[0]
+    levels = again.levels.copy()
+    levels[b, t] += 1
+    other = residual.apply(y, SR, replace(again, levels=levels), SR, memo=memo)
+    assert made and not np.array_equal(other, first)
+    judge = residual_judge.Judge(x, y, SR)
+    edges = residual.band_edges(env.n_bands, SR)
+    measured = judge.benefit(other, edges, env.period_s, env.n_frames)
+    logmels = []
+    real_logmel = residual_judge.Judge._logmel
+    monkeypatch.setattr(residual_judge.Judge, "_logmel",
+                        staticmethod(lambda *a, **k: logmels.append(1) or real_logmel(*a, **k)))
+    assert np.array_equal(judge.benefit(other, edges, env.period_s, env.n_frames), measured)
+    assert not logmels
+    # another grid, or a writable output (which its maker may change), is measured again
+    judge.benefit(other, edges, env.period_s * 2, env.n_frames // 2)
+    assert logmels
+    logmels.clear()
+    writable = other.copy()
+    judge.benefit(writable, edges, env.period_s, env.n_frames)
+    judge.benefit(writable, edges, env.period_s, env.n_frames)
+    assert len(logmels) == 2 * len(residual_judge.JUDGE_N_FFTS)  # (z only: x kept)
+
+
+def test_band_powers_kept_per_band_layout_equal_band_power(monkeypatch):
+    """The analyses of grids of as many bands share the band power per STFT frame; the
+    decode's is made from the spectra apply keeps: the very numbers of band_power."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    n_fft, hop = residual.stft_size(SR)
+    n_stft = len(x) // hop + 2
+    memo = residual.ApplyMemo(x)
+    for k0 in range(0, n_stft, residual.BLOCK_FRAMES):  # as apply makes them
+        memo.block(k0, min(n_stft, k0 + residual.BLOCK_FRAMES), n_fft, hop)
+    made = []
+    real = np.fft.rfft
+    monkeypatch.setattr(residual.np.fft, "rfft", lambda *a, **k: made.append(1) or real(*a, **k))
+    powers = residual.BandPowers(x)
+    for n_bands, period in ((20, 0.05), (20, 0.1), (12, 0.4)):
+        bins = residual._bin_bands(residual.band_edges(n_bands, SR), n_fft, SR)
+        n_frames = residual.n_grid_frames(len(x) / SR, period)
+        frames = residual._frame_of(n_stft, hop, SR, period, n_frames)
+        want = residual.band_power(x, n_fft, hop, bins, frames, n_bands, n_frames)
+        before = len(made)
+        assert np.array_equal(memo.powers.cells(n_fft, hop, bins, frames, n_bands, n_frames),
+                              want)
+        assert len(made) == before  # from the memo's spectra
+        assert np.array_equal(powers.cells(n_fft, hop, bins, frames, n_bands, n_frames), want)
+    # one transform per band layout (20 and 12 bands) for the plain BandPowers; one each
+    # for the three band_power calls
+    assert len(made) == 3 + 2
+
+
 def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeypatch):
     x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
     y = _tone(3.0)

@@ -227,6 +227,16 @@ def band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, frames: np
     time: memory holds one block, not the whole complex spectrum (~2.5 GB an hour at
     44.1 kHz).  One block gives the whole STFT's very numbers; several, the same but for
     float32 rounding of the band sums."""
+    return _cell_means(_frame_band_power(x, n_fft, hop, bins, n_bands), frames, n_frames)
+
+
+def _frame_band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, n_bands: int,
+                      spectra: Callable[[int, int, int, int], np.ndarray] | None = None
+                      ) -> np.ndarray:
+    """``(n_stft, n_bands)`` float32: mean ``|stft(x)|²`` over each band (``bins`` as in
+    :func:`band_power`) per STFT frame, ANALYSIS_BLOCK_FRAMES frames at a time.
+    ``spectra(k0, k1, n_fft, hop)``: the spectra of frames ``k0 .. k1 - 1`` (the very numbers
+    of ``np.fft.rfft``, which transforms row by row: made in other blocks, the same)."""
     onehot = np.zeros((len(bins), n_bands), np.float32)
     ok = np.nonzero(bins >= 0)[0]
     onehot[ok, bins[ok]] = 1.0
@@ -235,9 +245,33 @@ def band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, frames: np
     per_band = np.empty((n_stft, n_bands), np.float32)
     for k0 in range(0, n_stft, ANALYSIS_BLOCK_FRAMES):
         k1 = min(n_stft, k0 + ANALYSIS_BLOCK_FRAMES)
-        spec = np.fft.rfft(_frames(x, k0, k1, n_fft, hop), axis=1).astype(np.complex64)
+        spec = (spectra(k0, k1, n_fft, hop) if spectra is not None
+                else np.fft.rfft(_frames(x, k0, k1, n_fft, hop), axis=1).astype(np.complex64))
         per_band[k0:k1] = (np.abs(spec) ** 2) @ onehot
-    return _cell_means(per_band, frames, n_frames)
+    return per_band
+
+
+class BandPowers:
+    """:func:`band_power` of one signal for the analyses of several grids: its band power
+    per STFT frame is made once per band layout (grids of as many bands share it; a few MB
+    an hour) and only averaged into each grid's frames.  ``spectra``, when given: the
+    signal's STFT (:meth:`ApplyMemo.spectra`).  The same numbers as :func:`band_power`."""
+
+    def __init__(self, audio: np.ndarray,
+                 spectra: Callable[[int, int, int, int], np.ndarray] | None = None) -> None:
+        self.audio = audio
+        self._spectra = spectra
+        self._per_frame: dict[tuple, np.ndarray] = {}
+
+    def cells(self, n_fft: int, hop: int, bins: np.ndarray, frames: np.ndarray, n_bands: int,
+              n_frames: int) -> np.ndarray:
+        """:func:`band_power` of the signal with these arguments."""
+        key = (n_fft, hop, n_bands, np.asarray(bins).tobytes())
+        per_band = self._per_frame.get(key)
+        if per_band is None:
+            per_band = _frame_band_power(self.audio, n_fft, hop, bins, n_bands, self._spectra)
+            self._per_frame[key] = per_band
+        return _cell_means(per_band, frames, n_frames)
 
 
 # ------------------------------------------------------------------------------------------
@@ -378,6 +412,44 @@ class ApplyMemo:
         self.specs: dict[tuple[int, int], np.ndarray] = {}
         #: (n_bands, sr_original) -> the band power per STFT frame
         self.power: dict[tuple[int, int], np.ndarray] = {}
+        #: (n_fft, hop) of the spectra kept (those of the first kept)
+        self.stft: tuple[int, int] | None = None
+        #: (what was applied, the output) of the latest application (read-only): an
+        #: envelope applied again (the analysis's last pass, then the payload's benefit and
+        #: the check of the notes heard) is not rendered again
+        self.rendered: tuple[tuple, np.ndarray] | None = None
+        #: :func:`band_power` of the decode, from the spectra kept
+        self.powers = BandPowers(audio, self.spectra)
+
+    def _keeps(self, n_fft: int, hop: int) -> bool:
+        """Whether spectra of this STFT are kept: a short mono decode (what :func:`apply`
+        keeps them for), one STFT size."""
+        if self.stft is None and self.audio.ndim == 1:
+            self.stft = (n_fft, hop)
+        return (self.stft == (n_fft, hop)
+                and len(self.audio) // hop + 2 <= KEEP_BLOCKS * BLOCK_FRAMES)
+
+    def block(self, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+        """The spectra of :func:`apply`'s STFT block ``k0 .. k1 - 1`` (read-only when kept)."""
+        spec = self.specs.get((k0, k1)) if self.stft == (n_fft, hop) else None
+        if spec is None:
+            spec = np.fft.rfft(_frames(self.audio, k0, k1, n_fft, hop), axis=1)
+            if self._keeps(n_fft, hop):
+                spec.setflags(write=False)
+                self.specs[(k0, k1)] = spec
+        return spec
+
+    def spectra(self, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+        """``np.fft.rfft(_frames(audio, k0, k1, n_fft, hop), axis=1)`` (complex64), from
+        :func:`apply`'s blocks (made and kept as it makes them) when they are kept."""
+        if not self._keeps(n_fft, hop):
+            return np.fft.rfft(_frames(self.audio, k0, k1, n_fft, hop), axis=1)
+        n_stft = len(self.audio) // hop + 2
+        parts = []
+        for b0 in range(k0 - k0 % BLOCK_FRAMES, k1, BLOCK_FRAMES):
+            b1 = min(n_stft, b0 + BLOCK_FRAMES)
+            parts.append(self.block(b0, b1, n_fft, hop)[max(k0, b0) - b0:min(k1, b1) - b0])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 #: The noise spectra of the blocks (:func:`_noise_frames`), kept for the encoder's
@@ -434,6 +506,13 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     short = audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS
     memo = memo if short and memo is not None and memo.audio is audio else None
     kept: list[np.ndarray] | None = [] if short else None
+    done = None
+    if memo is not None:  # the same envelope applied again: the same output
+        done = (sr, int(sr_original), float(tempo), env.n_bands, env.n_frames,
+                float(env.period_s), float(env.step_db), np.asarray(env.mask, bool).tobytes(),
+                np.where(env.mask, env.levels, 0).astype(np.int64).tobytes())
+        if memo.rendered is not None and memo.rendered[0] == done:
+            return memo.rendered[1]
     # pass 1: the decode's mean power per cell
     power_key = (env.n_bands, int(sr_original))
     known = memo.power.get(power_key) if memo is not None else None
@@ -441,12 +520,8 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     onehot = plan.band_mean(env.n_bands)
     per_frame = np.empty((n_stft, env.n_bands), np.float32) if known is None else known
     for k0, k1 in blocks:
-        spec = memo.specs.get((k0, k1)) if memo is not None else None
-        if spec is None:
-            spec = np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1)
-            if memo is not None:
-                spec.setflags(write=False)
-                memo.specs[(k0, k1)] = spec
+        spec = (memo.block(k0, k1, n_fft, hop) if memo is not None
+                else np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1))
         if fresh:
             per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
         if kept is not None:
@@ -479,6 +554,9 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
             if add is not None:
                 spec += add
             _overlap_add(out, spec, k0, n_fft, hop)
+    if memo is not None and done is not None:
+        outs[0].setflags(write=False)  # (shared with the next caller of this envelope)
+        memo.rendered = (done, outs[0])
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
 
 
@@ -842,7 +920,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
             judge: "Judge | None" = None, notes=(),
             stop: Callable[[], bool] | None = None, start: int = 0,
-            memo: ApplyMemo | None = None, held_notes=None) -> Analysis:
+            memo: ApplyMemo | None = None, held_notes=None,
+            powers: BandPowers | None = None) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -861,25 +940,32 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     ``start``: where ``original`` begins in a longer input (samples, a multiple of the
     analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
     do in the whole input's analysis (and the decoder's).  ``memo``: an :class:`ApplyMemo`
-    of ``decoded`` (mono, the same length as ``original``) for its applications.
+    of ``decoded`` (mono, the same length as ``original``) for its applications (and its
+    band power).  ``powers``: a :class:`BandPowers` of ``original`` (mono; the analyses of
+    other grids share it).
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
-    x, y = x[:n], (y if y.shape[0] == n else y[:n])  # (the decode itself: ``memo``'s)
+    # (the arrays themselves when whole: ``memo``'s and ``powers``')
+    x, y = (x if x.shape[0] == n else x[:n]), (y if y.shape[0] == n else y[:n])
     n_frames = n_grid_frames(n / sr, period_s)
     shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
                      mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
     plan = _Plan(shell, sr, sr, n, 1.0)
     if start:  # the whole input's STFT frame -> grid frame mapping
         plan.frames = _frame_of(len(plan.frames), plan.hop, sr, period_s, n_frames, start)
-    px = band_power(x, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
+    px = (powers.cells if powers is not None and powers.audio is x
+          else functools.partial(band_power, x))(plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                                 n_bands, n_frames)
     lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
     levels = np.clip(np.round(db / step_db), lo, hi).astype(np.int64)
     judge = judge or _judge(x, y, sr)
     edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
-    py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
+    py = (memo.powers.cells if memo is not None and memo.audio is y
+          else functools.partial(band_power, y))(plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                                 n_bands, n_frames)
     ydb = 10.0 * np.log10(np.maximum(py, 1e-30))
     held_notes = notes if held_notes is None else held_notes
     held = held_cells(held_notes, n_bands, sr, period_s, n_frames)
@@ -1056,6 +1142,8 @@ class ResidualCoder:
         self._analyses: dict[tuple[int, float], Analysis] = {}
         #: the decode's spectra and band power, made once for all the envelopes applied
         self._memo = ApplyMemo(self.y)
+        #: the original's band power, shared by the analyses of the grids
+        self._powers = BandPowers(self.x)
 
     @property
     def judge(self) -> "Judge":
@@ -1071,7 +1159,7 @@ class ResidualCoder:
                                           period_s=period_s, step_db=self.step_db,
                                           judge=self.judge, notes=self.notes,
                                           stop=self.stop, memo=self._memo,
-                                          held_notes=self.held_notes)
+                                          held_notes=self.held_notes, powers=self._powers)
         return self._analyses[key]
 
     def _stopped(self) -> bool:
@@ -1136,8 +1224,8 @@ class ResidualCoder:
                 return payload
             raise
         plan = _Plan(env, self.sr, self.sr, self.n, 1.0)
-        py = band_power(self.y, plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
-                        env.n_frames)
+        py = self._memo.powers.cells(plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
+                                     env.n_frames)
         bad = heard_noise_cells(heard, self.notes, env, py, self.sr)
         log.debug("residual: %d notes heard, %d cells of noise heard as notes dropped",
                   len(heard), int(bad.sum()))

@@ -141,6 +141,9 @@ class Judge:
             weight = 1.0 / (base.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
             return (n_fft, hop, window, mel, centres, lx, base, weight)
 
+        #: (the output, the grid, its benefit) of the latest read-only output judged: one
+        #: judged again (the residual's analysis's last pass, then its payload) is not
+        self._last: tuple[np.ndarray, tuple, np.ndarray] | None = None
         # the resolutions on parallel threads, kept in order
         self.res = _each(one, len(JUDGE_N_FFTS), self.short)
         if self.short and not known and all(r[5] is not None for r in self.res):
@@ -197,7 +200,13 @@ class Judge:
                 n_frames: int) -> np.ndarray:
         """``(n_bands, n_frames)``: the distance of the decode minus that of ``z``, split over
         the cells of the grid (band ``edges`` in Hz, frames of ``period_s``); a positive cell
-        brings ``z`` closer to the original than the decode."""
+        brings ``z`` closer to the original than the decode.  A read-only ``z`` (that its
+        maker does not change either: :func:`semcodec.residual.apply`'s kept output) judged
+        on the same grid as the time before gets the same numbers, not measured again."""
+        grid = (np.asarray(edges, np.float64).tobytes(), float(period_s), int(n_frames))
+        last = self._last
+        if last is not None and last[0] is z and last[1] == grid:
+            return last[2].copy()
         n_bands = len(edges) - 1
 
         def one(k: int) -> np.ndarray:
@@ -225,6 +234,8 @@ class Judge:
         # the resolutions on parallel threads, summed in order (the same numbers)
         for part in _each(one, len(self.res), self.short):
             out += part
+        if isinstance(z, np.ndarray) and not z.flags.writeable:
+            self._last = (z, grid, out.copy())
         return out
 
 
