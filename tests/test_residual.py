@@ -861,6 +861,14 @@ def test_decode_stream_plays_a_segmented_residual_as_the_whole_one(monkeypatch):
     assert np.array_equal(a, b) and not np.allclose(b, pure, atol=1e-3)
 
 
+def test_judge_threads_one_per_resolution_where_two_cores_are_usable(monkeypatch):
+    from semcodec import runtime
+
+    for cores, want in ((1, 1), (2, len(residual_judge.JUDGE_N_FFTS)), (16, 3)):
+        monkeypatch.setattr(runtime, "usable_cpus", lambda c=cores: c)
+        assert residual_judge._workers() == want
+
+
 def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(monkeypatch):
     """The judge's resolutions computed on parallel threads, and a second judge of the same
     original taking its log-mels from the first: the very same benefits as one at a time."""

@@ -35,11 +35,13 @@ JUDGE_SPAN = 4 * JUDGE_BLOCK
 
 
 #: Threads the judge computes its resolutions on (numpy's and scipy's FFTs and products
-#: release the GIL): at most one per resolution and per usable core.
+#: release the GIL): one per resolution where two cores or more are usable (three threads
+#: on two cores end together, where two threads left a core idle while one of them made
+#: the third resolution, about a third of each judgement), else one.
 def _workers() -> int:
     from semcodec.runtime import usable_cpus  # noqa: PLC0415
 
-    return max(1, min(len(JUDGE_N_FFTS), usable_cpus()))
+    return len(JUDGE_N_FFTS) if usable_cpus() > 1 else 1
 
 
 #: Whole inputs up to this long (s) are judged on parallel threads, and their log-mels kept
