@@ -3,6 +3,7 @@ semcodec.resd)."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -587,11 +588,17 @@ def test_judge_benefit_in_spans_equals_one_pass(monkeypatch):
     kept = residual_judge.Judge(x, y, SR)  # one span: the original's log-mel kept
     whole = kept.benefit(z, edges, 0.1, 30)
     monkeypatch.setattr(residual_judge, "JUDGE_SPAN", 64)
-    remade = residual_judge.Judge(x, y, SR)  # several: made again span by span
-    assert all(r[5] is None for r in remade.res) and all(r[5] is not None for r in kept.res)
-    spans = remade.benefit(z, edges, 0.1, 30)
+    spanned = residual_judge.Judge(x, y, SR)  # several: the original's log-mel kept too
+    assert all(r[5] is not None and r[5].shape == r[6].shape for r in spanned.res)
+    made = []
+    real = residual_judge.Judge._logmel
+    monkeypatch.setattr(residual_judge.Judge, "_logmel",
+                        staticmethod(lambda v, *a: made.append(v) or real(v, *a)))
+    spans = spanned.benefit(z, edges, 0.1, 30)
+    # span by span, the candidate's log-mels only (the original's not made again)
+    assert len(made) == sum(-(-r[6].shape[0] // 64) for r in spanned.res)
+    assert all(v is z for v in made)
     assert np.abs(whole).sum() > 0
-    assert np.array_equal(spans, kept.benefit(z, edges, 0.1, 30))  # the very same log-mels
     np.testing.assert_allclose(spans, whole, rtol=1e-5, atol=1e-9)  # BLAS rounding only
 
 
@@ -992,6 +999,19 @@ def test_an_envelope_applied_again_with_a_memo_is_not_rendered_again(monkeypatch
     judge.benefit(writable, edges, env.period_s, env.n_frames)
     judge.benefit(writable, edges, env.period_s, env.n_frames)
     assert len(logmels) == 2 * len(residual_judge.JUDGE_N_FFTS)  # (z only: x kept)
+    # the judge does not keep an output alive: the memo's is dropped when another is made
+    judge.benefit(other, edges, env.period_s, env.n_frames)
+    gone = weakref.ref(other)
+    residual.apply(y, SR, env, SR, memo=memo)
+    del other
+    assert gone() is None
+    # a decode too long for its spectra to be kept: its latest output is kept all the same
+    monkeypatch.setattr(residual, "KEEP_BLOCKS", 1)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 16)
+    long_memo = residual.ApplyMemo(y)
+    z = residual.apply(y, SR, env, SR, memo=long_memo)
+    assert np.array_equal(z, residual.apply(y, SR, env, SR)) and not long_memo.specs
+    assert residual.apply(y, SR, again, SR, memo=long_memo) is z
 
 
 def test_band_powers_kept_per_band_layout_equal_band_power(monkeypatch):

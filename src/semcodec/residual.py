@@ -403,8 +403,9 @@ class ApplyMemo:
     """What :func:`apply` makes of one mono decode that no envelope changes, kept for the
     encoder's many applications of envelopes to that decode (analysis passes, grids, the
     payload's benefit, the check of the notes heard): each block's spectra and the decode's
-    band power per STFT frame.  Only for a decode of at most KEEP_BLOCKS blocks (memory:
-    ~11 MB per 30 s at 44.1 kHz); the same numbers as without it."""
+    band power per STFT frame, only for a decode of at most KEEP_BLOCKS blocks (memory:
+    ~11 MB per 30 s at 44.1 kHz); and at any length the latest output (:attr:`rendered`,
+    dropped when another is made).  The same numbers as without it."""
 
     def __init__(self, audio: np.ndarray) -> None:
         self.audio = audio
@@ -504,15 +505,18 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     blocks = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
     # a short mono decode keeps its spectra for pass 2 (no second FFT)
     short = audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS
-    memo = memo if short and memo is not None and memo.audio is audio else None
+    # the latest output is kept for a mono decode of any length (the spectra only when short)
+    renders = memo if audio.ndim == 1 and memo is not None and memo.audio is audio else None
+    memo = renders if short else None
     kept: list[np.ndarray] | None = [] if short else None
     done = None
-    if memo is not None:  # the same envelope applied again: the same output
+    if renders is not None:  # the same envelope applied again: the same output
         done = (sr, int(sr_original), float(tempo), env.n_bands, env.n_frames,
                 float(env.period_s), float(env.step_db), np.asarray(env.mask, bool).tobytes(),
                 np.where(env.mask, env.levels, 0).astype(np.int64).tobytes())
-        if memo.rendered is not None and memo.rendered[0] == done:
-            return memo.rendered[1]
+        if renders.rendered is not None and renders.rendered[0] == done:
+            return renders.rendered[1]
+        renders.rendered = None  # (freed before the new output is made: no more memory)
     # pass 1: the decode's mean power per cell
     power_key = (env.n_bands, int(sr_original))
     known = memo.power.get(power_key) if memo is not None else None
@@ -554,9 +558,9 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
             if add is not None:
                 spec += add
             _overlap_add(out, spec, k0, n_fft, hop)
-    if memo is not None and done is not None:
+    if renders is not None and done is not None:
         outs[0].setflags(write=False)  # (shared with the next caller of this envelope)
-        memo.rendered = (done, outs[0])
+        renders.rendered = (done, outs[0])
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
 
 
