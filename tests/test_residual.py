@@ -3,6 +3,8 @@ semcodec.resd)."""
 
 from __future__ import annotations
 
+import threading
+import time
 import weakref
 from dataclasses import replace
 
@@ -970,8 +972,8 @@ def test_an_envelope_applied_again_with_a_memo_is_not_rendered_again(monkeypatch
     first = residual.apply(y, SR, env, SR, memo=memo)
     assert np.array_equal(first, plain) and not first.flags.writeable
     made = []
-    real = residual._overlap_add
-    monkeypatch.setattr(residual, "_overlap_add", lambda *a: made.append(1) or real(*a))
+    real = residual._block_samples
+    monkeypatch.setattr(residual, "_block_samples", lambda *a: made.append(1) or real(*a))
     # the same cells and levels in other arrays (the payload decoded): the same output
     again = residual.Envelope(levels=np.where(env.mask, env.levels, 0), mask=env.mask.copy(),
                               period_s=env.period_s, step_db=env.step_db)
@@ -1012,6 +1014,53 @@ def test_an_envelope_applied_again_with_a_memo_is_not_rendered_again(monkeypatch
     z = residual.apply(y, SR, env, SR, memo=long_memo)
     assert np.array_equal(z, residual.apply(y, SR, env, SR)) and not long_memo.specs
     assert residual.apply(y, SR, again, SR, memo=long_memo) is z
+
+
+def test_an_encoders_apply_works_its_blocks_on_threads_with_the_same_samples(monkeypatch):
+    from semcodec import runtime
+
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    a = residual.analyse(x, y, SR, passes=1)
+    env = a.envelope(a.benefit > 0)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 16)  # many blocks
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    residual.forget_noise()
+    plain = residual.apply(y, SR, env, SR)  # (no memo: the decoder's, one block at a time)
+    names = []
+    real = residual._block_samples
+
+    def spy(*args):
+        names.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(residual, "_block_samples", spy)
+    assert np.array_equal(residual.apply(y, SR, env, SR, memo=residual.ApplyMemo(y)), plain)
+    assert len(names) > 4 and all(n.startswith("semcodec-residual") for n in names)
+    monkeypatch.setattr(residual, "KEEP_BLOCKS", 1)  # long: the spectra not kept
+    assert np.array_equal(residual.apply(y, SR, env, SR, memo=residual.ApplyMemo(y)), plain)
+    residual.forget_noise()
+
+
+def test_blockwise_leaves_no_thread_working_when_a_block_fails(monkeypatch):
+    from semcodec import runtime
+
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    started, taken = [], []
+
+    def work(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ValueError("block 3")
+        time.sleep(0.005)
+        return i
+
+    with pytest.raises(ValueError, match="block 3"):
+        residual._blockwise(work, range(40), taken.append, True)
+    assert taken == [0, 1, 2] and len(started) < 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("semcodec-residual")]
+    residual._blockwise(lambda i: i * i, range(7), taken.append, True)
+    assert taken[3:] == [i * i for i in range(7)]
 
 
 def test_band_powers_kept_per_band_layout_equal_band_power(monkeypatch):

@@ -25,12 +25,14 @@ docs/FORMAT.md section 6c), or for a grid longer than SEGMENT_S the ``RESS`` chu
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import logging
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -387,16 +389,62 @@ def _noise_samples(j: int, hop: int, frames: int) -> np.ndarray:
 
 def _overlap_add(out: np.ndarray, spec: np.ndarray, k0: int, n_fft: int, hop: int) -> None:
     """Add the inverse of frames ``k0 ..`` (``spec``, as :func:`stft` makes them) into ``out``."""
+    _add_at(out, _block_samples(spec, n_fft, hop), (k0 - 1) * hop)
+
+
+def _block_samples(spec: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """The inverse of STFT frames ``spec`` (as :func:`stft` makes them), overlap-added:
+    float32 ``((len(spec) + 1) * hop,)``, from the first frame's first sample on."""
     win = _window(n_fft)
     frames = dsp.irfft(spec, n_fft).astype(np.float32, copy=False) * (win * win.sum())
     m = frames.shape[0]
     buf = np.zeros((m + 1) * hop, np.float32)
     buf[:m * hop] += frames[:, :hop].reshape(-1)
     buf[hop:] += frames[:, hop:].reshape(-1)
-    start = (k0 - 1) * hop
+    return buf
+
+
+def _add_at(out: np.ndarray, buf: np.ndarray, start: int) -> None:
+    """``out[start + i] += buf[i]`` where ``out`` has the sample."""
     lo, hi = max(start, 0), min(start + len(buf), len(out))
     if hi > lo:
         out[lo:hi] += buf[lo - start:hi - start]
+
+
+#: Threads on which :func:`apply` works an encoder's blocks (its ApplyMemo given; numpy's
+#: FFTs and products release the GIL), at most one per usable core.
+APPLY_WORKERS = 2
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def _blockwise(work: Callable[[_Item], _Result], items: Sequence[_Item],
+               take: Callable[[_Result], None], parallel: bool) -> None:
+    """``take(work(item))`` for each of ``items`` in order; the ``work`` on APPLY_WORKERS
+    threads when ``parallel`` (each item's numbers whatever the thread; ``take`` on this
+    thread, in order, so that sums into one array are made in the same order), a worker
+    at most ahead of ``take``.  Returns (or raises) with no thread left working."""
+    from semcodec.runtime import usable_cpus  # noqa: PLC0415
+
+    workers = min(len(items), APPLY_WORKERS, usable_cpus()) if parallel else 1
+    if workers <= 1:
+        for item in items:
+            take(work(item))
+        return
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semcodec-residual")
+    try:
+        pending = collections.deque(pool.submit(work, item) for item in items[:workers])
+        later = iter(items[workers:])
+        while pending:
+            got = pending.popleft().result()
+            for item in itertools.islice(later, 1):
+                pending.append(pool.submit(work, item))
+            take(got)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ApplyMemo:
@@ -523,13 +571,18 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     fresh = known is None
     onehot = plan.band_mean(env.n_bands)
     per_frame = np.empty((n_stft, env.n_bands), np.float32) if known is None else known
-    for k0, k1 in blocks:
+
+    def measure(block: tuple[int, int]) -> np.ndarray:
+        k0, k1 = block
         spec = (memo.block(k0, k1, n_fft, hop) if memo is not None
                 else np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1))
         if fresh:
             per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
-        if kept is not None:
-            kept.append(spec)
+        return spec if kept is not None else _NOTHING
+
+    # (an encoder's blocks on parallel threads)
+    _blockwise(measure, blocks, kept.append if kept is not None else _ignore,
+               renders is not None and fresh)
     if memo is not None and fresh:
         per_frame.setflags(write=False)
         memo.power[power_key] = per_frame
@@ -540,7 +593,9 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     channels = [mono] if audio.ndim == 1 else [audio[:, ch] for ch in range(audio.shape[1])]
     outs = [np.zeros(n, np.float32) for _ in channels]
     # pass 2: gains and noise, block by block
-    for j, (k0, k1) in enumerate(blocks):
+
+    def synthesize(j: int) -> tuple[int, list[np.ndarray]]:
+        k0, k1 = blocks[j]
         cells = plan.frames[k0:k1]
         gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
         add = None
@@ -548,7 +603,8 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
             noise = (_kept_noise_frames if memo is not None else _noise_frames)(k0, k1, n_fft,
                                                                                  hop)
             add = noise * amp_cell[:, cells][bins].T
-        for x, out in zip(channels, outs):
+        samples = []
+        for x in channels:
             spec = kept[j] if kept is not None else np.fft.rfft(_frames(x, k0, k1, n_fft, hop),
                                                                 axis=1)
             if memo is not None:  # the memo's, read-only: changed in a copy
@@ -557,11 +613,26 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
                 spec *= gain
             if add is not None:
                 spec += add
-            _overlap_add(out, spec, k0, n_fft, hop)
+            samples.append(_block_samples(spec, n_fft, hop))
+        return (k0 - 1) * hop, samples
+
+    def place(block: tuple[int, list[np.ndarray]]) -> None:
+        for out, buf in zip(outs, block[1]):  # in order: the same sums
+            _add_at(out, buf, block[0])
+
+    # (an encoder's blocks on parallel threads)
+    _blockwise(synthesize, range(len(blocks)), place, renders is not None)
     if renders is not None and done is not None:
         outs[0].setflags(write=False)  # (shared with the next caller of this envelope)
         renders.rendered = (done, outs[0])
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
+
+
+_NOTHING = np.empty(0, np.float32)
+
+
+def _ignore(_: object) -> None:
+    pass
 
 
 def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
