@@ -3,6 +3,9 @@ semcodec.resd)."""
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -587,11 +590,17 @@ def test_judge_benefit_in_spans_equals_one_pass(monkeypatch):
     kept = residual_judge.Judge(x, y, SR)  # one span: the original's log-mel kept
     whole = kept.benefit(z, edges, 0.1, 30)
     monkeypatch.setattr(residual_judge, "JUDGE_SPAN", 64)
-    remade = residual_judge.Judge(x, y, SR)  # several: made again span by span
-    assert all(r[5] is None for r in remade.res) and all(r[5] is not None for r in kept.res)
-    spans = remade.benefit(z, edges, 0.1, 30)
+    spanned = residual_judge.Judge(x, y, SR)  # several: the original's log-mel kept too
+    assert all(r[5] is not None and r[5].shape == r[6].shape for r in spanned.res)
+    made = []
+    real = residual_judge.Judge._logmel
+    monkeypatch.setattr(residual_judge.Judge, "_logmel",
+                        staticmethod(lambda v, *a: made.append(v) or real(v, *a)))
+    spans = spanned.benefit(z, edges, 0.1, 30)
+    # span by span, the candidate's log-mels only (the original's not made again)
+    assert len(made) == sum(-(-r[6].shape[0] // 64) for r in spanned.res)
+    assert all(v is z for v in made)
     assert np.abs(whole).sum() > 0
-    assert np.array_equal(spans, kept.benefit(z, edges, 0.1, 30))  # the very same log-mels
     np.testing.assert_allclose(spans, whole, rtol=1e-5, atol=1e-9)  # BLAS rounding only
 
 
@@ -861,6 +870,14 @@ def test_decode_stream_plays_a_segmented_residual_as_the_whole_one(monkeypatch):
     assert np.array_equal(a, b) and not np.allclose(b, pure, atol=1e-3)
 
 
+def test_judge_threads_one_per_resolution_where_two_cores_are_usable(monkeypatch):
+    from semcodec import runtime
+
+    for cores, want in ((1, 1), (2, len(residual_judge.JUDGE_N_FFTS)), (16, 3)):
+        monkeypatch.setattr(runtime, "usable_cpus", lambda c=cores: c)
+        assert residual_judge._workers() == want
+
+
 def test_judge_on_threads_and_with_the_originals_log_mels_kept_gives_the_same(monkeypatch):
     """The judge's resolutions computed on parallel threads, and a second judge of the same
     original taking its log-mels from the first: the very same benefits as one at a time."""
@@ -941,6 +958,137 @@ def test_apply_with_a_memo_of_the_decode_gives_the_same_and_transforms_it_once(m
     again = residual.apply(y, SR, envs[0], SR, memo=other)
     assert np.array_equal(again, plain[0]) and made == {"rfft": 5 * blocks, "noise": 2 * blocks}
     residual.forget_noise()
+
+
+def test_an_envelope_applied_again_with_a_memo_is_not_rendered_again(monkeypatch):
+    """The analysis's last pass, the payload's benefit and the check of the notes heard apply
+    one envelope: the memo keeps the latest output (read-only), the judge its measure."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    a = residual.analyse(x, y, SR, passes=1)
+    env = a.envelope(a.benefit > 0)
+    plain = residual.apply(y, SR, env, SR)
+    memo = residual.ApplyMemo(y)
+    first = residual.apply(y, SR, env, SR, memo=memo)
+    assert np.array_equal(first, plain) and not first.flags.writeable
+    made = []
+    real = residual._block_samples
+    monkeypatch.setattr(residual, "_block_samples", lambda *a: made.append(1) or real(*a))
+    # the same cells and levels in other arrays (the payload decoded): the same output
+    again = residual.Envelope(levels=np.where(env.mask, env.levels, 0), mask=env.mask.copy(),
+                              period_s=env.period_s, step_db=env.step_db)
+    assert residual.apply(y, SR, again, SR, memo=memo) is first and not made
+    # another level in one coded cell: rendered
+    b, t = np.argwhere(env.mask)[0]
+    levels = again.levels.copy()
+    levels[b, t] += 1
+    other = residual.apply(y, SR, replace(again, levels=levels), SR, memo=memo)
+    assert made and not np.array_equal(other, first)
+    judge = residual_judge.Judge(x, y, SR)
+    edges = residual.band_edges(env.n_bands, SR)
+    measured = judge.benefit(other, edges, env.period_s, env.n_frames)
+    logmels = []
+    real_logmel = residual_judge.Judge._logmel
+    monkeypatch.setattr(residual_judge.Judge, "_logmel",
+                        staticmethod(lambda *a, **k: logmels.append(1) or real_logmel(*a, **k)))
+    assert np.array_equal(judge.benefit(other, edges, env.period_s, env.n_frames), measured)
+    assert not logmels
+    # another grid, or a writable output (which its maker may change), is measured again
+    judge.benefit(other, edges, env.period_s * 2, env.n_frames // 2)
+    assert logmels
+    logmels.clear()
+    writable = other.copy()
+    judge.benefit(writable, edges, env.period_s, env.n_frames)
+    judge.benefit(writable, edges, env.period_s, env.n_frames)
+    assert len(logmels) == 2 * len(residual_judge.JUDGE_N_FFTS)  # (z only: x kept)
+    # the judge does not keep an output alive: the memo's is dropped when another is made
+    judge.benefit(other, edges, env.period_s, env.n_frames)
+    gone = weakref.ref(other)
+    residual.apply(y, SR, env, SR, memo=memo)
+    del other
+    assert gone() is None
+    # a decode too long for its spectra to be kept: its latest output is kept all the same
+    monkeypatch.setattr(residual, "KEEP_BLOCKS", 1)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 16)
+    long_memo = residual.ApplyMemo(y)
+    z = residual.apply(y, SR, env, SR, memo=long_memo)
+    assert np.array_equal(z, residual.apply(y, SR, env, SR)) and not long_memo.specs
+    assert residual.apply(y, SR, again, SR, memo=long_memo) is z
+
+
+def test_an_encoders_apply_works_its_blocks_on_threads_with_the_same_samples(monkeypatch):
+    from semcodec import runtime
+
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    y = _tone(3.0)
+    a = residual.analyse(x, y, SR, passes=1)
+    env = a.envelope(a.benefit > 0)
+    monkeypatch.setattr(residual, "BLOCK_FRAMES", 16)  # many blocks
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    residual.forget_noise()
+    plain = residual.apply(y, SR, env, SR)  # (no memo: the decoder's, one block at a time)
+    names = []
+    real = residual._block_samples
+
+    def spy(*args):
+        names.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(residual, "_block_samples", spy)
+    assert np.array_equal(residual.apply(y, SR, env, SR, memo=residual.ApplyMemo(y)), plain)
+    assert len(names) > 4 and all(n.startswith("semcodec-residual") for n in names)
+    monkeypatch.setattr(residual, "KEEP_BLOCKS", 1)  # long: the spectra not kept
+    assert np.array_equal(residual.apply(y, SR, env, SR, memo=residual.ApplyMemo(y)), plain)
+    residual.forget_noise()
+
+
+def test_blockwise_leaves_no_thread_working_when_a_block_fails(monkeypatch):
+    from semcodec import runtime
+
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    started, taken = [], []
+
+    def work(i: int) -> int:
+        started.append(i)
+        if i == 3:
+            raise ValueError("block 3")
+        time.sleep(0.005)
+        return i
+
+    with pytest.raises(ValueError, match="block 3"):
+        residual._blockwise(work, range(40), taken.append, True)
+    assert taken == [0, 1, 2] and len(started) < 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("semcodec-residual")]
+    residual._blockwise(lambda i: i * i, range(7), taken.append, True)
+    assert taken[3:] == [i * i for i in range(7)]
+
+
+def test_band_powers_kept_per_band_layout_equal_band_power(monkeypatch):
+    """The analyses of grids of as many bands share the band power per STFT frame; the
+    decode's is made from the spectra apply keeps: the very numbers of band_power."""
+    x = _tone(3.0) + _burst(3 * SR, 0.5, 2.5, seed=3)
+    n_fft, hop = residual.stft_size(SR)
+    n_stft = len(x) // hop + 2
+    memo = residual.ApplyMemo(x)
+    for k0 in range(0, n_stft, residual.BLOCK_FRAMES):  # as apply makes them
+        memo.block(k0, min(n_stft, k0 + residual.BLOCK_FRAMES), n_fft, hop)
+    made = []
+    real = np.fft.rfft
+    monkeypatch.setattr(residual.np.fft, "rfft", lambda *a, **k: made.append(1) or real(*a, **k))
+    powers = residual.BandPowers(x)
+    for n_bands, period in ((20, 0.05), (20, 0.1), (12, 0.4)):
+        bins = residual._bin_bands(residual.band_edges(n_bands, SR), n_fft, SR)
+        n_frames = residual.n_grid_frames(len(x) / SR, period)
+        frames = residual._frame_of(n_stft, hop, SR, period, n_frames)
+        want = residual.band_power(x, n_fft, hop, bins, frames, n_bands, n_frames)
+        before = len(made)
+        assert np.array_equal(memo.powers.cells(n_fft, hop, bins, frames, n_bands, n_frames),
+                              want)
+        assert len(made) == before  # from the memo's spectra
+        assert np.array_equal(powers.cells(n_fft, hop, bins, frames, n_bands, n_frames), want)
+    # one transform per band layout (20 and 12 bands) for the plain BandPowers; one each
+    # for the three band_power calls
+    assert len(made) == 3 + 2
 
 
 def test_a_judge_takes_the_originals_log_mels_prepared_before_any_decode(monkeypatch):

@@ -25,12 +25,14 @@ docs/FORMAT.md section 6c), or for a grid longer than SEGMENT_S the ``RESS`` chu
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import logging
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -227,6 +229,16 @@ def band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, frames: np
     time: memory holds one block, not the whole complex spectrum (~2.5 GB an hour at
     44.1 kHz).  One block gives the whole STFT's very numbers; several, the same but for
     float32 rounding of the band sums."""
+    return _cell_means(_frame_band_power(x, n_fft, hop, bins, n_bands), frames, n_frames)
+
+
+def _frame_band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, n_bands: int,
+                      spectra: Callable[[int, int, int, int], np.ndarray] | None = None
+                      ) -> np.ndarray:
+    """``(n_stft, n_bands)`` float32: mean ``|stft(x)|²`` over each band (``bins`` as in
+    :func:`band_power`) per STFT frame, ANALYSIS_BLOCK_FRAMES frames at a time.
+    ``spectra(k0, k1, n_fft, hop)``: the spectra of frames ``k0 .. k1 - 1`` (the very numbers
+    of ``np.fft.rfft``, which transforms row by row: made in other blocks, the same)."""
     onehot = np.zeros((len(bins), n_bands), np.float32)
     ok = np.nonzero(bins >= 0)[0]
     onehot[ok, bins[ok]] = 1.0
@@ -235,9 +247,33 @@ def band_power(x: np.ndarray, n_fft: int, hop: int, bins: np.ndarray, frames: np
     per_band = np.empty((n_stft, n_bands), np.float32)
     for k0 in range(0, n_stft, ANALYSIS_BLOCK_FRAMES):
         k1 = min(n_stft, k0 + ANALYSIS_BLOCK_FRAMES)
-        spec = np.fft.rfft(_frames(x, k0, k1, n_fft, hop), axis=1).astype(np.complex64)
+        spec = (spectra(k0, k1, n_fft, hop) if spectra is not None
+                else np.fft.rfft(_frames(x, k0, k1, n_fft, hop), axis=1).astype(np.complex64))
         per_band[k0:k1] = (np.abs(spec) ** 2) @ onehot
-    return _cell_means(per_band, frames, n_frames)
+    return per_band
+
+
+class BandPowers:
+    """:func:`band_power` of one signal for the analyses of several grids: its band power
+    per STFT frame is made once per band layout (grids of as many bands share it; a few MB
+    an hour) and only averaged into each grid's frames.  ``spectra``, when given: the
+    signal's STFT (:meth:`ApplyMemo.spectra`).  The same numbers as :func:`band_power`."""
+
+    def __init__(self, audio: np.ndarray,
+                 spectra: Callable[[int, int, int, int], np.ndarray] | None = None) -> None:
+        self.audio = audio
+        self._spectra = spectra
+        self._per_frame: dict[tuple, np.ndarray] = {}
+
+    def cells(self, n_fft: int, hop: int, bins: np.ndarray, frames: np.ndarray, n_bands: int,
+              n_frames: int) -> np.ndarray:
+        """:func:`band_power` of the signal with these arguments."""
+        key = (n_fft, hop, n_bands, np.asarray(bins).tobytes())
+        per_band = self._per_frame.get(key)
+        if per_band is None:
+            per_band = _frame_band_power(self.audio, n_fft, hop, bins, n_bands, self._spectra)
+            self._per_frame[key] = per_band
+        return _cell_means(per_band, frames, n_frames)
 
 
 # ------------------------------------------------------------------------------------------
@@ -353,24 +389,71 @@ def _noise_samples(j: int, hop: int, frames: int) -> np.ndarray:
 
 def _overlap_add(out: np.ndarray, spec: np.ndarray, k0: int, n_fft: int, hop: int) -> None:
     """Add the inverse of frames ``k0 ..`` (``spec``, as :func:`stft` makes them) into ``out``."""
+    _add_at(out, _block_samples(spec, n_fft, hop), (k0 - 1) * hop)
+
+
+def _block_samples(spec: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """The inverse of STFT frames ``spec`` (as :func:`stft` makes them), overlap-added:
+    float32 ``((len(spec) + 1) * hop,)``, from the first frame's first sample on."""
     win = _window(n_fft)
     frames = dsp.irfft(spec, n_fft).astype(np.float32, copy=False) * (win * win.sum())
     m = frames.shape[0]
     buf = np.zeros((m + 1) * hop, np.float32)
     buf[:m * hop] += frames[:, :hop].reshape(-1)
     buf[hop:] += frames[:, hop:].reshape(-1)
-    start = (k0 - 1) * hop
+    return buf
+
+
+def _add_at(out: np.ndarray, buf: np.ndarray, start: int) -> None:
+    """``out[start + i] += buf[i]`` where ``out`` has the sample."""
     lo, hi = max(start, 0), min(start + len(buf), len(out))
     if hi > lo:
         out[lo:hi] += buf[lo - start:hi - start]
+
+
+#: Threads on which :func:`apply` works an encoder's blocks (its ApplyMemo given; numpy's
+#: FFTs and products release the GIL), at most one per usable core.
+APPLY_WORKERS = 2
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def _blockwise(work: Callable[[_Item], _Result], items: Sequence[_Item],
+               take: Callable[[_Result], None], parallel: bool) -> None:
+    """``take(work(item))`` for each of ``items`` in order; the ``work`` on APPLY_WORKERS
+    threads when ``parallel`` (each item's numbers whatever the thread; ``take`` on this
+    thread, in order, so that sums into one array are made in the same order), a worker
+    at most ahead of ``take``.  Returns (or raises) with no thread left working."""
+    from semcodec.runtime import usable_cpus  # noqa: PLC0415
+
+    workers = min(len(items), APPLY_WORKERS, usable_cpus()) if parallel else 1
+    if workers <= 1:
+        for item in items:
+            take(work(item))
+        return
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semcodec-residual")
+    try:
+        pending = collections.deque(pool.submit(work, item) for item in items[:workers])
+        later = iter(items[workers:])
+        while pending:
+            got = pending.popleft().result()
+            for item in itertools.islice(later, 1):
+                pending.append(pool.submit(work, item))
+            take(got)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ApplyMemo:
     """What :func:`apply` makes of one mono decode that no envelope changes, kept for the
     encoder's many applications of envelopes to that decode (analysis passes, grids, the
     payload's benefit, the check of the notes heard): each block's spectra and the decode's
-    band power per STFT frame.  Only for a decode of at most KEEP_BLOCKS blocks (memory:
-    ~11 MB per 30 s at 44.1 kHz); the same numbers as without it."""
+    band power per STFT frame, only for a decode of at most KEEP_BLOCKS blocks (memory:
+    ~11 MB per 30 s at 44.1 kHz); and at any length the latest output (:attr:`rendered`,
+    dropped when another is made).  The same numbers as without it."""
 
     def __init__(self, audio: np.ndarray) -> None:
         self.audio = audio
@@ -378,6 +461,44 @@ class ApplyMemo:
         self.specs: dict[tuple[int, int], np.ndarray] = {}
         #: (n_bands, sr_original) -> the band power per STFT frame
         self.power: dict[tuple[int, int], np.ndarray] = {}
+        #: (n_fft, hop) of the spectra kept (those of the first kept)
+        self.stft: tuple[int, int] | None = None
+        #: (what was applied, the output) of the latest application (read-only): an
+        #: envelope applied again (the analysis's last pass, then the payload's benefit and
+        #: the check of the notes heard) is not rendered again
+        self.rendered: tuple[tuple, np.ndarray] | None = None
+        #: :func:`band_power` of the decode, from the spectra kept
+        self.powers = BandPowers(audio, self.spectra)
+
+    def _keeps(self, n_fft: int, hop: int) -> bool:
+        """Whether spectra of this STFT are kept: a short mono decode (what :func:`apply`
+        keeps them for), one STFT size."""
+        if self.stft is None and self.audio.ndim == 1:
+            self.stft = (n_fft, hop)
+        return (self.stft == (n_fft, hop)
+                and len(self.audio) // hop + 2 <= KEEP_BLOCKS * BLOCK_FRAMES)
+
+    def block(self, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+        """The spectra of :func:`apply`'s STFT block ``k0 .. k1 - 1`` (read-only when kept)."""
+        spec = self.specs.get((k0, k1)) if self.stft == (n_fft, hop) else None
+        if spec is None:
+            spec = np.fft.rfft(_frames(self.audio, k0, k1, n_fft, hop), axis=1)
+            if self._keeps(n_fft, hop):
+                spec.setflags(write=False)
+                self.specs[(k0, k1)] = spec
+        return spec
+
+    def spectra(self, k0: int, k1: int, n_fft: int, hop: int) -> np.ndarray:
+        """``np.fft.rfft(_frames(audio, k0, k1, n_fft, hop), axis=1)`` (complex64), from
+        :func:`apply`'s blocks (made and kept as it makes them) when they are kept."""
+        if not self._keeps(n_fft, hop):
+            return np.fft.rfft(_frames(self.audio, k0, k1, n_fft, hop), axis=1)
+        n_stft = len(self.audio) // hop + 2
+        parts = []
+        for b0 in range(k0 - k0 % BLOCK_FRAMES, k1, BLOCK_FRAMES):
+            b1 = min(n_stft, b0 + BLOCK_FRAMES)
+            parts.append(self.block(b0, b1, n_fft, hop)[max(k0, b0) - b0:min(k1, b1) - b0])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 #: The noise spectra of the blocks (:func:`_noise_frames`), kept for the encoder's
@@ -432,25 +553,36 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     blocks = [(k0, min(k0 + BLOCK_FRAMES, n_stft)) for k0 in range(0, n_stft, BLOCK_FRAMES)]
     # a short mono decode keeps its spectra for pass 2 (no second FFT)
     short = audio.ndim == 1 and len(blocks) <= KEEP_BLOCKS
-    memo = memo if short and memo is not None and memo.audio is audio else None
+    # the latest output is kept for a mono decode of any length (the spectra only when short)
+    renders = memo if audio.ndim == 1 and memo is not None and memo.audio is audio else None
+    memo = renders if short else None
     kept: list[np.ndarray] | None = [] if short else None
+    done = None
+    if renders is not None:  # the same envelope applied again: the same output
+        done = (sr, int(sr_original), float(tempo), env.n_bands, env.n_frames,
+                float(env.period_s), float(env.step_db), np.asarray(env.mask, bool).tobytes(),
+                np.where(env.mask, env.levels, 0).astype(np.int64).tobytes())
+        if renders.rendered is not None and renders.rendered[0] == done:
+            return renders.rendered[1]
+        renders.rendered = None  # (freed before the new output is made: no more memory)
     # pass 1: the decode's mean power per cell
     power_key = (env.n_bands, int(sr_original))
     known = memo.power.get(power_key) if memo is not None else None
     fresh = known is None
     onehot = plan.band_mean(env.n_bands)
     per_frame = np.empty((n_stft, env.n_bands), np.float32) if known is None else known
-    for k0, k1 in blocks:
-        spec = memo.specs.get((k0, k1)) if memo is not None else None
-        if spec is None:
-            spec = np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1)
-            if memo is not None:
-                spec.setflags(write=False)
-                memo.specs[(k0, k1)] = spec
+
+    def measure(block: tuple[int, int]) -> np.ndarray:
+        k0, k1 = block
+        spec = (memo.block(k0, k1, n_fft, hop) if memo is not None
+                else np.fft.rfft(_frames(mono, k0, k1, n_fft, hop), axis=1))
         if fresh:
             per_frame[k0:k1] = (spec.real ** 2 + spec.imag ** 2) @ onehot
-        if kept is not None:
-            kept.append(spec)
+        return spec if kept is not None else _NOTHING
+
+    # (an encoder's blocks on parallel threads)
+    _blockwise(measure, blocks, kept.append if kept is not None else _ignore,
+               renders is not None and fresh)
     if memo is not None and fresh:
         per_frame.setflags(write=False)
         memo.power[power_key] = per_frame
@@ -461,7 +593,9 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
     channels = [mono] if audio.ndim == 1 else [audio[:, ch] for ch in range(audio.shape[1])]
     outs = [np.zeros(n, np.float32) for _ in channels]
     # pass 2: gains and noise, block by block
-    for j, (k0, k1) in enumerate(blocks):
+
+    def synthesize(j: int) -> tuple[int, list[np.ndarray]]:
+        k0, k1 = blocks[j]
         cells = plan.frames[k0:k1]
         gain = gain_cell[:, cells][bins].T if gain_cell is not None else None
         add = None
@@ -469,7 +603,8 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
             noise = (_kept_noise_frames if memo is not None else _noise_frames)(k0, k1, n_fft,
                                                                                  hop)
             add = noise * amp_cell[:, cells][bins].T
-        for x, out in zip(channels, outs):
+        samples = []
+        for x in channels:
             spec = kept[j] if kept is not None else np.fft.rfft(_frames(x, k0, k1, n_fft, hop),
                                                                 axis=1)
             if memo is not None:  # the memo's, read-only: changed in a copy
@@ -478,8 +613,26 @@ def apply(audio: np.ndarray, sr: int, env: Envelope, sr_original: int,
                 spec *= gain
             if add is not None:
                 spec += add
-            _overlap_add(out, spec, k0, n_fft, hop)
+            samples.append(_block_samples(spec, n_fft, hop))
+        return (k0 - 1) * hop, samples
+
+    def place(block: tuple[int, list[np.ndarray]]) -> None:
+        for out, buf in zip(outs, block[1]):  # in order: the same sums
+            _add_at(out, buf, block[0])
+
+    # (an encoder's blocks on parallel threads)
+    _blockwise(synthesize, range(len(blocks)), place, renders is not None)
+    if renders is not None and done is not None:
+        outs[0].setflags(write=False)  # (shared with the next caller of this envelope)
+        renders.rendered = (done, outs[0])
     return outs[0] if audio.ndim == 1 else np.stack(outs, axis=1)
+
+
+_NOTHING = np.empty(0, np.float32)
+
+
+def _ignore(_: object) -> None:
+    pass
 
 
 def _segments(blocks: Iterator[np.ndarray], n: int, hop: int,
@@ -842,7 +995,8 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
             step_db: float = DEFAULT_STEP_DB, passes: int = 4,
             judge: "Judge | None" = None, notes=(),
             stop: Callable[[], bool] | None = None, start: int = 0,
-            memo: ApplyMemo | None = None, held_notes=None) -> Analysis:
+            memo: ApplyMemo | None = None, held_notes=None,
+            powers: BandPowers | None = None) -> Analysis:
     """Measure the residual of ``decoded`` against ``original`` (mono or stereo float32 at
     ``sr`` Hz, same length; stereo is measured on the downmix).
 
@@ -861,25 +1015,32 @@ def analyse(original: np.ndarray, decoded: np.ndarray, sr: int, *,
     ``start``: where ``original`` begins in a longer input (samples, a multiple of the
     analysis hop; :mod:`semcodec.residual_spans`): STFT frames fall into grid frames as they
     do in the whole input's analysis (and the decoder's).  ``memo``: an :class:`ApplyMemo`
-    of ``decoded`` (mono, the same length as ``original``) for its applications.
+    of ``decoded`` (mono, the same length as ``original``) for its applications (and its
+    band power).  ``powers``: a :class:`BandPowers` of ``original`` (mono; the analyses of
+    other grids share it).
     """
     x, y = _mono(original), _mono(decoded)
     n = min(len(x), len(y))
-    x, y = x[:n], (y if y.shape[0] == n else y[:n])  # (the decode itself: ``memo``'s)
+    # (the arrays themselves when whole: ``memo``'s and ``powers``')
+    x, y = (x if x.shape[0] == n else x[:n]), (y if y.shape[0] == n else y[:n])
     n_frames = n_grid_frames(n / sr, period_s)
     shell = Envelope(levels=np.zeros((n_bands, n_frames), np.int64),
                      mask=np.ones((n_bands, n_frames), bool), period_s=period_s, step_db=step_db)
     plan = _Plan(shell, sr, sr, n, 1.0)
     if start:  # the whole input's STFT frame -> grid frame mapping
         plan.frames = _frame_of(len(plan.frames), plan.hop, sr, period_s, n_frames, start)
-    px = band_power(x, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
+    px = (powers.cells if powers is not None and powers.audio is x
+          else functools.partial(band_power, x))(plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                                 n_bands, n_frames)
     lo, hi = resd.level_range(step_db)
     db = 10.0 * np.log10(np.maximum(px, 1e-30))
     levels = np.clip(np.round(db / step_db), lo, hi).astype(np.int64)
     judge = judge or _judge(x, y, sr)
     edges = band_edges(n_bands, sr)
     mask = np.ones((n_bands, n_frames), bool)
-    py = band_power(y, plan.n_fft, plan.hop, plan.bins, plan.frames, n_bands, n_frames)
+    py = (memo.powers.cells if memo is not None and memo.audio is y
+          else functools.partial(band_power, y))(plan.n_fft, plan.hop, plan.bins, plan.frames,
+                                                 n_bands, n_frames)
     ydb = 10.0 * np.log10(np.maximum(py, 1e-30))
     held_notes = notes if held_notes is None else held_notes
     held = held_cells(held_notes, n_bands, sr, period_s, n_frames)
@@ -1056,6 +1217,8 @@ class ResidualCoder:
         self._analyses: dict[tuple[int, float], Analysis] = {}
         #: the decode's spectra and band power, made once for all the envelopes applied
         self._memo = ApplyMemo(self.y)
+        #: the original's band power, shared by the analyses of the grids
+        self._powers = BandPowers(self.x)
 
     @property
     def judge(self) -> "Judge":
@@ -1071,7 +1234,7 @@ class ResidualCoder:
                                           period_s=period_s, step_db=self.step_db,
                                           judge=self.judge, notes=self.notes,
                                           stop=self.stop, memo=self._memo,
-                                          held_notes=self.held_notes)
+                                          held_notes=self.held_notes, powers=self._powers)
         return self._analyses[key]
 
     def _stopped(self) -> bool:
@@ -1136,8 +1299,8 @@ class ResidualCoder:
                 return payload
             raise
         plan = _Plan(env, self.sr, self.sr, self.n, 1.0)
-        py = band_power(self.y, plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
-                        env.n_frames)
+        py = self._memo.powers.cells(plan.n_fft, plan.hop, plan.bins, plan.frames, env.n_bands,
+                                     env.n_frames)
         bad = heard_noise_cells(heard, self.notes, env, py, self.sr)
         log.debug("residual: %d notes heard, %d cells of noise heard as notes dropped",
                   len(heard), int(bad.sum()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import weakref
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
@@ -35,17 +36,19 @@ JUDGE_SPAN = 4 * JUDGE_BLOCK
 
 
 #: Threads the judge computes its resolutions on (numpy's and scipy's FFTs and products
-#: release the GIL): at most one per resolution and per usable core.
+#: release the GIL): one per resolution where two cores or more are usable (three threads
+#: on two cores end together, where two threads left a core idle while one of them made
+#: the third resolution, about a third of each judgement), else one.
 def _workers() -> int:
     from semcodec.runtime import usable_cpus  # noqa: PLC0415
 
-    return max(1, min(len(JUDGE_N_FFTS), usable_cpus()))
+    return len(JUDGE_N_FFTS) if usable_cpus() > 1 else 1
 
 
-#: Whole inputs up to this long (s) are judged on parallel threads, and their log-mels kept
-#: for the judges of their other decodes; longer ones and a long input's spans
-#: (semcodec.residual_spans) one resolution at a time, none kept: their memory stays as
-#: bounded as before.
+#: Whole inputs up to this long (s) have their log-mels kept for the judges of their other
+#: decodes; longer ones each judge's own.  Whole inputs are judged on parallel threads, a
+#: long input's spans (semcodec.residual_spans) one resolution at a time: their memory
+#: stays as bounded as before (but for the original's log-mels, which every judge keeps).
 JUDGE_SHORT_S = 120.0
 
 _T = TypeVar("_T")
@@ -123,12 +126,15 @@ class Judge:
     """How much a candidate output lowers the log-mel distance to ``x``, per grid cell."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, sr: int, shared: bool = False) -> None:
-        """``shared``: the judge of a whole input (not of a long input's span): when it is
-        at most JUDGE_SHORT_S long, judged on parallel threads and its log-mels shared with
-        the judges of its other decodes."""
+        """``shared``: the judge of a whole input (not of a long input's span): judged on
+        parallel threads (a block of ~45 MB at a time per thread, whatever the length), and
+        when it is at most JUDGE_SHORT_S long, its log-mels shared with the judges of its
+        other decodes."""
         self.sr, self.x = sr, x
-        #: judged on parallel threads, the original's log-mels shared
+        #: the original's log-mels shared
         self.short = shared and len(x) <= JUDGE_SHORT_S * sr
+        #: judged on parallel threads
+        self.parallel = shared
         key = _original_key(x, sr) if self.short else None
         with _REFERENCE_LOCK:
             known: Sequence = _REFERENCE.get(key, ()) if self.short else ()
@@ -141,37 +147,38 @@ class Judge:
             weight = 1.0 / (base.shape[0] * JUDGE_MELS * len(JUDGE_N_FFTS))
             return (n_fft, hop, window, mel, centres, lx, base, weight)
 
+        #: (the output, weakly: its memory is its maker's, the grid, its benefit) of the
+        #: latest read-only output judged: one judged again (the residual's analysis's last
+        #: pass, then its payload) is not
+        self._last: tuple[weakref.ref, tuple, np.ndarray] | None = None
         # the resolutions on parallel threads, kept in order
-        self.res = _each(one, len(JUDGE_N_FFTS), self.short)
-        if self.short and not known and all(r[5] is not None for r in self.res):
+        self.res = _each(one, len(JUDGE_N_FFTS), self.parallel)
+        if self.short and not known:
             with _REFERENCE_LOCK:
                 _REFERENCE.clear()  # the latest input only
                 _REFERENCE[key] = tuple(r[5] for r in self.res)
 
     def _reference(self, x: np.ndarray, y: np.ndarray, n_fft: int, hop: int,
                    window: np.ndarray, mel: np.ndarray, known: np.ndarray | None = None
-                   ) -> tuple[np.ndarray | None, np.ndarray]:
-        """(the log-mel of the original ``x``, or None when it is longer than JUDGE_SPAN
-        frames: :meth:`benefit` then makes it again span by span from ``self.x``, half the
-        memory for some more time; ``|log-mel(x) - log-mel(y)|`` of the decode ``y``), each
-        ``(n_frames, JUDGE_MELS)`` float32, made span by span.  ``known``: the log-mel of
-        ``x`` made before (read-only; not made again)."""
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(the log-mel of the original ``x``, ``|log-mel(x) - log-mel(y)|`` of the decode
+        ``y``), each ``(n_frames, JUDGE_MELS)`` float32, made span by span (JUDGE_SPAN frames:
+        the spans :meth:`benefit` measures in, so the very numbers it would make of ``x``;
+        kept whatever the length: ~15 MB per 100 s at 44.1 kHz, where making it again took
+        half of each judgement).  ``known``: the log-mel of ``x`` made before (read-only;
+        not made again)."""
         n = 1 + len(x) // hop
-        if n > JUDGE_SPAN:
-            known, lx = None, None
-        else:
-            known = known if known is not None and known.shape == (n, JUDGE_MELS) else None
-            lx = known if known is not None else np.empty((n, JUDGE_MELS), np.float32)
+        known = known if known is not None and known.shape == (n, JUDGE_MELS) else None
+        lx = known if known is not None else np.empty((n, JUDGE_MELS), np.float32)
         base = np.empty((n, JUDGE_MELS), np.float32)
         for k0 in range(0, n, JUDGE_SPAN):
             k1 = min(n, k0 + JUDGE_SPAN)
             part = (known[k0:k1] if known is not None
                     else self._logmel(x, n_fft, hop, window, mel, k0, k1))
             base[k0:k1] = np.abs(part - self._logmel(y, n_fft, hop, window, mel, k0, k1))
-            if lx is not None and lx is not known:
+            if lx is not known:
                 lx[k0:k1] = part
-        if lx is not None:
-            lx.setflags(write=False)  # shared with the judges of other decodes of ``x``
+        lx.setflags(write=False)  # shared with the judges of other decodes of ``x``
         return lx, base
 
     @staticmethod
@@ -197,7 +204,13 @@ class Judge:
                 n_frames: int) -> np.ndarray:
         """``(n_bands, n_frames)``: the distance of the decode minus that of ``z``, split over
         the cells of the grid (band ``edges`` in Hz, frames of ``period_s``); a positive cell
-        brings ``z`` closer to the original than the decode."""
+        brings ``z`` closer to the original than the decode.  A read-only ``z`` (that its
+        maker does not change either: :func:`semcodec.residual.apply`'s kept output) judged
+        on the same grid as the time before gets the same numbers, not measured again."""
+        grid = (np.asarray(edges, np.float64).tobytes(), float(period_s), int(n_frames))
+        last = self._last
+        if last is not None and last[0]() is z and last[1] == grid:
+            return last[2].copy()
         n_bands = len(edges) - 1
 
         def one(k: int) -> np.ndarray:
@@ -211,9 +224,7 @@ class Judge:
             for k0 in range(0, base.shape[0], JUDGE_SPAN):  # bounded memory on long inputs
                 k1 = min(base.shape[0], k0 + JUDGE_SPAN)
                 lz = self._logmel(z, n_fft, hop, window, mel, k0, k1)
-                ref = (lx[k0:k1] if lx is not None
-                       else self._logmel(self.x, n_fft, hop, window, mel, k0, k1))
-                per_band[k0:k1] = (base[k0:k1] - np.abs(ref - lz)) @ onehot
+                per_band[k0:k1] = (base[k0:k1] - np.abs(lx[k0:k1] - lz)) @ onehot
             counts = np.bincount(frames, minlength=n_frames)
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             have = counts > 0
@@ -223,8 +234,10 @@ class Judge:
 
         out = np.zeros((n_bands, n_frames))
         # the resolutions on parallel threads, summed in order (the same numbers)
-        for part in _each(one, len(self.res), self.short):
+        for part in _each(one, len(self.res), self.parallel):
             out += part
+        if isinstance(z, np.ndarray) and not z.flags.writeable:
+            self._last = (weakref.ref(z), grid, out.copy())
         return out
 
 
