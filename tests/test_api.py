@@ -769,12 +769,10 @@ def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypat
         [n.onset - 0.02 for n in notes])  # every note of the whole input is led
 
 
-def test_an_input_over_the_whole_measure_limit_is_repaired_and_aligned_on_its_digest(
+def test_an_input_over_the_whole_measure_limit_is_aligned_on_its_first_span_and_repaired_once(
         monkeypatch):
-    """Between MEASURE_WHOLE_MAX_S and digest.LONG_MEASURE_S: the repair (one round) and the
-    first alignment measured on the digest's windows, the velocities the repair changes there
-    and the leads applied to the whole file; the residual's alignment (the ``whole_max_s`` the
-    encoder gives) on the first span; a shorter input measured whole."""
+    """Between MEASURE_WHOLE_MAX_S and digest.LONG_MEASURE_S: the residual's alignment (the
+    ``whole_max_s`` the encoder gives) on the first span, the repair whole in one round."""
     from dataclasses import replace
 
     from semcodec import digest, encode_budget, roundtrip
@@ -788,40 +786,27 @@ def test_an_input_over_the_whole_measure_limit_is_repaired_and_aligned_on_its_di
                   loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
     monkeypatch.setattr(encode_budget, "MEASURE_WHOLE_MAX_S", 20.0)
     monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
-    monkeypatch.setattr(digest, "DIGEST_WINDOW_S", 2.0)  # 6 windows of 2 s: 12 s
     assert digest.LONG_MEASURE_S >= dur
     seen: dict = {}
 
     def align(tracks, target, sr, render, reference=None, **_):
         seen.setdefault("seconds", []).append(len(target) / sr)
-        seen.setdefault("notes", []).append(len(tracks[0].notes))
-        return {0: 0.02}
+        return {}
 
     def repair(tracks, target, sr, render, max_rounds=roundtrip.MAX_ROUNDS, **_):
         seen.setdefault("repair", []).append((len(target) / sr, max_rounds))
-        return tuple(replace(t, notes=tuple(replace(n, velocity=n.velocity + 10)
-                                            for n in t.notes)) for t in tracks)
+        return tracks
 
     monkeypatch.setattr(roundtrip, "align_onsets", align)
     monkeypatch.setattr(roundtrip, "repair", repair)
     x = np.zeros(int(dur * SR), np.float32)
-    dg = digest.Digest(digest.windows(dur), SR)
-    inside = {k for k, _ in dg.kept(notes)}
-    assert 0 < len(inside) < len(notes)
-    led = encode_budget._with_aligned_onsets(c, x)  # the first alignment: on the digest
-    assert [n.onset for n in led.score.tracks[0].notes] == pytest.approx(
-        [n.onset - 0.02 for n in notes])  # every note of the whole input is led
+    encode_budget._with_aligned_onsets(c, x)  # the first alignment: whole
     encode_budget._with_aligned_onsets(c, x, whole_max_s=encode_budget.MEASURE_WHOLE_MAX_S)
-    assert seen["seconds"] == pytest.approx([12.0, 10.0], abs=0.01)
-    assert seen["notes"][0] == len(inside)
-    out = encode_budget._with_clear_notes(c, x)
-    assert [n.velocity for n in out.score.tracks[0].notes] == [
-        100 if k in inside else 90 for k in range(len(notes))]
-    assert [(n.onset, n.offset) for n in out.score.tracks[0].notes] == \
-        [(n.onset, n.offset) for n in notes]
+    assert seen["seconds"] == pytest.approx([dur, 10.0], abs=0.01)
+    encode_budget._with_clear_notes(c, x)
     short = replace(c, duration=15.0, n_samples=15 * SR)
     encode_budget._with_clear_notes(short, x[:15 * SR])
-    assert seen["repair"] == [(pytest.approx(12.0, abs=0.01), encode_budget.LONG_REPAIR_ROUNDS),
+    assert seen["repair"] == [(pytest.approx(dur), encode_budget.LONG_REPAIR_ROUNDS),
                               (pytest.approx(15.0), roundtrip.MAX_ROUNDS)]
 
 

@@ -239,45 +239,11 @@ REPAIR_SPAN_S = 120.0
 #: long inputs do: both hold for the whole piece, and measured whole they took a 5-min mix's
 #: encode ~60 s of CPU (two passes over every track, two decodes and transcriptions).
 MEASURE_WHOLE_MAX_S = 150.0
-#: ... and their round-trip repair (up to digest.LONG_MEASURE_S) makes this many rounds
-#: (roundtrip.MAX_ROUNDS otherwise): each round decodes and transcribes its input twice (a
-#: 5-min mix measured whole: ~20 s of CPU), and the first round repairs most of the masked
+#: ... and their round-trip repair measured whole (up to digest.LONG_MEASURE_S) makes this
+#: many rounds (roundtrip.MAX_ROUNDS otherwise): each round decodes and transcribes the whole
+#: input twice (a 5-min mix: ~20 s of CPU), and the first round repairs most of the masked
 #: notes (that mix: 237 of them, then 72; mel 0.464 -> 0.463 in the second).
 LONG_REPAIR_ROUNDS = 1
-#: ... and their round-trip repair and first onset alignment measured on their digest
-#: (:func:`_measure_digest`) rather than whole: the repair raises the masked notes of the
-#: windows only (those elsewhere are left as transcribed), the leads hold for the whole
-#: piece.  Whole, they decoded and transcribed a 5-min mix ~5 times at the measuring rate.
-DIGEST_REPAIR = True
-
-
-def _measure_digest(c: SmcFile) -> digest.Digest | None:
-    """The digest on which the round-trip repair and the first onset alignment of ``c``
-    are measured (its DIGEST_WINDOWS evenly spaced windows and its excerpts'
-    surroundings, :func:`semcodec.digest.windows`, as the track renders' measure): an input
-    over MEASURE_WHOLE_MAX_S and up to digest.LONG_MEASURE_S when DIGEST_REPAIR; None
-    otherwise (measured whole, or span by span)."""
-    if not DIGEST_REPAIR or not MEASURE_WHOLE_MAX_S < c.duration <= digest.LONG_MEASURE_S:
-        return None
-    return digest.Digest(digest.windows(c.duration, c.samples), c.sample_rate)
-
-
-def _repaired_back(c: _C, dg: digest.Digest, fixed: SmcFile,
-                   span: tuple[float, float] | None = None) -> tuple[_C, int]:
-    """``c`` with the velocities that ``fixed`` (``dg.container(c)`` repaired) changed, of
-    its notes that start in ``span`` (s; default anywhere), and how many changed."""
-    tracks = [list(t.notes) for t in c.score.tracks]
-    changed = 0
-    for ti, t in enumerate(c.score.tracks):
-        for (k, note), new in zip(dg.kept(t.notes), fixed.score.tracks[ti].notes):
-            if ((span is None or span[0] <= t.notes[k].onset < span[1])
-                    and new.velocity != note.velocity):
-                tracks[ti][k] = replace(tracks[ti][k], velocity=new.velocity)
-                changed += 1
-    if not changed:
-        return c, 0
-    return replace(c, score=replace(c.score, tracks=tuple(
-        replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks)))), changed
 
 
 class Measured:
@@ -347,9 +313,7 @@ def _with_clear_notes(c: _C, original: np.ndarray,
     at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
     unchanged when nothing is masked, nothing is accepted or the decode fails.
 
-    An input over MEASURE_WHOLE_MAX_S (up to digest.LONG_MEASURE_S) is repaired on its
-    digest (:func:`_measure_digest`, one round): the notes of its windows only.  A long
-    input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
+    A long input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
     the surroundings of the excerpts (so that a sampler plays as it will): memory and each
     measure stay bounded, and a span's notes are judged by that span's decode.
 
@@ -360,22 +324,12 @@ def _with_clear_notes(c: _C, original: np.ndarray,
     next).  ``on_verdict(file, accepted)`` (an input measured whole only): each candidate
     file as soon as it is measured, and whether the repair accepts it
     (:func:`semcodec.roundtrip.repair`)."""
-    dg = _measure_digest(c)
-    if dg is not None:
-        sub = dg.container(c, samples=True)
-        log.info("round-trip repair measured on %.0f s of the %.0f s", dg.n / dg.sr, c.duration)
-        fixed = _clear_notes(sub, dg.audio(original), measured=measured,
-                             max_rounds=LONG_REPAIR_ROUNDS)
-        if fixed is sub:
-            return c
-        out, changed = _repaired_back(c, dg, fixed)
-        log.info("round-trip repair: %d note velocities changed in the digest", changed)
-        return out
     if c.duration <= digest.LONG_MEASURE_S:
         return _clear_notes(c, original, on_candidate, measured=measured, on_verdict=on_verdict,
                             max_rounds=(LONG_REPAIR_ROUNDS if c.duration > MEASURE_WHOLE_MAX_S
                                         else None))
-    out, changed = c, 0
+    tracks = [list(t.notes) for t in c.score.tracks]
+    changed = 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
         span = (float(w0), float(min(c.duration, w0 + REPAIR_SPAN_S)))
         dg = digest.around(c, *span)
@@ -384,13 +338,17 @@ def _with_clear_notes(c: _C, original: np.ndarray,
         release_free_memory()  # the span's renders and measures, freed
         if fixed is sub:
             continue
-        out, n = _repaired_back(out, dg, fixed, span)
-        changed += n
+        for ti, t in enumerate(c.score.tracks):
+            for (k, note), new in zip(dg.kept(t.notes), fixed.score.tracks[ti].notes):
+                if span[0] <= t.notes[k].onset < span[1] and new.velocity != note.velocity:
+                    tracks[ti][k] = replace(tracks[ti][k], velocity=new.velocity)
+                    changed += 1
     if not changed:
         return c
     log.info("round-trip repair: %d note velocities changed over %d spans", changed,
              int(np.ceil(c.duration / REPAIR_SPAN_S)))
-    return out
+    return replace(c, score=replace(c.score, tracks=tuple(
+        replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks))))
 
 
 def _clear_notes(c: _C, original: np.ndarray,
@@ -456,9 +414,8 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
     found, the shift is not accepted or the decode fails.  ``reference``: ``c``'s tracks
     before an earlier shift (where the notes should be heard; default: ``c``'s own).  A long
     input (over digest.LONG_MEASURE_S) is measured on its first REPAIR_SPAN_S (a lag belongs
-    to a track's sound, not to a passage), one over MEASURE_WHOLE_MAX_S on the digest the
-    repair measured (:func:`_measure_digest`); ``whole_max_s``: an input over it measured
-    on its first REPAIR_SPAN_S instead.  ``measured``: the decodes and transcriptions
+    to a track's sound, not to a passage); ``whole_max_s``: that limit instead of
+    digest.LONG_MEASURE_S.  ``measured``: the decodes and transcriptions
     :func:`_with_clear_notes` kept (those of ``c``'s own decode are not made again).
     ``on_leads``: as for :func:`semcodec.roundtrip.align_onsets` (the leads found, whether
     the shift is then kept or not)."""
@@ -468,11 +425,8 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
 
     m, audio = c, original
     ref = c.score.tracks if reference is None else reference
-    dg = _measure_digest(c) if whole_max_s is None else None
-    if dg is None and c.duration > (digest.LONG_MEASURE_S if whole_max_s is None
-                                    else whole_max_s):
+    if c.duration > (digest.LONG_MEASURE_S if whole_max_s is None else whole_max_s):
         dg = digest.around(c, 0.0, REPAIR_SPAN_S)
-    if dg is not None:
         m, audio = dg.container(c, samples=True), dg.audio(original)
         ref = dg.container(replace(c, score=replace(c.score, tracks=ref))).score.tracks
     sr = roundtrip.MEASURE_SR
