@@ -769,10 +769,12 @@ def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypat
         [n.onset - 0.02 for n in notes])  # every note of the whole input is led
 
 
-def test_an_input_over_the_whole_measure_limit_is_aligned_on_its_first_span_and_repaired_once(
+def test_an_input_over_the_whole_measure_limit_is_repaired_and_aligned_on_its_digest(
         monkeypatch):
-    """Between MEASURE_WHOLE_MAX_S and digest.LONG_MEASURE_S: the residual's alignment (the
-    ``whole_max_s`` the encoder gives) on the first span, the repair whole in one round."""
+    """Between MEASURE_WHOLE_MAX_S and digest.LONG_MEASURE_S: the repair (one round) and the
+    first alignment measured on the digest's windows, the velocities the repair changes there
+    and the leads applied to the whole file; the residual's alignment (the ``whole_max_s`` the
+    encoder gives) on the first span; a shorter input measured whole."""
     from dataclasses import replace
 
     from semcodec import digest, encode_budget, roundtrip
@@ -786,28 +788,80 @@ def test_an_input_over_the_whole_measure_limit_is_aligned_on_its_first_span_and_
                   loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
     monkeypatch.setattr(encode_budget, "MEASURE_WHOLE_MAX_S", 20.0)
     monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
+    monkeypatch.setattr(digest, "DIGEST_WINDOW_S", 2.0)  # 6 windows of 2 s: 12 s
     assert digest.LONG_MEASURE_S >= dur
     seen: dict = {}
 
     def align(tracks, target, sr, render, reference=None, **_):
         seen.setdefault("seconds", []).append(len(target) / sr)
-        return {}
+        seen.setdefault("notes", []).append(len(tracks[0].notes))
+        return {0: 0.02}
 
     def repair(tracks, target, sr, render, max_rounds=roundtrip.MAX_ROUNDS, **_):
         seen.setdefault("repair", []).append((len(target) / sr, max_rounds))
-        return tracks
+        return tuple(replace(t, notes=tuple(replace(n, velocity=n.velocity + 10)
+                                            for n in t.notes)) for t in tracks)
 
     monkeypatch.setattr(roundtrip, "align_onsets", align)
     monkeypatch.setattr(roundtrip, "repair", repair)
     x = np.zeros(int(dur * SR), np.float32)
-    encode_budget._with_aligned_onsets(c, x)  # the first alignment: whole
+    dg = digest.Digest(digest.windows(dur), SR)
+    inside = {k for k, _ in dg.kept(notes)}
+    assert 0 < len(inside) < len(notes)
+    led = encode_budget._with_aligned_onsets(c, x)  # the first alignment: on the digest
+    assert [n.onset for n in led.score.tracks[0].notes] == pytest.approx(
+        [n.onset - 0.02 for n in notes])  # every note of the whole input is led
     encode_budget._with_aligned_onsets(c, x, whole_max_s=encode_budget.MEASURE_WHOLE_MAX_S)
-    assert seen["seconds"] == pytest.approx([dur, 10.0], abs=0.01)
-    encode_budget._with_clear_notes(c, x)
+    assert seen["seconds"] == pytest.approx([12.0, 10.0], abs=0.01)
+    assert seen["notes"][0] == len(inside)
+    out = encode_budget._with_clear_notes(c, x)
+    assert [n.velocity for n in out.score.tracks[0].notes] == [
+        100 if k in inside else 90 for k in range(len(notes))]
+    assert [(n.onset, n.offset) for n in out.score.tracks[0].notes] == \
+        [(n.onset, n.offset) for n in notes]
     short = replace(c, duration=15.0, n_samples=15 * SR)
     encode_budget._with_clear_notes(short, x[:15 * SR])
-    assert seen["repair"] == [(pytest.approx(dur), encode_budget.LONG_REPAIR_ROUNDS),
+    assert seen["repair"] == [(pytest.approx(12.0, abs=0.01), encode_budget.LONG_REPAIR_ROUNDS),
                               (pytest.approx(15.0), roundtrip.MAX_ROUNDS)]
+
+
+def test_a_digest_repair_raises_the_stacked_notes_outside_its_windows_alike(monkeypatch):
+    """Between MEASURE_WHOLE_MAX_S and digest.LONG_MEASURE_S, when the digest's repair
+    raises notes: the notes outside its windows stacked an octave over another are raised
+    by RAISE_FACTOR too, the others (and every note when the repair changes nothing) kept."""
+    from dataclasses import replace
+
+    from semcodec import digest, encode_budget, roundtrip
+    from semcodec.container import Container
+    from semcodec.events import Note, Score, Track
+
+    SR = 8000
+    dur = 40.0
+    low = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 48, 80) for k in range(19))
+    high = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 60, 40) for k in range(19))
+    lone = tuple(Note(1.5 + 2.0 * k, 2.0 + 2.0 * k, 67, 40) for k in range(19))
+    c = Container(duration=dur, sample_rate=SR, channels=1, n_samples=int(dur * SR),
+                  loudness_lufs=-20.0, score=Score(tracks=(
+                      Track(name="low").with_notes(low), Track(name="high").with_notes(high),
+                      Track(name="lone").with_notes(lone))))
+    monkeypatch.setattr(encode_budget, "MEASURE_WHOLE_MAX_S", 20.0)
+    monkeypatch.setattr(digest, "DIGEST_WINDOW_S", 2.0)
+    x = np.zeros(int(dur * SR), np.float32)
+
+    def raise_high(tracks, *_a, **_k):
+        return roundtrip.scaled(tracks, {(1, k) for k in range(len(tracks[1].notes))},
+                                roundtrip.RAISE_FACTOR)
+
+    monkeypatch.setattr(roundtrip, "repair", raise_high)
+    out = encode_budget._with_clear_notes(c, x)
+    assert [n.velocity for n in out.score.tracks[1].notes] == [60] * len(high)
+    assert out.score.tracks[0].notes == low and out.score.tracks[2].notes == lone
+    monkeypatch.setattr(roundtrip, "repair", lambda tracks, *_a, **_k: tracks)
+    assert encode_budget._with_clear_notes(c, x) is c
+    short = replace(c, duration=15.0, n_samples=15 * SR)
+    monkeypatch.setattr(roundtrip, "repair", raise_high)
+    whole = encode_budget._with_clear_notes(short, x[:15 * SR])
+    assert [n.velocity for n in whole.score.tracks[1].notes] == [60] * len(high)
 
 
 def test_decode_stream_with_residual_and_estimated_gain_starts_without_a_render_pass(monkeypatch):

@@ -239,11 +239,45 @@ REPAIR_SPAN_S = 120.0
 #: long inputs do: both hold for the whole piece, and measured whole they took a 5-min mix's
 #: encode ~60 s of CPU (two passes over every track, two decodes and transcriptions).
 MEASURE_WHOLE_MAX_S = 150.0
-#: ... and their round-trip repair measured whole (up to digest.LONG_MEASURE_S) makes this
-#: many rounds (roundtrip.MAX_ROUNDS otherwise): each round decodes and transcribes the whole
-#: input twice (a 5-min mix: ~20 s of CPU), and the first round repairs most of the masked
+#: ... and their round-trip repair (up to digest.LONG_MEASURE_S) makes this many rounds
+#: (roundtrip.MAX_ROUNDS otherwise): each round decodes and transcribes its input twice (a
+#: 5-min mix measured whole: ~20 s of CPU), and the first round repairs most of the masked
 #: notes (that mix: 237 of them, then 72; mel 0.464 -> 0.463 in the second).
 LONG_REPAIR_ROUNDS = 1
+#: ... and their round-trip repair and first onset alignment measured on their digest
+#: (:func:`_measure_digest`) rather than whole: the repair raises the masked notes of the
+#: windows only (those elsewhere are left as transcribed), the leads hold for the whole
+#: piece.  Whole, they decoded and transcribed a 5-min mix ~5 times at the measuring rate.
+DIGEST_REPAIR = True
+
+
+def _measure_digest(c: SmcFile) -> digest.Digest | None:
+    """The digest on which the round-trip repair and the first onset alignment of ``c``
+    are measured (its DIGEST_WINDOWS evenly spaced windows and its excerpts'
+    surroundings, :func:`semcodec.digest.windows`, as the track renders' measure): an input
+    over MEASURE_WHOLE_MAX_S and up to digest.LONG_MEASURE_S when DIGEST_REPAIR; None
+    otherwise (measured whole, or span by span)."""
+    if not DIGEST_REPAIR or not MEASURE_WHOLE_MAX_S < c.duration <= digest.LONG_MEASURE_S:
+        return None
+    return digest.Digest(digest.windows(c.duration, c.samples), c.sample_rate)
+
+
+def _repaired_back(c: _C, dg: digest.Digest, fixed: SmcFile,
+                   span: tuple[float, float] | None = None) -> tuple[_C, int]:
+    """``c`` with the velocities that ``fixed`` (``dg.container(c)`` repaired) changed, of
+    its notes that start in ``span`` (s; default anywhere), and how many changed."""
+    tracks = [list(t.notes) for t in c.score.tracks]
+    changed = 0
+    for ti, t in enumerate(c.score.tracks):
+        for (k, note), new in zip(dg.kept(t.notes), fixed.score.tracks[ti].notes):
+            if ((span is None or span[0] <= t.notes[k].onset < span[1])
+                    and new.velocity != note.velocity):
+                tracks[ti][k] = replace(tracks[ti][k], velocity=new.velocity)
+                changed += 1
+    if not changed:
+        return c, 0
+    return replace(c, score=replace(c.score, tracks=tuple(
+        replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks)))), changed
 
 
 class Measured:
@@ -313,7 +347,9 @@ def _with_clear_notes(c: _C, original: np.ndarray,
     at the transcriber's rate against ``original``, float32 at ``c.sample_rate``); ``c``
     unchanged when nothing is masked, nothing is accepted or the decode fails.
 
-    A long input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
+    An input over MEASURE_WHOLE_MAX_S (up to digest.LONG_MEASURE_S) is repaired on its
+    digest (:func:`_measure_digest`, one round): the notes of its windows only.  A long
+    input is repaired span by span (REPAIR_SPAN_S), each as its own small file with
     the surroundings of the excerpts (so that a sampler plays as it will): memory and each
     measure stay bounded, and a span's notes are judged by that span's decode.
 
@@ -324,12 +360,24 @@ def _with_clear_notes(c: _C, original: np.ndarray,
     next).  ``on_verdict(file, accepted)`` (an input measured whole only): each candidate
     file as soon as it is measured, and whether the repair accepts it
     (:func:`semcodec.roundtrip.repair`)."""
+    dg = _measure_digest(c)
+    if dg is not None:
+        sub = dg.container(c, samples=True)
+        log.info("round-trip repair measured on %.0f s of the %.0f s", dg.n / dg.sr, c.duration)
+        fixed = _clear_notes(sub, dg.audio(original), measured=measured,
+                             max_rounds=LONG_REPAIR_ROUNDS)
+        if fixed is sub:
+            return c
+        out, changed = _repaired_back(c, dg, fixed)
+        out, more = _extended_repair(out, dg, sub, fixed)
+        log.info("round-trip repair: %d note velocities changed in the digest, %d elsewhere",
+                 changed, more)
+        return out
     if c.duration <= digest.LONG_MEASURE_S:
         return _clear_notes(c, original, on_candidate, measured=measured, on_verdict=on_verdict,
                             max_rounds=(LONG_REPAIR_ROUNDS if c.duration > MEASURE_WHOLE_MAX_S
                                         else None))
-    tracks = [list(t.notes) for t in c.score.tracks]
-    changed = 0
+    out, changed = c, 0
     for w0 in np.arange(0.0, c.duration, REPAIR_SPAN_S):
         span = (float(w0), float(min(c.duration, w0 + REPAIR_SPAN_S)))
         dg = digest.around(c, *span)
@@ -338,17 +386,86 @@ def _with_clear_notes(c: _C, original: np.ndarray,
         release_free_memory()  # the span's renders and measures, freed
         if fixed is sub:
             continue
-        for ti, t in enumerate(c.score.tracks):
-            for (k, note), new in zip(dg.kept(t.notes), fixed.score.tracks[ti].notes):
-                if span[0] <= t.notes[k].onset < span[1] and new.velocity != note.velocity:
-                    tracks[ti][k] = replace(tracks[ti][k], velocity=new.velocity)
-                    changed += 1
+        out, n = _repaired_back(out, dg, fixed, span)
+        changed += n
     if not changed:
         return c
     log.info("round-trip repair: %d note velocities changed over %d spans", changed,
              int(np.ceil(c.duration / REPAIR_SPAN_S)))
-    return replace(c, score=replace(c.score, tracks=tuple(
-        replace(t, notes=tuple(ns)) for t, ns in zip(c.score.tracks, tracks))))
+    return out
+
+
+#: A track whose notes stacked over a lower one the digest's repair raised at least this
+#: share of has its stacked notes outside the digest's windows raised alike (when the repair
+#: changed anything).  The 5-min mix (docs/BENCHMARKS.md, 2026-11-30 21:40): 0.5 raised few
+#: (round-trip F1 0.361), 0 all of them (0.417; the repair measured whole: 0.389).
+EXTEND_MIN_SHARE = 0.0
+
+
+def _stacked(tracks: tuple) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``((track, index), (track, index))`` of each non-drum note with a score note
+    roundtrip.MASKING_INTERVALS below it at the same onset (roundtrip.ONSET_TOLERANCE_S),
+    and that lower note."""
+    import bisect
+
+    from semcodec import roundtrip
+
+    by: dict[int, list[tuple[float, int, int]]] = {}
+    for ti, t in enumerate(tracks):
+        if not t.is_drum:
+            for k, n in enumerate(t.notes):
+                by.setdefault(int(n.pitch), []).append((float(n.onset), ti, k))
+    for v in by.values():
+        v.sort()
+    tol = roundtrip.ONSET_TOLERANCE_S
+    out = []
+    for ti, t in enumerate(tracks):
+        if t.is_drum:
+            continue
+        for k, n in enumerate(t.notes):
+            for iv in roundtrip.MASKING_INTERVALS:
+                low = by.get(int(n.pitch) - iv, [])
+                i = bisect.bisect_left(low, (float(n.onset) - tol, -1, -1))
+                while i < len(low) and low[i][0] <= float(n.onset) + tol:
+                    out.append(((ti, k), (low[i][1], low[i][2])))
+                    i += 1
+    return out
+
+
+def _extended_repair(c: _C, dg: digest.Digest, sub: SmcFile, fixed: SmcFile) -> tuple[_C, int]:
+    """``c`` (its windows' notes repaired from ``fixed``, ``sub`` repaired) with the notes
+    outside ``dg``'s windows that are stacked over a lower one (:func:`_stacked`) raised by
+    roundtrip.RAISE_FACTOR, in the tracks where the digest's repair raised EXTEND_MIN_SHARE
+    of such notes at least; their lower notes scaled by roundtrip.LOWER_FACTOR when the
+    repair lowered maskers.  And how many notes changed."""
+    from semcodec import roundtrip
+
+    up, down = set(), set()
+    for ti, (a, b) in enumerate(zip(sub.score.tracks, fixed.score.tracks)):
+        for k, (x, y) in enumerate(zip(a.notes, b.notes)):
+            if y.velocity > x.velocity:
+                up.add((ti, k))
+            elif y.velocity < x.velocity:
+                down.add((ti, k))
+    stacked_sub = {hi for hi, _ in _stacked(sub.score.tracks)}
+    tracks_up = set()
+    for ti in {hi[0] for hi in stacked_sub}:
+        mine = [h for h in stacked_sub if h[0] == ti]
+        if sum(h in up for h in mine) >= EXTEND_MIN_SHARE * len(mine):
+            tracks_up.add(ti)
+    inside = {(ti, k) for ti, t in enumerate(c.score.tracks) for k, _ in dg.kept(t.notes)}
+    raise_, lower = set(), set()
+    for hi, lo in _stacked(c.score.tracks):
+        if hi[0] in tracks_up and hi not in inside:
+            raise_.add(hi)
+            if down and lo not in inside:
+                lower.add(lo)
+    if not raise_:
+        return c, 0
+    tracks = roundtrip.scaled(c.score.tracks, raise_, roundtrip.RAISE_FACTOR)
+    if lower:
+        tracks = roundtrip.scaled(tracks, lower - raise_, roundtrip.LOWER_FACTOR)
+    return replace(c, score=replace(c.score, tracks=tracks)), len(raise_ | lower)
 
 
 def _clear_notes(c: _C, original: np.ndarray,
@@ -414,8 +531,9 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
     found, the shift is not accepted or the decode fails.  ``reference``: ``c``'s tracks
     before an earlier shift (where the notes should be heard; default: ``c``'s own).  A long
     input (over digest.LONG_MEASURE_S) is measured on its first REPAIR_SPAN_S (a lag belongs
-    to a track's sound, not to a passage); ``whole_max_s``: that limit instead of
-    digest.LONG_MEASURE_S.  ``measured``: the decodes and transcriptions
+    to a track's sound, not to a passage), one over MEASURE_WHOLE_MAX_S on the digest the
+    repair measured (:func:`_measure_digest`); ``whole_max_s``: an input over it measured
+    on its first REPAIR_SPAN_S instead.  ``measured``: the decodes and transcriptions
     :func:`_with_clear_notes` kept (those of ``c``'s own decode are not made again).
     ``on_leads``: as for :func:`semcodec.roundtrip.align_onsets` (the leads found, whether
     the shift is then kept or not)."""
@@ -425,8 +543,11 @@ def _with_aligned_onsets(c: _C, original: np.ndarray, reference: tuple | None = 
 
     m, audio = c, original
     ref = c.score.tracks if reference is None else reference
-    if c.duration > (digest.LONG_MEASURE_S if whole_max_s is None else whole_max_s):
+    dg = _measure_digest(c) if whole_max_s is None else None
+    if dg is None and c.duration > (digest.LONG_MEASURE_S if whole_max_s is None
+                                    else whole_max_s):
         dg = digest.around(c, 0.0, REPAIR_SPAN_S)
+    if dg is not None:
         m, audio = dg.container(c, samples=True), dg.audio(original)
         ref = dg.container(replace(c, score=replace(c.score, tracks=ref))).score.tracks
     sr = roundtrip.MEASURE_SR
