@@ -744,16 +744,22 @@ def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(m
     assert seen == {0: (26, frozenset({3}))}  # the unsure guess (0.4) restricts nothing
 
 
-def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypatch):
-    from semcodec import digest, encode_budget, roundtrip
+def _forty_second_file():
+    """(sample rate, duration s, notes, Container): 19 notes of one track over 40 s at 8 kHz."""
     from semcodec.container import Container
     from semcodec.events import Note, Score, Track
 
-    SR = 8000
-    dur = 40.0
+    sr, dur = 8000, 40.0
     notes = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 60, 90) for k in range(19))
-    c = Container(duration=dur, sample_rate=SR, channels=1, n_samples=int(dur * SR),
-                  loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    return sr, dur, notes, Container(
+        duration=dur, sample_rate=sr, channels=1, n_samples=int(dur * sr), loudness_lufs=-20.0,
+        score=Score(tracks=(Track(name="t").with_notes(notes),)))
+
+
+def test_onset_alignment_of_a_long_input_is_measured_on_its_first_span(monkeypatch):
+    from semcodec import digest, encode_budget, roundtrip
+
+    SR, dur, notes, c = _forty_second_file()
     monkeypatch.setattr(digest, "LONG_MEASURE_S", 20.0)
     monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
     seen: dict = {}
@@ -778,14 +784,8 @@ def test_an_input_over_the_whole_measure_limit_is_repaired_and_aligned_on_its_di
     from dataclasses import replace
 
     from semcodec import digest, encode_budget, roundtrip
-    from semcodec.container import Container
-    from semcodec.events import Note, Score, Track
 
-    SR = 8000
-    dur = 40.0
-    notes = tuple(Note(0.5 + 2.0 * k, 1.0 + 2.0 * k, 60, 90) for k in range(19))
-    c = Container(duration=dur, sample_rate=SR, channels=1, n_samples=int(dur * SR),
-                  loudness_lufs=-20.0, score=Score(tracks=(Track(name="t").with_notes(notes),)))
+    SR, dur, notes, c = _forty_second_file()
     monkeypatch.setattr(encode_budget, "MEASURE_WHOLE_MAX_S", 20.0)
     monkeypatch.setattr(encode_budget, "REPAIR_SPAN_S", 10.0)
     monkeypatch.setattr(digest, "DIGEST_WINDOW_S", 2.0)  # 6 windows of 2 s: 12 s
