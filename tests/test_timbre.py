@@ -166,6 +166,41 @@ def test_a_lone_track_refines_on_two_torch_threads_the_tracks_of_a_mix_on_one(mo
     assert seen == [1, 1]
 
 
+def test_engine_losses_scored_later_are_scored_on_the_thread_that_asks(monkeypatch):
+    """The fluidsynth side of the engine comparison is rendered on its own thread and scored
+    (torch sums, whose bits depend on the thread count) on the thread that asks for it; the
+    same numbers as scored at once."""
+    import threading
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("semcodec.synth.fluid")
+    from semcodec import timbre
+    from semcodec.synth import ddsp
+
+    score = _score(program=0)
+    tgt = torch.from_numpy(np.random.default_rng(1).standard_normal(
+        (2, int(timbre.FIT_WINDOW_S * ddsp.SR_INT))).astype(np.float32) * 0.1)
+    starts = [0.0, 0.8]
+    try:
+        at_once = timbre._engine_losses(score, 0, starts, None, 0, tgt, engines=("fluidsynth",))
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"fluidsynth unavailable: {exc}")
+    if at_once is None:
+        pytest.skip("fluidsynth rendered nothing")
+    threads: list = []
+    real = ddsp.mrstft_loss
+    monkeypatch.setattr(ddsp, "mrstft_loss",
+                        lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(timbre._engine_losses(
+        score, 0, starts, None, 0, tgt, engines=("fluidsynth",), score_later=True)))
+    t.start()
+    t.join()
+    assert threads == []  # rendered there, not scored
+    assert box[0]() == at_once
+    assert threads == [threading.current_thread()]
+
+
 def test_program_candidates_follow_the_instrument_classifier():
     import math
     from types import SimpleNamespace

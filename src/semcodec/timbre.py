@@ -489,7 +489,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     # the fluidsynth side of the engine comparison needs only the program: rendered meanwhile
     renders: dict = {}
     fluid_losses = in_background(_engine_losses, score, ti, ex.starts, None, program, ex.tgt,
-                                 engines=("fluidsynth",), keep=renders)
+                                 engines=("fluidsynth",), keep=renders, score_later=True)
     # 3a: not for a track of a mix, whose harmonic observations the other instruments
     # contaminate (on the bench's mixes it cost round-trip note F1: 0.59 -> 0.33 on one, with
     # no mel gain)
@@ -512,7 +512,7 @@ def _fit_track(model, score: Score, ex: _Excerpts, deadline: float, deterministi
     neural_renders: dict = {}
     losses = _engine_losses(score, ti, ex.starts, timbre, program, ex.tgt, engines=("neural",),
                             keep=neural_renders)
-    fluid = fluid_losses()
+    fluid = fluid_losses()()  # scored here, on this thread's torch threads
     losses = None if losses is None or fluid is None else {**losses, **fluid}
     if losses is not None:
         log.info("track %d: excerpts as decoded: neural loss %.3f, fluidsynth (program %d) "
@@ -629,7 +629,7 @@ ENGINE_CONTEXT_S = 0.5
 
 def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | None,
                    program: int, tgt, engines: tuple[str, ...] = ("neural", "fluidsynth"),
-                   keep: dict | None = None) -> dict[str, tuple[float, float]] | None:
+                   keep: dict | None = None, score_later: bool = False) -> Any:
     """``{"neural": (loss, gain dB), "fluidsynth": (loss, gain dB)}``: track ``ti``'s excerpts
     (windows at ``starts``, with ENGINE_CONTEXT_S of lead-in) rendered as the decoder renders
     them, by the neural engine with the ``fitted`` timbre and by fluidsynth with GM ``program``
@@ -637,7 +637,10 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
     model rate) and scored by ``ddsp.mrstft_loss``.  None when an engine is unavailable or
     renders nothing.  All excerpts go through one rendering per engine, ENGINE_GAP_S apart.
     ``keep`` (a dict), if given, receives ``"notes"`` (the rendered notes, times in the
-    rendering) and, per engine, its whole rendering (float32 at ``ddsp.SR_INT``)."""
+    rendering) and, per engine, its whole rendering (float32 at ``ddsp.SR_INT``).
+    ``score_later``: the renderings only; returns a function that scores them (on the thread
+    that calls it): torch's sums depend on the thread count, which a new thread takes from
+    whatever another thread has set meanwhile (a lone track's step 3b sets two)."""
     import torch  # noqa: PLC0415
 
     from dataclasses import replace  # noqa: PLC0415
@@ -659,13 +662,20 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
                 notes.append(replace(n, onset=n.onset + shift, offset=n.offset + shift))
     one = Score(tracks=(Track("t", program).with_notes(notes),))
     timbres = (replace(fitted, track=0),) if fitted is not None else ()
-    out = {}
+    renders: dict[str, Any] = {}
     try:
         for name in engines:
             eng = NeuralEngine(device="cpu") if name == "neural" else FluidsynthEngine()
-            y: Any = eng.render(one, sr, hop * G, timbres=timbres)
+            renders[name] = eng.render(one, sr, hop * G, timbres=timbres)
             if keep is not None:
-                keep["notes"], keep[name] = notes, np.asarray(y, np.float32)
+                keep["notes"], keep[name] = notes, np.asarray(renders[name], np.float32)
+    except SynthError as exc:
+        log.info("engines not compared: %s", exc)
+        renders = {}
+
+    def scored() -> dict[str, tuple[float, float]] | None:
+        out = {}
+        for name, y in renders.items():
             y = torch.from_numpy(np.stack([y[g * hop + ctx:g * hop + ctx + n_win]
                                            for g in range(G)]).astype(np.float32))
             if float(torch.sqrt((y ** 2).mean())) <= 1e-9:
@@ -673,10 +683,9 @@ def _engine_losses(score: Score, ti: int, starts: list[float], fitted: Timbre | 
             gain_db = _level_gain_db(y, tgt)
             with torch.no_grad():
                 out[name] = (float(ddsp.mrstft_loss(y * (10.0 ** (gain_db / 20.0)), tgt)), gain_db)
-    except SynthError as exc:
-        log.info("engines not compared: %s", exc)
-        return None
-    return out
+        return out or None
+
+    return scored if score_later else scored()
 
 
 def _fluid_keeps_notes(ti: int, renders: dict) -> bool:
