@@ -98,8 +98,10 @@ STREAM_BLOCK = 1 << 15
 @contextlib.contextmanager
 def torch_threads(at_least: int = 1):
     """Run the block with $SEMCODEC_TORCH_THREADS (default 1) torch threads, or ``at_least``
-    when more, then restore.  torch keeps the count per calling thread (threads that start
-    using torch meanwhile take it too): enter and leave it on the thread that runs the work."""
+    when more, then restore.  The count is the process's (measured: set on one thread, the
+    others read it too; a thread that starts using torch meanwhile takes it): while the block
+    runs, no other thread may set another, and torch work on other threads whose bits matter
+    waits for its end (:func:`semcodec.timbre._engine_losses`' ``score_later``)."""
     import torch  # noqa: PLC0415
 
     try:
