@@ -403,33 +403,11 @@ EXTEND_MIN_SHARE = 0.0
 
 
 def _stacked(tracks: tuple) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """``((track, index), (track, index))`` of each non-drum note with a score note
-    roundtrip.MASKING_INTERVALS below it at the same onset (roundtrip.ONSET_TOLERANCE_S),
-    and that lower note."""
-    import bisect
-
+    """:func:`semcodec.roundtrip.stacked` of the notes of the pitched ``tracks``."""
     from semcodec import roundtrip
 
-    by: dict[int, list[tuple[float, int, int]]] = {}
-    for ti, t in enumerate(tracks):
-        if not t.is_drum:
-            for k, n in enumerate(t.notes):
-                by.setdefault(int(n.pitch), []).append((float(n.onset), ti, k))
-    for v in by.values():
-        v.sort()
-    tol = roundtrip.ONSET_TOLERANCE_S
-    out = []
-    for ti, t in enumerate(tracks):
-        if t.is_drum:
-            continue
-        for k, n in enumerate(t.notes):
-            for iv in roundtrip.MASKING_INTERVALS:
-                low = by.get(int(n.pitch) - iv, [])
-                i = bisect.bisect_left(low, (float(n.onset) - tol, -1, -1))
-                while i < len(low) and low[i][0] <= float(n.onset) + tol:
-                    out.append(((ti, k), (low[i][1], low[i][2])))
-                    i += 1
-    return out
+    return list(roundtrip.stacked([(ti, k, n) for ti, t in enumerate(tracks) if not t.is_drum
+                                   for k, n in enumerate(t.notes)]))
 
 
 def _extended_repair(c: _C, dg: digest.Digest, sub: SmcFile, fixed: SmcFile) -> tuple[_C, int]:

@@ -14,7 +14,7 @@ as recognisable.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -168,26 +168,34 @@ def masked_notes(score_notes: Sequence[tuple[int, int, Note]], heard: Sequence[N
     return masked, maskers
 
 
+def stacked(score_notes: Sequence[tuple[int, int, Note]],
+            tol_s: float = ONSET_TOLERANCE_S) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
+    """``((track, index), (track, index))`` of each note of ``score_notes`` (``(track,
+    index, note)``) with a score note MASKING_INTERVALS below it at the same onset (within
+    ``tol_s``), and that lower note: the pairs :func:`masked_notes` may find masked."""
+    import bisect  # noqa: PLC0415
+
+    by: dict[int, list[tuple[float, int, int]]] = {}
+    for ti, k, n in score_notes:
+        by.setdefault(int(n.pitch), []).append((float(n.onset), ti, k))
+    for v in by.values():
+        v.sort()
+    for ti, k, n in score_notes:
+        t = float(n.onset)
+        for iv in MASKING_INTERVALS:
+            low = by.get(int(n.pitch) - iv, [])
+            i = bisect.bisect_left(low, (t - tol_s, -1, -1))
+            while i < len(low) and low[i][0] <= t + tol_s:
+                yield (ti, k), (low[i][1], low[i][2])
+                i += 1
+
+
 def may_mask(score_notes: Sequence[tuple[int, int, Note]],
              tol_s: float = ONSET_TOLERANCE_S) -> bool:
     """Whether any note of ``score_notes`` (``(track, index, note)``) has a score note
     MASKING_INTERVALS below it at the same onset (within ``tol_s``): else
     :func:`masked_notes` finds nothing, whatever a transcription hears."""
-    import bisect  # noqa: PLC0415
-
-    onsets: dict[int, list[float]] = {}
-    for _, _, n in score_notes:
-        onsets.setdefault(int(n.pitch), []).append(float(n.onset))
-    for ons in onsets.values():
-        ons.sort()
-    for _, _, n in score_notes:
-        t = float(n.onset)
-        for iv in MASKING_INTERVALS:
-            ons = onsets.get(int(n.pitch) - iv, [])
-            i = bisect.bisect_left(ons, t - tol_s)
-            if i < len(ons) and ons[i] <= t + tol_s:
-                return True
-    return False
+    return next(stacked(score_notes, tol_s), None) is not None
 
 
 def scaled(tracks: Sequence, keys: set, factor: float) -> tuple:
