@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -98,6 +100,56 @@ def test_block_length_does_not_change_the_output():
     got = np.concatenate(blocks)
     assert got.shape == whole.shape
     np.testing.assert_allclose(got, whole, atol=1e-6 * max(1.0, float(np.abs(whole).max())))
+
+
+def test_pipelined_render_gives_the_same_samples_on_two_threads(monkeypatch):
+    eng = neural.NeuralEngine(device="cpu")
+    notes = ddsp_np.NoteArrays.from_track(_score(_phrase()).tracks[0])
+    emb, room = eng.program_embedding(0)
+    plain = ddsp_np.TrackRenderer(eng.net, notes, emb, room, 44100, 80000, block=3000)
+    piped = ddsp_np.TrackRenderer(eng.net, notes, emb, room, 44100, 80000, block=3000,
+                                  pipelined=True)
+    made_on: set[str] = set()
+    parts = ddsp_np.TrackRenderer._parts
+
+    def watched(self):
+        for part in parts(self):
+            made_on.add(threading.current_thread().name)
+            yield part
+
+    monkeypatch.setattr(ddsp_np.TrackRenderer, "_parts", watched)
+    a = np.concatenate(list(plain.blocks()))
+    assert made_on == {threading.current_thread().name}
+    made_on.clear()
+    b = np.concatenate(list(piped.blocks()))
+    assert made_on == {"semcodec-ahead"}  # the notes evaluated on the second thread
+    assert np.array_equal(a, b)
+
+
+def test_engine_pipelines_a_lone_track_only(monkeypatch):
+    eng = neural.NeuralEngine(device="cpu")
+    seen: list[bool] = []
+    init = ddsp_np.TrackRenderer.__init__
+
+    def spy(self, *a, **k):
+        seen.append(bool(k.get("pipelined")))
+        init(self, *a, **k)
+
+    monkeypatch.setattr(ddsp_np.TrackRenderer, "__init__", spy)
+    monkeypatch.setattr(neural, "_RENDER_MEMO", [])  # every render made, none remembered
+    monkeypatch.setattr(neural, "_memo_trim", lambda: neural._RENDER_MEMO.clear())
+    monkeypatch.setenv(neural.THREADS_ENV_RENDER, "2")
+    one = _score(_phrase())
+    eng.render(one, 44100, 80000)
+    assert seen == [True]
+    seen.clear()
+    two = Score(tracks=(one.tracks[0], replace(one.tracks[0], name="b")))
+    eng.render(two, 44100, 80000)
+    assert seen == [False, False]  # the tracks run side by side already
+    seen.clear()
+    monkeypatch.setenv(neural.THREADS_ENV_RENDER, "1")  # one core: no second thread
+    eng.render(one, 44100, 80000)
+    assert seen == [False]
 
 
 def test_note_arrays_from_track_filters_and_take_keeps_bends():

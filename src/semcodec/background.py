@@ -6,8 +6,11 @@ threads run side by side."""
 from __future__ import annotations
 
 import importlib
+import queue
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 def in_background(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
@@ -47,3 +50,54 @@ def prefetch(*modules: str) -> None:
                 return
 
     threading.Thread(target=work, name="semcodec-prefetch", daemon=True).start()
+
+
+#: Seconds between a waiting producer's checks that its consumer has gone (:func:`ahead`).
+_AHEAD_POLL_S = 0.05
+
+
+def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """``items`` computed on a second thread, at most ``depth`` ahead of the caller: a
+    two-stage pipeline (the caller's work on one item overlaps the making of the next) with
+    the same items in the same order.  An exception of ``items`` is raised at the caller's
+    next item; a caller that stops early (closes this generator) stops the producer at its
+    next item, and it is joined before the close returns."""
+    box: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+    gone = threading.Event()
+
+    def put(msg: tuple[str, Any]) -> bool:
+        while not gone.is_set():
+            try:
+                box.put(msg, timeout=_AHEAD_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in items:
+                if not put(("item", x)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    t = threading.Thread(target=work, name="semcodec-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, x = box.get()
+            if kind == "item":
+                yield x
+            elif kind == "error":
+                raise x
+            else:
+                return
+    finally:
+        gone.set()
+        t.join()

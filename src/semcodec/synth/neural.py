@@ -270,12 +270,16 @@ class NeuralEngine:
         n_samples = int(n_samples)
         out = np.zeros(n_samples, np.float32)
 
+        live = [i for i, t in enumerate(score.tracks) if t.notes]
+        # one track: its notes evaluated on a second core while the first adds the noise,
+        # the room and the resampling (TrackRenderer's pipeline; the same samples)
+        pipelined = len(live) == 1 and render_workers(2) > 1
+
         def one(i: int) -> np.ndarray | None:
             return self.render_track(score, i, sr, n_samples, timbres=timbres,
                                      programs=programs, transpose=transpose, tempo=tempo,
-                                     samples=samples)
+                                     samples=samples, pipelined=pipelined)
 
-        live = [i for i, t in enumerate(score.tracks) if t.notes]
         finished = [0]
 
         def one_reported(i: int) -> np.ndarray | None:
@@ -317,8 +321,10 @@ class NeuralEngine:
     def render_track(self, score: Score, i: int, sr: int, n_samples: int, *,
                      timbres: tuple[Timbre, ...] = (), programs: dict[int, int] | None = None,
                      transpose: int = 0, tempo: float = 1.0,
-                     samples: tuple[Sample, ...] = ()) -> np.ndarray | None:
-        """Track ``i`` alone, gain included: float32 ``(n_samples,)``, or None when silent."""
+                     samples: tuple[Sample, ...] = (),
+                     pipelined: bool = False) -> np.ndarray | None:
+        """Track ``i`` alone, gain included: float32 ``(n_samples,)``, or None when silent.
+        ``pipelined``: rendered on two threads (:class:`TrackRenderer`; the same samples)."""
         key = self._memo_key(score, i, sr, n_samples, timbres, programs, transpose, tempo)
         if key is not None:
             with _RENDER_MEMO_LOCK:
@@ -327,7 +333,8 @@ class NeuralEngine:
                         _RENDER_MEMO.append(_RENDER_MEMO.pop(j))  # the latest used
                         return y.copy()
         blocks = self.track_blocks(score, i, sr, n_samples, timbres=timbres, programs=programs,
-                                   transpose=transpose, tempo=tempo, samples=samples)
+                                   transpose=transpose, tempo=tempo, samples=samples,
+                                   pipelined=pipelined)
         if blocks is None:
             return None
         out = np.empty(int(n_samples), np.float32)
@@ -364,10 +371,13 @@ class NeuralEngine:
     def track_blocks(self, score: Score, i: int, sr: int, n_samples: int, *,
                      timbres: tuple[Timbre, ...] = (), programs: dict[int, int] | None = None,
                      transpose: int = 0, tempo: float = 1.0, samples: tuple[Sample, ...] = (),
-                     block: int | None = None) -> Iterator[np.ndarray] | None:
+                     block: int | None = None,
+                     pipelined: bool = False) -> Iterator[np.ndarray] | None:
         """Track ``i`` as consecutive float32 blocks adding up to ``n_samples`` (gain
         included), or None when the track is silent.  ``block``: samples at the model's rate
-        per step of the numpy backend (bounded memory); the torch backend yields one block."""
+        per step of the numpy backend (bounded memory); the torch backend yields one block.
+        ``pipelined``: the numpy backend's notes evaluated on a second thread
+        (:class:`TrackRenderer`)."""
         if tempo <= 0 or not math.isfinite(tempo):
             raise SynthError(f"tempo factor must be > 0, got {tempo}")
         n_samples = int(n_samples)
@@ -391,7 +401,8 @@ class NeuralEngine:
                                 device=self.device)
             return iter([np.nan_to_num(y * gain)])
         kw = {} if block is None else {"block": int(block)}
-        rend = TrackRenderer(self.net, notes, emb, room, sr, n_samples, seed=i, **kw)
+        rend = TrackRenderer(self.net, notes, emb, room, sr, n_samples, seed=i,
+                             pipelined=pipelined, **kw)
         return (np.nan_to_num(y * gain) for y in rend.blocks())
 
 
