@@ -715,6 +715,61 @@ def test_a_short_input_is_transcribed_while_its_drums_are_looked_for(monkeypatch
         assert len(calls) == 1 and [n.pitch for n in pitched[0].notes] == [60]
 
 
+@pytest.mark.parametrize("silent", [False, True])
+def test_a_long_inputs_loudness_is_measured_while_its_drums_are_looked_for(monkeypatch, silent):
+    import threading
+
+    from semcodec import api
+    from semcodec.events import Note, Track
+
+    SR = 22050
+    monkeypatch.setattr(api, "EARLY_TRANSCRIPTION_MAX_S", 1.0)  # 2 s: a "long" input here
+    audio = (np.zeros(2 * SR) if silent
+             else 0.1 * np.sin(np.arange(2 * SR) * 0.05)).astype(np.float32)
+    measuring = threading.Event()
+    measure = dsp.integrated_loudness
+    where: list = []
+
+    def loudness(x, sr):
+        where.append(threading.current_thread() is threading.main_thread())
+        measuring.set()
+        return measure(x, sr)
+
+    drum = Track(name="drums", is_drum=True).with_notes((Note(0.2, 0.3, 36, 100),))
+
+    def find_drums(x, sr, opts):
+        assert measuring.wait(60)  # the loudness is measured meanwhile
+        return drum, ()
+
+    seen: dict = {}
+
+    def assemble(inp, loud, tracks, audio_of, *rest):
+        seen.update(loudness=loud, tracks=tracks)
+        return "file"
+
+    monkeypatch.setattr(api.dsp, "integrated_loudness", loudness)
+    monkeypatch.setattr(api, "_drums", find_drums)
+    monkeypatch.setattr(api, "transcribe", lambda *a, **k: (Note(0.1, 0.5, 60, 90),))
+    monkeypatch.setattr(api, "_assemble", assemble)
+    assert api.encode(audio, SR, options=api.EncodeOptions(tracks=1)) == "file"
+    assert where == [False]  # once, on the second thread
+    assert seen["loudness"] == measure(audio, SR)
+    if silent:  # nothing to encode: the drums found are dropped
+        assert seen["loudness"] is None and seen["tracks"] == []
+    else:
+        assert drum in seen["tracks"]
+
+    def broken(x, sr, opts):
+        raise ValueError("detector failed")
+
+    monkeypatch.setattr(api, "_drums", broken)
+    if silent:  # a silent input is not searched for drums otherwise: the error is dropped
+        assert api.encode(audio, SR) == "file" and seen["tracks"] == []
+    else:
+        with pytest.raises(ValueError, match="detector failed"):
+            api.encode(audio, SR)
+
+
 def test_the_fit_gets_the_instrument_classifiers_families_only_when_it_is_sure(monkeypatch):
     from semcodec import api, timbre
     from semcodec.events import Note, Score, Track

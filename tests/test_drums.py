@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,29 @@ def test_detects_a_gm_pattern(drum_clip, detected):
 
 def test_detection_is_deterministic(drum_clip, detected):
     assert drums.detect_drums(drum_clip[0], SR) == detected
+
+
+def test_analysis_blocks_on_two_threads_give_the_same_numbers(drum_clip, monkeypatch):
+    from semcodec.drums import detection
+
+    monkeypatch.setattr(detection, "BLOCK_FRAMES", 300)  # a 3-s block: several here
+    threads: set[str] = set()
+    median = detection._median_filter
+
+    def watched(*a, **k):
+        threads.add(threading.current_thread().name)
+        return median(*a, **k)
+
+    monkeypatch.setattr(detection, "_median_filter", watched)
+    monkeypatch.setattr(detection, "ANALYSIS_WORKERS", 1)
+    one = detection._analyse(drum_clip[0], SR)
+    assert threads == {threading.current_thread().name}
+    threads.clear()
+    monkeypatch.setattr(detection, "ANALYSIS_WORKERS", 2)
+    two = detection._analyse(drum_clip[0], SR)
+    assert threads and all(t.startswith("semcodec-drums") for t in threads)
+    for a, b in ((one.P, two.P), (one.H, two.H), (one.S, two.S)):
+        assert np.array_equal(a, b)
 
 
 def test_other_sample_rates(drum_clip, detected):

@@ -209,7 +209,11 @@ def _encode(inp: AudioInput, opts: EncodeOptions, progress: Progress | None) -> 
     # imported when the split knows it needs it (semcodec.separate)
     prefetch(*(("torch",) if opts.fit_timbre else ()), *_ANALYSIS_MODULES)
     report("loudness", 0.0)
-    loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
+    found = None  # the drums' result when it came with the loudness
+    if opts.drums != "off" and inp.duration > EARLY_TRANSCRIPTION_MAX_S:
+        loudness, found = _loudness_beside_drums(inp, opts)
+    else:
+        loudness = dsp.integrated_loudness(inp.audio, inp.sample_rate)
     report("loudness", 1.0)
     tracks: list[Track] = []
     drum_samples: tuple[Sample, ...] = ()
@@ -228,7 +232,8 @@ def _encode(inp: AudioInput, opts: EncodeOptions, progress: Progress | None) -> 
                  if opts.drums != "off" and inp.duration <= EARLY_TRANSCRIPTION_MAX_S else None)
         try:
             report("drums", 0.0)
-            drum, drum_samples = _drums(inp.audio, inp.sample_rate, opts)
+            drum, drum_samples = (found if found is not None
+                                  else _drums(inp.audio, inp.sample_rate, opts))
             report("drums", 1.0)
             notes = early() if early is not None and drum is None else None
         except BaseException:
@@ -432,6 +437,26 @@ def _drums(audio: np.ndarray, sr: int, opts: EncodeOptions):
         return None, ()
     track, shots = drums.encode_drums(audio, sr, max_bytes=None)
     return track, (shots if opts.samples and track is not None else ())
+
+
+def _loudness_beside_drums(inp: AudioInput, opts: EncodeOptions) -> tuple[float | None, Any]:
+    """``(integrated loudness (LUFS) or None, _drums' result or None)`` of ``inp``: the
+    loudness measured on a second thread while the drums are looked for (each takes one
+    core: a 5-min input's ~1 s of loudness is hidden).  The drums' result is None for a silent
+    input (whose drums the encoder does not look for): an error of the detection on it is
+    dropped too."""
+    measured = in_background(dsp.integrated_loudness, inp.audio, inp.sample_rate)
+    try:
+        found = _drums(inp.audio, inp.sample_rate, opts)
+    except Exception:
+        if measured() is None:
+            return None, None
+        raise
+    except BaseException:  # an interrupt: the measurement is joined before it goes on
+        _join_discarded(measured)
+        raise
+    loudness = measured()
+    return loudness, (found if loudness is not None else None)
 
 
 def _with_tempo_map(score: Score, inp: AudioInput) -> Score:
