@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from semcodec.background import ahead, in_background
+from semcodec.background import ahead, in_background, mapped
 
 
 def test_in_background_returns_the_result_and_raises_the_error_in_the_caller():
@@ -78,3 +78,40 @@ def test_ahead_closed_early_stops_and_joins_the_producer():
     it.close()  # returns once the producer has stopped
     assert closed.is_set()
     assert not any(t.name == "semcodec-ahead" for t in threading.enumerate())
+
+
+def test_mapped_keeps_the_order_and_runs_on_the_workers():
+    names: set[str] = set()
+
+    def slow_square(k: int) -> int:
+        names.add(threading.current_thread().name)
+        time.sleep(0.01 * (k % 3))  # later items may finish first
+        return k * k
+
+    assert list(mapped(slow_square, range(12), workers=2)) == [k * k for k in range(12)]
+    assert names and all(n.startswith("semcodec-map") for n in names)
+
+
+def test_mapped_reads_its_items_at_most_depth_ahead_and_raises_at_the_failed_item():
+    read: list[int] = []
+
+    def items():
+        for k in range(100):
+            read.append(k)
+            yield k
+
+    it = mapped(lambda k: k, items(), workers=2, depth=3)
+    assert next(it) == 0
+    assert len(read) == 3  # the first result waited for with three submitted
+    it.close()
+
+    def fails_at_two(k: int) -> int:
+        if k == 2:
+            raise KeyError(k)
+        return k
+
+    got = []
+    with pytest.raises(KeyError):
+        for x in mapped(fails_at_two, range(5)):
+            got.append(x)
+    assert got == [0, 1]

@@ -96,6 +96,20 @@ def test_loudness_meter_in_pieces_equals_whole():
     assert dsp.LoudnessMeter(1000, 22050).result() is None  # nothing pushed: silence
 
 
+def test_loudness_of_a_whole_signal_on_two_threads_is_the_same_number(monkeypatch):
+    rng = np.random.default_rng(5)
+    n = 5 * (1 << 16) + 1234  # five whole chunks and a rest
+    x = (rng.standard_normal(n) * np.linspace(0.01, 0.3, n)).astype(np.float32)
+    monkeypatch.setattr(dsp, "usable_cpus", lambda: 1)
+    alone = dsp.integrated_loudness(x, 44100)
+    monkeypatch.setattr(dsp, "usable_cpus", lambda: 2)
+    assert dsp.integrated_loudness(x, 44100) == alone
+    m = dsp.LoudnessMeter(n, 44100)
+    for s in range(0, n, 30_000):
+        m.push(x[s:s + 30_000])
+    assert m.result() == pytest.approx(alone, abs=1e-9)
+
+
 def test_flush_tiny_zeros_rounding_noise_only():
     x = np.array([1e-9, -1e-9, -2e-6, 0.5, -3e-5], np.float32)
     y = dsp.flush_tiny(x.copy())

@@ -83,8 +83,11 @@ def _apply_eq_whole(y: np.ndarray, sr: int, gains_db: np.ndarray) -> np.ndarray:
     return (out / np.maximum(norm, 1e-3))[n_fft:n_fft + y.shape[0]].astype(np.float32)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("n", [1, 4095, 4096, 128 * 1024 + 3, 300 * 1024 + 17])
-def test_apply_eq_streamed_is_bit_identical_to_the_whole_pass(n):
+def test_apply_eq_streamed_is_bit_identical_to_the_whole_pass(n, workers, monkeypatch):
+    monkeypatch.setattr(sampler, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(sampler, "EQ_WORKERS", workers)  # 2: the blocks' FFTs on two threads
     rng = np.random.default_rng(n)
     x = rng.standard_normal(n).astype(np.float32)
     gains = rng.uniform(-12, 12, sampler.N_BANDS)

@@ -5,10 +5,11 @@ threads run side by side."""
 
 from __future__ import annotations
 
+import collections
 import importlib
 import queue
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -101,3 +102,26 @@ def ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     finally:
         gone.set()
         t.join()
+
+
+def mapped(fn: Callable[[Any], T], items: Iterable[Any], workers: int = 2,
+           depth: int | None = None) -> Iterator[T]:
+    """``fn(item)`` of each of ``items``, made on ``workers`` threads and handed out in the
+    order of ``items``, at most ``depth`` (default ``2 * workers``) made ahead of the caller
+    (bounded memory).  An exception of ``fn`` is raised at its item; a caller that stops early
+    (closes this generator) waits for the calls still running, and no others start."""
+    from concurrent.futures import Future, ThreadPoolExecutor  # noqa: PLC0415
+
+    depth = max(1, int(depth if depth is not None else 2 * workers))
+    pending: collections.deque[Future] = collections.deque()
+    with ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix="semcodec-map") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from semcodec.constants import SILENCE_LUFS
+from semcodec.runtime import usable_cpus
 
 
 def rfft_rows(frames: np.ndarray) -> np.ndarray:
@@ -190,6 +191,9 @@ def fft_convolve(x: np.ndarray, h: np.ndarray, n_out: int | None = None) -> np.n
 #: Samples filtered per step by the loudness meter (float64 work arrays of ~1 MB each; FFTs of
 #: 2**17 points are ~2x cheaper per sample than 2**19).
 _LOUDNESS_CHUNK = 1 << 16
+#: Threads of the K-weighting of a whole signal of two chunks or more (where the process has
+#: two cores or more).
+LOUDNESS_WORKERS = 2
 #: BS.1770 gating: 400-ms blocks with 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU.
 _GATE_BLOCK_S = 0.4
 _GATE_STEP = 0.25
@@ -257,8 +261,22 @@ def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
     if audio.ndim != 1:
         raise ValueError(f"integrated_loudness expects mono audio (n,), got shape {audio.shape}")
     meter = LoudnessMeter(audio.shape[0], sr)
-    for s in range(0, audio.shape[0], _LOUDNESS_CHUNK):
-        meter.push(audio[s:s + _LOUDNESS_CHUNK])
+    whole = audio.shape[0] - audio.shape[0] % _LOUDNESS_CHUNK
+    if whole >= 2 * _LOUDNESS_CHUNK and usable_cpus() > 1:
+        # the chunks' K-weighting (FFTs, most of the work) on two threads, summed here in
+        # order: the same value (a 5-min input ~0.9 -> ~0.5 s)
+        from semcodec.background import mapped  # noqa: PLC0415
+
+        def filtered(s: int) -> tuple[np.ndarray, np.ndarray]:
+            x = np.asarray(audio[s:s + _LOUDNESS_CHUNK], dtype=np.float64)
+            return x, meter.filtered(x)
+
+        for x, y in mapped(filtered, range(0, whole, _LOUDNESS_CHUNK), LOUDNESS_WORKERS):
+            meter.step_filtered(x, y)
+        meter.push(audio[whole:])
+    else:
+        for s in range(0, audio.shape[0], _LOUDNESS_CHUNK):
+            meter.push(audio[s:s + _LOUDNESS_CHUNK])
     return meter.result()
 
 
@@ -307,14 +325,26 @@ class LoudnessMeter:
         self._pending_n = rest.shape[0]
         return out
 
-    def _step(self, x: np.ndarray) -> None:
+    def filtered(self, x: np.ndarray) -> np.ndarray:
+        """The K-weighted chunk ``x`` (float64, at most _LOUDNESS_CHUNK samples) with its tail,
+        ``(len(x) + len(ir) - 1,)``, before the carry of the chunks before it is added: the
+        meter's heavy step, independent of its state (another thread may make it)."""
+        # (rfft64/irfft: numpy's numbers bit for bit, through scipy's FFT when it is imported)
+        return irfft(rfft64(x, self.nfft) * self.ir_f, self.nfft)[: x.shape[0] + self.ir.shape[0] - 1]
+
+    def step_filtered(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Feed the next whole chunk ``x`` (float64, _LOUDNESS_CHUNK samples, nothing pending)
+        with ``y``, its :meth:`filtered` (``y`` is used up)."""
+        self._step(x, y)
+
+    def _step(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
         x = np.asarray(x, dtype=np.float64)
         if not self.nonzero and np.any(x):
             self.nonzero = True
         m = x.shape[0]
         ir_len = self.ir.shape[0]
-        # (rfft64/irfft: numpy's numbers bit for bit, through scipy's FFT when it is imported)
-        y = irfft(rfft64(x, self.nfft) * self.ir_f, self.nfft)[: m + self.carry.shape[0]]
+        if y is None:
+            y = self.filtered(x)
         y[: self.carry.shape[0]] += self.carry
         x, self.carry = y[:m], y[m:].copy()
         if self.carry.shape[0] < ir_len - 1:  # last, short chunk
