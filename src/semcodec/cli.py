@@ -12,6 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+# The command's OpenBLAS (numpy's, scipy's: loaded after this) on one thread unless the user
+# says otherwise: the codec's stages make threads of their own, and OpenBLAS's workers only
+# cost CPU here (S07 decode ~1.2 -> ~0.8 s of CPU; encode ~9 % less; the same output).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import click
 
 from semcodec import __version__

@@ -24,6 +24,76 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _BlasOneThread:
+    """The process's OpenBLAS libraries (numpy's, scipy's) limited to one thread while any
+    holder is inside (re-entrant across threads; the previous settings come back when the last
+    one leaves).  OpenBLAS's setting is the process's: other threads run on one BLAS thread
+    meanwhile too.
+
+    semcodec's matrices are small or already worked on by threads of its own (tracks rendered
+    side by side, the residual's judges, the drum analysis's blocks): OpenBLAS's worker
+    threads spin more than they help (measured on the 2-core box: a 5-min solo's neural
+    rendering took 3.4-7 s of CPU with the default two threads, 1.8 s with one; the 5-min
+    solo's whole encode 62 -> 57 s of CPU, the same bytes).  Where no OpenBLAS entry points
+    are found this does nothing; libraries loaded after the first use are not limited.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved: list[int] = []
+        self.fns: list[tuple[Any, Any]] | None = None
+
+    def _find(self) -> list[tuple[Any, Any]]:
+        if self.fns is None:
+            self.fns = []
+            try:
+                with open("/proc/self/maps") as fh:
+                    paths = {ln.split()[-1] for ln in fh
+                             if "openblas" in ln.lower() and ".so" in ln}
+                for path in sorted(paths):
+                    pair = _openblas_threads(ctypes.CDLL(path))
+                    if pair is not None:
+                        self.fns.append(pair)
+            except (OSError, AttributeError, IndexError):
+                pass
+        return self.fns
+
+    def __enter__(self) -> "_BlasOneThread":
+        with self.lock:
+            if self.depth == 0:
+                self.saved = [int(get()) for get, _ in self._find()]
+                for (_, put), n in zip(self.fns or (), self.saved):
+                    if n != 1:
+                        put(1)
+            self.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                for (_, put), n in zip(self.fns or (), self.saved):
+                    if n != 1:
+                        put(n)
+                self.saved = []
+
+
+def _openblas_threads(lib: Any) -> tuple[Any, Any] | None:
+    """``(get_num_threads, set_num_threads)`` of an OpenBLAS library, None if it has none."""
+    for pre in ("scipy_openblas", "openblas"):
+        for suf in ("64_", ""):
+            get = getattr(lib, f"{pre}_get_num_threads{suf}", None)
+            put = getattr(lib, f"{pre}_set_num_threads{suf}", None)
+            if get is not None and put is not None:
+                return get, put
+    return None
+
+
+#: numpy's and scipy's OpenBLAS on one thread while inside (``with blas_one_thread:``).
+blas_one_thread = _BlasOneThread()
+
+
 _TRIM: Any = None  # glibc's malloc_trim once looked up; False where there is none
 
 

@@ -22,9 +22,7 @@ the length of the file.  The block length does not change the output (beyond flo
 
 from __future__ import annotations
 
-import ctypes
 import math
-import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -32,6 +30,7 @@ import numpy as np
 
 from semcodec.constants import MIDI_MAX, MIDI_MIN
 from semcodec.errors import SynthError
+from semcodec.runtime import blas_one_thread
 from semcodec.synth import dsp
 from semcodec.synth.ddsp_consts import (
     BAND_HI_HZ as BAND_HI_HZ,
@@ -224,62 +223,6 @@ def note_windows(onsets, offsets, total_s: float, tail_s) -> tuple[np.ndarray, n
 
 # --- the model -----------------------------------------------------------------------------
 
-class _BlasOneThread:
-    """numpy's OpenBLAS limited to one thread while any model evaluation runs (re-entrant
-    across threads; the previous setting comes back when the last one leaves).
-
-    The model's matrices are a few hundred rows: OpenBLAS's worker threads spin more than they
-    help, and tracks already render in threads of their own (measured on the 2-core box: a
-    5-min solo's neural rendering took 3.4-7 s of CPU with the default two threads, 1.8 s with
-    one).  Where the OpenBLAS entry points cannot be found this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.saved = None
-        self.fns = None
-
-    def _find(self):
-        if self.fns is None:
-            self.fns = ()
-            try:
-                with open("/proc/self/maps") as fh:
-                    paths = {ln.split()[-1] for ln in fh
-                             if "openblas" in ln.lower() and ".so" in ln}
-                for path in sorted(paths):
-                    lib = ctypes.CDLL(path)
-                    for pre in ("scipy_openblas", "openblas"):
-                        for suf in ("64_", ""):
-                            get = getattr(lib, f"{pre}_get_num_threads{suf}", None)
-                            put = getattr(lib, f"{pre}_set_num_threads{suf}", None)
-                            if get is not None and put is not None:
-                                self.fns = (get, put)
-                                return self.fns
-            except (OSError, AttributeError, IndexError):
-                self.fns = ()
-        return self.fns
-
-    def __enter__(self):
-        with self.lock:
-            if self.depth == 0 and self._find():
-                get, put = self.fns
-                self.saved = int(get())
-                if self.saved != 1:
-                    put(1)
-            self.depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self.lock:
-            self.depth -= 1
-            if self.depth == 0 and self.fns and self.saved not in (None, 1):
-                self.fns[1](self.saved)
-                self.saved = None
-        return False
-
-
-blas_one_thread = _BlasOneThread()
 
 def scaled_sigmoid(x: np.ndarray) -> np.ndarray:
     return (2.0 * _sigmoid(x) ** np.float32(math.log(10.0)) + 1e-7).astype(np.float32)
