@@ -35,6 +35,14 @@ SPEED_CLIPS = ("slakh_Track00001_S07", "slakh_Track00001_mix")
 RUNS = int(os.environ.get("BENCH_SPEED_RUNS", "3"))
 #: Opus bitrate of the comparison (kbit/s).
 OPUS_KBPS = 12
+#: Before timing, wait up to this long (s; ``BENCH_SPEED_SETTLE_S``, 0: not at all) for the
+#: 1-min load average to fall below SETTLE_LOAD_PER_CORE x cores: the section starts right
+#: after the benchmark's parallel part, whose load (3.2 on the 2-core box) slowed the first
+#: rounds (S07 encode 9.65 s there, 6.62 s timed alone).
+SETTLE_MAX_S = float(os.environ.get("BENCH_SPEED_SETTLE_S", "120"))
+SETTLE_LOAD_PER_CORE = 0.5
+#: Seconds between two looks at the load while settling.
+SETTLE_POLL_S = 5.0
 #: Steps of a round, in order: (step, codec).
 STEPS = (("encode", "semcodec"), ("encode", "opus"), ("decode", "semcodec"), ("decode", "opus"))
 
@@ -131,11 +139,24 @@ def measure_clip(src: Path, duration_s: float, runs: int = RUNS,
     return dict(runs=runs, steps=steps)
 
 
+def settle(max_s: float = SETTLE_MAX_S) -> dict:
+    """Wait (at most ``max_s`` seconds) for the 1-min load average to fall below
+    SETTLE_LOAD_PER_CORE per core; ``{"load_before", "waited_s"}``."""
+    limit = SETTLE_LOAD_PER_CORE * (os.cpu_count() or 1)
+    first = os.getloadavg()[0]
+    t0 = time.monotonic()
+    while max_s > 0 and os.getloadavg()[0] >= limit and time.monotonic() - t0 < max_s:
+        time.sleep(min(SETTLE_POLL_S, max(0.0, max_s - (time.monotonic() - t0))))
+    return dict(load_before=first, waited_s=round(time.monotonic() - t0, 1))
+
+
 def run(clips: list[dict], runs: int = RUNS) -> dict:
-    """Time the clips of :data:`SPEED_CLIPS` among ``clips`` (benchmark clip dicts)."""
+    """Time the clips of :data:`SPEED_CLIPS` among ``clips`` (benchmark clip dicts), once
+    the machine has settled (:func:`settle`)."""
     chosen = [c for name in SPEED_CLIPS for c in clips if c["name"] == name]
+    waited = settle() if chosen else dict(load_before=os.getloadavg()[0], waited_s=0.0)
     out = dict(opus_tool=opus_tool(), opus_kbps=OPUS_KBPS, runs=runs, cores=os.cpu_count(),
-               loadavg_start=os.getloadavg()[0], clips={})
+               settle=waited, loadavg_start=os.getloadavg()[0], clips={})
     for c in chosen:
         print(f"bench: timing {c['name']} ({runs} rounds)", file=sys.stderr)
         out["clips"][c["name"]] = dict(measure_clip(Path(c["audio"]), float(c["duration_s"]), runs),
@@ -182,7 +203,10 @@ def section(speed: dict | None) -> list[str]:
             "(`bench/speed.py`). Wall seconds include start-up; CPU seconds are user + sys of "
             "the process and all its threads; ×RT = clip duration / wall; the last column is "
             "the medians of the per-round ratios (wall; CPU). "
-            f"1-min load average {speed['loadavg_start']:.1f} before and "
+            + (f"The section waited {speed['settle']['waited_s']:.0f} s for the machine to "
+               f"settle (1-min load average {speed['settle']['load_before']:.1f} then). "
+               if speed.get("settle", {}).get("waited_s") else "")
+            + f"1-min load average {speed['loadavg_start']:.1f} before and "
             f"{speed['loadavg_end']:.1f} after (other work on the machine inflates wall times, "
             "less so CPU times).", "", *table(speed), ""]
 

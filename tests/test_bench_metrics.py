@@ -175,3 +175,36 @@ def test_speed_rounds_time_whole_processes(tmp_path):
     assert "| clip (30 s) | encode |" in md and "| clip (30 s) | decode |" in md
     commands[("decode", "opus")] = lambda src, w: [sys.executable, "-c", "raise SystemExit(3)"]
     assert "opus decode" in speed.measure_clip(clip, 30.0, runs=1, commands=commands)["error"]
+
+
+def test_speed_waits_for_the_load_to_fall_before_timing(monkeypatch):
+    from bench import speed
+
+    loads = iter([3.2, 3.2, 2.1, 0.8, 0.8, 0.8])
+    slept: list[float] = []
+    clock = [0.0]
+    monkeypatch.setattr(speed.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(speed.time, "monotonic", lambda: clock[0])
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock[0] += s
+
+    monkeypatch.setattr(speed.time, "sleep", sleep)
+    got = speed.settle(max_s=120)
+    assert got == dict(load_before=3.2, waited_s=10.0) and slept == [5.0, 5.0]  # 0.8 < 1.0
+    loads = iter([3.0] * 100)
+    clock[0] = 0.0
+    slept.clear()
+    assert speed.settle(max_s=12)["waited_s"] == 12.0  # never settles: gives up at max_s
+    assert sum(slept) == pytest.approx(12.0)
+    side = dict(wall_s=1.0, cpu_s=1.0, x_rt=30.0, rss_mb=50.0)
+    md = "\n".join(speed.section(dict(runs=1, opus_kbps=12, opus_tool="opus-tools",
+                                      settle=dict(load_before=3.2, waited_s=10.0),
+                                      loadavg_start=0.8, loadavg_end=1.1,
+                                      clips={"c": {"duration_s": 30.0, "steps": {
+                                          step: dict(semcodec=side, opus=side, ratio=1.0,
+                                                     ratio_cpu=1.0)
+                                          for step in ("encode", "decode")}}})))
+    assert "waited 10 s for the machine to settle (1-min load average 3.2 then)" in md
