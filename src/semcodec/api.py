@@ -185,7 +185,8 @@ def _as_input(source: str | os.PathLike | np.ndarray | AudioInput, sr: int | Non
 def _blas_on_one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` run with OpenBLAS on one thread (:data:`semcodec.runtime.blas_one_thread`): the
     encoder's stages work on two threads of their own, and OpenBLAS's spinning workers cost
-    CPU without gain (5-min solo: 62 -> 57 s of CPU, 35.3 -> 33.8 s wall, the same bytes)."""
+    CPU without gain (5-min solo, whole process, in turns with and without: 60.8 -> 55.6 s of
+    CPU, 34.4 -> 33.3 s wall, the same bytes)."""
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         with blas_one_thread:

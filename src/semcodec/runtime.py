@@ -34,7 +34,7 @@ class _BlasOneThread:
     side by side, the residual's judges, the drum analysis's blocks): OpenBLAS's worker
     threads spin more than they help (measured on the 2-core box: a 5-min solo's neural
     rendering took 3.4-7 s of CPU with the default two threads, 1.8 s with one; the 5-min
-    solo's whole encode 62 -> 57 s of CPU, the same bytes).  Where no OpenBLAS entry points
+    solo's whole encode 60.8 -> 55.6 s of CPU, the same bytes).  Where no OpenBLAS entry points
     are found this does nothing; libraries loaded after the first use are not limited.
     """
 
