@@ -279,6 +279,33 @@ def test_decode_stream_exact_equals_decode(monkeypatch, channels, pans):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("n_tracks", [1, 2])
+def test_a_streamed_lone_track_is_rendered_in_two_stages(monkeypatch, n_tracks):
+    from dataclasses import replace
+
+    from semcodec.synth import ddsp_np, neural
+
+    c = _made_container(seconds=4.0)
+    c = replace(c, score=replace(c.score, tracks=c.score.tracks[:n_tracks]))
+    monkeypatch.setenv(neural.THREADS_ENV_RENDER, "2")
+    ref, _ = semcodec.decode(c, engine="neural")
+    seen: list[bool] = []
+    init = ddsp_np.TrackRenderer.__init__
+
+    def spy(self, *a, **k):
+        seen.append(bool(k.get("pipelined")))
+        init(self, *a, **k)
+
+    monkeypatch.setattr(ddsp_np.TrackRenderer, "__init__", spy)
+    monkeypatch.setattr(decoder, "STREAM_INTERNAL_BLOCK", 1 << 13)  # several internal blocks
+    st = semcodec.decode_stream(c, engine="neural", exact=False)
+    got = np.concatenate(list(st.blocks))
+    # (the gain's windows, then the stream): a lone track's notes on a second thread; tracks
+    # side by side already when there are two
+    assert seen and set(seen) == {n_tracks == 1}
+    assert got.shape == ref.shape and np.isfinite(got).all()
+
+
 def _with_random_residual(c, seed=4):
     """``c`` with a residual payload: random levels in half of the cells (noise and cuts)."""
     from dataclasses import replace

@@ -349,9 +349,14 @@ class _Renderer:
         eng = self.fallback if use_fallback and self.fallback is not None else self.engine
         gain = 10.0 ** (t.engine_gain_db / 20.0) if use_fallback else 1.0
         if hasattr(eng, "track_blocks"):
+            from semcodec.synth.neural import render_workers  # noqa: PLC0415
+
+            # a lone track's notes evaluated on a second core (the neural engine's pipeline;
+            # the same samples): nothing else renders beside it
             it = eng.track_blocks(score, i, self.sr, self.n_out, block=block,
                                   timbres=self.c.timbres, samples=self.c.samples,
-                                  programs=o.programs, transpose=o.transpose, tempo=o.tempo)
+                                  programs=o.programs, transpose=o.transpose, tempo=o.tempo,
+                                  pipelined=self.n_sounding == 1 and render_workers(2) > 1)
             if it is None:
                 return None
         else:
