@@ -58,3 +58,20 @@ def short_wav(tmp_path):
     path = tmp_path / "short.wav"
     sf.write(path, audio, SR, subtype="PCM_16")
     return path
+
+
+@pytest.fixture()
+def pipelined_renders(monkeypatch):
+    """The ``pipelined`` flag of every neural TrackRenderer made while the test runs, in
+    order (a list the test reads)."""
+    from semcodec.synth import ddsp_np
+
+    seen: list[bool] = []
+    init = ddsp_np.TrackRenderer.__init__
+
+    def spy(self, *a, **k):
+        seen.append(bool(k.get("pipelined")))
+        init(self, *a, **k)
+
+    monkeypatch.setattr(ddsp_np.TrackRenderer, "__init__", spy)
+    return seen

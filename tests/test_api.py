@@ -280,23 +280,18 @@ def test_decode_stream_exact_equals_decode(monkeypatch, channels, pans):
 
 
 @pytest.mark.parametrize("n_tracks", [1, 2])
-def test_a_streamed_lone_track_is_rendered_in_two_stages(monkeypatch, n_tracks):
+def test_a_streamed_lone_track_is_rendered_in_two_stages(monkeypatch, pipelined_renders,
+                                                         n_tracks):
     from dataclasses import replace
 
-    from semcodec.synth import ddsp_np, neural
+    from semcodec.synth import neural
 
     c = _made_container(seconds=4.0)
     c = replace(c, score=replace(c.score, tracks=c.score.tracks[:n_tracks]))
     monkeypatch.setenv(neural.THREADS_ENV_RENDER, "2")
     ref, _ = semcodec.decode(c, engine="neural")
-    seen: list[bool] = []
-    init = ddsp_np.TrackRenderer.__init__
-
-    def spy(self, *a, **k):
-        seen.append(bool(k.get("pipelined")))
-        init(self, *a, **k)
-
-    monkeypatch.setattr(ddsp_np.TrackRenderer, "__init__", spy)
+    seen = pipelined_renders
+    seen.clear()  # the renders of the stream only
     monkeypatch.setattr(decoder, "STREAM_INTERNAL_BLOCK", 1 << 13)  # several internal blocks
     st = semcodec.decode_stream(c, engine="neural", exact=False)
     got = np.concatenate(list(st.blocks))

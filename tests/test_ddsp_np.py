@@ -126,16 +126,9 @@ def test_pipelined_render_gives_the_same_samples_on_two_threads(monkeypatch):
     assert np.array_equal(a, b)
 
 
-def test_engine_pipelines_a_lone_track_only(monkeypatch):
+def test_engine_pipelines_a_lone_track_only(monkeypatch, pipelined_renders):
     eng = neural.NeuralEngine(device="cpu")
-    seen: list[bool] = []
-    init = ddsp_np.TrackRenderer.__init__
-
-    def spy(self, *a, **k):
-        seen.append(bool(k.get("pipelined")))
-        init(self, *a, **k)
-
-    monkeypatch.setattr(ddsp_np.TrackRenderer, "__init__", spy)
+    seen = pipelined_renders
     monkeypatch.setattr(neural, "_RENDER_MEMO", [])  # every render made, none remembered
     monkeypatch.setattr(neural, "_memo_trim", lambda: neural._RENDER_MEMO.clear())
     monkeypatch.setenv(neural.THREADS_ENV_RENDER, "2")
