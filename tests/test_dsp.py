@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from semcodec import runtime
 from semcodec.synth import dsp
 
 
@@ -100,9 +101,9 @@ def test_loudness_of_a_whole_signal_on_two_threads_is_the_same_number(monkeypatc
     rng = np.random.default_rng(5)
     n = 5 * (1 << 16) + 1234  # five whole chunks and a rest
     x = (rng.standard_normal(n) * np.linspace(0.01, 0.3, n)).astype(np.float32)
-    monkeypatch.setattr(dsp, "usable_cpus", lambda: 1)
+    monkeypatch.setenv(runtime.WORK_THREADS_ENV, "1")
     alone = dsp.integrated_loudness(x, 44100)
-    monkeypatch.setattr(dsp, "usable_cpus", lambda: 2)
+    monkeypatch.setenv(runtime.WORK_THREADS_ENV, "2")
     assert dsp.integrated_loudness(x, 44100) == alone
     m = dsp.LoudnessMeter(n, 44100)
     for s in range(0, n, 30_000):

@@ -92,3 +92,17 @@ def test_the_command_line_leaves_openblas_one_thread_unless_told_otherwise():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "3"
+
+
+def test_work_threads_follow_the_environment_then_the_cores(monkeypatch):
+    monkeypatch.delenv(runtime.WORK_THREADS_ENV, raising=False)
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 2)
+    assert runtime.work_threads(5) == 2 and runtime.work_threads(1) == 1
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 16)
+    assert runtime.work_threads(8) == 4  # at most 4 by default
+    monkeypatch.setenv(runtime.WORK_THREADS_ENV, "1")  # a batch worker's share, say
+    assert runtime.work_threads(8) == 1
+    monkeypatch.setenv(runtime.WORK_THREADS_ENV, "6")
+    assert runtime.work_threads(8) == 6 and runtime.work_threads(3) == 3
+    monkeypatch.setenv(runtime.WORK_THREADS_ENV, "many")  # unreadable: the default
+    assert runtime.work_threads(8) == 4

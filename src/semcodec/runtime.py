@@ -94,6 +94,24 @@ def _openblas_threads(lib: Any) -> tuple[Any, Any] | None:
 blas_one_thread = _BlasOneThread()
 
 
+#: Threads semcodec's own parallel work may use ($SEMCODEC_THREADS; default: the CPUs this
+#: process may use, at most 4).
+WORK_THREADS_ENV = "SEMCODEC_THREADS"
+
+
+def work_threads(n: int) -> int:
+    """How many of ``n`` pieces of work to run at once (1: no threads): $SEMCODEC_THREADS when
+    set, else :func:`usable_cpus` (at most 4).  The encoder's and decoder's threads (tracks
+    side by side, the pipelines, the FFTs of a long signal) all ask here."""
+    try:
+        limit = int(os.environ.get(WORK_THREADS_ENV, "0"))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        limit = min(usable_cpus(), 4)
+    return max(1, min(limit, int(n)))
+
+
 _TRIM: Any = None  # glibc's malloc_trim once looked up; False where there is none
 
 

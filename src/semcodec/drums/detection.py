@@ -24,6 +24,7 @@ from semcodec.drums.common import (
 )
 from semcodec.constants import VELOCITY_MAX, VELOCITY_MIN
 from semcodec.events import Note
+from semcodec.runtime import work_threads
 from semcodec.synth import dsp
 
 log = logging.getLogger(__name__)
@@ -210,12 +211,13 @@ def _analyse(audio: np.ndarray, sr: int) -> _Analysis:
         S[:, f0:f1] = B @ power
 
     starts = range(0, n, BLOCK_FRAMES)
-    if len(starts) > 1 and ANALYSIS_WORKERS > 1:
+    workers = work_threads(min(ANALYSIS_WORKERS, len(starts)))
+    if workers > 1:
         # blocks side by side (numpy frees the GIL; each writes its own frames: the same
         # numbers as one after the other)
         from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-        with ThreadPoolExecutor(ANALYSIS_WORKERS, thread_name_prefix="semcodec-drums") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="semcodec-drums") as pool:
             list(pool.map(block, starts))
     else:
         for f0 in starts:

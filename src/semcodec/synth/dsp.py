@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from semcodec.constants import SILENCE_LUFS
-from semcodec.runtime import usable_cpus
+from semcodec.runtime import work_threads
 
 
 def rfft_rows(frames: np.ndarray) -> np.ndarray:
@@ -191,8 +191,8 @@ def fft_convolve(x: np.ndarray, h: np.ndarray, n_out: int | None = None) -> np.n
 #: Samples filtered per step by the loudness meter (float64 work arrays of ~1 MB each; FFTs of
 #: 2**17 points are ~2x cheaper per sample than 2**19).
 _LOUDNESS_CHUNK = 1 << 16
-#: Threads of the K-weighting of a whole signal of two chunks or more (where the process has
-#: two cores or more).
+#: Threads of the K-weighting of a whole signal of two chunks or more (at most: see
+#: :func:`semcodec.runtime.work_threads`).
 LOUDNESS_WORKERS = 2
 #: BS.1770 gating: 400-ms blocks with 75 % overlap, absolute gate -70 LUFS, relative gate -10 LU.
 _GATE_BLOCK_S = 0.4
@@ -262,7 +262,8 @@ def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
         raise ValueError(f"integrated_loudness expects mono audio (n,), got shape {audio.shape}")
     meter = LoudnessMeter(audio.shape[0], sr)
     whole = audio.shape[0] - audio.shape[0] % _LOUDNESS_CHUNK
-    if whole >= 2 * _LOUDNESS_CHUNK and usable_cpus() > 1:
+    workers = work_threads(LOUDNESS_WORKERS)
+    if whole >= 2 * _LOUDNESS_CHUNK and workers > 1:
         # the chunks' K-weighting (FFTs, most of the work) on two threads, summed here in
         # order: the same value (a 5-min input ~0.9 -> ~0.5 s)
         from semcodec.background import mapped  # noqa: PLC0415
@@ -271,7 +272,7 @@ def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
             x = np.asarray(audio[s:s + _LOUDNESS_CHUNK], dtype=np.float64)
             return x, meter.filtered(x)
 
-        for x, y in mapped(filtered, range(0, whole, _LOUDNESS_CHUNK), LOUDNESS_WORKERS):
+        for x, y in mapped(filtered, range(0, whole, _LOUDNESS_CHUNK), workers):
             meter.step_filtered(x, y)
         meter.push(audio[whole:])
     else:

@@ -30,6 +30,7 @@ import numpy as np
 
 from semcodec.errors import SynthError
 from semcodec.events import Sample, Score, Timbre, Track
+from semcodec.runtime import WORK_THREADS_ENV, work_threads
 from semcodec.synth import dsp
 from semcodec.synth.ddsp_np import N_ROOM, NoteArrays, NumpyNet, TrackRenderer
 from semcodec.synth.weights import WEIGHTS_DIR, find_weights, load_arrays, verify_weights
@@ -117,24 +118,13 @@ def torch_threads(at_least: int = 1):
         torch.set_num_threads(old)
 
 
-#: Threads rendering tracks in parallel ($SEMCODEC_THREADS, default: the CPUs this process may
-#: use, at most 4).
-THREADS_ENV_RENDER = "SEMCODEC_THREADS"
+#: Threads rendering tracks in parallel (:data:`semcodec.runtime.WORK_THREADS_ENV`).
+THREADS_ENV_RENDER = WORK_THREADS_ENV
 
 
 def render_workers(n_tracks: int) -> int:
-    """How many tracks to render at once (1 = no threads)."""
-    try:
-        n = int(os.environ.get(THREADS_ENV_RENDER, "0"))
-    except ValueError:
-        n = 0
-    if n <= 0:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            n = os.cpu_count() or 1
-        n = min(n, 4)
-    return max(1, min(n, n_tracks))
+    """How many tracks to render at once (1 = no threads): :func:`semcodec.runtime.work_threads`."""
+    return work_threads(n_tracks)
 
 
 def weights_available() -> bool:
